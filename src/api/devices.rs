@@ -1,0 +1,184 @@
+//! `/api/devices`: the device list, on-demand discovery and reading series.
+
+use super::AppState;
+use super::error::{ApiError, ApiQuery};
+use crate::clock::rfc3339;
+use crate::domain::{DeviceId, DeviceStatus, DeviceType};
+use crate::series::{self, Point, Resolution, SeriesError};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// `GET /api/devices`.
+pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = st.store.clone();
+    let devices = blocking(move || store.devices()).await??;
+    let live: HashMap<DeviceId, _> = st
+        .registry
+        .snapshot()
+        .into_iter()
+        .map(|e| (e.info.device_id.clone(), e))
+        .collect();
+    let mut strip_points: HashMap<DeviceId, u64> = HashMap::new();
+    for d in &devices {
+        if let Some(p) = &d.record.info.parent_id {
+            *strip_points.entry(p.clone()).or_default() += d.data_points;
+        }
+    }
+    let out: Vec<Value> = devices
+        .iter()
+        .map(|d| {
+            let i = &d.record.info;
+            let owner = i.parent_id.as_ref().unwrap_or(&i.device_id);
+            let entry = live.get(owner);
+            let status = entry.map_or(DeviceStatus::Offline, |e| e.status);
+            let address = entry.map_or(i.address.clone(), |e| e.addr.to_string());
+            let ip = address
+                .rsplit_once(':')
+                .map_or(address.as_str(), |(ip, _)| ip)
+                .to_owned();
+            let last_seen = entry.and_then(|e| e.last_seen_ms).or(d.last_reading_ms);
+            let points = if i.device_type == DeviceType::Strip {
+                strip_points.get(&i.device_id).copied().unwrap_or(0)
+            } else {
+                d.data_points
+            };
+            json!({
+                "device_id": i.device_id, "device_ip": ip, "device_name": i.name,
+                "device_type": i.device_type, "model": i.model, "hw_ver": i.hw_ver,
+                "sw_ver": i.sw_ver, "transport": i.transport, "has_emeter": i.has_emeter,
+                "online": status == DeviceStatus::Online, "status": status,
+                "last_seen": last_seen.map(rfc3339), "data_points": points,
+                "parent_id": i.parent_id, "outlet_index": i.outlet_index, "mac": i.mac,
+                "latitude": i.latitude, "longitude": i.longitude,
+                "last_error": entry.and_then(|e| e.last_error.clone()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "devices": out })))
+}
+
+/// `POST /api/devices/discover`: runs a discovery round now.
+pub async fn discover(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let found = st.discovery.discover_now().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DISCOVERY_UNAVAILABLE",
+            "Discovery unavailable",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(json!({ "found": found })))
+}
+
+/// Query of the readings endpoint.
+#[derive(Debug, Deserialize)]
+pub struct ReadingsQuery {
+    start: Option<String>,
+    end: Option<String>,
+    resolution: Option<String>,
+    timezone: Option<String>,
+}
+
+/// Parses RFC 3339, or a plain date (`YYYY-MM-DD`, local midnight in `tz`).
+fn parse_time(field: &str, s: &str, tz: chrono_tz::Tz) -> Result<i64, ApiError> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(crate::domain::rollup::local_midnight(d, tz));
+    }
+    Err(ApiError::bad_request(
+        "INVALID_DATE",
+        format!(
+            "{field} must be an RFC 3339 time (2026-11-25T10:00:00Z) or a date (2026-11-25), got {s:?}"
+        ),
+    ))
+}
+
+fn kwh(mwh: i64) -> f64 {
+    mwh as f64 / 1_000_000.0
+}
+
+fn point_json(p: &Point, rollup: bool) -> Value {
+    let unit = |v: Option<f64>| v.map(|x| x.round() / 1000.0);
+    let mut v = json!({
+        "timestamp": rfc3339(p.ts_ms),
+        "power_w": unit(p.power_mw), "voltage": unit(p.voltage_mv), "current": unit(p.current_ma),
+        "energy_kwh": kwh(p.energy_mwh), "total_kwh": p.counter_wh.map(|c| c as f64 / 1000.0),
+        "is_on": p.is_on,
+    });
+    if rollup {
+        v["power_min_w"] = json!(p.power_min_mw.map(|x| x as f64 / 1000.0));
+        v["power_max_w"] = json!(p.power_max_mw.map(|x| x as f64 / 1000.0));
+        v["on_seconds"] = json!(p.on_ms.map(|x| x / 1000));
+        v["samples"] = json!(p.samples);
+    }
+    v
+}
+
+/// `GET /api/devices/{device_id}/readings?start&end&resolution&timezone`.
+pub async fn readings(
+    State(st): State<AppState>,
+    Path(device_id): Path<String>,
+    ApiQuery(q): ApiQuery<ReadingsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = DeviceId::parse(&device_id).map_err(|_| ApiError::device_not_found(&device_id))?;
+    let tz: chrono_tz::Tz = match &q.timezone {
+        Some(t) => t.parse().map_err(|_| {
+            ApiError::bad_request("INVALID_TIMEZONE", format!("unknown IANA time zone {t:?}"))
+        })?,
+        None => st.timezone,
+    };
+    let res_text = q.resolution.as_deref().unwrap_or("raw");
+    let res = Resolution::parse(res_text).ok_or_else(|| {
+        ApiError::bad_request(
+            "INVALID_RESOLUTION",
+            format!("resolution must be raw, 15m, hour, day, week or month, got {res_text:?}"),
+        )
+    })?;
+    let end = match &q.end {
+        Some(s) => parse_time("end", s, tz)?,
+        None => st.clock.now_ms() + 1,
+    };
+    let start = match &q.start {
+        Some(s) => parse_time("start", s, tz)?,
+        None => end - 86_400_000,
+    };
+    if start >= end {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_DATE_RANGE",
+            "Invalid date range",
+            "Start date must be before end date",
+        ));
+    }
+    let store = st.store.clone();
+    let sid = id.clone();
+    let points = blocking(move || series::series(&store, &sid, start, end, res, tz))
+        .await?
+        .map_err(|e| match e {
+            SeriesError::TooManyRows => ApiError::bad_request("RANGE_TOO_LARGE", e.to_string()),
+            SeriesError::Store(s) => s.into(),
+        })?;
+    let rollup = res != Resolution::Raw;
+    Ok(Json(json!({
+        "device_id": id,
+        "resolution": res_text,
+        "timezone": tz.name(),
+        "start": rfc3339(start),
+        "end": rfc3339(end),
+        "readings": points.iter().map(|p| point_json(p, rollup)).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,175 @@
+//! Composition root: opens the store, starts the writer, poller, discovery and HTTP server,
+//! and shuts them down in order.
+//!
+//! Shutdown order: stop accepting HTTP and cancel poller and discovery → wait for their tasks
+//! (bounded) → drop the last writer handle so the writer makes its final durable commit →
+//! close the store. Everything finishes within [`SHUTDOWN_GRACE`].
+
+use crate::api::{self, AppState};
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::poller::discovery::{Discoverer, DiscoveryHandle};
+use crate::poller::registry::Registry;
+use crate::poller::{PollConfig, Poller, PollerStatus};
+use crate::store::{self, Store};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Longest a clean shutdown may take.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// A started daemon.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP server listens.
+    pub addr: SocketAddr,
+    /// Cancel this to stop the daemon.
+    pub shutdown: CancellationToken,
+    /// Finishes when the daemon has stopped and the store is closed.
+    pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Opens (creating if needed) the data directory and the store.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("while creating data_dir {}", settings.data_dir.display()))?;
+    let path = settings.db_path();
+    let cache = settings.storage.cache_mb;
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || Store::open(&p, cache))
+        .await?
+        .with_context(|| format!("while opening {}", path.display()))
+}
+
+/// Puts every stored device into the registry so it is polled before discovery finds it.
+fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
+    let devices = store.devices()?;
+    let now = tokio::time::Instant::now();
+    for parent in devices.iter().filter(|d| d.record.info.parent_id.is_none()) {
+        let mut infos = vec![parent.record.info.clone()];
+        let mut outlets: Vec<_> = devices
+            .iter()
+            .filter(|d| d.record.info.parent_id.as_ref() == Some(&parent.record.info.device_id))
+            .map(|d| d.record.info.clone())
+            .collect();
+        outlets.sort_by_key(|o| o.outlet_index);
+        infos.extend(outlets);
+        registry.upsert(infos, now);
+    }
+    Ok(())
+}
+
+/// Starts the daemon on `listener`.
+pub async fn start(
+    settings: Settings,
+    listener: TcpListener,
+    clock: SharedClock,
+) -> anyhow::Result<Running> {
+    let store = open_store(&settings).await?;
+    let (writer, writer_task) =
+        store::writer::spawn(store.clone(), settings.storage.commit_interval.0);
+    let registry = Arc::new(Registry::default());
+    load_registry(&store, &registry)?;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let status = Arc::new(PollerStatus::default());
+    let poller = Poller {
+        cfg: PollConfig {
+            interval: settings.poll.interval.0,
+            timeout: settings.poll.timeout.0,
+            concurrency: settings.poll.concurrency,
+            max_backoff: settings.poll.max_backoff.0,
+            static_hosts: settings.static_hosts()?,
+        },
+        registry: registry.clone(),
+        writer: writer.clone(),
+        clock: clock.clone(),
+        status: status.clone(),
+    };
+    let discovery = if settings.discovery.enabled {
+        Discoverer {
+            targets: settings.discovery_targets()?,
+            window: settings.discovery.window.0,
+            registry: registry.clone(),
+            writer: writer.clone(),
+            clock: clock.clone(),
+        }
+        .spawn(settings.discovery.interval.0, shutdown.clone(), &tracker)
+    } else {
+        DiscoveryHandle::disabled()
+    };
+    tracker.spawn(poller.run(shutdown.clone()));
+    let writer_stats = writer.stats.clone();
+    drop(writer);
+
+    let state = AppState {
+        store: store.clone(),
+        registry,
+        discovery,
+        poller: status,
+        writer: writer_stats,
+        clock: clock.clone(),
+        poll_interval: settings.poll.interval.0,
+        timezone: settings.tz()?,
+        started_ms: clock.now_ms(),
+    };
+    let addr = listener.local_addr()?;
+    let app = api::router(state);
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, "kasad listening");
+
+    let stop = shutdown.clone();
+    let done = tokio::spawn(async move {
+        stop.cancelled().await;
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
+        }
+        // Open HTTP connections get the rest of the grace period.
+        let abort = server.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+        // All writer handles are gone now: the writer commits durably and ends.
+        writer_task.await.context("store writer panicked")?;
+        drop(store);
+        tracing::info!("kasad stopped");
+        Ok(())
+    });
+    Ok(Running {
+        addr,
+        shutdown,
+        done,
+    })
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    clock: SharedClock,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.http.listen)
+        .await
+        .with_context(|| format!("while binding {}", settings.http.listen))?;
+    let running = start(settings, listener, clock).await?;
+    shutdown.await;
+    running.shutdown.cancel();
+    running.done.await?
+}

@@ -1,0 +1,91 @@
+//! The one source of time for the whole daemon.
+//!
+//! Owns: wall-clock time (UTC Unix milliseconds) behind the [`Clock`] trait, so tests can drive
+//! time with [`ManualClock`] instead of changing the system clock. Monotonic time (timeouts,
+//! backoff, intervals) comes from `tokio::time`, which tests control with `tokio::time::pause`.
+//! Nothing else in the crate may call `SystemTime::now` or `chrono::Utc::now`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Wall-clock time in UTC Unix milliseconds.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Current wall-clock time, UTC Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// A shared clock handle.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The system's real-time clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock that only moves when told to; for tests and for replaying history.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock standing at `now_ms`.
+    pub fn new(now_ms: i64) -> Self {
+        Self {
+            now: AtomicI64::new(now_ms),
+        }
+    }
+
+    /// Moves the clock to `now_ms` (may go backwards, like a badly set system clock).
+    pub fn set(&self, now_ms: i64) {
+        self.now.store(now_ms, Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `delta_ms`.
+    pub fn advance(&self, delta_ms: i64) {
+        self.now.fetch_add(delta_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+/// The system clock as a shared handle.
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// Formats UTC milliseconds as RFC 3339 with millisecond precision and a `Z` suffix.
+pub fn rfc3339(ts_ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ts_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = ManualClock::new(1_000);
+        assert_eq!(c.now_ms(), 1_000);
+        c.advance(500);
+        assert_eq!(c.now_ms(), 1_500);
+        c.set(10);
+        assert_eq!(c.now_ms(), 10);
+    }
+
+    #[test]
+    fn rfc3339_has_millis_and_z() {
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}

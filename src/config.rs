@@ -1,0 +1,467 @@
+//! Configuration: typed settings from a TOML file, overridden by `KASAD_*` environment
+//! variables, validated once at load.
+//!
+//! Precedence (tested): built-in defaults < file < environment. Environment keys are
+//! `KASAD_<KEY>` for top-level keys and `KASAD_<SECTION>__<KEY>` for keys in a section, e.g.
+//! `KASAD_POLL__INTERVAL=30s`; values are read as TOML when they parse as such (`true`, `5`,
+//! `["127.0.0.2:9999"]`) and as plain strings otherwise. Unknown environment keys are
+//! reported as warnings, unknown file keys as errors.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The commented example configuration, also printed by `kasad print-config`.
+pub const EXAMPLE: &str = include_str!("../systemd/kasad.toml");
+
+/// A configuration problem, with the key or file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML (after environment overrides) does not fit the settings.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {key}: {msg}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+fn invalid(key: &str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        msg: msg.into(),
+    }
+}
+
+/// A duration written as `"500ms"`, `"10s"`, `"5m"`, `"2h"` or `"400d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Parses the textual form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit())?;
+        let (n, unit) = s.split_at(split);
+        let n: u64 = n.parse().ok()?;
+        let ms = match unit.trim() {
+            "ms" => n,
+            "s" => n.checked_mul(1_000)?,
+            "m" => n.checked_mul(60_000)?,
+            "h" => n.checked_mul(3_600_000)?,
+            "d" => n.checked_mul(86_400_000)?,
+            _ => return None,
+        };
+        Some(Dur(Duration::from_millis(ms)))
+    }
+}
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        match ms {
+            0 => write!(f, "0s"),
+            _ if ms.is_multiple_of(86_400_000) => write!(f, "{}d", ms / 86_400_000),
+            _ if ms.is_multiple_of(3_600_000) => write!(f, "{}h", ms / 3_600_000),
+            _ if ms.is_multiple_of(60_000) => write!(f, "{}m", ms / 60_000),
+            _ if ms.is_multiple_of(1_000) => write!(f, "{}s", ms / 1_000),
+            _ => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: use a whole number with ms, s, m, h or d, e.g. \"10s\""
+            ))
+        })
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Bind address.
+    pub listen: SocketAddr,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5272)),
+        }
+    }
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Discovery {
+    /// Probe for devices at all.
+    pub enabled: bool,
+    /// Where probes go (`ip:port`); a broadcast address finds every device on the LAN.
+    pub targets: Vec<String>,
+    /// Time between discovery rounds.
+    pub interval: Dur,
+    /// How long to listen for answers.
+    pub window: Dur,
+    /// Refuse any target or static device outside 127.0.0.0/8 (set by the demo and tests).
+    pub loopback_only: bool,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            targets: vec!["255.255.255.255:9999".into()],
+            interval: Dur(Duration::from_secs(300)),
+            window: Dur(Duration::from_secs(2)),
+            loopback_only: false,
+        }
+    }
+}
+
+/// `[poll]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Poll {
+    /// Time between polls of each device.
+    pub interval: Dur,
+    /// Longest a device may take to answer one poll.
+    pub timeout: Dur,
+    /// Devices polled at the same time.
+    pub concurrency: usize,
+    /// Longest wait between attempts at an unreachable device.
+    pub max_backoff: Dur,
+}
+
+impl Default for Poll {
+    fn default() -> Self {
+        Self {
+            interval: Dur(Duration::from_secs(10)),
+            timeout: Dur(Duration::from_secs(3)),
+            concurrency: 256,
+            max_backoff: Dur(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Time between durable commits: the most a power cut can lose.
+    pub commit_interval: Dur,
+    /// Page cache, MiB.
+    pub cache_mb: usize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            commit_interval: Dur(Duration::from_secs(30)),
+            cache_mb: 32,
+        }
+    }
+}
+
+/// `[[devices]]`: a device polled without being discovered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticDevice {
+    /// `ip` or `ip:port` (port 9999 by default).
+    pub host: String,
+}
+
+/// All settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// State directory (database, keys, export files).
+    pub data_dir: PathBuf,
+    /// Default IANA time zone for days and months.
+    pub timezone: String,
+    /// HTTP server.
+    pub http: Http,
+    /// Device discovery.
+    pub discovery: Discovery,
+    /// Polling.
+    pub poll: Poll,
+    /// Storage.
+    pub storage: Storage,
+    /// Static devices.
+    pub devices: Vec<StaticDevice>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/kasad"),
+            timezone: "UTC".into(),
+            http: Http::default(),
+            discovery: Discovery::default(),
+            poll: Poll::default(),
+            storage: Storage::default(),
+            devices: Vec::new(),
+        }
+    }
+}
+
+/// Parses `ip:port` or `ip` (port 9999).
+pub fn parse_host(s: &str) -> Option<SocketAddr> {
+    s.parse().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, crate::protocol::DEFAULT_PORT))
+    })
+}
+
+impl Settings {
+    /// Loads `path` (or only defaults when `None`) and applies the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_sources(&text, std::env::vars())
+    }
+
+    /// Builds settings from TOML text and `(name, value)` environment pairs.
+    pub fn from_sources(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(toml_text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let known = toml::Table::try_from(Settings::default())
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("KASAD_") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            let (section, key) = match path.as_slice() {
+                [k] => (None, k.clone()),
+                [s, k] => (Some(s.clone()), k.clone()),
+                _ => {
+                    tracing::warn!(%name, "ignoring environment variable: too many '__' parts");
+                    continue;
+                }
+            };
+            let exists = match &section {
+                None => known.contains_key(&key) && !known[&key].is_table(),
+                Some(s) => known
+                    .get(s)
+                    .and_then(|t| t.as_table())
+                    .is_some_and(|t| t.contains_key(&key)),
+            };
+            if !exists {
+                tracing::warn!(%name, "ignoring unknown configuration environment variable");
+                continue;
+            }
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let target = match section {
+                None => &mut table,
+                Some(s) => table
+                    .entry(s)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| invalid(&name, "section is not a table"))?,
+            };
+            target.insert(key, parsed);
+        }
+        let settings: Settings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tz()?;
+        let targets = self.discovery_targets()?;
+        let hosts = self.static_hosts()?;
+        let outside = targets.iter().chain(&hosts).find(|a| !a.ip().is_loopback());
+        if let (true, Some(bad)) = (self.discovery.loopback_only, outside) {
+            return Err(invalid(
+                "discovery.loopback_only",
+                format!("{bad} is not a loopback address; only 127.0.0.0/8 is allowed here"),
+            ));
+        }
+        for (key, d) in [
+            ("poll.interval", self.poll.interval),
+            ("poll.timeout", self.poll.timeout),
+            ("discovery.interval", self.discovery.interval),
+            ("discovery.window", self.discovery.window),
+            ("storage.commit_interval", self.storage.commit_interval),
+        ] {
+            if d.0.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        if self.poll.concurrency == 0 {
+            return Err(invalid("poll.concurrency", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The configured time zone.
+    pub fn tz(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        self.timezone.parse().map_err(|_| {
+            invalid(
+                "timezone",
+                format!("unknown IANA time zone {:?}", self.timezone),
+            )
+        })
+    }
+
+    /// Discovery targets as socket addresses.
+    pub fn discovery_targets(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.discovery
+            .targets
+            .iter()
+            .map(|t| {
+                parse_host(t)
+                    .ok_or_else(|| invalid("discovery.targets", format!("{t:?} is not ip:port")))
+            })
+            .collect()
+    }
+
+    /// Static device addresses.
+    pub fn static_hosts(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.devices
+            .iter()
+            .map(|d| {
+                parse_host(&d.host).ok_or_else(|| {
+                    invalid("devices.host", format!("{:?} is not ip or ip:port", d.host))
+                })
+            })
+            .collect()
+    }
+
+    /// Path of the database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("kasad.redb")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn example_config_parses_and_matches_fixed_keys() {
+        let s = Settings::from_sources(EXAMPLE, env(&[])).unwrap();
+        assert_eq!(s.http.listen.port(), 5272);
+        assert_eq!(s.poll.interval, Dur(Duration::from_secs(10)));
+        assert_eq!(s.discovery.interval, Dur(Duration::from_secs(300)));
+        assert_eq!(s.discovery.targets, vec!["255.255.255.255:9999"]);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let s = Settings::from_sources(
+            "[poll]\ninterval = \"20s\"\n",
+            env(&[
+                ("KASAD_POLL__INTERVAL", "30s"),
+                ("KASAD_DISCOVERY__ENABLED", "false"),
+                ("KASAD_DATA_DIR", "/tmp/x"),
+                ("KASAD_DISCOVERY__TARGETS", "[\"127.0.0.2:9999\"]"),
+                ("KASAD_NOPE__THING", "1"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.poll.interval, Dur(Duration::from_secs(30)));
+        assert!(!s.discovery.enabled);
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.discovery.targets, vec!["127.0.0.2:9999"]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_key() {
+        for (text, needle) in [
+            ("[poll]\ninterval = \"ten\"\n", "invalid duration"),
+            ("timezone = \"Mars/Base\"\n", "timezone"),
+            ("[poll]\nintervall = \"10s\"\n", "intervall"),
+            (
+                "[discovery]\ntargets = [\"nowhere\"]\n",
+                "discovery.targets",
+            ),
+            ("[poll]\ninterval = \"0s\"\n", "poll.interval"),
+            (
+                "[discovery]\nloopback_only = true\ntargets = [\"255.255.255.255:9999\"]\n",
+                "loopback",
+            ),
+            (
+                "[discovery]\nloopback_only = true\ntargets = []\n[[devices]]\nhost = \"192.168.1.100\"\n",
+                "192.168.1.100",
+            ),
+        ] {
+            let e = Settings::from_sources(text, env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (s, ms) in [
+            ("500ms", 500),
+            ("10s", 10_000),
+            ("5m", 300_000),
+            ("400d", 34_560_000_000),
+        ] {
+            let d = Dur::parse(s).unwrap();
+            assert_eq!(d.0.as_millis(), ms);
+            assert_eq!(d.to_string(), s);
+        }
+        assert!(Dur::parse("10").is_none());
+        assert!(Dur::parse("s").is_none());
+    }
+
+    #[test]
+    fn hosts_default_to_port_9999() {
+        assert_eq!(parse_host("127.0.0.20").unwrap().port(), 9999);
+        assert_eq!(parse_host("127.0.0.20:1234").unwrap().port(), 1234);
+        assert!(parse_host("example").is_none());
+    }
+}

@@ -1,0 +1,167 @@
+//! Device identity and descriptive metadata.
+//!
+//! A device is identified by its device id (`deviceId` for IOT plugs, the child id for strip
+//! outlets), never by its IP address: DHCP moves devices and history must not split.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest device id accepted (IOT ids are 40 hex chars, outlet ids 42).
+pub const MAX_ID_LEN: usize = 64;
+
+/// A validated device id: 1–64 characters of `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceId(String);
+
+/// Why a string is not a device id.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid device id {0:?}: expected 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")]
+pub struct InvalidDeviceId(pub String);
+
+impl DeviceId {
+    /// Parses and validates a device id.
+    pub fn parse(s: &str) -> Result<Self, InvalidDeviceId> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_ID_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidDeviceId(s.to_owned()))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The full id of a strip outlet. Strips report child ids either in full (parent id +
+    /// two-digit index) or, in some UDP answers, as the index alone; both map to the full form.
+    pub fn outlet(parent: &DeviceId, child: &str) -> Result<Self, InvalidDeviceId> {
+        if child.len() <= 2 && child.bytes().all(|b| b.is_ascii_digit()) {
+            let idx: u8 = child.parse().map_err(|_| InvalidDeviceId(child.into()))?;
+            Self::parse(&format!("{}{idx:02}", parent.0))
+        } else {
+            Self::parse(child)
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceId {
+    type Error = InvalidDeviceId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<DeviceId> for String {
+    fn from(id: DeviceId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What kind of thing a device record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceType {
+    /// A single plug.
+    Plug,
+    /// A power strip (its energy is the sum of its outlets).
+    Strip,
+    /// One outlet of a power strip.
+    StripOutlet,
+}
+
+/// How the daemon talks to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Legacy IOT protocol, XOR autokey over TCP 9999.
+    Xor,
+}
+
+/// Reachability as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Answered the last poll.
+    Online,
+    /// Did not answer recently.
+    Offline,
+    /// Needs credentials we do not have (newer transports).
+    AuthRequired,
+    /// Speaks something we cannot poll.
+    Unsupported,
+}
+
+/// Everything known about a device apart from its readings; persisted by the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Stable id.
+    pub device_id: DeviceId,
+    /// The strip this outlet belongs to.
+    pub parent_id: Option<DeviceId>,
+    /// Outlet index within its strip.
+    pub outlet_index: Option<u8>,
+    /// Last known address (`ip:port`).
+    pub address: String,
+    /// User-given name.
+    pub name: String,
+    /// Plug, strip or outlet.
+    pub device_type: DeviceType,
+    /// Model, e.g. `HS110(EU)`.
+    pub model: String,
+    /// Hardware version.
+    pub hw_ver: String,
+    /// Firmware version.
+    pub sw_ver: String,
+    /// How we talk to it.
+    pub transport: Transport,
+    /// Whether it has an energy meter.
+    pub has_emeter: bool,
+    /// MAC address as reported.
+    pub mac: String,
+    /// Reported latitude, degrees.
+    pub latitude: Option<f64>,
+    /// Reported longitude, degrees.
+    pub longitude: Option<f64>,
+}
+
+impl DeviceInfo {
+    /// The IP part of the address.
+    pub fn ip(&self) -> &str {
+        self.address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(ip, _)| ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_id_rejects_empty_long_and_odd_characters() {
+        assert!(DeviceId::parse("").is_err());
+        assert!(DeviceId::parse(&"A".repeat(65)).is_err());
+        assert!(DeviceId::parse("../etc").is_err());
+        assert!(DeviceId::parse("8006AF35494E7DB13DDE9B8F40BF2E001E770319").is_ok());
+    }
+
+    #[test]
+    fn outlet_ids_expand_short_child_ids() {
+        let p = DeviceId::parse("AB12").unwrap();
+        assert_eq!(DeviceId::outlet(&p, "3").unwrap().as_str(), "AB1203");
+        assert_eq!(DeviceId::outlet(&p, "05").unwrap().as_str(), "AB1205");
+        assert_eq!(DeviceId::outlet(&p, "AB1201").unwrap().as_str(), "AB1201");
+    }
+}

@@ -1,0 +1,30 @@
+//! kasad — a local energy-data appliance for TP-Link Kasa plugs and power strips.
+//!
+//! # Layout
+//! - [`clock`]: the one injectable wall clock.
+//! - [`config`]: settings from TOML + `KASAD_*` environment, validated.
+//! - [`domain`]: pure types and maths (ids, readings, energy accounting, rollups).
+//! - [`protocol`]: the legacy Kasa protocol (XOR cipher, framing, messages, client, discovery).
+//! - [`sim`]: simulated devices speaking the real protocol on loopback (demo, tests, bench).
+//! - [`poller`]: registry, discovery rounds and poll cycles.
+//! - [`store`]: redb persistence (schema, writer task, queries).
+//! - [`series`]: raw and rolled-up reading series for the API.
+//! - [`api`]: the axum HTTP API.
+//! - [`app`]: composition root and ordered shutdown; [`demo`]: `kasad demo`.
+//! - [`shutdown`]: OS signals (used by `main` only); [`telemetry`]: logging setup.
+//!
+//! Data flow: discovery → registry → poller → store writer → API.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod poller;
+pub mod protocol;
+pub mod series;
+pub mod shutdown;
+pub mod sim;
+pub mod store;
+pub mod telemetry;

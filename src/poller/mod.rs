@@ -1,0 +1,196 @@
+//! Acquisition: discovery rounds and poll cycles feeding the store writer.
+//!
+//! Owns: the cadence (poll interval with missed ticks skipped, discovery interval and
+//! on-demand rounds), bounded concurrency, per-device timeouts and backoff. Each loop is a
+//! `*_once` function (tested directly) plus a thin loop that stops on cancellation.
+//! A slow, hung or garbage-sending device only ever costs its own timeout: results are handed
+//! to the writer as each device finishes, not at the end of the cycle.
+
+pub mod device;
+pub mod discovery;
+pub mod registry;
+
+use crate::clock::SharedClock;
+use crate::domain::DeviceId;
+use crate::store::{WriteOp, WriterHandle};
+use futures_util::StreamExt;
+use registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// Poller settings.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Time between cycles.
+    pub interval: Duration,
+    /// Per-device timeout (whole poll).
+    pub timeout: Duration,
+    /// Devices polled at once.
+    pub concurrency: usize,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+    /// Static device addresses.
+    pub static_hosts: Vec<SocketAddr>,
+}
+
+/// Heartbeat for `/api/health`.
+#[derive(Debug, Default)]
+pub struct PollerStatus {
+    /// Wall time the last cycle finished, UTC ms (0 = never).
+    pub last_cycle_ms: AtomicI64,
+    /// How long the last cycle took, ms.
+    pub last_cycle_duration_ms: AtomicI64,
+    /// Devices polled successfully in the last cycle.
+    pub last_cycle_ok: AtomicI64,
+    /// Devices that failed in the last cycle.
+    pub last_cycle_failed: AtomicI64,
+}
+
+/// Outcome of one device in a cycle, in completion order.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Polled; readings were handed to the writer.
+    Ok(DeviceId),
+    /// Failed with this error.
+    Failed(DeviceId, String),
+    /// A static address that did not answer.
+    StaticFailed(SocketAddr, String),
+}
+
+/// Everything a poll cycle needs.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    /// Settings.
+    pub cfg: PollConfig,
+    /// Known devices.
+    pub registry: Arc<Registry>,
+    /// Where readings go.
+    pub writer: WriterHandle,
+    /// Wall clock.
+    pub clock: SharedClock,
+    /// Heartbeat.
+    pub status: Arc<PollerStatus>,
+}
+
+enum Target {
+    Known(Box<registry::Entry>),
+    Static(SocketAddr),
+}
+
+impl Poller {
+    /// Polls every due device once, concurrently; returns outcomes in completion order.
+    pub async fn poll_once(&self) -> Vec<Outcome> {
+        let now = Instant::now();
+        let mut targets: Vec<Target> = self
+            .registry
+            .due(now)
+            .into_iter()
+            .map(|e| Target::Known(Box::new(e)))
+            .collect();
+        for &a in &self.cfg.static_hosts {
+            if !self.registry.knows_addr(a) {
+                targets.push(Target::Static(a));
+            }
+        }
+        let started = self.clock.now_ms();
+        let outcomes: Vec<Outcome> = futures_util::stream::iter(targets)
+            .map(|t| self.poll_target(t))
+            .buffer_unordered(self.cfg.concurrency.max(1))
+            .collect()
+            .await;
+        let ok = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Ok(_)))
+            .count();
+        let s = &self.status;
+        s.last_cycle_ok.store(ok as i64, Ordering::Relaxed);
+        s.last_cycle_failed
+            .store((outcomes.len() - ok) as i64, Ordering::Relaxed);
+        let end = self.clock.now_ms();
+        s.last_cycle_duration_ms
+            .store(end - started, Ordering::Relaxed);
+        s.last_cycle_ms.store(end, Ordering::Relaxed);
+        outcomes
+    }
+
+    async fn poll_target(&self, t: Target) -> Outcome {
+        let (addr, meter) = match &t {
+            Target::Known(e) => (e.addr, e.info.has_emeter),
+            Target::Static(a) => (*a, false),
+        };
+        let res = tokio::time::timeout(
+            self.cfg.timeout,
+            device::poll(addr, meter, self.cfg.timeout, self.clock.as_ref()),
+        )
+        .await
+        .unwrap_or(Err(crate::protocol::Error::Timeout(self.cfg.timeout)));
+        match (res, t) {
+            (Ok(p), _) => {
+                let id = p.infos[0].device_id.clone();
+                let changed = self.registry.upsert(p.infos, Instant::now());
+                let seen = p
+                    .readings
+                    .first()
+                    .map_or_else(|| self.clock.now_ms(), |r| r.ts_ms);
+                self.registry.mark_ok(&id, seen);
+                for info in changed {
+                    if self.writer.send(WriteOp::Device(Box::new(info), seen)).await.is_err() {
+                        return Outcome::Failed(id, "store writer stopped".into());
+                    }
+                }
+                if self
+                    .writer
+                    .send(WriteOp::Readings(p.readings))
+                    .await
+                    .is_err()
+                {
+                    return Outcome::Failed(id, "store writer stopped".into());
+                }
+                Outcome::Ok(id)
+            }
+            (Err(e), Target::Known(entry)) => {
+                let id = entry.info.device_id;
+                let c = &self.cfg;
+                self.registry.mark_failed(
+                    &id,
+                    e.to_string(),
+                    Instant::now(),
+                    c.interval,
+                    c.max_backoff,
+                );
+                Outcome::Failed(id, e.to_string())
+            }
+            (Err(e), Target::Static(a)) => {
+                tracing::debug!(addr = %a, error = %e, "static device did not answer");
+                Outcome::StaticFailed(a, e.to_string())
+            }
+        }
+    }
+
+    /// Runs poll cycles every `interval` until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                outcomes = self.poll_once() => {
+                    for o in outcomes {
+                        if let Outcome::Failed(id, e) = o {
+                            tracing::warn!(device = %id, error = %e, "device poll failed");
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!("poller stopped");
+    }
+}

@@ -1,0 +1,259 @@
+//! The devices the daemon knows: where they are, what they are, and whether they answer.
+//!
+//! Keyed by device id; an address change (DHCP) just moves the entry. Unreachable devices are
+//! retried with exponential backoff and shown offline after [`OFFLINE_AFTER`] failed polls.
+
+use crate::domain::{DeviceId, DeviceInfo, DeviceStatus, DeviceType, Transport};
+use crate::protocol::messages::SysInfo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Consecutive failed polls before a device is shown offline and backed off.
+pub const OFFLINE_AFTER: u32 = 2;
+
+/// One pollable device (a plug or a whole strip) and its outlets.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The plug or strip.
+    pub info: DeviceInfo,
+    /// Outlets of a strip, in index order.
+    pub outlets: Vec<DeviceInfo>,
+    /// Where it is polled.
+    pub addr: SocketAddr,
+    /// Reachability.
+    pub status: DeviceStatus,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// No poll before this instant.
+    pub next_attempt: Instant,
+    /// Last successful poll, UTC ms.
+    pub last_seen_ms: Option<i64>,
+    /// Last failure, for the API and logs.
+    pub last_error: Option<String>,
+}
+
+/// Shared registry of devices.
+#[derive(Debug, Default)]
+pub struct Registry {
+    entries: Mutex<HashMap<DeviceId, Entry>>,
+}
+
+/// Builds the device records (parent first, then outlets) that a sysinfo answer describes.
+pub fn infos_from_sysinfo(
+    addr: SocketAddr,
+    s: &SysInfo,
+) -> Result<Vec<DeviceInfo>, crate::domain::device::InvalidDeviceId> {
+    let id = DeviceId::parse(&s.device_id)?;
+    let strip = !s.children.is_empty();
+    let base = DeviceInfo {
+        device_id: id.clone(),
+        parent_id: None,
+        outlet_index: None,
+        address: addr.to_string(),
+        name: s.alias.clone(),
+        device_type: if strip {
+            DeviceType::Strip
+        } else {
+            DeviceType::Plug
+        },
+        model: s.model.clone(),
+        hw_ver: s.hw_ver.clone(),
+        sw_ver: s.sw_ver.clone(),
+        transport: Transport::Xor,
+        has_emeter: s.has_emeter,
+        mac: s.mac.clone(),
+        latitude: s.latitude,
+        longitude: s.longitude,
+    };
+    let mut out = vec![base.clone()];
+    for (i, c) in s.children.iter().enumerate() {
+        out.push(DeviceInfo {
+            device_id: DeviceId::outlet(&id, &c.id)?,
+            parent_id: Some(id.clone()),
+            outlet_index: Some(u8::try_from(i).unwrap_or(u8::MAX)),
+            name: c.alias.clone(),
+            device_type: DeviceType::StripOutlet,
+            ..base.clone()
+        });
+    }
+    Ok(out)
+}
+
+impl Registry {
+    /// Adds or updates a device from what it said about itself; returns the records that are
+    /// new or changed (to persist).
+    pub fn upsert(&self, infos: Vec<DeviceInfo>, now: Instant) -> Vec<DeviceInfo> {
+        let Some((parent, outlets)) = infos.split_first() else {
+            return Vec::new();
+        };
+        let addr: SocketAddr = match parent.address.parse() {
+            Ok(a) => a,
+            Err(_) => return Vec::new(),
+        };
+        let mut map = self.entries.lock().expect("registry lock");
+        let e = map
+            .entry(parent.device_id.clone())
+            .or_insert_with(|| Entry {
+                info: parent.clone(),
+                outlets: Vec::new(),
+                addr,
+                status: DeviceStatus::Offline,
+                failures: 0,
+                next_attempt: now,
+                last_seen_ms: None,
+                last_error: None,
+            });
+        if e.addr != addr {
+            tracing::info!(device = %parent.device_id, from = %e.addr, to = %addr, "device moved");
+            e.addr = addr;
+            e.next_attempt = now;
+            e.failures = 0;
+        }
+        let mut changed = Vec::new();
+        if e.info != *parent || changed_outlets(&e.outlets, outlets) {
+            changed = infos.clone();
+        }
+        e.info = parent.clone();
+        e.outlets = outlets.to_vec();
+        changed
+    }
+
+    /// Devices whose next attempt is due.
+    pub fn due(&self, now: Instant) -> Vec<Entry> {
+        let map = self.entries.lock().expect("registry lock");
+        map.values()
+            .filter(|e| e.next_attempt <= now)
+            .cloned()
+            .collect()
+    }
+
+    /// Records a successful poll.
+    pub fn mark_ok(&self, id: &DeviceId, now_ms: i64) {
+        if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
+            if e.status != DeviceStatus::Online {
+                tracing::info!(device = %id, addr = %e.addr, "device online");
+            }
+            e.status = DeviceStatus::Online;
+            e.failures = 0;
+            e.last_seen_ms = Some(now_ms);
+            e.last_error = None;
+        }
+    }
+
+    /// Records a failed poll and schedules the next attempt.
+    pub fn mark_failed(
+        &self,
+        id: &DeviceId,
+        error: String,
+        now: Instant,
+        interval: Duration,
+        max_backoff: Duration,
+    ) {
+        if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
+            e.failures += 1;
+            if e.failures >= OFFLINE_AFTER {
+                if e.status != DeviceStatus::Offline {
+                    tracing::warn!(device = %id, addr = %e.addr, %error, "device offline");
+                }
+                e.status = DeviceStatus::Offline;
+                let exp = (e.failures - OFFLINE_AFTER).min(16);
+                e.next_attempt = now + (interval * 2u32.pow(exp)).min(max_backoff);
+            }
+            tracing::debug!(device = %id, failures = e.failures, %error, "poll failed");
+            e.last_error = Some(error);
+        }
+    }
+
+    /// A copy of every entry.
+    pub fn snapshot(&self) -> Vec<Entry> {
+        self.entries
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The entry for a plug/strip id, or the strip holding an outlet id.
+    pub fn find(&self, id: &DeviceId) -> Option<Entry> {
+        let map = self.entries.lock().expect("registry lock");
+        map.get(id).cloned().or_else(|| {
+            map.values()
+                .find(|e| e.outlets.iter().any(|o| &o.device_id == id))
+                .cloned()
+        })
+    }
+
+    /// Whether any known device is at `addr`.
+    pub fn knows_addr(&self, addr: SocketAddr) -> bool {
+        self.entries
+            .lock()
+            .expect("registry lock")
+            .values()
+            .any(|e| e.addr == addr)
+    }
+}
+
+fn changed_outlets(old: &[DeviceInfo], new: &[DeviceInfo]) -> bool {
+    old != new
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sysinfo(id: &str, children: usize) -> SysInfo {
+        let kids: Vec<_> = (0..children)
+            .map(|i| json!({"id": format!("{i:02}"), "alias": "o", "state": 1}))
+            .collect();
+        SysInfo::parse(
+            &json!({"deviceId": id, "alias": "a", "feature": "TIM:ENE", "children": kids}),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn moves_follow_the_device_id_and_failures_back_off() {
+        let r = Registry::default();
+        let now = Instant::now();
+        let a: SocketAddr = "127.0.0.2:9999".parse().unwrap();
+        let b: SocketAddr = "127.0.0.3:9999".parse().unwrap();
+        let changed = r.upsert(infos_from_sysinfo(a, &sysinfo("D1", 2)).unwrap(), now);
+        assert_eq!(changed.len(), 3);
+        assert_eq!(changed[1].device_id.as_str(), "D100");
+        assert!(
+            r.upsert(infos_from_sysinfo(a, &sysinfo("D1", 2)).unwrap(), now)
+                .is_empty()
+        );
+        r.upsert(infos_from_sysinfo(b, &sysinfo("D1", 2)).unwrap(), now);
+        assert_eq!(r.snapshot().len(), 1);
+        assert_eq!(r.snapshot()[0].addr, b);
+
+        let id = DeviceId::parse("D1").unwrap();
+        let iv = Duration::from_secs(10);
+        r.mark_failed(&id, "x".into(), now, iv, Duration::from_secs(60));
+        assert_eq!(r.due(now).len(), 1, "one failure is retried at once");
+        r.mark_failed(&id, "x".into(), now, iv, Duration::from_secs(60));
+        assert_eq!(r.find(&id).unwrap().status, DeviceStatus::Offline);
+        assert!(r.due(now).is_empty());
+        assert_eq!(r.due(now + iv).len(), 1);
+        for _ in 0..10 {
+            r.mark_failed(&id, "x".into(), now, iv, Duration::from_secs(60));
+        }
+        assert!(r.due(now + Duration::from_secs(59)).is_empty());
+        assert_eq!(
+            r.due(now + Duration::from_secs(60)).len(),
+            1,
+            "capped at max_backoff"
+        );
+        r.mark_ok(&id, 5);
+        assert_eq!(
+            r.find(&DeviceId::parse("D101").unwrap()).unwrap().status,
+            DeviceStatus::Online
+        );
+    }
+}

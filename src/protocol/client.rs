@@ -1,0 +1,50 @@
+//! TCP client for one device: one connection, one request in flight, every step bounded by a
+//! timeout and every answer by [`MAX_FRAME`].
+
+use super::{Error, MAX_FRAME, Result, frame};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// An open connection to a device.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(timeout, f)
+        .await
+        .map_err(|_| Error::Timeout(timeout))?
+}
+
+impl Connection {
+    /// Connects to `addr`; each later request is bounded by `timeout` as well.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self> {
+        let stream = bounded(timeout, async { Ok(TcpStream::connect(addr).await?) }).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream, timeout })
+    }
+
+    /// Sends one request and returns the decoded answer.
+    pub async fn request(&mut self, req: &Value) -> Result<Value> {
+        let body = serde_json::to_vec(req).map_err(|e| Error::Decode(e.to_string()))?;
+        let stream = &mut self.stream;
+        let raw = bounded(self.timeout, async {
+            frame::write_frame(stream, &body).await?;
+            frame::read_frame(stream, MAX_FRAME).await
+        })
+        .await?;
+        serde_json::from_slice(&raw).map_err(|e| Error::Decode(e.to_string()))
+    }
+}
+
+/// Connects, sends one request, returns the answer and closes.
+pub async fn query(addr: SocketAddr, req: &Value, timeout: Duration) -> Result<Value> {
+    Connection::connect(addr, timeout).await?.request(req).await
+}

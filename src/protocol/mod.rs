@@ -1,0 +1,63 @@
+//! The legacy Kasa IOT protocol: bytes and JSON only.
+//!
+//! Owns: the XOR autokey cipher, TCP/UDP framing, typed requests and responses with unit
+//! normalisation (v1 floats → integer milli-units), device error codes at module and method
+//! level, the TCP client and unicast/broadcast discovery. Knows nothing of storage or HTTP.
+//! Every read is bounded in size ([`MAX_FRAME`]) and time (the caller's timeout).
+
+pub mod cipher;
+pub mod client;
+pub mod discovery;
+pub mod frame;
+pub mod messages;
+
+/// Largest response frame accepted from a device (real answers are well under 16 KiB).
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// The default port of the legacy protocol (TCP and UDP).
+pub const DEFAULT_PORT: u16 = 9999;
+
+/// Everything that can go wrong talking to a device.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Socket error (refused, reset, unreachable).
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    /// No complete answer within the timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The device announced a frame bigger than we accept.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge {
+        /// Announced length.
+        len: usize,
+        /// Our limit.
+        max: usize,
+    },
+    /// The answer was not the JSON we expected.
+    #[error("undecodable answer: {0}")]
+    Decode(String),
+    /// The device answered with a non-zero `err_code`.
+    #[error("device error {code} in {module}.{method}: {msg}")]
+    Device {
+        /// Module (e.g. `emeter`).
+        module: String,
+        /// Method, or `*` for a module-level error.
+        method: String,
+        /// The `err_code`.
+        code: i64,
+        /// The `err_msg`, if any.
+        msg: String,
+    },
+}
+
+impl Error {
+    /// True when the device said it does not have this module or method (e.g. no meter).
+    pub fn is_not_supported(&self) -> bool {
+        matches!(self, Error::Device { code, .. } if *code == -1 || *code == -2 || *code == -2001)
+    }
+}
+
+/// Result alias for protocol operations.
+pub type Result<T> = std::result::Result<T, Error>;

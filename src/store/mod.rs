@@ -1,0 +1,130 @@
+//! Persistence in one redb file — the only module that imports `redb`.
+//!
+//! Owns: opening and migrating the file, device records, raw readings with the interval energy
+//! derived from the device counter, 15-minute rollups written in the same transaction, and the
+//! read queries the API and exports use. Writes go through one writer task ([`writer`]) that
+//! batches them and spaces durable commits `commit_interval` apart: a crash loses at most the
+//! readings of the last `commit_interval` (plus the batch in flight), never consistency.
+//!
+//! The layout here is deliberately simple (one row per reading); callers use only the
+//! functions of [`Store`] and [`writer::WriterHandle`], so the storage-engine work can replace
+//! it without touching them.
+
+pub mod codec;
+pub mod query;
+pub mod schema;
+pub mod write;
+pub mod writer;
+
+use crate::domain::{DeviceId, DeviceInfo};
+use redb::Database;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use codec::RawRow;
+pub use writer::{WriteOp, WriterHandle};
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another process (or store handle) has the file open.
+    #[error("the database {0} is already in use by another kasad process")]
+    AlreadyOpen(String),
+    /// The file's schema cannot be used.
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
+    /// A stored record could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// No such device.
+    #[error("unknown device {0}")]
+    UnknownDevice(String),
+    /// Anything redb reports.
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    /// A write transaction failed (reported to flush callers).
+    #[error("write failed: {0}")]
+    WriteFailed(String),
+    /// The writer task has stopped.
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// Store result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What the store keeps about a device besides readings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Descriptive data from the device.
+    pub info: DeviceInfo,
+    /// Compact key used in reading and rollup tables.
+    pub key: u32,
+    /// First time the device was seen, UTC ms.
+    pub first_seen_ms: i64,
+}
+
+/// A device record with its reading statistics, as listed by the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSummary {
+    /// The record.
+    pub record: DeviceRecord,
+    /// Number of stored readings.
+    pub data_points: u64,
+    /// Newest reading, UTC ms.
+    pub last_reading_ms: Option<i64>,
+}
+
+/// Handle to the open database; cheap to clone, safe to share.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` with a page cache of `cache_mb` MiB and
+    /// migrates it to the current schema.
+    pub fn open(path: &Path, cache_mb: usize) -> Result<Self> {
+        let db = Database::builder()
+            .set_cache_size(cache_mb.max(1) * 1024 * 1024)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    Error::AlreadyOpen(path.display().to_string())
+                }
+                other => Error::Db(other.into()),
+            })?;
+        let txn = db.begin_write()?;
+        schema::migrate(&txn)?;
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Looks up a device record by id.
+    pub fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>> {
+        query::device(self, id)
+    }
+}

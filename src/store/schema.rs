@@ -1,0 +1,52 @@
+//! Every redb table of the daemon, the schema version and its migrations.
+//!
+//! Rule: tables are declared only here; a change of layout bumps [`SCHEMA_VERSION`] and adds a
+//! migration step to [`migrate`] — existing steps are never edited.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+/// Layout version of this build.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// `"schema_version"`, `"next_device_key"` → value.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// device id → JSON `DeviceRecord`.
+pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// (device key, ts ms) → encoded raw reading.
+pub const READINGS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("readings");
+/// (device key, bucket start ms) → encoded 15-minute bucket.
+pub const ROLLUPS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("rollups_15m");
+/// device key → encoded per-device running state (count, last sample).
+pub const DEVICE_STATE: TableDefinition<u32, &[u8]> = TableDefinition::new("device_state");
+
+/// Why the file cannot be used by this build.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// Written by a newer kasad.
+    #[error(
+        "database schema version {found} is newer than this kasad supports ({SCHEMA_VERSION}); upgrade kasad"
+    )]
+    TooNew {
+        /// Version in the file.
+        found: u64,
+    },
+}
+
+/// Creates missing tables and brings the file to [`SCHEMA_VERSION`].
+pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
+    let mut meta = txn.open_table(META)?;
+    let found = meta.get("schema_version")?.map(|v| v.value());
+    match found {
+        Some(v) if v > SCHEMA_VERSION => return Err(SchemaError::TooNew { found: v }.into()),
+        Some(SCHEMA_VERSION) => {}
+        // Version 0 (new file) → 1: create the tables.
+        _ => {
+            txn.open_table(DEVICES)?;
+            txn.open_table(READINGS)?;
+            txn.open_table(ROLLUPS)?;
+            txn.open_table(DEVICE_STATE)?;
+            meta.insert("schema_version", SCHEMA_VERSION)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Applying a batch of device upserts and readings in one write transaction: raw rows, interval
+//! energy from the counter, rollup buckets and per-device state all change together.
+
+use super::codec::{self, DeviceState};
+use super::schema::{DEVICE_STATE, DEVICES, META, READINGS, ROLLUPS};
+use super::{DeviceRecord, Error, Result, Store};
+use crate::domain::energy::{bucket_start, interval_energy_wh, spread};
+use crate::domain::{Bucket, DeviceInfo, Reading};
+use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use std::collections::HashMap;
+
+/// Longest interval over which relay on-time is attributed; beyond it the state in between is
+/// unknown (the energy of a gap is still attributed, from the counter).
+const MAX_ON_TIME_GAP_MS: i64 = 3_600_000;
+
+/// Work for one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Devices seen (inserted or updated), with the time they were seen.
+    pub devices: Vec<(DeviceInfo, i64)>,
+    /// Readings in arrival order.
+    pub readings: Vec<Reading>,
+}
+
+impl Batch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty() && self.readings.is_empty()
+    }
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Readings stored.
+    pub stored: usize,
+    /// Readings refused because they were not newer than the device's newest reading (clock
+    /// went backwards, duplicates).
+    pub refused_old: usize,
+}
+
+/// Writes `batch` in one transaction; `durable` makes the commit (and all earlier
+/// non-durable ones) survive a power cut.
+pub fn apply(store: &Store, batch: &Batch, durable: bool) -> Result<Applied> {
+    let mut txn = store.db().begin_write()?;
+    if !durable {
+        txn.set_durability(Durability::None)?;
+    }
+    let applied = apply_in(&txn, batch)?;
+    txn.commit()?;
+    Ok(applied)
+}
+
+fn apply_in(txn: &WriteTransaction, batch: &Batch) -> Result<Applied> {
+    let mut devices = txn.open_table(DEVICES)?;
+    let mut meta = txn.open_table(META)?;
+    let mut keys: HashMap<String, u32> = HashMap::new();
+    for (info, seen) in &batch.devices {
+        let id = info.device_id.as_str();
+        let rec = match load_record(&devices, id)? {
+            Some(mut r) => {
+                r.info = info.clone();
+                r
+            }
+            None => DeviceRecord {
+                info: info.clone(),
+                key: next_key(&mut meta)?,
+                first_seen_ms: *seen,
+            },
+        };
+        keys.insert(id.to_owned(), rec.key);
+        let json = serde_json::to_vec(&rec).map_err(|e| Error::Corrupt(e.to_string()))?;
+        devices.insert(id, json.as_slice())?;
+    }
+
+    let mut readings = txn.open_table(READINGS)?;
+    let mut rollups = txn.open_table(ROLLUPS)?;
+    let mut states = txn.open_table(DEVICE_STATE)?;
+    let mut cache: HashMap<u32, DeviceState> = HashMap::new();
+    let mut applied = Applied::default();
+    for r in &batch.readings {
+        let id = r.device_id.as_str();
+        let key = match keys.get(id) {
+            Some(k) => *k,
+            None => {
+                let k = load_record(&devices, id)?
+                    .ok_or_else(|| Error::UnknownDevice(id.to_owned()))?
+                    .key;
+                keys.insert(id.to_owned(), k);
+                k
+            }
+        };
+        let st = match cache.get(&key) {
+            Some(s) => *s,
+            None => states
+                .get(key)?
+                .map(|v| codec::decode_state(v.value()))
+                .unwrap_or_default(),
+        };
+        if st.count > 0 && r.ts_ms <= st.last_ts {
+            applied.refused_old += 1;
+            continue;
+        }
+        let energy_wh = r
+            .counter_wh
+            .map_or(0, |c| interval_energy_wh(st.last_counter_wh, c));
+        readings.insert(
+            (key, r.ts_ms),
+            codec::encode_reading(r, energy_wh).as_slice(),
+        )?;
+        update_rollups(&mut rollups, key, &st, r, energy_wh)?;
+        cache.insert(
+            key,
+            DeviceState {
+                count: st.count + 1,
+                last_ts: r.ts_ms,
+                last_counter_wh: r.counter_wh.or(st.last_counter_wh),
+                last_relay_on: r.relay_on,
+            },
+        );
+        applied.stored += 1;
+    }
+    for (key, st) in cache {
+        states.insert(key, codec::encode_state(&st).as_slice())?;
+    }
+    Ok(applied)
+}
+
+fn load_record(t: &Table<&str, &[u8]>, id: &str) -> Result<Option<DeviceRecord>> {
+    t.get(id)?
+        .map(|v| serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(e.to_string())))
+        .transpose()
+}
+
+fn next_key(meta: &mut Table<&str, u64>) -> Result<u32> {
+    let k = meta.get("next_device_key")?.map_or(1, |v| v.value());
+    meta.insert("next_device_key", k + 1)?;
+    u32::try_from(k).map_err(|_| Error::Corrupt("device key space exhausted".into()))
+}
+
+fn modify_bucket(
+    t: &mut Table<(u32, i64), &[u8]>,
+    key: u32,
+    start: i64,
+    f: impl FnOnce(&mut Bucket),
+) -> Result<()> {
+    let mut b = t.get((key, start))?.map_or_else(
+        || Bucket::empty(start),
+        |v| codec::decode_bucket(start, v.value()),
+    );
+    f(&mut b);
+    t.insert((key, start), codec::encode_bucket(&b).as_slice())?;
+    Ok(())
+}
+
+fn update_rollups(
+    t: &mut Table<(u32, i64), &[u8]>,
+    key: u32,
+    prev: &DeviceState,
+    r: &Reading,
+    energy_wh: i64,
+) -> Result<()> {
+    if prev.count > 0 {
+        let (t0, t1) = (prev.last_ts, r.ts_ms);
+        for (start, mwh) in spread(t0, t1, energy_wh * 1000) {
+            if mwh != 0 {
+                modify_bucket(t, key, start, |b| b.energy_mwh += mwh)?;
+            }
+        }
+        let on_ms = match (prev.last_relay_on, r.relay_on) {
+            (true, true) => t1 - t0,
+            (true, false) | (false, true) => (t1 - t0) / 2,
+            (false, false) => 0,
+        };
+        if on_ms > 0 && t1 - t0 <= MAX_ON_TIME_GAP_MS {
+            for (start, ms) in spread(t0, t1, on_ms) {
+                modify_bucket(t, key, start, |b| b.on_ms += ms)?;
+            }
+        }
+    }
+    modify_bucket(t, key, bucket_start(r.ts_ms), |b| {
+        b.samples += 1;
+        if let (Some(p), Some(v), Some(c)) = (r.power_mw, r.voltage_mv, r.current_ma) {
+            b.add_sample(p, v, c);
+        } else if let Some(p) = r.power_mw {
+            b.add_sample(p, 0, 0);
+        }
+        if let Some(c) = r.counter_wh {
+            b.counter_last_wh = c;
+        }
+    })
+}
