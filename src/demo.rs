@@ -15,6 +15,12 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Prints a line for the person running the demo; a closed stdout is not an error.
+fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{args}");
+}
+
 /// Options of `kasad demo`.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -54,7 +60,9 @@ pub async fn backfill(
     for (d, addr) in devices.iter_mut().zip(addrs) {
         let s = SysInfo::from_response(&d.handle(&sysinfo_request(), from_ms))?;
         for info in infos_from_sysinfo(*addr, &s)? {
-            writer.send(WriteOp::Device(Box::new(info), from_ms)).await?;
+            writer
+                .send(WriteOp::Device(Box::new(info), from_ms))
+                .await?;
         }
     }
     let mut n = 0u64;
@@ -100,10 +108,10 @@ pub async fn run(
         .map(|i| SocketAddr::new(sim::fleet_ip(i), 9999))
         .collect();
     if opts.history_days > 0 {
-        println!(
+        say(format_args!(
             "backfilling {} days of SIMULATED history (generated from the simulator's load model, not measured)…",
             opts.history_days
-        );
+        ));
         let n = backfill(&settings, &mut devices, &addrs, from, now, step).await?;
         tracing::info!(
             readings = n,
@@ -126,7 +134,7 @@ pub async fn run(
         .await
         .with_context(|| format!("while binding {}", opts.listen))?;
     let running = app::start(settings.clone(), listener, clock).await?;
-    println!(
+    say(format_args!(
         "kasad demo: {} simulated devices on {}…{} (data in {})",
         handles.len(),
         handles
@@ -138,12 +146,15 @@ pub async fn run(
             .map(|h| h.addr.to_string())
             .unwrap_or_default(),
         settings.data_dir.display()
-    );
-    println!("kasad demo: listening on http://{}/", running.addr);
-    println!(
+    ));
+    say(format_args!(
+        "kasad demo: listening on http://{}/",
+        running.addr
+    ));
+    say(format_args!(
         "kasad demo: try  curl http://{}/api/devices   (Ctrl-C to stop)",
         running.addr
-    );
+    ));
     shutdown.await;
     running.shutdown.cancel();
     let res = running.done.await?;

@@ -131,14 +131,21 @@ impl Poller {
         match (res, t) {
             (Ok(p), _) => {
                 let id = p.infos[0].device_id.clone();
-                let changed = self.registry.upsert(p.infos, Instant::now());
+                self.registry.upsert(p.infos.clone(), Instant::now());
                 let seen = p
                     .readings
                     .first()
                     .map_or_else(|| self.clock.now_ms(), |r| r.ts_ms);
                 self.registry.mark_ok(&id, seen);
-                for info in changed {
-                    if self.writer.send(WriteOp::Device(Box::new(info), seen)).await.is_err() {
+                // Records go with every poll (the store writes only what changed), so readings
+                // never reach the writer ahead of their device record.
+                for info in p.infos {
+                    if self
+                        .writer
+                        .send(WriteOp::Device(Box::new(info), seen))
+                        .await
+                        .is_err()
+                    {
                         return Outcome::Failed(id, "store writer stopped".into());
                     }
                 }

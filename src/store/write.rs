@@ -37,6 +37,8 @@ pub struct Applied {
     /// Readings refused because they were not newer than the device's newest reading (clock
     /// went backwards, duplicates).
     pub refused_old: usize,
+    /// Readings of a device that has no record.
+    pub unknown_device: usize,
 }
 
 /// Writes `batch` in one transaction; `durable` makes the commit (and all earlier
@@ -55,9 +57,14 @@ fn apply_in(txn: &WriteTransaction, batch: &Batch) -> Result<Applied> {
     let mut devices = txn.open_table(DEVICES)?;
     let mut meta = txn.open_table(META)?;
     let mut keys: HashMap<String, u32> = HashMap::new();
+    let mut applied = Applied::default();
     for (info, seen) in &batch.devices {
         let id = info.device_id.as_str();
         let rec = match load_record(&devices, id)? {
+            Some(r) if r.info == *info => {
+                keys.insert(id.to_owned(), r.key);
+                continue;
+            }
             Some(mut r) => {
                 r.info = info.clone();
                 r
@@ -77,18 +84,22 @@ fn apply_in(txn: &WriteTransaction, batch: &Batch) -> Result<Applied> {
     let mut rollups = txn.open_table(ROLLUPS)?;
     let mut states = txn.open_table(DEVICE_STATE)?;
     let mut cache: HashMap<u32, DeviceState> = HashMap::new();
-    let mut applied = Applied::default();
     for r in &batch.readings {
         let id = r.device_id.as_str();
         let key = match keys.get(id) {
             Some(k) => *k,
-            None => {
-                let k = load_record(&devices, id)?
-                    .ok_or_else(|| Error::UnknownDevice(id.to_owned()))?
-                    .key;
-                keys.insert(id.to_owned(), k);
-                k
-            }
+            None => match load_record(&devices, id)? {
+                Some(rec) => {
+                    keys.insert(id.to_owned(), rec.key);
+                    rec.key
+                }
+                // Readings only arrive after their device record; one that does not is
+                // dropped alone rather than failing the whole batch.
+                None => {
+                    applied.unknown_device += 1;
+                    continue;
+                }
+            },
         };
         let st = match cache.get(&key) {
             Some(s) => *s,

@@ -85,6 +85,12 @@ async fn commit(store: &Store, batch: Batch, durable: bool, stats: &WriterStats)
             stats
                 .refused_old
                 .fetch_add(a.refused_old as u64, Ordering::Relaxed);
+            if a.unknown_device > 0 {
+                tracing::error!(
+                    dropped = a.unknown_device,
+                    "readings of unregistered devices dropped"
+                );
+            }
             if a.refused_old > 0 {
                 tracing::warn!(
                     refused = a.refused_old,

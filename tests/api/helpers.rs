@@ -1,0 +1,153 @@
+//! Test harness: the real daemon in-process on 127.0.0.1:0 with its own temporary data
+//! directory, simulated devices on 127.0.0.x ephemeral ports, and a small HTTP client.
+
+use kasad::app::{self, Running};
+use kasad::clock::{self, Clock};
+use kasad::config::{Dur, Settings};
+use kasad::sim::{self, SimDevice, SimHandle};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Most polls of a condition before a test gives up (each poll sleeps [`STEP`]).
+pub const ATTEMPTS: u32 = 300;
+/// Pause between polls of a condition.
+pub const STEP: Duration = Duration::from_millis(100);
+
+/// Settings for a test daemon: loopback only, fast polls, short commits.
+pub fn settings(dir: &std::path::Path, targets: &[SocketAddr]) -> Settings {
+    let mut s = Settings {
+        data_dir: dir.to_path_buf(),
+        ..Settings::default()
+    };
+    s.http.listen = "127.0.0.1:0".parse().unwrap();
+    s.discovery.loopback_only = true;
+    s.discovery.targets = targets.iter().map(ToString::to_string).collect();
+    s.discovery.window = Dur(Duration::from_millis(300));
+    s.discovery.interval = Dur(Duration::from_secs(3600));
+    s.poll.interval = Dur(Duration::from_millis(200));
+    s.poll.timeout = Dur(Duration::from_secs(1));
+    s.storage.commit_interval = Dur(Duration::from_millis(500));
+    s.validate().unwrap();
+    s
+}
+
+/// `n` fleet devices whose simulated state starts now.
+pub fn fleet(n: u32) -> Vec<SimDevice> {
+    kasad::demo::fleet(n, clock::SystemClock.now_ms())
+}
+
+/// Starts simulated devices on 127.0.0.2… with ephemeral ports.
+pub async fn start_sims(devices: Vec<SimDevice>) -> Vec<SimHandle> {
+    let mut out = Vec::new();
+    for (i, d) in devices.into_iter().enumerate() {
+        out.push(
+            sim::start(d, sim::fleet_ip(i as u32), 0, clock::system())
+                .await
+                .expect("simulator binds a loopback port"),
+        );
+    }
+    out
+}
+
+/// A running daemon with its simulated devices.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// The simulated devices.
+    pub sims: Vec<SimHandle>,
+    /// Data directory (deleted on drop).
+    pub dir: tempfile::TempDir,
+    pub running: Running,
+}
+
+impl TestApp {
+    /// Starts simulated `devices` and a daemon that discovers them.
+    pub async fn spawn(devices: Vec<SimDevice>) -> Self {
+        Self::spawn_with(devices, |_| {}).await
+    }
+
+    /// Like [`spawn`](Self::spawn) with settings adjusted by `tweak`.
+    pub async fn spawn_with(devices: Vec<SimDevice>, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::with_sims(start_sims(devices).await, tweak).await
+    }
+
+    /// A daemon that discovers already running simulated devices.
+    pub async fn with_sims(sims: Vec<SimHandle>, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<SocketAddr> = sims.iter().map(|s| s.addr).collect();
+        let mut s = settings(dir.path(), &addrs);
+        tweak(&mut s);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = app::start(s, listener, clock::system()).await.unwrap();
+        Self {
+            base: format!("http://{}", running.addr),
+            client: reqwest::Client::new(),
+            sims,
+            dir,
+            running,
+        }
+    }
+
+    /// GET a path; returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST a path without a body.
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The device list.
+    pub async fn devices(&self) -> Vec<Value> {
+        let (s, v) = self.get("/api/devices").await;
+        assert_eq!(s, 200, "{v}");
+        v["devices"].as_array().unwrap().clone()
+    }
+
+    /// Polls the device list until `ok` holds; panics with `what` after [`ATTEMPTS`].
+    pub async fn wait_devices(&self, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        for _ in 0..ATTEMPTS {
+            let d = self.devices().await;
+            if ok(&d) {
+                return d;
+            }
+            tokio::time::sleep(STEP).await;
+        }
+        panic!(
+            "gave up waiting for: {what}; devices: {:#?}",
+            self.devices().await
+        );
+    }
+
+    /// Stops the daemon cleanly.
+    pub async fn stop(self) {
+        self.running.shutdown.cancel();
+        self.running.done.await.unwrap().unwrap();
+        for s in &self.sims {
+            s.stop();
+        }
+    }
+}
+
+/// The entry with `device_type` == `t` (first match).
+pub fn of_type<'a>(d: &'a [Value], t: &str) -> Vec<&'a Value> {
+    d.iter().filter(|x| x["device_type"] == t).collect()
+}
