@@ -6,6 +6,7 @@
 pub mod devices;
 pub mod error;
 pub mod health;
+pub mod pages;
 
 use crate::clock::SharedClock;
 use crate::poller::PollerStatus;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
     Router::new()
+        .route("/", get(pages::index))
         .nest("/api", api)
         .fallback(error::not_found)
         .with_state(state)

@@ -207,3 +207,53 @@ async fn data_points_keep_growing_and_survive_a_restart() {
     }
     drop(tmp);
 }
+
+#[tokio::test]
+async fn static_devices_are_polled_without_discovery() {
+    let sims = start_sims(fleet(2)).await;
+    let hosts: Vec<String> = sims.iter().map(|s| s.addr.to_string()).collect();
+    let app = TestApp::with_sims(sims, |s| {
+        s.discovery.enabled = false;
+        s.devices = hosts
+            .iter()
+            .map(|h| kasad::config::StaticDevice { host: h.clone() })
+            .collect();
+    })
+    .await;
+    app.wait_devices("both static devices polled", |d| {
+        d.len() == 2
+            && d.iter()
+                .all(|x| x["online"] == true && x["data_points"].as_u64() >= Some(1))
+    })
+    .await;
+    let (s, v) = app.post("/api/devices/discover").await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (503, Some("DISCOVERY_UNAVAILABLE")),
+        "{v}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_overview_page_is_served_from_the_binary() {
+    let app = TestApp::spawn(vec![]).await;
+    let r = app
+        .client
+        .get(format!("{}/", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("/api/devices") && !body.contains("http://") && !body.contains("https://")
+    );
+    app.stop().await;
+}
