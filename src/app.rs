@@ -90,6 +90,7 @@ pub async fn start(
         writer: writer.clone(),
         clock: clock.clone(),
         status: status.clone(),
+        conns: Default::default(),
     };
     let discovery = if settings.discovery.enabled {
         Discoverer {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let now = st.clock.now_ms();
     let store = st.store.clone();
-    let store_ok = tokio::task::spawn_blocking(move || store.devices().map(|d| d.len()))
+    let store_ok = tokio::task::spawn_blocking(move || store.ping())
         .await
         .ok()
         .and_then(Result::ok);
@@ -29,7 +29,7 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
         "status": if healthy { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": (now - st.started_ms) / 1000,
-        "store": {"ok": store_ok.is_some(), "devices": store_ok,
+        "store": {"ok": store_ok.is_some(), "schema_version": store_ok,
             "readings_stored": w.stored.load(Ordering::Relaxed),
             "durable_commits": w.durable_commits.load(Ordering::Relaxed),
             "write_failures": w.failures.load(Ordering::Relaxed)},

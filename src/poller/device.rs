@@ -51,15 +51,14 @@ fn reading(
     }
 }
 
-/// Polls the device at `addr`. `known_meter` says whether an earlier poll found a meter (then
-/// sysinfo and realtime share one request). Every request is bounded by `timeout`.
+/// Polls the device at `addr` over `conn`. `known_meter` says whether an earlier poll found a
+/// meter (then sysinfo and realtime share one request).
 pub async fn poll(
+    conn: &mut Connection,
     addr: SocketAddr,
     known_meter: bool,
-    timeout: Duration,
     clock: &dyn Clock,
 ) -> Result<Polled> {
-    let mut conn = Connection::connect(addr, timeout).await?;
     let req = if known_meter {
         messages::sysinfo_and_realtime_request()
     } else {

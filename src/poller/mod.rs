@@ -6,6 +6,7 @@
 //! A slow, hung or garbage-sending device only ever costs its own timeout: results are handed
 //! to the writer as each device finishes, not at the end of the cycle.
 
+pub mod conns;
 pub mod device;
 pub mod discovery;
 pub mod registry;
@@ -74,6 +75,8 @@ pub struct Poller {
     pub clock: SharedClock,
     /// Heartbeat.
     pub status: Arc<PollerStatus>,
+    /// Open connections kept between polls.
+    pub conns: Arc<conns::ConnPool>,
 }
 
 enum Target {
@@ -124,7 +127,8 @@ impl Poller {
         };
         let res = tokio::time::timeout(
             self.cfg.timeout,
-            device::poll(addr, meter, self.cfg.timeout, self.clock.as_ref()),
+            self.conns
+                .poll(addr, meter, self.cfg.timeout, self.clock.as_ref()),
         )
         .await
         .unwrap_or(Err(crate::protocol::Error::Timeout(self.cfg.timeout)));

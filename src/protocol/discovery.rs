@@ -4,7 +4,7 @@
 
 use super::messages::{SysInfo, sysinfo_request};
 use super::{Result, cipher, frame};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -38,11 +38,23 @@ pub async fn probe(targets: &[SocketAddr], window: Duration, rounds: u32) -> Res
     let gap = window / rounds;
     let deadline = tokio::time::Instant::now() + window;
     let mut found: HashMap<String, Answer> = HashMap::new();
+    let mut answered: HashSet<SocketAddr> = HashSet::new();
     let mut buf = vec![0u8; super::MAX_FRAME];
     for round in 0..rounds {
-        for t in targets {
+        // Later rounds only repeat probes that got no answer (a broadcast target never counts
+        // as answered). Answers are drained while sending, so a large target list does not
+        // overflow the socket's receive buffer.
+        for (i, t) in targets.iter().enumerate() {
+            if answered.contains(t) {
+                continue;
+            }
             if let Err(e) = sock.send_to(&payload, t).await {
                 tracing::debug!(target = %t, error = %e, "discovery probe not sent");
+            }
+            if i % 32 == 31 {
+                while let Ok((n, from)) = sock.try_recv_from(&mut buf) {
+                    accept(&buf[..n], from, &mut found, &mut answered);
+                }
             }
         }
         let round_end = if round + 1 == rounds {
@@ -53,23 +65,33 @@ pub async fn probe(targets: &[SocketAddr], window: Duration, rounds: u32) -> Res
         while let Ok(Ok((n, from))) =
             tokio::time::timeout_at(round_end, sock.recv_from(&mut buf)).await
         {
-            let plain = cipher::decrypt(&buf[..n]);
-            let parsed = serde_json::from_slice(&plain)
-                .map_err(|e| super::Error::Decode(e.to_string()))
-                .and_then(|v| SysInfo::from_response(&v));
-            match parsed {
-                Ok(sysinfo) => {
-                    found.insert(
-                        sysinfo.device_id.clone(),
-                        Answer {
-                            addr: from,
-                            sysinfo,
-                        },
-                    );
-                }
-                Err(e) => tracing::debug!(%from, error = %e, "ignoring discovery answer"),
-            }
+            accept(&buf[..n], from, &mut found, &mut answered);
         }
     }
     Ok(found.into_values().collect())
+}
+
+fn accept(
+    datagram: &[u8],
+    from: SocketAddr,
+    found: &mut HashMap<String, Answer>,
+    answered: &mut HashSet<SocketAddr>,
+) {
+    let plain = cipher::decrypt(datagram);
+    let parsed = serde_json::from_slice(&plain)
+        .map_err(|e| super::Error::Decode(e.to_string()))
+        .and_then(|v| SysInfo::from_response(&v));
+    match parsed {
+        Ok(sysinfo) => {
+            answered.insert(from);
+            found.insert(
+                sysinfo.device_id.clone(),
+                Answer {
+                    addr: from,
+                    sysinfo,
+                },
+            );
+        }
+        Err(e) => tracing::debug!(%from, error = %e, "ignoring discovery answer"),
+    }
 }

@@ -18,6 +18,13 @@ pub fn device(store: &Store, id: &DeviceId) -> Result<Option<DeviceRecord>> {
 }
 
 impl Store {
+    /// A cheap liveness check: a read transaction that reads the schema version.
+    pub fn ping(&self) -> Result<u64> {
+        let txn = self.db().begin_read()?;
+        let meta = txn.open_table(super::schema::META)?;
+        Ok(meta.get("schema_version")?.map_or(0, |v| v.value()))
+    }
+
     /// Every device with its reading count and newest reading time, ordered by id.
     pub fn devices(&self) -> Result<Vec<DeviceSummary>> {
         let txn = self.db().begin_read()?;

@@ -56,6 +56,7 @@ async fn rig(specs: Vec<SimSpec>, extra_targets: &[SocketAddr]) -> Rig {
         writer: writer.clone(),
         clock: shared.clone(),
         status: Default::default(),
+        conns: Default::default(),
     };
     let discoverer = Discoverer {
         targets,

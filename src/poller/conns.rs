@@ -1,0 +1,61 @@
+//! Connections kept open between polls (as python-kasa does): a poll reuses the device's
+//! connection and saves the TCP handshake and teardown. A connection is returned to the pool
+//! only after a fully successful poll; one the device has closed meanwhile is replaced once.
+
+use super::device::{Polled, poll};
+use crate::clock::Clock;
+use crate::protocol::client::Connection;
+use crate::protocol::{Error, Result};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Most idle connections kept (each holds a file descriptor); beyond it polls connect anew.
+pub const MAX_IDLE: usize = 512;
+
+/// Idle connections by device address.
+#[derive(Debug, Default)]
+pub struct ConnPool {
+    idle: Mutex<HashMap<SocketAddr, Connection>>,
+}
+
+impl ConnPool {
+    fn take(&self, addr: SocketAddr) -> Option<Connection> {
+        self.idle.lock().expect("pool lock").remove(&addr)
+    }
+
+    fn put(&self, addr: SocketAddr, c: Connection) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < MAX_IDLE {
+            idle.insert(addr, c);
+        }
+    }
+
+    /// Polls `addr`, on a kept connection when there is one.
+    pub async fn poll(
+        &self,
+        addr: SocketAddr,
+        meter: bool,
+        timeout: Duration,
+        clock: &dyn Clock,
+    ) -> Result<Polled> {
+        if let Some(mut c) = self.take(addr) {
+            match poll(&mut c, addr, meter, clock).await {
+                Ok(p) => {
+                    self.put(addr, c);
+                    return Ok(p);
+                }
+                // The device closed the idle connection (reboot, idle timeout): connect anew.
+                Err(Error::Io(e)) => {
+                    tracing::debug!(%addr, error = %e, "kept connection was closed")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut c = Connection::connect(addr, timeout).await?;
+        let p = poll(&mut c, addr, meter, clock).await?;
+        self.put(addr, c);
+        Ok(p)
+    }
+}
