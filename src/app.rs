@@ -90,7 +90,10 @@ pub async fn start(
         writer: writer.clone(),
         clock: clock.clone(),
         status: status.clone(),
-        conns: Default::default(),
+        conns: Arc::new(crate::poller::conns::ConnPool::new(
+            settings.poll.keep_connections,
+        )),
+        sent: Default::default(),
     };
     let discovery = if settings.discovery.enabled {
         Discoverer {

@@ -156,6 +156,8 @@ pub struct Poll {
     pub concurrency: usize,
     /// Longest wait between attempts at an unreachable device.
     pub max_backoff: Dur,
+    /// Device connections kept open between polls (each holds a file descriptor).
+    pub keep_connections: usize,
 }
 
 impl Default for Poll {
@@ -165,6 +167,7 @@ impl Default for Poll {
             timeout: Dur(Duration::from_secs(3)),
             concurrency: 256,
             max_backoff: Dur(Duration::from_secs(300)),
+            keep_connections: 512,
         }
     }
 }

@@ -11,23 +11,30 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Most idle connections kept (each holds a file descriptor); beyond it polls connect anew.
-pub const MAX_IDLE: usize = 512;
-
 /// Idle connections by device address.
 #[derive(Debug, Default)]
 pub struct ConnPool {
     idle: Mutex<HashMap<SocketAddr, Connection>>,
+    max_idle: usize,
 }
 
 impl ConnPool {
+    /// A pool keeping at most `max_idle` connections (each holds a file descriptor); beyond
+    /// it polls connect anew.
+    pub fn new(max_idle: usize) -> Self {
+        Self {
+            idle: Mutex::default(),
+            max_idle,
+        }
+    }
+
     fn take(&self, addr: SocketAddr) -> Option<Connection> {
         self.idle.lock().expect("pool lock").remove(&addr)
     }
 
     fn put(&self, addr: SocketAddr, c: Connection) {
         let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < MAX_IDLE {
+        if idle.len() < self.max_idle {
             idle.insert(addr, c);
         }
     }

@@ -77,6 +77,8 @@ pub struct Poller {
     pub status: Arc<PollerStatus>,
     /// Open connections kept between polls.
     pub conns: Arc<conns::ConnPool>,
+    /// Device records as last handed to the writer (only changes are sent again).
+    pub sent: Arc<std::sync::Mutex<std::collections::HashMap<DeviceId, crate::domain::DeviceInfo>>>,
 }
 
 enum Target {
@@ -141,9 +143,20 @@ impl Poller {
                     .first()
                     .map_or_else(|| self.clock.now_ms(), |r| r.ts_ms);
                 self.registry.mark_ok(&id, seen);
-                // Records go with every poll (the store writes only what changed), so readings
-                // never reach the writer ahead of their device record.
-                for info in p.infos {
+                // A new or changed record is sent by the same task right before the readings,
+                // so readings never reach the writer ahead of their device record.
+                let changed: Vec<_> = {
+                    let mut sent = self.sent.lock().expect("sent lock");
+                    let mut changed = Vec::new();
+                    for i in p.infos {
+                        if sent.get(&i.device_id) != Some(&i) {
+                            sent.insert(i.device_id.clone(), i.clone());
+                            changed.push(i);
+                        }
+                    }
+                    changed
+                };
+                for info in changed {
                     if self
                         .writer
                         .send(WriteOp::Device(Box::new(info), seen))

@@ -98,6 +98,8 @@ pub struct DeviceSummary {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// device id → key, for committed devices only (keys never change once committed).
+    keys: Arc<std::sync::RwLock<std::collections::HashMap<String, u32>>>,
 }
 
 impl Store {
@@ -116,11 +118,22 @@ impl Store {
         let txn = db.begin_write()?;
         schema::migrate(&txn)?;
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            keys: Arc::default(),
+        })
     }
 
     pub(crate) fn db(&self) -> &Database {
         &self.db
+    }
+
+    pub(crate) fn cached_key(&self, id: &str) -> Option<u32> {
+        self.keys.read().expect("key cache").get(id).copied()
+    }
+
+    pub(crate) fn cache_keys(&self, keys: impl IntoIterator<Item = (String, u32)>) {
+        self.keys.write().expect("key cache").extend(keys);
     }
 
     /// Looks up a device record by id.

@@ -48,15 +48,22 @@ pub fn apply(store: &Store, batch: &Batch, durable: bool) -> Result<Applied> {
     if !durable {
         txn.set_durability(Durability::None)?;
     }
-    let applied = apply_in(&txn, batch)?;
+    let mut keys = HashMap::new();
+    let applied = apply_in(store, &txn, batch, &mut keys)?;
     txn.commit()?;
+    // Only committed keys are cached: an aborted transaction's new key could be reused.
+    store.cache_keys(keys);
     Ok(applied)
 }
 
-fn apply_in(txn: &WriteTransaction, batch: &Batch) -> Result<Applied> {
+fn apply_in(
+    store: &Store,
+    txn: &WriteTransaction,
+    batch: &Batch,
+    keys: &mut HashMap<String, u32>,
+) -> Result<Applied> {
     let mut devices = txn.open_table(DEVICES)?;
     let mut meta = txn.open_table(META)?;
-    let mut keys: HashMap<String, u32> = HashMap::new();
     let mut applied = Applied::default();
     for (info, seen) in &batch.devices {
         let id = info.device_id.as_str();
@@ -86,8 +93,8 @@ fn apply_in(txn: &WriteTransaction, batch: &Batch) -> Result<Applied> {
     let mut cache: HashMap<u32, DeviceState> = HashMap::new();
     for r in &batch.readings {
         let id = r.device_id.as_str();
-        let key = match keys.get(id) {
-            Some(k) => *k,
+        let key = match keys.get(id).copied().or_else(|| store.cached_key(id)) {
+            Some(k) => k,
             None => match load_record(&devices, id)? {
                 Some(rec) => {
                     keys.insert(id.to_owned(), rec.key);

@@ -56,7 +56,8 @@ async fn rig(specs: Vec<SimSpec>, extra_targets: &[SocketAddr]) -> Rig {
         writer: writer.clone(),
         clock: shared.clone(),
         status: Default::default(),
-        conns: Default::default(),
+        conns: Arc::new(kasad::poller::conns::ConnPool::new(64)),
+        sent: Default::default(),
     };
     let discoverer = Discoverer {
         targets,
