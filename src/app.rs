@@ -6,11 +6,16 @@
 //! close the store. Everything finishes within [`SHUTDOWN_GRACE`].
 
 use crate::api::{self, AppState};
+use crate::audit::{Event, EventType, Severity};
+use crate::auth::Role;
+use crate::auth::keys::{self, SecretKey};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::poller::discovery::{Discoverer, DiscoveryHandle};
 use crate::poller::registry::Registry;
 use crate::poller::{PollConfig, Poller, PollerStatus};
+use crate::store::audit::Pending;
+use crate::store::users::User;
 use crate::store::{self, Store};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -64,13 +69,73 @@ fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads (or creates, mode 0600) the token-signing and audit keys in the data directory.
+pub fn load_keys(settings: &Settings) -> anyhow::Result<(SecretKey, SecretKey)> {
+    let jwt = keys::load_or_create(&settings.data_dir.join("jwt.key"))
+        .context("while loading jwt.key")?;
+    let audit = keys::load_or_create(&settings.data_dir.join("audit.key"))
+        .context("while loading audit.key")?;
+    Ok((jwt, audit))
+}
+
+/// Creates user `admin` with `password` unless a user of that name exists; returns whether
+/// it was created.
+pub fn ensure_admin(
+    store: &Store,
+    audit_key: &SecretKey,
+    password: &str,
+    now_ms: i64,
+) -> anyhow::Result<bool> {
+    if store.user_by_name("admin")?.is_some() {
+        return Ok(false);
+    }
+    let user = User {
+        id: 0,
+        username: "admin".into(),
+        password_hash: crate::auth::password::hash(password)?,
+        role: Role::Admin,
+        permissions: vec![],
+        disabled: false,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        token_version: 0,
+    };
+    let mut ev = Event::new(EventType::UserCreated, Severity::Info);
+    ev.username = Some("kasad".into());
+    ev.resource = Some("user:admin".into());
+    store.create_user(user, Some(Pending::new(audit_key, ev, now_ms)))?;
+    Ok(true)
+}
+
+/// Options for [`start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Create user `admin` with this password if it does not exist (the demo).
+    pub admin_password: Option<String>,
+}
+
 /// Starts the daemon on `listener`.
 pub async fn start(
     settings: Settings,
     listener: TcpListener,
     clock: SharedClock,
 ) -> anyhow::Result<Running> {
+    start_with(settings, listener, clock, StartOptions::default()).await
+}
+
+/// Starts the daemon on `listener` with options.
+pub async fn start_with(
+    settings: Settings,
+    listener: TcpListener,
+    clock: SharedClock,
+    opts: StartOptions,
+) -> anyhow::Result<Running> {
     let store = open_store(&settings).await?;
+    let (jwt_key, audit_key) = load_keys(&settings)?;
+    if let Some(pw) = &opts.admin_password {
+        let (s, k, pw, now) = (store.clone(), audit_key.clone(), pw.clone(), clock.now_ms());
+        tokio::task::spawn_blocking(move || ensure_admin(&s, &k, &pw, now)).await??;
+    }
     let (writer, writer_task) =
         store::writer::spawn(store.clone(), settings.storage.commit_interval.0);
     let registry = Arc::new(Registry::default());
@@ -119,16 +184,25 @@ pub async fn start(
         writer: writer_stats,
         clock: clock.clone(),
         poll_interval: settings.poll.interval.0,
+        poll_timeout: settings.poll.timeout.0,
         timezone: settings.tz()?,
         started_ms: clock.now_ms(),
+        auth: Arc::new(api::AuthState {
+            jwt_key,
+            audit_key,
+            throttle: Default::default(),
+        }),
     };
     let addr = listener.local_addr()?;
     let app = api::router(state);
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
     });
     tracing::info!(%addr, "kasad listening");
 

@@ -32,6 +32,8 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
     /// Days of simulated history to backfill into an empty database.
     pub history_days: u32,
+    /// Password of the `admin` user created on first start (random and printed when `None`).
+    pub admin_password: Option<String>,
 }
 
 /// Simulated devices for a demo or bench whose state starts at `start_ms`.
@@ -133,7 +135,20 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("while binding {}", opts.listen))?;
-    let running = app::start(settings.clone(), listener, clock).await?;
+    let (password, shown) = match &opts.admin_password {
+        Some(p) => (p.clone(), "as given by --admin-password".to_owned()),
+        None => {
+            let p = crate::auth::random_token::<12>();
+            (p.clone(), p)
+        }
+    };
+    let start = app::StartOptions {
+        admin_password: Some(password),
+    };
+    let running = app::start_with(settings.clone(), listener, clock, start).await?;
+    say(format_args!(
+        "kasad demo: log in as admin, password {shown} (only if the data dir had no admin yet)"
+    ));
     say(format_args!(
         "kasad demo: {} simulated devices on {}…{} (data in {})",
         handles.len(),

@@ -4,6 +4,8 @@
 //! - [`clock`]: the one injectable wall clock.
 //! - [`config`]: settings from TOML + `KASAD_*` environment, validated.
 //! - [`domain`]: pure types and maths (ids, readings, energy accounting, rollups).
+//! - [`auth`]: roles, permissions, passwords, tokens, keys, throttling; [`audit`]: the
+//!   audit vocabulary and hash chain.
 //! - [`protocol`]: the legacy Kasa protocol (XOR cipher, framing, messages, client, discovery).
 //! - [`sim`]: simulated devices speaking the real protocol on loopback (demo, tests, bench).
 //! - [`poller`]: registry, discovery rounds and poll cycles.
@@ -17,6 +19,8 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod demo;

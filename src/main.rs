@@ -39,6 +39,17 @@ enum Cmd {
         /// Days of simulated history to backfill into an empty database.
         #[arg(long, default_value_t = 1)]
         history_days: u32,
+        /// Password for the `admin` user created on first start (default: random, printed).
+        #[arg(long)]
+        admin_password: Option<String>,
+    },
+    /// Audit log tools (with the daemon stopped).
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+        /// Configuration file (TOML), for the data directory.
+        #[arg(long, global = true, default_value = "/etc/kasad/kasad.toml")]
+        config: PathBuf,
     },
     /// Validate a configuration file and exit.
     CheckConfig {
@@ -56,6 +67,12 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chain; exits non-zero naming the first bad sequence number.
+    Verify,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -71,12 +88,14 @@ async fn main() -> anyhow::Result<()> {
             devices,
             data_dir,
             history_days,
+            admin_password,
         } => {
             let opts = kasad::demo::DemoOptions {
                 listen,
                 devices,
                 data_dir,
                 history_days,
+                admin_password,
             };
             kasad::demo::run(opts, clock, kasad::shutdown::signal()).await
         }
@@ -91,6 +110,26 @@ async fn main() -> anyhow::Result<()> {
                 s.poll.interval
             );
             Ok(())
+        }
+        Cmd::Audit {
+            cmd: AuditCmd::Verify,
+            config,
+        } => {
+            let settings = Settings::load(Some(&config))?;
+            let store = kasad::store::Store::open(&settings.db_path(), settings.storage.cache_mb)
+                .context("the daemon must be stopped to verify the audit log from the command line; use GET /api/audit/verify while it runs")?;
+            let (_, audit_key) = kasad::app::load_keys(&settings)?;
+            let v = store.audit_verify(&audit_key)?;
+            if v.ok {
+                println!("audit log OK: {} entries verified", v.checked);
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "audit log FAILED at sequence {}: {}",
+                    v.first_bad_seq.unwrap_or(0),
+                    v.reason.unwrap_or_default()
+                )
+            }
         }
         Cmd::PrintConfig => {
             print!("{EXAMPLE}");

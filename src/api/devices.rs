@@ -182,3 +182,47 @@ pub async fn readings(
         "readings": points.iter().map(|p| point_json(p, rollup)).collect::<Vec<_>>(),
     })))
 }
+
+/// `POST /api/devices/{device_id}/relay` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    on: bool,
+}
+
+/// `POST /api/devices/{device_id}/relay`: switches a plug, or one strip outlet.
+pub async fn relay(
+    State(st): State<AppState>,
+    axum::Extension(cu): axum::Extension<super::guard::CurrentUser>,
+    Path(device_id): Path<String>,
+    super::error::ApiJson(body): super::error::ApiJson<Relay>,
+) -> Result<Json<Value>, ApiError> {
+    let id = DeviceId::parse(&device_id).map_err(|_| ApiError::device_not_found(&device_id))?;
+    let entry = st
+        .registry
+        .find(&id)
+        .ok_or_else(|| ApiError::device_not_found(&device_id))?;
+    if entry.info.device_type == DeviceType::Strip && entry.info.device_id == id {
+        return Err(ApiError::validation(
+            "device_id: switch a strip's outlets one by one (use an outlet id)",
+        ));
+    }
+    let outlet = (entry.info.device_id != id).then_some(&id);
+    let res = crate::poller::device::set_relay(entry.addr, outlet, body.on, st.poll_timeout).await;
+    let mut ev = cu.event(
+        crate::audit::EventType::DeviceControlled,
+        crate::audit::Severity::Info,
+    );
+    ev.resource = Some(format!("device:{id}"));
+    ev.details = json!({"on": body.on, "ok": res.is_ok(), "error": res.as_ref().err().map(ToString::to_string)});
+    st.audit(ev).await;
+    res.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "DEVICE_ERROR",
+            "Device error",
+            format!("The device did not switch: {e}"),
+        )
+    })?;
+    Ok(Json(json!({"device_id": id, "on": body.on})))
+}

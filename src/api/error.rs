@@ -4,8 +4,8 @@
 //! is logged once.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -50,6 +50,58 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, "Invalid request", message)
     }
 
+    /// 401 with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Not authenticated",
+            message,
+        )
+    }
+
+    /// 403 naming the missing permission.
+    pub fn permission_denied(p: crate::auth::Permission) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Permission denied",
+            format!("You don't have the {} permission this requires", p.name()),
+        )
+        .with("required_permission", p.name())
+    }
+
+    /// 429 with the limit and when to retry.
+    pub fn rate_limited(message: &str, limit: &str, retry_at_ms: i64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMIT_EXCEEDED",
+            "Rate limit exceeded",
+            message,
+        )
+        .with("limit", limit)
+        .with("retry_after", crate::clock::rfc3339(retry_at_ms))
+    }
+
+    /// 400 naming the bad field.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "Validation error",
+            message,
+        )
+    }
+
+    /// 404 for a missing record of some kind.
+    pub fn not_found_what(
+        code: &'static str,
+        detail: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, detail, message)
+    }
+
     /// 404 for a missing device.
     pub fn device_not_found(id: &str) -> Self {
         Self::new(
@@ -84,7 +136,14 @@ impl IntoResponse for ApiError {
         body.insert("error_code".into(), self.code.into());
         body.insert("message".into(), self.message.into());
         body.extend(self.extra);
-        (self.status, Json(Value::Object(body))).into_response()
+        let mut resp = (self.status, Json(Value::Object(body))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
     }
 }
 
@@ -92,6 +151,18 @@ impl From<crate::store::Error> for ApiError {
     fn from(e: crate::store::Error) -> Self {
         match e {
             crate::store::Error::UnknownDevice(id) => ApiError::device_not_found(&id),
+            crate::store::Error::NotFound(what) => {
+                ApiError::not_found_what("NOT_FOUND", "Not found", format!("No such {what}"))
+            }
+            crate::store::Error::Conflict(m) => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", "Conflict", m)
+            }
+            crate::store::Error::ComplianceHold => ApiError::new(
+                StatusCode::CONFLICT,
+                "COMPLIANCE_HOLD",
+                "Compliance hold",
+                "A compliance hold is active; audit entries cannot be removed",
+            ),
             other => ApiError::internal(other),
         }
     }
@@ -129,5 +200,59 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|Query(q)| ApiQuery(q))
             .map_err(|e: QueryRejection| ApiError::bad_request("INVALID_QUERY", e.body_text()))
+    }
+}
+
+/// `Json` whose rejection is an [`ApiError`]: 400 `VALIDATION_ERROR` naming the field for bad
+/// JSON, wrong types or unknown values; 413 for bodies over the limit; 415 without a JSON
+/// content type.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "Request body too large",
+                    "The request body exceeds the size limit",
+                ))
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Unsupported media type",
+                "Send the body as JSON with Content-Type: application/json",
+            )),
+            Err(e) => Err(ApiError::validation(e.body_text())),
+        }
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::OptionalFromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let has_body = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v != "0")
+            || req
+                .headers()
+                .contains_key(axum::http::header::TRANSFER_ENCODING);
+        if has_body {
+            <Self as FromRequest<S>>::from_request(req, state)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }

@@ -1,13 +1,24 @@
 //! The HTTP API (axum) — the only module that imports axum.
 //!
-//! Owns: the router, shared state and request logging. Handlers are thin: they parse, call
-//! the store / registry / discovery, and map results; every error is an [`error::ApiError`].
+//! Owns: the route table (each route with its access rule and summary — the router and the
+//! OpenAPI document are both built from it, so neither can miss a route), shared state,
+//! request ids, security headers and the body limit. Handlers are thin: they parse, call the
+//! store / registry / discovery, and map results; every error is an [`error::ApiError`].
 
+pub mod audit;
+pub mod auth;
 pub mod devices;
 pub mod error;
+pub mod guard;
 pub mod health;
+pub mod openapi;
 pub mod pages;
+pub mod users;
 
+use crate::audit::Event;
+use crate::auth::Permission;
+use crate::auth::keys::SecretKey;
+use crate::auth::throttle::Throttle;
 use crate::clock::SharedClock;
 use crate::poller::PollerStatus;
 use crate::poller::discovery::DiscoveryHandle;
@@ -15,9 +26,28 @@ use crate::poller::registry::Registry;
 use crate::store::Store;
 use crate::store::writer::WriterStats;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, patch, post};
+use guard::Access;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Keys and limits of the auth layer.
+#[derive(Debug)]
+pub struct AuthState {
+    /// Signs access tokens.
+    pub jwt_key: SecretKey,
+    /// Chains audit entries.
+    pub audit_key: SecretKey,
+    /// Login throttling.
+    pub throttle: Throttle,
+}
 
 /// What handlers share.
 #[derive(Debug, Clone)]
@@ -36,24 +66,255 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Poll interval (health freshness).
     pub poll_interval: Duration,
+    /// Per-device timeout (relay control).
+    pub poll_timeout: Duration,
     /// Default zone for day resolution.
     pub timezone: chrono_tz::Tz,
     /// Start time, UTC ms.
     pub started_ms: i64,
+    /// Keys and throttling.
+    pub auth: Arc<AuthState>,
+}
+
+impl AppState {
+    /// Appends an audit event; a failure is logged, never shown to the client.
+    pub async fn audit(&self, ev: Event) {
+        let (store, st) = (self.store.clone(), self.clone());
+        let now = self.clock.now_ms();
+        let res =
+            tokio::task::spawn_blocking(move || store.audit_append(&st.auth.audit_key, ev, now))
+                .await;
+        if !matches!(res, Ok(Ok(_))) {
+            tracing::error!("could not write an audit entry");
+        }
+    }
+}
+
+/// One route: method, path under `/api`, who may call it, and what it does.
+#[derive(Debug, Clone)]
+pub struct RouteDoc {
+    /// HTTP method.
+    pub method: Method,
+    /// Path relative to `/api`, axum/OpenAPI syntax (`/devices/{device_id}`).
+    pub path: &'static str,
+    /// Access rule.
+    pub access: Access,
+    /// One-line description.
+    pub summary: &'static str,
+}
+
+const fn doc(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+) -> RouteDoc {
+    RouteDoc {
+        method,
+        path,
+        access,
+        summary,
+    }
+}
+
+use Permission::*;
+
+/// Every API route with its handler.
+pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
+    use Access::{Authenticated, Open, Requires};
+    vec![
+        (
+            doc(Method::GET, "/health", Open, "Store and poller health"),
+            get(health::health),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/auth/login",
+                Open,
+                "Log in: access and refresh token",
+            ),
+            post(auth::login),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/auth/refresh",
+                Open,
+                "Trade a refresh token for a new pair",
+            ),
+            post(auth::refresh),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/auth/logout",
+                Authenticated,
+                "Revoke the current tokens",
+            ),
+            post(auth::logout),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/auth/me",
+                Authenticated,
+                "The signed-in user and permissions",
+            ),
+            get(auth::me),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/openapi.json",
+                Authenticated,
+                "This API description",
+            ),
+            get(openapi::document),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/devices",
+                Requires(DeviceRead),
+                "Devices with status and reading counts",
+            ),
+            get(devices::list),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/devices/discover",
+                Requires(DeviceControl),
+                "Run a discovery round now",
+            ),
+            post(devices::discover),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/devices/{device_id}/readings",
+                Requires(DeviceRead),
+                "Raw or rolled-up readings",
+            ),
+            get(devices::readings),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/devices/{device_id}/relay",
+                Requires(DeviceControl),
+                "Switch a plug or outlet on or off",
+            ),
+            post(devices::relay),
+        ),
+        (
+            doc(Method::GET, "/users", Requires(UserManage), "List users"),
+            get(users::list),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/users",
+                Requires(UserManage),
+                "Create a user",
+            ),
+            post(users::create),
+        ),
+        (
+            doc(
+                Method::PATCH,
+                "/users/{user_id}",
+                Requires(UserManage),
+                "Change role, permissions, password or disabled",
+            ),
+            patch(users::update),
+        ),
+        (
+            doc(
+                Method::DELETE,
+                "/users/{user_id}",
+                Requires(UserManage),
+                "Delete a user",
+            ),
+            delete(users::remove),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/audit",
+                Requires(AuditRead),
+                "Query the audit log",
+            ),
+            get(audit::list),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/audit/verify",
+                Requires(AuditRead),
+                "Verify the audit hash chain",
+            ),
+            get(audit::verify),
+        ),
+    ]
+}
+
+async fn headers_and_request_id(req: Request, next: Next) -> Response {
+    let id = crate::auth::random_token::<9>();
+    let path = req.uri().path().to_owned();
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(request_id = %id, %path, "request failed with an internal error");
+        resp = (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({
+                "detail": "Internal error", "error_code": "INTERNAL_ERROR",
+                "message": "The server could not complete the request; the cause has been logged",
+                "request_id": id,
+            })),
+        )
+            .into_response();
+    }
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    if path.starts_with("/api/") {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
 }
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/health", get(health::health))
-        .route("/devices", get(devices::list))
-        .route("/devices/discover", post(devices::discover))
-        .route("/devices/{device_id}/readings", get(devices::readings))
+    let mut api = Router::new();
+    for (d, handler) in routes() {
+        let layer = middleware::from_fn_with_state((state.clone(), d.access), guard::guard);
+        api = api.route(d.path, handler.route_layer(layer));
+    }
+    let api = api
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
     Router::new()
         .route("/", get(pages::index))
+        .route("/app.js", get(pages::script))
         .nest("/api", api)
         .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(headers_and_request_id))
         .with_state(state)
 }

@@ -10,9 +10,11 @@
 //! functions of [`Store`] and [`writer::WriterHandle`], so the storage-engine work can replace
 //! it without touching them.
 
+pub mod audit;
 pub mod codec;
 pub mod query;
 pub mod schema;
+pub mod users;
 pub mod write;
 pub mod writer;
 
@@ -41,6 +43,15 @@ pub enum Error {
     /// No such device.
     #[error("unknown device {0}")]
     UnknownDevice(String),
+    /// No such record.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A unique name is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// Audit retention is blocked by a compliance hold.
+    #[error("a compliance hold is active; audit entries cannot be removed")]
+    ComplianceHold,
     /// Anything redb reports.
     #[error("database error: {0}")]
     Db(#[from] redb::Error),

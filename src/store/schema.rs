@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -18,6 +18,19 @@ pub const READINGS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("r
 pub const ROLLUPS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("rollups_15m");
 /// device key → encoded per-device running state (count, last sample).
 pub const DEVICE_STATE: TableDefinition<u32, &[u8]> = TableDefinition::new("device_state");
+
+/// user id → JSON user.
+pub const USERS: TableDefinition<u32, &[u8]> = TableDefinition::new("users");
+/// lower-case username → user id.
+pub const USERNAMES: TableDefinition<&str, u32> = TableDefinition::new("usernames");
+/// SHA-256 (hex) of a refresh token → JSON `(user id, expires ms)`.
+pub const REFRESH: TableDefinition<&str, &[u8]> = TableDefinition::new("refresh_tokens");
+/// revoked access-token id → its expiry, ms.
+pub const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_tokens");
+/// sequence number → JSON audit entry.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// `"chain"` → JSON chain state (anchor, last sequence, compliance hold).
+pub const AUDIT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_state");
 
 /// Why the file cannot be used by this build.
 #[derive(Debug, thiserror::Error)]
@@ -38,15 +51,27 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
     let found = meta.get("schema_version")?.map(|v| v.value());
     match found {
         Some(v) if v > SCHEMA_VERSION => return Err(SchemaError::TooNew { found: v }.into()),
-        Some(SCHEMA_VERSION) => {}
-        // Version 0 (new file) → 1: create the tables.
-        _ => {
-            txn.open_table(DEVICES)?;
-            txn.open_table(READINGS)?;
-            txn.open_table(ROLLUPS)?;
-            txn.open_table(DEVICE_STATE)?;
-            meta.insert("schema_version", SCHEMA_VERSION)?;
-        }
+        _ => {}
     }
+    let mut v = found.unwrap_or(0);
+    if v < 1 {
+        // 0 (new file) → 1: device and reading tables.
+        txn.open_table(DEVICES)?;
+        txn.open_table(READINGS)?;
+        txn.open_table(ROLLUPS)?;
+        txn.open_table(DEVICE_STATE)?;
+        v = 1;
+    }
+    if v < 2 {
+        // 1 → 2: users, tokens and the audit log.
+        txn.open_table(USERS)?;
+        txn.open_table(USERNAMES)?;
+        txn.open_table(REFRESH)?;
+        txn.open_table(REVOKED)?;
+        txn.open_table(AUDIT)?;
+        txn.open_table(AUDIT_STATE)?;
+        v = 2;
+    }
+    meta.insert("schema_version", v)?;
     Ok(())
 }

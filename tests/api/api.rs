@@ -190,7 +190,18 @@ async fn data_points_keep_growing_and_survive_a_restart() {
     )
     .await
     .unwrap();
-    let body: Value = reqwest::get(format!("http://{}/api/devices", again.addr))
+    let base = format!("http://{}", again.addr);
+    let token = crate::helpers::login(
+        &reqwest::Client::new(),
+        &base,
+        "admin",
+        crate::helpers::ADMIN_PASSWORD,
+    )
+    .await;
+    let body: Value = reqwest::Client::new()
+        .get(format!("{base}/api/devices"))
+        .bearer_auth(token)
+        .send()
         .await
         .unwrap()
         .json()
@@ -252,8 +263,24 @@ async fn the_overview_page_is_served_from_the_binary() {
             .starts_with("text/html")
     );
     let body = r.text().await.unwrap();
+    assert!(body.contains("/app.js") && !body.contains("http://") && !body.contains("https://"));
+    let js = app
+        .client
+        .get(format!("{}/app.js", app.base))
+        .send()
+        .await
+        .unwrap();
     assert!(
-        body.contains("/api/devices") && !body.contains("http://") && !body.contains("https://")
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let js = js.text().await.unwrap();
+    assert!(js.contains("/api/auth/login") && js.contains("/api/devices"));
+    assert!(
+        !js.contains("http://") && !js.contains("https://"),
+        "no external resources"
     );
     app.stop().await;
 }

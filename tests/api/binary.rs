@@ -1,7 +1,7 @@
 //! Black-box tests of the real `kasad` binary: the demo, clean shutdown on SIGTERM, crash
 //! safety under SIGKILL, and the configuration commands.
 
-use crate::helpers::{ATTEMPTS, STEP};
+use crate::helpers::{ADMIN_PASSWORD, ATTEMPTS, STEP, login};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -12,6 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_kasad");
 struct Daemon {
     child: Child,
     base: String,
+    token: String,
 }
 
 impl Drop for Daemon {
@@ -21,7 +22,11 @@ impl Drop for Daemon {
     }
 }
 
-fn demo(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+async fn demo(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+    demo_with(data_dir, env, Stdio::null()).await
+}
+
+async fn demo_with(data_dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> Daemon {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "demo",
@@ -29,11 +34,13 @@ fn demo(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
         "127.0.0.1:0",
         "--history-days",
         "0",
+        "--admin-password",
+        ADMIN_PASSWORD,
         "--data-dir",
     ])
     .arg(data_dir)
     .stdout(Stdio::piped())
-    .stderr(Stdio::null())
+    .stderr(stderr)
     .env("KASAD_POLL__INTERVAL", "300ms");
     for (k, v) in env {
         cmd.env(k, v);
@@ -45,7 +52,8 @@ fn demo(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
             let base = rest.trim().trim_end_matches('/').to_owned();
             // Keep draining stdout so the daemon never writes into a closed pipe.
             std::thread::spawn(move || lines.for_each(drop));
-            return Daemon { child, base };
+            let token = login(&reqwest::Client::new(), &base, "admin", ADMIN_PASSWORD).await;
+            return Daemon { child, base, token };
         }
     }
     let _ = child.kill();
@@ -61,8 +69,13 @@ fn signal(d: &Daemon, sig: &str) {
     assert!(ok.success());
 }
 
-async fn get(base: &str, path: &str) -> Option<(u16, Value)> {
-    let r = reqwest::get(format!("{base}{path}")).await.ok()?;
+async fn get(d: &(String, String), path: &str) -> Option<(u16, Value)> {
+    let r = reqwest::Client::new()
+        .get(format!("{}{path}", d.0))
+        .bearer_auth(&d.1)
+        .send()
+        .await
+        .ok()?;
     let s = r.status().as_u16();
     Some((s, r.json().await.ok()?))
 }
@@ -90,8 +103,8 @@ fn total_points(v: &Value) -> u64 {
 #[tokio::test]
 async fn demo_runs_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = demo(dir.path(), &[]);
-    let base = d.base.clone();
+    let mut d = demo(dir.path(), &[]).await;
+    let base = (d.base.clone(), d.token.clone());
     wait_for("healthy", async || {
         get(&base, "/api/health").await.filter(|(s, _)| *s == 200)
     })
@@ -117,7 +130,7 @@ async fn demo_runs_and_stops_cleanly_on_sigterm() {
 }
 
 /// All raw reading timestamps per device id.
-async fn snapshot(base: &str) -> Vec<(String, BTreeSet<String>)> {
+async fn snapshot(base: &(String, String)) -> Vec<(String, BTreeSet<String>)> {
     let (_, v) = get(base, "/api/devices").await.unwrap();
     let mut out = Vec::new();
     for d in v["devices"]
@@ -144,7 +157,7 @@ async fn snapshot(base: &str) -> Vec<(String, BTreeSet<String>)> {
     out
 }
 
-async fn durable_commits(base: &str) -> Option<u64> {
+async fn durable_commits(base: &(String, String)) -> Option<u64> {
     get(base, "/api/health").await?.1["store"]["durable_commits"].as_u64()
 }
 
@@ -153,8 +166,8 @@ async fn sigkill_during_ingest_loses_nothing_older_than_the_last_durable_commit(
     let dir = tempfile::tempdir().unwrap();
     let env = [("KASAD_STORAGE__COMMIT_INTERVAL", "600ms")];
     for round in 0..3 {
-        let d = demo(dir.path(), &env);
-        let base = d.base.clone();
+        let d = demo(dir.path(), &env).await;
+        let base = (d.base.clone(), d.token.clone());
         wait_for("readings flowing", async || {
             let (_, v) = get(&base, "/api/devices").await?;
             (total_points(&v) > 0).then_some(())
@@ -174,8 +187,8 @@ async fn sigkill_during_ingest_loses_nothing_older_than_the_last_durable_commit(
         signal(&d, "-KILL");
         drop(d);
 
-        let again = demo(dir.path(), &env);
-        let after = snapshot(&again.base).await;
+        let again = demo(dir.path(), &env).await;
+        let after = snapshot(&(again.base.clone(), again.token.clone())).await;
         for (id, ts) in &seen {
             let kept = &after
                 .iter()
@@ -225,4 +238,57 @@ fn check_config_accepts_the_example_and_rejects_mistakes() {
         err.contains("invalid duration") && err.contains("bad.toml"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn no_token_password_or_key_appears_in_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let data = dir.path().join("data");
+    let d = demo_with(&data, &[("RUST_LOG", "trace")], Stdio::from(log)).await;
+    let c = reqwest::Client::new();
+    let pair: Value = c
+        .post(format!("{}/api/auth/login", d.base))
+        .json(&serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = c
+        .get(format!("{}/api/devices", d.base))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap();
+    let _ = c
+        .post(format!("{}/api/auth/login", d.base))
+        .json(&serde_json::json!({"username": "admin", "password": "wrong-but-secret-pw"}))
+        .send()
+        .await
+        .unwrap();
+    signal(&d, "-TERM");
+    let mut d = d;
+    wait_for("exit", async || d.child.try_wait().unwrap()).await;
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("kasad listening"), "logs were captured");
+    let mut secrets = vec![
+        ADMIN_PASSWORD.to_owned(),
+        "wrong-but-secret-pw".to_owned(),
+        d.token.clone(),
+        pair["access_token"].as_str().unwrap().to_owned(),
+        pair["refresh_token"].as_str().unwrap().to_owned(),
+    ];
+    for k in ["jwt.key", "audit.key"] {
+        let b = std::fs::read(data.join(k)).unwrap();
+        secrets.push(b.iter().map(|x| format!("{x:02x}")).collect());
+        use base64::Engine;
+        secrets.push(base64::engine::general_purpose::STANDARD.encode(&b));
+        secrets.push(format!("{:?}", &b[..8]).trim_end_matches(']').to_owned());
+    }
+    for s in &secrets {
+        assert!(!logs.contains(s.as_str()), "a secret appears in the logs");
+    }
 }

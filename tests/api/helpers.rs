@@ -14,6 +14,22 @@ pub const ATTEMPTS: u32 = 300;
 /// Pause between polls of a condition.
 pub const STEP: Duration = Duration::from_millis(100);
 
+/// Password of the `admin` user every test daemon starts with.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+/// Logs in and returns the access token.
+pub async fn login(client: &reqwest::Client, base: &str, user: &str, password: &str) -> String {
+    let r = client
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login as {user}");
+    let v: Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
 /// Settings for a test daemon: loopback only, fast polls, short commits.
 pub fn settings(dir: &std::path::Path, targets: &[SocketAddr]) -> Settings {
     let mut s = Settings {
@@ -56,6 +72,8 @@ pub struct TestApp {
     pub base: String,
     /// HTTP client.
     pub client: reqwest::Client,
+    /// Access token of the `admin` user.
+    pub token: String,
     /// The simulated devices.
     pub sims: Vec<SimHandle>,
     /// Data directory (deleted on drop).
@@ -81,36 +99,42 @@ impl TestApp {
         let mut s = settings(dir.path(), &addrs);
         tweak(&mut s);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = app::start(s, listener, clock::system()).await.unwrap();
+        let opts = app::StartOptions {
+            admin_password: Some(ADMIN_PASSWORD.into()),
+        };
+        let running = app::start_with(s, listener, clock::system(), opts)
+            .await
+            .unwrap();
+        let base = format!("http://{}", running.addr);
+        let client = reqwest::Client::new();
+        let token = login(&client, &base, "admin", ADMIN_PASSWORD).await;
         Self {
-            base: format!("http://{}", running.addr),
-            client: reqwest::Client::new(),
+            base,
+            client,
+            token,
             sims,
             dir,
             running,
         }
     }
 
+    /// A request with the admin token.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
     /// GET a path; returns status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = self.req(reqwest::Method::GET, path).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// POST a path without a body.
     pub async fn post(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = self.req(reqwest::Method::POST, path).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

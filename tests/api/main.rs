@@ -1,6 +1,8 @@
 //! kasad's integration tests: one binary, one module per area.
 
 mod api;
+mod audit_log;
+mod auth;
 mod binary;
 mod energy;
 mod helpers;

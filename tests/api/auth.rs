@@ -1,0 +1,428 @@
+//! Authentication, permissions, throttling, user management, relay control and the audit log.
+
+use crate::helpers::{ADMIN_PASSWORD, TestApp, fleet, login};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use kasad::auth::jwt::{self, Claims};
+use kasad::auth::keys::SecretKey;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn key_of(app: &TestApp, name: &str) -> SecretKey {
+    let b: [u8; 32] = std::fs::read(app.dir.path().join(name))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    SecretKey::from_bytes(b)
+}
+
+fn claims(sub: u32, exp: i64) -> Claims {
+    Claims {
+        sub,
+        name: "admin".into(),
+        ver: 0,
+        jti: "t".into(),
+        iat: 0,
+        exp,
+        typ: "access".into(),
+    }
+}
+
+async fn call(
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value, Option<String>) {
+    let mut r = app
+        .client
+        .request(method.clone(), format!("{}{path}", app.base));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if *method != Method::GET && *method != Method::DELETE {
+        r = r.json(&json!({}));
+    }
+    let resp = r.send().await.unwrap();
+    let www = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+        www,
+    )
+}
+
+async fn create_user(app: &TestApp, name: &str, role: &str) -> u32 {
+    let r = app
+        .req(Method::POST, "/api/users")
+        .json(&json!({"username": name, "password": "user-password-1", "role": role}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["user_id"]
+        .as_u64()
+        .unwrap() as u32
+}
+
+async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
+    let (s, v) = app.get(&format!("/api/audit?{query}")).await;
+    assert_eq!(s, 200, "{v}");
+    v["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn every_protected_route_refuses_bad_tokens_and_missing_permissions() {
+    let app = TestApp::spawn(vec![]).await;
+    create_user(&app, "vera", "viewer").await;
+    let viewer = login(&app.client, &app.base, "vera", "user-password-1").await;
+    let (s, doc) = app.get("/api/openapi.json").await;
+    assert_eq!(s, 200);
+    let key = key_of(&app, "jwt.key");
+    let now = chrono::Utc::now().timestamp();
+    let expired = jwt::sign(&claims(1, now - 1), &key);
+    let other_key = jwt::sign(&claims(1, now + 600), &SecretKey::from_bytes([9; 32]));
+    let alg_none = format!(
+        "{}.{}.",
+        B64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        B64.encode(serde_json::to_vec(&claims(1, now + 600)).unwrap())
+    );
+    let refresh: Value = app
+        .client
+        .post(format!("{}/api/auth/login", app.base))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh_token = refresh["refresh_token"].as_str().unwrap().to_owned();
+    let mut protected = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if op.get("security") == Some(&json!([])) {
+                continue;
+            }
+            protected += 1;
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let url = path
+                .replace("{device_id}", "X1")
+                .replace("{user_id}", "999");
+            for (what, tok) in [
+                ("no token", None),
+                ("expired", Some(expired.as_str())),
+                ("other key", Some(other_key.as_str())),
+                ("alg none", Some(alg_none.as_str())),
+                ("refresh token", Some(refresh_token.as_str())),
+            ] {
+                let (s, body, www) = call(&app, &m, &url, tok).await;
+                assert_eq!(s, 401, "{method} {url} with {what}: {body}");
+                assert_eq!(
+                    body["error_code"], "UNAUTHORIZED",
+                    "{method} {url} with {what}"
+                );
+                assert_eq!(www.as_deref(), Some("Bearer"));
+            }
+            if let Some(p) = op.get("x-required-permission").and_then(Value::as_str) {
+                let (s, body, _) = call(&app, &m, &url, Some(&viewer)).await;
+                if p == "DEVICE_READ" {
+                    assert_ne!(s, 403, "{method} {url}: viewers hold DEVICE_READ");
+                } else {
+                    assert_eq!(s, 403, "{method} {url} as viewer: {body}");
+                    assert_eq!(body["error_code"], "PERMISSION_DENIED");
+                    assert_eq!(body["required_permission"], p);
+                }
+            }
+        }
+    }
+    assert!(
+        protected >= 12,
+        "the document lists every protected route ({protected})"
+    );
+    let denied = audit(&app, "event_types=permission_denied&users=vera").await;
+    assert!(!denied.is_empty(), "403s are audited");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_login_failures_are_throttled_and_audited() {
+    let app = TestApp::spawn(vec![]).await;
+    let url = format!("{}/api/auth/login", app.base);
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = app
+            .client
+            .post(&url)
+            .json(&json!({"username": "admin", "password": "wrong-password"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error_code"], "RATE_LIMIT_EXCEEDED");
+            assert!(v["retry_after"].is_string());
+        }
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429]);
+    // Even the right password is refused while throttled.
+    let r = app
+        .client
+        .post(&url)
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(audit(&app, "event_types=LOGIN_FAILURE").await.len(), 5);
+    assert_eq!(
+        audit(&app, "event_types=rate_limit_exceeded").await.len(),
+        3
+    );
+    let (s, v) = app.get("/api/audit?event_types=bogus").await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (400, Some("VALIDATION_ERROR"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_rotate_revoke_and_die_with_a_disabled_user() {
+    let app = TestApp::spawn(vec![]).await;
+    let uid = create_user(&app, "olga", "operator").await;
+    let login_body: Value = app
+        .client
+        .post(format!("{}/api/auth/login", app.base))
+        .json(&json!({"username": "olga", "password": "user-password-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(login_body["token_type"], "bearer");
+    assert_eq!(login_body["expires_in"], 900);
+    let access = login_body["access_token"].as_str().unwrap();
+    let refresh = login_body["refresh_token"].as_str().unwrap();
+    let me: Value = app
+        .client
+        .get(format!("{}/api/auth/me", app.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "operator");
+    assert_eq!(
+        me["permissions"],
+        json!(["DATA_EXPORT", "DEVICE_READ", "DEVICE_CONTROL"])
+    );
+
+    let refresh_url = format!("{}/api/auth/refresh", app.base);
+    let r = app
+        .client
+        .post(&refresh_url)
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let second: Value = r.json().await.unwrap();
+    let r = app
+        .client
+        .post(&refresh_url)
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a spent refresh token is refused");
+
+    let access2 = second["access_token"].as_str().unwrap();
+    let r = app
+        .client
+        .post(format!("{}/api/auth/logout", app.base))
+        .bearer_auth(access2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .client
+        .get(format!("{}/api/auth/me", app.base))
+        .bearer_auth(access2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "logged-out token is revoked");
+
+    let r = app
+        .client
+        .get(format!("{}/api/devices", app.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .req(Method::PATCH, &format!("/api/users/{uid}"))
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .client
+        .get(format!("{}/api/devices", app.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "a disabled user's tokens stop working at once"
+    );
+    let r = app
+        .client
+        .post(&refresh_url)
+        .json(&json!({"refresh_token": second["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    for (body, field) in [
+        (
+            json!({"username": "x y", "password": "long-enough-1", "role": "viewer"}),
+            "username",
+        ),
+        (
+            json!({"username": "ok", "password": "short", "role": "viewer"}),
+            "password",
+        ),
+        (
+            json!({"username": "ok", "password": "long-enough-1", "role": "superuser"}),
+            "role",
+        ),
+        (
+            json!({"username": "ok", "password": "long-enough-1", "role": "viewer", "colour": 1}),
+            "colour",
+        ),
+    ] {
+        let r = app
+            .req(Method::POST, "/api/users")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error_code"], "VALIDATION_ERROR");
+        assert!(v["message"].as_str().unwrap().contains(field), "{v}");
+    }
+    let r = app
+        .req(Method::POST, "/api/users")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .req(Method::POST, "/api/users")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let types: Vec<Value> = audit(&app, "users=admin")
+        .await
+        .iter()
+        .map(|e| e["event_type"].clone())
+        .collect();
+    assert!(types.contains(&json!("USER_CREATED")) && types.contains(&json!("USER_UPDATED")));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn relay_control_switches_the_simulator_and_is_audited() {
+    let app = TestApp::spawn(fleet(3)).await;
+    let d = app
+        .wait_devices("devices polled", |d| {
+            d.iter().filter(|x| x["online"] == true).count() >= 3 + 6
+        })
+        .await;
+    let plug = d.iter().find(|x| x["model"] == "KP115(US)").unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let outlet = d.iter().find(|x| x["outlet_index"] == 2).unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for id in [&plug, &outlet] {
+        let r = app
+            .req(Method::POST, &format!("/api/devices/{id}/relay"))
+            .json(&json!({"on": false}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{id}");
+    }
+    assert!(!app.sims[1].with_device(|dev| {
+        dev.readings_at(kasad::clock::Clock::now_ms(&kasad::clock::SystemClock))[0].relay_on
+    }));
+    let strip_state = app.sims[2].with_device(|dev| {
+        dev.readings_at(kasad::clock::Clock::now_ms(&kasad::clock::SystemClock))
+    });
+    assert!(
+        !strip_state[2].relay_on && strip_state[1].relay_on,
+        "only outlet 2 switched"
+    );
+    let entries = audit(&app, "event_types=DEVICE_CONTROLLED").await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["details"]["on"], false);
+    let r = app
+        .req(Method::POST, "/api/devices/NOPE/relay")
+        .json(&json!({"on": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn key_files_are_private_and_headers_are_set() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn(vec![]).await;
+    for k in ["jwt.key", "audit.key"] {
+        let mode = std::fs::metadata(app.dir.path().join(k))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{k}");
+    }
+    let r = app.req(Method::GET, "/api/health").send().await.unwrap();
+    for h in [
+        "x-content-type-options",
+        "x-frame-options",
+        "content-security-policy",
+        "x-request-id",
+    ] {
+        assert!(r.headers().contains_key(h), "{h}");
+    }
+    assert!(
+        !r.headers().contains_key("access-control-allow-origin"),
+        "no CORS by default"
+    );
+    app.stop().await;
+}
