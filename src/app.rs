@@ -173,6 +173,20 @@ pub async fn start_with(
         DiscoveryHandle::disabled()
     };
     tracker.spawn(poller.run(shutdown.clone()));
+    {
+        let (dir, st, key, c, stop) = (
+            settings.data_dir.clone(),
+            store.clone(),
+            audit_key.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move {
+            if let Err(e) = crate::admin::serve(&dir, st, key, c, stop).await {
+                tracing::warn!(error = %e, "admin socket unavailable; `kasad user` needs the daemon stopped");
+            }
+        });
+    }
     let writer_stats = writer.stats.clone();
     drop(writer);
 

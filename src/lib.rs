@@ -13,10 +13,12 @@
 //! - [`series`]: raw and rolled-up reading series for the API.
 //! - [`api`]: the axum HTTP API.
 //! - [`app`]: composition root and ordered shutdown; [`demo`]: `kasad demo`.
+//! - [`admin`]: `kasad user …` / `kasad audit verify`, directly or over the admin socket.
 //! - [`shutdown`]: OS signals (used by `main` only); [`telemetry`]: logging setup.
 //!
 //! Data flow: discovery → registry → poller → store writer → API.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod audit;

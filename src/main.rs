@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kasad::admin::Request;
+use kasad::auth::{Permission, Role};
 use kasad::config::{EXAMPLE, Settings};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,7 +45,15 @@ enum Cmd {
         #[arg(long)]
         admin_password: Option<String>,
     },
-    /// Audit log tools (with the daemon stopped).
+    /// Manage users (works with the daemon running or stopped).
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        /// Configuration file (TOML), for the data directory.
+        #[arg(long, global = true, default_value = "/etc/kasad/kasad.toml")]
+        config: PathBuf,
+    },
+    /// Audit log tools.
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
@@ -65,6 +75,120 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         devices: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user (the password is read from stdin with --password-stdin, else generated
+    /// and printed).
+    Add {
+        /// Login name.
+        name: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// Extra permission (repeatable), e.g. AUDIT_READ.
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Set a user's password.
+    Passwd {
+        /// Login name.
+        name: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user; their tokens stop working at once.
+    Disable {
+        /// Login name.
+        name: String,
+    },
+    /// Delete a user.
+    Delete {
+        /// Login name.
+        name: String,
+    },
+}
+
+fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok((line.trim_end_matches(['\r', '\n']).to_owned(), false))
+    } else {
+        Ok((kasad::auth::random_token::<12>(), true))
+    }
+}
+
+fn user_request(cmd: UserCmd) -> anyhow::Result<(Request, Option<String>)> {
+    Ok(match cmd {
+        UserCmd::Add {
+            name,
+            role,
+            permissions,
+            password_stdin,
+        } => {
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("--role must be admin, operator or viewer"))?;
+            let permissions = permissions
+                .iter()
+                .map(|p| {
+                    Permission::parse(p).ok_or_else(|| anyhow::anyhow!("unknown permission {p:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (pw, generated) = password(password_stdin)?;
+            let show = generated.then(|| pw.clone());
+            (
+                Request::UserAdd {
+                    username: name,
+                    role,
+                    permissions,
+                    password: pw,
+                },
+                show,
+            )
+        }
+        UserCmd::List => (Request::UserList, None),
+        UserCmd::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let (pw, generated) = password(password_stdin)?;
+            let show = generated.then(|| pw.clone());
+            (
+                Request::UserPasswd {
+                    username: name,
+                    password: pw,
+                },
+                show,
+            )
+        }
+        UserCmd::Disable { name } => (Request::UserDisable { username: name }, None),
+        UserCmd::Delete { name } => (Request::UserDelete { username: name }, None),
+    })
+}
+
+/// Runs an admin request: directly when no daemon holds the database, else over its socket.
+async fn admin(config: &std::path::Path, req: Request) -> anyhow::Result<serde_json::Value> {
+    let settings = Settings::load(Some(config))?;
+    match kasad::store::Store::open(&settings.db_path(), settings.storage.cache_mb) {
+        Ok(store) => {
+            let (_, key) = kasad::app::load_keys(&settings)?;
+            let now = kasad::clock::Clock::now_ms(&kasad::clock::SystemClock);
+            kasad::admin::execute(&store, &key, req, "cli (direct)", now)
+                .map_err(anyhow::Error::msg)
+        }
+        Err(kasad::store::Error::AlreadyOpen(_)) => kasad::admin::call(&settings.data_dir, &req)
+            .await
+            .map_err(anyhow::Error::msg),
+        Err(e) => Err(e).context("while opening the database"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -115,21 +239,26 @@ async fn main() -> anyhow::Result<()> {
             cmd: AuditCmd::Verify,
             config,
         } => {
-            let settings = Settings::load(Some(&config))?;
-            let store = kasad::store::Store::open(&settings.db_path(), settings.storage.cache_mb)
-                .context("the daemon must be stopped to verify the audit log from the command line; use GET /api/audit/verify while it runs")?;
-            let (_, audit_key) = kasad::app::load_keys(&settings)?;
-            let v = store.audit_verify(&audit_key)?;
-            if v.ok {
-                println!("audit log OK: {} entries verified", v.checked);
+            let v = admin(&config, Request::AuditVerify).await?;
+            if v["ok"] == true {
+                println!("audit log OK: {} entries verified", v["checked"]);
                 Ok(())
             } else {
                 anyhow::bail!(
                     "audit log FAILED at sequence {}: {}",
-                    v.first_bad_seq.unwrap_or(0),
-                    v.reason.unwrap_or_default()
+                    v["first_bad_seq"],
+                    v["reason"].as_str().unwrap_or_default()
                 )
             }
+        }
+        Cmd::User { cmd, config } => {
+            let (req, generated) = user_request(cmd)?;
+            let v = admin(&config, req).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if let Some(pw) = generated {
+                println!("generated password: {pw}");
+            }
+            Ok(())
         }
         Cmd::PrintConfig => {
             print!("{EXAMPLE}");

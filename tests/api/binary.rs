@@ -292,3 +292,84 @@ async fn no_token_password_or_key_appears_in_the_logs() {
         assert!(!logs.contains(s.as_str()), "a secret appears in the logs");
     }
 }
+
+fn kasad_cli(args: &[&str], cfg: &std::path::Path, stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn user_commands_work_with_the_daemon_running_and_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("kasad.toml");
+    std::fs::write(&cfg, format!("data_dir = {data:?}\n")).unwrap();
+    let mut d = demo(&data, &[]).await;
+    let c = reqwest::Client::new();
+
+    // Running daemon: the command goes through the admin socket.
+    let (ok, out) = kasad_cli(
+        &[
+            "user",
+            "add",
+            "ops",
+            "--role",
+            "operator",
+            "--password-stdin",
+        ],
+        &cfg,
+        "ops-password-1\n",
+    );
+    assert!(ok, "{out}");
+    login(&c, &d.base, "ops", "ops-password-1").await;
+    let (ok, out) = kasad_cli(&["user", "list"], &cfg, "");
+    assert!(
+        ok && out.contains("\"ops\"") && out.contains("\"admin\""),
+        "{out}"
+    );
+    let (ok, out) = kasad_cli(&["user", "disable", "ops"], &cfg, "");
+    assert!(ok, "{out}");
+    let r = c
+        .post(format!("{}/api/auth/login", d.base))
+        .json(&serde_json::json!({"username": "ops", "password": "ops-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a disabled user cannot log in");
+    let (ok, out) = kasad_cli(&["user", "add", "x", "--role", "root"], &cfg, "");
+    assert!(!ok && out.contains("--role"), "{out}");
+    let (ok, out) = kasad_cli(&["audit", "verify"], &cfg, "");
+    assert!(ok && out.contains("OK"), "{out}");
+
+    signal(&d, "-TERM");
+    wait_for("exit", async || d.child.try_wait().unwrap()).await;
+
+    // Stopped daemon: the command opens the database itself; a generated password is printed.
+    let (ok, out) = kasad_cli(&["user", "add", "viv", "--role", "viewer"], &cfg, "");
+    assert!(ok && out.contains("generated password: "), "{out}");
+    let (ok, out) = kasad_cli(&["user", "delete", "ops"], &cfg, "");
+    assert!(ok, "{out}");
+    let (ok, out) = kasad_cli(&["audit", "verify"], &cfg, "");
+    assert!(ok && out.contains("OK"), "{out}");
+}

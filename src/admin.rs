@@ -1,0 +1,261 @@
+//! Administration from the command line: `kasad user …` and `kasad audit verify`.
+//!
+//! redb allows one process per database, so these commands open the database directly only
+//! when no daemon runs; otherwise they talk to the running daemon over its admin socket
+//! (`<data_dir>/admin.sock`, mode 0600, peer credentials checked: root or the daemon's own
+//! user). Both paths run the same [`execute`] function.
+
+use crate::audit::{Event, EventType, Severity};
+use crate::auth::keys::SecretKey;
+use crate::auth::{Permission, Role, password};
+use crate::store::Store;
+use crate::store::audit::Pending;
+use crate::store::users::User;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+/// An administrative request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Create a user.
+    UserAdd {
+        /// Login name.
+        username: String,
+        /// Role.
+        role: Role,
+        /// Extra permissions.
+        permissions: Vec<Permission>,
+        /// Password.
+        password: String,
+    },
+    /// List users.
+    UserList,
+    /// Set a user's password.
+    UserPasswd {
+        /// Login name.
+        username: String,
+        /// New password.
+        password: String,
+    },
+    /// Disable a user (their tokens stop working).
+    UserDisable {
+        /// Login name.
+        username: String,
+    },
+    /// Delete a user.
+    UserDelete {
+        /// Login name.
+        username: String,
+    },
+    /// Verify the audit chain.
+    AuditVerify,
+}
+
+/// The socket path for a data directory.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.sock")
+}
+
+fn event(t: EventType, who: &str, resource: String) -> Event {
+    let mut e = Event::new(t, Severity::Info);
+    e.username = Some(who.to_owned());
+    e.resource = Some(resource);
+    e
+}
+
+fn find(store: &Store, name: &str) -> Result<User, String> {
+    store
+        .user_by_name(name)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no user named {name:?}"))
+}
+
+/// Runs a request against an open store; `actor` names who asked (for the audit log).
+pub fn execute(
+    store: &Store,
+    key: &SecretKey,
+    req: Request,
+    actor: &str,
+    now_ms: i64,
+) -> Result<Value, String> {
+    let err = |e: crate::store::Error| e.to_string();
+    match req {
+        Request::UserAdd {
+            username,
+            role,
+            permissions,
+            password: pw,
+        } => {
+            if !crate::api::users::valid_username(&username) {
+                return Err(
+                    "username: 1-64 characters of letters, digits, '.', '_', '-', '@'".into(),
+                );
+            }
+            let hash = password::hash(&pw).map_err(|e| e.to_string())?;
+            let u = User {
+                id: 0,
+                username: username.clone(),
+                password_hash: hash,
+                role,
+                permissions,
+                disabled: false,
+                created_ms: now_ms,
+                updated_ms: now_ms,
+                token_version: 0,
+            };
+            let ev = event(EventType::UserCreated, actor, format!("user:{username}"));
+            let u = store
+                .create_user(u, Some(Pending::new(key, ev, now_ms)))
+                .map_err(err)?;
+            Ok(json!({"user_id": u.id, "username": u.username, "role": u.role}))
+        }
+        Request::UserList => {
+            let users = store.users().map_err(err)?;
+            Ok(json!(
+                users
+                    .iter()
+                    .map(
+                        |u| json!({"user_id": u.id, "username": u.username, "role": u.role,
+                    "permissions": u.effective_permissions(), "disabled": u.disabled})
+                    )
+                    .collect::<Vec<_>>()
+            ))
+        }
+        Request::UserPasswd {
+            username,
+            password: pw,
+        } => {
+            let u = find(store, &username)?;
+            let hash = password::hash(&pw).map_err(|e| e.to_string())?;
+            let ev = event(EventType::UserUpdated, actor, format!("user:{username}"));
+            store
+                .update_user(
+                    u.id,
+                    now_ms,
+                    |u| u.password_hash = hash,
+                    Some(Pending::new(key, ev, now_ms)),
+                )
+                .map_err(err)?;
+            Ok(json!({"username": username, "password_changed": true}))
+        }
+        Request::UserDisable { username } => {
+            let u = find(store, &username)?;
+            let ev = event(EventType::UserUpdated, actor, format!("user:{username}"));
+            store
+                .update_user(
+                    u.id,
+                    now_ms,
+                    |u| u.disabled = true,
+                    Some(Pending::new(key, ev, now_ms)),
+                )
+                .map_err(err)?;
+            Ok(json!({"username": username, "disabled": true}))
+        }
+        Request::UserDelete { username } => {
+            let u = find(store, &username)?;
+            let ev = event(EventType::UserDeleted, actor, format!("user:{username}"));
+            store
+                .delete_user(u.id, Some(Pending::new(key, ev, now_ms)))
+                .map_err(err)?;
+            Ok(json!({"username": username, "deleted": true}))
+        }
+        Request::AuditVerify => {
+            serde_json::to_value(store.audit_verify(key).map_err(err)?).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Serves the admin socket until `cancel` fires.
+pub async fn serve(
+    data_dir: &Path,
+    store: Store,
+    key: SecretKey,
+    clock: crate::clock::SharedClock,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let path = socket_path(data_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let own_uid = std::fs::metadata(&path)?.uid();
+    loop {
+        let (stream, _) = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = listener.accept() => r?,
+        };
+        let peer = stream.peer_cred().map(|c| c.uid()).ok();
+        if !matches!(peer, Some(uid) if uid == 0 || uid == own_uid) {
+            tracing::warn!(?peer, "admin socket: connection from another user refused");
+            continue;
+        }
+        let (store, key, clock) = (store.clone(), key.clone(), clock.clone());
+        tokio::spawn(async move {
+            let actor = format!("cli (uid {})", peer.unwrap_or(0));
+            let _ = answer(stream, store, key, clock, actor).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn answer(
+    stream: UnixStream,
+    store: Store,
+    key: SecretKey,
+    clock: crate::clock::SharedClock,
+    actor: String,
+) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => {
+            let now = clock.now_ms();
+            tokio::task::spawn_blocking(move || execute(&store, &key, req, &actor, now))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+        }
+        Err(e) => Err(format!("bad request: {e}")),
+    };
+    let body = match reply {
+        Ok(v) => json!({"ok": true, "result": v}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    w.write_all(format!("{body}\n").as_bytes()).await?;
+    w.shutdown().await
+}
+
+/// Sends a request to the running daemon.
+pub async fn call(data_dir: &Path, req: &Request) -> Result<Value, String> {
+    let path = socket_path(data_dir);
+    let stream = UnixStream::connect(&path).await.map_err(|e| {
+        format!(
+            "the database is in use but the daemon's admin socket {} is not reachable: {e}",
+            path.display()
+        )
+    })?;
+    let (r, mut w) = stream.into_split();
+    let body = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    w.write_all(format!("{body}\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(r)
+        .read_line(&mut line)
+        .await
+        .map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&line).map_err(|_| {
+        "the daemon refused the request (are you root or the daemon's user?)".to_owned()
+    })?;
+    if v["ok"] == true {
+        Ok(v["result"].clone())
+    } else {
+        Err(v["error"].as_str().unwrap_or("failed").to_owned())
+    }
+}
