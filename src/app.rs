@@ -132,6 +132,10 @@ pub async fn start_with(
 ) -> anyhow::Result<Running> {
     let store = open_store(&settings).await?;
     let (jwt_key, audit_key) = load_keys(&settings)?;
+    {
+        let (s, hold) = (store.clone(), settings.audit.compliance_hold);
+        tokio::task::spawn_blocking(move || s.audit_set_hold(hold)).await??;
+    }
     if let Some(pw) = &opts.admin_password {
         let (s, k, pw, now) = (store.clone(), audit_key.clone(), pw.clone(), clock.now_ms());
         tokio::task::spawn_blocking(move || ensure_admin(&s, &k, &pw, now)).await??;
@@ -173,6 +177,13 @@ pub async fn start_with(
         DiscoveryHandle::disabled()
     };
     tracker.spawn(poller.run(shutdown.clone()));
+    tracker.spawn(crate::retention::run(
+        store.clone(),
+        audit_key.clone(),
+        settings.audit.retention_days,
+        clock.clone(),
+        shutdown.clone(),
+    ));
     {
         let (dir, st, key, c, stop) = (
             settings.data_dir.clone(),

@@ -191,6 +191,16 @@ impl Default for Storage {
     }
 }
 
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Days audit entries are kept (0 = forever).
+    pub retention_days: u32,
+    /// Compliance hold: no audit entry may be removed while set.
+    pub compliance_hold: bool,
+}
+
 /// `[[devices]]`: a device polled without being discovered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +225,8 @@ pub struct Settings {
     pub poll: Poll,
     /// Storage.
     pub storage: Storage,
+    /// Audit log.
+    pub audit: Audit,
     /// Static devices.
     pub devices: Vec<StaticDevice>,
 }
@@ -228,6 +240,7 @@ impl Default for Settings {
             discovery: Discovery::default(),
             poll: Poll::default(),
             storage: Storage::default(),
+            audit: Audit::default(),
             devices: Vec::new(),
         }
     }

@@ -167,7 +167,7 @@ pub async fn run(
         running.addr
     ));
     say(format_args!(
-        "kasad demo: try  curl http://{}/api/devices   (Ctrl-C to stop)",
+        "kasad demo: open http://{}/ in a browser and log in, or see the README for curl (Ctrl-C to stop)",
         running.addr
     ));
     shutdown.await;

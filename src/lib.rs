@@ -29,6 +29,7 @@ pub mod demo;
 pub mod domain;
 pub mod poller;
 pub mod protocol;
+pub mod retention;
 pub mod series;
 pub mod shutdown;
 pub mod sim;
