@@ -11,6 +11,7 @@
 //! it without touching them.
 
 pub mod audit;
+pub mod block;
 pub mod codec;
 pub mod query;
 pub mod schema;

@@ -2,8 +2,9 @@
 //!
 //! Each query runs in its own short read transaction (long ones pin pages and grow the file).
 
+use super::block;
 use super::codec::{self, RawRow};
-use super::schema::{DEVICE_STATE, DEVICES, READINGS, ROLLUPS};
+use super::schema::{BLOCKS, DEVICE_STATE, DEVICES, READINGS, ROLLUPS};
 use super::{DeviceRecord, DeviceSummary, Error, Result, Store};
 use crate::domain::{Bucket, DeviceId};
 use redb::ReadableDatabase;
@@ -63,15 +64,27 @@ impl Store {
         end: i64,
         limit: usize,
     ) -> Result<Vec<RawRow>> {
+        self.scan_raw(id, start, end)?.take(limit).collect()
+    }
+
+    /// Streams the raw readings of `id` with `start <= ts < end`, oldest first: sealed blocks
+    /// one at a time, then the head. Memory stays at one block whatever the range.
+    pub fn scan_raw(&self, id: &DeviceId, start: i64, end: i64) -> Result<RawScan> {
         let key = self.key_of(id)?;
         let txn = self.db().begin_read()?;
-        let t = txn.open_table(READINGS)?;
-        let mut out = Vec::new();
-        for entry in t.range((key, start)..(key, end))?.take(limit) {
-            let (k, v) = entry?;
-            out.push(codec::decode_reading(id.clone(), k.value().1, v.value()));
-        }
-        Ok(out)
+        let blocks = txn
+            .open_table(BLOCKS)?
+            .range((key, block::window_start(start))..(key, end))?;
+        let head = txn.open_table(READINGS)?.range((key, start)..(key, end))?;
+        Ok(RawScan {
+            id: id.clone(),
+            start,
+            end,
+            blocks,
+            current: Vec::new().into_iter(),
+            head,
+            _txn: txn,
+        })
     }
 
     /// 15-minute buckets of `id` whose start lies in `[start, end)`, oldest first.
@@ -94,5 +107,53 @@ impl Store {
             .iter()
             .filter_map(|d| d.last_reading_ms)
             .max())
+    }
+}
+
+/// A streaming scan over one device's raw readings (see [`Store::scan_raw`]).
+pub struct RawScan {
+    id: DeviceId,
+    start: i64,
+    end: i64,
+    blocks: redb::Range<'static, (u32, i64), &'static [u8]>,
+    current: std::vec::IntoIter<RawRow>,
+    head: redb::Range<'static, (u32, i64), &'static [u8]>,
+    _txn: redb::ReadTransaction,
+}
+
+impl Iterator for RawScan {
+    type Item = Result<RawRow>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self
+                .current
+                .by_ref()
+                .find(|r| r.reading.ts_ms >= self.start && r.reading.ts_ms < self.end)
+            {
+                return Some(Ok(r));
+            }
+            match self.blocks.next() {
+                Some(Ok((k, v))) => match block::decode(&self.id, v.value()) {
+                    Some(rows) => self.current = rows.into_iter(),
+                    None => {
+                        return Some(Err(Error::Corrupt(format!(
+                            "block at {} does not decode",
+                            k.value().1
+                        ))));
+                    }
+                },
+                Some(Err(e)) => return Some(Err(e.into())),
+                None => break,
+            }
+        }
+        match self.head.next()? {
+            Ok((k, v)) => Some(Ok(codec::decode_reading(
+                self.id.clone(),
+                k.value().1,
+                v.value(),
+            ))),
+            Err(e) => Some(Err(e.into())),
+        }
     }
 }

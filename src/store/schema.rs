@@ -6,14 +6,16 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// device id → JSON `DeviceRecord`.
 pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
-/// (device key, ts ms) → encoded raw reading.
+/// (device key, ts ms) → encoded raw reading: the head of recent, not yet sealed readings.
 pub const READINGS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("readings");
+/// (device key, hour start ms) → sealed block of that hour's readings (see `store::block`).
+pub const BLOCKS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("blocks");
 /// (device key, bucket start ms) → encoded 15-minute bucket.
 pub const ROLLUPS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("rollups_15m");
 /// device key → encoded per-device running state (count, last sample).
@@ -71,6 +73,12 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         txn.open_table(AUDIT)?;
         txn.open_table(AUDIT_STATE)?;
         v = 2;
+    }
+    if v < 3 {
+        // 2 → 3: sealed blocks; rows already in `readings` stay there as the head and are
+        // sealed when their device writes again.
+        txn.open_table(BLOCKS)?;
+        v = 3;
     }
     meta.insert("schema_version", v)?;
     Ok(())

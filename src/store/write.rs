@@ -1,11 +1,12 @@
 //! Applying a batch of device upserts and readings in one write transaction: raw rows, interval
 //! energy from the counter, rollup buckets and per-device state all change together.
 
+use super::block;
 use super::codec::{self, DeviceState};
-use super::schema::{DEVICE_STATE, DEVICES, META, READINGS, ROLLUPS};
+use super::schema::{BLOCKS, DEVICE_STATE, DEVICES, META, READINGS, ROLLUPS};
 use super::{DeviceRecord, Error, Result, Store};
 use crate::domain::energy::{bucket_start, interval_energy_wh, spread};
-use crate::domain::{Bucket, DeviceInfo, Reading};
+use crate::domain::{Bucket, DeviceId, DeviceInfo, Reading};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
 
@@ -138,10 +139,57 @@ fn apply_in(
         );
         applied.stored += 1;
     }
+    let mut blocks = txn.open_table(BLOCKS)?;
     for (key, st) in cache {
         states.insert(key, codec::encode_state(&st).as_slice())?;
+        seal(
+            &mut readings,
+            &mut blocks,
+            key,
+            block::window_start(st.last_ts),
+        )?;
     }
     Ok(applied)
+}
+
+/// Moves the head rows of `key` older than `before` into sealed blocks, one per hour.
+fn seal(
+    head: &mut Table<(u32, i64), &[u8]>,
+    blocks: &mut Table<(u32, i64), &[u8]>,
+    key: u32,
+    before: i64,
+) -> Result<()> {
+    let placeholder = DeviceId::parse("sealing").expect("valid id");
+    let mut rows: Vec<codec::RawRow> = Vec::new();
+    for e in head.range((key, i64::MIN)..(key, before))? {
+        let (k, v) = e?;
+        rows.push(codec::decode_reading(
+            placeholder.clone(),
+            k.value().1,
+            v.value(),
+        ));
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut i = 0;
+    while i < rows.len() {
+        let w = block::window_start(rows[i].reading.ts_ms);
+        let j = rows[i..]
+            .iter()
+            .position(|r| block::window_start(r.reading.ts_ms) != w)
+            .map_or(rows.len(), |p| i + p);
+        let mut group = match blocks.get((key, w))? {
+            Some(v) => block::decode(&placeholder, v.value())
+                .ok_or_else(|| Error::Corrupt(format!("block ({key}, {w}) does not decode")))?,
+            None => Vec::new(),
+        };
+        group.extend_from_slice(&rows[i..j]);
+        blocks.insert((key, w), block::encode(&group).as_slice())?;
+        i = j;
+    }
+    head.retain_in((key, i64::MIN)..(key, before), |_, _| false)?;
+    Ok(())
 }
 
 fn load_record(t: &Table<&str, &[u8]>, id: &str) -> Result<Option<DeviceRecord>> {
