@@ -46,9 +46,19 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let path = settings.db_path();
     let cache = settings.storage.cache_mb;
     let p = path.clone();
-    tokio::task::spawn_blocking(move || Store::open(&p, cache))
-        .await?
-        .with_context(|| format!("while opening {}", path.display()))
+    tokio::task::spawn_blocking(move || {
+        let store = Store::open(&p, cache)?;
+        if store.meta(crate::retention::COMPACT_PENDING)? == 0 {
+            return Ok(store);
+        }
+        // A maintenance window: nothing else holds the store yet.
+        tracing::info!("compacting the database after retention");
+        let store = store.compact()?;
+        store.set_meta(crate::retention::COMPACT_PENDING, 0)?;
+        Ok::<_, crate::store::Error>(store)
+    })
+    .await?
+    .with_context(|| format!("while opening {}", path.display()))
 }
 
 /// Puts every stored device into the registry so it is polled before discovery finds it.
@@ -181,6 +191,7 @@ pub async fn start_with(
         store.clone(),
         audit_key.clone(),
         settings.audit.retention_days,
+        settings.storage.raw_retention.0,
         clock.clone(),
         shutdown.clone(),
     ));

@@ -180,6 +180,8 @@ pub struct Storage {
     pub commit_interval: Dur,
     /// Page cache, MiB.
     pub cache_mb: usize,
+    /// Raw readings older than this are removed daily (15-minute rollups are kept forever).
+    pub raw_retention: Dur,
 }
 
 impl Default for Storage {
@@ -187,6 +189,7 @@ impl Default for Storage {
         Self {
             commit_interval: Dur(Duration::from_secs(30)),
             cache_mb: 32,
+            raw_retention: Dur(Duration::from_secs(400 * 86_400)),
         }
     }
 }

@@ -53,6 +53,14 @@ enum Cmd {
         #[arg(long, global = true, default_value = "/etc/kasad/kasad.toml")]
         config: PathBuf,
     },
+    /// Database maintenance (with the daemon stopped).
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+        /// Configuration file (TOML), for the data directory.
+        #[arg(long, global = true, default_value = "/etc/kasad/kasad.toml")]
+        config: PathBuf,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -192,6 +200,14 @@ async fn admin(config: &std::path::Path, req: Request) -> anyhow::Result<serde_j
 }
 
 #[derive(Subcommand)]
+enum StoreCmd {
+    /// Decode every block and check rollups and counts against the raw data.
+    Verify,
+    /// Rewrite the file to return free space.
+    Compact,
+}
+
+#[derive(Subcommand)]
 enum AuditCmd {
     /// Verify the hash chain; exits non-zero naming the first bad sequence number.
     Verify,
@@ -250,6 +266,37 @@ async fn main() -> anyhow::Result<()> {
                     v["reason"].as_str().unwrap_or_default()
                 )
             }
+        }
+        Cmd::Store { cmd, config } => {
+            let settings = Settings::load(Some(&config))?;
+            let store = kasad::store::Store::open(&settings.db_path(), settings.storage.cache_mb)
+                .context(
+                "stop the daemon first: store maintenance needs the database to itself",
+            )?;
+            match cmd {
+                StoreCmd::Verify => {
+                    let rep = store.verify_data()?;
+                    for p in &rep.problems {
+                        eprintln!("problem: {p}");
+                    }
+                    anyhow::ensure!(
+                        rep.problems.is_empty(),
+                        "store verification FAILED ({} problems)",
+                        rep.problems.len()
+                    );
+                    println!(
+                        "store OK: {} devices, {} readings verified",
+                        rep.devices, rep.readings
+                    );
+                }
+                StoreCmd::Compact => {
+                    let before = std::fs::metadata(settings.db_path())?.len();
+                    drop(store.compact()?);
+                    let after = std::fs::metadata(settings.db_path())?.len();
+                    println!("compacted: {before} -> {after} bytes");
+                }
+            }
+            Ok(())
         }
         Cmd::User { cmd, config } => {
             let (req, generated) = user_request(cmd)?;

@@ -1,5 +1,5 @@
-//! Retention jobs. Today: the audit log (`[audit] retention_days`, blocked by
-//! `[audit] compliance_hold`). Each job is a `*_once` function plus a daily loop.
+//! Retention jobs: raw readings (`[storage] raw_retention`; rollups are kept forever) and the
+//! audit log (`[audit] retention_days`, blocked by `[audit] compliance_hold`). Each job is a `*_once` function plus a daily loop.
 
 use crate::auth::keys::SecretKey;
 use crate::clock::SharedClock;
@@ -36,11 +36,25 @@ pub fn audit_sweep_once(
     }
 }
 
-/// Runs the audit sweep at start and then daily until `cancel` fires.
+/// Removes raw readings older than `keep_ms`; marks the file for compaction at the next start
+/// when anything was removed.
+pub fn raw_sweep_once(store: &Store, keep_ms: i64, now_ms: i64) -> store::Result<u64> {
+    let n = store.retain_raw(now_ms - keep_ms)?;
+    if n > 0 {
+        store.set_meta(COMPACT_PENDING, 1)?;
+    }
+    Ok(n)
+}
+
+/// Meta flag: retention freed space; compact at the next start.
+pub const COMPACT_PENDING: &str = "compact_pending";
+
+/// Runs the sweeps at start and then daily until `cancel` fires.
 pub async fn run(
     store: Store,
     key: SecretKey,
     retention_days: u32,
+    raw_keep: Duration,
     clock: SharedClock,
     cancel: CancellationToken,
 ) {
@@ -63,6 +77,17 @@ pub async fn run(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "audit retention failed"),
             Err(e) => tracing::error!(error = %e, "audit retention task failed"),
+        }
+        let (s, now) = (store.clone(), clock.now_ms());
+        let keep = i64::try_from(raw_keep.as_millis()).unwrap_or(i64::MAX / 2);
+        match tokio::task::spawn_blocking(move || raw_sweep_once(&s, keep, now)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(
+                removed = n,
+                "raw-data retention removed old readings; the file is compacted at the next start"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "raw-data retention failed"),
+            Err(e) => tracing::error!(error = %e, "raw-data retention task failed"),
         }
     }
 }

@@ -18,7 +18,7 @@ pub const WINDOW_MS: i64 = 3_600_000;
 
 /// Start of the window holding `ts`.
 pub fn window_start(ts: i64) -> i64 {
-    ts - ts.rem_euclid(WINDOW_MS)
+    ts.checked_sub(ts.rem_euclid(WINDOW_MS)).unwrap_or(i64::MIN)
 }
 
 fn zz(v: i64) -> u64 {

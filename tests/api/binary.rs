@@ -164,9 +164,13 @@ async fn durable_commits(base: &(String, String)) -> Option<u64> {
 #[tokio::test]
 async fn sigkill_during_ingest_loses_nothing_older_than_the_last_durable_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("KASAD_STORAGE__COMMIT_INTERVAL", "600ms")];
-    for round in 0..3 {
-        let d = demo(dir.path(), &env).await;
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("kasad.toml");
+    std::fs::write(&cfg, format!("data_dir = {data:?}\n")).unwrap();
+    let env = [("KASAD_STORAGE__COMMIT_INTERVAL", "400ms")];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..20 {
+        let d = demo(&data, &env).await;
         let base = (d.base.clone(), d.token.clone());
         wait_for("readings flowing", async || {
             let (_, v) = get(&base, "/api/devices").await?;
@@ -184,10 +188,26 @@ async fn sigkill_during_ingest_loses_nothing_older_than_the_last_durable_commit(
             durable_commits(&base).await.filter(|c| *c >= c0 + 2)
         })
         .await;
+        // Then a random moment within the next poll cycles.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        tokio::time::sleep(std::time::Duration::from_millis(rng % 700)).await;
         signal(&d, "-KILL");
         drop(d);
 
-        let again = demo(dir.path(), &env).await;
+        let out = Command::new(BIN)
+            .args(["store", "verify", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let again = demo(&data, &env).await;
         let after = snapshot(&(again.base.clone(), again.token.clone())).await;
         for (id, ts) in &seen {
             let kept = &after

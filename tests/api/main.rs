@@ -8,3 +8,4 @@ mod energy;
 mod helpers;
 mod interop;
 mod poller;
+mod storage;
