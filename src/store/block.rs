@@ -299,10 +299,13 @@ pub fn decode(device_id: &DeviceId, bytes: &[u8]) -> Option<Vec<RawRow>> {
     } else {
         // Derived: the first energy is stored, the rest follow from the counters.
         let mut e = vec![unzz(r.varint()?)];
-        let has_counter = |i: usize| fl[i] & COUNTER != 0;
-        let mut last = has_counter(0).then(|| cols[3][0]);
-        for i in 1..n {
-            let c = has_counter(i).then(|| cols[3][i]);
+        let counters: Vec<Option<i64>> = fl
+            .iter()
+            .zip(&cols[3])
+            .map(|(f, c)| (f & COUNTER != 0).then_some(*c))
+            .collect();
+        let mut last = counters[0];
+        for c in &counters[1..] {
             e.push(c.map_or(0, |c| interval_energy_wh(last, c)));
             last = c.or(last);
         }
