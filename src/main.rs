@@ -76,6 +76,19 @@ enum Cmd {
     },
     /// Print the commented example configuration.
     PrintConfig,
+    /// Storage benchmark on a generated data set (for scripts/bench).
+    #[command(hide = true)]
+    BenchStore {
+        /// Scratch directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Devices.
+        #[arg(long, default_value_t = 10)]
+        devices: u32,
+        /// Days of 10-second readings.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
     /// Serve N simulated devices on loopback until stopped (for benchmarks).
     #[command(hide = true)]
     Sim {
@@ -305,6 +318,12 @@ async fn main() -> anyhow::Result<()> {
             if let Some(pw) = generated {
                 println!("generated password: {pw}");
             }
+            Ok(())
+        }
+        Cmd::BenchStore { dir, devices, days } => {
+            let v = tokio::task::spawn_blocking(move || kasad::bench::run(&dir, devices, days))
+                .await??;
+            println!("{v}");
             Ok(())
         }
         Cmd::PrintConfig => {

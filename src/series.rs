@@ -171,8 +171,15 @@ fn one_device(
         }
         Resolution::Rollup(p) => {
             let from = period_start(start, p, tz);
-            let buckets = store.buckets(id, from, end)?;
-            aggregate(buckets, p, tz).iter().map(from_bucket).collect()
+            let mut failed = None;
+            let buckets = store
+                .scan_buckets(id, from, end)?
+                .map_while(|b| b.map_err(|e| failed = Some(e)).ok());
+            let out = aggregate(buckets, p, tz).iter().map(from_bucket).collect();
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            out
         }
     })
 }

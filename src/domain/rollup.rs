@@ -163,14 +163,35 @@ pub fn local_midnight(d: NaiveDate, tz: Tz) -> i64 {
     tz.from_utc_datetime(&t).timestamp_millis()
 }
 
-/// Groups time-ordered buckets into periods of kind `p` in `tz`.
+/// Start (UTC ms) of the period after the one starting at `start_ms`.
+pub fn period_end(start_ms: i64, p: Period, tz: Tz) -> i64 {
+    let date = || tz.timestamp_millis_opt(start_ms).unwrap().date_naive();
+    match p {
+        Period::Quarter => start_ms + BUCKET_MS,
+        Period::Hour => start_ms + 3_600_000,
+        Period::Day => local_midnight(date() + chrono::Days::new(1), tz),
+        Period::Week => local_midnight(date() + chrono::Days::new(7), tz),
+        Period::Month => local_midnight(date() + chrono::Months::new(1), tz),
+    }
+}
+
+/// Groups time-ordered buckets into periods of kind `p` in `tz`. Zone arithmetic happens once
+/// per period, not once per bucket.
 pub fn aggregate(buckets: impl IntoIterator<Item = Bucket>, p: Period, tz: Tz) -> Vec<Bucket> {
     let mut out: Vec<Bucket> = Vec::new();
+    let mut end = i64::MIN;
     for b in buckets {
-        let start = period_start(b.start_ms, p, tz);
         match out.last_mut() {
-            Some(last) if last.start_ms == start => last.merge(&b),
+            Some(last) if b.start_ms >= last.start_ms && b.start_ms < end => last.merge(&b),
             _ => {
+                // Periods are contiguous: a bucket starting exactly at the previous period's
+                // end starts the next period without any zone arithmetic.
+                let start = if b.start_ms == end {
+                    end
+                } else {
+                    period_start(b.start_ms, p, tz)
+                };
+                end = period_end(start, p, tz);
                 let mut n = Bucket::empty(start);
                 n.merge(&b);
                 out.push(n);
@@ -252,6 +273,30 @@ mod tests {
             period_start(t, Period::Month, tz),
             ms("2026-10-31T23:00:00Z")
         );
+    }
+
+    #[test]
+    fn period_ends_are_the_next_period_starts() {
+        for zone in [
+            "America/New_York",
+            "Asia/Kathmandu",
+            "Australia/Lord_Howe",
+            "UTC",
+        ] {
+            let tz: Tz = zone.parse().unwrap();
+            for p in [Period::Hour, Period::Day, Period::Week, Period::Month] {
+                let mut t = ms("2026-01-01T00:00:00Z");
+                for _ in 0..400 {
+                    let s = period_start(t, p, tz);
+                    let e = period_end(s, p, tz);
+                    if !(zone == "Australia/Lord_Howe" && p == Period::Hour) {
+                        assert_eq!(period_start(e, p, tz), e, "{zone} {p:?} {s}");
+                        assert_eq!(period_start(e - 1, p, tz), s, "{zone} {p:?} {s}");
+                    }
+                    t += 86_400_000;
+                }
+            }
+        }
     }
 
     #[test]

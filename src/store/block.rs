@@ -1,4 +1,5 @@
-//! Sealed blocks: the readings of one device in one hour, encoded column by column.
+//! Sealed blocks: consecutive readings of one device (whole hours, up to [`TARGET_BYTES`]),
+//! encoded column by column.
 //!
 //! Layout (all integers little-endian bit-packed unless noted):
 //! `n` (varint), `flags` (run-length: varint pairs value, run), then one stream per column —
@@ -13,8 +14,12 @@ use super::codec::RawRow;
 use crate::domain::energy::interval_energy_wh;
 use crate::domain::{DeviceId, Reading};
 
-/// One hour: readings are sealed per device and hour.
+/// Readings are sealed per device once their hour has passed.
 pub const WINDOW_MS: i64 = 3_600_000;
+
+/// Largest block appended to: redb stores a block in one 16 KiB page with room for its key
+/// and page header, so full blocks waste little space.
+pub const TARGET_BYTES: usize = 16_384 - 192;
 
 /// Start of the window holding `ts`.
 pub fn window_start(ts: i64) -> i64 {
@@ -68,16 +73,20 @@ impl Bits {
             self.n = 0;
         }
     }
+    /// Packs values in chunks of [`CHUNK`], each at its own bit width (one byte), so a burst
+    /// of large changes widens only its own chunk.
     fn stream(&mut self, vals: &[u64]) {
-        let w = vals
-            .iter()
-            .map(|v| 64 - v.leading_zeros())
-            .max()
-            .unwrap_or(0);
         self.flush();
-        self.out.push(w as u8);
-        for &v in vals {
-            self.put(v, w);
+        for chunk in vals.chunks(CHUNK) {
+            let w = chunk
+                .iter()
+                .map(|v| 64 - v.leading_zeros())
+                .max()
+                .unwrap_or(0);
+            self.put(u64::from(w), 8);
+            for &v in chunk {
+                self.put(v, w);
+            }
         }
         self.flush();
     }
@@ -127,15 +136,23 @@ impl Read<'_> {
     }
     fn stream(&mut self, n: usize) -> Option<Vec<u64>> {
         self.align();
-        let w = u32::from(self.byte()?);
-        if w > 64 {
-            return None;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let w = u32::try_from(self.get(8)?).ok()?;
+            if w > 64 {
+                return None;
+            }
+            for _ in 0..CHUNK.min(n - out.len()) {
+                out.push(self.get(w)?);
+            }
         }
-        let v = (0..n).map(|_| self.get(w)).collect();
         self.align();
-        v
+        Some(out)
     }
 }
+
+/// Values per bit-width chunk in a stream.
+const CHUNK: usize = 32;
 
 const METER: u64 = 1;
 const RELAY: u64 = 2;

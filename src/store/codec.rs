@@ -12,10 +12,6 @@ impl W {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn u32(&mut self, v: u32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
     fn u8(&mut self, v: u8) -> &mut Self {
         self.0.push(v);
         self
@@ -105,10 +101,6 @@ pub fn decode_reading(device_id: DeviceId, ts_ms: i64, b: &[u8]) -> RawRow {
     }
 }
 
-fn put_stat(w: &mut W, s: &Stat) {
-    w.i64(s.min).i64(s.max).i64(s.sum);
-}
-
 fn get_stat(r: &mut R) -> Stat {
     Stat {
         min: r.i64(),
@@ -117,19 +109,93 @@ fn get_stat(r: &mut R) -> Stat {
     }
 }
 
-/// Encodes a 15-minute bucket (its start is in the key).
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn zz(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzz(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+struct V<'a>(&'a [u8]);
+
+impl V<'_> {
+    fn u(&mut self) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let Some((&b, rest)) = self.0.split_first() else {
+                return v;
+            };
+            self.0 = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    fn i(&mut self) -> i64 {
+        unzz(self.u())
+    }
+}
+
+/// Encodes a 15-minute bucket (its start is in the key) as varints: about 35 bytes instead of
+/// 104. Min and max are stored as distances from the mean, which are small.
 pub fn encode_bucket(b: &Bucket) -> Vec<u8> {
-    let mut w = W(Vec::with_capacity(104));
-    w.i64(b.energy_mwh).u32(b.samples).u32(b.meter_samples);
-    put_stat(&mut w, &b.power);
-    put_stat(&mut w, &b.voltage);
-    put_stat(&mut w, &b.current);
-    w.i64(b.on_ms).i64(b.counter_last_wh);
-    w.0
+    let mut out = Vec::with_capacity(48);
+    varint(&mut out, zz(b.energy_mwh));
+    varint(&mut out, u64::from(b.samples));
+    varint(&mut out, u64::from(b.meter_samples));
+    varint(&mut out, zz(b.on_ms));
+    varint(&mut out, zz(b.counter_last_wh));
+    if b.meter_samples > 0 {
+        for s in [&b.power, &b.voltage, &b.current] {
+            let mean = s.sum.div_euclid(i64::from(b.meter_samples));
+            varint(&mut out, zz(s.sum));
+            varint(&mut out, zz(mean - s.min));
+            varint(&mut out, zz(s.max - mean));
+        }
+    }
+    out
 }
 
 /// Decodes a bucket stored under `start_ms`.
 pub fn decode_bucket(start_ms: i64, b: &[u8]) -> Bucket {
+    let mut r = V(b);
+    let mut out = Bucket {
+        start_ms,
+        energy_mwh: r.i(),
+        samples: r.u() as u32,
+        meter_samples: r.u() as u32,
+        on_ms: r.i(),
+        counter_last_wh: r.i(),
+        ..Bucket::default()
+    };
+    if out.meter_samples > 0 {
+        for s in [&mut out.power, &mut out.voltage, &mut out.current] {
+            s.sum = r.i();
+            let mean = s.sum.div_euclid(i64::from(out.meter_samples));
+            s.min = mean - r.i();
+            s.max = mean + r.i();
+        }
+    }
+    out
+}
+
+/// Decodes the fixed-width bucket layout of schema version 3 (for the migration to 4).
+pub fn decode_bucket_v3(start_ms: i64, b: &[u8]) -> Bucket {
     let mut r = R(b);
     Bucket {
         start_ms,
@@ -210,6 +276,25 @@ mod tests {
             let back = decode_reading(id.clone(), 5, &encode_reading(&r, 7));
             assert_eq!(back.reading, r);
             assert_eq!(back.energy_wh, 7);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn compact_buckets_round_trip(
+            e in -1_000_000_000i64..1_000_000_000, n in 1u32..10_000, on in 0i64..900_000, c in -1i64..10_000_000,
+            vals in proptest::collection::vec((-3_000_000i64..3_000_000, 0i64..300_000, -20_000i64..20_000), 1..50)
+        ) {
+            let mut b = Bucket::empty(0);
+            for (p, v, i) in &vals {
+                b.add_sample(*p, *v, *i);
+            }
+            b.energy_mwh = e;
+            b.samples = n;
+            b.on_ms = on;
+            b.counter_last_wh = c;
+            proptest::prop_assert_eq!(decode_bucket(0, &encode_bucket(&b)), b);
+            proptest::prop_assert!(encode_bucket(&b).len() < 80);
         }
     }
 

@@ -31,8 +31,8 @@ fn block_len(bytes: &[u8]) -> u64 {
 }
 
 impl Store {
-    /// Removes raw readings older than `before_ms` (whole hours: the hour holding `before_ms`
-    /// is kept); rollups are kept forever. Returns the number of readings removed.
+    /// Removes raw readings older than `before_ms`, block by block (a block that also holds
+    /// newer readings is kept whole); rollups are kept forever. Returns the number removed.
     pub fn retain_raw(&self, before_ms: i64) -> Result<u64> {
         let cut = block::window_start(before_ms);
         let txn = self.db().begin_write()?;
@@ -46,11 +46,34 @@ impl Store {
             let mut blocks = txn.open_table(BLOCKS)?;
             let mut head = txn.open_table(READINGS)?;
             for key in keys {
+                let st: DeviceState = states
+                    .get(key)?
+                    .map(|v| codec::decode_state(v.value()))
+                    .unwrap_or_default();
+                // A block may go when everything after it starts at or before the cut.
+                let mut firsts: Vec<(i64, u64)> = Vec::new();
+                for e in blocks.range((key, i64::MIN)..=(key, i64::MAX))? {
+                    let (k, v) = e?;
+                    firsts.push((k.value().1, block_len(v.value())));
+                }
+                let head_first = head
+                    .range((key, i64::MIN)..=(key, i64::MAX))?
+                    .next()
+                    .transpose()?
+                    .map(|(k, _)| k.value().1);
                 let mut removed = 0;
-                blocks.retain_in((key, i64::MIN)..(key, cut), |_, v| {
-                    removed += block_len(v);
-                    false
-                })?;
+                for (idx, (first, n)) in firsts.iter().enumerate() {
+                    let next = firsts
+                        .get(idx + 1)
+                        .map(|x| x.0)
+                        .or(head_first)
+                        .unwrap_or(st.last_ts + 1);
+                    if next > cut {
+                        break;
+                    }
+                    blocks.remove((key, *first))?;
+                    removed += n;
+                }
                 head.retain_in((key, i64::MIN)..(key, cut), |_, _| {
                     removed += 1;
                     false
@@ -68,6 +91,20 @@ impl Store {
         }
         txn.commit()?;
         Ok(total)
+    }
+
+    /// Payload bytes of the sealed blocks and of the rollups (for benchmarks).
+    pub fn payload_bytes(&self) -> Result<(u64, u64)> {
+        let txn = self.db().begin_read()?;
+        let mut blocks = 0;
+        for e in txn.open_table(BLOCKS)?.range::<(u32, i64)>(..)? {
+            blocks += e?.1.value().len() as u64;
+        }
+        let mut rollups = 0;
+        for e in txn.open_table(ROLLUPS)?.range::<(u32, i64)>(..)? {
+            rollups += e?.1.value().len() as u64 + 12;
+        }
+        Ok((blocks, rollups))
     }
 
     /// Reads a counter from the meta table.

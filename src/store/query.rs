@@ -72,9 +72,13 @@ impl Store {
     pub fn scan_raw(&self, id: &DeviceId, start: i64, end: i64) -> Result<RawScan> {
         let key = self.key_of(id)?;
         let txn = self.db().begin_read()?;
-        let blocks = txn
-            .open_table(BLOCKS)?
-            .range((key, block::window_start(start))..(key, end))?;
+        let table = txn.open_table(BLOCKS)?;
+        // The block holding `start` begins at or before it.
+        let from = match table.range((key, i64::MIN)..=(key, start))?.next_back() {
+            Some(e) => e?.0.value().1,
+            None => start,
+        };
+        let blocks = table.range((key, from)..(key, end))?;
         let head = txn.open_table(READINGS)?.range((key, start)..(key, end))?;
         Ok(RawScan {
             id: id.clone(),
@@ -89,15 +93,15 @@ impl Store {
 
     /// 15-minute buckets of `id` whose start lies in `[start, end)`, oldest first.
     pub fn buckets(&self, id: &DeviceId, start: i64, end: i64) -> Result<Vec<Bucket>> {
+        self.scan_buckets(id, start, end)?.collect()
+    }
+
+    /// Streams the 15-minute buckets of `id` whose start lies in `[start, end)`.
+    pub fn scan_buckets(&self, id: &DeviceId, start: i64, end: i64) -> Result<BucketScan> {
         let key = self.key_of(id)?;
         let txn = self.db().begin_read()?;
-        let t = txn.open_table(ROLLUPS)?;
-        let mut out = Vec::new();
-        for entry in t.range((key, start)..(key, end))? {
-            let (k, v) = entry?;
-            out.push(codec::decode_bucket(k.value().1, v.value()));
-        }
-        Ok(out)
+        let range = txn.open_table(ROLLUPS)?.range((key, start)..(key, end))?;
+        Ok(BucketScan { range, _txn: txn })
     }
 
     /// Newest reading time over all devices.
@@ -155,5 +159,22 @@ impl Iterator for RawScan {
             ))),
             Err(e) => Some(Err(e.into())),
         }
+    }
+}
+
+/// A streaming scan over one device's rollup buckets (see [`Store::scan_buckets`]).
+pub struct BucketScan {
+    range: redb::Range<'static, (u32, i64), &'static [u8]>,
+    _txn: redb::ReadTransaction,
+}
+
+impl Iterator for BucketScan {
+    type Item = Result<Bucket>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(match self.range.next()? {
+            Ok((k, v)) => Ok(codec::decode_bucket(k.value().1, v.value())),
+            Err(e) => Err(e.into()),
+        })
     }
 }

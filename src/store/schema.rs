@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -79,6 +79,19 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         // sealed when their device writes again.
         txn.open_table(BLOCKS)?;
         v = 3;
+    }
+    if v < 4 {
+        // 3 → 4: rollup buckets from 104 fixed bytes to varints.
+        let mut t = txn.open_table(ROLLUPS)?;
+        let old: Vec<((u32, i64), Vec<u8>)> = t
+            .range::<(u32, i64)>(..)?
+            .map(|e| e.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<Result<_, _>>()?;
+        for (k, bytes) in old {
+            let b = super::codec::decode_bucket_v3(k.1, &bytes);
+            t.insert(k, super::codec::encode_bucket(&b).as_slice())?;
+        }
+        v = 4;
     }
     meta.insert("schema_version", v)?;
     Ok(())

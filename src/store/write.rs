@@ -152,7 +152,9 @@ fn apply_in(
     Ok(applied)
 }
 
-/// Moves the head rows of `key` older than `before` into sealed blocks, one per hour.
+/// Moves the head rows of `key` older than `before` (whole hours) into sealed blocks. Hours
+/// are appended to the device's newest block while it stays within [`block::TARGET_BYTES`],
+/// so blocks fill redb's pages instead of leaving most of each page empty.
 fn seal(
     head: &mut Table<(u32, i64), &[u8]>,
     blocks: &mut Table<(u32, i64), &[u8]>,
@@ -172,6 +174,24 @@ fn seal(
     if rows.is_empty() {
         return Ok(());
     }
+    let open = match blocks.range((key, i64::MIN)..=(key, i64::MAX))?.next_back() {
+        Some(e) => {
+            let (k, v) = e?;
+            (v.value().len() < block::TARGET_BYTES).then(|| (k.value().1, v.value().to_vec()))
+        }
+        None => None,
+    };
+    let (mut start, mut group) = match open {
+        Some((first, bytes)) => (
+            first,
+            block::decode(&placeholder, &bytes)
+                .ok_or_else(|| Error::Corrupt(format!("block ({key}, {first}) does not decode")))?,
+        ),
+        None => (rows[0].reading.ts_ms, Vec::new()),
+    };
+    // Size estimate: the open block plus each hour encoded on its own (chunked bit widths make
+    // the parts add up closely); the block is encoded once per seal, not once per hour.
+    let mut size = block::encode(&group).len();
     let mut i = 0;
     while i < rows.len() {
         let w = block::window_start(rows[i].reading.ts_ms);
@@ -179,15 +199,18 @@ fn seal(
             .iter()
             .position(|r| block::window_start(r.reading.ts_ms) != w)
             .map_or(rows.len(), |p| i + p);
-        let mut group = match blocks.get((key, w))? {
-            Some(v) => block::decode(&placeholder, v.value())
-                .ok_or_else(|| Error::Corrupt(format!("block ({key}, {w}) does not decode")))?,
-            None => Vec::new(),
-        };
+        let hour = block::encode(&rows[i..j]).len();
+        if size + hour > block::TARGET_BYTES && !group.is_empty() {
+            blocks.insert((key, start), block::encode(&group).as_slice())?;
+            group.clear();
+            start = rows[i].reading.ts_ms;
+            size = 0;
+        }
         group.extend_from_slice(&rows[i..j]);
-        blocks.insert((key, w), block::encode(&group).as_slice())?;
+        size += hour;
         i = j;
     }
+    blocks.insert((key, start), block::encode(&group).as_slice())?;
     head.retain_in((key, i64::MIN)..(key, before), |_, _| false)?;
     Ok(())
 }

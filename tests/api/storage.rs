@@ -31,7 +31,7 @@ fn info(id: &str) -> DeviceInfo {
 
 /// Six hours of 10-second readings with jitter, noise, relay flips and one counter reset,
 /// written in batches the way the writer receives them; returns what the store must hold.
-fn fill(store: &Store, id: &str) -> Vec<RawRow> {
+fn fill(store: &Store, id: &str, hours: i64) -> Vec<RawRow> {
     apply(
         store,
         &Batch {
@@ -44,7 +44,7 @@ fn fill(store: &Store, id: &str) -> Vec<RawRow> {
     let mut expected = Vec::new();
     let (mut counter, mut last) = (1_000i64, None);
     let mut batch = Vec::new();
-    for i in 0..6 * 360 {
+    for i in 0..hours * 360 {
         let h = kasad::sim::load::mix(i as u64);
         let ts = T0 + i * 10_000 + (h % 601) as i64 - 300;
         if i == 1000 {
@@ -95,7 +95,7 @@ fn fill(store: &Store, id: &str) -> Vec<RawRow> {
 fn sealed_blocks_read_back_exactly_and_stream_any_range() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("k.redb"), 8).unwrap();
-    let expected = fill(&store, "P1");
+    let expected = fill(&store, "P1", 6);
     let id = DeviceId::parse("P1").unwrap();
     let all: Vec<RawRow> = store
         .scan_raw(&id, i64::MIN, i64::MAX)
@@ -130,7 +130,7 @@ fn raw_retention_keeps_rollups_and_counts_and_compaction_shrinks_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.redb");
     let store = Store::open(&path, 8).unwrap();
-    let expected = fill(&store, "P1");
+    let expected = fill(&store, "P1", 30);
     let id = DeviceId::parse("P1").unwrap();
     let energy_before: i64 = store
         .buckets(&id, i64::MIN, i64::MAX)
@@ -138,13 +138,20 @@ fn raw_retention_keeps_rollups_and_counts_and_compaction_shrinks_the_file() {
         .iter()
         .map(|b| b.energy_mwh)
         .sum();
-    let removed = store.retain_raw(T0 + 3 * 3_600_000 + 5).unwrap();
-    let kept: Vec<&RawRow> = expected
-        .iter()
-        .filter(|r| r.reading.ts_ms >= T0 + 3 * 3_600_000)
+    let cut = T0 + 20 * 3_600_000;
+    let removed = store.retain_raw(cut).unwrap();
+    let left: Vec<RawRow> = store
+        .scan_raw(&id, i64::MIN, i64::MAX)
+        .unwrap()
+        .map(Result::unwrap)
         .collect();
-    assert_eq!(removed as usize, expected.len() - kept.len());
-    assert_eq!(store.devices().unwrap()[0].data_points as usize, kept.len());
+    // Whole blocks go: something old was removed, nothing at or after the cut was, and what
+    // is left is exactly the newest part of what was written.
+    assert!(removed > 0);
+    assert_eq!(removed as usize + left.len(), expected.len());
+    assert!(left[0].reading.ts_ms < cut);
+    assert_eq!(left[..], expected[removed as usize..]);
+    assert_eq!(store.devices().unwrap()[0].data_points as usize, left.len());
     let energy_after: i64 = store
         .buckets(&id, i64::MIN, i64::MAX)
         .unwrap()
@@ -162,7 +169,7 @@ fn raw_retention_keeps_rollups_and_counts_and_compaction_shrinks_the_file() {
             .readings(&id, i64::MIN, i64::MAX, usize::MAX)
             .unwrap()
             .len(),
-        kept.len()
+        left.len()
     );
 }
 
@@ -172,7 +179,7 @@ fn verification_reports_a_damaged_block() {
     let path = dir.path().join("k.redb");
     {
         let store = Store::open(&path, 8).unwrap();
-        fill(&store, "P1");
+        fill(&store, "P1", 6);
     }
     {
         let db = Database::open(&path).unwrap();

@@ -1,0 +1,202 @@
+//! Storage benchmark (`kasad bench-store`, hidden): a fixed, realistic data set — timestamp
+//! jitter of ±300 ms, noise in mW/mV/mA, relay flips, a counter reset per device per week —
+//! ingested in batches, then measured: ingest rate, bytes per reading after compaction, raw
+//! scan rate, and rollup query times. Prints one JSON object. Used by `scripts/bench`.
+
+use crate::domain::rollup::Period;
+use crate::domain::{DeviceId, DeviceInfo, DeviceType, Reading, Transport};
+use crate::series::{self, Resolution};
+use crate::sim::load::{Load, mix, noise};
+use crate::store::Store;
+use crate::store::write::{Batch, apply};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Instant;
+
+fn info(i: u32) -> DeviceInfo {
+    DeviceInfo {
+        device_id: DeviceId::parse(&format!("BENCH{i:04}")).expect("valid"),
+        parent_id: None,
+        outlet_index: None,
+        address: format!("127.0.0.{}:9999", 2 + i),
+        name: format!("Bench plug {i}"),
+        device_type: DeviceType::Plug,
+        model: "KP115(US)".into(),
+        hw_ver: "1.0".into(),
+        sw_ver: "bench".into(),
+        transport: Transport::Xor,
+        has_emeter: true,
+        mac: String::new(),
+        latitude: None,
+        longitude: None,
+    }
+}
+
+/// Generates `days` of readings every `step_ms` for `devices` devices, in time order
+/// (all devices per step, as polling produces them), handing them out in batches.
+pub fn generate(
+    devices: u32,
+    days: i64,
+    step_ms: i64,
+    start_ms: i64,
+    mut sink: impl FnMut(Vec<Reading>),
+) -> u64 {
+    let loads = [
+        Load::Fridge,
+        Load::Tv,
+        Load::Heater,
+        Load::Computer,
+        Load::Lamp,
+    ];
+    let mut energy_mws = vec![0i64; devices as usize];
+    let mut last_t = vec![start_ms; devices as usize];
+    let steps = days * 86_400_000 / step_ms;
+    let mut batch = Vec::with_capacity(10_000);
+    let mut n = 0;
+    for k in 0..steps {
+        for d in 0..devices {
+            let seed = mix(u64::from(d) + 99);
+            let t = start_ms + k * step_ms + noise(seed, k, 300);
+            let s = t.div_euclid(1000);
+            let on = (s / 3_600 + i64::from(d)) % 11 != 0; // a relay flip now and then
+            let p = if on {
+                loads[d as usize % loads.len()].power_mw(seed, s) + noise(seed ^ 1, s, 400).abs()
+            } else {
+                0
+            };
+            let i = d as usize;
+            energy_mws[i] += p * (t - last_t[i]) / 1000;
+            last_t[i] = t;
+            if k > 0 && (k * step_ms) % (7 * 86_400_000) < step_ms && d == (k as u32 / 7) % devices
+            {
+                energy_mws[i] = 0; // a weekly counter reset, staggered
+            }
+            let v = 120_000 + noise(seed ^ 2, s, 1_500);
+            batch.push(Reading {
+                device_id: info(d).device_id,
+                ts_ms: t,
+                power_mw: Some(p),
+                voltage_mv: Some(v),
+                current_ma: Some(p * 1000 / v + noise(seed ^ 3, s, 2).max(0)),
+                counter_wh: Some(energy_mws[i] / 3_600_000),
+                relay_on: on,
+                rssi: Some(-55 + noise(seed ^ 4, s / 60, 6) as i32),
+            });
+            n += 1;
+            if batch.len() == 10_000 {
+                sink(std::mem::take(&mut batch));
+            }
+        }
+    }
+    if !batch.is_empty() {
+        sink(batch);
+    }
+    n
+}
+
+fn ingest(
+    path: &Path,
+    devices: u32,
+    days: i64,
+    step_ms: i64,
+    start_ms: i64,
+) -> anyhow::Result<(u64, f64)> {
+    let store = Store::open(path, 32)?;
+    apply(
+        &store,
+        &Batch {
+            devices: (0..devices).map(|i| (info(i), start_ms)).collect(),
+            readings: vec![],
+        },
+        true,
+    )?;
+    let t = Instant::now();
+    let mut err = None;
+    let n = generate(devices, days, step_ms, start_ms, |readings| {
+        if err.is_none() {
+            let batch = Batch {
+                devices: vec![],
+                readings,
+            };
+            err = apply(&store, &batch, false).err();
+        }
+    });
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    apply(&store, &Batch::default(), true)?;
+    Ok((n, t.elapsed().as_secs_f64()))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs the storage benchmark in `dir`.
+pub fn run(dir: &Path, devices: u32, days: i64) -> anyhow::Result<Value> {
+    let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    let raw_path = dir.join("raw.redb");
+    let (n, secs) = ingest(&raw_path, devices, days, 10_000, start)?;
+    let before = std::fs::metadata(&raw_path)?.len();
+    let store = Store::open(&raw_path, 32)?.compact()?;
+    let size = std::fs::metadata(&raw_path)?.len();
+    let (block_bytes, rollup_bytes) = store.payload_bytes()?;
+    let ids: Vec<DeviceId> = (0..devices).map(|i| info(i).device_id).collect();
+    let mut scan = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut rows = 0u64;
+        for id in &ids {
+            for r in store.scan_raw(id, i64::MIN, i64::MAX)? {
+                r?;
+                rows += 1;
+            }
+        }
+        anyhow::ensure!(rows == n, "scan returned {rows} of {n} readings");
+        scan.push(rows as f64 / t.elapsed().as_secs_f64());
+    }
+    drop(store);
+
+    // A year of 15-minute readings for rollup queries.
+    let year_path = dir.join("year.redb");
+    ingest(&year_path, devices, 365, 900_000, start)?;
+    let ys = Store::open(&year_path, 32)?;
+    let tz: chrono_tz::Tz = "America/New_York".parse().expect("zone");
+    let end = start + 365 * 86_400_000;
+    let mut daily = Vec::new();
+    let mut hourly = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let d = series::series(
+            &ys,
+            &ids[0],
+            start,
+            end,
+            Resolution::Rollup(Period::Day),
+            tz,
+        )?;
+        daily.push(t.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(d.len() >= 365, "daily rollups: {}", d.len());
+        let t = Instant::now();
+        let mut rows = 0;
+        for id in &ids {
+            rows +=
+                series::series(&ys, id, start, end, Resolution::Rollup(Period::Hour), tz)?.len();
+        }
+        hourly.push(t.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(rows >= 365 * 24 * ids.len(), "hourly rollups: {rows}");
+    }
+    Ok(json!({
+        "readings": n,
+        "ingest_per_s": n as f64 / secs,
+        "file_bytes_before_compaction": before,
+        "file_bytes": size,
+        "bytes_per_reading": size as f64 / n as f64,
+        "block_payload_bytes_per_reading": block_bytes as f64 / n as f64,
+        "rollup_payload_bytes_per_reading": rollup_bytes as f64 / n as f64,
+        "scan_per_s": median(scan),
+        "daily_one_device_year_ms": median(daily),
+        "hourly_ten_device_years_ms": median(hourly),
+    }))
+}
