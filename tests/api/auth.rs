@@ -1,6 +1,6 @@
 //! Authentication, permissions, throttling, user management, relay control and the audit log.
 
-use crate::helpers::{ADMIN_PASSWORD, TestApp, fleet, login};
+use crate::helpers::{ADMIN_PASSWORD, TestApp, fleet, login, login_pair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use kasad::auth::jwt::{self, Claims};
@@ -90,16 +90,7 @@ async fn every_protected_route_refuses_bad_tokens_and_missing_permissions() {
         B64.encode(br#"{"alg":"none","typ":"JWT"}"#),
         B64.encode(serde_json::to_vec(&claims(1, now + 600)).unwrap())
     );
-    let refresh: Value = app
-        .client
-        .post(format!("{}/api/auth/login", app.base))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let refresh = login_pair(&app.client, &app.base, "admin", ADMIN_PASSWORD).await;
     let refresh_token = refresh["refresh_token"].as_str().unwrap().to_owned();
     let mut protected = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
@@ -195,16 +186,7 @@ async fn repeated_login_failures_are_throttled_and_audited() {
 async fn tokens_rotate_revoke_and_die_with_a_disabled_user() {
     let app = TestApp::spawn(vec![]).await;
     let uid = create_user(&app, "olga", "operator").await;
-    let login_body: Value = app
-        .client
-        .post(format!("{}/api/auth/login", app.base))
-        .json(&json!({"username": "olga", "password": "user-password-1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login_body = login_pair(&app.client, &app.base, "olga", "user-password-1").await;
     assert_eq!(login_body["token_type"], "bearer");
     assert_eq!(login_body["expires_in"], 900);
     let access = login_body["access_token"].as_str().unwrap();

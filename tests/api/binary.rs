@@ -1,7 +1,7 @@
 //! Black-box tests of the real `kasad` binary: the demo, clean shutdown on SIGTERM, crash
 //! safety under SIGKILL, and the configuration commands.
 
-use crate::helpers::{ADMIN_PASSWORD, ATTEMPTS, STEP, login};
+use crate::helpers::{ADMIN_PASSWORD, ATTEMPTS, STEP, login, login_pair};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -268,15 +268,7 @@ async fn no_token_password_or_key_appears_in_the_logs() {
     let data = dir.path().join("data");
     let d = demo_with(&data, &[("RUST_LOG", "trace")], Stdio::from(log)).await;
     let c = reqwest::Client::new();
-    let pair: Value = c
-        .post(format!("{}/api/auth/login", d.base))
-        .json(&serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pair = login_pair(&c, &d.base, "admin", ADMIN_PASSWORD).await;
     let _ = c
         .get(format!("{}/api/devices", d.base))
         .bearer_auth(&d.token)

@@ -1,7 +1,7 @@
 //! Energy accounting through the store: counter resets, long gaps, strips, and the property
 //! that interval energy over any range sums to the counter difference.
 
-use kasad::domain::{DeviceId, DeviceInfo, DeviceType, Reading, Transport};
+use kasad::domain::{DeviceId, DeviceInfo, DeviceType, Reading};
 use kasad::series::{self, Resolution};
 use kasad::store::Store;
 use kasad::store::write::{Batch, apply};
@@ -11,26 +11,13 @@ const T0: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z, a bucket boundary
 const MIN: i64 = 60_000;
 
 fn info(id: &str, parent: Option<&str>) -> DeviceInfo {
-    DeviceInfo {
-        device_id: DeviceId::parse(id).unwrap(),
-        parent_id: parent.map(|p| DeviceId::parse(p).unwrap()),
-        outlet_index: parent.map(|_| 0),
-        address: "127.0.0.9:9999".into(),
-        name: id.into(),
-        device_type: if parent.is_some() {
-            DeviceType::StripOutlet
-        } else {
-            DeviceType::Plug
-        },
-        model: "KP115(US)".into(),
-        hw_ver: "1.0".into(),
-        sw_ver: "1".into(),
-        transport: Transport::Xor,
-        has_emeter: true,
-        mac: String::new(),
-        latitude: None,
-        longitude: None,
+    let mut i = crate::helpers::plug_info(id);
+    i.parent_id = parent.map(|p| DeviceId::parse(p).unwrap());
+    i.outlet_index = parent.map(|_| 0);
+    if parent.is_some() {
+        i.device_type = DeviceType::StripOutlet;
     }
+    i
 }
 
 fn reading(id: &str, ts_ms: i64, counter_wh: i64, power_mw: i64) -> Reading {

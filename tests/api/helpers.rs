@@ -17,8 +17,8 @@ pub const STEP: Duration = Duration::from_millis(100);
 /// Password of the `admin` user every test daemon starts with.
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
-/// Logs in and returns the access token.
-pub async fn login(client: &reqwest::Client, base: &str, user: &str, password: &str) -> String {
+/// Logs in and returns the whole answer (access and refresh token).
+pub async fn login_pair(client: &reqwest::Client, base: &str, user: &str, password: &str) -> Value {
     let r = client
         .post(format!("{base}/api/auth/login"))
         .json(&serde_json::json!({"username": user, "password": password}))
@@ -26,8 +26,35 @@ pub async fn login(client: &reqwest::Client, base: &str, user: &str, password: &
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "login as {user}");
-    let v: Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
+    r.json().await.unwrap()
+}
+
+/// Logs in and returns the access token.
+pub async fn login(client: &reqwest::Client, base: &str, user: &str, password: &str) -> String {
+    login_pair(client, base, user, password).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A metered plug record for store-level tests.
+pub fn plug_info(id: &str) -> kasad::domain::DeviceInfo {
+    kasad::domain::DeviceInfo {
+        device_id: kasad::domain::DeviceId::parse(id).unwrap(),
+        parent_id: None,
+        outlet_index: None,
+        address: "127.0.0.9:9999".into(),
+        name: id.into(),
+        device_type: kasad::domain::DeviceType::Plug,
+        model: "KP115(US)".into(),
+        hw_ver: "1.0".into(),
+        sw_ver: "1".into(),
+        transport: kasad::domain::Transport::Xor,
+        has_emeter: true,
+        mac: String::new(),
+        latitude: None,
+        longitude: None,
+    }
 }
 
 /// Settings for a test daemon: loopback only, fast polls, short commits.

@@ -2,7 +2,7 @@
 //! counts right, compaction returns space, and verification finds a damaged block.
 
 use kasad::domain::energy::interval_energy_wh;
-use kasad::domain::{DeviceId, DeviceInfo, DeviceType, Reading, Transport};
+use kasad::domain::{DeviceId, DeviceInfo, Reading};
 use kasad::store::write::{Batch, apply};
 use kasad::store::{RawRow, Store};
 use redb::{Database, TableDefinition};
@@ -11,22 +11,7 @@ const T0: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
 const BLOCKS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("blocks");
 
 fn info(id: &str) -> DeviceInfo {
-    DeviceInfo {
-        device_id: DeviceId::parse(id).unwrap(),
-        parent_id: None,
-        outlet_index: None,
-        address: "127.0.0.9:9999".into(),
-        name: id.into(),
-        device_type: DeviceType::Plug,
-        model: "KP115(US)".into(),
-        hw_ver: "1.0".into(),
-        sw_ver: "1".into(),
-        transport: Transport::Xor,
-        has_emeter: true,
-        mac: String::new(),
-        latitude: None,
-        longitude: None,
-    }
+    crate::helpers::plug_info(id)
 }
 
 /// Six hours of 10-second readings with jitter, noise, relay flips and one counter reset,
