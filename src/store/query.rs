@@ -178,3 +178,40 @@ impl Iterator for BucketScan {
         })
     }
 }
+
+/// Raw readings of several devices merged into one time-ordered stream (ties by device
+/// order), one block per device in memory at a time.
+pub struct MergedScan {
+    scans: Vec<std::iter::Peekable<RawScan>>,
+}
+
+impl Store {
+    /// Streams the raw readings of `ids` with `start <= ts < end`, oldest first.
+    pub fn scan_raw_many(&self, ids: &[DeviceId], start: i64, end: i64) -> Result<MergedScan> {
+        let scans = ids
+            .iter()
+            .map(|id| Ok(self.scan_raw(id, start, end)?.peekable()))
+            .collect::<Result<_>>()?;
+        Ok(MergedScan { scans })
+    }
+}
+
+impl Iterator for MergedScan {
+    type Item = Result<RawRow>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut best: Option<(usize, i64)> = None;
+        for (i, s) in self.scans.iter_mut().enumerate() {
+            match s.peek() {
+                Some(Ok(r)) => {
+                    if best.is_none_or(|(_, t)| r.reading.ts_ms < t) {
+                        best = Some((i, r.reading.ts_ms));
+                    }
+                }
+                Some(Err(_)) => return s.next(),
+                None => {}
+            }
+        }
+        self.scans[best?.0].next()
+    }
+}

@@ -184,3 +184,36 @@ fn verification_reports_a_damaged_block() {
         rep.problems
     );
 }
+
+#[test]
+fn several_devices_stream_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.redb"), 8).unwrap();
+    let mut all = fill(&store, "P1", 3);
+    all.extend(fill(&store, "P2", 3));
+    let ids = [
+        DeviceId::parse("P1").unwrap(),
+        DeviceId::parse("P2").unwrap(),
+    ];
+    let (a, b) = (T0 + 1_000_000, T0 + 9_000_000);
+    let merged: Vec<RawRow> = store
+        .scan_raw_many(&ids, a, b)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut want: Vec<RawRow> = all
+        .into_iter()
+        .filter(|r| r.reading.ts_ms >= a && r.reading.ts_ms < b)
+        .collect();
+    want.sort_by_key(|r| (r.reading.ts_ms, r.reading.device_id.clone()));
+    assert_eq!(merged.len(), want.len());
+    assert!(
+        merged
+            .windows(2)
+            .all(|w| w[0].reading.ts_ms <= w[1].reading.ts_ms)
+    );
+    let key = |r: &RawRow| (r.reading.ts_ms, r.reading.device_id.clone(), r.energy_wh);
+    let mut m: Vec<_> = merged.iter().map(key).collect();
+    m.sort();
+    assert_eq!(m, want.iter().map(key).collect::<Vec<_>>());
+}
