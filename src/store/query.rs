@@ -203,11 +203,10 @@ impl Iterator for MergedScan {
         let mut best: Option<(usize, i64)> = None;
         for (i, s) in self.scans.iter_mut().enumerate() {
             match s.peek() {
-                Some(Ok(r)) => {
-                    if best.is_none_or(|(_, t)| r.reading.ts_ms < t) {
-                        best = Some((i, r.reading.ts_ms));
-                    }
+                Some(Ok(r)) if best.is_none_or(|(_, t)| r.reading.ts_ms < t) => {
+                    best = Some((i, r.reading.ts_ms));
                 }
+                Some(Ok(_)) => {}
                 Some(Err(_)) => return s.next(),
                 None => {}
             }
