@@ -188,7 +188,7 @@ impl Default for Storage {
     fn default() -> Self {
         Self {
             commit_interval: Dur(Duration::from_secs(30)),
-            cache_mb: 32,
+            cache_mb: 16,
             raw_retention: Dur(Duration::from_secs(400 * 86_400)),
         }
     }

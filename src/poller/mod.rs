@@ -135,6 +135,23 @@ impl Poller {
         .await
         .unwrap_or(Err(crate::protocol::Error::Timeout(self.cfg.timeout)));
         match (res, t) {
+            // Another device now answers at this entry's address (DHCP gave the address away):
+            // record who answered, but this entry's device is not reachable there.
+            (Ok(p), Target::Known(entry)) if p.infos[0].device_id != entry.info.device_id => {
+                let id = entry.info.device_id;
+                let other = p.infos[0].device_id.clone();
+                self.registry.upsert(p.infos, Instant::now());
+                let c = &self.cfg;
+                let msg = format!("device {other} now answers at {addr}");
+                self.registry.mark_failed(
+                    &id,
+                    msg.clone(),
+                    Instant::now(),
+                    c.interval,
+                    c.max_backoff,
+                );
+                Outcome::Failed(id, msg)
+            }
             (Ok(p), _) => {
                 let id = p.infos[0].device_id.clone();
                 self.registry.upsert(p.infos.clone(), Instant::now());

@@ -94,6 +94,7 @@ impl Registry {
             Err(_) => return Vec::new(),
         };
         let mut map = self.entries.lock().expect("registry lock");
+        let is_new = !map.contains_key(&parent.device_id);
         let e = map
             .entry(parent.device_id.clone())
             .or_insert_with(|| Entry {
@@ -113,7 +114,7 @@ impl Registry {
             e.failures = 0;
         }
         let mut changed = Vec::new();
-        if e.info != *parent || changed_outlets(&e.outlets, outlets) {
+        if is_new || e.info != *parent || e.outlets != outlets {
             changed = infos.clone();
         }
         e.info = parent.clone();
@@ -197,10 +198,6 @@ impl Registry {
     }
 }
 
-fn changed_outlets(old: &[DeviceInfo], new: &[DeviceInfo]) -> bool {
-    old != new
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +221,9 @@ mod tests {
         let b: SocketAddr = "127.0.0.3:9999".parse().unwrap();
         let changed = r.upsert(infos_from_sysinfo(a, &sysinfo("D1", 2)).unwrap(), now);
         assert_eq!(changed.len(), 3);
+        let fresh = Registry::default();
+        let plug = infos_from_sysinfo(a, &sysinfo("P9", 0)).unwrap();
+        assert_eq!(fresh.upsert(plug, now).len(), 1, "a new plug is persisted");
         assert_eq!(changed[1].device_id.as_str(), "D100");
         assert!(
             r.upsert(infos_from_sysinfo(a, &sysinfo("D1", 2)).unwrap(), now)

@@ -51,10 +51,15 @@ impl Store {
                     .map(|v| codec::decode_state(v.value()))
                     .unwrap_or_default();
                 // A block may go when everything after it starts at or before the cut.
+                // Only blocks starting before the cut, plus the first one after it, are read:
+                // a daily sweep must not page the whole history through the cache.
                 let mut firsts: Vec<(i64, u64)> = Vec::new();
-                for e in blocks.range((key, i64::MIN)..=(key, i64::MAX))? {
+                for e in blocks.range((key, i64::MIN)..(key, cut))? {
                     let (k, v) = e?;
                     firsts.push((k.value().1, block_len(v.value())));
+                }
+                if let Some(e) = blocks.range((key, cut)..=(key, i64::MAX))?.next() {
+                    firsts.push((e?.0.value().1, 0));
                 }
                 let head_first = head
                     .range((key, i64::MIN)..=(key, i64::MAX))?

@@ -252,3 +252,47 @@ async fn a_device_that_moves_keeps_its_history() {
         new_addr.to_string()
     );
 }
+
+#[tokio::test]
+async fn another_device_at_an_old_address_does_not_stand_in_for_the_old_one() {
+    let r = rig(vec![plug(21, 1_000)], &[]).await;
+    r.discoverer.discover_once().await.unwrap();
+    let old = id_of(&r.sims[0]);
+    let addr = r.sims[0].addr;
+    r.sims[0].stop();
+    // DHCP hands the address to a different plug.
+    let shared: SharedClock = r.clock.clone();
+    // The stopped listener closes asynchronously; retry the bind a bounded number of times.
+    let mut other = None;
+    for _ in 0..100 {
+        let d = SimDevice::new(plug(22, 2_000), T0);
+        if let Ok(h) = sim::start(d, addr.ip(), addr.port(), shared.clone()).await {
+            other = Some(h);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = other.expect("the old address becomes free");
+    let outcomes = r.poller.poll_once().await;
+    assert!(
+        matches!(&outcomes[..], [Outcome::Failed(id, e)] if *id == old && e.contains("now answers")),
+        "{outcomes:?}"
+    );
+    r.poller.poll_once().await;
+    r.writer.flush().await.unwrap();
+    assert!(
+        r.store.readings(&old, 0, i64::MAX, 10).unwrap().is_empty(),
+        "no readings under the old id"
+    );
+    assert_eq!(
+        r.store
+            .readings(&id_of(&other), 0, i64::MAX, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        r.poller.registry.find(&old).unwrap().status,
+        DeviceStatus::Offline
+    );
+}
