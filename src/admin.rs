@@ -76,6 +76,23 @@ fn find(store: &Store, name: &str) -> Result<User, String> {
         .ok_or_else(|| format!("no user named {name:?}"))
 }
 
+/// Changes user `name` with `f`, audited as USER_UPDATED in the same transaction.
+fn update(
+    store: &Store,
+    key: &SecretKey,
+    actor: &str,
+    name: &str,
+    now_ms: i64,
+    f: impl FnOnce(&mut User),
+) -> Result<(), String> {
+    let u = find(store, name)?;
+    let ev = event(EventType::UserUpdated, actor, format!("user:{name}"));
+    store
+        .update_user(u.id, now_ms, f, Some(Pending::new(key, ev, now_ms)))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Runs a request against an open store; `actor` names who asked (for the audit log).
 pub fn execute(
     store: &Store,
@@ -131,30 +148,14 @@ pub fn execute(
             username,
             password: pw,
         } => {
-            let u = find(store, &username)?;
             let hash = password::hash(&pw).map_err(|e| e.to_string())?;
-            let ev = event(EventType::UserUpdated, actor, format!("user:{username}"));
-            store
-                .update_user(
-                    u.id,
-                    now_ms,
-                    |u| u.password_hash = hash,
-                    Some(Pending::new(key, ev, now_ms)),
-                )
-                .map_err(err)?;
+            update(store, key, actor, &username, now_ms, |u| {
+                u.password_hash = hash
+            })?;
             Ok(json!({"username": username, "password_changed": true}))
         }
         Request::UserDisable { username } => {
-            let u = find(store, &username)?;
-            let ev = event(EventType::UserUpdated, actor, format!("user:{username}"));
-            store
-                .update_user(
-                    u.id,
-                    now_ms,
-                    |u| u.disabled = true,
-                    Some(Pending::new(key, ev, now_ms)),
-                )
-                .map_err(err)?;
+            update(store, key, actor, &username, now_ms, |u| u.disabled = true)?;
             Ok(json!({"username": username, "disabled": true}))
         }
         Request::UserDelete { username } => {

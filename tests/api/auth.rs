@@ -192,9 +192,7 @@ async fn tokens_rotate_revoke_and_die_with_a_disabled_user() {
     let access = login_body["access_token"].as_str().unwrap();
     let refresh = login_body["refresh_token"].as_str().unwrap();
     let me: Value = app
-        .client
-        .get(format!("{}/api/auth/me", app.base))
-        .bearer_auth(access)
+        .req_as(Method::GET, "/api/auth/me", access)
         .send()
         .await
         .unwrap()
@@ -228,26 +226,20 @@ async fn tokens_rotate_revoke_and_die_with_a_disabled_user() {
 
     let access2 = second["access_token"].as_str().unwrap();
     let r = app
-        .client
-        .post(format!("{}/api/auth/logout", app.base))
-        .bearer_auth(access2)
+        .req_as(Method::POST, "/api/auth/logout", access2)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = app
-        .client
-        .get(format!("{}/api/auth/me", app.base))
-        .bearer_auth(access2)
+        .req_as(Method::GET, "/api/auth/me", access2)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "logged-out token is revoked");
 
     let r = app
-        .client
-        .get(format!("{}/api/devices", app.base))
-        .bearer_auth(access)
+        .req_as(Method::GET, "/api/devices", access)
         .send()
         .await
         .unwrap();
@@ -260,9 +252,7 @@ async fn tokens_rotate_revoke_and_die_with_a_disabled_user() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = app
-        .client
-        .get(format!("{}/api/devices", app.base))
-        .bearer_auth(access)
+        .req_as(Method::GET, "/api/devices", access)
         .send()
         .await
         .unwrap();

@@ -152,6 +152,18 @@ impl TestApp {
             .bearer_auth(&self.token)
     }
 
+    /// A request with another user's token.
+    pub fn req_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+    }
+
     /// GET a path; returns status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.req(reqwest::Method::GET, path).send().await.unwrap();
