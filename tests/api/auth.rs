@@ -225,25 +225,21 @@ async fn tokens_rotate_revoke_and_die_with_a_disabled_user() {
     assert_eq!(r.status(), 401, "a spent refresh token is refused");
 
     let access2 = second["access_token"].as_str().unwrap();
-    let r = app
-        .req_as(Method::POST, "/api/auth/logout", access2)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = app
-        .req_as(Method::GET, "/api/auth/me", access2)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401, "logged-out token is revoked");
+    assert_eq!(
+        app.status_as(Method::POST, "/api/auth/logout", access2)
+            .await,
+        200
+    );
+    assert_eq!(
+        app.status_as(Method::GET, "/api/auth/me", access2).await,
+        401,
+        "logged-out token is revoked"
+    );
 
-    let r = app
-        .req_as(Method::GET, "/api/devices", access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.status_as(Method::GET, "/api/devices", access).await,
+        200
+    );
     let r = app
         .req(Method::PATCH, &format!("/api/users/{uid}"))
         .json(&json!({"disabled": true}))
@@ -251,13 +247,8 @@ async fn tokens_rotate_revoke_and_die_with_a_disabled_user() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = app
-        .req_as(Method::GET, "/api/devices", access)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        r.status(),
+        app.status_as(Method::GET, "/api/devices", access).await,
         401,
         "a disabled user's tokens stop working at once"
     );

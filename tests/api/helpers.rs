@@ -164,6 +164,16 @@ impl TestApp {
             .bearer_auth(token)
     }
 
+    /// The status of a bodiless request made with another user's token.
+    pub async fn status_as(&self, method: reqwest::Method, path: &str, token: &str) -> u16 {
+        self.req_as(method, path, token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// GET a path; returns status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.req(reqwest::Method::GET, path).send().await.unwrap();
