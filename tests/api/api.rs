@@ -156,8 +156,11 @@ async fn discovery_on_demand_finds_a_device_that_was_silent() {
     let (s, v) = app.post("/api/devices/discover").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["found"], 3);
-    let after = app.devices().await;
-    assert!(after.iter().any(|d| d["device_ip"] == silent_ip.as_str()));
+    // The record reaches the list once the store writer has committed it.
+    app.wait_devices("the formerly silent device listed", |d| {
+        d.iter().any(|x| x["device_ip"] == silent_ip.as_str())
+    })
+    .await;
     let (s, _) = app.get("/api/devices/discover").await;
     assert_eq!(s, 405);
     app.stop().await;
