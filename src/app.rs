@@ -211,6 +211,56 @@ pub async fn start_with(
     }
     let writer_stats = writer.stats.clone();
     drop(writer);
+    let privacy_key = keys::load_or_create(&settings.data_dir.join("export.key"))
+        .context("while loading export.key")?;
+    let exporter = crate::export::jobs::Exporter::new(
+        store.clone(),
+        clock.clone(),
+        &settings.data_dir,
+        crate::export::jobs::ExportConfig {
+            settings: settings.clone(),
+            tz: settings.tz()?,
+        },
+        privacy_key,
+        audit_key.clone(),
+    )
+    .context("while creating the exports directory")?;
+    {
+        let ex = exporter.clone();
+        let n = tokio::task::spawn_blocking(move || ex.recover()).await??;
+        if n > 0 {
+            tracing::info!(jobs = n, "re-queued exports interrupted by the last stop");
+        }
+    }
+    {
+        let schedule = crate::cron::Schedule::parse(&settings.exports.cleanup_schedule)
+            .map_err(anyhow::Error::msg)?;
+        let ex = exporter.clone();
+        tracker.spawn(crate::cron::run(
+            schedule,
+            settings.tz()?,
+            clock.clone(),
+            shutdown.clone(),
+            move || {
+                let ex = ex.clone();
+                async move {
+                    match tokio::task::spawn_blocking(move || ex.cleanup()).await {
+                        Ok(Ok((expired, notices))) => {
+                            tracing::info!(expired, notices, "export cleanup done");
+                        }
+                        other => tracing::error!(?other, "export cleanup failed"),
+                    }
+                }
+            },
+        ));
+    }
+    {
+        let (ex, stop) = (exporter.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            stop.cancelled().await;
+            ex.stop_all();
+        });
+    }
 
     let state = AppState {
         store: store.clone(),
@@ -223,6 +273,8 @@ pub async fn start_with(
         poll_timeout: settings.poll.timeout.0,
         timezone: settings.tz()?,
         started_ms: clock.now_ms(),
+        exporter,
+        public_url: settings.http.public_url.clone(),
         auth: Arc::new(api::AuthState {
             jwt_key,
             audit_key,

@@ -41,11 +41,13 @@ pub enum EventType {
     UserDeleted,
     /// Old audit entries were removed by retention.
     AuditRetention,
+    /// An export will be deleted by retention soon.
+    ExportExpiring,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -59,6 +61,7 @@ impl EventType {
         EventType::UserUpdated,
         EventType::UserDeleted,
         EventType::AuditRetention,
+        EventType::ExportExpiring,
     ];
 
     /// The upper-case name.

@@ -106,12 +106,16 @@ impl Serialize for Dur {
 pub struct Http {
     /// Bind address.
     pub listen: SocketAddr,
+    /// Base of absolute links (download links in e-mails), e.g. `http://kasa-pi.local:5272`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl Default for Http {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 5272)),
+            public_url: None,
         }
     }
 }
@@ -204,6 +208,126 @@ pub struct Audit {
     pub compliance_hold: bool,
 }
 
+/// `[exports]`: limits of the export engine (spec defaults).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Exports {
+    /// Most rows one export may hold.
+    pub max_records_per_export: u64,
+    /// Longest date range of one export, days.
+    pub max_date_range_days: u32,
+    /// Exports rendered at the same time; the rest wait queued.
+    pub max_concurrent_exports: usize,
+    /// Largest finished file, MiB.
+    pub max_file_size_mb: u64,
+    /// All export files together, MiB; new exports are refused above it.
+    pub storage_quota_mb: u64,
+    /// New exports are refused when the data directory's disk has less free space, MiB.
+    pub min_free_disk_mb: u64,
+    /// Creates per user per rolling hour (scheduled runs do not count).
+    pub rate_limit_per_hour: u32,
+    /// Cron expression (5 fields, in `timezone`) of the expired-export cleanup.
+    pub cleanup_schedule: String,
+    /// Rated power in watts per device (key: device id, IP or name), for `rated_power` in
+    /// custom-field formulas.
+    pub rated_power: std::collections::BTreeMap<String, f64>,
+}
+
+impl Default for Exports {
+    fn default() -> Self {
+        Self {
+            max_records_per_export: 1_000_000,
+            max_date_range_days: 366,
+            max_concurrent_exports: 3,
+            max_file_size_mb: 100,
+            storage_quota_mb: 2048,
+            min_free_disk_mb: 256,
+            rate_limit_per_hour: 10,
+            cleanup_schedule: "0 2 * * *".into(),
+            rated_power: Default::default(),
+        }
+    }
+}
+
+/// One `[[retention.policies]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// `device_data`, `cost_analysis`, `system_report`, `audit_logs` or `configuration`.
+    pub export_type: String,
+    /// Days a finished export is kept (counted from completion).
+    pub retention_days: u32,
+    /// Delete automatically when expired; `false` keeps the export (`expires_at: null`).
+    #[serde(default = "yes")]
+    pub auto_delete: bool,
+    /// Never delete while held, not even on request.
+    #[serde(default)]
+    pub compliance_hold: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[retention]`: export retention policies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// One policy per export type; types without one use the defaults below.
+    pub policies: Vec<RetentionPolicy>,
+    /// Hours before deletion at which a notice is written to the audit log.
+    pub notification_before_deletion: u32,
+}
+
+impl Retention {
+    /// The policies in force: configured ones over the spec's defaults.
+    pub fn policy(&self, export_type: &str) -> RetentionPolicy {
+        if let Some(p) = self.policies.iter().find(|p| p.export_type == export_type) {
+            return p.clone();
+        }
+        let (days, auto, hold) = match export_type {
+            "audit_logs" => (30, true, true),
+            "system_report" => (90, false, false),
+            "cost_analysis" | "configuration" => (30, true, false),
+            _ => (7, true, false),
+        };
+        RetentionPolicy {
+            export_type: export_type.into(),
+            retention_days: days,
+            auto_delete: auto,
+            compliance_hold: hold,
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            policies: Vec::new(),
+            notification_before_deletion: 24,
+        }
+    }
+}
+
+/// `[tariff]`: a flat electricity price (time-of-use and tiers come with the tariff engine).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tariff {
+    /// Price of one kWh.
+    pub price_per_kwh: f64,
+    /// ISO 4217 currency code, shown beside costs.
+    pub currency: String,
+}
+
+impl Default for Tariff {
+    fn default() -> Self {
+        Self {
+            price_per_kwh: 0.15,
+            currency: "USD".into(),
+        }
+    }
+}
+
 /// `[[devices]]`: a device polled without being discovered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -230,6 +354,12 @@ pub struct Settings {
     pub storage: Storage,
     /// Audit log.
     pub audit: Audit,
+    /// Export limits.
+    pub exports: Exports,
+    /// Export retention.
+    pub retention: Retention,
+    /// Electricity price.
+    pub tariff: Tariff,
     /// Static devices.
     pub devices: Vec<StaticDevice>,
 }
@@ -244,6 +374,9 @@ impl Default for Settings {
             poll: Poll::default(),
             storage: Storage::default(),
             audit: Audit::default(),
+            exports: Exports::default(),
+            retention: Retention::default(),
+            tariff: Tariff::default(),
             devices: Vec::new(),
         }
     }
@@ -350,6 +483,52 @@ impl Settings {
         }
         if self.poll.concurrency == 0 {
             return Err(invalid("poll.concurrency", "must be at least 1"));
+        }
+        self.validate_exports()
+    }
+
+    fn validate_exports(&self) -> Result<(), ConfigError> {
+        let e = &self.exports;
+        for (key, v) in [
+            ("exports.max_records_per_export", e.max_records_per_export),
+            (
+                "exports.max_date_range_days",
+                u64::from(e.max_date_range_days),
+            ),
+            (
+                "exports.max_concurrent_exports",
+                e.max_concurrent_exports as u64,
+            ),
+            ("exports.max_file_size_mb", e.max_file_size_mb),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        crate::cron::Schedule::parse(&e.cleanup_schedule)
+            .map_err(|m| invalid("exports.cleanup_schedule", m))?;
+        for p in &self.retention.policies {
+            if !crate::export::EXPORT_TYPES.contains(&p.export_type.as_str()) {
+                return Err(invalid(
+                    "retention.policies.export_type",
+                    format!(
+                        "{:?} is not one of {}",
+                        p.export_type,
+                        crate::export::EXPORT_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !(self.tariff.price_per_kwh.is_finite() && self.tariff.price_per_kwh >= 0.0) {
+            return Err(invalid("tariff.price_per_kwh", "must be a number >= 0"));
+        }
+        if let Some(u) = &self.http.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(invalid(
+                "http.public_url",
+                "must start with http:// or https://",
+            ));
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! - [`poller`]: registry, discovery rounds and poll cycles.
 //! - [`store`]: redb persistence (schema, writer task, queries).
 //! - [`series`]: raw and rolled-up reading series for the API.
+//! - [`export`]: the export engine (jobs, rows, formats, retention); [`cron`]: its scheduler.
 //! - [`api`]: the axum HTTP API.
 //! - [`app`]: composition root and ordered shutdown; [`demo`]: `kasad demo`.
 //! - [`admin`]: `kasad user …` / `kasad audit verify`, directly or over the admin socket.
@@ -26,8 +27,10 @@ pub mod auth;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod demo;
 pub mod domain;
+pub mod export;
 pub mod poller;
 pub mod protocol;
 pub mod retention;

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-async fn blocking<T: Send + 'static>(
+/// Runs blocking store work off the runtime.
+pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -22,6 +23,11 @@ async fn blocking<T: Send + 'static>(
 
 /// `GET /api/devices`.
 pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "devices": device_rows(&st).await? })))
+}
+
+/// Every stored device with its live status, as `/api/devices` lists it.
+pub async fn device_rows(st: &AppState) -> Result<Vec<Value>, ApiError> {
     let store = st.store.clone();
     let devices = blocking(move || store.devices()).await??;
     let live: HashMap<DeviceId, _> = st
@@ -66,7 +72,7 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
             })
         })
         .collect();
-    Ok(Json(json!({ "devices": out })))
+    Ok(out)
 }
 
 /// `POST /api/devices/discover`: runs a discovery round now.

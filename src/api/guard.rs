@@ -21,6 +21,9 @@ pub enum Access {
     Authenticated,
     /// A signed-in user holding this permission.
     Requires(Permission),
+    /// Like `Requires`, or a download ticket (`?ticket=`) bound to the last path segment and a
+    /// user who still holds the permission (browser links, e-mailed links).
+    Ticket(Permission),
 }
 
 /// The signed-in user of a request (an extension set by the guard).
@@ -95,11 +98,19 @@ pub async fn guard(
     }
     let token = bearer(req.headers()).map(str::to_owned);
     let resource = format!("{} {}", req.method(), req.uri().path());
-    let cu = match authenticate(&st, token, client_of(&req)).await {
+    let ticket = match (&token, access) {
+        (None, Access::Ticket(_)) => ticket_param(req.uri().query()),
+        _ => None,
+    };
+    let authed = match ticket {
+        Some(t) => by_ticket(&st, &t, req.uri().path(), client_of(&req)).await,
+        None => authenticate(&st, token, client_of(&req)).await,
+    };
+    let cu = match authed {
         Ok(cu) => cu,
         Err(e) => return e.into_response(),
     };
-    if let Access::Requires(p) = access
+    if let Access::Requires(p) | Access::Ticket(p) = access
         && !cu.user.has(p)
     {
         let mut ev = cu.event(EventType::PermissionDenied, Severity::Warning);
@@ -110,4 +121,79 @@ pub async fn guard(
     }
     req.extensions_mut().insert(cu);
     next.run(req).await
+}
+
+fn ticket_param(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ticket="))
+        .map(str::to_owned)
+}
+
+/// Lifetime of a download ticket.
+pub const TICKET_TTL_S: i64 = 15 * 60;
+
+fn ticket_mac(st: &AppState, resource: &str, user_id: u32, exp_s: i64) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(st.auth.jwt_key.bytes())
+        .expect("any key length");
+    m.update(format!("download-ticket\0{resource}\0{user_id}\0{exp_s}").as_bytes());
+    let tag = m.finalize().into_bytes();
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..20])
+}
+
+/// A ticket for `resource` (an export id) and user, valid [`TICKET_TTL_S`] from `now_ms`:
+/// `<user id>.<expiry s>.<mac>`.
+pub fn issue_ticket(st: &AppState, resource: &str, user_id: u32, now_ms: i64) -> (String, i64) {
+    let exp_s = now_ms / 1000 + TICKET_TTL_S;
+    let mac = ticket_mac(st, resource, user_id, exp_s);
+    (format!("{user_id}.{exp_s}.{mac}"), exp_s * 1000)
+}
+
+async fn by_ticket(
+    st: &AppState,
+    ticket: &str,
+    path: &str,
+    client: Option<String>,
+) -> Result<CurrentUser, ApiError> {
+    let invalid = || ApiError::unauthorized("Invalid or expired download ticket");
+    let mut parts = ticket.splitn(3, '.');
+    let (Some(uid), Some(exp), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    let (uid, exp_s): (u32, i64) = (
+        uid.parse().map_err(|_| invalid())?,
+        exp.parse().map_err(|_| invalid())?,
+    );
+    let resource = path.rsplit('/').next().unwrap_or_default();
+    let want = ticket_mac(st, resource, uid, exp_s);
+    let same = want.len() == mac.len()
+        && want
+            .bytes()
+            .zip(mac.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same || st.clock.now_ms() / 1000 >= exp_s {
+        return Err(invalid());
+    }
+    let store = st.store.clone();
+    let user = tokio::task::spawn_blocking(move || store.user(uid))
+        .await
+        .map_err(ApiError::internal)??
+        .filter(|u| !u.disabled)
+        .ok_or_else(invalid)?;
+    Ok(CurrentUser {
+        claims: jwt::Claims {
+            sub: user.id,
+            name: user.username.clone(),
+            ver: user.token_version,
+            jti: String::new(),
+            iat: 0,
+            exp: exp_s,
+            typ: "ticket".into(),
+        },
+        user,
+        client,
+    })
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod devices;
 pub mod error;
+pub mod exports;
 pub mod guard;
 pub mod health;
 pub mod openapi;
@@ -72,6 +73,10 @@ pub struct AppState {
     pub timezone: chrono_tz::Tz,
     /// Start time, UTC ms.
     pub started_ms: i64,
+    /// The export service.
+    pub exporter: Arc<crate::export::jobs::Exporter>,
+    /// `[http] public_url`: base of absolute links.
+    pub public_url: Option<String>,
     /// Keys and throttling.
     pub auth: Arc<AuthState>,
 }
@@ -121,7 +126,7 @@ use Permission::*;
 
 /// Every API route with its handler.
 pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
-    use Access::{Authenticated, Open, Requires};
+    use Access::{Authenticated, Open, Requires, Ticket};
     vec![
         (
             doc(Method::GET, "/health", Open, "Store and poller health"),
@@ -238,6 +243,105 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 "Delete a user",
             ),
             delete(users::remove),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/formats",
+                Requires(DataExport),
+                "Export formats with MIME types and extensions",
+            ),
+            get(exports::formats),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/devices",
+                Requires(DataExport),
+                "Devices that can be exported",
+            ),
+            get(exports::devices),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/metrics",
+                Requires(DataExport),
+                "Exportable fields with units",
+            ),
+            get(exports::metrics),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/exports/create",
+                Requires(DataExport),
+                "Create an export job",
+            ),
+            post(exports::create),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/history",
+                Requires(DataExport),
+                "Your exports (admins: all), newest first",
+            ),
+            get(exports::history),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/stats",
+                Requires(DataExport),
+                "Export statistics",
+            ),
+            get(exports::stats),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/preview",
+                Requires(DataExport),
+                "First rows, total and size of an export (query parameters)",
+            ),
+            get(exports::preview_get),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/exports/preview",
+                Requires(DataExport),
+                "First rows, total and size of an export (create body)",
+            ),
+            post(exports::preview_post),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/download/{export_id}",
+                Ticket(DataExport),
+                "Download a finished export (Range supported)",
+            ),
+            get(exports::download),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/{export_id}",
+                Requires(DataExport),
+                "Status of an export",
+            ),
+            get(exports::status),
+        ),
+        (
+            doc(
+                Method::DELETE,
+                "/exports/{export_id}",
+                Requires(DataExport),
+                "Delete an export (cancels it when running)",
+            ),
+            delete(exports::remove),
         ),
         (
             doc(

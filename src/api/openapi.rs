@@ -25,7 +25,13 @@ pub fn build() -> Value {
             Access::Authenticated => {
                 responses.insert("401".into(), error_ref("Missing or invalid bearer token"));
             }
-            Access::Requires(p) => {
+            Access::Requires(p) | Access::Ticket(p) => {
+                if matches!(d.access, Access::Ticket(_)) {
+                    op.insert(
+                        "x-download-ticket".into(),
+                        json!("or ?ticket= from the export's download_link"),
+                    );
+                }
                 op.insert("x-required-permission".into(), json!(p.name()));
                 responses.insert("401".into(), error_ref("Missing or invalid bearer token"));
                 responses.insert("403".into(), error_ref(&format!("Requires {}", p.name())));

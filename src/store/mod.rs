@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod block;
 pub mod codec;
+pub mod exports;
 pub mod maintenance;
 pub mod query;
 pub mod schema;

@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -33,6 +33,9 @@ pub const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_to
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// `"chain"` → JSON chain state (anchor, last sequence, compliance hold).
 pub const AUDIT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_state");
+
+/// export id → JSON `ExportRecord` (deleted ones stay as tombstones for the rate limit).
+pub const EXPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("exports");
 
 /// Why the file cannot be used by this build.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,11 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
             t.insert(k, super::codec::encode_bucket(&b).as_slice())?;
         }
         v = 4;
+    }
+    if v < 5 {
+        // 4 → 5: export jobs.
+        txn.open_table(EXPORTS)?;
+        v = 5;
     }
     meta.insert("schema_version", v)?;
     Ok(())

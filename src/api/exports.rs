@@ -1,0 +1,652 @@
+//! `/api/exports/...`: the Data Export System endpoints of the spec — formats, devices,
+//! metrics, create, status, download (ranges, digest, tickets), history, delete, preview and
+//! stats — with ownership checks, the rolling rate limit and audit events.
+
+use super::AppState;
+use super::devices::blocking;
+use super::error::{ApiError, ApiJson, ApiQuery};
+use super::guard::{CurrentUser, issue_ticket};
+use crate::audit::{EventType, Severity};
+use crate::auth::Role;
+use crate::clock::rfc3339;
+use crate::export::jobs::CreateError;
+use crate::export::request::{
+    CreateRequest, DateRange, Devices, OptionsBody, TEXT_FIELDS, VALUE_FIELDS,
+};
+use crate::export::{ExportRecord, FORMATS, Status};
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found_what(
+        "EXPORT_NOT_FOUND",
+        "Export not found",
+        format!("Export with ID '{id}' does not exist or you don't have access"),
+    )
+}
+
+fn is_admin(cu: &CurrentUser) -> bool {
+    cu.user.role == Role::Admin
+}
+
+/// The export `id` if it exists, is not deleted, and `cu` may see it (owner or admin).
+/// Denials are audited.
+async fn owned(st: &AppState, cu: &CurrentUser, id: &str) -> Result<ExportRecord, ApiError> {
+    let store = st.store.clone();
+    let key = id.to_owned();
+    let rec = blocking(move || store.export(&key))
+        .await??
+        .filter(|r| r.deleted_ms.is_none())
+        .ok_or_else(|| not_found(id))?;
+    if rec.user_id != cu.user.id && !is_admin(cu) {
+        let mut ev = cu.event(EventType::PermissionDenied, Severity::Warning);
+        ev.resource = Some(format!("export:{id}"));
+        ev.details =
+            json!({"user_id": cu.user.id, "attempted_export": id, "export_owner": rec.username});
+        st.audit(ev).await;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ACCESS_DENIED",
+            "Access denied",
+            "You don't have access to this export",
+        )
+        .with("export_owner", rec.username));
+    }
+    Ok(rec)
+}
+
+fn human_size(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KB", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MB", b / 1_048_576.0),
+        _ => format!("{:.1} GB", b / 1_073_741_824.0),
+    }
+}
+
+/// The status body of an export (spec field names, plus the documented extras).
+fn status_json(st: &AppState, rec: &ExportRecord) -> Value {
+    let now = st.clock.now_ms();
+    let expired = rec.is_expired(now);
+    let status = if expired { Status::Expired } else { rec.status };
+    let running = st.exporter.progress(&rec.id);
+    let progress = match status {
+        Status::Completed => 100,
+        Status::Processing => running.unwrap_or(rec.progress),
+        _ => rec.progress,
+    };
+    let url = format!("/api/exports/download/{}", rec.id);
+    let mut v = json!({
+        "export_id": rec.id,
+        "export_type": rec.export_type,
+        "format": rec.format,
+        "compression": rec.compression,
+        "status": status,
+        "progress": progress,
+        "created_at": rfc3339(rec.created_ms),
+        "started_at": rec.started_ms.map(rfc3339),
+        "completed_at": rec.completed_ms.map(rfc3339),
+        "estimated_completion": rec.estimated_ms.map(rfc3339),
+        "file_name": rec.file_name,
+        "file_size": rec.file_size,
+        "record_count": rec.record_count,
+        "checksum_sha256": rec.checksum_sha256,
+        "download_url": url,
+        "expires_at": rec.expires_ms.map(rfc3339),
+        "retention_days": rec.retention_days,
+        "compliance_hold": rec.compliance_hold,
+        "user_id": rec.user_id,
+        "username": rec.username,
+        "error": rec.error,
+        "summary": rec.summary,
+    });
+    if expired {
+        v["expired_at"] = json!(rec.expires_ms.map(rfc3339));
+    }
+    if status == Status::Completed {
+        let (ticket, exp) = issue_ticket(st, &rec.id, rec.user_id, now);
+        let base = st.public_url.clone().unwrap_or_default();
+        v["download_link"] = json!(format!("{base}{url}?ticket={ticket}"));
+        v["download_link_expires_at"] = json!(rfc3339(exp));
+    }
+    v
+}
+
+/// `GET /api/exports/formats`.
+pub async fn formats() -> Json<Value> {
+    let list: Vec<Value> = FORMATS
+        .iter()
+        .map(|f| json!({"id": f.id, "name": f.name, "description": f.description, "mime_type": f.mime_type, "extension": f.extension}))
+        .collect();
+    Json(json!({ "formats": list }))
+}
+
+/// `GET /api/exports/devices`.
+pub async fn devices(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = super::devices::device_rows(&st).await?;
+    let out: Vec<Value> = rows
+        .into_iter()
+        .map(|d| {
+            json!({
+                "device_id": d["device_id"], "device_ip": d["device_ip"], "device_name": d["device_name"],
+                "device_type": d["device_type"], "model": d["model"], "parent_id": d["parent_id"],
+                "has_emeter": d["has_emeter"], "last_seen": d["last_seen"], "data_points": d["data_points"],
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "devices": out })))
+}
+
+/// `GET /api/exports/metrics`.
+pub async fn metrics() -> Json<Value> {
+    let mut list: Vec<Value> = TEXT_FIELDS
+        .iter()
+        .map(|(f, name, desc)| {
+            let t = if *f == "timestamp" {
+                "datetime"
+            } else {
+                "string"
+            };
+            json!({"field": f, "name": name, "description": desc, "data_type": t, "unit": null})
+        })
+        .collect();
+    list.extend(VALUE_FIELDS.iter().map(|(f, name, desc, unit, _, agg)| {
+        let t = if *f == "is_on" { "boolean" } else { "float" };
+        json!({"field": f, "name": name, "description": desc, "data_type": t,
+               "unit": if unit.is_empty() { None } else { Some(unit) },
+               "default_aggregation": format!("{agg:?}").to_lowercase()})
+    }));
+    Json(json!({
+        "metrics": list,
+        "formula_variables": crate::export::request::FORMULA_VARS,
+    }))
+}
+
+fn create_error(e: CreateError) -> ApiError {
+    match e {
+        CreateError::Invalid(r) => {
+            let status = if r.code == "DEVICE_NOT_FOUND" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            let detail = match r.code {
+                "INVALID_DATE_RANGE" => "Invalid date range",
+                "DEVICE_NOT_FOUND" => "Device not found",
+                _ => "Invalid request",
+            };
+            ApiError::new(status, r.code, detail, r.message)
+        }
+        CreateError::Quota(_) | CreateError::DiskFull { .. } => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            if matches!(e, CreateError::Quota(_)) {
+                "EXPORT_QUOTA_EXCEEDED"
+            } else {
+                "INSUFFICIENT_STORAGE"
+            },
+            "Insufficient storage",
+            e.to_string(),
+        ),
+        CreateError::Store(s) => s.into(),
+        CreateError::RateLimited { .. } => ApiError::internal("rate limit mapped elsewhere"),
+    }
+}
+
+/// `POST /api/exports/create`.
+pub async fn create(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    ApiJson(body): ApiJson<CreateRequest>,
+) -> Result<Response, ApiError> {
+    let exporter = st.exporter.clone();
+    let (uid, name) = (cu.user.id, cu.user.username.clone());
+    let audit_body = json!({
+        "export_type": body.export_type, "format": body.format, "devices": body.devices,
+        "date_range": body.date_range, "aggregation": body.aggregation,
+    });
+    let res = blocking(move || exporter.create(uid, &name, body, false)).await?;
+    let (rec, background) = match res {
+        Ok(x) => x,
+        Err(CreateError::RateLimited {
+            retry_at_ms,
+            count,
+            limit,
+        }) => {
+            let mut ev = cu.event(EventType::RateLimitExceeded, Severity::Warning);
+            ev.resource = Some("POST /api/exports/create".into());
+            ev.details = json!({"user_id": cu.user.id, "export_count": count, "limit": limit});
+            st.audit(ev).await;
+            let wait_s = ((retry_at_ms - st.clock.now_ms()).max(1) + 999) / 1000;
+            let mut resp = ApiError::rate_limited(
+                "Export rate limit exceeded. Please try again later.",
+                &format!("{limit} per hour"),
+                retry_at_ms,
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait_s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(resp);
+        }
+        Err(e) => return Err(create_error(e)),
+    };
+    let mut ev = cu.event(EventType::DataExport, Severity::Info);
+    ev.resource = Some(format!("export:{}", rec.id));
+    let mut details = audit_body;
+    details["export_id"] = json!(rec.id);
+    details["user"] = json!(cu.user.username);
+    ev.details = details;
+    st.audit(ev).await;
+    let job = st.exporter.spawn(rec.id.clone());
+    let rec = if background {
+        rec
+    } else {
+        let _ = job.await;
+        let store = st.store.clone();
+        let id = rec.id.clone();
+        blocking(move || store.export(&id)).await??.unwrap_or(rec)
+    };
+    Ok(Json(status_json(&st, &rec)).into_response())
+}
+
+/// `GET /api/exports/{export_id}`.
+pub async fn status(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let rec = owned(&st, &cu, &id).await?;
+    Ok(Json(status_json(&st, &rec)))
+}
+
+/// `DELETE /api/exports/{export_id}`: deletes the file, or cancels a queued/running job.
+pub async fn remove(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    owned(&st, &cu, &id).await?;
+    let exporter = st.exporter.clone();
+    let key = id.clone();
+    let rec = blocking(move || exporter.delete(&key))
+        .await??
+        .ok_or_else(|| not_found(&id))?;
+    let mut ev = cu.event(EventType::DataDeleted, Severity::Info);
+    ev.resource = Some(format!("export:{id}"));
+    ev.details = json!({"export_id": id, "filename": rec.file_name, "user": cu.user.username,
+        "cancelled": rec.status == Status::Cancelled});
+    st.audit(ev).await;
+    Ok(Json(json!({
+        "message": "Export deleted successfully",
+        "export_id": id,
+        "deleted_at": rec.deleted_ms.map(rfc3339),
+    })))
+}
+
+/// `?limit&offset` of the history.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+fn visible(st: &AppState, cu: &CurrentUser, r: &ExportRecord) -> bool {
+    let _ = st;
+    is_admin(cu) || r.user_id == cu.user.id
+}
+
+/// `GET /api/exports/history?limit&offset`: newest first, deleted ones left out.
+pub async fn history(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    ApiQuery(q): ApiQuery<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let store = st.store.clone();
+    let mut all: Vec<ExportRecord> = blocking(move || store.exports())
+        .await??
+        .into_iter()
+        .filter(|r| r.deleted_ms.is_none() && visible(&st, &cu, r))
+        .collect();
+    all.reverse();
+    let total = all.len();
+    let now = st.clock.now_ms();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|r| {
+            let status = if r.is_expired(now) {
+                Status::Expired
+            } else {
+                r.status
+            };
+            json!({
+                "export_id": r.id, "export_type": r.export_type, "format": r.format,
+                "status": status, "created_at": rfc3339(r.created_ms),
+                "completed_at": r.completed_ms.map(rfc3339),
+                "file_name": r.file_name, "file_size": r.file_size, "record_count": r.record_count,
+                "user_id": r.user_id, "username": r.username, "retention_days": r.retention_days,
+                "expires_at": r.expires_ms.map(rfc3339),
+                "download_url": format!("/api/exports/download/{}", r.id),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "exports": page, "total": total, "page": offset / limit + 1, "per_page": limit,
+        "limit": limit, "offset": offset,
+    })))
+}
+
+/// `GET /api/exports/stats` (scoped like the history; deleted exports still count).
+pub async fn stats(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+) -> Result<Json<Value>, ApiError> {
+    let store = st.store.clone();
+    let all: Vec<ExportRecord> = blocking(move || store.exports())
+        .await??
+        .into_iter()
+        .filter(|r| visible(&st, &cu, r))
+        .collect();
+    let month_start = crate::domain::rollup::period_start(
+        st.clock.now_ms(),
+        crate::domain::rollup::Period::Month,
+        st.timezone,
+    );
+    let mut types: BTreeMap<String, u64> = crate::export::EXPORT_TYPES
+        .iter()
+        .map(|t| ((*t).to_owned(), 0))
+        .collect();
+    let mut formats: BTreeMap<String, u64> = FORMATS.iter().map(|f| (f.id.to_owned(), 0)).collect();
+    let mut bytes = 0;
+    for r in &all {
+        *types.entry(r.export_type.clone()).or_default() += 1;
+        *formats.entry(r.format.info().id.to_owned()).or_default() += 1;
+        if r.status == Status::Completed || r.status == Status::Expired {
+            bytes += r.file_size.unwrap_or(0);
+        }
+    }
+    let popular = formats
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .max_by_key(|(_, n)| **n)
+        .map(|(f, _)| f.clone());
+    Ok(Json(json!({
+        "total_exports": all.len(),
+        "exports_this_month": all.iter().filter(|r| r.created_ms >= month_start).count(),
+        "total_data_exported": human_size(bytes),
+        "total_data_exported_bytes": bytes,
+        "most_popular_format": popular,
+        "export_types": types,
+        "formats": formats,
+    })))
+}
+
+/// Query of `GET /api/exports/preview`.
+#[derive(Debug, Deserialize)]
+pub struct PreviewQuery {
+    export_type: Option<String>,
+    devices: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    fields: Option<String>,
+    aggregation: Option<String>,
+    timezone: Option<String>,
+    limit: Option<usize>,
+}
+
+fn split(s: Option<String>) -> Option<Vec<String>> {
+    s.map(|s| {
+        s.split(',')
+            .map(|x| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+            .collect()
+    })
+}
+
+/// `GET /api/exports/preview?export_type&devices&start&end&fields&aggregation&timezone&limit`.
+pub async fn preview_get(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<PreviewQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let body = CreateRequest {
+        export_type: q.export_type.unwrap_or_else(|| "device_data".into()),
+        format: "csv".into(),
+        devices: split(q.devices).map(Devices::List),
+        date_range: (q.start.is_some() || q.end.is_some()).then_some(DateRange {
+            start: q.start,
+            end: q.end,
+        }),
+        fields: split(q.fields),
+        aggregation: q.aggregation,
+        options: q.timezone.map(|t| OptionsBody {
+            timezone: Some(t),
+            ..OptionsBody::default()
+        }),
+        ..CreateRequest::default()
+    };
+    preview(st, body, q.limit).await
+}
+
+/// `POST /api/exports/preview` with a create body (`?limit=`, default 5).
+pub async fn preview_post(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<PreviewLimit>,
+    ApiJson(body): ApiJson<CreateRequest>,
+) -> Result<Json<Value>, ApiError> {
+    preview(st, body, q.limit).await
+}
+
+/// `?limit=` of the POST preview.
+#[derive(Debug, Deserialize)]
+pub struct PreviewLimit {
+    limit: Option<usize>,
+}
+
+async fn preview(
+    st: AppState,
+    mut body: CreateRequest,
+    limit: Option<usize>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit.unwrap_or(5);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            "limit must be between 1 and 100",
+        ));
+    }
+    if crate::export::Format::parse(&body.format).is_none() {
+        body.format = "csv".into();
+    }
+    let exporter = st.exporter.clone();
+    let out = blocking(move || {
+        let plan = exporter.plan(&body, None)?;
+        crate::export::render::preview(&st.store, &plan, limit).map_err(|e| match e {
+            crate::export::render::RenderError::Store(s) => CreateError::Store(s),
+            other => CreateError::Invalid(crate::export::request::RequestError {
+                code: "VALIDATION_ERROR",
+                message: other.to_string(),
+            }),
+        })
+    })
+    .await?
+    .map_err(create_error)?;
+    Ok(Json(json!({
+        "preview": out.rows,
+        "total_records": out.total,
+        "estimated_file_size": human_size(out.csv_bytes),
+        "estimated_file_size_bytes": out.csv_bytes,
+        "summary": out.summary,
+        "preview_note": format!("Showing first {} records", out.rows.len()),
+    })))
+}
+
+/// One `bytes=` range of a request, resolved against `len`: Ok(None) = whole file.
+fn parse_range(h: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(v) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let spec = v.strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        return Ok(None); // multiple ranges: send the whole file (allowed by RFC 9110)
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (len.saturating_sub(n), len.saturating_sub(1))
+        }
+        (s, "") => (s.parse().map_err(|_| ())?, len.saturating_sub(1)),
+        (s, e) => (
+            s.parse().map_err(|_| ())?,
+            e.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1)),
+        ),
+    };
+    if start >= len || start > end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+/// `GET /api/exports/download/{export_id}`: the file, streamed, with `Content-Disposition`,
+/// `Content-Length`, `ETag`, `Repr-Digest` and single `Range` support.
+pub async fn download(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let rec = owned(&st, &cu, &id).await?;
+    let now = st.clock.now_ms();
+    if rec.is_expired(now) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "EXPORT_EXPIRED",
+            "Export expired",
+            "Export file has expired and is no longer available",
+        )
+        .with("expired_at", rec.expires_ms.map(rfc3339)));
+    }
+    if rec.status != Status::Completed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "EXPORT_NOT_READY",
+            "Export not ready",
+            format!(
+                "Export '{id}' is {}; download it once it is completed",
+                serde_json::to_value(rec.status)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("not ready")
+            ),
+        )
+        .with("status", json!(rec.status)));
+    }
+    let path = st.exporter.path_of(&rec);
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::internal(format!("export file {} missing: {e}", path.display())))?;
+    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    let sha = rec.checksum_sha256.clone().unwrap_or_default();
+    let etag = format!("\"{}\"", &sha[..sha.len().min(32)]);
+    let digest = hex_to_b64(&sha);
+    let name = rec.file_name.clone().unwrap_or_else(|| rec.disk_name());
+    let mut h = HeaderMap::new();
+    let set = |h: &mut HeaderMap, k: header::HeaderName, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    };
+    set(&mut h, header::CONTENT_TYPE, rec.mime_type().to_owned());
+    set(
+        &mut h,
+        header::CONTENT_DISPOSITION,
+        format!("attachment; filename=\"{name}\""),
+    );
+    set(&mut h, header::ETAG, etag.clone());
+    set(&mut h, header::ACCEPT_RANGES, "bytes".into());
+    set(
+        &mut h,
+        header::HeaderName::from_static("repr-digest"),
+        format!("sha-256=:{digest}:"),
+    );
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+    }
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().ok() == Some(etag.as_str()));
+    let range = if if_range_ok {
+        parse_range(&headers, len)
+    } else {
+        Ok(None)
+    };
+    let (status, start, count) = match range {
+        Err(()) => {
+            set(&mut h, header::CONTENT_RANGE, format!("bytes */{len}"));
+            let mut resp = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RANGE_NOT_SATISFIABLE",
+                "Range not satisfiable",
+                format!("The file has {len} bytes"),
+            )
+            .into_response();
+            resp.headers_mut().extend(h);
+            return Ok(resp);
+        }
+        Ok(None) => (StatusCode::OK, 0, len),
+        Ok(Some((s, e))) => {
+            set(
+                &mut h,
+                header::CONTENT_RANGE,
+                format!("bytes {s}-{e}/{len}"),
+            );
+            (StatusCode::PARTIAL_CONTENT, s, e - s + 1)
+        }
+    };
+    set(&mut h, header::CONTENT_LENGTH, count.to_string());
+    if start == 0 {
+        let mut ev = cu.event(EventType::DataExported, Severity::Info);
+        ev.resource = Some(format!("export:{id}"));
+        ev.details = json!({"export_id": id, "filename": name, "size": len, "format": rec.format,
+            "user": cu.user.username, "range": status == StatusCode::PARTIAL_CONTENT});
+        st.audit(ev).await;
+    }
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(ApiError::internal)?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 64 * 1024);
+    Ok((status, h, Body::from_stream(stream)).into_response())
+}
+
+fn hex_to_b64(hex: &str) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -1,0 +1,130 @@
+//! The small cron runner: 5-field expressions (minute hour day-of-month month day-of-week,
+//! Vixie semantics, via `croner`) evaluated in an IANA time zone, so "0 2 * * *" means 02:00
+//! local time on every day including DST changes. Used by the export cleanup and, later, by
+//! scheduled exports.
+
+use crate::clock::SharedClock;
+use chrono::TimeZone;
+use chrono_tz::Tz;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A parsed cron expression.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: croner::Cron,
+    text: String,
+}
+
+impl Schedule {
+    /// Parses a 5-field expression; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.split_whitespace().count() != 5 {
+            return Err(format!(
+                "{text:?} must have 5 fields: minute hour day-of-month month day-of-week"
+            ));
+        }
+        let cron = croner::Cron::from_str(text).map_err(|e| format!("{text:?}: {e}"))?;
+        Ok(Self {
+            cron,
+            text: text.to_owned(),
+        })
+    }
+
+    /// The expression as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The first run strictly after `after_ms` (UTC ms), in zone `tz`.
+    pub fn next_after(&self, after_ms: i64, tz: Tz) -> Option<i64> {
+        let now = tz.timestamp_millis_opt(after_ms).single()?;
+        self.cron
+            .find_next_occurrence(&now, false)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+}
+
+/// Runs `job` at every occurrence of `schedule` until `stop`. The wait is re-checked at least
+/// every minute against `clock`, so a wall-clock jump (NTP sync on a Pi without RTC) neither
+/// skips a run by hours nor runs one early.
+pub async fn run<F, Fut>(
+    schedule: Schedule,
+    tz: Tz,
+    clock: SharedClock,
+    stop: CancellationToken,
+    mut job: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(mut next) = schedule.next_after(clock.now_ms(), tz) else {
+        tracing::warn!(schedule = schedule.text(), "cron expression never fires");
+        return;
+    };
+    loop {
+        let now = clock.now_ms();
+        if now >= next {
+            job().await;
+            match schedule.next_after(clock.now_ms().max(next), tz) {
+                Some(n) => next = n,
+                None => return,
+            }
+            continue;
+        }
+        let wait = Duration::from_millis(((next - now) as u64).min(60_000));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn daily_at_two_local_follows_dst() {
+        let s = Schedule::parse("0 2 * * *").unwrap();
+        let ny: Tz = "America/New_York".parse().unwrap();
+        // 2026-03-08 is spring-forward in New York: 02:00 does not exist that day.
+        let a = s.next_after(utc("2026-03-07T12:00:00Z"), ny).unwrap();
+        assert_eq!(
+            a,
+            utc("2026-03-08T07:00:00Z"),
+            "02:00 EST → 03:00 EDT, once"
+        );
+        let b = s.next_after(utc("2026-06-01T12:00:00Z"), ny).unwrap();
+        assert_eq!(b, utc("2026-06-02T06:00:00Z"), "02:00 EDT");
+        let c = s.next_after(utc("2026-06-01T12:00:00Z"), Tz::UTC).unwrap();
+        assert_eq!(c, utc("2026-06-02T02:00:00Z"));
+    }
+
+    #[test]
+    fn spec_monthly_expression_parses() {
+        let s = Schedule::parse("0 9 1 * *").unwrap();
+        let next = s.next_after(utc("2026-11-25T00:00:00Z"), Tz::UTC).unwrap();
+        assert_eq!(next, utc("2026-12-01T09:00:00Z"));
+    }
+
+    #[test]
+    fn bad_expressions_are_explained() {
+        assert!(Schedule::parse("0 2 * *").unwrap_err().contains("5 fields"));
+        assert!(
+            Schedule::parse("0 0 2 * * *")
+                .unwrap_err()
+                .contains("5 fields")
+        );
+        assert!(Schedule::parse("61 2 * * *").is_err());
+        assert!(Schedule::parse("x 2 * * *").is_err());
+    }
+}

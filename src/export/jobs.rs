@@ -1,0 +1,523 @@
+//! The export job service: creation (validation, quota, free disk, rolling rate limit),
+//! the queue (at most `max_concurrent_exports` render at once, FIFO), rendering on blocking
+//! threads, cancellation, restart recovery, and the retention cleanup.
+//!
+//! Files: `<data_dir>/exports/<id><suffix>`; renders go to `.<id>.tmp`, are fsynced, hashed and
+//! renamed, so a download never sees a partial file; a crash leaves only temp files, which the
+//! next start removes before re-running the interrupted jobs.
+
+use super::render::{self, Control, Limits, RenderError};
+use super::request::{self, CreateRequest, Plan, PlanCtx, RequestError, StoredRequest};
+use super::{ExportRecord, Status};
+use crate::audit::{Event, EventType, Severity};
+use crate::auth::keys::SecretKey;
+use crate::clock::{SharedClock, rfc3339};
+use crate::config::Settings;
+use crate::store::{self, Store};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// One hour, the rate-limit window.
+pub const RATE_WINDOW_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// Why a create is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The body is invalid.
+    #[error(transparent)]
+    Invalid(#[from] RequestError),
+    /// Too many creates in the rolling hour.
+    #[error("export rate limit exceeded")]
+    RateLimited {
+        /// When a create is allowed again, UTC ms.
+        retry_at_ms: i64,
+        /// Creates in the window.
+        count: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// Export files use the whole quota.
+    #[error("export storage quota of {0} MB is used up; delete old exports first")]
+    Quota(u64),
+    /// The disk is nearly full.
+    #[error(
+        "only {free} MB free on the data disk (at least {min} MB are kept free); free space first"
+    )]
+    DiskFull {
+        /// Free MB.
+        free: u64,
+        /// Floor.
+        min: u64,
+    },
+    /// Store failure.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// What the service needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    /// Settings (exports, retention, tariff, timezone).
+    pub settings: Settings,
+    /// Default time zone.
+    pub tz: chrono_tz::Tz,
+}
+
+/// The export service; one per daemon, shared by the API and the cleanup task.
+#[derive(Debug)]
+pub struct Exporter {
+    store: Store,
+    clock: SharedClock,
+    dir: PathBuf,
+    cfg: ExportConfig,
+    privacy_key: SecretKey,
+    audit_key: SecretKey,
+    slots: Arc<Semaphore>,
+    running: Mutex<HashMap<String, Arc<Control>>>,
+}
+
+fn new_id() -> String {
+    format!("exp_{}", crate::auth::random_token::<18>())
+}
+
+/// Download file name: `kasad_device_data_20240101-20240131_<id tail>.csv`.
+fn file_name(rec: &ExportRecord, plan: &Plan) -> String {
+    use chrono::TimeZone;
+    let day = |ms: i64| {
+        plan.tz
+            .timestamp_millis_opt(ms)
+            .single()
+            .map(|t| t.format("%Y%m%d").to_string())
+            .unwrap_or_default()
+    };
+    let tail: String = rec
+        .id
+        .chars()
+        .rev()
+        .take(6)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!(
+        "kasad_{}_{}-{}_{}{}",
+        rec.export_type,
+        day(plan.start_ms),
+        day(plan.end_ms - 1),
+        tail,
+        rec.suffix()
+    )
+}
+
+/// Free space of the file system holding `path`, MB.
+fn free_mb(path: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize) / (1024 * 1024))
+}
+
+impl Exporter {
+    /// The service. Creates the exports directory.
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        data_dir: &Path,
+        cfg: ExportConfig,
+        privacy_key: SecretKey,
+        audit_key: SecretKey,
+    ) -> std::io::Result<Arc<Self>> {
+        let dir = data_dir.join("exports");
+        std::fs::create_dir_all(&dir)?;
+        let slots = Arc::new(Semaphore::new(cfg.settings.exports.max_concurrent_exports));
+        Ok(Arc::new(Self {
+            store,
+            clock,
+            dir,
+            cfg,
+            privacy_key,
+            audit_key,
+            slots,
+            running: Mutex::default(),
+        }))
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ExportConfig {
+        &self.cfg
+    }
+
+    /// Path of a finished export's file.
+    pub fn path_of(&self, rec: &ExportRecord) -> PathBuf {
+        self.dir.join(rec.disk_name())
+    }
+
+    fn tmp_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!(".{id}.tmp"))
+    }
+
+    /// Validates a body against the current devices (blocking: reads the store).
+    pub fn plan(
+        &self,
+        body: &CreateRequest,
+        resolved: Option<&request::Resolved>,
+    ) -> Result<Plan, CreateError> {
+        let devices = self.store.devices()?;
+        let s = &self.cfg.settings;
+        let ctx = PlanCtx {
+            devices: &devices,
+            default_tz: self.cfg.tz,
+            limits: &s.exports,
+            tariff: &s.tariff,
+            privacy_key: self.privacy_key.bytes(),
+            now_ms: self.clock.now_ms(),
+        };
+        Ok(request::plan(body, &ctx, resolved)?)
+    }
+
+    /// Progress of a running job.
+    pub fn progress(&self, id: &str) -> Option<u8> {
+        let running = self.running.lock().expect("running map");
+        running
+            .get(id)
+            .map(|c| c.progress.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Validates and stores a new job (blocking). The caller spawns it with [`Self::spawn`].
+    pub fn create(
+        &self,
+        user_id: u32,
+        username: &str,
+        body: CreateRequest,
+        scheduled: bool,
+    ) -> Result<(ExportRecord, bool), CreateError> {
+        let plan = self.plan(&body, None)?;
+        let s = &self.cfg.settings;
+        let live: u64 = self
+            .store
+            .exports()?
+            .iter()
+            .filter(|r| r.deleted_ms.is_none() && r.status == Status::Completed)
+            .filter_map(|r| r.file_size)
+            .sum();
+        if live >= s.exports.storage_quota_mb * 1024 * 1024 {
+            return Err(CreateError::Quota(s.exports.storage_quota_mb));
+        }
+        if let Some(free) = free_mb(&self.dir)
+            && free < s.exports.min_free_disk_mb
+        {
+            return Err(CreateError::DiskFull {
+                free,
+                min: s.exports.min_free_disk_mb,
+            });
+        }
+        let now = self.clock.now_ms();
+        let policy = s.retention.policy(&body.export_type);
+        // A rough guess: 10 s polls, 400 k rows/s on a Pi.
+        let rows = (plan.end_ms - plan.start_ms) / 10_000 * plan.devices.len() as i64;
+        let guess = if plan.aggregation.is_some() {
+            1_000
+        } else {
+            1_000 + rows / 400
+        };
+        let mut rec = ExportRecord {
+            id: new_id(),
+            user_id,
+            username: username.to_owned(),
+            export_type: body.export_type.clone(),
+            format: plan.format,
+            compression: plan.compression,
+            status: Status::Queued,
+            progress: 0,
+            created_ms: now,
+            started_ms: None,
+            completed_ms: None,
+            estimated_ms: Some(now + guess),
+            request: serde_json::Value::Null,
+            file_name: None,
+            file_size: None,
+            record_count: None,
+            checksum_sha256: None,
+            error: None,
+            summary: None,
+            retention_days: policy.retention_days,
+            auto_delete: policy.auto_delete,
+            compliance_hold: policy.compliance_hold,
+            expires_ms: None,
+            notice_sent: false,
+            deleted_ms: None,
+            scheduled,
+        };
+        rec.file_name = Some(file_name(&rec, &plan));
+        let stored = StoredRequest {
+            body,
+            resolved: plan.resolved(),
+        };
+        rec.request =
+            serde_json::to_value(&stored).map_err(|e| store::Error::Corrupt(e.to_string()))?;
+        let limit = s.exports.rate_limit_per_hour;
+        match self.store.export_create(&rec, limit, RATE_WINDOW_MS)? {
+            Ok(()) => Ok((rec, plan.background)),
+            Err((retry_at_ms, count)) => Err(CreateError::RateLimited {
+                retry_at_ms,
+                count,
+                limit,
+            }),
+        }
+    }
+
+    /// Runs job `id` when a slot is free; the handle finishes with the job.
+    pub fn spawn(self: &Arc<Self>, id: String) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = me.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let job = me.clone();
+            let res = tokio::task::spawn_blocking(move || job.run(&id)).await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "export task panicked");
+            }
+        })
+    }
+
+    /// Renders one job (blocking).
+    fn run(&self, id: &str) {
+        let now = self.clock.now_ms();
+        let started = self.store.export_update(id, |r| {
+            if r.status != Status::Queued || r.deleted_ms.is_some() {
+                return false;
+            }
+            r.status = Status::Processing;
+            r.started_ms = Some(now);
+            true
+        });
+        let rec = match started {
+            Ok(Some(r)) if r.status == Status::Processing => r,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, export_id = id, "could not start export");
+                return;
+            }
+        };
+        let ctl = Arc::new(Control::default());
+        self.running
+            .lock()
+            .expect("running map")
+            .insert(id.to_owned(), ctl.clone());
+        let result = self.render(&rec, &ctl);
+        self.running.lock().expect("running map").remove(id);
+        let tmp = self.tmp_path(id);
+        let done = self.clock.now_ms();
+        let update = match result {
+            Ok(out) => {
+                let final_path = self.path_of(&rec);
+                let moved = std::fs::rename(&tmp, &final_path)
+                    .and_then(|()| std::fs::File::open(&self.dir)?.sync_all());
+                if let Err(e) = moved {
+                    let _ = std::fs::remove_file(&tmp);
+                    self.finish(id, Err(format!("could not store the file: {e}")), done)
+                } else {
+                    let kept = self.finish(id, Ok(out), done);
+                    if !matches!(&kept, Ok(Some(r)) if r.status == Status::Completed) {
+                        let _ = std::fs::remove_file(&final_path);
+                    }
+                    kept
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                if matches!(e, RenderError::Cancelled) {
+                    Ok(None)
+                } else {
+                    tracing::warn!(export_id = id, error = %e, "export failed");
+                    self.finish(id, Err(e.to_string()), done)
+                }
+            }
+        };
+        if let Err(e) = update {
+            tracing::error!(error = %e, export_id = id, "could not record the export result");
+        }
+    }
+
+    fn render(&self, rec: &ExportRecord, ctl: &Control) -> Result<render::Rendered, RenderError> {
+        let stored: StoredRequest = serde_json::from_value(rec.request.clone())
+            .map_err(|e| store::Error::Corrupt(e.to_string()))?;
+        let plan = match self.plan(&stored.body, Some(&stored.resolved)) {
+            Ok(p) => p,
+            Err(CreateError::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(RenderError::Formula(e.to_string())),
+        };
+        let s = &self.cfg.settings.exports;
+        let limits = Limits {
+            max_records: s.max_records_per_export,
+            max_bytes: s.max_file_size_mb * 1024 * 1024,
+        };
+        let inner = rec
+            .file_name
+            .clone()
+            .unwrap_or_default()
+            .trim_end_matches(".zip")
+            .to_owned()
+            + if rec.compression == super::Compression::Zip {
+                rec.format.info().extension
+            } else {
+                ""
+            };
+        let meta = render::metadata(
+            &plan,
+            &rec.id,
+            &rfc3339(rec.created_ms),
+            Some(&rec.username),
+        );
+        render::render(
+            &self.store,
+            &plan,
+            &meta,
+            &self.tmp_path(&rec.id),
+            &inner,
+            limits,
+            ctl,
+        )
+    }
+
+    fn finish(
+        &self,
+        id: &str,
+        result: Result<render::Rendered, String>,
+        now: i64,
+    ) -> store::Result<Option<ExportRecord>> {
+        self.store.export_update(id, |r| {
+            if r.status != Status::Processing || r.deleted_ms.is_some() {
+                return false;
+            }
+            r.completed_ms = Some(now);
+            match &result {
+                Ok(out) => {
+                    r.status = Status::Completed;
+                    r.progress = 100;
+                    r.file_size = Some(out.file_size);
+                    r.record_count = Some(out.record_count);
+                    r.checksum_sha256 = Some(out.sha256.clone());
+                    r.summary = Some(out.summary.clone());
+                    r.expires_ms = (r.auto_delete && !r.compliance_hold)
+                        .then(|| now + i64::from(r.retention_days) * DAY_MS);
+                }
+                Err(msg) => {
+                    r.status = Status::Failed;
+                    r.error = Some(msg.clone());
+                }
+            }
+            true
+        })
+    }
+
+    /// Deletes (or cancels) an export: marks the tombstone, stops a running render, removes
+    /// the file. Refused while a compliance hold applies.
+    pub fn delete(&self, id: &str) -> store::Result<Option<ExportRecord>> {
+        let now = self.clock.now_ms();
+        let mut held = false;
+        let rec = self.store.export_update(id, |r| {
+            if r.deleted_ms.is_some() {
+                return false;
+            }
+            if r.compliance_hold && r.status == Status::Completed {
+                held = true;
+                return false;
+            }
+            if matches!(r.status, Status::Queued | Status::Processing) {
+                r.status = Status::Cancelled;
+            }
+            r.deleted_ms = Some(now);
+            true
+        })?;
+        if held {
+            return Err(store::Error::ComplianceHold);
+        }
+        if let Some(c) = self.running.lock().expect("running map").get(id) {
+            c.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(r) = &rec {
+            let _ = std::fs::remove_file(self.path_of(r));
+        }
+        Ok(rec)
+    }
+
+    /// Stops every running render (daemon shutdown); the jobs stay `processing` and run again
+    /// at the next start.
+    pub fn stop_all(&self) {
+        for c in self.running.lock().expect("running map").values() {
+            c.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.slots.close();
+    }
+
+    /// After a start: removes temp files and re-queues jobs that were queued or running.
+    pub fn recover(self: &Arc<Self>) -> store::Result<usize> {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let mut n = 0;
+        for r in self.store.exports()? {
+            if r.deleted_ms.is_none() && matches!(r.status, Status::Queued | Status::Processing) {
+                self.store.export_update(&r.id, |x| {
+                    x.status = Status::Queued;
+                    x.progress = 0;
+                    true
+                })?;
+                self.spawn(r.id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The retention sweep: deletes expired files (marking records `expired`) and writes the
+    /// pre-deletion notice for exports expiring within `notification_before_deletion` hours.
+    /// Returns (expired, notified).
+    pub fn cleanup(&self) -> store::Result<(usize, usize)> {
+        let now = self.clock.now_ms();
+        let notice_ms =
+            i64::from(self.cfg.settings.retention.notification_before_deletion) * 3_600_000;
+        let (mut expired, mut notified) = (0, 0);
+        for r in self.store.exports()? {
+            if r.deleted_ms.is_some() || r.status != Status::Completed {
+                continue;
+            }
+            let Some(exp) = r.expires_ms.filter(|_| r.auto_delete && !r.compliance_hold) else {
+                continue;
+            };
+            if now >= exp {
+                let _ = std::fs::remove_file(self.path_of(&r));
+                self.store.export_update(&r.id, |x| {
+                    x.status = Status::Expired;
+                    true
+                })?;
+                let mut ev = Event::new(EventType::DataDeleted, Severity::Info);
+                ev.resource = Some(format!("export:{}", r.id));
+                ev.details = json!({"export_id": r.id, "filename": r.file_name, "reason": "retention",
+                    "owner": r.username, "expired_at": rfc3339(exp)});
+                self.store.audit_append(&self.audit_key, ev, now)?;
+                expired += 1;
+            } else if notice_ms > 0 && !r.notice_sent && exp - now <= notice_ms {
+                self.store.export_update(&r.id, |x| {
+                    x.notice_sent = true;
+                    true
+                })?;
+                let mut ev = Event::new(EventType::ExportExpiring, Severity::Info);
+                ev.resource = Some(format!("export:{}", r.id));
+                ev.details = json!({"export_id": r.id, "filename": r.file_name, "owner": r.username,
+                    "user_id": r.user_id, "expires_at": rfc3339(exp)});
+                self.store.audit_append(&self.audit_key, ev, now)?;
+                notified += 1;
+            }
+        }
+        Ok((expired, notified))
+    }
+}

@@ -1,0 +1,217 @@
+//! The export engine: a create request becomes a persisted job, rendered off the async runtime
+//! into a file that is written to a temporary name, fsynced, hashed and renamed, then served
+//! until it expires.
+//!
+//! - [`request`]: the create body, validated into a [`request::Plan`].
+//! - [`rows`]: device_data rows from the store: raw readings or 15-minute buckets, filters,
+//!   aggregation, custom fields and privacy.
+//! - [`formula`]: the safe evaluator of custom-field formulas.
+//! - [`render`]: the writers (CSV, JSON; Excel and PDF join later), number and time formatting,
+//!   compression.
+//! - [`jobs`]: the queue, the runner, restart recovery, deletion and expiry cleanup.
+
+pub mod formula;
+pub mod jobs;
+pub mod localtime;
+pub mod render;
+pub mod request;
+pub mod rows;
+
+use serde::{Deserialize, Serialize};
+
+/// Every export type the spec names.
+pub const EXPORT_TYPES: [&str; 5] = [
+    "device_data",
+    "cost_analysis",
+    "system_report",
+    "audit_logs",
+    "configuration",
+];
+
+/// Export types this build renders.
+pub const RENDERED_TYPES: [&str; 1] = ["device_data"];
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// RFC 4180 CSV.
+    Csv,
+    /// `{"metadata":…,"data":[…]}`.
+    Json,
+}
+
+/// Description of a format for `GET /api/exports/formats`.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatInfo {
+    /// The format.
+    pub format: Format,
+    /// Id used in requests.
+    pub id: &'static str,
+    /// Display name.
+    pub name: &'static str,
+    /// One line.
+    pub description: &'static str,
+    /// MIME type of the uncompressed file.
+    pub mime_type: &'static str,
+    /// File extension with the dot.
+    pub extension: &'static str,
+}
+
+/// The formats this build produces.
+pub const FORMATS: [FormatInfo; 2] = [
+    FormatInfo {
+        format: Format::Csv,
+        id: "csv",
+        name: "CSV",
+        description: "Comma-separated values",
+        mime_type: "text/csv",
+        extension: ".csv",
+    },
+    FormatInfo {
+        format: Format::Json,
+        id: "json",
+        name: "JSON",
+        description: "JavaScript Object Notation",
+        mime_type: "application/json",
+        extension: ".json",
+    },
+];
+
+impl Format {
+    /// Parses a format id.
+    pub fn parse(s: &str) -> Option<Self> {
+        FORMATS.iter().find(|f| f.id == s).map(|f| f.format)
+    }
+
+    /// Its description.
+    pub fn info(self) -> &'static FormatInfo {
+        FORMATS
+            .iter()
+            .find(|f| f.format == self)
+            .unwrap_or(&FORMATS[0])
+    }
+}
+
+/// Optional compression of the finished file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain file.
+    #[default]
+    None,
+    /// `.gz`.
+    Gzip,
+    /// `.zip` holding the one file.
+    Zip,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for a free slot.
+    Queued,
+    /// Being rendered.
+    Processing,
+    /// File ready.
+    Completed,
+    /// Rendering failed (see `error`).
+    Failed,
+    /// Deleted while queued or processing.
+    Cancelled,
+    /// Past `expires_at`; the file is gone.
+    Expired,
+}
+
+/// An export job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportRecord {
+    /// Opaque, unguessable id (`exp_` + 24 URL-safe characters).
+    pub id: String,
+    /// Owner.
+    pub user_id: u32,
+    /// Owner's name at creation.
+    pub username: String,
+    /// `device_data`, ….
+    pub export_type: String,
+    /// `csv`, `json`, ….
+    pub format: Format,
+    /// Compression of the file.
+    pub compression: Compression,
+    /// State.
+    pub status: Status,
+    /// 0–100 (100 when completed).
+    pub progress: u8,
+    /// Created, UTC ms.
+    pub created_ms: i64,
+    /// Last start of rendering, UTC ms.
+    pub started_ms: Option<i64>,
+    /// Finished, UTC ms.
+    pub completed_ms: Option<i64>,
+    /// Expected completion, UTC ms.
+    pub estimated_ms: Option<i64>,
+    /// The validated request (devices resolved to ids), rendered again after a restart.
+    pub request: serde_json::Value,
+    /// Download file name.
+    pub file_name: Option<String>,
+    /// Bytes of the finished file.
+    pub file_size: Option<u64>,
+    /// Data rows in the file.
+    pub record_count: Option<u64>,
+    /// SHA-256 of the file, hex.
+    pub checksum_sha256: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Results of aggregate custom fields.
+    pub summary: Option<serde_json::Value>,
+    /// Retention of its type at creation.
+    pub retention_days: u32,
+    /// Removed automatically when expired.
+    pub auto_delete: bool,
+    /// Never removed while held.
+    pub compliance_hold: bool,
+    /// When the file expires (null: kept until deleted).
+    pub expires_ms: Option<i64>,
+    /// The expiry notice was written to the audit log.
+    pub notice_sent: bool,
+    /// Deleted (tombstone: kept so the rate limit counts it), UTC ms.
+    pub deleted_ms: Option<i64>,
+    /// Created by a schedule (not counted by the rate limit).
+    pub scheduled: bool,
+}
+
+impl ExportRecord {
+    /// File name on disk inside the exports directory.
+    pub fn disk_name(&self) -> String {
+        format!("{}{}", self.id, self.suffix())
+    }
+
+    /// Extension including compression, e.g. `.csv.gz`.
+    pub fn suffix(&self) -> String {
+        let ext = self.format.info().extension;
+        match self.compression {
+            Compression::None => ext.to_owned(),
+            Compression::Gzip => format!("{ext}.gz"),
+            Compression::Zip => ".zip".to_owned(),
+        }
+    }
+
+    /// MIME type of the downloaded file.
+    pub fn mime_type(&self) -> &'static str {
+        match self.compression {
+            Compression::None => self.format.info().mime_type,
+            Compression::Gzip => "application/gzip",
+            Compression::Zip => "application/zip",
+        }
+    }
+
+    /// Whether `now_ms` is past expiry.
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.status == Status::Expired
+            || (self.status == Status::Completed
+                && self.auto_delete
+                && !self.compliance_hold
+                && self.expires_ms.is_some_and(|e| now_ms >= e))
+    }
+}

@@ -1,0 +1,1100 @@
+//! The create body of `POST /api/exports/create` (and of `POST /api/exports/preview`), with
+//! every option the spec names, validated into a [`Plan`] the renderer can run without further
+//! checks. Every mistake becomes a [`RequestError`] naming the field.
+
+use super::formula::{Formula, FormulaError};
+use super::{Compression, Format};
+use crate::config::{Exports, Tariff};
+use crate::domain::rollup::{Period, local_midnight};
+use crate::domain::{DeviceId, DeviceType};
+use crate::store::DeviceSummary;
+use chrono_tz::Tz;
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A request the API refuses, with its error code (`VALIDATION_ERROR`, `INVALID_DATE_RANGE`,
+/// `UNSUPPORTED_FORMAT`, …).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> RequestError {
+    RequestError {
+        code: "VALIDATION_ERROR",
+        message: message.into(),
+    }
+}
+
+fn bad_range(message: impl Into<String>) -> RequestError {
+    RequestError {
+        code: "INVALID_DATE_RANGE",
+        message: message.into(),
+    }
+}
+
+/// `date_range`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateRange {
+    /// RFC 3339 time or `YYYY-MM-DD` (local midnight).
+    pub start: Option<String>,
+    /// RFC 3339 time (inclusive) or `YYYY-MM-DD` (inclusive of that whole local day).
+    pub end: Option<String>,
+}
+
+/// `devices`: `"all"` or a list of ids / IPs (a list may hold `"all"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Devices {
+    /// `"all"`.
+    One(String),
+    /// Ids or IPs.
+    List(Vec<String>),
+}
+
+/// `time_of_day` window, `HH:MM`; `end` before `start` wraps midnight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeOfDay {
+    /// Window start (inclusive).
+    pub start: String,
+    /// Window end (exclusive).
+    pub end: String,
+}
+
+/// `filters`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersBody {
+    /// Keep rows with power ≥ this, W.
+    pub min_power: Option<f64>,
+    /// Keep rows with power ≤ this, W.
+    pub max_power: Option<f64>,
+    /// `on` and/or `off`.
+    pub device_states: Option<Vec<String>>,
+    /// Drop rows whose power is more than 3 standard deviations from the device's mean.
+    pub exclude_outliers: Option<bool>,
+    /// Local time-of-day window.
+    pub time_of_day: Option<TimeOfDay>,
+    /// ISO weekdays 1 (Monday) – 7 (Sunday).
+    pub days_of_week: Option<Vec<u8>>,
+}
+
+/// `options`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionsBody {
+    /// Header row in CSV (default true).
+    pub include_headers: Option<bool>,
+    /// IANA zone of timestamps and local days (default: the daemon's).
+    pub timezone: Option<String>,
+    /// Round numbers to this many decimals when rendering (0–9).
+    pub decimal_places: Option<u8>,
+    /// CSV delimiter, one character (default `,`).
+    pub delimiter: Option<String>,
+    /// `gzip`, `zip` or `none`.
+    pub compression: Option<String>,
+}
+
+/// One `custom_fields` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomFieldBody {
+    /// Column or summary name.
+    pub name: String,
+    /// Formula (see `export::formula`).
+    pub formula: String,
+    /// Unit shown in metadata.
+    pub unit: Option<String>,
+}
+
+/// `privacy_options`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyBody {
+    /// Zero the host part of device IPs (IPv4 last octet).
+    pub anonymize_ip_addresses: Option<bool>,
+    /// Replace device ids and names with keyed hashes (stable per install).
+    pub hash_device_identifiers: Option<bool>,
+    /// Leave user names and ids out of the file's metadata.
+    pub exclude_user_data: Option<bool>,
+    /// Leave device coordinates out of the file.
+    pub remove_location_data: Option<bool>,
+}
+
+/// `performance_options`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceBody {
+    /// Accepted for compatibility; kasad always streams.
+    pub chunk_size: Option<u64>,
+    /// `true` → gzip.
+    pub compression: Option<bool>,
+    /// `false` → create waits and returns the finished job.
+    pub background_processing: Option<bool>,
+    /// Accepted for compatibility; finished files are kept until they expire.
+    pub cache_results: Option<bool>,
+}
+
+/// The body of `POST /api/exports/create`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// `device_data`, `cost_analysis`, `system_report`, `audit_logs`, `configuration`.
+    pub export_type: String,
+    /// `csv`, `json`, ….
+    pub format: String,
+    /// Time range (default: the last 7 days).
+    pub date_range: Option<DateRange>,
+    /// Devices (default: all).
+    pub devices: Option<Devices>,
+    /// Columns (default: all fields).
+    pub fields: Option<Vec<String>>,
+    /// `raw`, `hourly`, `daily`, `weekly`, `monthly`.
+    pub aggregation: Option<String>,
+    /// Field → `average`, `sum`, `min`, `max`, `first`, `last`, `count`.
+    pub aggregation_functions: Option<BTreeMap<String, String>>,
+    /// Row filters.
+    pub filters: Option<FiltersBody>,
+    /// Rendering options.
+    pub options: Option<OptionsBody>,
+    /// Formulas.
+    pub custom_fields: Option<Vec<CustomFieldBody>>,
+    /// Privacy transforms.
+    pub privacy_options: Option<PrivacyBody>,
+    /// Compression and background processing.
+    pub performance_options: Option<PerformanceBody>,
+    /// cost_analysis (tariff issue).
+    pub grouping: Option<serde_json::Value>,
+    /// cost_analysis / Excel (formats issue).
+    pub include_charts: Option<serde_json::Value>,
+    /// cost_analysis (tariff issue).
+    pub breakdown_by: Option<serde_json::Value>,
+    /// system_report (formats issue).
+    pub report_sections: Option<serde_json::Value>,
+    /// audit_logs (formats issue).
+    pub event_types: Option<serde_json::Value>,
+    /// audit_logs (formats issue).
+    pub severity_levels: Option<serde_json::Value>,
+    /// audit_logs (formats issue).
+    pub users: Option<serde_json::Value>,
+}
+
+/// A device_data column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// Reading time or period start.
+    Timestamp,
+    /// Device IP.
+    DeviceIp,
+    /// Device id.
+    DeviceId,
+    /// Device name.
+    DeviceName,
+    /// A numeric value, index into [`VALUE_FIELDS`].
+    Value(usize),
+}
+
+/// Numeric fields: name, title, description, unit, stored decimals, default aggregation.
+pub const VALUE_FIELDS: [(&str, &str, &str, &str, u8, Agg); 7] = [
+    (
+        "power_w",
+        "Power (Watts)",
+        "Power draw: the reading, or the mean over the row's period",
+        "W",
+        3,
+        Agg::Average,
+    ),
+    (
+        "energy_kwh",
+        "Energy (kWh)",
+        "Energy used in the row's interval or period, from the device's own counter (not cumulative)",
+        "kWh",
+        6,
+        Agg::Sum,
+    ),
+    (
+        "voltage",
+        "Voltage (Volts)",
+        "Mains voltage: the reading, or the mean over the period",
+        "V",
+        3,
+        Agg::Average,
+    ),
+    (
+        "current",
+        "Current (Amps)",
+        "Current: the reading, or the mean over the period",
+        "A",
+        3,
+        Agg::Average,
+    ),
+    (
+        "cost",
+        "Cost",
+        "Cost of the row's energy at the configured price (not cumulative)",
+        "currency",
+        4,
+        Agg::Sum,
+    ),
+    (
+        "total_kwh",
+        "Total energy (kWh)",
+        "The device's cumulative energy counter at the end of the row (resets when the device does)",
+        "kWh",
+        6,
+        Agg::Last,
+    ),
+    (
+        "is_on",
+        "Relay on",
+        "Relay state: the reading, or on at any time in the period",
+        "",
+        0,
+        Agg::Max,
+    ),
+];
+
+/// Index of `is_on` in [`VALUE_FIELDS`].
+pub const IS_ON: usize = 6;
+/// Index of `energy_kwh`.
+pub const ENERGY: usize = 1;
+/// Index of `power_w`.
+pub const POWER: usize = 0;
+
+/// Text fields: name, title, description.
+pub const TEXT_FIELDS: [(&str, &str, &str); 4] = [
+    (
+        "timestamp",
+        "Timestamp",
+        "Reading time, or the start of the period, in the export's time zone (RFC 3339)",
+    ),
+    ("device_ip", "Device IP", "The device's address"),
+    (
+        "device_id",
+        "Device ID",
+        "Stable device id (strip outlets: the outlet's id)",
+    ),
+    ("device_name", "Device name", "Name set in the Kasa app"),
+];
+
+impl Field {
+    /// Parses a field name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "timestamp" => Field::Timestamp,
+            "device_ip" => Field::DeviceIp,
+            "device_id" => Field::DeviceId,
+            "device_name" => Field::DeviceName,
+            _ => Field::Value(VALUE_FIELDS.iter().position(|f| f.0 == s)?),
+        })
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Timestamp => "timestamp",
+            Field::DeviceIp => "device_ip",
+            Field::DeviceId => "device_id",
+            Field::DeviceName => "device_name",
+            Field::Value(i) => VALUE_FIELDS[i].0,
+        }
+    }
+}
+
+fn all_field_names() -> Vec<&'static str> {
+    TEXT_FIELDS
+        .iter()
+        .map(|f| f.0)
+        .chain(VALUE_FIELDS.iter().map(|f| f.0))
+        .collect()
+}
+
+/// An aggregation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    /// Mean (power, voltage, current: over the readings).
+    Average,
+    /// Sum.
+    Sum,
+    /// Smallest.
+    Min,
+    /// Largest.
+    Max,
+    /// First value in the period.
+    First,
+    /// Last value in the period.
+    Last,
+    /// Number of values.
+    Count,
+}
+
+impl Agg {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "average" | "avg" | "mean" => Agg::Average,
+            "sum" => Agg::Sum,
+            "min" => Agg::Min,
+            "max" => Agg::Max,
+            "first" => Agg::First,
+            "last" => Agg::Last,
+            "count" => Agg::Count,
+            _ => return None,
+        })
+    }
+}
+
+/// Validated filters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    /// W.
+    pub min_power: Option<f64>,
+    /// W.
+    pub max_power: Option<f64>,
+    /// Keep rows whose relay is on.
+    pub keep_on: bool,
+    /// Keep rows whose relay is off.
+    pub keep_off: bool,
+    /// 3-sigma outlier removal on power, per device.
+    pub exclude_outliers: bool,
+    /// Local minutes of day `[start, end)`; wraps when end ≤ start.
+    pub time_of_day: Option<(u32, u32)>,
+    /// Bit `d` set = ISO weekday `d` kept.
+    pub days_mask: u8,
+}
+
+impl Filters {
+    /// Whether a row with this local minute-of-day and weekday passes the time filters.
+    pub fn time_ok(&self, minute: u32, weekday: u32) -> bool {
+        if self.days_mask & (1 << weekday) == 0 {
+            return false;
+        }
+        match self.time_of_day {
+            None => true,
+            Some((s, e)) if s < e => minute >= s && minute < e,
+            Some((s, e)) => minute >= s || minute < e,
+        }
+    }
+
+    /// Whether a row with this power and relay state passes the value filters.
+    pub fn value_ok(&self, power_w: Option<f64>, on: bool) -> bool {
+        if (on && !self.keep_on) || (!on && !self.keep_off) {
+            return false;
+        }
+        match power_w {
+            Some(p) => {
+                self.min_power.is_none_or(|m| p >= m) && self.max_power.is_none_or(|m| p <= m)
+            }
+            None => self.min_power.is_none() && self.max_power.is_none(),
+        }
+    }
+
+    /// Whether any time filter is set.
+    pub fn has_time(&self) -> bool {
+        self.time_of_day.is_some() || self.days_mask != 0b1111_1110
+    }
+}
+
+/// A device as it appears in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceMeta {
+    /// Stored id (for the store scan).
+    pub id: DeviceId,
+    /// Rendered id (hashed when asked).
+    pub shown_id: String,
+    /// Rendered IP (anonymised when asked).
+    pub ip: String,
+    /// Rendered name (hashed when asked).
+    pub name: String,
+    /// Rated power, W (config), for formulas.
+    pub rated_power: Option<f64>,
+    /// Model, for metadata.
+    pub model: String,
+    /// Coordinates, unless removed.
+    pub location: Option<(f64, f64)>,
+}
+
+/// A custom field, parsed.
+#[derive(Debug)]
+pub struct Custom {
+    /// Name.
+    pub name: String,
+    /// Formula text.
+    pub text: String,
+    /// Unit.
+    pub unit: Option<String>,
+    /// Parsed formula.
+    pub formula: Formula,
+}
+
+/// Formula variable names in the order of [`super::rows::formula_values`].
+pub const FORMULA_VARS: [&str; 10] = [
+    "power_w",
+    "energy_kwh",
+    "voltage",
+    "current",
+    "cost",
+    "total_kwh",
+    "is_on",
+    "rated_power",
+    "price_per_kwh",
+    "device_id",
+];
+
+/// A validated device_data export.
+#[derive(Debug)]
+pub struct Plan {
+    /// Output format.
+    pub format: Format,
+    /// Compression.
+    pub compression: Compression,
+    /// Devices in output order.
+    pub devices: Vec<DeviceMeta>,
+    /// Range start, UTC ms (inclusive).
+    pub start_ms: i64,
+    /// Range end, UTC ms (exclusive).
+    pub end_ms: i64,
+    /// Zone of timestamps and local periods.
+    pub tz: Tz,
+    /// Columns.
+    pub fields: Vec<Field>,
+    /// `None` = raw readings.
+    pub aggregation: Option<Period>,
+    /// Name as requested (`raw`, `hourly`, …).
+    pub aggregation_name: String,
+    /// Function per value field.
+    pub functions: [Agg; 7],
+    /// Filters.
+    pub filters: Filters,
+    /// CSV header row.
+    pub include_headers: bool,
+    /// Rounding at render time.
+    pub decimal_places: Option<u8>,
+    /// CSV delimiter byte.
+    pub delimiter: u8,
+    /// Row formulas (extra columns).
+    pub row_fields: Vec<Custom>,
+    /// Aggregate formulas (summary).
+    pub aggregate_fields: Vec<Custom>,
+    /// Leave user data out of metadata.
+    pub exclude_user_data: bool,
+    /// Price of a kWh.
+    pub price_per_kwh: f64,
+    /// Currency code.
+    pub currency: String,
+    /// Wait for the result in the create call.
+    pub background: bool,
+}
+
+/// What planning needs besides the body.
+#[derive(Debug)]
+pub struct PlanCtx<'a> {
+    /// Stored devices.
+    pub devices: &'a [DeviceSummary],
+    /// Daemon time zone.
+    pub default_tz: Tz,
+    /// Limits.
+    pub limits: &'a Exports,
+    /// Price.
+    pub tariff: &'a Tariff,
+    /// Key for hashed identifiers.
+    pub privacy_key: &'a [u8],
+    /// Now, UTC ms.
+    pub now_ms: i64,
+}
+
+/// Parses RFC 3339, or a date (local midnight in `tz`, or the next midnight when `end_of_day`).
+pub fn parse_time(field: &str, s: &str, tz: Tz, end_of_day: bool) -> Result<i64, RequestError> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis() + i64::from(end_of_day));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let d = if end_of_day {
+            d.succ_opt()
+                .ok_or_else(|| bad(format!("{field}: date out of range")))?
+        } else {
+            d
+        };
+        return Ok(local_midnight(d, tz));
+    }
+    Err(RequestError {
+        code: "INVALID_DATE",
+        message: format!(
+            "{field} must be an RFC 3339 time (2026-11-25T10:00:00Z) or a date (2026-11-25), got {s:?}"
+        ),
+    })
+}
+
+fn parse_hhmm(field: &str, s: &str) -> Result<u32, RequestError> {
+    let err = || bad(format!("{field} must be HH:MM (00:00–24:00), got {s:?}"));
+    let (h, m) = s.split_once(':').ok_or_else(err)?;
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| err())?, m.parse().map_err(|_| err())?);
+    if m > 59 || h > 24 || (h == 24 && m > 0) {
+        return Err(err());
+    }
+    Ok(h * 60 + m)
+}
+
+/// Keyed, stable pseudonym of an identifier.
+pub fn pseudonym(key: &[u8], kind: &str, value: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(kind.as_bytes());
+    mac.update(b"\0");
+    mac.update(value.as_bytes());
+    let out = mac.finalize().into_bytes();
+    out[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Zeroes the host part of an address: IPv4 last octet, IPv6 last 80 bits.
+pub fn anonymize_ip(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0", o[0], o[1], o[2])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let mut s = v6.segments();
+            s[3..].iter_mut().for_each(|x| *x = 0);
+            std::net::Ipv6Addr::from(s).to_string()
+        }
+        Err(_) => "anonymized".into(),
+    }
+}
+
+/// The stored devices a `devices` value selects, in a stable order (by name, then id). A strip
+/// (by id or IP) selects its outlets; `"all"` selects every device that has readings of its
+/// own (plugs and outlets).
+pub fn select_devices<'a>(
+    sel: Option<&Devices>,
+    all: &'a [DeviceSummary],
+) -> Result<Vec<&'a DeviceSummary>, RequestError> {
+    let leaves = |d: &&DeviceSummary| d.record.info.device_type != DeviceType::Strip;
+    let wanted: Vec<String> = match sel {
+        None => vec!["all".into()],
+        Some(Devices::One(s)) => vec![s.clone()],
+        Some(Devices::List(v)) => v.clone(),
+    };
+    if wanted.is_empty() {
+        return Err(bad(
+            "devices: list at least one device id or IP, or \"all\"",
+        ));
+    }
+    let mut out: Vec<&DeviceSummary> = Vec::new();
+    for w in &wanted {
+        let w = w.trim();
+        let hits: Vec<&DeviceSummary> = if w.eq_ignore_ascii_case("all") {
+            all.iter().filter(leaves).collect()
+        } else {
+            let direct: Vec<&DeviceSummary> = all
+                .iter()
+                .filter(|d| d.record.info.device_id.as_str() == w || d.record.info.ip() == w)
+                .collect();
+            let parents: Vec<&DeviceId> = direct
+                .iter()
+                .filter(|d| d.record.info.device_type == DeviceType::Strip)
+                .map(|d| &d.record.info.device_id)
+                .collect();
+            all.iter()
+                .filter(|d| {
+                    (direct.iter().any(|x| std::ptr::eq(*x, *d)) && leaves(d))
+                        || d.record
+                            .info
+                            .parent_id
+                            .as_ref()
+                            .is_some_and(|p| parents.contains(&p))
+                })
+                .collect()
+        };
+        if hits.is_empty() {
+            return Err(RequestError {
+                code: "DEVICE_NOT_FOUND",
+                message: format!("devices: no known device has the id or IP {w:?}"),
+            });
+        }
+        for h in hits {
+            if !out.iter().any(|o| std::ptr::eq(*o, h)) {
+                out.push(h);
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (
+            a.record.info.name.as_str(),
+            a.record.info.device_id.as_str(),
+        )
+            .cmp(&(
+                b.record.info.name.as_str(),
+                b.record.info.device_id.as_str(),
+            ))
+    });
+    Ok(out)
+}
+
+fn tz_of(req: &CreateRequest, default: Tz) -> Result<Tz, RequestError> {
+    match req.options.as_ref().and_then(|o| o.timezone.as_deref()) {
+        Some(t) => t.parse().map_err(|_| RequestError {
+            code: "INVALID_TIMEZONE",
+            message: format!("options.timezone: unknown IANA time zone {t:?}"),
+        }),
+        None => Ok(default),
+    }
+}
+
+/// The absolute range of a request: `[start, end)` in UTC ms.
+pub fn resolve_range(
+    req: &CreateRequest,
+    tz: Tz,
+    limits: &Exports,
+    now_ms: i64,
+) -> Result<(i64, i64), RequestError> {
+    let dr = req.date_range.clone().unwrap_or_default();
+    let end = match &dr.end {
+        Some(s) => parse_time("date_range.end", s, tz, true)?,
+        None => now_ms + 1,
+    };
+    let start = match &dr.start {
+        Some(s) => parse_time("date_range.start", s, tz, false)?,
+        None => end - 7 * 86_400_000,
+    };
+    if start >= end {
+        return Err(bad_range("Start date must be before end date"));
+    }
+    let days = (end - start) as f64 / 86_400_000.0;
+    let max = f64::from(limits.max_date_range_days);
+    // A local range of N whole days can be up to an hour longer across a DST change.
+    if days > max + 1.0 / 24.0 {
+        return Err(bad_range(format!(
+            "The date range spans {:.1} days; at most {} days are allowed",
+            days, limits.max_date_range_days
+        )));
+    }
+    Ok((start, end))
+}
+
+/// Format and compression of a request (all export types).
+pub fn format_of(req: &CreateRequest) -> Result<(Format, Compression), RequestError> {
+    let format = Format::parse(&req.format).ok_or_else(|| RequestError {
+        code: "UNSUPPORTED_FORMAT",
+        message: if ["excel", "pdf"].contains(&req.format.as_str()) {
+            format!(
+                "format {:?} is not available in this version; use csv or json",
+                req.format
+            )
+        } else {
+            format!("format must be one of csv, json; got {:?}", req.format)
+        },
+    })?;
+    let explicit = req.options.as_ref().and_then(|o| o.compression.as_deref());
+    let compression = match explicit {
+        Some("gzip") => Compression::Gzip,
+        Some("zip") => Compression::Zip,
+        Some("none") => Compression::None,
+        Some(other) => {
+            return Err(bad(format!(
+                "options.compression must be gzip, zip or none, got {other:?}"
+            )));
+        }
+        None if req
+            .performance_options
+            .as_ref()
+            .and_then(|p| p.compression)
+            .unwrap_or(false) =>
+        {
+            Compression::Gzip
+        }
+        None => Compression::None,
+    };
+    Ok((format, compression))
+}
+
+/// Checks the export type; only [`super::RENDERED_TYPES`] are produced by this build.
+pub fn check_type(req: &CreateRequest) -> Result<(), RequestError> {
+    if !super::EXPORT_TYPES.contains(&req.export_type.as_str()) {
+        return Err(bad(format!(
+            "export_type must be one of {}; got {:?}",
+            super::EXPORT_TYPES.join(", "),
+            req.export_type
+        )));
+    }
+    if !super::RENDERED_TYPES.contains(&req.export_type.as_str()) {
+        return Err(RequestError {
+            code: "UNSUPPORTED_EXPORT_TYPE",
+            message: format!(
+                "export_type {:?} is not available in this version; use device_data",
+                req.export_type
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn parse_filters(f: Option<&FiltersBody>) -> Result<Filters, RequestError> {
+    let mut out = Filters {
+        keep_on: true,
+        keep_off: true,
+        days_mask: 0b1111_1110,
+        ..Filters::default()
+    };
+    let Some(f) = f else { return Ok(out) };
+    for (k, v) in [("min_power", f.min_power), ("max_power", f.max_power)] {
+        if v.is_some_and(|x| !x.is_finite()) {
+            return Err(bad(format!("filters.{k} must be a number")));
+        }
+    }
+    if let (Some(a), Some(b)) = (f.min_power, f.max_power)
+        && a > b
+    {
+        return Err(bad("filters.min_power must not exceed filters.max_power"));
+    }
+    out.min_power = f.min_power;
+    out.max_power = f.max_power;
+    if let Some(states) = &f.device_states {
+        out.keep_on = false;
+        out.keep_off = false;
+        for s in states {
+            match s.to_ascii_lowercase().as_str() {
+                "on" => out.keep_on = true,
+                "off" => out.keep_off = true,
+                _ => {
+                    return Err(bad(format!(
+                        "filters.device_states: use \"on\" and/or \"off\", got {s:?}"
+                    )));
+                }
+            }
+        }
+    }
+    out.exclude_outliers = f.exclude_outliers.unwrap_or(false);
+    if let Some(t) = &f.time_of_day {
+        let s = parse_hhmm("filters.time_of_day.start", &t.start)?;
+        let e = parse_hhmm("filters.time_of_day.end", &t.end)?;
+        if s == e {
+            return Err(bad(
+                "filters.time_of_day: start and end are equal; omit the filter to keep the whole day",
+            ));
+        }
+        out.time_of_day = Some((s, e));
+    }
+    if let Some(days) = &f.days_of_week {
+        if days.is_empty() {
+            return Err(bad(
+                "filters.days_of_week: list at least one day (1 = Monday … 7 = Sunday)",
+            ));
+        }
+        out.days_mask = 0;
+        for d in days {
+            if !(1..=7).contains(d) {
+                return Err(bad(format!(
+                    "filters.days_of_week: {d} is not an ISO weekday (1 = Monday … 7 = Sunday)"
+                )));
+            }
+            out.days_mask |= 1 << d;
+        }
+    }
+    Ok(out)
+}
+
+fn parse_customs(
+    list: Option<&Vec<CustomFieldBody>>,
+    taken: &[&str],
+) -> Result<(Vec<Custom>, Vec<Custom>), RequestError> {
+    let (mut rows, mut aggs) = (Vec::new(), Vec::new());
+    let list = list.map(Vec::as_slice).unwrap_or_default();
+    if list.len() > 20 {
+        return Err(bad("custom_fields: at most 20 custom fields"));
+    }
+    let mut names: Vec<&str> = taken.to_vec();
+    for (i, c) in list.iter().enumerate() {
+        let ok_name = !c.name.is_empty()
+            && c.name.len() <= 64
+            && c.name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ' ' || ch == '-');
+        if !ok_name {
+            return Err(bad(format!(
+                "custom_fields[{i}].name must be 1–64 letters, digits, spaces, '_' or '-'"
+            )));
+        }
+        if names.contains(&c.name.as_str()) {
+            return Err(bad(format!(
+                "custom_fields[{i}].name {:?} is already a column",
+                c.name
+            )));
+        }
+        names.push(&c.name);
+        let resolve = |v: &str| FORMULA_VARS.iter().position(|n| *n == v);
+        let formula = Formula::parse(&c.formula, &resolve).map_err(|e: FormulaError| {
+            bad(format!(
+                "custom_fields[{i}].formula: {e} (variables: {})",
+                FORMULA_VARS.join(", ")
+            ))
+        })?;
+        let custom = Custom {
+            name: c.name.clone(),
+            text: c.formula.clone(),
+            unit: c.unit.clone(),
+            formula,
+        };
+        if custom.formula.is_aggregate() {
+            aggs.push(custom);
+        } else {
+            rows.push(custom);
+        }
+    }
+    Ok((rows, aggs))
+}
+
+/// Validates a device_data request. `resolved` carries the device ids and range fixed at
+/// creation, so a job rendered after a restart exports exactly what was asked.
+pub fn plan(
+    req: &CreateRequest,
+    ctx: &PlanCtx<'_>,
+    resolved: Option<&Resolved>,
+) -> Result<Plan, RequestError> {
+    check_type(req)?;
+    let (format, compression) = format_of(req)?;
+    let tz = tz_of(req, ctx.default_tz)?;
+    let (start_ms, end_ms) = match resolved {
+        Some(r) => (r.start_ms, r.end_ms),
+        None => resolve_range(req, tz, ctx.limits, ctx.now_ms)?,
+    };
+    let selected: Vec<&DeviceSummary> = match resolved {
+        Some(r) => r
+            .device_ids
+            .iter()
+            .filter_map(|id| {
+                ctx.devices
+                    .iter()
+                    .find(|d| d.record.info.device_id.as_str() == id)
+            })
+            .collect(),
+        None => select_devices(req.devices.as_ref(), ctx.devices)?,
+    };
+    let fields: Vec<Field> = match &req.fields {
+        None => all_field_names()
+            .iter()
+            .filter_map(|f| Field::parse(f))
+            .collect(),
+        Some(list) if list.is_empty() => return Err(bad("fields: list at least one field")),
+        Some(list) => list
+            .iter()
+            .map(|f| {
+                Field::parse(f).ok_or_else(|| {
+                    bad(format!(
+                        "fields: unknown field {f:?}; known fields: {}",
+                        all_field_names().join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let agg_name = req.aggregation.clone().unwrap_or_else(|| "raw".into());
+    let aggregation = match agg_name.as_str() {
+        "raw" => None,
+        "15m" | "quarter_hourly" => Some(Period::Quarter),
+        "hourly" => Some(Period::Hour),
+        "daily" => Some(Period::Day),
+        "weekly" => Some(Period::Week),
+        "monthly" => Some(Period::Month),
+        other => {
+            return Err(bad(format!(
+                "aggregation must be raw, 15m, hourly, daily, weekly or monthly; got {other:?}"
+            )));
+        }
+    };
+    let mut functions = VALUE_FIELDS.map(|f| f.5);
+    for (field, func) in req.aggregation_functions.iter().flatten() {
+        let i = VALUE_FIELDS
+            .iter()
+            .position(|f| f.0 == field)
+            .ok_or_else(|| {
+                bad(format!(
+                    "aggregation_functions: {field:?} is not a numeric field ({})",
+                    VALUE_FIELDS.map(|f| f.0).join(", ")
+                ))
+            })?;
+        functions[i] = Agg::parse(func).ok_or_else(|| {
+            bad(format!(
+                "aggregation_functions.{field}: use average, sum, min, max, first, last or count; got {func:?}"
+            ))
+        })?;
+    }
+    let filters = parse_filters(req.filters.as_ref())?;
+    let opts = req.options.clone().unwrap_or_default();
+    if opts.decimal_places.is_some_and(|d| d > 9) {
+        return Err(bad("options.decimal_places must be between 0 and 9"));
+    }
+    let delimiter = match opts.delimiter.as_deref() {
+        None => b',',
+        Some("\\t") => b'\t',
+        Some(d) if d.len() == 1 && !matches!(d, "\"" | "\r" | "\n") && d.is_ascii() => {
+            d.as_bytes()[0]
+        }
+        Some(d) => {
+            return Err(bad(format!(
+                "options.delimiter must be one ASCII character other than a quote or line break, got {d:?}"
+            )));
+        }
+    };
+    let taken: Vec<&str> = all_field_names();
+    let (row_fields, aggregate_fields) = parse_customs(req.custom_fields.as_ref(), &taken)?;
+    let privacy = req.privacy_options.clone().unwrap_or_default();
+    let (anon, hash, no_loc) = (
+        privacy.anonymize_ip_addresses.unwrap_or(false),
+        privacy.hash_device_identifiers.unwrap_or(false),
+        privacy.remove_location_data.unwrap_or(false),
+    );
+    let devices = selected
+        .iter()
+        .map(|d| {
+            let i = &d.record.info;
+            let rated = [i.device_id.as_str(), i.ip(), i.name.as_str()]
+                .iter()
+                .find_map(|k| ctx.limits.rated_power.get(*k).copied());
+            DeviceMeta {
+                id: i.device_id.clone(),
+                shown_id: if hash {
+                    pseudonym(ctx.privacy_key, "id", i.device_id.as_str())
+                } else {
+                    i.device_id.to_string()
+                },
+                ip: if anon {
+                    anonymize_ip(i.ip())
+                } else {
+                    i.ip().to_owned()
+                },
+                name: if hash {
+                    format!("Device {}", pseudonym(ctx.privacy_key, "name", &i.name))
+                } else {
+                    i.name.clone()
+                },
+                rated_power: rated,
+                model: i.model.clone(),
+                location: if no_loc {
+                    None
+                } else {
+                    i.latitude.zip(i.longitude)
+                },
+            }
+        })
+        .collect();
+    Ok(Plan {
+        format,
+        compression,
+        devices,
+        start_ms,
+        end_ms,
+        tz,
+        fields,
+        aggregation,
+        aggregation_name: agg_name,
+        functions,
+        filters,
+        include_headers: opts.include_headers.unwrap_or(true),
+        decimal_places: opts.decimal_places,
+        delimiter,
+        row_fields,
+        aggregate_fields,
+        exclude_user_data: privacy.exclude_user_data.unwrap_or(false),
+        price_per_kwh: ctx.tariff.price_per_kwh,
+        currency: ctx.tariff.currency.clone(),
+        background: req
+            .performance_options
+            .as_ref()
+            .and_then(|p| p.background_processing)
+            .unwrap_or(true),
+    })
+}
+
+/// What creation fixed: device ids and the absolute range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// Device ids in output order.
+    pub device_ids: Vec<String>,
+    /// Range start, UTC ms.
+    pub start_ms: i64,
+    /// Range end (exclusive), UTC ms.
+    pub end_ms: i64,
+}
+
+/// What a job stores: the body as sent and what creation resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRequest {
+    /// The create body.
+    pub body: CreateRequest,
+    /// Fixed at creation.
+    pub resolved: Resolved,
+}
+
+impl Plan {
+    /// The resolution to store with the job.
+    pub fn resolved(&self) -> Resolved {
+        Resolved {
+            device_ids: self.devices.iter().map(|d| d.id.to_string()).collect(),
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_of_day_windows_wrap_midnight() {
+        let mut f = parse_filters(None).unwrap();
+        f.time_of_day = Some((22 * 60, 6 * 60));
+        assert!(f.time_ok(23 * 60, 1));
+        assert!(f.time_ok(60, 1));
+        assert!(!f.time_ok(12 * 60, 1));
+        f.time_of_day = Some((6 * 60, 22 * 60));
+        assert!(f.time_ok(6 * 60, 3) && !f.time_ok(22 * 60, 3));
+    }
+
+    #[test]
+    fn days_of_week_are_iso() {
+        let body = FiltersBody {
+            days_of_week: Some(vec![1, 2, 3, 4, 5]),
+            ..Default::default()
+        };
+        let f = parse_filters(Some(&body)).unwrap();
+        assert!(f.time_ok(0, 1) && f.time_ok(0, 5));
+        assert!(!f.time_ok(0, 6) && !f.time_ok(0, 7));
+        let bad = FiltersBody {
+            days_of_week: Some(vec![0]),
+            ..Default::default()
+        };
+        assert!(
+            parse_filters(Some(&bad))
+                .unwrap_err()
+                .message
+                .contains("ISO weekday")
+        );
+    }
+
+    #[test]
+    fn ips_are_anonymized_and_ids_pseudonymized_stably() {
+        assert_eq!(anonymize_ip("192.168.1.100"), "192.168.1.0");
+        assert_eq!(anonymize_ip("fe80::1:2:3:4"), "fe80::");
+        let a = pseudonym(b"k", "id", "800611");
+        assert_eq!(a, pseudonym(b"k", "id", "800611"));
+        assert_ne!(a, pseudonym(b"other", "id", "800611"));
+        assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn date_only_end_includes_the_whole_local_day() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let s = parse_time("s", "2024-03-10", ny, false).unwrap();
+        let e = parse_time("e", "2024-03-10", ny, true).unwrap();
+        assert_eq!(e - s, 23 * 3_600_000, "spring-forward day has 23 hours");
+        let t = parse_time("e", "2024-01-31T23:59:59Z", Tz::UTC, true).unwrap();
+        assert_eq!(t % 1000, 1, "an RFC 3339 end is inclusive");
+    }
+}

@@ -1,0 +1,340 @@
+//! device_data rows from the store, streamed: per device, raw readings (or, for aggregated
+//! exports, the stored 15-minute buckets) become sub-rows; filters drop sub-rows; aggregation
+//! folds them into local hours, days, weeks or months; the devices' streams are merged by
+//! time. Memory is O(devices), whatever the range.
+//!
+//! Rules (documented in the README):
+//! - Raw exports have one row per reading; `energy_kwh` and `cost` are the energy of the
+//!   interval since the previous reading, from the device's counter.
+//! - Aggregated exports are built from the 15-minute buckets, so energy across gaps is spread
+//!   exactly as the rollups spread it. Filters then apply per bucket (its mean power, whether
+//!   the relay was on in it, its local start time); `first`/`last` take the first/last bucket.
+//! - `exclude_outliers` drops rows whose power lies more than 3 standard deviations from
+//!   that device's mean power over the rows the other filters kept (z-score, two passes).
+
+use super::localtime::TzCache;
+use super::request::{Agg, ENERGY, IS_ON, POWER, Plan};
+use crate::domain::Bucket;
+use crate::domain::rollup::period_start;
+use crate::store::{self, RawRow, Store};
+
+/// Number of numeric fields ([`super::request::VALUE_FIELDS`]).
+pub const NV: usize = 7;
+const COST: usize = 4;
+const VOLTAGE: usize = 2;
+const CURRENT: usize = 3;
+const TOTAL: usize = 5;
+
+/// One field of a sub-row: its value (mean) and what aggregation needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Val {
+    /// Value (mean over the samples of a bucket).
+    pub mean: f64,
+    /// Smallest sample.
+    pub min: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Sum of samples.
+    pub sum: f64,
+    /// Number of samples.
+    pub n: f64,
+}
+
+impl Val {
+    fn one(v: f64) -> Self {
+        Self {
+            mean: v,
+            min: v,
+            max: v,
+            sum: v,
+            n: 1.0,
+        }
+    }
+}
+
+/// A reading or one 15-minute bucket of one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sub {
+    /// Reading time or bucket start, UTC ms.
+    pub ts_ms: i64,
+    /// Device index in the plan.
+    pub dev: usize,
+    /// Fields by [`super::request::VALUE_FIELDS`] index.
+    pub vals: [Option<Val>; NV],
+}
+
+/// An output row in display units, unrounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Reading time or period start, UTC ms.
+    pub ts_ms: i64,
+    /// Device index in the plan.
+    pub dev: usize,
+    /// Fields by [`super::request::VALUE_FIELDS`] index.
+    pub vals: [Option<f64>; NV],
+}
+
+fn raw_sub(r: &RawRow, dev: usize, price: f64) -> Sub {
+    let g = &r.reading;
+    let metered = g.power_mw.is_some() || g.counter_wh.is_some();
+    let milli = |v: Option<i64>| v.map(|x| Val::one(x as f64 / 1000.0));
+    let energy = metered.then(|| r.energy_wh as f64 / 1000.0);
+    Sub {
+        ts_ms: g.ts_ms,
+        dev,
+        vals: [
+            milli(g.power_mw),
+            energy.map(Val::one),
+            milli(g.voltage_mv),
+            milli(g.current_ma),
+            energy.map(|e| Val::one(e * price)),
+            milli(g.counter_wh),
+            Some(Val::one(if g.relay_on { 1.0 } else { 0.0 })),
+        ],
+    }
+}
+
+fn bucket_sub(b: &Bucket, dev: usize, price: f64) -> Sub {
+    let n = f64::from(b.meter_samples);
+    let stat = |s: &crate::domain::rollup::Stat| {
+        (b.meter_samples > 0).then(|| Val {
+            mean: s.sum as f64 / n / 1000.0,
+            min: s.min as f64 / 1000.0,
+            max: s.max as f64 / 1000.0,
+            sum: s.sum as f64 / 1000.0,
+            n,
+        })
+    };
+    let metered = b.meter_samples > 0 || b.energy_mwh != 0 || b.counter_last_wh >= 0;
+    let energy = metered.then(|| b.energy_mwh as f64 / 1_000_000.0);
+    Sub {
+        ts_ms: b.start_ms,
+        dev,
+        vals: [
+            stat(&b.power),
+            energy.map(Val::one),
+            stat(&b.voltage),
+            stat(&b.current),
+            energy.map(|e| Val::one(e * price)),
+            (b.counter_last_wh >= 0).then(|| Val::one(b.counter_last_wh as f64 / 1000.0)),
+            Some(Val::one(if b.on_ms > 0 { 1.0 } else { 0.0 })),
+        ],
+    }
+}
+
+/// The sub-rows of device `dev` that pass the plan's filters (outliers not yet removed).
+fn filtered_subs<'a>(
+    store: &Store,
+    plan: &'a Plan,
+    dev: usize,
+) -> store::Result<Box<dyn Iterator<Item = store::Result<Sub>> + Send + 'a>> {
+    let id = &plan.devices[dev].id;
+    let price = plan.price_per_kwh;
+    let subs: Box<dyn Iterator<Item = store::Result<Sub>> + Send> = match plan.aggregation {
+        None => Box::new(
+            store
+                .scan_raw(id, plan.start_ms, plan.end_ms)?
+                .map(move |r| r.map(|r| raw_sub(&r, dev, price))),
+        ),
+        Some(_) => Box::new(
+            store
+                .scan_buckets(id, plan.start_ms, plan.end_ms)?
+                .map(move |b| b.map(|b| bucket_sub(&b, dev, price))),
+        ),
+    };
+    let f = &plan.filters;
+    let mut tzc = f.has_time().then(|| TzCache::new(plan.tz));
+    Ok(Box::new(subs.filter(move |s| match s {
+        Err(_) => true,
+        Ok(s) => {
+            let power = s.vals[POWER].map(|v| v.mean);
+            let on = s.vals[IS_ON].is_some_and(|v| v.mean > 0.0);
+            f.value_ok(power, on)
+                && tzc.as_mut().is_none_or(|c| {
+                    let l = c.local(s.ts_ms);
+                    f.time_ok(l.minute, l.weekday)
+                })
+        }
+    })))
+}
+
+/// Mean and population standard deviation of power over `subs` (Welford).
+fn power_stats(subs: impl Iterator<Item = store::Result<Sub>>) -> store::Result<(f64, f64)> {
+    let (mut n, mut mean, mut m2) = (0.0_f64, 0.0_f64, 0.0_f64);
+    for s in subs {
+        if let Some(p) = s?.vals[POWER] {
+            n += 1.0;
+            let d = p.mean - mean;
+            mean += d / n;
+            m2 += d * (p.mean - mean);
+        }
+    }
+    Ok((mean, if n > 0.0 { (m2 / n).sqrt() } else { 0.0 }))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    sum: f64,
+    n: f64,
+    min: f64,
+    max: f64,
+    first: Option<f64>,
+    last: f64,
+}
+
+impl Acc {
+    const EMPTY: Acc = Acc {
+        sum: 0.0,
+        n: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        first: None,
+        last: 0.0,
+    };
+
+    fn add(&mut self, v: &Val) {
+        self.sum += v.sum;
+        self.n += v.n;
+        self.min = self.min.min(v.min);
+        self.max = self.max.max(v.max);
+        self.first.get_or_insert(v.mean);
+        self.last = v.mean;
+    }
+
+    fn finish(&self, f: Agg) -> Option<f64> {
+        let first = self.first?;
+        Some(match f {
+            Agg::Average => self.sum / self.n,
+            Agg::Sum => self.sum,
+            Agg::Min => self.min,
+            Agg::Max => self.max,
+            Agg::First => first,
+            Agg::Last => self.last,
+            Agg::Count => self.n,
+        })
+    }
+}
+
+/// Folds consecutive sub-rows of one device into periods of the plan's aggregation.
+struct Aggregate<'a, I: Iterator> {
+    subs: std::iter::Peekable<I>,
+    plan: &'a Plan,
+}
+
+impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
+    type Item = store::Result<Row>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let p = self.plan.aggregation?;
+        let first = match self.subs.next()? {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        let start = period_start(first.ts_ms, p, self.plan.tz);
+        let end = crate::domain::rollup::period_end(start, p, self.plan.tz);
+        let mut acc = [Acc::EMPTY; NV];
+        let mut add = |s: &Sub| {
+            for (a, v) in acc.iter_mut().zip(&s.vals) {
+                if let Some(v) = v {
+                    a.add(v);
+                }
+            }
+        };
+        add(&first);
+        while let Some(Ok(s)) = self.subs.peek() {
+            if s.ts_ms >= end {
+                break;
+            }
+            add(s);
+            self.subs.next();
+        }
+        let mut vals = [None; NV];
+        for (i, v) in vals.iter_mut().enumerate() {
+            *v = acc[i].finish(self.plan.functions[i]);
+        }
+        Some(Ok(Row {
+            ts_ms: start,
+            dev: first.dev,
+            vals,
+        }))
+    }
+}
+
+/// The rows of one device, in time order.
+fn device_rows<'a>(
+    store: &Store,
+    plan: &'a Plan,
+    dev: usize,
+) -> store::Result<Box<dyn Iterator<Item = store::Result<Row>> + Send + 'a>> {
+    let mut subs = filtered_subs(store, plan, dev)?;
+    if plan.filters.exclude_outliers {
+        let (mean, sd) = power_stats(subs)?;
+        subs = Box::new(filtered_subs(store, plan, dev)?.filter(move |s| match s {
+            Ok(s) => s.vals[POWER].is_none_or(|p| sd == 0.0 || (p.mean - mean).abs() <= 3.0 * sd),
+            Err(_) => true,
+        }));
+    }
+    Ok(match plan.aggregation {
+        None => Box::new(subs.map(|s| {
+            s.map(|s| Row {
+                ts_ms: s.ts_ms,
+                dev: s.dev,
+                vals: s.vals.map(|v| v.map(|v| v.mean)),
+            })
+        })),
+        Some(_) => Box::new(Aggregate {
+            subs: subs.peekable(),
+            plan,
+        }),
+    })
+}
+
+/// All rows of a plan, ordered by time, then by the plan's device order.
+pub struct Rows<'a> {
+    streams: Vec<std::iter::Peekable<Box<dyn Iterator<Item = store::Result<Row>> + Send + 'a>>>,
+}
+
+impl<'a> Rows<'a> {
+    /// Opens one stream per device (read transactions are snapshots: rows written while the
+    /// export runs are not included).
+    pub fn open(store: &Store, plan: &'a Plan) -> store::Result<Self> {
+        let streams = (0..plan.devices.len())
+            .map(|d| device_rows(store, plan, d).map(Iterator::peekable))
+            .collect::<store::Result<_>>()?;
+        Ok(Self { streams })
+    }
+}
+
+impl Iterator for Rows<'_> {
+    type Item = store::Result<Row>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut best: Option<(usize, i64)> = None;
+        for (i, s) in self.streams.iter_mut().enumerate() {
+            match s.peek() {
+                Some(Ok(r)) if best.is_none_or(|(_, t)| r.ts_ms < t) => best = Some((i, r.ts_ms)),
+                Some(Ok(_)) | None => {}
+                Some(Err(_)) => return s.next(),
+            }
+        }
+        self.streams[best?.0].next()
+    }
+}
+
+/// The formula variables of a row, in [`super::request::FORMULA_VARS`] order.
+pub fn formula_values(row: &Row, plan: &Plan) -> [Option<f64>; 10] {
+    let d = &plan.devices[row.dev];
+    let v = &row.vals;
+    [
+        v[POWER],
+        v[ENERGY],
+        v[VOLTAGE],
+        v[CURRENT],
+        v[COST],
+        v[TOTAL],
+        v[IS_ON],
+        d.rated_power,
+        Some(plan.price_per_kwh),
+        Some(row.dev as f64),
+    ]
+}
