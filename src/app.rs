@@ -258,7 +258,7 @@ pub async fn start_with(
         let (ex, stop) = (exporter.clone(), shutdown.clone());
         tracker.spawn(async move {
             stop.cancelled().await;
-            ex.stop_all();
+            ex.shutdown(SHUTDOWN_GRACE / 2).await;
         });
     }
 

@@ -650,3 +650,10 @@ fn hex_to_b64(hex: &str) -> String {
         .collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// `POST /api/exports/cleanup`: the retention sweep the cron schedule runs, now.
+pub async fn cleanup(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let ex = st.exporter.clone();
+    let (expired, notified) = blocking(move || ex.cleanup()).await??;
+    Ok(Json(json!({"expired": expired, "notified": notified})))
+}

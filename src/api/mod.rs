@@ -318,6 +318,15 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         ),
         (
             doc(
+                Method::POST,
+                "/exports/cleanup",
+                Requires(SystemConfig),
+                "Run the export retention sweep now",
+            ),
+            post(exports::cleanup),
+        ),
+        (
+            doc(
                 Method::GET,
                 "/exports/download/{export_id}",
                 Ticket(DataExport),

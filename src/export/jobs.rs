@@ -78,6 +78,8 @@ pub struct Exporter {
     audit_key: SecretKey,
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<String, Arc<Control>>>,
+    stopping: std::sync::atomic::AtomicBool,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 fn new_id() -> String {
@@ -141,6 +143,8 @@ impl Exporter {
             audit_key,
             slots,
             running: Mutex::default(),
+            stopping: Default::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
         }))
     }
 
@@ -271,7 +275,7 @@ impl Exporter {
     /// Runs job `id` when a slot is free; the handle finishes with the job.
     pub fn spawn(self: &Arc<Self>, id: String) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let Ok(_permit) = me.slots.clone().acquire_owned().await else {
                 return;
             };
@@ -307,6 +311,9 @@ impl Exporter {
             .lock()
             .expect("running map")
             .insert(id.to_owned(), ctl.clone());
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            ctl.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let result = self.render(&rec, &ctl);
         self.running.lock().expect("running map").remove(id);
         let tmp = self.tmp_path(id);
@@ -448,10 +455,24 @@ impl Exporter {
     /// Stops every running render (daemon shutdown); the jobs stay `processing` and run again
     /// at the next start.
     pub fn stop_all(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         for c in self.running.lock().expect("running map").values() {
             c.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.slots.close();
+    }
+
+    /// Stops every render and waits (bounded) until no job task holds the store.
+    pub async fn shutdown(&self, limit: std::time::Duration) {
+        self.stop_all();
+        self.tasks.close();
+        if tokio::time::timeout(limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("an export did not stop in time");
+        }
     }
 
     /// After a start: removes temp files and re-queues jobs that were queued or running.

@@ -121,6 +121,30 @@ impl TestApp {
 
     /// A daemon that discovers already running simulated devices.
     pub async fn with_sims(sims: Vec<SimHandle>, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::start(sims, clock::system(), tweak).await
+    }
+
+    /// A daemon on `data_dir` (already holding data), no devices on the network, reading time
+    /// from `clock`.
+    pub async fn on_data(
+        data_dir: &std::path::Path,
+        clock: kasad::clock::SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let dir = data_dir.to_path_buf();
+        Self::start(vec![], clock, move |s| {
+            s.data_dir = dir;
+            s.discovery.enabled = false;
+            tweak(s);
+        })
+        .await
+    }
+
+    async fn start(
+        sims: Vec<SimHandle>,
+        clock: kasad::clock::SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addrs: Vec<SocketAddr> = sims.iter().map(|s| s.addr).collect();
         let mut s = settings(dir.path(), &addrs);
@@ -129,9 +153,7 @@ impl TestApp {
         let opts = app::StartOptions {
             admin_password: Some(ADMIN_PASSWORD.into()),
         };
-        let running = app::start_with(s, listener, clock::system(), opts)
-            .await
-            .unwrap();
+        let running = app::start_with(s, listener, clock, opts).await.unwrap();
         let base = format!("http://{}", running.addr);
         let client = reqwest::Client::new();
         let token = login(&client, &base, "admin", ADMIN_PASSWORD).await;
