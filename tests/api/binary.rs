@@ -27,13 +27,23 @@ async fn demo(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
 }
 
 async fn demo_with(data_dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> Daemon {
+    demo_on("127.0.0.1:0", "0", data_dir, env, stderr).await
+}
+
+async fn demo_on(
+    listen: &str,
+    history_days: &str,
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> Daemon {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "demo",
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--history-days",
-        "0",
+        history_days,
         "--admin-password",
         ADMIN_PASSWORD,
         "--data-dir",
@@ -384,4 +394,78 @@ async fn user_commands_work_with_the_daemon_running_and_stopped() {
     assert!(ok, "{out}");
     let (ok, out) = kasad_cli(&["audit", "verify"], &cfg, "");
     assert!(ok && out.contains("OK"), "{out}");
+}
+
+fn run_example(cmd: &str, script: &str, env: &[(&str, String)]) -> (String, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/examples")
+        .join(script);
+    let out = Command::new(cmd)
+        .arg(&path)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is required for the spec examples test: {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The spec's Python (requests + pandas) and JavaScript integration examples, unchanged, against
+/// `kasad demo` on its documented address, localhost:5272.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spec_integration_examples_run_against_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    if std::net::TcpListener::bind("127.0.0.1:5272").is_err() {
+        panic!("port 5272 is busy: stop the other kasad (the spec examples use localhost:5272)");
+    }
+    let d = demo_on(
+        "127.0.0.1:5272",
+        "1",
+        dir.path(),
+        &[("KASAD_POLL__INTERVAL", "60s")],
+        Stdio::null(),
+    )
+    .await;
+    let now = chrono::Utc::now();
+    let env = vec![
+        ("KASAD_TOKEN", d.token.clone()),
+        ("KASAD_DEVICE_IP", "127.0.0.3".to_owned()),
+        ("KASAD_BASE", d.base.clone()),
+        (
+            "KASAD_START",
+            (now - chrono::Duration::days(1))
+                .format("%Y-%m-%d")
+                .to_string(),
+        ),
+        ("KASAD_END", now.format("%Y-%m-%d").to_string()),
+    ];
+    let (out, _) = run_example("python3", "spec_example.py", &env);
+    let n: u64 = out
+        .split("Exported ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no record count in: {out}"));
+    assert!(n > 100, "a day of 10-second polls: {out}");
+    for col in ["timestamp", "power_w", "energy_kwh", "cost"] {
+        assert!(out.contains(col), "{col} in df.head(): {out}");
+    }
+    let mut env = env;
+    env[3].1 = (now - chrono::Duration::hours(2)).to_rfc3339();
+    env[4].1 = now.to_rfc3339();
+    let (out, err) = run_example("node", "spec_example.js", &env);
+    assert!(out.contains("Export created: exp_"), "{out}");
+    assert!(out.contains("Export completed"), "{out}{err}");
+    let bytes: u64 = out
+        .split("Data downloaded: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in: {out}"));
+    assert!(bytes > 1000, "{out}");
+    assert!(!err.contains("Export failed"), "{err}");
+    drop(d);
 }
