@@ -2,6 +2,11 @@
 //! jitter of ±300 ms, noise in mW/mV/mA, relay flips, a counter reset per device per week —
 //! ingested in batches, then measured: ingest rate, bytes per reading after compaction, raw
 //! scan rate, and rollup query times. Prints one JSON object. Used by `scripts/bench`.
+//!
+//! Export benchmark (`kasad bench-export`, hidden): the same generator at one reading per
+//! device per minute (the shape of `../shared/bench/python_baselines.py`), then device_data
+//! raw exports of N rows as CSV and JSON through the export renderer, timed, with the process's
+//! RSS sampled while each runs (peak minus the RSS just before).
 
 use crate::domain::rollup::Period;
 use crate::domain::{DeviceId, DeviceInfo, DeviceType, Reading, Transport};
@@ -199,4 +204,98 @@ pub fn run(dir: &Path, devices: u32, days: i64) -> anyhow::Result<Value> {
         "daily_one_device_year_ms": median(daily),
         "hourly_ten_device_years_ms": median(hourly),
     }))
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs the export benchmark in `dir` with `rows` readings (10 devices), `runs` times.
+pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
+    use crate::export::render::{self, Control, Limits};
+    use crate::export::request::{self, CreateRequest, PlanCtx};
+    let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    let devices = 10;
+    let minutes = rows.div_ceil(u64::from(devices)) as i64;
+    let days = (minutes + 1439) / 1440;
+    let path = dir.join("export.redb");
+    let (n, _) = ingest(&path, devices, days, 60_000, start)?;
+    let store = Store::open(&path, 16)?;
+    let end = start + minutes * 60_000 - 1_000;
+    let summaries = store.devices()?;
+    let limits_cfg = crate::config::Exports {
+        max_records_per_export: u64::MAX,
+        ..Default::default()
+    };
+    let tariff = crate::config::Tariff::default();
+    let mut out = serde_json::Map::new();
+    out.insert("readings_stored".into(), json!(n));
+    for format in ["csv", "json"] {
+        let body: CreateRequest = serde_json::from_value(json!({
+            "export_type": "device_data", "format": format, "devices": "all",
+            "date_range": {"start": crate::clock::rfc3339(start - 1_000), "end": crate::clock::rfc3339(end)},
+            "fields": ["timestamp", "device_ip", "device_name", "power_w", "energy_kwh", "voltage", "current", "cost", "is_on"],
+            "options": {"timezone": "UTC"},
+        }))?;
+        let ctx = PlanCtx {
+            devices: &summaries,
+            default_tz: chrono_tz::Tz::UTC,
+            limits: &limits_cfg,
+            tariff: &tariff,
+            privacy_key: &[0; 32],
+            now_ms: end,
+        };
+        let plan = request::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let meta = render::metadata(&plan, "bench", "bench", None);
+        let (mut times, mut peaks) = (Vec::new(), Vec::new());
+        let mut last = None;
+        for _ in 0..runs {
+            let file = dir.join(format!("out.{format}"));
+            let idle = rss_kb();
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sampler = {
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let mut peak = 0;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        peak = peak.max(rss_kb());
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    peak
+                })
+            };
+            let t = Instant::now();
+            let r = render::render(
+                &store,
+                &plan,
+                &meta,
+                &file,
+                "out",
+                Limits {
+                    max_records: u64::MAX,
+                    max_bytes: u64::MAX,
+                },
+                &Control::default(),
+            )?;
+            times.push(t.elapsed().as_secs_f64());
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let peak = sampler.join().unwrap_or(0).max(rss_kb());
+            peaks.push(peak.saturating_sub(idle) as f64 / 1024.0);
+            last = Some(r);
+        }
+        let r = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
+        out.insert(
+            format.into(),
+            json!({"rows": r.record_count, "bytes": r.file_size, "seconds": median(times),
+                   "rss_above_idle_mb": peaks.iter().copied().fold(0.0, f64::max)}),
+        );
+    }
+    Ok(Value::Object(out))
 }

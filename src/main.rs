@@ -89,6 +89,19 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         days: i64,
     },
+    /// Export benchmark: device_data CSV and JSON of N raw rows (for scripts/bench).
+    #[command(hide = true)]
+    BenchExport {
+        /// Scratch directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Rows (10 devices, one reading per minute each).
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Runs per format (median time, largest RSS).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Serve N simulated devices on loopback until stopped (for benchmarks).
     #[command(hide = true)]
     Sim {
@@ -322,6 +335,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::BenchStore { dir, devices, days } => {
             let v = tokio::task::spawn_blocking(move || kasad::bench::run(&dir, devices, days))
+                .await??;
+            println!("{v}");
+            Ok(())
+        }
+        Cmd::BenchExport { dir, rows, runs } => {
+            let v = tokio::task::spawn_blocking(move || kasad::bench::run_export(&dir, rows, runs))
                 .await??;
             println!("{v}");
             Ok(())

@@ -652,6 +652,43 @@ async fn every_endpoint_answers_with_spec_fields_and_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_or_fail_with_clear_errors() {
+    let e = env_with(|s| s.exports.max_records_per_export = 10).await;
+    let body = json!({"export_type": "device_data", "format": "csv",
+        "date_range": {"start": "2024-03-09", "end": "2024-03-09"}, "performance_options": {"background_processing": false}});
+    let (s, v, _) = create(&e.app, &e.app.token, body.clone()).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 10 records"),
+        "{v}"
+    );
+    let (s, _, _) = download(&e.app, v["export_id"].as_str().unwrap()).await;
+    assert_eq!(s, 409, "a failed export has no file");
+    e.app.stop().await;
+    let e = env_with(|s| s.exports.storage_quota_mb = 0).await;
+    let (s, v, _) = create(&e.app, &e.app.token, body.clone()).await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (507, Some("EXPORT_QUOTA_EXCEEDED")),
+        "{v}"
+    );
+    e.app.stop().await;
+    let e = env_with(|s| s.exports.min_free_disk_mb = u64::MAX / (1 << 21)).await;
+    let (s, v, _) = create(&e.app, &e.app.token, body).await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (507, Some("INSUFFICIENT_STORAGE")),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("MB free"));
+    e.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_see_only_their_exports_and_admins_see_all() {
     let e = env().await;
     let app = &e.app;
@@ -991,17 +1028,33 @@ async fn a_restart_during_an_export_finishes_it_and_never_serves_a_partial_file(
         }
     }
     let clock = Arc::new(ManualClock::new(T0 + 8 * 86_400_000));
-    let tweak = |s: &mut kasad::config::Settings| s.exports.max_records_per_export = 2_000_000;
+    let tweak = |s: &mut kasad::config::Settings| {
+        s.exports.max_records_per_export = 2_000_000;
+        s.exports.max_concurrent_exports = 1;
+    };
     let app = TestApp::on_data(data.path(), clock.clone(), tweak).await;
     let (s, c, _) = create(&app, &app.token, json!({"export_type": "device_data", "format": "json",
         "date_range": {"start": "2024-03-09", "end": "2024-03-16"}, "options": {"compression": "zip"}})).await;
     assert_eq!(s, 200, "{c}");
     let id = c["export_id"].as_str().unwrap().to_owned();
+    let (_, c2, _) = create(
+        &app,
+        &app.token,
+        json!({"export_type": "device_data", "format": "csv",
+        "date_range": {"start": "2024-03-09", "end": "2024-03-09"}, "devices": ["BIG0"]}),
+    )
+    .await;
+    let second = c2["export_id"].as_str().unwrap().to_owned();
     let mut saw_processing = false;
     for _ in 0..400 {
         let (_, st) = app.get(&format!("/api/exports/{id}")).await;
         if st["status"] == "processing" {
             saw_processing = true;
+            let (_, st2) = app.get(&format!("/api/exports/{second}")).await;
+            assert_eq!(
+                st2["status"], "queued",
+                "max_concurrent_exports = 1: the second waits"
+            );
             let (s, body, _) = download(&app, &id).await;
             assert_eq!(s, 409, "no partial file while processing");
             let v: Value = serde_json::from_slice(&body).unwrap();
@@ -1036,6 +1089,17 @@ async fn a_restart_during_an_export_finishes_it_and_never_serves_a_partial_file(
     }
     assert_eq!(st["status"], "completed", "{st}");
     assert_eq!(st["record_count"], 1_200_000);
+    for _ in 0..200 {
+        if app.get(&format!("/api/exports/{second}")).await.1["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.get(&format!("/api/exports/{second}")).await.1["status"],
+        "completed",
+        "the queued job ran after the restart too"
+    );
     let (s, bytes, _) = download(&app, &id).await;
     assert_eq!(s, 200);
     use sha2::Digest;
