@@ -9,10 +9,11 @@ use std::fmt;
 /// Longest device id accepted (IOT ids are 40 hex chars, outlet ids 42).
 pub const MAX_ID_LEN: usize = 64;
 
-/// A validated device id: 1–64 characters of `[A-Za-z0-9_-]`.
+/// A validated device id: 1–64 characters of `[A-Za-z0-9_-]`. Shared, so a clone (one per
+/// decoded reading) costs no allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct DeviceId(String);
+pub struct DeviceId(std::sync::Arc<str>);
 
 /// Why a string is not a device id.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,7 +28,7 @@ impl DeviceId {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
-            Ok(Self(s.to_owned()))
+            Ok(Self(std::sync::Arc::from(s)))
         } else {
             Err(InvalidDeviceId(s.to_owned()))
         }
@@ -59,7 +60,7 @@ impl TryFrom<String> for DeviceId {
 
 impl From<DeviceId> for String {
     fn from(id: DeviceId) -> String {
-        id.0
+        id.0.to_string()
     }
 }
 

@@ -5,7 +5,7 @@
 use super::formula::{Aggregator, RowCtx};
 use super::localtime::TzCache;
 use super::request::{Agg, Field, IS_ON, Plan, VALUE_FIELDS};
-use super::rows::{Rows, formula_values};
+use super::rows::{Row, Rows, formula_values};
 use super::{Compression, Format};
 use crate::store::{self, Store};
 use serde_json::{Map, Value, json};
@@ -43,42 +43,61 @@ pub trait Sink {
 /// Appends `x` with at most `decimals` decimals (rounded half away from zero, trailing zeros
 /// and a bare point dropped). Non-finite values append nothing.
 pub fn push_num(out: &mut Vec<u8>, x: f64, decimals: u8) {
-    const P: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+    match decimals {
+        0 => fixed::<0>(out, x),
+        1 => fixed::<1>(out, x),
+        2 => fixed::<2>(out, x),
+        3 => fixed::<3>(out, x),
+        4 => fixed::<4>(out, x),
+        5 => fixed::<5>(out, x),
+        6 => fixed::<6>(out, x),
+        7 => fixed::<7>(out, x),
+        8 => fixed::<8>(out, x),
+        _ => fixed::<9>(out, x),
+    }
+}
+
+/// [`push_num`] with the decimals known at compile time (divisions become multiplications).
+#[inline]
+fn fixed<const D: usize>(out: &mut Vec<u8>, x: f64) {
     if !x.is_finite() {
         return;
     }
-    let d = usize::from(decimals.min(9));
-    let scaled = (x * P[d]).round();
+    let pow = 10u64.pow(D as u32);
+    let scaled = (x * pow as f64).round();
     if scaled.abs() >= 9.0e15 {
-        out.extend_from_slice(format!("{x:.d$}").as_bytes());
+        out.extend_from_slice(format!("{x:.D$}").as_bytes());
         return;
     }
-    let mut n = scaled as i64;
-    if n < 0 {
+    if scaled < 0.0 {
         out.push(b'-');
-        n = -n;
     }
-    let n = n as u64;
-    let pow = P[d] as u64;
+    let n = scaled.abs() as u64;
     let (int, mut frac) = (n / pow, n % pow);
-    let mut b = itoa::Buffer::new();
-    out.extend_from_slice(b.format(int).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(int).as_bytes());
     if frac == 0 {
         return;
     }
-    let mut digits = d;
-    while frac.is_multiple_of(10) {
+    let mut digits = [b'0'; 9];
+    for i in (0..D).rev() {
+        digits[i] = b'0' + (frac % 10) as u8;
         frac /= 10;
-        digits -= 1;
+    }
+    let mut len = D;
+    while len > 0 && digits[len - 1] == b'0' {
+        len -= 1;
     }
     out.push(b'.');
-    let s = b.format(frac);
-    out.extend(std::iter::repeat_n(b'0', digits - s.len()));
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(&digits[..len]);
 }
 
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
@@ -131,9 +150,11 @@ impl<W: Write> CsvSink<W> {
         let quote = risky
             || s.bytes()
                 .any(|c| c == d || c == b'"' || c == b'\n' || c == b'\r');
-        if quote {
-            self.buf.push(b'"');
+        if !quote {
+            self.buf.extend_from_slice(s.as_bytes());
+            return;
         }
+        self.buf.push(b'"');
         if risky {
             self.buf.push(b'\'');
         }
@@ -143,9 +164,7 @@ impl<W: Write> CsvSink<W> {
             }
             self.buf.push(c);
         }
-        if quote {
-            self.buf.push(b'"');
-        }
+        self.buf.push(b'"');
     }
 
     /// The writer inside.
@@ -279,15 +298,17 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 }
 
-/// Counts bytes reaching the file, for the size limit.
+/// Counts (for the size limit) and hashes the bytes reaching the file.
 struct Counting<W> {
     inner: W,
     count: Arc<AtomicU64>,
+    hash: Sha256,
 }
 
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
         self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
@@ -300,9 +321,9 @@ type FileOut = Counting<BufWriter<std::fs::File>>;
 
 /// The file being written, optionally compressed.
 enum Output {
-    Plain(BufWriter<FileOut>),
-    Gzip(BufWriter<flate2::write::GzEncoder<FileOut>>),
-    Zip(Box<BufWriter<zip::ZipWriter<zip::write::StreamWriter<FileOut>>>>),
+    Plain(FileOut),
+    Gzip(flate2::write::GzEncoder<FileOut>),
+    Zip(Box<zip::ZipWriter<zip::write::StreamWriter<FileOut>>>),
 }
 
 impl Write for Output {
@@ -341,36 +362,40 @@ impl Output {
         let file = Counting {
             inner: BufWriter::with_capacity(BUF, std::fs::File::create(path)?),
             count: count.clone(),
+            hash: Sha256::new(),
         };
         let out = match compression {
-            Compression::None => Output::Plain(BufWriter::with_capacity(BUF, file)),
-            Compression::Gzip => Output::Gzip(BufWriter::with_capacity(
-                BUF,
-                flate2::write::GzEncoder::new(file, flate2::Compression::default()),
+            Compression::None => Output::Plain(file),
+            Compression::Gzip => Output::Gzip(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::default(),
             )),
             Compression::Zip => {
                 let mut z = zip::ZipWriter::new_stream(file);
                 let opts = zip::write::SimpleFileOptions::default()
                     .compression_method(zip::CompressionMethod::Deflated);
                 z.start_file(inner_name, opts).map_err(io::Error::other)?;
-                Output::Zip(Box::new(BufWriter::with_capacity(BUF, z)))
+                Output::Zip(Box::new(z))
             }
         };
         Ok((out, count))
     }
 
-    /// Flushes every layer and fsyncs the file.
-    fn close(self) -> io::Result<()> {
+    /// Flushes every layer, fsyncs the file and returns its SHA-256 (hex).
+    fn close(self) -> io::Result<String> {
         let file = match self {
-            Output::Plain(w) => w.into_inner().map_err(|e| e.into_error())?,
-            Output::Gzip(w) => w.into_inner().map_err(|e| e.into_error())?.finish()?,
-            Output::Zip(w) => {
-                let z = (*w).into_inner().map_err(|e| e.into_error())?;
-                z.finish().map_err(io::Error::other)?.into_inner()
-            }
+            Output::Plain(w) => w,
+            Output::Gzip(w) => w.finish()?,
+            Output::Zip(w) => w.finish().map_err(io::Error::other)?.into_inner(),
         };
         let f = file.inner.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()
+        f.sync_all()?;
+        Ok(file
+            .hash
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
     }
 }
 
@@ -399,6 +424,28 @@ pub enum RenderError {
     /// Writing the file failed.
     #[error("writing the file failed: {0}")]
     Io(#[from] io::Error),
+}
+
+impl RenderError {
+    /// Carries a render error through the writer's `io::Error` channel.
+    fn into_io(self) -> io::Error {
+        match self {
+            RenderError::Io(e) => e,
+            other => io::Error::other(other),
+        }
+    }
+
+    /// Unwraps what [`Self::into_io`] wrapped.
+    fn from_io(e: io::Error) -> Self {
+        if e.get_ref().is_some_and(|i| i.is::<RenderError>()) {
+            match e.into_inner().map(|i| i.downcast::<RenderError>()) {
+                Some(Ok(r)) => return *r,
+                Some(Err(other)) => return RenderError::Io(io::Error::other(other)),
+                None => return RenderError::Io(io::Error::other("unknown")),
+            }
+        }
+        RenderError::Io(e)
+    }
 }
 
 /// Shared progress and cancellation of a running render.
@@ -523,20 +570,54 @@ pub fn render(
     let (out, count) = Output::create(path, plan.compression, inner_name)?;
     let millis = plan.aggregation.is_none();
     let tzc = TzCache::new(plan.tz);
-    let mut rows = Rows::open(store, plan)?;
-    let (n, summary, out) = match plan.format {
-        Format::Csv => {
-            let mut sink = CsvSink::new(out, plan.delimiter, plan.include_headers, tzc, millis);
-            let (n, s) = drive(&mut sink, &mut rows, plan, metadata, limits, ctl, &count)?;
-            (n, s, sink.into_inner())
+    let rows = Rows::open(store, plan)?;
+    // Three stages on their own threads, joined by short bounded queues: reading and merging
+    // rows; formatting them (this thread); compressing, hashing and writing the file.
+    let (n, summary, sha256) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<store::Result<Vec<Row>>>(4);
+        scope.spawn(move || produce(rows, &tx));
+        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let writer = scope.spawn(move || -> io::Result<String> {
+            let mut out = out;
+            for chunk in chunk_rx {
+                out.write_all(&chunk)?;
+            }
+            out.close()
+        });
+        let chunks = Chunks {
+            tx: chunk_tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let mut rows = Batches {
+            rx,
+            current: Vec::new().into_iter(),
+        };
+        let formatted = match plan.format {
+            Format::Csv => {
+                let mut sink =
+                    CsvSink::new(chunks, plan.delimiter, plan.include_headers, tzc, millis);
+                drive(&mut sink, &mut rows, plan, metadata, limits, ctl, &count)
+                    .map(|(n, s)| (n, s, sink.into_inner()))
+            }
+            Format::Json => {
+                let mut sink = JsonSink::new(chunks, tzc, millis);
+                drive(&mut sink, &mut rows, plan, metadata, limits, ctl, &count)
+                    .map(|(n, s)| (n, s, sink.into_inner()))
+            }
+        };
+        let written = match formatted {
+            Ok((n, s, mut chunks)) => chunks.flush().map(|()| (n, s)),
+            Err(e) => Err(e.into_io()),
+        };
+        // Every sender is gone now: the writer finishes (or has stopped on an error).
+        let sha = writer
+            .join()
+            .map_err(|_| io::Error::other("the file writer panicked"))?;
+        match (written, sha) {
+            (Ok((n, s)), Ok(sha)) => Ok((n, s, sha)),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(RenderError::from_io(e)),
         }
-        Format::Json => {
-            let mut sink = JsonSink::new(out, tzc, millis);
-            let (n, s) = drive(&mut sink, &mut rows, plan, metadata, limits, ctl, &count)?;
-            (n, s, sink.into_inner())
-        }
-    };
-    out.close()?;
+    })?;
     let file_size = std::fs::metadata(path)?.len();
     if file_size > limits.max_bytes {
         return Err(RenderError::TooLarge(limits.max_bytes / (1024 * 1024)));
@@ -544,7 +625,7 @@ pub fn render(
     Ok(Rendered {
         record_count: n,
         file_size,
-        sha256: sha256_file(path)?,
+        sha256,
         summary,
     })
 }
@@ -641,24 +722,91 @@ pub fn preview(store: &Store, plan: &Plan, limit: usize) -> Result<Preview, Rend
     })
 }
 
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0; 1 << 16];
-    loop {
-        let n = io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
+const BATCH: usize = 2048;
+const CHUNK: usize = 256 * 1024;
+
+/// The formatter's output: bytes gathered into chunks for the writer thread.
+struct Chunks {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Chunks {
+    fn send(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::other("the file writer stopped"))
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Write for Chunks {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends the rows in batches until they end, an error occurs or the receiver is gone.
+fn produce(rows: Rows<'_>, tx: &std::sync::mpsc::SyncSender<store::Result<Vec<Row>>>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    for r in rows {
+        match r {
+            Ok(r) => {
+                batch.push(r);
+                if batch.len() == BATCH
+                    && tx
+                        .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(batch));
+    }
+}
+
+/// The receiving end of [`produce`] as a row iterator.
+struct Batches {
+    rx: std::sync::mpsc::Receiver<store::Result<Vec<Row>>>,
+    current: std::vec::IntoIter<Row>,
+}
+
+impl Iterator for Batches {
+    type Item = store::Result<Row>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.current.next() {
+                return Some(Ok(r));
+            }
+            match self.rx.recv().ok()? {
+                Ok(b) => self.current = b.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
 }
 
 fn drive(
     sink: &mut dyn Sink,
-    rows: &mut Rows<'_>,
+    rows: &mut dyn Iterator<Item = store::Result<Row>>,
     plan: &Plan,
     metadata: &Value,
     limits: Limits,

@@ -52,10 +52,10 @@ impl Val {
     }
 }
 
-/// A reading or one 15-minute bucket of one device.
+/// One 15-minute bucket of one device, as aggregation consumes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sub {
-    /// Reading time or bucket start, UTC ms.
+    /// Bucket start, UTC ms.
     pub ts_ms: i64,
     /// Device index in the plan.
     pub dev: usize,
@@ -74,22 +74,22 @@ pub struct Row {
     pub vals: [Option<f64>; NV],
 }
 
-fn raw_sub(r: &RawRow, dev: usize, price: f64) -> Sub {
+fn raw_row(r: &RawRow, dev: usize, price: f64) -> Row {
     let g = &r.reading;
     let metered = g.power_mw.is_some() || g.counter_wh.is_some();
-    let milli = |v: Option<i64>| v.map(|x| Val::one(x as f64 / 1000.0));
+    let milli = |v: Option<i64>| v.map(|x| x as f64 / 1000.0);
     let energy = metered.then(|| r.energy_wh as f64 / 1000.0);
-    Sub {
+    Row {
         ts_ms: g.ts_ms,
         dev,
         vals: [
             milli(g.power_mw),
-            energy.map(Val::one),
+            energy,
             milli(g.voltage_mv),
             milli(g.current_ma),
-            energy.map(|e| Val::one(e * price)),
+            energy.map(|e| e * price),
             milli(g.counter_wh),
-            Some(Val::one(if g.relay_on { 1.0 } else { 0.0 })),
+            Some(if g.relay_on { 1.0 } else { 0.0 }),
         ],
     }
 }
@@ -122,54 +122,84 @@ fn bucket_sub(b: &Bucket, dev: usize, price: f64) -> Sub {
     }
 }
 
-/// The sub-rows of device `dev` that pass the plan's filters (outliers not yet removed).
-fn filtered_subs<'a>(
-    store: &Store,
-    plan: &'a Plan,
-    dev: usize,
-) -> store::Result<Box<dyn Iterator<Item = store::Result<Sub>> + Send + 'a>> {
-    let id = &plan.devices[dev].id;
-    let price = plan.price_per_kwh;
-    let subs: Box<dyn Iterator<Item = store::Result<Sub>> + Send> = match plan.aggregation {
-        None => Box::new(
-            store
-                .scan_raw(id, plan.start_ms, plan.end_ms)?
-                .map(move |r| r.map(|r| raw_sub(&r, dev, price))),
-        ),
-        Some(_) => Box::new(
-            store
-                .scan_buckets(id, plan.start_ms, plan.end_ms)?
-                .map(move |b| b.map(|b| bucket_sub(&b, dev, price))),
-        ),
-    };
+/// The plan's filters as one predicate over (time, power, relay state).
+fn keeper(plan: &Plan) -> impl FnMut(i64, Option<f64>, bool) -> bool + Send + '_ {
     let f = &plan.filters;
     let mut tzc = f.has_time().then(|| TzCache::new(plan.tz));
-    Ok(Box::new(subs.filter(move |s| match s {
-        Err(_) => true,
-        Ok(s) => {
-            let power = s.vals[POWER].map(|v| v.mean);
-            let on = s.vals[IS_ON].is_some_and(|v| v.mean > 0.0);
-            f.value_ok(power, on)
-                && tzc.as_mut().is_none_or(|c| {
-                    let l = c.local(s.ts_ms);
-                    f.time_ok(l.minute, l.weekday)
-                })
-        }
-    })))
+    move |ts, power, on| {
+        f.value_ok(power, on)
+            && tzc.as_mut().is_none_or(|c| {
+                let l = c.local(ts);
+                f.time_ok(l.minute, l.weekday)
+            })
+    }
 }
 
-/// Mean and population standard deviation of power over `subs` (Welford).
-fn power_stats(subs: impl Iterator<Item = store::Result<Sub>>) -> store::Result<(f64, f64)> {
+type Stream<'a, T> = Box<dyn Iterator<Item = store::Result<T>> + Send + 'a>;
+
+/// Raw rows of device `dev` that pass the filters (outliers not yet removed).
+fn raw_rows<'a>(store: &Store, plan: &'a Plan, dev: usize) -> store::Result<Stream<'a, Row>> {
+    let price = plan.price_per_kwh;
+    let mut keep = keeper(plan);
+    let scan = store.scan_raw(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
+    Ok(Box::new(
+        scan.map(move |r| r.map(|r| raw_row(&r, dev, price)))
+            .filter(move |r| match r {
+                Ok(r) => keep(
+                    r.ts_ms,
+                    r.vals[POWER],
+                    r.vals[IS_ON].is_some_and(|v| v > 0.0),
+                ),
+                Err(_) => true,
+            }),
+    ))
+}
+
+/// 15-minute buckets of device `dev` that pass the filters (by mean power, relay on in the
+/// bucket, local start time).
+fn bucket_subs<'a>(store: &Store, plan: &'a Plan, dev: usize) -> store::Result<Stream<'a, Sub>> {
+    let price = plan.price_per_kwh;
+    let mut keep = keeper(plan);
+    let scan = store.scan_buckets(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
+    Ok(Box::new(
+        scan.map(move |b| b.map(|b| bucket_sub(&b, dev, price)))
+            .filter(move |s| match s {
+                Ok(s) => keep(
+                    s.ts_ms,
+                    s.vals[POWER].map(|v| v.mean),
+                    s.vals[IS_ON].is_some_and(|v| v.mean > 0.0),
+                ),
+                Err(_) => true,
+            }),
+    ))
+}
+
+/// Mean and population standard deviation of the power values (Welford).
+fn power_stats(
+    values: impl Iterator<Item = store::Result<Option<f64>>>,
+) -> store::Result<(f64, f64)> {
     let (mut n, mut mean, mut m2) = (0.0_f64, 0.0_f64, 0.0_f64);
-    for s in subs {
-        if let Some(p) = s?.vals[POWER] {
+    for p in values {
+        if let Some(p) = p? {
             n += 1.0;
-            let d = p.mean - mean;
+            let d = p - mean;
             mean += d / n;
-            m2 += d * (p.mean - mean);
+            m2 += d * (p - mean);
         }
     }
     Ok((mean, if n > 0.0 { (m2 / n).sqrt() } else { 0.0 }))
+}
+
+/// Drops items whose power is more than 3 standard deviations from `stats`' mean.
+fn without_outliers<'a, T: 'a>(
+    items: Stream<'a, T>,
+    (mean, sd): (f64, f64),
+    power: impl Fn(&T) -> Option<f64> + Send + 'a,
+) -> Stream<'a, T> {
+    Box::new(items.filter(move |x| match x {
+        Ok(x) => power(x).is_none_or(|p| sd == 0.0 || (p - mean).abs() <= 3.0 * sd),
+        Err(_) => true,
+    }))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -261,37 +291,35 @@ impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
 }
 
 /// The rows of one device, in time order.
-fn device_rows<'a>(
-    store: &Store,
-    plan: &'a Plan,
-    dev: usize,
-) -> store::Result<Box<dyn Iterator<Item = store::Result<Row>> + Send + 'a>> {
-    let mut subs = filtered_subs(store, plan, dev)?;
-    if plan.filters.exclude_outliers {
-        let (mean, sd) = power_stats(subs)?;
-        subs = Box::new(filtered_subs(store, plan, dev)?.filter(move |s| match s {
-            Ok(s) => s.vals[POWER].is_none_or(|p| sd == 0.0 || (p.mean - mean).abs() <= 3.0 * sd),
-            Err(_) => true,
-        }));
-    }
+fn device_rows<'a>(store: &Store, plan: &'a Plan, dev: usize) -> store::Result<Stream<'a, Row>> {
+    let outliers = plan.filters.exclude_outliers;
     Ok(match plan.aggregation {
-        None => Box::new(subs.map(|s| {
-            s.map(|s| Row {
-                ts_ms: s.ts_ms,
-                dev: s.dev,
-                vals: s.vals.map(|v| v.map(|v| v.mean)),
+        None => {
+            let rows = raw_rows(store, plan, dev)?;
+            if !outliers {
+                return Ok(rows);
+            }
+            let stats = power_stats(rows.map(|r| r.map(|r| r.vals[POWER])))?;
+            without_outliers(raw_rows(store, plan, dev)?, stats, |r: &Row| r.vals[POWER])
+        }
+        Some(_) => {
+            let mut subs = bucket_subs(store, plan, dev)?;
+            if outliers {
+                let power = |s: &Sub| s.vals[POWER].map(|v| v.mean);
+                let stats = power_stats(subs.map(|s| s.map(|s| power(&s))))?;
+                subs = without_outliers(bucket_subs(store, plan, dev)?, stats, power);
+            }
+            Box::new(Aggregate {
+                subs: subs.peekable(),
+                plan,
             })
-        })),
-        Some(_) => Box::new(Aggregate {
-            subs: subs.peekable(),
-            plan,
-        }),
+        }
     })
 }
 
 /// All rows of a plan, ordered by time, then by the plan's device order.
 pub struct Rows<'a> {
-    streams: Vec<std::iter::Peekable<Box<dyn Iterator<Item = store::Result<Row>> + Send + 'a>>>,
+    streams: Vec<std::iter::Peekable<Stream<'a, Row>>>,
 }
 
 impl<'a> Rows<'a> {

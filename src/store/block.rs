@@ -117,7 +117,9 @@ impl Read<'_> {
         }
         None
     }
+    /// Drops the rest of a partly read byte; whole bytes loaded ahead are given back.
     fn align(&mut self) {
+        self.pos -= (self.n / 8) as usize;
         self.acc = 0;
         self.n = 0;
     }
@@ -125,9 +127,18 @@ impl Read<'_> {
         if w == 0 {
             return Some(0);
         }
-        while self.n < w {
-            self.acc |= u128::from(self.byte()?) << self.n;
-            self.n += 8;
+        if self.n < w {
+            // Load 8 bytes at once where the block has them (n < 64 here, so they fit).
+            if let Some(word) = self.b.get(self.pos..self.pos + 8) {
+                let word = u64::from_le_bytes(word.try_into().ok()?);
+                self.acc |= u128::from(word) << self.n;
+                self.pos += 8;
+                self.n += 64;
+            }
+            while self.n < w {
+                self.acc |= u128::from(self.byte()?) << self.n;
+                self.n += 8;
+            }
         }
         let v = (self.acc & ((1u128 << w) - 1)) as u64;
         self.acc >>= w;
