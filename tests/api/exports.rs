@@ -1113,5 +1113,48 @@ async fn a_restart_during_an_export_finishes_it_and_never_serves_a_partial_file(
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    // DELETE of a running export cancels it: no file, no record, the slot is free again.
+    let (_, c3, _) = create(
+        &app,
+        &app.token,
+        json!({"export_type": "device_data", "format": "json",
+        "date_range": {"start": "2024-03-09", "end": "2024-03-16"}}),
+    )
+    .await;
+    let third = c3["export_id"].as_str().unwrap().to_owned();
+    for _ in 0..400 {
+        if app.get(&format!("/api/exports/{third}")).await.1["status"] == "processing" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = app
+        .req(Method::DELETE, &format!("/api/exports/{third}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _) = app.get(&format!("/api/exports/{third}")).await;
+    assert_eq!(s, 404);
+    let (_, c4, _) = create(
+        &app,
+        &app.token,
+        json!({"export_type": "device_data", "format": "csv",
+        "date_range": {"start": "2024-03-09", "end": "2024-03-09"}, "devices": ["BIG1"],
+        "performance_options": {"background_processing": false}}),
+    )
+    .await;
+    assert_eq!(
+        c4["status"], "completed",
+        "the cancelled job freed its slot: {c4}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&exports_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains(third.as_str())),
+        "{names:?}"
+    );
     app.stop().await;
 }
