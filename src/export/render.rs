@@ -850,7 +850,7 @@ fn drive(
                 Field::DeviceIp => Cell::Text(&dev.ip),
                 Field::DeviceId => Cell::Text(&dev.shown_id),
                 Field::DeviceName => Cell::Text(&dev.name),
-                Field::Value(i) => match row.vals[i] {
+                Field::Value(i) => match row.get(i) {
                     None => Cell::Null,
                     Some(v) if i == IS_ON && on_bool => Cell::Bool(v > 0.0),
                     Some(v) => Cell::Num(

@@ -395,6 +395,15 @@ impl Filters {
         }
     }
 
+    /// Whether every row passes (no filter set).
+    pub fn passes_all(&self) -> bool {
+        self.min_power.is_none()
+            && self.max_power.is_none()
+            && self.keep_on
+            && self.keep_off
+            && !self.has_time()
+    }
+
     /// Whether any time filter is set.
     pub fn has_time(&self) -> bool {
         self.time_of_day.is_some() || self.days_mask != 0b1111_1110

@@ -63,15 +63,32 @@ pub struct Sub {
     pub vals: [Option<Val>; NV],
 }
 
-/// An output row in display units, unrounded.
+/// An output row in display units, unrounded. Missing values are NaN inside (half the size of
+/// `Option<f64>`: rows are moved between threads a million times per export).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     /// Reading time or period start, UTC ms.
     pub ts_ms: i64,
     /// Device index in the plan.
     pub dev: usize,
-    /// Fields by [`super::request::VALUE_FIELDS`] index.
-    pub vals: [Option<f64>; NV],
+    vals: [f64; NV],
+}
+
+impl Row {
+    /// A row from optional values by [`super::request::VALUE_FIELDS`] index.
+    pub fn new(ts_ms: i64, dev: usize, vals: [Option<f64>; NV]) -> Self {
+        Self {
+            ts_ms,
+            dev,
+            vals: vals.map(|v| v.filter(|x| !x.is_nan()).unwrap_or(f64::NAN)),
+        }
+    }
+
+    /// Field `i` ([`super::request::VALUE_FIELDS`] index), if present.
+    pub fn get(&self, i: usize) -> Option<f64> {
+        let v = self.vals[i];
+        (!v.is_nan()).then_some(v)
+    }
 }
 
 fn raw_row(r: &RawRow, dev: usize, price: f64) -> Row {
@@ -79,10 +96,10 @@ fn raw_row(r: &RawRow, dev: usize, price: f64) -> Row {
     let metered = g.power_mw.is_some() || g.counter_wh.is_some();
     let milli = |v: Option<i64>| v.map(|x| x as f64 / 1000.0);
     let energy = metered.then(|| r.energy_wh as f64 / 1000.0);
-    Row {
-        ts_ms: g.ts_ms,
+    Row::new(
+        g.ts_ms,
         dev,
-        vals: [
+        [
             milli(g.power_mw),
             energy,
             milli(g.voltage_mv),
@@ -91,7 +108,7 @@ fn raw_row(r: &RawRow, dev: usize, price: f64) -> Row {
             milli(g.counter_wh),
             Some(if g.relay_on { 1.0 } else { 0.0 }),
         ],
-    }
+    )
 }
 
 fn bucket_sub(b: &Bucket, dev: usize, price: f64) -> Sub {
@@ -142,17 +159,14 @@ fn raw_rows<'a>(store: &Store, plan: &'a Plan, dev: usize) -> store::Result<Stre
     let price = plan.price_per_kwh;
     let mut keep = keeper(plan);
     let scan = store.scan_raw(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
-    Ok(Box::new(
-        scan.map(move |r| r.map(|r| raw_row(&r, dev, price)))
-            .filter(move |r| match r {
-                Ok(r) => keep(
-                    r.ts_ms,
-                    r.vals[POWER],
-                    r.vals[IS_ON].is_some_and(|v| v > 0.0),
-                ),
-                Err(_) => true,
-            }),
-    ))
+    let rows = scan.map(move |r| r.map(|r| raw_row(&r, dev, price)));
+    if plan.filters.passes_all() {
+        return Ok(Box::new(rows));
+    }
+    Ok(Box::new(rows.filter(move |r| match r {
+        Ok(r) => keep(r.ts_ms, r.get(POWER), r.get(IS_ON).is_some_and(|v| v > 0.0)),
+        Err(_) => true,
+    })))
 }
 
 /// 15-minute buckets of device `dev` that pass the filters (by mean power, relay on in the
@@ -282,11 +296,7 @@ impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
         for (i, v) in vals.iter_mut().enumerate() {
             *v = acc[i].finish(self.plan.functions[i]);
         }
-        Some(Ok(Row {
-            ts_ms: start,
-            dev: first.dev,
-            vals,
-        }))
+        Some(Ok(Row::new(start, first.dev, vals)))
     }
 }
 
@@ -299,8 +309,8 @@ fn device_rows<'a>(store: &Store, plan: &'a Plan, dev: usize) -> store::Result<S
             if !outliers {
                 return Ok(rows);
             }
-            let stats = power_stats(rows.map(|r| r.map(|r| r.vals[POWER])))?;
-            without_outliers(raw_rows(store, plan, dev)?, stats, |r: &Row| r.vals[POWER])
+            let stats = power_stats(rows.map(|r| r.map(|r| r.get(POWER))))?;
+            without_outliers(raw_rows(store, plan, dev)?, stats, |r: &Row| r.get(POWER))
         }
         Some(_) => {
             let mut subs = bucket_subs(store, plan, dev)?;
@@ -352,15 +362,15 @@ impl Iterator for Rows<'_> {
 /// The formula variables of a row, in [`super::request::FORMULA_VARS`] order.
 pub fn formula_values(row: &Row, plan: &Plan) -> [Option<f64>; 10] {
     let d = &plan.devices[row.dev];
-    let v = &row.vals;
+    let v = |i| row.get(i);
     [
-        v[POWER],
-        v[ENERGY],
-        v[VOLTAGE],
-        v[CURRENT],
-        v[COST],
-        v[TOTAL],
-        v[IS_ON],
+        v(POWER),
+        v(ENERGY),
+        v(VOLTAGE),
+        v(CURRENT),
+        v(COST),
+        v(TOTAL),
+        v(IS_ON),
         d.rated_power,
         Some(plan.price_per_kwh),
         Some(row.dev as f64),

@@ -280,8 +280,61 @@ fn undelta(first: i64, ds: Vec<u64>) -> Vec<i64> {
     v
 }
 
-/// Decodes a block; `None` when the bytes are not a valid block.
+/// A decoded block as columns; rows are built from it one at a time.
+#[derive(Debug, Default)]
+pub struct Columns {
+    flags: Vec<u64>,
+    ts: Vec<i64>,
+    /// power, voltage, current, counter, rssi.
+    cols: Vec<Vec<i64>>,
+    energy: Vec<i64>,
+}
+
+impl Columns {
+    /// Number of readings.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// Whether the block is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Time of reading `i`.
+    pub fn ts(&self, i: usize) -> i64 {
+        self.ts[i]
+    }
+
+    /// Reading `i` as a row of `device_id`.
+    pub fn row(&self, device_id: &DeviceId, i: usize) -> RawRow {
+        let f = self.flags[i];
+        let meter = f & METER != 0;
+        let c = &self.cols;
+        RawRow {
+            reading: Reading {
+                device_id: device_id.clone(),
+                ts_ms: self.ts[i],
+                power_mw: meter.then_some(c[0][i]),
+                voltage_mv: meter.then_some(c[1][i]),
+                current_ma: meter.then_some(c[2][i]),
+                counter_wh: (f & COUNTER != 0).then_some(c[3][i]),
+                relay_on: f & RELAY != 0,
+                rssi: (f & RSSI != 0).then_some(c[4][i] as i32),
+            },
+            energy_wh: self.energy[i],
+        }
+    }
+}
+
+/// Decodes a block into rows; `None` when the bytes are not a valid block.
 pub fn decode(device_id: &DeviceId, bytes: &[u8]) -> Option<Vec<RawRow>> {
+    let c = decode_columns(bytes)?;
+    Some((0..c.len()).map(|i| c.row(device_id, i)).collect())
+}
+
+/// Decodes a block into columns; `None` when the bytes are not a valid block.
+pub fn decode_columns(bytes: &[u8]) -> Option<Columns> {
     let mut r = Read {
         b: bytes,
         pos: 0,
@@ -290,7 +343,7 @@ pub fn decode(device_id: &DeviceId, bytes: &[u8]) -> Option<Vec<RawRow>> {
     };
     let n = usize::try_from(r.varint()?).ok()?;
     if n == 0 {
-        return Some(Vec::new());
+        return Some(Columns::default());
     }
     if n > 1_000_000 {
         return None;
@@ -339,25 +392,12 @@ pub fn decode(device_id: &DeviceId, bytes: &[u8]) -> Option<Vec<RawRow>> {
         }
         e
     };
-    let mut rows = Vec::with_capacity(n);
-    for i in 0..n {
-        let f = fl[i];
-        let meter = f & METER != 0;
-        rows.push(RawRow {
-            reading: Reading {
-                device_id: device_id.clone(),
-                ts_ms: ts[i],
-                power_mw: meter.then_some(cols[0][i]),
-                voltage_mv: meter.then_some(cols[1][i]),
-                current_ma: meter.then_some(cols[2][i]),
-                counter_wh: (f & COUNTER != 0).then_some(cols[3][i]),
-                relay_on: f & RELAY != 0,
-                rssi: (f & RSSI != 0).then_some(cols[4][i] as i32),
-            },
-            energy_wh: energy[i],
-        });
-    }
-    Some(rows)
+    Some(Columns {
+        flags: fl,
+        ts,
+        cols,
+        energy,
+    })
 }
 
 #[cfg(test)]

@@ -85,7 +85,8 @@ impl Store {
             start,
             end,
             blocks,
-            current: Vec::new().into_iter(),
+            current: block::Columns::default(),
+            next_idx: 0,
             head,
             _txn: txn,
         })
@@ -120,7 +121,8 @@ pub struct RawScan {
     start: i64,
     end: i64,
     blocks: redb::Range<'static, (u32, i64), &'static [u8]>,
-    current: std::vec::IntoIter<RawRow>,
+    current: block::Columns,
+    next_idx: usize,
     head: redb::Range<'static, (u32, i64), &'static [u8]>,
     _txn: redb::ReadTransaction,
 }
@@ -130,16 +132,20 @@ impl Iterator for RawScan {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(r) = self
-                .current
-                .by_ref()
-                .find(|r| r.reading.ts_ms >= self.start && r.reading.ts_ms < self.end)
-            {
-                return Some(Ok(r));
+            while self.next_idx < self.current.len() {
+                let i = self.next_idx;
+                self.next_idx += 1;
+                let ts = self.current.ts(i);
+                if ts >= self.start && ts < self.end {
+                    return Some(Ok(self.current.row(&self.id, i)));
+                }
             }
             match self.blocks.next() {
-                Some(Ok((k, v))) => match block::decode(&self.id, v.value()) {
-                    Some(rows) => self.current = rows.into_iter(),
+                Some(Ok((k, v))) => match block::decode_columns(v.value()) {
+                    Some(cols) => {
+                        self.current = cols;
+                        self.next_idx = 0;
+                    }
                     None => {
                         return Some(Err(Error::Corrupt(format!(
                             "block at {} does not decode",

@@ -396,6 +396,15 @@ async fn user_commands_work_with_the_daemon_running_and_stopped() {
     assert!(ok && out.contains("OK"), "{out}");
 }
 
+/// The number printed right after `prefix` in `out`.
+fn number_after(out: &str, prefix: &str) -> u64 {
+    out.split(prefix)
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {prefix:?} in: {out}"))
+}
+
 fn run_example(cmd: &str, script: &str, env: &[(&str, String)]) -> (String, String) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/examples")
@@ -443,13 +452,8 @@ async fn the_spec_integration_examples_run_against_the_demo() {
         ("KASAD_END", now.format("%Y-%m-%d").to_string()),
     ];
     let (out, _) = run_example("python3", "spec_example.py", &env);
-    let n: u64 = out
-        .split("Exported ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no record count in: {out}"));
-    assert!(n > 100, "a day of 10-second polls: {out}");
+    let n = number_after(&out, "Exported ");
+    assert!(n > 100, "a day of one-minute readings: {out}");
     for col in ["timestamp", "power_w", "energy_kwh", "cost"] {
         assert!(out.contains(col), "{col} in df.head(): {out}");
     }
@@ -459,12 +463,7 @@ async fn the_spec_integration_examples_run_against_the_demo() {
     let (out, err) = run_example("node", "spec_example.js", &env);
     assert!(out.contains("Export created: exp_"), "{out}");
     assert!(out.contains("Export completed"), "{out}{err}");
-    let bytes: u64 = out
-        .split("Data downloaded: ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no size in: {out}"));
+    let bytes = number_after(&out, "Data downloaded: ");
     assert!(bytes > 1000, "{out}");
     assert!(!err.contains("Export failed"), "{err}");
     drop(d);

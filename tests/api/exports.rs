@@ -234,6 +234,24 @@ async fn golden_files_match_byte_for_byte() {
     e.app.stop().await;
 }
 
+/// The element of array `list` whose `key` is `value`.
+fn entry(list: &Value, key: &str, value: &str) -> Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("no {key} = {value} in {list}"))
+        .clone()
+}
+
+/// File names in a directory.
+fn file_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 fn rows(v: &Value) -> &Vec<Value> {
     v["data"].as_array().unwrap()
 }
@@ -435,13 +453,7 @@ async fn every_endpoint_answers_with_spec_fields_and_errors() {
     assert_eq!(v["formats"][1]["extension"], ".json");
     let (s, v) = app.get("/api/exports/devices").await;
     assert_eq!(s, 200);
-    let lamp = v["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["device_id"] == "LAMP01")
-        .unwrap()
-        .clone();
+    let lamp = entry(&v["devices"], "device_id", "LAMP01");
     assert_eq!(lamp["device_ip"], "127.0.0.9");
     assert_eq!(lamp["device_name"], "Living Room Lamp");
     assert_eq!(lamp["data_points"], 426);
@@ -453,13 +465,7 @@ async fn every_endpoint_answers_with_spec_fields_and_errors() {
     );
     let (s, v) = app.get("/api/exports/metrics").await;
     assert_eq!(s, 200);
-    let energy = v["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["field"] == "energy_kwh")
-        .unwrap()
-        .clone();
+    let energy = entry(&v["metrics"], "field", "energy_kwh");
     assert_eq!(energy["unit"], "kWh");
     assert!(
         energy["description"]
@@ -1070,10 +1076,7 @@ async fn a_restart_during_an_export_finishes_it_and_never_serves_a_partial_file(
     assert!(saw_processing);
     app.stop().await;
     let exports_dir = data.path().join("exports");
-    let leftover: Vec<String> = std::fs::read_dir(&exports_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let leftover: Vec<String> = file_names(&exports_dir);
     assert!(
         leftover.iter().all(|n| n.ends_with(".tmp")),
         "only a temp file may remain: {leftover:?}"
@@ -1108,10 +1111,7 @@ async fn a_restart_during_an_export_finishes_it_and_never_serves_a_partial_file(
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(st["checksum_sha256"], hex.as_str());
-    let names: Vec<String> = std::fs::read_dir(&exports_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> = file_names(&exports_dir);
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     // DELETE of a running export cancels it: no file, no record, the slot is free again.
     let (_, c3, _) = create(
@@ -1148,10 +1148,7 @@ async fn a_restart_during_an_export_finishes_it_and_never_serves_a_partial_file(
         c4["status"], "completed",
         "the cancelled job freed its slot: {c4}"
     );
-    let names: Vec<String> = std::fs::read_dir(&exports_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> = file_names(&exports_dir);
     assert!(
         !names.iter().any(|n| n.contains(third.as_str())),
         "{names:?}"
