@@ -72,8 +72,9 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-/// The status body of an export (spec field names, plus the documented extras).
-fn status_json(st: &AppState, rec: &ExportRecord) -> Value {
+/// The status body of an export (spec field names, plus the documented extras); the
+/// `download_link` ticket is the viewer's.
+fn status_json(st: &AppState, viewer: &CurrentUser, rec: &ExportRecord) -> Value {
     let now = st.clock.now_ms();
     let expired = rec.is_expired(now);
     let status = if expired { Status::Expired } else { rec.status };
@@ -112,7 +113,7 @@ fn status_json(st: &AppState, rec: &ExportRecord) -> Value {
         v["expired_at"] = json!(rec.expires_ms.map(rfc3339));
     }
     if status == Status::Completed {
-        let (ticket, exp) = issue_ticket(st, &rec.id, rec.user_id, now);
+        let (ticket, exp) = issue_ticket(st, &rec.id, &viewer.user, now);
         let base = st.public_url.clone().unwrap_or_default();
         v["download_link"] = json!(format!("{base}{url}?ticket={ticket}"));
         v["download_link_expires_at"] = json!(rfc3339(exp));
@@ -254,7 +255,7 @@ pub async fn create(
         let id = rec.id.clone();
         blocking(move || store.export(&id)).await??.unwrap_or(rec)
     };
-    Ok(Json(status_json(&st, &rec)).into_response())
+    Ok(Json(status_json(&st, &cu, &rec)).into_response())
 }
 
 /// `GET /api/exports/{export_id}`.
@@ -264,7 +265,7 @@ pub async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let rec = owned(&st, &cu, &id).await?;
-    Ok(Json(status_json(&st, &rec)))
+    Ok(Json(status_json(&st, &cu, &rec)))
 }
 
 /// `DELETE /api/exports/{export_id}`: deletes the file, or cancels a queued/running job.

@@ -133,22 +133,24 @@ fn ticket_param(query: Option<&str>) -> Option<String> {
 /// Lifetime of a download ticket.
 pub const TICKET_TTL_S: i64 = 15 * 60;
 
-fn ticket_mac(st: &AppState, resource: &str, user_id: u32, exp_s: i64) -> String {
+fn ticket_mac(st: &AppState, resource: &str, user: &User, exp_s: i64) -> String {
     use hmac::{KeyInit, Mac};
     let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(st.auth.jwt_key.bytes())
         .expect("any key length");
-    m.update(format!("download-ticket\0{resource}\0{user_id}\0{exp_s}").as_bytes());
+    // The token version is included: a password change or disabling voids open tickets.
+    let (id, ver) = (user.id, user.token_version);
+    m.update(format!("download-ticket\0{resource}\0{id}\0{ver}\0{exp_s}").as_bytes());
     let tag = m.finalize().into_bytes();
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..20])
 }
 
-/// A ticket for `resource` (an export id) and user, valid [`TICKET_TTL_S`] from `now_ms`:
+/// A ticket for `resource` (an export id) and `user`, valid [`TICKET_TTL_S`] from `now_ms`:
 /// `<user id>.<expiry s>.<mac>`.
-pub fn issue_ticket(st: &AppState, resource: &str, user_id: u32, now_ms: i64) -> (String, i64) {
+pub fn issue_ticket(st: &AppState, resource: &str, user: &User, now_ms: i64) -> (String, i64) {
     let exp_s = now_ms / 1000 + TICKET_TTL_S;
-    let mac = ticket_mac(st, resource, user_id, exp_s);
-    (format!("{user_id}.{exp_s}.{mac}"), exp_s * 1000)
+    let mac = ticket_mac(st, resource, user, exp_s);
+    (format!("{}.{exp_s}.{mac}", user.id), exp_s * 1000)
 }
 
 async fn by_ticket(
@@ -166,15 +168,7 @@ async fn by_ticket(
         uid.parse().map_err(|_| invalid())?,
         exp.parse().map_err(|_| invalid())?,
     );
-    let resource = path.rsplit('/').next().unwrap_or_default();
-    let want = ticket_mac(st, resource, uid, exp_s);
-    let same = want.len() == mac.len()
-        && want
-            .bytes()
-            .zip(mac.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same || st.clock.now_ms() / 1000 >= exp_s {
+    if st.clock.now_ms() / 1000 >= exp_s {
         return Err(invalid());
     }
     let store = st.store.clone();
@@ -183,6 +177,17 @@ async fn by_ticket(
         .map_err(ApiError::internal)??
         .filter(|u| !u.disabled)
         .ok_or_else(invalid)?;
+    let resource = path.rsplit('/').next().unwrap_or_default();
+    let want = ticket_mac(st, resource, &user, exp_s);
+    let same = want.len() == mac.len()
+        && want
+            .bytes()
+            .zip(mac.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(invalid());
+    }
     Ok(CurrentUser {
         claims: jwt::Claims {
             sub: user.id,

@@ -907,6 +907,31 @@ async fn downloads_have_ranges_digests_etags_and_tickets() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // A password change voids the user's open tickets.
+    let dave = add_user(app, "dave", "operator").await;
+    let (_, d, _) = create(app, &dave, json!({"export_type": "device_data", "format": "csv",
+        "date_range": {"start": "2024-03-09", "end": "2024-03-09"}, "performance_options": {"background_processing": false}})).await;
+    let dave_link = d["download_link"].as_str().unwrap().to_owned();
+    let get_link = |l: String| {
+        let c = app.client.clone();
+        let url = format!("{}{l}", app.base);
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get_link(dave_link.clone()).await, 200);
+    let (_, users) = app.get("/api/users").await;
+    let uid = entry(&users["users"], "username", "dave")["user_id"].clone();
+    let r = app
+        .req(Method::PATCH, &format!("/api/users/{uid}"))
+        .json(&json!({"password": "another-long-password-2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        get_link(dave_link).await,
+        401,
+        "a password change voids open tickets"
+    );
     e.clock.advance(16 * 60_000);
     let r = app
         .client
