@@ -1097,6 +1097,81 @@ mod tests {
         assert_eq!(a.len(), 16);
     }
 
+    fn summary(id: &str, ip: &str, kind: DeviceType, parent: Option<&str>) -> DeviceSummary {
+        let info = crate::domain::DeviceInfo {
+            device_id: DeviceId::parse(id).unwrap(),
+            parent_id: parent.map(|p| DeviceId::parse(p).unwrap()),
+            outlet_index: parent.map(|_| 0),
+            address: format!("{ip}:9999"),
+            name: id.into(),
+            device_type: kind,
+            model: "HS300(US)".into(),
+            hw_ver: "1.0".into(),
+            sw_ver: "1".into(),
+            transport: crate::domain::Transport::Xor,
+            has_emeter: true,
+            mac: String::new(),
+            latitude: None,
+            longitude: None,
+        };
+        DeviceSummary {
+            record: crate::store::DeviceRecord {
+                info,
+                key: 0,
+                first_seen_ms: 0,
+            },
+            data_points: 0,
+            last_reading_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_strip_id_or_ip_selects_its_outlets_and_all_skips_the_strip() {
+        let all = vec![
+            summary("STRIP", "127.0.0.5", DeviceType::Strip, None),
+            summary(
+                "STRIP00",
+                "127.0.0.5",
+                DeviceType::StripOutlet,
+                Some("STRIP"),
+            ),
+            summary(
+                "STRIP01",
+                "127.0.0.5",
+                DeviceType::StripOutlet,
+                Some("STRIP"),
+            ),
+            summary("PLUG", "127.0.0.6", DeviceType::Plug, None),
+        ];
+        let ids = |sel: Devices| -> Vec<String> {
+            select_devices(Some(&sel), &all)
+                .unwrap()
+                .iter()
+                .map(|d| d.record.info.device_id.to_string())
+                .collect()
+        };
+        assert_eq!(
+            ids(Devices::List(vec!["127.0.0.5".into()])),
+            ["STRIP00", "STRIP01"]
+        );
+        assert_eq!(
+            ids(Devices::List(vec!["STRIP".into()])),
+            ["STRIP00", "STRIP01"]
+        );
+        assert_eq!(ids(Devices::List(vec!["STRIP01".into()])), ["STRIP01"]);
+        assert_eq!(
+            ids(Devices::One("all".into())),
+            ["PLUG", "STRIP00", "STRIP01"]
+        );
+        assert_eq!(
+            ids(Devices::List(vec!["PLUG".into(), "127.0.0.6".into()])),
+            ["PLUG"]
+        );
+        let e = select_devices(Some(&Devices::List(vec!["127.0.0.99".into()])), &all).unwrap_err();
+        assert_eq!(e.code, "DEVICE_NOT_FOUND");
+        assert!(select_devices(Some(&Devices::List(vec![])), &all).is_err());
+    }
+
     #[test]
     fn date_only_end_includes_the_whole_local_day() {
         let ny: Tz = "America/New_York".parse().unwrap();

@@ -418,6 +418,19 @@ async fn compression_gzip_and_zip_hold_the_same_csv() {
     let zs = finished(&e.app, z).await;
     let (_, zip_bytes, _) = download(&e.app, zs["export_id"].as_str().unwrap()).await;
     assert_eq!(&zip_bytes[..2], b"PK");
+    // No header row, a semicolon delimiter.
+    let mut semi = base.clone();
+    semi["options"] = json!({"include_headers": false, "delimiter": ";", "timezone": "UTC"});
+    semi["fields"] = json!(["timestamp", "device_name", "power_w"]);
+    let sc = finished(&e.app, semi).await;
+    let (_, text, _) = download(&e.app, sc["export_id"].as_str().unwrap()).await;
+    let text = String::from_utf8(text).unwrap();
+    let first = text.lines().next().unwrap();
+    assert_eq!(first, "2024-03-09T00:00:01.234Z;Living Room Lamp;0");
+    assert_eq!(
+        text.lines().count() as u64,
+        sc["record_count"].as_u64().unwrap()
+    );
     assert!(gz_bytes.len() < plain_bytes.len() && zip_bytes.len() < plain_bytes.len());
     e.app.stop().await;
 }
