@@ -278,7 +278,16 @@ pub async fn remove(
     let exporter = st.exporter.clone();
     let key = id.clone();
     let rec = blocking(move || exporter.delete(&key))
-        .await??
+        .await?
+        .map_err(|e| match e {
+            crate::store::Error::ComplianceHold => ApiError::new(
+                StatusCode::CONFLICT,
+                "COMPLIANCE_HOLD",
+                "Compliance hold",
+                "This export is under a compliance hold and cannot be deleted",
+            ),
+            other => other.into(),
+        })?
         .ok_or_else(|| not_found(&id))?;
     let mut ev = cu.event(EventType::DataDeleted, Severity::Info);
     ev.resource = Some(format!("export:{id}"));
@@ -475,10 +484,17 @@ async fn preview(
     if crate::export::Format::parse(&body.format).is_none() {
         body.format = "csv".into();
     }
+    // A preview reads every row of the request: it waits for an export slot like an export,
+    // stops counting at max_records_per_export, and stops when the client goes away.
+    let _slot = st.exporter.slot().await;
+    let cancel = CancelOnDrop::default();
+    let flag = cancel.0.clone();
     let exporter = st.exporter.clone();
+    let cap = exporter.config().settings.exports.max_records_per_export;
     let out = blocking(move || {
         let plan = exporter.plan(&body, None)?;
-        crate::export::render::preview(&st.store, &plan, limit).map_err(|e| match e {
+        let limit = limit.min(usize::try_from(cap).unwrap_or(usize::MAX));
+        crate::export::render::preview(&st.store, &plan, limit, cap, &flag).map_err(|e| match e {
             crate::export::render::RenderError::Store(s) => CreateError::Store(s),
             other => CreateError::Invalid(crate::export::request::RequestError {
                 code: "VALIDATION_ERROR",
@@ -491,11 +507,22 @@ async fn preview(
     Ok(Json(json!({
         "preview": out.rows,
         "total_records": out.total,
+        "total_records_capped": out.capped,
         "estimated_file_size": human_size(out.csv_bytes),
         "estimated_file_size_bytes": out.csv_bytes,
         "summary": out.summary,
         "preview_note": format!("Showing first {} records", out.rows.len()),
     })))
+}
+
+/// Sets its flag when dropped (a handler future dropped because the client went away).
+#[derive(Debug, Default)]
+struct CancelOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One `bytes=` range of a request, resolved against `len`: Ok(None) = whole file.

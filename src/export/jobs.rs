@@ -181,6 +181,11 @@ impl Exporter {
         Ok(request::plan(body, &ctx, resolved)?)
     }
 
+    /// A render slot (previews take one like exports do); None once the daemon stops.
+    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
     /// Progress of a running job.
     pub fn progress(&self, id: &str) -> Option<u8> {
         let running = self.running.lock().expect("running map");
@@ -280,9 +285,22 @@ impl Exporter {
                 return;
             };
             let job = me.clone();
-            let res = tokio::task::spawn_blocking(move || job.run(&id)).await;
+            let key = id.clone();
+            let res = tokio::task::spawn_blocking(move || job.run(&key)).await;
             if let Err(e) = res {
-                tracing::error!(error = %e, "export task panicked");
+                // A bug, not the user's doing: record it so the job does not stay
+                // "processing" (and run again at every start).
+                tracing::error!(error = %e, export_id = %id, "export task panicked");
+                me.running.lock().expect("running map").remove(&id);
+                let _ = std::fs::remove_file(me.tmp_path(&id));
+                let failed = me.finish(
+                    &id,
+                    Err("internal error while rendering; the cause has been logged".into()),
+                    me.clock.now_ms(),
+                );
+                if let Err(e) = failed {
+                    tracing::error!(error = %e, export_id = %id, "could not record the failure");
+                }
             }
         })
     }
@@ -311,7 +329,8 @@ impl Exporter {
             .lock()
             .expect("running map")
             .insert(id.to_owned(), ctl.clone());
-        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        let deleted = matches!(self.store.export(id), Ok(Some(r)) if r.deleted_ms.is_some());
+        if deleted || self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             ctl.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let result = self.render(&rec, &ctl);
@@ -325,6 +344,7 @@ impl Exporter {
                     .and_then(|()| std::fs::File::open(&self.dir)?.sync_all());
                 if let Err(e) = moved {
                     let _ = std::fs::remove_file(&tmp);
+                    let _ = std::fs::remove_file(&final_path);
                     self.finish(id, Err(format!("could not store the file: {e}")), done)
                 } else {
                     let kept = self.finish(id, Ok(out), done);
@@ -355,7 +375,7 @@ impl Exporter {
         let plan = match self.plan(&stored.body, Some(&stored.resolved)) {
             Ok(p) => p,
             Err(CreateError::Store(e)) => return Err(e.into()),
-            Err(e) => return Err(RenderError::Formula(e.to_string())),
+            Err(e) => return Err(RenderError::Invalid(e.to_string())),
         };
         let s = &self.cfg.settings.exports;
         let limits = Limits {

@@ -418,6 +418,9 @@ pub enum RenderError {
     /// A custom field failed.
     #[error("custom field: {0}")]
     Formula(String),
+    /// The stored request no longer validates (e.g. its devices are gone).
+    #[error("the export request is no longer valid: {0}")]
+    Invalid(String),
     /// Reading the store failed.
     #[error("reading the data failed: {0}")]
     Store(#[from] store::Error),
@@ -570,7 +573,7 @@ pub fn render(
     let (out, count) = Output::create(path, plan.compression, inner_name)?;
     let millis = plan.aggregation.is_none();
     let tzc = TzCache::new(plan.tz);
-    let rows = Rows::open(store, plan)?;
+    let rows = Rows::open(store, plan, &ctl.cancel)?;
     // Three stages on their own threads, joined by short bounded queues: reading and merging
     // rows; formatting them (this thread); compressing, hashing and writing the file.
     let (n, summary, sha256) = std::thread::scope(|scope| {
@@ -615,7 +618,8 @@ pub fn render(
             .map_err(|_| io::Error::other("the file writer panicked"))?;
         match (written, sha) {
             (Ok((n, s)), Ok(sha)) => Ok((n, s, sha)),
-            (Err(e), _) | (Ok(_), Err(e)) => Err(RenderError::from_io(e)),
+            // A failed write (disk full) is the real cause of "the file writer stopped".
+            (_, Err(e)) | (Err(e), Ok(_)) => Err(RenderError::from_io(e)),
         }
     })?;
     let file_size = std::fs::metadata(path)?.len();
@@ -635,11 +639,13 @@ pub fn render(
 pub struct Preview {
     /// First rows.
     pub rows: Vec<Value>,
-    /// All rows of the request.
+    /// Rows of the request (at most the cap).
     pub total: u64,
-    /// Bytes of the uncompressed CSV.
+    /// The count stopped at the cap: the export holds more rows than that.
+    pub capped: bool,
+    /// Bytes of the uncompressed CSV (of the rows counted).
     pub csv_bytes: u64,
-    /// Aggregate custom fields over all rows.
+    /// Aggregate custom fields over all rows (null when capped).
     pub summary: Value,
 }
 
@@ -655,6 +661,7 @@ impl Write for ByteCount {
     }
 }
 
+/// Keeps the first `limit` rows as a complete JSON document and sizes every row as CSV.
 struct PreviewSink {
     json: JsonSink<Vec<u8>>,
     csv: CsvSink<ByteCount>,
@@ -670,18 +677,30 @@ impl Sink for PreviewSink {
     fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
         if self.n < self.limit {
             self.json.row(cells)?;
+            if self.n + 1 == self.limit {
+                self.json.finish(0, &Value::Null)?;
+            }
         }
         self.n += 1;
         self.csv.row(cells)
     }
-    fn finish(&mut self, record_count: u64, summary: &Value) -> io::Result<()> {
-        self.json.finish(record_count, summary)?;
-        self.csv.finish(record_count, summary)
+    fn finish(&mut self, _record_count: u64, _summary: &Value) -> io::Result<()> {
+        if self.n < self.limit {
+            self.json.finish(0, &Value::Null)?;
+        }
+        Ok(())
     }
 }
 
-/// The first `limit` rows of `plan`, the total and the CSV size (reads every row once).
-pub fn preview(store: &Store, plan: &Plan, limit: usize) -> Result<Preview, RenderError> {
+/// The first `limit` rows of `plan`, the number of rows (counting stops after `cap`) and the
+/// CSV size; stops early when `cancel` is set.
+pub fn preview(
+    store: &Store,
+    plan: &Plan,
+    limit: usize,
+    cap: u64,
+    cancel: &AtomicBool,
+) -> Result<Preview, RenderError> {
     let millis = plan.aggregation.is_none();
     let mut sink = PreviewSink {
         json: JsonSink::new(Vec::new(), TzCache::new(plan.tz), millis),
@@ -695,20 +714,28 @@ pub fn preview(store: &Store, plan: &Plan, limit: usize) -> Result<Preview, Rend
         limit,
         n: 0,
     };
-    let mut rows = Rows::open(store, plan)?;
+    let ctl = Control::default();
+    ctl.cancel
+        .store(cancel.load(Ordering::Relaxed), Ordering::Relaxed);
+    let mut rows = Rows::open(store, plan, cancel)?;
     let limits = Limits {
-        max_records: u64::MAX,
+        max_records: cap,
         max_bytes: u64::MAX,
     };
-    let (total, summary) = drive(
+    let counted = drive(
         &mut sink,
         &mut rows,
         plan,
         &Value::Null,
         limits,
-        &Control::default(),
+        &ctl,
         &AtomicU64::new(0),
-    )?;
+    );
+    let (total, capped, summary) = match counted {
+        Ok((n, s)) => (n, false, s),
+        Err(RenderError::TooManyRecords(_)) => (cap, true, Value::Null),
+        Err(e) => return Err(e),
+    };
     let doc: Value = serde_json::from_slice(&sink.json.into_inner()).map_err(io::Error::other)?;
     let rows = match doc.get("data") {
         Some(Value::Array(a)) => a.clone(),
@@ -717,6 +744,7 @@ pub fn preview(store: &Store, plan: &Plan, limit: usize) -> Result<Preview, Rend
     Ok(Preview {
         rows,
         total,
+        capped,
         csv_bytes: sink.csv.into_inner().0,
         summary,
     })
@@ -882,6 +910,10 @@ fn drive(
             }
         }
         sink.row(&cells)?;
+    }
+    if ctl.cancel.load(Ordering::Relaxed) {
+        // The scans may have stopped early: what was written is not the whole export.
+        return Err(RenderError::Cancelled);
     }
     let mut summary = Map::new();
     for (c, a) in plan.aggregate_fields.iter().zip(&aggs) {

@@ -520,6 +520,19 @@ pub struct PlanCtx<'a> {
 
 /// Parses RFC 3339, or a date (local midnight in `tz`, or the next midnight when `end_of_day`).
 pub fn parse_time(field: &str, s: &str, tz: Tz, end_of_day: bool) -> Result<i64, RequestError> {
+    // Years 1970–9999: far enough for any data, and range arithmetic cannot overflow.
+    const MAX_MS: i64 = 253_402_300_800_000;
+    let t = parse_any(field, s, tz, end_of_day)?;
+    if !(0..=MAX_MS).contains(&t) {
+        return Err(RequestError {
+            code: "INVALID_DATE",
+            message: format!("{field}: {s:?} is outside the years 1970 to 9999"),
+        });
+    }
+    Ok(t)
+}
+
+fn parse_any(field: &str, s: &str, tz: Tz, end_of_day: bool) -> Result<i64, RequestError> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_millis() + i64::from(end_of_day));
     }
@@ -939,14 +952,13 @@ pub fn plan(
         return Err(bad("options.decimal_places must be between 0 and 9"));
     }
     let delimiter = match opts.delimiter.as_deref() {
-        None => b',',
-        Some("\\t") => b'\t',
-        Some(d) if d.len() == 1 && !matches!(d, "\"" | "\r" | "\n") && d.is_ascii() => {
-            d.as_bytes()[0]
-        }
+        None | Some(",") => b',',
+        Some(";") => b';',
+        Some("|") => b'|',
+        Some("\t" | "\\t") => b'\t',
         Some(d) => {
             return Err(bad(format!(
-                "options.delimiter must be one ASCII character other than a quote or line break, got {d:?}"
+                "options.delimiter must be one of \",\", \";\", \"|\" or a tab (\"\\t\"), got {d:?}"
             )));
         }
     };

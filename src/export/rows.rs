@@ -17,6 +17,7 @@ use super::request::{Agg, ENERGY, IS_ON, POWER, Plan};
 use crate::domain::Bucket;
 use crate::domain::rollup::period_start;
 use crate::store::{self, RawRow, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Number of numeric fields ([`super::request::VALUE_FIELDS`]).
 pub const NV: usize = 7;
@@ -154,11 +155,49 @@ fn keeper(plan: &Plan) -> impl FnMut(i64, Option<f64>, bool) -> bool + Send + '_
 
 type Stream<'a, T> = Box<dyn Iterator<Item = store::Result<T>> + Send + 'a>;
 
+/// Ends a store scan once `cancel` is set (checked every 1024 items, filtered or not), so a
+/// deleted export or a stopping daemon never waits for a long scan.
+struct Cancellable<'a, I> {
+    inner: I,
+    cancel: &'a AtomicBool,
+    n: u32,
+}
+
+impl<'a, I> Cancellable<'a, I> {
+    fn new(inner: I, cancel: &'a AtomicBool) -> Self {
+        Self {
+            inner,
+            cancel,
+            n: 0,
+        }
+    }
+}
+
+impl<I: Iterator> Iterator for Cancellable<'_, I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        self.n = self.n.wrapping_add(1);
+        if self.n.is_multiple_of(1024) && self.cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.inner.next()
+    }
+}
+
 /// Raw rows of device `dev` that pass the filters (outliers not yet removed).
-fn raw_rows<'a>(store: &Store, plan: &'a Plan, dev: usize) -> store::Result<Stream<'a, Row>> {
+fn raw_rows<'a>(
+    store: &Store,
+    plan: &'a Plan,
+    dev: usize,
+    cancel: &'a AtomicBool,
+) -> store::Result<Stream<'a, Row>> {
     let price = plan.price_per_kwh;
     let mut keep = keeper(plan);
-    let scan = store.scan_raw(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
+    let scan = Cancellable::new(
+        store.scan_raw(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?,
+        cancel,
+    );
     let rows = scan.map(move |r| r.map(|r| raw_row(&r, dev, price)));
     if plan.filters.passes_all() {
         return Ok(Box::new(rows));
@@ -171,10 +210,18 @@ fn raw_rows<'a>(store: &Store, plan: &'a Plan, dev: usize) -> store::Result<Stre
 
 /// 15-minute buckets of device `dev` that pass the filters (by mean power, relay on in the
 /// bucket, local start time).
-fn bucket_subs<'a>(store: &Store, plan: &'a Plan, dev: usize) -> store::Result<Stream<'a, Sub>> {
+fn bucket_subs<'a>(
+    store: &Store,
+    plan: &'a Plan,
+    dev: usize,
+    cancel: &'a AtomicBool,
+) -> store::Result<Stream<'a, Sub>> {
     let price = plan.price_per_kwh;
     let mut keep = keeper(plan);
-    let scan = store.scan_buckets(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
+    let scan = Cancellable::new(
+        store.scan_buckets(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?,
+        cancel,
+    );
     Ok(Box::new(
         scan.map(move |b| b.map(|b| bucket_sub(&b, dev, price)))
             .filter(move |s| match s {
@@ -301,23 +348,30 @@ impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
 }
 
 /// The rows of one device, in time order.
-fn device_rows<'a>(store: &Store, plan: &'a Plan, dev: usize) -> store::Result<Stream<'a, Row>> {
+fn device_rows<'a>(
+    store: &Store,
+    plan: &'a Plan,
+    dev: usize,
+    cancel: &'a AtomicBool,
+) -> store::Result<Stream<'a, Row>> {
     let outliers = plan.filters.exclude_outliers;
     Ok(match plan.aggregation {
         None => {
-            let rows = raw_rows(store, plan, dev)?;
+            let rows = raw_rows(store, plan, dev, cancel)?;
             if !outliers {
                 return Ok(rows);
             }
             let stats = power_stats(rows.map(|r| r.map(|r| r.get(POWER))))?;
-            without_outliers(raw_rows(store, plan, dev)?, stats, |r: &Row| r.get(POWER))
+            without_outliers(raw_rows(store, plan, dev, cancel)?, stats, |r: &Row| {
+                r.get(POWER)
+            })
         }
         Some(_) => {
-            let mut subs = bucket_subs(store, plan, dev)?;
+            let mut subs = bucket_subs(store, plan, dev, cancel)?;
             if outliers {
                 let power = |s: &Sub| s.vals[POWER].map(|v| v.mean);
                 let stats = power_stats(subs.map(|s| s.map(|s| power(&s))))?;
-                subs = without_outliers(bucket_subs(store, plan, dev)?, stats, power);
+                subs = without_outliers(bucket_subs(store, plan, dev, cancel)?, stats, power);
             }
             Box::new(Aggregate {
                 subs: subs.peekable(),
@@ -335,9 +389,10 @@ pub struct Rows<'a> {
 impl<'a> Rows<'a> {
     /// Opens one stream per device (read transactions are snapshots: rows written while the
     /// export runs are not included).
-    pub fn open(store: &Store, plan: &'a Plan) -> store::Result<Self> {
+    /// Scans stop early once `cancel` is set (the caller then reports the cancellation).
+    pub fn open(store: &Store, plan: &'a Plan, cancel: &'a AtomicBool) -> store::Result<Self> {
         let streams = (0..plan.devices.len())
-            .map(|d| device_rows(store, plan, d).map(Iterator::peekable))
+            .map(|d| device_rows(store, plan, d, cancel).map(Iterator::peekable))
             .collect::<store::Result<_>>()?;
         Ok(Self { streams })
     }

@@ -15,8 +15,8 @@ fn encode(r: &ExportRecord) -> Result<Vec<u8>> {
 }
 
 impl Store {
-    /// Stores a new export unless its owner already created `limit` non-scheduled exports
-    /// after `now_ms - window_ms` (tombstones count). On refusal returns the time the oldest
+    /// Stores a new export unless its owner already created `limit` (> 0) non-scheduled
+    /// exports after `now_ms - window_ms` (tombstones count). On refusal returns the time the oldest
     /// of those leaves the window and the count.
     pub fn export_create(
         &self,
@@ -27,7 +27,8 @@ impl Store {
         let txn = self.db().begin_write()?;
         {
             let mut t = txn.open_table(EXPORTS)?;
-            if !rec.scheduled {
+            // A limit of 0 means no limit.
+            if !rec.scheduled && limit > 0 {
                 let since = rec.created_ms - window_ms;
                 let mut recent: Vec<i64> = Vec::new();
                 for e in t.iter()? {

@@ -639,6 +639,17 @@ async fn every_endpoint_answers_with_spec_fields_and_errors() {
             400,
             "VALIDATION_ERROR",
         ),
+        (
+            json!({"export_type": "device_data", "format": "csv", "options": {"delimiter": "."}}),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            json!({"export_type": "device_data", "format": "csv",
+                "date_range": {"start": "-200000-01-01", "end": "+200000-01-01"}}),
+            400,
+            "INVALID_DATE",
+        ),
     ];
     for (body, status, code) in bad {
         let (s, v, _) = create(app, &app.token, body.clone()).await;
@@ -687,6 +698,26 @@ async fn limits_refuse_or_fail_with_clear_errors() {
     );
     let (s, _, _) = download(&e.app, v["export_id"].as_str().unwrap()).await;
     assert_eq!(s, 409, "a failed export has no file");
+    let (s, p) = e
+        .app
+        .get("/api/exports/preview?devices=LAMP01&start=2024-03-09&end=2024-03-11&limit=3")
+        .await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(
+        (
+            p["total_records"].as_u64(),
+            p["total_records_capped"].as_bool()
+        ),
+        (Some(10), Some(true)),
+        "a preview stops counting at the limit"
+    );
+    assert_eq!(p["preview"].as_array().unwrap().len(), 3);
+    e.app.stop().await;
+    let e = env_with(|s| s.exports.rate_limit_per_hour = 0).await;
+    for _ in 0..12 {
+        let (s, v, _) = create(&e.app, &e.app.token, body.clone()).await;
+        assert_eq!(s, 200, "rate_limit_per_hour = 0 means no limit: {v}");
+    }
     e.app.stop().await;
     let e = env_with(|s| s.exports.storage_quota_mb = 0).await;
     let (s, v, _) = create(&e.app, &e.app.token, body.clone()).await;
