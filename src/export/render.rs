@@ -573,12 +573,26 @@ pub fn render(
     let (out, count) = Output::create(path, plan.compression, inner_name)?;
     let millis = plan.aggregation.is_none();
     let tzc = TzCache::new(plan.tz);
-    let rows = Rows::open(store, plan, &ctl.cancel)?;
-    // Three stages on their own threads, joined by short bounded queues: reading and merging
-    // rows; formatting them (this thread); compressing, hashing and writing the file.
+    // Reading is the heaviest stage: two readers take every other device.
+    let parts = plan.devices.len().clamp(1, 2);
+    let readers = (0..parts)
+        .map(|k| Rows::open_part(store, plan, &ctl.cancel, k, parts))
+        .collect::<store::Result<Vec<_>>>()?;
+    // Stages on their own threads, joined by short bounded queues: reading and merging rows;
+    // formatting them (this thread); compressing, hashing and writing the file.
     let (n, summary, sha256) = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<store::Result<Vec<Row>>>(4);
-        scope.spawn(move || produce(rows, &tx));
+        let mut inputs = Vec::new();
+        for rows in readers {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<store::Result<Vec<Row>>>(4);
+            scope.spawn(move || produce(rows, &tx));
+            inputs.push(
+                Batches {
+                    rx,
+                    current: Vec::new().into_iter(),
+                }
+                .peekable(),
+            );
+        }
         let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let writer = scope.spawn(move || -> io::Result<String> {
             let mut out = out;
@@ -591,10 +605,7 @@ pub fn render(
             tx: chunk_tx,
             buf: Vec::with_capacity(CHUNK),
         };
-        let mut rows = Batches {
-            rx,
-            current: Vec::new().into_iter(),
-        };
+        let mut rows = MergeParts { inputs };
         let formatted = match plan.format {
             Format::Csv => {
                 let mut sink =
@@ -829,6 +840,29 @@ impl Iterator for Batches {
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+}
+
+/// Merges the readers' streams by (time, device index).
+struct MergeParts {
+    inputs: Vec<std::iter::Peekable<Batches>>,
+}
+
+impl Iterator for MergeParts {
+    type Item = store::Result<Row>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut best: Option<(usize, (i64, usize))> = None;
+        for (i, s) in self.inputs.iter_mut().enumerate() {
+            match s.peek() {
+                Some(Ok(r)) if best.is_none_or(|(_, k)| (r.ts_ms, r.dev) < k) => {
+                    best = Some((i, (r.ts_ms, r.dev)));
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(_)) => return s.next(),
+            }
+        }
+        self.inputs[best?.0].next()
     }
 }
 

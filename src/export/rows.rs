@@ -391,7 +391,21 @@ impl<'a> Rows<'a> {
     /// export runs are not included).
     /// Scans stop early once `cancel` is set (the caller then reports the cancellation).
     pub fn open(store: &Store, plan: &'a Plan, cancel: &'a AtomicBool) -> store::Result<Self> {
+        Self::open_part(store, plan, cancel, 0, 1)
+    }
+
+    /// Like [`Self::open`] for the devices whose index `% parts == part` only. Each part is
+    /// ordered by (time, device index), so merging parts by that key gives the order of
+    /// [`Self::open`].
+    pub fn open_part(
+        store: &Store,
+        plan: &'a Plan,
+        cancel: &'a AtomicBool,
+        part: usize,
+        parts: usize,
+    ) -> store::Result<Self> {
         let streams = (0..plan.devices.len())
+            .filter(|d| d % parts.max(1) == part)
             .map(|d| device_rows(store, plan, d, cancel).map(Iterator::peekable))
             .collect::<store::Result<_>>()?;
         Ok(Self { streams })
