@@ -163,7 +163,7 @@ pub async fn metrics() -> Json<Value> {
         let t = if *f == "is_on" { "boolean" } else { "float" };
         json!({"field": f, "name": name, "description": desc, "data_type": t,
                "unit": if unit.is_empty() { None } else { Some(unit) },
-               "default_aggregation": format!("{agg:?}").to_lowercase()})
+               "default_aggregation": agg.name()})
     }));
     Json(json!({
         "metrics": list,
@@ -308,8 +308,7 @@ pub struct Page {
     offset: Option<usize>,
 }
 
-fn visible(st: &AppState, cu: &CurrentUser, r: &ExportRecord) -> bool {
-    let _ = st;
+fn visible(cu: &CurrentUser, r: &ExportRecord) -> bool {
     is_admin(cu) || r.user_id == cu.user.id
 }
 
@@ -331,7 +330,7 @@ pub async fn history(
     let mut all: Vec<ExportRecord> = blocking(move || store.exports())
         .await??
         .into_iter()
-        .filter(|r| r.deleted_ms.is_none() && visible(&st, &cu, r))
+        .filter(|r| r.deleted_ms.is_none() && visible(&cu, r))
         .collect();
     all.reverse();
     let total = all.len();
@@ -372,7 +371,7 @@ pub async fn stats(
     let all: Vec<ExportRecord> = blocking(move || store.exports())
         .await??
         .into_iter()
-        .filter(|r| visible(&st, &cu, r))
+        .filter(|r| visible(&cu, r))
         .collect();
     let month_start = crate::domain::rollup::period_start(
         st.clock.now_ms(),
@@ -488,13 +487,13 @@ async fn preview(
     // stops counting at max_records_per_export, and stops when the client goes away.
     let _slot = st.exporter.slot().await;
     let cancel = CancelOnDrop::default();
-    let flag = cancel.0.clone();
+    let ctl = cancel.0.clone();
     let exporter = st.exporter.clone();
     let cap = exporter.config().settings.exports.max_records_per_export;
     let out = blocking(move || {
         let plan = exporter.plan(&body, None)?;
         let limit = limit.min(usize::try_from(cap).unwrap_or(usize::MAX));
-        crate::export::render::preview(&st.store, &plan, limit, cap, &flag).map_err(|e| match e {
+        crate::export::render::preview(&st.store, &plan, limit, cap, &ctl).map_err(|e| match e {
             crate::export::render::RenderError::Store(s) => CreateError::Store(s),
             other => CreateError::Invalid(crate::export::request::RequestError {
                 code: "VALIDATION_ERROR",
@@ -517,11 +516,13 @@ async fn preview(
 
 /// Sets its flag when dropped (a handler future dropped because the client went away).
 #[derive(Debug, Default)]
-struct CancelOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+struct CancelOnDrop(std::sync::Arc<crate::export::render::Control>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

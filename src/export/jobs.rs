@@ -13,6 +13,7 @@ use crate::audit::{Event, EventType, Severity};
 use crate::auth::keys::SecretKey;
 use crate::clock::{SharedClock, rfc3339};
 use crate::config::Settings;
+use crate::store::exports::Refusal;
 use crate::store::{self, Store};
 use serde_json::json;
 use std::collections::HashMap;
@@ -204,16 +205,6 @@ impl Exporter {
     ) -> Result<(ExportRecord, bool), CreateError> {
         let plan = self.plan(&body, None)?;
         let s = &self.cfg.settings;
-        let live: u64 = self
-            .store
-            .exports()?
-            .iter()
-            .filter(|r| r.deleted_ms.is_none() && r.status == Status::Completed)
-            .filter_map(|r| r.file_size)
-            .sum();
-        if live >= s.exports.storage_quota_mb * 1024 * 1024 {
-            return Err(CreateError::Quota(s.exports.storage_quota_mb));
-        }
         if let Some(free) = free_mb(&self.dir)
             && free < s.exports.min_free_disk_mb
         {
@@ -267,9 +258,14 @@ impl Exporter {
         rec.request =
             serde_json::to_value(&stored).map_err(|e| store::Error::Corrupt(e.to_string()))?;
         let limit = s.exports.rate_limit_per_hour;
-        match self.store.export_create(&rec, limit, RATE_WINDOW_MS)? {
+        let quota = s.exports.storage_quota_mb.saturating_mul(1024 * 1024);
+        match self
+            .store
+            .export_create(&rec, quota, limit, RATE_WINDOW_MS)?
+        {
             Ok(()) => Ok((rec, plan.background)),
-            Err((retry_at_ms, count)) => Err(CreateError::RateLimited {
+            Err(Refusal::Quota) => Err(CreateError::Quota(s.exports.storage_quota_mb)),
+            Err(Refusal::RateLimited { retry_at_ms, count }) => Err(CreateError::RateLimited {
                 retry_at_ms,
                 count,
                 limit,

@@ -23,6 +23,19 @@ pub struct Local {
     pub month: u32,
 }
 
+impl Local {
+    fn of(n: chrono::NaiveDateTime) -> Self {
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+        Local {
+            day: (n.date() - epoch).num_days(),
+            minute: n.hour() * 60 + n.minute(),
+            hour: n.hour(),
+            weekday: n.weekday().number_from_monday(),
+            month: n.month(),
+        }
+    }
+}
+
 /// Per-zone cache of the current window's offset and date text.
 #[derive(Debug, Clone)]
 pub struct TzCache {
@@ -100,14 +113,7 @@ impl TzCache {
         };
         self.suffix_len = suffix.len().min(6);
         self.suffix[..self.suffix_len].copy_from_slice(&suffix.as_bytes()[..self.suffix_len]);
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-        self.local = Local {
-            day: (n.date() - epoch).num_days(),
-            minute: n.hour() * 60 + n.minute(),
-            hour: n.hour(),
-            weekday: n.weekday().number_from_monday(),
-            month: n.month(),
-        };
+        self.local = Local::of(n);
     }
 
     fn ensure(&mut self, ts_ms: i64) -> bool {
@@ -125,15 +131,7 @@ impl TzCache {
             return l;
         }
         let t = self.tz.timestamp_millis_opt(ts_ms).single();
-        let n = t.map(|t| t.naive_local()).unwrap_or_default();
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-        Local {
-            day: (n.date() - epoch).num_days(),
-            minute: n.hour() * 60 + n.minute(),
-            hour: n.hour(),
-            weekday: n.weekday().number_from_monday(),
-            month: n.month(),
-        }
+        Local::of(t.map(|t| t.naive_local()).unwrap_or_default())
     }
 
     /// Appends `ts_ms` as RFC 3339 in local time (`…Z` in UTC, else `…±HH:MM`), with

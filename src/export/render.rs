@@ -429,28 +429,6 @@ pub enum RenderError {
     Io(#[from] io::Error),
 }
 
-impl RenderError {
-    /// Carries a render error through the writer's `io::Error` channel.
-    fn into_io(self) -> io::Error {
-        match self {
-            RenderError::Io(e) => e,
-            other => io::Error::other(other),
-        }
-    }
-
-    /// Unwraps what [`Self::into_io`] wrapped.
-    fn from_io(e: io::Error) -> Self {
-        if e.get_ref().is_some_and(|i| i.is::<RenderError>()) {
-            match e.into_inner().map(|i| i.downcast::<RenderError>()) {
-                Some(Ok(r)) => return *r,
-                Some(Err(other)) => return RenderError::Io(io::Error::other(other)),
-                None => return RenderError::Io(io::Error::other("unknown")),
-            }
-        }
-        RenderError::Io(e)
-    }
-}
-
 /// Shared progress and cancellation of a running render.
 #[derive(Debug, Default)]
 pub struct Control {
@@ -523,10 +501,7 @@ pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>)
         if let Field::Value(i) = f {
             units.insert(VALUE_FIELDS[*i].0.into(), json!(VALUE_FIELDS[*i].3));
             if plan.aggregation.is_some() {
-                functions.insert(
-                    VALUE_FIELDS[*i].0.into(),
-                    json!(format!("{:?}", plan.functions[*i]).to_lowercase()),
-                );
+                functions.insert(VALUE_FIELDS[*i].0.into(), json!(plan.functions[*i].name()));
             }
         }
     }
@@ -619,10 +594,8 @@ pub fn render(
                     .map(|(n, s)| (n, s, sink.into_inner()))
             }
         };
-        let written = match formatted {
-            Ok((n, s, mut chunks)) => chunks.flush().map(|()| (n, s)),
-            Err(e) => Err(e.into_io()),
-        };
+        let written = formatted
+            .and_then(|(n, s, mut chunks)| chunks.flush().map(|()| (n, s)).map_err(Into::into));
         // Every sender is gone now: the writer finishes (or has stopped on an error).
         let sha = writer
             .join()
@@ -630,7 +603,8 @@ pub fn render(
         match (written, sha) {
             (Ok((n, s)), Ok(sha)) => Ok((n, s, sha)),
             // A failed write (disk full) is the real cause of "the file writer stopped".
-            (_, Err(e)) | (Err(e), Ok(_)) => Err(RenderError::from_io(e)),
+            (_, Err(e)) => Err(RenderError::Io(e)),
+            (Err(e), Ok(_)) => Err(e),
         }
     })?;
     let file_size = std::fs::metadata(path)?.len();
@@ -704,13 +678,13 @@ impl Sink for PreviewSink {
 }
 
 /// The first `limit` rows of `plan`, the number of rows (counting stops after `cap`) and the
-/// CSV size; stops early when `cancel` is set.
+/// CSV size; stops early when `ctl.cancel` is set.
 pub fn preview(
     store: &Store,
     plan: &Plan,
     limit: usize,
     cap: u64,
-    cancel: &AtomicBool,
+    ctl: &Control,
 ) -> Result<Preview, RenderError> {
     let millis = plan.aggregation.is_none();
     let mut sink = PreviewSink {
@@ -725,10 +699,7 @@ pub fn preview(
         limit,
         n: 0,
     };
-    let ctl = Control::default();
-    ctl.cancel
-        .store(cancel.load(Ordering::Relaxed), Ordering::Relaxed);
-    let mut rows = Rows::open(store, plan, cancel)?;
+    let mut rows = Rows::open(store, plan, &ctl.cancel)?;
     let limits = Limits {
         max_records: cap,
         max_bytes: u64::MAX,
@@ -739,7 +710,7 @@ pub fn preview(
         plan,
         &Value::Null,
         limits,
-        &ctl,
+        ctl,
         &AtomicU64::new(0),
     );
     let (total, capped, summary) = match counted {

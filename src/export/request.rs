@@ -336,6 +336,19 @@ pub enum Agg {
 }
 
 impl Agg {
+    /// The name used in requests and metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Agg::Average => "average",
+            Agg::Sum => "sum",
+            Agg::Min => "min",
+            Agg::Max => "max",
+            Agg::First => "first",
+            Agg::Last => "last",
+            Agg::Count => "count",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "average" | "avg" | "mean" => Agg::Average,

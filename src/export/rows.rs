@@ -185,6 +185,25 @@ impl<I: Iterator> Iterator for Cancellable<'_, I> {
     }
 }
 
+/// `items` that pass the plan's filters; `key` gives an item's (time, power, relay on).
+fn filtered<'a, T: 'a>(
+    items: impl Iterator<Item = store::Result<T>> + Send + 'a,
+    plan: &'a Plan,
+    key: impl Fn(&T) -> (i64, Option<f64>, bool) + Send + 'a,
+) -> Stream<'a, T> {
+    if plan.filters.passes_all() {
+        return Box::new(items);
+    }
+    let mut keep = keeper(plan);
+    Box::new(items.filter(move |x| match x {
+        Ok(x) => {
+            let (ts, power, on) = key(x);
+            keep(ts, power, on)
+        }
+        Err(_) => true,
+    }))
+}
+
 /// Raw rows of device `dev` that pass the filters (outliers not yet removed).
 fn raw_rows<'a>(
     store: &Store,
@@ -193,19 +212,11 @@ fn raw_rows<'a>(
     cancel: &'a AtomicBool,
 ) -> store::Result<Stream<'a, Row>> {
     let price = plan.price_per_kwh;
-    let mut keep = keeper(plan);
-    let scan = Cancellable::new(
-        store.scan_raw(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?,
-        cancel,
-    );
-    let rows = scan.map(move |r| r.map(|r| raw_row(&r, dev, price)));
-    if plan.filters.passes_all() {
-        return Ok(Box::new(rows));
-    }
-    Ok(Box::new(rows.filter(move |r| match r {
-        Ok(r) => keep(r.ts_ms, r.get(POWER), r.get(IS_ON).is_some_and(|v| v > 0.0)),
-        Err(_) => true,
-    })))
+    let scan = store.scan_raw(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
+    let rows = Cancellable::new(scan, cancel).map(move |r| r.map(|r| raw_row(&r, dev, price)));
+    Ok(filtered(rows, plan, |r: &Row| {
+        (r.ts_ms, r.get(POWER), r.get(IS_ON).is_some_and(|v| v > 0.0))
+    }))
 }
 
 /// 15-minute buckets of device `dev` that pass the filters (by mean power, relay on in the
@@ -217,22 +228,12 @@ fn bucket_subs<'a>(
     cancel: &'a AtomicBool,
 ) -> store::Result<Stream<'a, Sub>> {
     let price = plan.price_per_kwh;
-    let mut keep = keeper(plan);
-    let scan = Cancellable::new(
-        store.scan_buckets(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?,
-        cancel,
-    );
-    Ok(Box::new(
-        scan.map(move |b| b.map(|b| bucket_sub(&b, dev, price)))
-            .filter(move |s| match s {
-                Ok(s) => keep(
-                    s.ts_ms,
-                    s.vals[POWER].map(|v| v.mean),
-                    s.vals[IS_ON].is_some_and(|v| v.mean > 0.0),
-                ),
-                Err(_) => true,
-            }),
-    ))
+    let scan = store.scan_buckets(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
+    let subs = Cancellable::new(scan, cancel).map(move |b| b.map(|b| bucket_sub(&b, dev, price)));
+    Ok(filtered(subs, plan, |s: &Sub| {
+        let power = s.vals[POWER].map(|v| v.mean);
+        (s.ts_ms, power, s.vals[IS_ON].is_some_and(|v| v.mean > 0.0))
+    }))
 }
 
 /// Mean and population standard deviation of the power values (Welford).

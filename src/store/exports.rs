@@ -1,9 +1,23 @@
-//! Export job records: create (with the rolling rate limit checked in the same transaction),
-//! read, update in place, list.
+//! Export job records: create (with the storage quota and the rolling rate limit checked in the
+//! same transaction), read, update in place, list.
 
 use super::schema::EXPORTS;
 use super::{Error, Result, Store};
-use crate::export::ExportRecord;
+use crate::export::{ExportRecord, Status};
+
+/// Why [`Store::export_create`] did not store an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The export files use the whole quota.
+    Quota,
+    /// The owner's rolling-hour limit is reached.
+    RateLimited {
+        /// When the oldest create leaves the window, UTC ms.
+        retry_at_ms: i64,
+        /// Creates in the window.
+        count: u32,
+    },
+}
 use redb::{ReadableDatabase, ReadableTable};
 
 fn decode(b: &[u8]) -> Result<ExportRecord> {
@@ -15,34 +29,41 @@ fn encode(r: &ExportRecord) -> Result<Vec<u8>> {
 }
 
 impl Store {
-    /// Stores a new export unless its owner already created `limit` (> 0) non-scheduled
-    /// exports after `now_ms - window_ms` (tombstones count). On refusal returns the time the oldest
-    /// of those leaves the window and the count.
+    /// Stores a new export unless the finished files already fill `quota_bytes`, or its owner
+    /// already created `limit` (> 0; 0 = no limit) non-scheduled exports after
+    /// `created_ms - window_ms` (tombstones count). Both are checked in the insert's
+    /// transaction, in one pass over the records.
     pub fn export_create(
         &self,
         rec: &ExportRecord,
+        quota_bytes: u64,
         limit: u32,
         window_ms: i64,
-    ) -> Result<std::result::Result<(), (i64, u32)>> {
+    ) -> Result<std::result::Result<(), Refusal>> {
         let txn = self.db().begin_write()?;
         {
             let mut t = txn.open_table(EXPORTS)?;
-            // A limit of 0 means no limit.
-            if !rec.scheduled && limit > 0 {
-                let since = rec.created_ms - window_ms;
-                let mut recent: Vec<i64> = Vec::new();
-                for e in t.iter()? {
-                    let (_, v) = e?;
-                    let r = decode(v.value())?;
-                    if r.user_id == rec.user_id && !r.scheduled && r.created_ms > since {
-                        recent.push(r.created_ms);
-                    }
+            let since = rec.created_ms - window_ms;
+            let (mut live, mut recent) = (0u64, Vec::new());
+            for e in t.iter()? {
+                let r = decode(e?.1.value())?;
+                if r.deleted_ms.is_none() && r.status == Status::Completed {
+                    live += r.file_size.unwrap_or(0);
                 }
-                if recent.len() >= limit as usize {
-                    recent.sort_unstable();
-                    let idx = recent.len() - limit as usize;
-                    return Ok(Err((recent[idx] + window_ms, recent.len() as u32)));
+                if r.user_id == rec.user_id && !r.scheduled && r.created_ms > since {
+                    recent.push(r.created_ms);
                 }
+            }
+            if live >= quota_bytes {
+                return Ok(Err(Refusal::Quota));
+            }
+            let limit_n = limit as usize;
+            if !rec.scheduled && limit > 0 && recent.len() >= limit_n {
+                recent.sort_unstable();
+                return Ok(Err(Refusal::RateLimited {
+                    retry_at_ms: recent[recent.len() - limit_n] + window_ms,
+                    count: recent.len() as u32,
+                }));
             }
             t.insert(rec.id.as_str(), encode(rec)?.as_slice())?;
         }

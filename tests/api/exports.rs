@@ -84,6 +84,21 @@ struct Env {
     _data: tempfile::TempDir,
 }
 
+impl Env {
+    /// Moves the clock on and logs the admin in again (access tokens last 15 minutes).
+    async fn advance(&mut self, ms: i64) {
+        self.clock.advance(ms);
+        let app = &self.app;
+        self.app.token = login(
+            &app.client,
+            &app.base,
+            "admin",
+            crate::helpers::ADMIN_PASSWORD,
+        )
+        .await;
+    }
+}
+
 async fn env_with(tweak: impl FnOnce(&mut kasad::config::Settings)) -> Env {
     let data = tempfile::tempdir().unwrap();
     fixture(data.path());
@@ -995,14 +1010,7 @@ async fn retention_expires_files_notifies_first_and_audits() {
     let path = e._data.path().join("exports").join(format!("{id}.csv"));
     assert!(path.exists());
     // 6 days 1 hour later: within 24 h of expiry → a notice, file kept.
-    e.clock.advance(6 * 86_400_000 + 3_600_000);
-    e.app.token = login(
-        &e.app.client,
-        &e.app.base,
-        "admin",
-        crate::helpers::ADMIN_PASSWORD,
-    )
-    .await;
+    e.advance(6 * 86_400_000 + 3_600_000).await;
     let app = &e.app;
     let (s, v) = app.post("/api/exports/cleanup").await;
     assert_eq!(s, 200, "{v}");
@@ -1018,24 +1026,10 @@ async fn retention_expires_files_notifies_first_and_audits() {
         "one notice per export"
     );
     // Past expiry: download says 410 even before the sweep; the sweep deletes and audits.
-    e.clock.advance(86_400_000);
-    e.app.token = login(
-        &e.app.client,
-        &e.app.base,
-        "admin",
-        crate::helpers::ADMIN_PASSWORD,
-    )
-    .await;
+    e.advance(86_400_000).await;
     let app = &e.app;
-    let (s, v, _) = {
-        let r = app
-            .req(Method::GET, &format!("/api/exports/download/{id}"))
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json::<Value>().await.unwrap(), ())
-    };
+    let (s, body, _) = download(app, id).await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(s, 410);
     assert_eq!(v["error_code"], "EXPORT_EXPIRED");
     assert_eq!(
