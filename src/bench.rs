@@ -217,6 +217,19 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time of this process so far (user + system, all threads), seconds; Linux ticks of 10 ms.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|t| {
+            // Fields after the command name (which may hold spaces) start at field 3.
+            let rest = &t[t.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(0.0, |ticks| ticks / 100.0)
+}
+
 /// Runs the export benchmark in `dir` with `rows` readings (10 devices), `runs` times.
 pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
     use crate::export::render::{self, Control, Limits};
@@ -254,7 +267,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
         };
         let plan = request::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))?;
         let meta = render::metadata(&plan, "bench", "bench", None);
-        let (mut times, mut peaks) = (Vec::new(), Vec::new());
+        let (mut times, mut cpu, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
         let mut last = None;
         for _ in 0..runs {
             let file = dir.join(format!("out.{format}"));
@@ -271,7 +284,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
                     peak
                 })
             };
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_seconds());
             let r = render::render(
                 &store,
                 &plan,
@@ -285,6 +298,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
                 &Control::default(),
             )?;
             times.push(t.elapsed().as_secs_f64());
+            cpu.push(cpu_seconds() - c);
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             let peak = sampler.join().unwrap_or(0).max(rss_kb());
             peaks.push(peak.saturating_sub(idle) as f64 / 1024.0);
@@ -293,7 +307,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
         let r = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
         out.insert(
             format.into(),
-            json!({"rows": r.record_count, "bytes": r.file_size, "seconds": median(times),
+            json!({"rows": r.record_count, "bytes": r.file_size, "seconds": median(times), "cpu_seconds": median(cpu),
                    "rss_above_idle_mb": peaks.iter().copied().fold(0.0, f64::max)}),
         );
     }

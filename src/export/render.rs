@@ -30,7 +30,8 @@ pub enum Cell<'a> {
     Bool(bool),
 }
 
-/// A format writer. Rows arrive in order; `finish` is called once after the last row.
+/// A format writer. `begin` comes first, then rows in order; `finish` is called once after
+/// the last row.
 pub trait Sink {
     /// Writes the header (CSV header row, JSON metadata).
     fn begin(&mut self, columns: &[String], metadata: &Value) -> io::Result<()>;
@@ -38,6 +39,34 @@ pub trait Sink {
     fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()>;
     /// Writes the trailer (JSON record count and summary).
     fn finish(&mut self, record_count: u64, summary: &Value) -> io::Result<()>;
+    /// For formats whose rows are text on their own: the formatter, so that reader threads can
+    /// format rows in parallel and hand over the text (valid after `begin`).
+    fn row_format(&self) -> Option<RowFormat> {
+        None
+    }
+    /// Writes a row formatted by [`Self::row_format`].
+    fn formatted_row(&mut self, _text: &[u8]) -> io::Result<()> {
+        Err(io::Error::other("this format has no row text"))
+    }
+}
+
+/// Formats one row of a text format on its own (see [`Sink::row_format`]).
+#[derive(Debug, Clone)]
+pub enum RowFormat {
+    /// A CSV line with its CRLF.
+    Csv(CsvRow),
+    /// A JSON object, after a newline (the separating comma is the sink's).
+    Json(JsonRow),
+}
+
+impl RowFormat {
+    /// Appends row `cells` to `out`.
+    pub fn row(&mut self, cells: &[Cell<'_>], out: &mut Vec<u8>) {
+        match self {
+            RowFormat::Csv(f) => f.row(cells, out),
+            RowFormat::Json(f) => f.row(cells, out),
+        }
+    }
 }
 
 /// Appends `x` with at most `decimals` decimals (rounded half away from zero, trailing zeros
@@ -58,38 +87,84 @@ pub fn push_num(out: &mut Vec<u8>, x: f64, decimals: u8) {
 }
 
 /// [`push_num`] with the decimals known at compile time (divisions become multiplications).
+/// Rounds half away from zero without a libm call: the fraction of a value below 2^53 is exact.
 #[inline]
 fn fixed<const D: usize>(out: &mut Vec<u8>, x: f64) {
     if !x.is_finite() {
         return;
     }
     let pow = 10u64.pow(D as u32);
-    let scaled = (x * pow as f64).round();
-    if scaled.abs() >= 9.0e15 {
+    let scaled = x * pow as f64;
+    let a = scaled.abs();
+    if a >= 9.0e15 {
         out.extend_from_slice(format!("{x:.D$}").as_bytes());
         return;
     }
-    if scaled < 0.0 {
-        out.push(b'-');
-    }
-    let n = scaled.abs() as u64;
-    let (int, mut frac) = (n / pow, n % pow);
-    out.extend_from_slice(itoa::Buffer::new().format(int).as_bytes());
-    if frac == 0 {
+    let t = a as i64 as u64;
+    let mut n = t + u64::from(a - t as i64 as f64 >= 0.5);
+    if n == 0 {
+        out.push(b'0');
         return;
     }
-    let mut digits = [b'0'; 9];
-    for i in (0..D).rev() {
-        digits[i] = b'0' + (frac % 10) as u8;
-        frac /= 10;
+    // Digits from the right into a stack buffer, two at a time: the fraction without its
+    // trailing zeros, the point, the integer part, the sign.
+    let mut buf = [0u8; 24];
+    let mut pos = buf.len();
+    let mut width = D;
+    while width > 0 && n.is_multiple_of(10) {
+        n /= 10;
+        width -= 1;
     }
-    let mut len = D;
-    while len > 0 && digits[len - 1] == b'0' {
-        len -= 1;
+    let mut frac_left = width;
+    while frac_left >= 2 {
+        put2(&mut buf, &mut pos, n % 100);
+        n /= 100;
+        frac_left -= 2;
     }
-    out.push(b'.');
-    out.extend_from_slice(&digits[..len]);
+    if frac_left == 1 {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    if width > 0 {
+        pos -= 1;
+        buf[pos] = b'.';
+    }
+    while n >= 100 {
+        put2(&mut buf, &mut pos, n % 100);
+        n /= 100;
+    }
+    if n >= 10 {
+        put2(&mut buf, &mut pos, n);
+    } else {
+        pos -= 1;
+        buf[pos] = b'0' + n as u8;
+    }
+    if scaled < 0.0 {
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    out.extend_from_slice(&buf[pos..]);
 }
+
+/// Puts two digits of `d` (< 100) before `pos`.
+fn put2(buf: &mut [u8; 24], pos: &mut usize, d: u64) {
+    *pos -= 2;
+    let i = d as usize * 2;
+    buf[*pos..*pos + 2].copy_from_slice(&PAIRS[i..i + 2]);
+}
+
+/// "00" to "99".
+const PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
 
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -117,15 +192,76 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// RFC 4180 CSV with CRLF line ends. Text cells that a spreadsheet would run as a formula
-/// (starting with `=`, `+`, `-`, `@`, tab or CR) get a leading `'`.
+/// RFC 4180 CSV rows with CRLF line ends. Text cells that a spreadsheet would run as a
+/// formula (starting with `=`, `+`, `-`, `@`, tab or CR) get a leading `'`.
+#[derive(Debug, Clone)]
+pub struct CsvRow {
+    delimiter: u8,
+    /// Bit `c` set: ASCII byte `c` makes a text cell need quotes (the delimiter, `"`, CR, LF).
+    quoted: u128,
+    tzc: TzCache,
+    millis: bool,
+}
+
+impl CsvRow {
+    fn new(delimiter: u8, tzc: TzCache, millis: bool) -> Self {
+        let quoted = [delimiter, b'"', b'\n', b'\r']
+            .iter()
+            .fold(0u128, |m, &c| m | 1 << (c & 127));
+        Self {
+            delimiter,
+            quoted,
+            tzc,
+            millis,
+        }
+    }
+
+    fn text(&self, s: &str, out: &mut Vec<u8>) {
+        let risky = s
+            .as_bytes()
+            .first()
+            .is_some_and(|c| matches!(c, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
+        let quote = risky || s.bytes().any(|c| c < 128 && self.quoted >> c & 1 != 0);
+        if !quote {
+            out.extend_from_slice(s.as_bytes());
+            return;
+        }
+        out.push(b'"');
+        if risky {
+            out.push(b'\'');
+        }
+        for c in s.bytes() {
+            if c == b'"' {
+                out.push(b'"');
+            }
+            out.push(c);
+        }
+        out.push(b'"');
+    }
+
+    fn row(&mut self, cells: &[Cell<'_>], out: &mut Vec<u8>) {
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                out.push(self.delimiter);
+            }
+            match *c {
+                Cell::Null => {}
+                Cell::Text(s) => self.text(s, out),
+                Cell::Time(t) => self.tzc.push_rfc3339(out, t, self.millis),
+                Cell::Num(x, d) => push_num(out, x, d),
+                Cell::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A CSV document: an optional header row, then [`CsvRow`]s.
 pub struct CsvSink<W: Write> {
     out: W,
     buf: Vec<u8>,
-    delimiter: u8,
     headers: bool,
-    tzc: TzCache,
-    millis: bool,
+    fmt: CsvRow,
 }
 
 impl<W: Write> CsvSink<W> {
@@ -134,37 +270,9 @@ impl<W: Write> CsvSink<W> {
         Self {
             out,
             buf: Vec::with_capacity(256),
-            delimiter,
             headers,
-            tzc,
-            millis,
+            fmt: CsvRow::new(delimiter, tzc, millis),
         }
-    }
-
-    fn push_text(&mut self, s: &str) {
-        let risky = s
-            .as_bytes()
-            .first()
-            .is_some_and(|c| matches!(c, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
-        let d = self.delimiter;
-        let quote = risky
-            || s.bytes()
-                .any(|c| c == d || c == b'"' || c == b'\n' || c == b'\r');
-        if !quote {
-            self.buf.extend_from_slice(s.as_bytes());
-            return;
-        }
-        self.buf.push(b'"');
-        if risky {
-            self.buf.push(b'\'');
-        }
-        for c in s.bytes() {
-            if c == b'"' {
-                self.buf.push(b'"');
-            }
-            self.buf.push(c);
-        }
-        self.buf.push(b'"');
     }
 
     /// The writer inside.
@@ -181,9 +289,9 @@ impl<W: Write> Sink for CsvSink<W> {
         self.buf.clear();
         for (i, c) in columns.iter().enumerate() {
             if i > 0 {
-                self.buf.push(self.delimiter);
+                self.buf.push(self.fmt.delimiter);
             }
-            self.push_text(c);
+            self.fmt.text(c, &mut self.buf);
         }
         self.buf.extend_from_slice(b"\r\n");
         self.out.write_all(&self.buf)
@@ -191,26 +299,54 @@ impl<W: Write> Sink for CsvSink<W> {
 
     fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
         self.buf.clear();
-        for (i, c) in cells.iter().enumerate() {
-            if i > 0 {
-                self.buf.push(self.delimiter);
-            }
-            match *c {
-                Cell::Null => {}
-                Cell::Text(s) => self.push_text(s),
-                Cell::Time(t) => self.tzc.push_rfc3339(&mut self.buf, t, self.millis),
-                Cell::Num(x, d) => push_num(&mut self.buf, x, d),
-                Cell::Bool(b) => self
-                    .buf
-                    .extend_from_slice(if b { b"true" } else { b"false" }),
-            }
-        }
-        self.buf.extend_from_slice(b"\r\n");
+        self.fmt.row(cells, &mut self.buf);
         self.out.write_all(&self.buf)
     }
 
     fn finish(&mut self, _record_count: u64, _summary: &Value) -> io::Result<()> {
         self.out.flush()
+    }
+
+    fn row_format(&self) -> Option<RowFormat> {
+        Some(RowFormat::Csv(self.fmt.clone()))
+    }
+
+    fn formatted_row(&mut self, text: &[u8]) -> io::Result<()> {
+        self.out.write_all(text)
+    }
+}
+
+/// JSON rows: `\n{"column":value,…}`.
+#[derive(Debug, Clone)]
+pub struct JsonRow {
+    /// `"column":` of each column.
+    keys: Arc<[Vec<u8>]>,
+    tzc: TzCache,
+    millis: bool,
+}
+
+impl JsonRow {
+    fn row(&mut self, cells: &[Cell<'_>], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\n{");
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.keys[i]);
+            match *c {
+                Cell::Null => out.extend_from_slice(b"null"),
+                Cell::Text(s) => push_json_str(out, s),
+                Cell::Time(t) => {
+                    out.push(b'"');
+                    self.tzc.push_rfc3339(out, t, self.millis);
+                    out.push(b'"');
+                }
+                Cell::Num(x, d) if x.is_finite() => push_num(out, x, d),
+                Cell::Num(..) => out.extend_from_slice(b"null"),
+                Cell::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            }
+        }
+        out.push(b'}');
     }
 }
 
@@ -218,10 +354,8 @@ impl<W: Write> Sink for CsvSink<W> {
 pub struct JsonSink<W: Write> {
     out: W,
     buf: Vec<u8>,
-    keys: Vec<Vec<u8>>,
     first: bool,
-    tzc: TzCache,
-    millis: bool,
+    fmt: JsonRow,
 }
 
 impl<W: Write> JsonSink<W> {
@@ -230,10 +364,12 @@ impl<W: Write> JsonSink<W> {
         Self {
             out,
             buf: Vec::with_capacity(256),
-            keys: Vec::new(),
             first: true,
-            tzc,
-            millis,
+            fmt: JsonRow {
+                keys: Arc::new([]),
+                tzc,
+                millis,
+            },
         }
     }
 
@@ -245,7 +381,7 @@ impl<W: Write> JsonSink<W> {
 
 impl<W: Write> Sink for JsonSink<W> {
     fn begin(&mut self, columns: &[String], metadata: &Value) -> io::Result<()> {
-        self.keys = columns
+        self.fmt.keys = columns
             .iter()
             .map(|c| {
                 let mut k = Vec::new();
@@ -261,33 +397,11 @@ impl<W: Write> Sink for JsonSink<W> {
 
     fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
         self.buf.clear();
-        if !self.first {
-            self.buf.push(b',');
-        }
-        self.first = false;
-        self.buf.extend_from_slice(b"\n{");
-        for (i, c) in cells.iter().enumerate() {
-            if i > 0 {
-                self.buf.push(b',');
-            }
-            self.buf.extend_from_slice(&self.keys[i]);
-            match *c {
-                Cell::Null => self.buf.extend_from_slice(b"null"),
-                Cell::Text(s) => push_json_str(&mut self.buf, s),
-                Cell::Time(t) => {
-                    self.buf.push(b'"');
-                    self.tzc.push_rfc3339(&mut self.buf, t, self.millis);
-                    self.buf.push(b'"');
-                }
-                Cell::Num(x, d) if x.is_finite() => push_num(&mut self.buf, x, d),
-                Cell::Num(..) => self.buf.extend_from_slice(b"null"),
-                Cell::Bool(b) => self
-                    .buf
-                    .extend_from_slice(if b { b"true" } else { b"false" }),
-            }
-        }
-        self.buf.push(b'}');
-        self.out.write_all(&self.buf)
+        self.fmt.row(cells, &mut self.buf);
+        let text = std::mem::take(&mut self.buf);
+        let r = self.formatted_row(&text);
+        self.buf = text;
+        r
     }
 
     fn finish(&mut self, record_count: u64, summary: &Value) -> io::Result<()> {
@@ -295,6 +409,18 @@ impl<W: Write> Sink for JsonSink<W> {
         serde_json::to_writer(&mut self.out, summary)?;
         self.out.write_all(b"}\n")?;
         self.out.flush()
+    }
+
+    fn row_format(&self) -> Option<RowFormat> {
+        Some(RowFormat::Json(self.fmt.clone()))
+    }
+
+    fn formatted_row(&mut self, text: &[u8]) -> io::Result<()> {
+        if !self.first {
+            self.out.write_all(b",")?;
+        }
+        self.first = false;
+        self.out.write_all(text)
     }
 }
 
@@ -317,7 +443,42 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-type FileOut = Counting<BufWriter<std::fs::File>>;
+/// The export file. Every [`WRITE_BEHIND`] bytes it asks the kernel to start writing the
+/// pages out, so the closing fsync has little left to wait for and an SD card gets an even
+/// stream of writes instead of one burst.
+struct WriteBehind {
+    file: std::fs::File,
+    written: u64,
+    pending: u64,
+}
+
+const WRITE_BEHIND: u64 = 8 * 1024 * 1024;
+
+impl Write for WriteBehind {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        self.pending += n as u64;
+        if self.pending >= WRITE_BEHIND {
+            // POSIX_FADV_DONTNEED starts writeback of the dirty range (and lets the page cache
+            // drop it once written). Only a hint: its failure changes nothing.
+            let start = self.written - self.pending;
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                start,
+                std::num::NonZeroU64::new(self.pending),
+                rustix::fs::Advice::DontNeed,
+            );
+            self.pending = 0;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+type FileOut = Counting<BufWriter<WriteBehind>>;
 
 /// The file being written, optionally compressed.
 enum Output {
@@ -360,7 +521,14 @@ impl Output {
     ) -> io::Result<(Self, Arc<AtomicU64>)> {
         let count = Arc::new(AtomicU64::new(0));
         let file = Counting {
-            inner: BufWriter::with_capacity(BUF, std::fs::File::create(path)?),
+            inner: BufWriter::with_capacity(
+                BUF,
+                WriteBehind {
+                    file: std::fs::File::create(path)?,
+                    written: 0,
+                    pending: 0,
+                },
+            ),
             count: count.clone(),
             hash: Sha256::new(),
         };
@@ -389,7 +557,7 @@ impl Output {
             Output::Zip(w) => w.finish().map_err(io::Error::other)?.into_inner(),
         };
         let f = file.inner.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
+        f.file.sync_all()?;
         Ok(file
             .hash
             .finalize()
@@ -548,26 +716,15 @@ pub fn render(
     let (out, count) = Output::create(path, plan.compression, inner_name)?;
     let millis = plan.aggregation.is_none();
     let tzc = TzCache::new(plan.tz);
-    // Reading is the heaviest stage: two readers take every other device.
+    // Reading and formatting rows are the heaviest stages: two readers take every other device.
     let parts = plan.devices.len().clamp(1, 2);
     let readers = (0..parts)
         .map(|k| Rows::open_part(store, plan, &ctl.cancel, k, parts))
         .collect::<store::Result<Vec<_>>>()?;
-    // Stages on their own threads, joined by short bounded queues: reading and merging rows;
-    // formatting them (this thread); compressing, hashing and writing the file.
+    // Stages on their own threads, joined by short bounded queues: reading, merging and
+    // (for text formats) formatting rows; putting the document together (this thread);
+    // compressing, hashing and writing the file.
     let (n, summary, sha256) = std::thread::scope(|scope| {
-        let mut inputs = Vec::new();
-        for rows in readers {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<store::Result<Vec<Row>>>(4);
-            scope.spawn(move || produce(rows, &tx));
-            inputs.push(
-                Batches {
-                    rx,
-                    current: Vec::new().into_iter(),
-                }
-                .peekable(),
-            );
-        }
         let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let writer = scope.spawn(move || -> io::Result<String> {
             let mut out = out;
@@ -580,27 +737,46 @@ pub fn render(
             tx: chunk_tx,
             buf: Vec::with_capacity(CHUNK),
         };
-        let mut rows = MergeParts { inputs };
-        let formatted = match plan.format {
-            Format::Csv => {
-                let mut sink =
-                    CsvSink::new(chunks, plan.delimiter, plan.include_headers, tzc, millis);
-                drive(&mut sink, &mut rows, plan, metadata, limits, ctl, &count)
-                    .map(|(n, s)| (n, s, sink.into_inner()))
-            }
-            Format::Json => {
-                let mut sink = JsonSink::new(chunks, tzc, millis);
-                drive(&mut sink, &mut rows, plan, metadata, limits, ctl, &count)
-                    .map(|(n, s)| (n, s, sink.into_inner()))
-            }
+        let mut sink: Box<dyn Sink + '_> = match plan.format {
+            Format::Csv => Box::new(CsvSink::new(
+                chunks,
+                plan.delimiter,
+                plan.include_headers,
+                tzc,
+                millis,
+            )),
+            Format::Json => Box::new(JsonSink::new(chunks, tzc, millis)),
         };
-        let written = formatted
-            .and_then(|(n, s, mut chunks)| chunks.flush().map(|()| (n, s)).map_err(Into::into));
+        let formatted = sink
+            .begin(&columns(plan), metadata)
+            .map_err(RenderError::from)
+            .and_then(|()| {
+                let mut inputs = Vec::new();
+                for rows in readers {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<store::Result<Batch>>(4);
+                    let fmt = sink.row_format();
+                    scope.spawn(move || produce(rows, plan, fmt, &tx));
+                    inputs.push(Cursor {
+                        rx,
+                        batch: Batch::default(),
+                        next: 0,
+                    });
+                }
+                drive(
+                    &mut *sink,
+                    &mut MergeParts { inputs },
+                    plan,
+                    limits,
+                    ctl,
+                    &count,
+                )
+            });
         // Every sender is gone now: the writer finishes (or has stopped on an error).
+        drop(sink);
         let sha = writer
             .join()
             .map_err(|_| io::Error::other("the file writer panicked"))?;
-        match (written, sha) {
+        match (formatted, sha) {
             (Ok((n, s)), Ok(sha)) => Ok((n, s, sha)),
             // A failed write (disk full) is the real cause of "the file writer stopped".
             (_, Err(e)) => Err(RenderError::Io(e)),
@@ -699,20 +875,16 @@ pub fn preview(
         limit,
         n: 0,
     };
-    let mut rows = Rows::open(store, plan, &ctl.cancel)?;
+    let mut rows = Plain {
+        rows: Rows::open(store, plan, &ctl.cancel)?,
+        current: None,
+    };
     let limits = Limits {
         max_records: cap,
         max_bytes: u64::MAX,
     };
-    let counted = drive(
-        &mut sink,
-        &mut rows,
-        plan,
-        &Value::Null,
-        limits,
-        ctl,
-        &AtomicU64::new(0),
-    );
+    sink.begin(&columns(plan), &Value::Null)?;
+    let counted = drive(&mut sink, &mut rows, plan, limits, ctl, &AtomicU64::new(0));
     let (total, capped, summary) = match counted {
         Ok((n, s)) => (n, false, s),
         Err(RenderError::TooManyRecords(_)) => (cap, true, Value::Null),
@@ -766,16 +938,40 @@ impl Write for Chunks {
     }
 }
 
-/// Sends the rows in batches until they end, an error occurs or the receiver is gone.
-fn produce(rows: Rows<'_>, tx: &std::sync::mpsc::SyncSender<store::Result<Vec<Row>>>) {
-    let mut batch = Vec::with_capacity(BATCH);
+/// Rows of one reader, with their text when the format has a [`RowFormat`] (`ends[i]` is where
+/// row `i`'s text ends).
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Row>,
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// Sends the rows (formatted by `fmt` if given) in batches until they end, an error occurs or
+/// the receiver is gone.
+fn produce(
+    rows: Rows<'_>,
+    plan: &Plan,
+    mut fmt: Option<RowFormat>,
+    tx: &std::sync::mpsc::SyncSender<store::Result<Batch>>,
+) {
+    let mut cells = CellMaker::new(plan);
+    let new_batch = || Batch {
+        rows: Vec::with_capacity(BATCH),
+        ..Batch::default()
+    };
+    let mut batch = new_batch();
     for r in rows {
         match r {
             Ok(r) => {
-                batch.push(r);
-                if batch.len() == BATCH
+                if let Some(f) = &mut fmt {
+                    f.row(cells.of(&r), &mut batch.text);
+                    batch.ends.push(batch.text.len());
+                }
+                batch.rows.push(r);
+                if batch.rows.len() == BATCH
                     && tx
-                        .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
+                        .send(Ok(std::mem::replace(&mut batch, new_batch())))
                         .is_err()
                 {
                     return;
@@ -787,80 +983,165 @@ fn produce(rows: Rows<'_>, tx: &std::sync::mpsc::SyncSender<store::Result<Vec<Ro
             }
         }
     }
-    if !batch.is_empty() {
+    if !batch.rows.is_empty() {
         let _ = tx.send(Ok(batch));
     }
 }
 
-/// The receiving end of [`produce`] as a row iterator.
-struct Batches {
-    rx: std::sync::mpsc::Receiver<store::Result<Vec<Row>>>,
-    current: std::vec::IntoIter<Row>,
+/// Rows in output order, each with its text if a reader formatted it.
+trait Source {
+    fn next_row(&mut self) -> Option<SourceRow<'_>>;
 }
 
-impl Iterator for Batches {
-    type Item = store::Result<Row>;
+type SourceRow<'a> = store::Result<(&'a Row, Option<&'a [u8]>)>;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(r) = self.current.next() {
-                return Some(Ok(r));
-            }
+/// Rows straight from a scan, unformatted.
+struct Plain<I> {
+    rows: I,
+    current: Option<Row>,
+}
+
+impl<I: Iterator<Item = store::Result<Row>>> Source for Plain<I> {
+    fn next_row(&mut self) -> Option<SourceRow<'_>> {
+        match self.rows.next()? {
+            Ok(r) => Some(Ok((self.current.insert(r), None))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// The receiving end of one [`produce`].
+struct Cursor {
+    rx: std::sync::mpsc::Receiver<store::Result<Batch>>,
+    batch: Batch,
+    next: usize,
+}
+
+impl Cursor {
+    /// The (time, device index) of the next row; `None` at the end.
+    fn peek(&mut self) -> Option<store::Result<(i64, usize)>> {
+        while self.next == self.batch.rows.len() {
             match self.rx.recv().ok()? {
-                Ok(b) => self.current = b.into_iter(),
+                Ok(b) => (self.batch, self.next) = (b, 0),
                 Err(e) => return Some(Err(e)),
             }
         }
+        let r = &self.batch.rows[self.next];
+        Some(Ok((r.ts_ms, r.dev)))
     }
 }
 
-/// Merges the readers' streams by (time, device index).
+/// Merges the readers' batches by (time, device index).
 struct MergeParts {
-    inputs: Vec<std::iter::Peekable<Batches>>,
+    inputs: Vec<Cursor>,
 }
 
-impl Iterator for MergeParts {
-    type Item = store::Result<Row>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl Source for MergeParts {
+    fn next_row(&mut self) -> Option<SourceRow<'_>> {
         let mut best: Option<(usize, (i64, usize))> = None;
-        for (i, s) in self.inputs.iter_mut().enumerate() {
-            match s.peek() {
-                Some(Ok(r)) if best.is_none_or(|(_, k)| (r.ts_ms, r.dev) < k) => {
-                    best = Some((i, (r.ts_ms, r.dev)));
-                }
+        for (i, c) in self.inputs.iter_mut().enumerate() {
+            match c.peek() {
+                Some(Ok(k)) if best.is_none_or(|(_, b)| k < b) => best = Some((i, k)),
                 Some(Ok(_)) | None => {}
-                Some(Err(_)) => return s.next(),
+                Some(Err(e)) => return Some(Err(e)),
             }
         }
-        self.inputs[best?.0].next()
+        let c = &mut self.inputs[best?.0];
+        let (b, i) = (&c.batch, c.next);
+        c.next += 1;
+        let text = (!b.ends.is_empty())
+            .then(|| &b.text[i.checked_sub(1).map_or(0, |j| b.ends[j])..b.ends[i]]);
+        Some(Ok((&b.rows[i], text)))
     }
 }
 
+/// Builds the cells of rows: the plan's fields, then its per-row custom fields.
+struct CellMaker<'p> {
+    plan: &'p Plan,
+    on_bool: bool,
+    tzc: TzCache,
+    cells: Vec<Cell<'p>>,
+}
+
+impl<'p> CellMaker<'p> {
+    fn new(plan: &'p Plan) -> Self {
+        Self {
+            plan,
+            on_bool: on_is_bool(plan),
+            tzc: TzCache::new(plan.tz),
+            cells: Vec::with_capacity(plan.fields.len() + plan.row_fields.len()),
+        }
+    }
+
+    fn of(&mut self, row: &Row) -> &[Cell<'p>] {
+        let plan = self.plan;
+        let dp = plan.decimal_places;
+        let dev = &plan.devices[row.dev];
+        self.cells.clear();
+        for f in &plan.fields {
+            self.cells.push(match *f {
+                Field::Timestamp => Cell::Time(row.ts_ms),
+                Field::DeviceIp => Cell::Text(&dev.ip),
+                Field::DeviceId => Cell::Text(&dev.shown_id),
+                Field::DeviceName => Cell::Text(&dev.name),
+                Field::Value(i) => match row.get(i) {
+                    None => Cell::Null,
+                    Some(v) if i == IS_ON && self.on_bool => Cell::Bool(v > 0.0),
+                    Some(v) => Cell::Num(
+                        v,
+                        dp.unwrap_or(VALUE_FIELDS[i].4.max(if i == IS_ON { 4 } else { 0 })),
+                    ),
+                },
+            });
+        }
+        if !plan.row_fields.is_empty() {
+            let values = formula_values(row, plan);
+            let ctx = row_ctx(&values, &mut self.tzc, row.ts_ms);
+            for c in &plan.row_fields {
+                self.cells.push(match c.formula.eval_row(&ctx) {
+                    Some(v) => Cell::Num(v, dp.unwrap_or(6)),
+                    None => Cell::Null,
+                });
+            }
+        }
+        &self.cells
+    }
+}
+
+/// The formula context of a row at `ts_ms`.
+fn row_ctx<'v>(values: &'v [Option<f64>], tzc: &mut TzCache, ts_ms: i64) -> RowCtx<'v> {
+    let l = tzc.local(ts_ms);
+    RowCtx {
+        values,
+        day: l.day,
+        hour: l.hour,
+        weekday: l.weekday,
+        month: l.month,
+    }
+}
+
+/// Writes the rows of `rows` to `sink` (after its `begin`), checking the limits and the
+/// cancel flag and reporting progress; folds the aggregate custom fields; finishes the sink.
 fn drive(
     sink: &mut dyn Sink,
-    rows: &mut dyn Iterator<Item = store::Result<Row>>,
+    rows: &mut dyn Source,
     plan: &Plan,
-    metadata: &Value,
     limits: Limits,
     ctl: &Control,
     written: &AtomicU64,
 ) -> Result<(u64, Value), RenderError> {
-    sink.begin(&columns(plan), metadata)?;
     let dp = plan.decimal_places;
-    let on_bool = on_is_bool(plan);
     let mut aggs: Vec<Aggregator> = plan
         .aggregate_fields
         .iter()
         .map(|c| c.formula.aggregator())
         .collect();
-    let need_local = !plan.row_fields.is_empty() || !aggs.is_empty();
+    let mut cells = CellMaker::new(plan);
     let mut tzc = TzCache::new(plan.tz);
     let span = (plan.end_ms - plan.start_ms).max(1) as f64;
-    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(plan.fields.len() + plan.row_fields.len());
     let mut n: u64 = 0;
-    for row in rows {
-        let row = row?;
+    while let Some(item) = rows.next_row() {
+        let (row, text) = item?;
         n += 1;
         if n > limits.max_records {
             return Err(RenderError::TooManyRecords(limits.max_records));
@@ -875,46 +1156,18 @@ fn drive(
             let pct = ((row.ts_ms - plan.start_ms) as f64 / span * 100.0).clamp(0.0, 99.0);
             ctl.progress.store(pct as u8, Ordering::Relaxed);
         }
-        let dev = &plan.devices[row.dev];
-        cells.clear();
-        for f in &plan.fields {
-            cells.push(match *f {
-                Field::Timestamp => Cell::Time(row.ts_ms),
-                Field::DeviceIp => Cell::Text(&dev.ip),
-                Field::DeviceId => Cell::Text(&dev.shown_id),
-                Field::DeviceName => Cell::Text(&dev.name),
-                Field::Value(i) => match row.get(i) {
-                    None => Cell::Null,
-                    Some(v) if i == IS_ON && on_bool => Cell::Bool(v > 0.0),
-                    Some(v) => Cell::Num(
-                        v,
-                        dp.unwrap_or(VALUE_FIELDS[i].4.max(if i == IS_ON { 4 } else { 0 })),
-                    ),
-                },
-            });
-        }
-        if need_local {
-            let values = formula_values(&row, plan);
-            let l = tzc.local(row.ts_ms);
-            let ctx = RowCtx {
-                values: &values,
-                day: l.day,
-                hour: l.hour,
-                weekday: l.weekday,
-                month: l.month,
-            };
-            for c in &plan.row_fields {
-                cells.push(match c.formula.eval_row(&ctx) {
-                    Some(v) => Cell::Num(v, dp.unwrap_or(6)),
-                    None => Cell::Null,
-                });
-            }
+        if !aggs.is_empty() {
+            let values = formula_values(row, plan);
+            let ctx = row_ctx(&values, &mut tzc, row.ts_ms);
             for a in &mut aggs {
                 a.add(&ctx)
                     .map_err(|e| RenderError::Formula(e.to_string()))?;
             }
         }
-        sink.row(&cells)?;
+        match text {
+            Some(t) => sink.formatted_row(t)?,
+            None => sink.row(cells.of(row))?,
+        }
     }
     if ctl.cancel.load(Ordering::Relaxed) {
         // The scans may have stopped early: what was written is not the whole export.
@@ -959,6 +1212,37 @@ mod tests {
         assert_eq!(num(-0.0004, 3), "0");
         assert_eq!(num(1e300, 2).len(), 304);
         assert_eq!(num(f64::NAN, 2), "");
+        assert_eq!(num(2.5, 0), "3");
+        assert_eq!(num(-2.5, 0), "-3");
+        assert_eq!(num(0.0005, 3), "0.001");
+        assert_eq!(num(12.000_25, 4), "12.0003"); // 120002.5 after scaling: away from zero
+        assert_eq!(num(7.0, 9), "7");
+    }
+
+    #[test]
+    fn numbers_match_rounding_by_the_float_library() {
+        // The integer rounding in `fixed` against f64::round on the same scaled value.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x % 4_000_000_000) as f64 / 997.0 - 2_000_000.0;
+            for d in [0u8, 1, 2, 3, 4, 6, 9] {
+                let scaled = (v * 10f64.powi(i32::from(d))).round();
+                let want = if scaled == 0.0 {
+                    "0".to_string()
+                } else {
+                    let s = format!("{:.*}", usize::from(d), scaled / 10f64.powi(i32::from(d)));
+                    if s.contains('.') {
+                        s.trim_end_matches('0').trim_end_matches('.').to_string()
+                    } else {
+                        s
+                    }
+                };
+                assert_eq!(num(v, d), want, "{v} with {d} decimals");
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@ use super::localtime::TzCache;
 use super::request::{Agg, ENERGY, IS_ON, POWER, Plan};
 use crate::domain::Bucket;
 use crate::domain::rollup::period_start;
-use crate::store::{self, RawRow, Store};
+use crate::store::codec::Sample;
+use crate::store::{self, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Number of numeric fields ([`super::request::VALUE_FIELDS`]).
@@ -92,11 +93,10 @@ impl Row {
     }
 }
 
-fn raw_row(r: &RawRow, dev: usize, price: f64) -> Row {
-    let g = &r.reading;
+fn raw_row(g: &Sample, dev: usize, price: f64) -> Row {
     let metered = g.power_mw.is_some() || g.counter_wh.is_some();
     let milli = |v: Option<i64>| v.map(|x| x as f64 / 1000.0);
-    let energy = metered.then(|| r.energy_wh as f64 / 1000.0);
+    let energy = metered.then(|| g.energy_wh as f64 / 1000.0);
     Row::new(
         g.ts_ms,
         dev,
@@ -212,7 +212,7 @@ fn raw_rows<'a>(
     cancel: &'a AtomicBool,
 ) -> store::Result<Stream<'a, Row>> {
     let price = plan.price_per_kwh;
-    let scan = store.scan_raw(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
+    let scan = store.scan_samples(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
     let rows = Cancellable::new(scan, cancel).map(move |r| r.map(|r| raw_row(&r, dev, price)));
     Ok(filtered(rows, plan, |r: &Row| {
         (r.ts_ms, r.get(POWER), r.get(IS_ON).is_some_and(|v| v > 0.0))

@@ -10,7 +10,7 @@
 //! where it would not (a reading without a counter first) keeps an explicit energy stream.
 //! Lossless for every field; decode(encode(x)) == x is property-tested.
 
-use super::codec::RawRow;
+use super::codec::{RawRow, Sample};
 use crate::domain::energy::interval_energy_wh;
 use crate::domain::{DeviceId, Reading};
 
@@ -306,23 +306,37 @@ impl Columns {
         self.ts[i]
     }
 
-    /// Reading `i` as a row of `device_id`.
-    pub fn row(&self, device_id: &DeviceId, i: usize) -> RawRow {
+    /// Reading `i` without the device id.
+    pub fn sample(&self, i: usize) -> Sample {
         let f = self.flags[i];
         let meter = f & METER != 0;
         let c = &self.cols;
+        Sample {
+            ts_ms: self.ts[i],
+            power_mw: meter.then_some(c[0][i]),
+            voltage_mv: meter.then_some(c[1][i]),
+            current_ma: meter.then_some(c[2][i]),
+            counter_wh: (f & COUNTER != 0).then_some(c[3][i]),
+            relay_on: f & RELAY != 0,
+            energy_wh: self.energy[i],
+        }
+    }
+
+    /// Reading `i` as a row of `device_id`.
+    pub fn row(&self, device_id: &DeviceId, i: usize) -> RawRow {
+        let s = self.sample(i);
         RawRow {
             reading: Reading {
                 device_id: device_id.clone(),
-                ts_ms: self.ts[i],
-                power_mw: meter.then_some(c[0][i]),
-                voltage_mv: meter.then_some(c[1][i]),
-                current_ma: meter.then_some(c[2][i]),
-                counter_wh: (f & COUNTER != 0).then_some(c[3][i]),
-                relay_on: f & RELAY != 0,
-                rssi: (f & RSSI != 0).then_some(c[4][i] as i32),
+                ts_ms: s.ts_ms,
+                power_mw: s.power_mw,
+                voltage_mv: s.voltage_mv,
+                current_ma: s.current_ma,
+                counter_wh: s.counter_wh,
+                relay_on: s.relay_on,
+                rssi: (self.flags[i] & RSSI != 0).then_some(self.cols[4][i] as i32),
             },
-            energy_wh: self.energy[i],
+            energy_wh: s.energy_wh,
         }
     }
 }

@@ -53,6 +53,41 @@ pub struct RawRow {
     pub energy_wh: i64,
 }
 
+/// A reading's values and interval energy without the device id: what bulk readers (exports)
+/// take a million of at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// When it was taken, UTC Unix ms.
+    pub ts_ms: i64,
+    /// Power, milliwatts.
+    pub power_mw: Option<i64>,
+    /// Voltage, millivolts.
+    pub voltage_mv: Option<i64>,
+    /// Current, milliamps.
+    pub current_ma: Option<i64>,
+    /// The device's energy counter, watt-hours.
+    pub counter_wh: Option<i64>,
+    /// Relay closed.
+    pub relay_on: bool,
+    /// Energy of the interval ending at this reading, Wh.
+    pub energy_wh: i64,
+}
+
+impl From<&RawRow> for Sample {
+    fn from(r: &RawRow) -> Self {
+        let g = &r.reading;
+        Self {
+            ts_ms: g.ts_ms,
+            power_mw: g.power_mw,
+            voltage_mv: g.voltage_mv,
+            current_ma: g.current_ma,
+            counter_wh: g.counter_wh,
+            relay_on: g.relay_on,
+            energy_wh: r.energy_wh,
+        }
+    }
+}
+
 /// Encodes a reading and its interval energy.
 pub fn encode_reading(r: &Reading, energy_wh: i64) -> Vec<u8> {
     let mut flags = 0;

@@ -3,7 +3,7 @@
 //! Each query runs in its own short read transaction (long ones pin pages and grow the file).
 
 use super::block;
-use super::codec::{self, RawRow};
+use super::codec::{self, RawRow, Sample};
 use super::schema::{BLOCKS, DEVICE_STATE, DEVICES, READINGS, ROLLUPS};
 use super::{DeviceRecord, DeviceSummary, Error, Result, Store};
 use crate::domain::{Bucket, DeviceId};
@@ -70,6 +70,15 @@ impl Store {
     /// Streams the raw readings of `id` with `start <= ts < end`, oldest first: sealed blocks
     /// one at a time, then the head. Memory stays at one block whatever the range.
     pub fn scan_raw(&self, id: &DeviceId, start: i64, end: i64) -> Result<RawScan> {
+        self.scan_as(id, start, end)
+    }
+
+    /// [`Self::scan_raw`] yielding [`Sample`]s (no device id per reading).
+    pub fn scan_samples(&self, id: &DeviceId, start: i64, end: i64) -> Result<RawScan<Sample>> {
+        self.scan_as(id, start, end)
+    }
+
+    fn scan_as<T>(&self, id: &DeviceId, start: i64, end: i64) -> Result<RawScan<T>> {
         let key = self.key_of(id)?;
         let txn = self.db().begin_read()?;
         let table = txn.open_table(BLOCKS)?;
@@ -89,6 +98,7 @@ impl Store {
             next_idx: 0,
             head,
             _txn: txn,
+            _item: std::marker::PhantomData,
         })
     }
 
@@ -115,8 +125,34 @@ impl Store {
     }
 }
 
+/// What a raw scan yields per reading.
+pub trait ScanItem: Sized {
+    /// Reading `i` of a decoded block.
+    fn at(c: &block::Columns, id: &DeviceId, i: usize) -> Self;
+    /// A reading from the head.
+    fn from_row(r: RawRow) -> Self;
+}
+
+impl ScanItem for RawRow {
+    fn at(c: &block::Columns, id: &DeviceId, i: usize) -> Self {
+        c.row(id, i)
+    }
+    fn from_row(r: RawRow) -> Self {
+        r
+    }
+}
+
+impl ScanItem for Sample {
+    fn at(c: &block::Columns, _id: &DeviceId, i: usize) -> Self {
+        c.sample(i)
+    }
+    fn from_row(r: RawRow) -> Self {
+        Sample::from(&r)
+    }
+}
+
 /// A streaming scan over one device's raw readings (see [`Store::scan_raw`]).
-pub struct RawScan {
+pub struct RawScan<T = RawRow> {
     id: DeviceId,
     start: i64,
     end: i64,
@@ -125,10 +161,11 @@ pub struct RawScan {
     next_idx: usize,
     head: redb::Range<'static, (u32, i64), &'static [u8]>,
     _txn: redb::ReadTransaction,
+    _item: std::marker::PhantomData<T>,
 }
 
-impl Iterator for RawScan {
-    type Item = Result<RawRow>;
+impl<T: ScanItem> Iterator for RawScan<T> {
+    type Item = Result<T>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -137,7 +174,7 @@ impl Iterator for RawScan {
                 self.next_idx += 1;
                 let ts = self.current.ts(i);
                 if ts >= self.start && ts < self.end {
-                    return Some(Ok(self.current.row(&self.id, i)));
+                    return Some(Ok(T::at(&self.current, &self.id, i)));
                 }
             }
             match self.blocks.next() {
@@ -158,11 +195,11 @@ impl Iterator for RawScan {
             }
         }
         match self.head.next()? {
-            Ok((k, v)) => Some(Ok(codec::decode_reading(
+            Ok((k, v)) => Some(Ok(T::from_row(codec::decode_reading(
                 self.id.clone(),
                 k.value().1,
                 v.value(),
-            ))),
+            )))),
             Err(e) => Some(Err(e.into())),
         }
     }
