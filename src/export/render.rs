@@ -22,6 +22,9 @@ pub enum Cell<'a> {
     Null,
     /// Text.
     Text(&'a str),
+    /// Text that repeats on many rows (a device's IP, id or name); the number identifies it,
+    /// so that a format can encode it once and reuse the bytes.
+    Label(&'a str, usize),
     /// A timestamp, UTC ms (rendered in the plan's zone).
     Time(i64),
     /// A number rendered with at most this many decimals (trailing zeros dropped).
@@ -192,6 +195,28 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Encoded [`Cell::Label`]s by their number.
+#[derive(Debug, Clone, Default)]
+struct Labels {
+    spans: Vec<Option<(usize, usize)>>,
+    bytes: Vec<u8>,
+}
+
+impl Labels {
+    /// Appends label `id`, encoding it with `encode` the first time.
+    fn put(&mut self, id: usize, out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
+        if id >= self.spans.len() {
+            self.spans.resize(id + 1, None);
+        }
+        let (a, b) = *self.spans[id].get_or_insert_with(|| {
+            let a = self.bytes.len();
+            encode(&mut self.bytes);
+            (a, self.bytes.len())
+        });
+        out.extend_from_slice(&self.bytes[a..b]);
+    }
+}
+
 /// RFC 4180 CSV rows with CRLF line ends. Text cells that a spreadsheet would run as a
 /// formula (starting with `=`, `+`, `-`, `@`, tab or CR) get a leading `'`.
 #[derive(Debug, Clone)]
@@ -199,6 +224,7 @@ pub struct CsvRow {
     delimiter: u8,
     /// Bit `c` set: ASCII byte `c` makes a text cell need quotes (the delimiter, `"`, CR, LF).
     quoted: u128,
+    labels: Labels,
     tzc: TzCache,
     millis: bool,
 }
@@ -211,32 +237,10 @@ impl CsvRow {
         Self {
             delimiter,
             quoted,
+            labels: Labels::default(),
             tzc,
             millis,
         }
-    }
-
-    fn text(&self, s: &str, out: &mut Vec<u8>) {
-        let risky = s
-            .as_bytes()
-            .first()
-            .is_some_and(|c| matches!(c, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
-        let quote = risky || s.bytes().any(|c| c < 128 && self.quoted >> c & 1 != 0);
-        if !quote {
-            out.extend_from_slice(s.as_bytes());
-            return;
-        }
-        out.push(b'"');
-        if risky {
-            out.push(b'\'');
-        }
-        for c in s.bytes() {
-            if c == b'"' {
-                out.push(b'"');
-            }
-            out.push(c);
-        }
-        out.push(b'"');
     }
 
     fn row(&mut self, cells: &[Cell<'_>], out: &mut Vec<u8>) {
@@ -246,7 +250,11 @@ impl CsvRow {
             }
             match *c {
                 Cell::Null => {}
-                Cell::Text(s) => self.text(s, out),
+                Cell::Text(s) => csv_text(s, self.quoted, out),
+                Cell::Label(s, id) => {
+                    let q = self.quoted;
+                    self.labels.put(id, out, |b| csv_text(s, q, b));
+                }
                 Cell::Time(t) => self.tzc.push_rfc3339(out, t, self.millis),
                 Cell::Num(x, d) => push_num(out, x, d),
                 Cell::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
@@ -254,6 +262,31 @@ impl CsvRow {
         }
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Appends CSV text cell `s`: quoted when it holds a byte of `quoted` (bit mask of ASCII), with
+/// a leading `'` when a spreadsheet would run it as a formula.
+fn csv_text(s: &str, quoted: u128, out: &mut Vec<u8>) {
+    let risky = s
+        .as_bytes()
+        .first()
+        .is_some_and(|c| matches!(c, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
+    let quote = risky || s.bytes().any(|c| c < 128 && quoted >> c & 1 != 0);
+    if !quote {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    if risky {
+        out.push(b'\'');
+    }
+    for c in s.bytes() {
+        if c == b'"' {
+            out.push(b'"');
+        }
+        out.push(c);
+    }
+    out.push(b'"');
 }
 
 /// A CSV document: an optional header row, then [`CsvRow`]s.
@@ -291,7 +324,7 @@ impl<W: Write> Sink for CsvSink<W> {
             if i > 0 {
                 self.buf.push(self.fmt.delimiter);
             }
-            self.fmt.text(c, &mut self.buf);
+            csv_text(c, self.fmt.quoted, &mut self.buf);
         }
         self.buf.extend_from_slice(b"\r\n");
         self.out.write_all(&self.buf)
@@ -321,6 +354,7 @@ impl<W: Write> Sink for CsvSink<W> {
 pub struct JsonRow {
     /// `"column":` of each column.
     keys: Arc<[Vec<u8>]>,
+    labels: Labels,
     tzc: TzCache,
     millis: bool,
 }
@@ -336,6 +370,7 @@ impl JsonRow {
             match *c {
                 Cell::Null => out.extend_from_slice(b"null"),
                 Cell::Text(s) => push_json_str(out, s),
+                Cell::Label(s, id) => self.labels.put(id, out, |b| push_json_str(b, s)),
                 Cell::Time(t) => {
                     out.push(b'"');
                     self.tzc.push_rfc3339(out, t, self.millis);
@@ -367,6 +402,7 @@ impl<W: Write> JsonSink<W> {
             first: true,
             fmt: JsonRow {
                 keys: Arc::new([]),
+                labels: Labels::default(),
                 tzc,
                 millis,
             },
@@ -1081,9 +1117,9 @@ impl<'p> CellMaker<'p> {
         for f in &plan.fields {
             self.cells.push(match *f {
                 Field::Timestamp => Cell::Time(row.ts_ms),
-                Field::DeviceIp => Cell::Text(&dev.ip),
-                Field::DeviceId => Cell::Text(&dev.shown_id),
-                Field::DeviceName => Cell::Text(&dev.name),
+                Field::DeviceIp => Cell::Label(&dev.ip, 3 * row.dev),
+                Field::DeviceId => Cell::Label(&dev.shown_id, 3 * row.dev + 1),
+                Field::DeviceName => Cell::Label(&dev.name, 3 * row.dev + 2),
                 Field::Value(i) => match row.get(i) {
                     None => Cell::Null,
                     Some(v) if i == IS_ON && self.on_bool => Cell::Bool(v > 0.0),
@@ -1258,10 +1294,15 @@ mod tests {
         s.row(&[Cell::Text("=SUM(A1)"), Cell::Text("x,\"y\"")])
             .unwrap();
         s.row(&[Cell::Text("-2"), Cell::Num(-2.0, 3)]).unwrap();
+        // Labels encode like text, every time (the second use comes from the memo).
+        for _ in 0..2 {
+            s.row(&[Cell::Label("=x", 1), Cell::Label("a,b", 0)])
+                .unwrap();
+        }
         let text = String::from_utf8(s.into_inner()).unwrap();
         assert_eq!(
             text,
-            "a,b\r\n\"'=SUM(A1)\",\"x,\"\"y\"\"\"\r\n\"'-2\",-2\r\n"
+            "a,b\r\n\"'=SUM(A1)\",\"x,\"\"y\"\"\"\r\n\"'-2\",-2\r\n\"'=x\",\"a,b\"\r\n\"'=x\",\"a,b\"\r\n"
         );
     }
 
