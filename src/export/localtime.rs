@@ -134,6 +134,15 @@ impl TzCache {
         Local::of(t.map(|t| t.naive_local()).unwrap_or_default())
     }
 
+    /// The zone's UTC offset at `ts_ms`, ms.
+    pub fn offset(&mut self, ts_ms: i64) -> i64 {
+        if self.ensure(ts_ms) {
+            self.offset_ms
+        } else {
+            offset_ms(self.tz, ts_ms)
+        }
+    }
+
     /// Appends `ts_ms` as RFC 3339 in local time (`…Z` in UTC, else `…±HH:MM`), with
     /// milliseconds when `millis`.
     pub fn push_rfc3339(&mut self, out: &mut Vec<u8>, ts_ms: i64, millis: bool) {

@@ -6,10 +6,12 @@
 //! - [`rows`]: device_data rows from the store: raw readings or 15-minute buckets, filters,
 //!   aggregation, custom fields and privacy.
 //! - [`formula`]: the safe evaluator of custom-field formulas.
-//! - [`render`]: the writers (CSV, JSON; Excel and PDF join later), number and time formatting,
-//!   compression.
+//! - [`render`]: the writers (CSV, JSON; PDF joins later), number and time formatting,
+//!   compression, the reader → formatter → writer pipeline.
+//! - [`excel`]: the Excel writer.
 //! - [`jobs`]: the queue, the runner, restart recovery, deletion and expiry cleanup.
 
+pub mod excel;
 pub mod formula;
 pub mod jobs;
 pub mod localtime;
@@ -39,6 +41,8 @@ pub enum Format {
     Csv,
     /// `{"metadata":…,"data":[…]}`.
     Json,
+    /// An Office Open XML workbook (.xlsx).
+    Excel,
 }
 
 /// Description of a format for `GET /api/exports/formats`.
@@ -59,7 +63,7 @@ pub struct FormatInfo {
 }
 
 /// The formats this build produces.
-pub const FORMATS: [FormatInfo; 2] = [
+pub const FORMATS: [FormatInfo; 3] = [
     FormatInfo {
         format: Format::Csv,
         id: "csv",
@@ -75,6 +79,14 @@ pub const FORMATS: [FormatInfo; 2] = [
         description: "JavaScript Object Notation",
         mime_type: "application/json",
         extension: ".json",
+    },
+    FormatInfo {
+        format: Format::Excel,
+        id: "excel",
+        name: "Excel",
+        description: "Excel workbook: typed cells, frozen header, Summary and Devices sheets, optional charts",
+        mime_type: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        extension: ".xlsx",
     },
 ];
 

@@ -6,7 +6,7 @@ use super::formula::{Aggregator, RowCtx};
 use super::localtime::TzCache;
 use super::request::{Agg, Field, IS_ON, Plan, VALUE_FIELDS};
 use super::rows::{Row, Rows, formula_values};
-use super::{Compression, Format};
+use super::{Compression, Format, excel};
 use crate::store::{self, Store};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -87,6 +87,19 @@ pub fn push_num(out: &mut Vec<u8>, x: f64, decimals: u8) {
         8 => fixed::<8>(out, x),
         _ => fixed::<9>(out, x),
     }
+}
+
+/// `x` rounded to `decimals` decimals exactly as [`push_num`] writes it: the nearest f64 to
+/// the decimal text (for typed formats whose cells must equal the CSV's).
+pub fn round_to(x: f64, decimals: u8) -> f64 {
+    let pow = 10f64.powi(i32::from(decimals.min(9)));
+    let a = (x * pow).abs();
+    if !x.is_finite() || a >= 9.0e15 {
+        return x;
+    }
+    let t = a as i64;
+    let n = (t + i64::from(a - t as f64 >= 0.5)) as f64 / pow;
+    if x < 0.0 { -n } else { n }
 }
 
 /// [`push_num`] with the decimals known at compile time (divisions become multiplications).
@@ -519,7 +532,7 @@ type FileOut = Counting<BufWriter<WriteBehind>>;
 /// The file being written, optionally compressed.
 enum Output {
     Plain(FileOut),
-    Gzip(flate2::write::GzEncoder<FileOut>),
+    Gzip(Box<flate2::write::GzEncoder<FileOut>>),
     Zip(Box<zip::ZipWriter<zip::write::StreamWriter<FileOut>>>),
 }
 
@@ -570,10 +583,10 @@ impl Output {
         };
         let out = match compression {
             Compression::None => Output::Plain(file),
-            Compression::Gzip => Output::Gzip(flate2::write::GzEncoder::new(
+            Compression::Gzip => Output::Gzip(Box::new(flate2::write::GzEncoder::new(
                 file,
                 flate2::Compression::default(),
-            )),
+            ))),
             Compression::Zip => {
                 let mut z = zip::ZipWriter::new_stream(file);
                 let opts = zip::write::SimpleFileOptions::default()
@@ -749,6 +762,12 @@ pub fn render(
     limits: Limits,
     ctl: &Control,
 ) -> Result<Rendered, RenderError> {
+    let chart = match plan.format {
+        Format::Excel if plan.include_charts => {
+            Some(excel::daily_energy(store, plan, &ctl.cancel)?)
+        }
+        _ => None,
+    };
     let (out, count) = Output::create(path, plan.compression, inner_name)?;
     let millis = plan.aggregation.is_none();
     let tzc = TzCache::new(plan.tz);
@@ -773,16 +792,22 @@ pub fn render(
             tx: chunk_tx,
             buf: Vec::with_capacity(CHUNK),
         };
-        let mut sink: Box<dyn Sink + '_> = match plan.format {
-            Format::Csv => Box::new(CsvSink::new(
+        let sink: io::Result<Box<dyn Sink + '_>> = match plan.format {
+            Format::Csv => Ok(Box::new(CsvSink::new(
                 chunks,
                 plan.delimiter,
                 plan.include_headers,
                 tzc,
                 millis,
-            )),
-            Format::Json => Box::new(JsonSink::new(chunks, tzc, millis)),
+            ))),
+            Format::Json => Ok(Box::new(JsonSink::new(chunks, tzc, millis))),
+            Format::Excel => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                excel::ExcelSink::new(chunks, dir, tzc, millis, chart, excel::ROWS_PER_SHEET)
+                    .map(|s| Box::new(s) as Box<dyn Sink>)
+            }
         };
+        let mut sink = sink?;
         let formatted = sink
             .begin(&columns(plan), metadata)
             .map_err(RenderError::from)

@@ -443,7 +443,7 @@ pub struct DeviceMeta {
 }
 
 /// A custom field, parsed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Custom {
     /// Name.
     pub name: String,
@@ -470,7 +470,7 @@ pub const FORMULA_VARS: [&str; 10] = [
 ];
 
 /// A validated device_data export.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// Output format.
     pub format: Format,
@@ -512,6 +512,8 @@ pub struct Plan {
     pub currency: String,
     /// Wait for the result in the create call.
     pub background: bool,
+    /// Native charts (Excel) from the rollups.
+    pub include_charts: bool,
 }
 
 /// What planning needs besides the body.
@@ -716,13 +718,13 @@ pub fn resolve_range(
 pub fn format_of(req: &CreateRequest) -> Result<(Format, Compression), RequestError> {
     let format = Format::parse(&req.format).ok_or_else(|| RequestError {
         code: "UNSUPPORTED_FORMAT",
-        message: if ["excel", "pdf"].contains(&req.format.as_str()) {
+        message: if req.format == "pdf" {
+            "format \"pdf\" is not available in this version; use csv, json or excel".to_owned()
+        } else {
             format!(
-                "format {:?} is not available in this version; use csv or json",
+                "format must be one of csv, json, excel; got {:?}",
                 req.format
             )
-        } else {
-            format!("format must be one of csv, json; got {:?}", req.format)
         },
     })?;
     let explicit = req.options.as_ref().and_then(|o| o.compression.as_deref());
@@ -1017,6 +1019,15 @@ pub fn plan(
             }
         })
         .collect();
+    let include_charts = match &req.include_charts {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(bad(format!(
+                "include_charts must be true or false, got {other}"
+            )));
+        }
+    };
     Ok(Plan {
         format,
         compression,
@@ -1042,6 +1053,7 @@ pub fn plan(
             .as_ref()
             .and_then(|p| p.background_processing)
             .unwrap_or(true),
+        include_charts,
     })
 }
 

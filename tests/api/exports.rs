@@ -78,8 +78,8 @@ pub fn fixture(dir: &Path) {
 /// 2024-03-13T00:00:00Z, after the data.
 const NOW: i64 = T0 + 4 * 86_400_000;
 
-struct Env {
-    app: TestApp,
+pub struct Env {
+    pub app: TestApp,
     clock: Arc<ManualClock>,
     _data: tempfile::TempDir,
 }
@@ -113,7 +113,7 @@ async fn env_with(tweak: impl FnOnce(&mut kasad::config::Settings)) -> Env {
 }
 
 /// An environment where the rate limit does not get in the way of the test.
-async fn env() -> Env {
+pub async fn env() -> Env {
     env_with(|s| s.exports.rate_limit_per_hour = 1000).await
 }
 
@@ -133,7 +133,7 @@ async fn create(
 }
 
 /// Creates with `background_processing: false` and returns the finished status.
-async fn finished(app: &TestApp, mut body: Value) -> Value {
+pub async fn finished(app: &TestApp, mut body: Value) -> Value {
     if body.get("performance_options").is_none() {
         body["performance_options"] = json!({});
     }
@@ -144,7 +144,7 @@ async fn finished(app: &TestApp, mut body: Value) -> Value {
     v
 }
 
-async fn download(app: &TestApp, id: &str) -> (u16, Vec<u8>, reqwest::header::HeaderMap) {
+pub async fn download(app: &TestApp, id: &str) -> (u16, Vec<u8>, reqwest::header::HeaderMap) {
     let r = app
         .req(Method::GET, &format!("/api/exports/download/{id}"))
         .send()
@@ -476,9 +476,14 @@ async fn every_endpoint_answers_with_spec_fields_and_errors() {
         .iter()
         .map(|f| f["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["csv", "json"]);
+    assert_eq!(ids, ["csv", "json", "excel"]);
     assert_eq!(v["formats"][0]["mime_type"], "text/csv");
     assert_eq!(v["formats"][1]["extension"], ".json");
+    assert_eq!(
+        v["formats"][2]["mime_type"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    assert_eq!(v["formats"][2]["extension"], ".xlsx");
     let (s, v) = app.get("/api/exports/devices").await;
     assert_eq!(s, 200);
     let lamp = entry(&v["devices"], "device_id", "LAMP01");

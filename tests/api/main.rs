@@ -5,6 +5,7 @@ mod audit_log;
 mod auth;
 mod binary;
 mod energy;
+mod excel;
 mod exports;
 mod helpers;
 mod interop;

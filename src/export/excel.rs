@@ -1,0 +1,369 @@
+//! The Excel (.xlsx) writer: rows go to constant-memory worksheets (rust_xlsxwriter flushes
+//! each finished row to a temp file in the export directory, so memory stays flat whatever the
+//! row count); typed cells (numbers, booleans, date-times in the export's zone); a frozen,
+//! filterable header row; past [`ROWS_PER_SHEET`] data rows the data continues on "Data 2",
+//! "Data 3", …; then a "Summary" sheet (range, zone, record count, totals, custom aggregate
+//! fields), a "Devices" sheet, and with `include_charts` a "Charts" sheet holding daily energy
+//! per device (from the rollups, not from the raw rows) and a native column chart over it.
+
+use super::localtime::TzCache;
+use super::render::{Cell, Sink, round_to};
+use super::request::{Agg, ENERGY, Field, Plan};
+use super::rows::Rows;
+use crate::domain::rollup::Period;
+use crate::store::{self, Store};
+use rust_xlsxwriter::{Chart, ChartType, Format, Workbook, Worksheet, XlsxError};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+/// Data rows per worksheet: Excel's 1,048,576 rows less the header.
+pub const ROWS_PER_SHEET: u32 = 1_048_575;
+
+/// Days from Excel's epoch (1899-12-30) to 1970-01-01.
+const EXCEL_EPOCH_DAYS: f64 = 25_569.0;
+
+/// Daily energy per device for the chart: `days[i]` (local day start, UTC ms) and
+/// `kwh[device][i]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailyEnergy {
+    /// Device names, in plan order.
+    pub devices: Vec<String>,
+    /// Local day starts, UTC ms, ascending.
+    pub days: Vec<i64>,
+    /// kWh per device per day (0 where a device has no data that day).
+    pub kwh: Vec<Vec<f64>>,
+}
+
+/// Daily energy of the plan's devices over its range, from the rollups (the plan's filters
+/// apply, as they do to the rows).
+pub fn daily_energy(store: &Store, plan: &Plan, cancel: &AtomicBool) -> store::Result<DailyEnergy> {
+    let mut functions = plan.functions;
+    functions[ENERGY] = Agg::Sum;
+    let daily = Plan {
+        fields: vec![Field::Timestamp, Field::Value(ENERGY)],
+        aggregation: Some(Period::Day),
+        aggregation_name: "daily".into(),
+        functions,
+        row_fields: Vec::new(),
+        aggregate_fields: Vec::new(),
+        ..plan.clone()
+    };
+    let mut by_day: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    let n = daily.devices.len();
+    for row in Rows::open(store, &daily, cancel)? {
+        let row = row?;
+        by_day.entry(row.ts_ms).or_insert_with(|| vec![0.0; n])[row.dev] +=
+            row.get(ENERGY).unwrap_or(0.0);
+    }
+    let mut kwh = vec![Vec::with_capacity(by_day.len()); n];
+    for values in by_day.values() {
+        for (d, v) in values.iter().enumerate() {
+            kwh[d].push(round_to(*v, 6));
+        }
+    }
+    Ok(DailyEnergy {
+        devices: plan.devices.iter().map(|d| d.name.clone()).collect(),
+        days: by_day.into_keys().collect(),
+        kwh,
+    })
+}
+
+fn xlsx(e: XlsxError) -> io::Error {
+    io::Error::other(format!("Excel writer: {e}"))
+}
+
+/// Writes a workbook to `out` when finished.
+pub struct ExcelSink<W: Write + Send> {
+    out: Option<W>,
+    book: Workbook,
+    /// Index of the data sheet being written, and how many there are.
+    sheet: usize,
+    sheets: usize,
+    /// Next row on the current sheet (1 = first data row).
+    row: u32,
+    rows_per_sheet: u32,
+    columns: Vec<String>,
+    /// Running sums of the `energy_kwh` and `cost` columns (by column index).
+    totals: Vec<(usize, f64)>,
+    metadata: Value,
+    header: Format,
+    date: Format,
+    tzc: TzCache,
+    chart: Option<DailyEnergy>,
+}
+
+impl<W: Write + Send> ExcelSink<W> {
+    /// A workbook whose worksheets keep their rows in temp files under `temp_dir`, written to
+    /// `out` at the end; `rows_per_sheet` is [`ROWS_PER_SHEET`] but for tests.
+    pub fn new(
+        out: W,
+        temp_dir: &Path,
+        tzc: TzCache,
+        millis: bool,
+        chart: Option<DailyEnergy>,
+        rows_per_sheet: u32,
+    ) -> io::Result<Self> {
+        let mut book = Workbook::new();
+        book.set_tempdir(temp_dir).map_err(xlsx)?;
+        // Level 1: the data compresses almost as well and the file is written far faster.
+        book.set_zip_compression_level(1);
+        let date = if millis {
+            "yyyy-mm-dd hh:mm:ss.000"
+        } else {
+            "yyyy-mm-dd hh:mm"
+        };
+        Ok(Self {
+            out: Some(out),
+            book,
+            sheet: 0,
+            sheets: 0,
+            row: 1,
+            rows_per_sheet: rows_per_sheet.max(1),
+            columns: Vec::new(),
+            totals: Vec::new(),
+            metadata: Value::Null,
+            header: Format::new().set_bold(),
+            date: Format::new().set_num_format(date),
+            tzc,
+            chart,
+        })
+    }
+
+    /// The current data sheet.
+    fn data(&mut self) -> io::Result<&mut Worksheet> {
+        self.book.worksheet_from_index(self.sheet).map_err(xlsx)
+    }
+
+    /// Starts data sheet number `self.sheets + 1` with its header row.
+    fn new_data_sheet(&mut self) -> io::Result<()> {
+        let name = match self.sheets {
+            0 => "Data".to_owned(),
+            n => format!("Data {}", n + 1),
+        };
+        let ws = self
+            .book
+            .add_worksheet_with_constant_memory()
+            .map_err(xlsx)?;
+        ws.set_name(&name).map_err(xlsx)?;
+        for (c, title) in self.columns.iter().enumerate() {
+            let c = c as u16;
+            ws.write_string_with_format(0, c, title, &self.header)
+                .map_err(xlsx)?;
+            let width = if title == "timestamp" { 20 } else { 14 };
+            ws.set_column_width(c, width.max(title.len() + 2) as f64)
+                .map_err(xlsx)?;
+        }
+        ws.set_freeze_panes(1, 0).map_err(xlsx)?;
+        self.sheet = self.book.worksheets().len() - 1;
+        self.sheets += 1;
+        self.row = 1;
+        Ok(())
+    }
+
+    /// Adds the autofilter over the finished data sheet.
+    fn close_data_sheet(&mut self) -> io::Result<()> {
+        let (last_row, last_col) = (self.row - 1, self.columns.len().max(1) as u16 - 1);
+        self.data()?
+            .autofilter(0, 0, last_row, last_col)
+            .map_err(xlsx)?;
+        Ok(())
+    }
+
+    fn summary_sheet(&mut self, record_count: u64, summary: &Value) -> io::Result<()> {
+        let m = &self.metadata;
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            v => v.to_string(),
+        };
+        let mut lines: Vec<(String, Value)> = vec![
+            ("Export".into(), m["export_id"].clone()),
+            ("Created".into(), m["created_at"].clone()),
+            ("From".into(), m["date_range"]["start"].clone()),
+            ("To".into(), m["date_range"]["end"].clone()),
+            ("Time zone".into(), m["timezone"].clone()),
+            ("Aggregation".into(), m["aggregation"].clone()),
+            ("Records".into(), Value::from(record_count)),
+            (
+                "Devices".into(),
+                Value::from(m["devices"].as_array().map_or(0, Vec::len)),
+            ),
+            ("Data sheets".into(), Value::from(self.sheets)),
+        ];
+        for &(c, sum) in &self.totals {
+            lines.push((
+                format!("Total {}", self.columns[c]),
+                round_to(sum, 6).into(),
+            ));
+        }
+        if let Value::Object(fields) = summary {
+            for (name, v) in fields {
+                lines.push((name.clone(), v["value"].clone()));
+            }
+        }
+        let bold = self.header.clone();
+        let ws = self.book.add_worksheet();
+        ws.set_name("Summary").map_err(xlsx)?;
+        ws.set_column_width(0, 22).map_err(xlsx)?;
+        ws.set_column_width(1, 28).map_err(xlsx)?;
+        for (r, (k, v)) in lines.iter().enumerate() {
+            let r = r as u32;
+            ws.write_string_with_format(r, 0, k, &bold).map_err(xlsx)?;
+            match v {
+                Value::Number(n) => ws.write_number(r, 1, n.as_f64().unwrap_or(f64::NAN)),
+                Value::Null => continue,
+                v => ws.write_string(r, 1, text(v)),
+            }
+            .map_err(xlsx)?;
+        }
+        Ok(())
+    }
+
+    fn devices_sheet(&mut self) -> io::Result<()> {
+        let devices = self.metadata["devices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let keys = [
+            "device_id",
+            "device_ip",
+            "device_name",
+            "model",
+            "rated_power",
+        ];
+        let bold = self.header.clone();
+        let ws = self.book.add_worksheet();
+        ws.set_name("Devices").map_err(xlsx)?;
+        for (c, k) in keys.iter().enumerate() {
+            ws.write_string_with_format(0, c as u16, *k, &bold)
+                .map_err(xlsx)?;
+            ws.set_column_width(c as u16, 18).map_err(xlsx)?;
+        }
+        for (r, d) in devices.iter().enumerate() {
+            for (c, k) in keys.iter().enumerate() {
+                let (r, c) = (r as u32 + 1, c as u16);
+                match &d[*k] {
+                    Value::Number(n) => ws.write_number(r, c, n.as_f64().unwrap_or(f64::NAN)),
+                    Value::String(s) => ws.write_string(r, c, s),
+                    _ => continue,
+                }
+                .map_err(xlsx)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn chart_sheet(&mut self, e: &DailyEnergy) -> io::Result<()> {
+        let (bold, day) = (
+            self.header.clone(),
+            Format::new().set_num_format("yyyy-mm-dd"),
+        );
+        let mut tzc = self.tzc.clone();
+        let ws = self.book.add_worksheet();
+        ws.set_name("Charts").map_err(xlsx)?;
+        ws.write_string_with_format(0, 0, "date", &bold)
+            .map_err(xlsx)?;
+        ws.set_column_width(0, 12).map_err(xlsx)?;
+        for (i, &t) in e.days.iter().enumerate() {
+            ws.write_number_with_format(i as u32 + 1, 0, excel_time(&mut tzc, t), &day)
+                .map_err(xlsx)?;
+        }
+        for (d, name) in e.devices.iter().enumerate() {
+            let c = d as u16 + 1;
+            ws.write_string_with_format(0, c, name, &bold)
+                .map_err(xlsx)?;
+            for (i, v) in e.kwh[d].iter().enumerate() {
+                ws.write_number(i as u32 + 1, c, *v).map_err(xlsx)?;
+            }
+        }
+        let mut chart = Chart::new(ChartType::ColumnStacked);
+        chart.title().set_name("Daily energy per device (kWh)");
+        chart.y_axis().set_name("kWh");
+        let last = e.days.len().max(1) as u32;
+        for d in 0..e.devices.len() {
+            let c = d as u16 + 1;
+            chart
+                .add_series()
+                .set_name(("Charts", 0, c))
+                .set_categories(("Charts", 1, 0, last, 0))
+                .set_values(("Charts", 1, c, last, c));
+        }
+        chart.set_width(900).set_height(480);
+        let col = e.devices.len() as u16 + 2;
+        ws.insert_chart(1, col, &chart).map_err(xlsx)?;
+        Ok(())
+    }
+}
+
+/// `ts_ms` as an Excel serial date-time in local time.
+fn excel_time(tzc: &mut TzCache, ts_ms: i64) -> f64 {
+    (ts_ms + tzc.offset(ts_ms)) as f64 / 86_400_000.0 + EXCEL_EPOCH_DAYS
+}
+
+impl<W: Write + Send> Sink for ExcelSink<W> {
+    fn begin(&mut self, columns: &[String], metadata: &Value) -> io::Result<()> {
+        self.columns = columns.to_vec();
+        self.metadata = metadata.clone();
+        self.totals = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.as_str(), "energy_kwh" | "cost"))
+            .map(|(i, _)| (i, 0.0))
+            .collect();
+        self.new_data_sheet()
+    }
+
+    fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
+        if self.row > self.rows_per_sheet {
+            self.close_data_sheet()?;
+            self.new_data_sheet()?;
+        }
+        let r = self.row;
+        for (c, sum) in &mut self.totals {
+            if let Some(Cell::Num(x, d)) = cells.get(*c)
+                && x.is_finite()
+            {
+                *sum += round_to(*x, *d);
+            }
+        }
+        let ws = self.book.worksheet_from_index(self.sheet).map_err(xlsx)?;
+        for (c, cell) in cells.iter().enumerate() {
+            let c = c as u16;
+            match *cell {
+                Cell::Null => continue,
+                Cell::Text(s) | Cell::Label(s, _) => ws.write_string(r, c, s),
+                Cell::Time(t) => {
+                    ws.write_number_with_format(r, c, excel_time(&mut self.tzc, t), &self.date)
+                }
+                Cell::Num(x, _) if !x.is_finite() => continue,
+                Cell::Num(x, d) => ws.write_number(r, c, round_to(x, d)),
+                Cell::Bool(b) => ws.write_boolean(r, c, b),
+            }
+            .map_err(xlsx)?;
+        }
+        self.row += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self, record_count: u64, summary: &Value) -> io::Result<()> {
+        self.close_data_sheet()?;
+        self.summary_sheet(record_count, summary)?;
+        self.devices_sheet()?;
+        if let Some(e) = self.chart.take() {
+            self.chart_sheet(&e)?;
+        }
+        self.book
+            .worksheet_from_index(0)
+            .map_err(xlsx)?
+            .set_active(true);
+        let mut out = self
+            .out
+            .take()
+            .ok_or_else(|| io::Error::other("the workbook was already written"))?;
+        self.book.save_to_writer(&mut out).map_err(xlsx)?;
+        out.flush()
+    }
+}
