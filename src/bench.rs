@@ -5,7 +5,7 @@
 //!
 //! Export benchmark (`kasad bench-export`, hidden): the same generator at one reading per
 //! device per minute (the shape of `../shared/bench/python_baselines.py`), then device_data
-//! raw exports of N rows as CSV and JSON through the export renderer, timed, with the process's
+//! raw exports of N rows as CSV, JSON and Excel through the export renderer, timed, with the process's
 //! RSS sampled while each runs (peak minus the RSS just before).
 
 use crate::domain::rollup::Period;
@@ -250,7 +250,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
     let tariff = crate::config::Tariff::default();
     let mut out = serde_json::Map::new();
     out.insert("readings_stored".into(), json!(n));
-    for format in ["csv", "json"] {
+    for format in ["csv", "json", "excel"] {
         let body: CreateRequest = serde_json::from_value(json!({
             "export_type": "device_data", "format": format, "devices": "all",
             "date_range": {"start": crate::clock::rfc3339(start - 1_000), "end": crate::clock::rfc3339(end)},

@@ -237,6 +237,12 @@ enum StoreCmd {
 enum AuditCmd {
     /// Verify the hash chain; exits non-zero naming the first bad sequence number.
     Verify,
+    /// Verify an audit_logs export (CSV or JSON, uncompressed) with this appliance's audit
+    /// key; exits non-zero naming the first entry that fails.
+    VerifyExport {
+        /// The exported file.
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -276,6 +282,25 @@ async fn main() -> anyhow::Result<()> {
                 s.poll.interval
             );
             Ok(())
+        }
+        Cmd::Audit {
+            cmd: AuditCmd::VerifyExport { file },
+            config,
+        } => {
+            let settings = Settings::load(Some(&config))?;
+            let key = kasad::auth::keys::load(&settings.data_dir.join("audit.key"))
+                .context("while reading the audit key (run as the kasad user or root)")?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let entries = kasad::export::audit_log::parse_export(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            match kasad::export::audit_log::verify(&key, &entries) {
+                Ok(n) => {
+                    println!("audit export OK: {n} entries verified");
+                    Ok(())
+                }
+                Err(e) => anyhow::bail!("audit export FAILED: {e}"),
+            }
         }
         Cmd::Audit {
             cmd: AuditCmd::Verify,

@@ -7,7 +7,7 @@ use super::devices::blocking;
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::guard::{CurrentUser, issue_ticket};
 use crate::audit::{EventType, Severity};
-use crate::auth::Role;
+use crate::auth::{Permission, Role};
 use crate::clock::rfc3339;
 use crate::export::jobs::CreateError;
 use crate::export::request::{
@@ -207,6 +207,9 @@ pub async fn create(
     Extension(cu): Extension<CurrentUser>,
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> Result<Response, ApiError> {
+    if body.export_type == "audit_logs" && !cu.user.has(Permission::AuditRead) {
+        return Err(ApiError::permission_denied(Permission::AuditRead));
+    }
     let exporter = st.exporter.clone();
     let (uid, name) = (cu.user.id, cu.user.username.clone());
     let audit_body = json!({
@@ -478,6 +481,12 @@ async fn preview(
         return Err(ApiError::bad_request(
             "INVALID_QUERY",
             "limit must be between 1 and 100",
+        ));
+    }
+    if body.export_type != "device_data" {
+        return Err(ApiError::bad_request(
+            "VALIDATION_ERROR",
+            "previews show device_data; create the export to see other types",
         ));
     }
     if crate::export::Format::parse(&body.format).is_none() {

@@ -28,24 +28,27 @@ impl SecretKey {
     }
 }
 
-/// Loads the key at `path`, creating it (mode 0600) when missing. Refuses a key file that
-/// others can read or that has the wrong size.
+/// Loads the existing key at `path`. Refuses a key file that others can read or that has the
+/// wrong size.
+pub fn load(path: &Path) -> std::io::Result<SecretKey> {
+    let b = std::fs::read(path)?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is readable by others (mode {:o}); run chmod 600 on it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    let key: [u8; 32] = b
+        .try_into()
+        .map_err(|_| std::io::Error::other(format!("{} is not a 32-byte key", path.display())))?;
+    Ok(SecretKey(key))
+}
+
+/// Loads the key at `path` ([`load`]), creating it (mode 0600) when missing.
 pub fn load_or_create(path: &Path) -> std::io::Result<SecretKey> {
-    match std::fs::read(path) {
-        Ok(b) => {
-            let mode = std::fs::metadata(path)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(std::io::Error::other(format!(
-                    "{} is readable by others (mode {:o}); run chmod 600 on it",
-                    path.display(),
-                    mode & 0o777
-                )));
-            }
-            let key: [u8; 32] = b.try_into().map_err(|_| {
-                std::io::Error::other(format!("{} is not a 32-byte key", path.display()))
-            })?;
-            Ok(SecretKey(key))
-        }
+    match load(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = super::random_bytes::<32>();
             let mut f = std::fs::OpenOptions::new()
@@ -57,7 +60,7 @@ pub fn load_or_create(path: &Path) -> std::io::Result<SecretKey> {
             f.sync_all()?;
             Ok(SecretKey(key))
         }
-        Err(e) => Err(e),
+        r => r,
     }
 }
 

@@ -9,8 +9,10 @@
 //! - [`render`]: the writers (CSV, JSON; PDF joins later), number and time formatting,
 //!   compression, the reader → formatter → writer pipeline.
 //! - [`excel`]: the Excel writer.
+//! - [`audit_log`]: the audit_logs export and its verification.
 //! - [`jobs`]: the queue, the runner, restart recovery, deletion and expiry cleanup.
 
+pub mod audit_log;
 pub mod excel;
 pub mod formula;
 pub mod jobs;
@@ -31,7 +33,7 @@ pub const EXPORT_TYPES: [&str; 5] = [
 ];
 
 /// Export types this build renders.
-pub const RENDERED_TYPES: [&str; 1] = ["device_data"];
+pub const RENDERED_TYPES: [&str; 2] = ["device_data", "audit_logs"];
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -514,6 +514,17 @@ pub struct Plan {
     pub background: bool,
     /// Native charts (Excel) from the rollups.
     pub include_charts: bool,
+    /// What the rows are.
+    pub kind: Kind,
+}
+
+/// What an export's rows are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// Readings or their aggregates, per device.
+    DeviceData,
+    /// Audit log entries matching a filter.
+    AuditLogs(crate::store::audit::AuditFilter),
 }
 
 /// What planning needs besides the body.
@@ -900,7 +911,14 @@ pub fn plan(
         Some(r) => (r.start_ms, r.end_ms),
         None => resolve_range(req, tz, ctx.limits, ctx.now_ms)?,
     };
+    let audit = req.export_type == "audit_logs";
+    let kind = if audit {
+        Kind::AuditLogs(super::audit_log::filter_of(req, start_ms, end_ms)?)
+    } else {
+        Kind::DeviceData
+    };
     let selected: Vec<&DeviceSummary> = match resolved {
+        _ if audit => Vec::new(),
         Some(r) => r
             .device_ids
             .iter()
@@ -913,6 +931,7 @@ pub fn plan(
         None => select_devices(req.devices.as_ref(), ctx.devices)?,
     };
     let fields: Vec<Field> = match &req.fields {
+        _ if audit => Vec::new(),
         None => all_field_names()
             .iter()
             .filter_map(|f| Field::parse(f))
@@ -1054,6 +1073,7 @@ pub fn plan(
             .and_then(|p| p.background_processing)
             .unwrap_or(true),
         include_charts,
+        kind,
     })
 }
 

@@ -67,7 +67,7 @@ fn save_state(txn: &WriteTransaction, st: &ChainState) -> Result<()> {
 }
 
 /// Which entries a query returns.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditFilter {
     /// Only these types (empty = all).
     pub event_types: Vec<EventType>,
@@ -125,6 +125,23 @@ impl Store {
             }
         }
         Ok((out, total))
+    }
+
+    /// Up to `max` matching entries after sequence number `after`, oldest first.
+    pub fn audit_page(&self, f: &AuditFilter, after: u64, max: usize) -> Result<Vec<Entry>> {
+        let txn = self.db().begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for row in t.range(after.saturating_add(1)..)? {
+            let e = decode(row?.1.value())?;
+            if f.matches(&e) {
+                out.push(e);
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Checks the whole chain.

@@ -81,7 +81,7 @@ const NOW: i64 = T0 + 4 * 86_400_000;
 pub struct Env {
     pub app: TestApp,
     clock: Arc<ManualClock>,
-    _data: tempfile::TempDir,
+    pub data: tempfile::TempDir,
 }
 
 impl Env {
@@ -105,11 +105,7 @@ async fn env_with(tweak: impl FnOnce(&mut kasad::config::Settings)) -> Env {
     let clock = Arc::new(ManualClock::new(NOW));
     let shared: SharedClock = clock.clone();
     let app = TestApp::on_data(data.path(), shared, tweak).await;
-    Env {
-        app,
-        clock,
-        _data: data,
-    }
+    Env { app, clock, data }
 }
 
 /// An environment where the rate limit does not get in the way of the test.
@@ -450,7 +446,7 @@ async fn compression_gzip_and_zip_hold_the_same_csv() {
     e.app.stop().await;
 }
 
-async fn add_user(app: &TestApp, name: &str, role: &str) -> String {
+pub async fn add_user(app: &TestApp, name: &str, role: &str) -> String {
     let (s, v) = {
         let r = app
             .req(Method::POST, "/api/users")
@@ -1012,7 +1008,7 @@ async fn retention_expires_files_notifies_first_and_audits() {
     let mut e = env().await;
     let st = finished(&e.app, json!({"export_type": "device_data", "format": "csv", "date_range": {"start": "2024-03-09", "end": "2024-03-09"}})).await;
     let id = st["export_id"].as_str().unwrap();
-    let path = e._data.path().join("exports").join(format!("{id}.csv"));
+    let path = e.data.path().join("exports").join(format!("{id}.csv"));
     assert!(path.exists());
     // 6 days 1 hour later: within 24 h of expiry → a notice, file kept.
     e.advance(6 * 86_400_000 + 3_600_000).await;

@@ -1,6 +1,7 @@
 //! kasad's integration tests: one binary, one module per area.
 
 mod api;
+mod audit_export;
 mod audit_log;
 mod auth;
 mod binary;

@@ -1,0 +1,335 @@
+//! The audit_logs export and its verification. Every row carries its sequence number, its
+//! exact time in ms, the previous entry's MAC and its own, so that a filtered slice can be
+//! checked on its own (`kasad audit verify-export FILE`): each row's MAC is recomputed with the
+//! appliance's audit key, and rows with consecutive sequence numbers must link (`prev` equals
+//! the MAC of the row before). Changing any field of any row breaks its MAC.
+
+use super::render::{Cell, Control, Limits, RenderError, Sink};
+use super::request::{CreateRequest, RequestError};
+use crate::audit::{self, Entry, Event, EventType, Severity};
+use crate::auth::keys::SecretKey;
+use crate::store::Store;
+use crate::store::audit::AuditFilter;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The columns of an audit_logs export.
+pub const COLUMNS: [&str; 12] = [
+    "seq",
+    "timestamp",
+    "ts_ms",
+    "event_type",
+    "severity",
+    "user_id",
+    "username",
+    "client",
+    "resource",
+    "details",
+    "prev",
+    "mac",
+];
+
+const PAGE: usize = 4096;
+
+fn bad(message: String) -> RequestError {
+    RequestError {
+        code: "VALIDATION_ERROR",
+        message,
+    }
+}
+
+/// Names in a request field (a list of strings), each parsed by `parse`.
+fn names<T>(
+    field: &str,
+    v: Option<&Value>,
+    parse: impl Fn(&str) -> Option<T>,
+    known: &str,
+) -> Result<Vec<T>, RequestError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let list = v
+        .as_array()
+        .ok_or_else(|| bad(format!("{field} must be a list of names")))?;
+    list.iter()
+        .map(|x| {
+            let s = x
+                .as_str()
+                .ok_or_else(|| bad(format!("{field}: {x} is not a name")))?;
+            parse(s).ok_or_else(|| bad(format!("{field}: unknown {s:?}; known: {known}")))
+        })
+        .collect()
+}
+
+/// The entries an audit_logs request selects: its filters and `[start, end)`. Options that
+/// only apply to device data are refused rather than ignored.
+pub fn filter_of(
+    req: &CreateRequest,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<AuditFilter, RequestError> {
+    let device_only = [
+        ("devices", req.devices.is_some()),
+        ("fields", req.fields.is_some()),
+        ("aggregation", req.aggregation.is_some()),
+        ("aggregation_functions", req.aggregation_functions.is_some()),
+        ("filters", req.filters.is_some()),
+        ("custom_fields", req.custom_fields.is_some()),
+    ];
+    if let Some((name, _)) = device_only.iter().find(|(_, set)| *set) {
+        return Err(bad(format!(
+            "{name} applies to device_data exports, not to audit_logs (use event_types, severity_levels, users and date_range)"
+        )));
+    }
+    let types: Vec<String> = EventType::ALL.iter().map(|t| t.name()).collect();
+    Ok(AuditFilter {
+        event_types: names(
+            "event_types",
+            req.event_types.as_ref(),
+            EventType::parse,
+            &types.join(", "),
+        )?,
+        severities: names(
+            "severity_levels",
+            req.severity_levels.as_ref(),
+            Severity::parse,
+            "INFO, WARNING, ERROR, CRITICAL",
+        )?,
+        users: names("users", req.users.as_ref(), |s| Some(s.to_owned()), "")?,
+        start_ms: Some(start_ms),
+        end_ms: Some(end_ms),
+    })
+}
+
+/// Writes the matching entries to `sink` (after its `begin`), oldest first, and finishes it.
+pub fn write(
+    store: &Store,
+    filter: &AuditFilter,
+    sink: &mut dyn Sink,
+    limits: Limits,
+    ctl: &Control,
+    written: &AtomicU64,
+) -> Result<(u64, Value), RenderError> {
+    let mut n: u64 = 0;
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(filter, after, PAGE)?;
+        for e in &page {
+            n += 1;
+            if n > limits.max_records {
+                return Err(RenderError::TooManyRecords(limits.max_records));
+            }
+            let details = serde_json::to_string(&e.event.details).unwrap_or_default();
+            let (types, sev) = (e.event.event_type.name(), severity_name(e.event.severity));
+            fn text(s: &Option<String>) -> Cell<'_> {
+                s.as_deref().map_or(Cell::Null, Cell::Text)
+            }
+            sink.row(&[
+                Cell::Num(e.seq as f64, 0),
+                Cell::Time(e.ts_ms),
+                Cell::Num(e.ts_ms as f64, 0),
+                Cell::Text(&types),
+                Cell::Text(sev),
+                e.event
+                    .user_id
+                    .map_or(Cell::Null, |u| Cell::Num(f64::from(u), 0)),
+                text(&e.event.username),
+                text(&e.event.client),
+                text(&e.event.resource),
+                Cell::Text(&details),
+                Cell::Text(&e.prev),
+                Cell::Text(&e.mac),
+            ])?;
+        }
+        if ctl.cancel.load(Ordering::Relaxed) {
+            return Err(RenderError::Cancelled);
+        }
+        if written.load(Ordering::Relaxed) > limits.max_bytes {
+            return Err(RenderError::TooLarge(limits.max_bytes / (1024 * 1024)));
+        }
+        match page.last() {
+            Some(e) if page.len() == PAGE => after = e.seq,
+            _ => break,
+        }
+    }
+    let summary = json!({});
+    sink.finish(n, &summary)?;
+    Ok((n, summary))
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "INFO",
+        Severity::Warning => "WARNING",
+        Severity::Error => "ERROR",
+        Severity::Critical => "CRITICAL",
+    }
+}
+
+/// The entries of an exported file (CSV with a header row, or JSON), as they were stored.
+pub fn parse_export(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text (CSV or JSON)")?;
+    let rows: Vec<Vec<Option<String>>> = if text.trim_start().starts_with('{') {
+        json_rows(text)?
+    } else {
+        csv_rows(text)?
+    };
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| entry_of(r).map_err(|e| format!("row {}: {e}", i + 1)))
+        .collect()
+}
+
+fn json_rows(text: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let data = doc["data"]
+        .as_array()
+        .ok_or("no \"data\" list: not an audit_logs export")?;
+    Ok(data
+        .iter()
+        .map(|r| {
+            COLUMNS
+                .iter()
+                .map(|c| match &r[*c] {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    v => Some(v.to_string()),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// RFC 4180 records (quoted fields may hold delimiters, quotes and line breaks); the
+/// delimiter is the one after the header's first column, `seq`.
+fn csv_rows(text: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let delimiter = text
+        .strip_prefix("seq")
+        .and_then(|t| t.chars().next())
+        .ok_or("no header row starting with \"seq\": not an audit_logs export with headers")?;
+    let mut records: Vec<Vec<String>> = Vec::new();
+    let (mut rec, mut field, mut quoted, mut in_quotes) = (Vec::new(), String::new(), false, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (in_quotes, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => in_quotes = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.is_empty() => (in_quotes, quoted) = (true, true),
+            (false, c) if c == delimiter => rec.push(unguard(
+                std::mem::take(&mut field),
+                std::mem::take(&mut quoted),
+            )),
+            (false, '\r') => {}
+            (false, '\n') => {
+                rec.push(unguard(
+                    std::mem::take(&mut field),
+                    std::mem::take(&mut quoted),
+                ));
+                records.push(std::mem::take(&mut rec));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !rec.is_empty() {
+        rec.push(unguard(field, quoted));
+        records.push(rec);
+    }
+    let header = records.first().ok_or("the file is empty")?;
+    let at: Vec<usize> = COLUMNS
+        .iter()
+        .map(|c| {
+            header.iter().position(|h| h == c).ok_or(format!(
+                "no {c:?} column: not an audit_logs export with its header row"
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(records[1..]
+        .iter()
+        .map(|r| {
+            at.iter()
+                .map(|&i| r.get(i).filter(|s| !s.is_empty()).cloned())
+                .collect()
+        })
+        .collect())
+}
+
+/// Undoes the CSV writer's formula guard (a `'` before a leading `=`, `+`, `-`, `@`, tab, CR).
+fn unguard(s: String, quoted: bool) -> String {
+    let mut it = s.chars();
+    if quoted
+        && it.next() == Some('\'')
+        && it
+            .next()
+            .is_some_and(|c| matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r'))
+    {
+        s[1..].to_owned()
+    } else {
+        s
+    }
+}
+
+fn entry_of(r: &[Option<String>]) -> Result<Entry, String> {
+    let get = |i: usize| r.get(i).cloned().flatten();
+    let need = |i: usize| get(i).ok_or(format!("{} is empty", COLUMNS[i]));
+    let num = |i: usize| -> Result<i64, String> {
+        need(i)?
+            .parse::<i64>()
+            .map_err(|_| format!("{} is not a whole number", COLUMNS[i]))
+    };
+    let event_type: EventType = serde_json::from_value(Value::String(need(3)?))
+        .map_err(|_| "unknown event_type".to_owned())?;
+    let severity: Severity = serde_json::from_value(Value::String(need(4)?))
+        .map_err(|_| "unknown severity".to_owned())?;
+    let user_id = match get(5) {
+        Some(s) => Some(s.parse::<u32>().map_err(|_| "user_id is not a number")?),
+        None => None,
+    };
+    let details: Value = match get(9) {
+        Some(s) => serde_json::from_str(&s).map_err(|_| "details is not JSON")?,
+        None => Value::Null,
+    };
+    Ok(Entry {
+        seq: u64::try_from(num(0)?).map_err(|_| "seq is negative")?,
+        ts_ms: num(2)?,
+        event: Event {
+            event_type,
+            severity,
+            user_id,
+            username: get(6),
+            client: get(7),
+            resource: get(8),
+            details,
+        },
+        prev: need(10)?,
+        mac: need(11)?,
+    })
+}
+
+/// Checks every entry's MAC and the links between consecutive ones; the number checked.
+pub fn verify(key: &SecretKey, entries: &[Entry]) -> Result<usize, String> {
+    let mut last: Option<&Entry> = None;
+    for e in entries {
+        if audit::compute_mac(key, e) != e.mac {
+            return Err(format!(
+                "entry {} does not match its MAC: it was changed after it was recorded, or it comes from another appliance",
+                e.seq
+            ));
+        }
+        if let Some(p) = last
+            && e.seq == p.seq + 1
+            && e.prev != p.mac
+        {
+            return Err(format!("entry {} does not link to entry {}", e.seq, p.seq));
+        }
+        if last.is_some_and(|p| e.seq <= p.seq) {
+            return Err(format!("entry {} is out of order", e.seq));
+        }
+        last = Some(e);
+    }
+    Ok(entries.len())
+}
