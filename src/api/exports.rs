@@ -207,8 +207,15 @@ pub async fn create(
     Extension(cu): Extension<CurrentUser>,
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> Result<Response, ApiError> {
-    if body.export_type == "audit_logs" && !cu.user.has(Permission::AuditRead) {
-        return Err(ApiError::permission_denied(Permission::AuditRead));
+    // Beyond DATA_EXPORT: the audit log needs AUDIT_READ, the configuration (users,
+    // settings) SYSTEM_CONFIG.
+    let extra = match body.export_type.as_str() {
+        "audit_logs" => Some(Permission::AuditRead),
+        "configuration" => Some(Permission::SystemConfig),
+        _ => None,
+    };
+    if let Some(p) = extra.filter(|p| !cu.user.has(*p)) {
+        return Err(ApiError::permission_denied(p));
     }
     let exporter = st.exporter.clone();
     let (uid, name) = (cu.user.id, cu.user.username.clone());

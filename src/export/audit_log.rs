@@ -68,19 +68,10 @@ pub fn filter_of(
     start_ms: i64,
     end_ms: i64,
 ) -> Result<AuditFilter, RequestError> {
-    let device_only = [
-        ("devices", req.devices.is_some()),
-        ("fields", req.fields.is_some()),
-        ("aggregation", req.aggregation.is_some()),
-        ("aggregation_functions", req.aggregation_functions.is_some()),
-        ("filters", req.filters.is_some()),
-        ("custom_fields", req.custom_fields.is_some()),
-    ];
-    if let Some((name, _)) = device_only.iter().find(|(_, set)| *set) {
-        return Err(bad(format!(
-            "{name} applies to device_data exports, not to audit_logs (use event_types, severity_levels, users and date_range)"
-        )));
-    }
+    super::request::refuse_device_options(
+        req,
+        "use event_types, severity_levels, users and date_range",
+    )?;
     let types: Vec<String> = EventType::ALL.iter().map(|t| t.name()).collect();
     Ok(AuditFilter {
         event_types: names(

@@ -8,7 +8,7 @@
 
 use super::render::{self, Control, Limits, RenderError};
 use super::request::{self, CreateRequest, Plan, PlanCtx, RequestError, StoredRequest};
-use super::{ExportRecord, Status};
+use super::{ExportRecord, Status, configuration};
 use crate::audit::{Event, EventType, Severity};
 use crate::auth::keys::SecretKey;
 use crate::clock::{SharedClock, rfc3339};
@@ -368,11 +368,16 @@ impl Exporter {
     fn render(&self, rec: &ExportRecord, ctl: &Control) -> Result<render::Rendered, RenderError> {
         let stored: StoredRequest = serde_json::from_value(rec.request.clone())
             .map_err(|e| store::Error::Corrupt(e.to_string()))?;
-        let plan = match self.plan(&stored.body, Some(&stored.resolved)) {
+        let mut plan = match self.plan(&stored.body, Some(&stored.resolved)) {
             Ok(p) => p,
             Err(CreateError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(RenderError::Invalid(e.to_string())),
         };
+        if let request::Kind::Configuration { no_location, rows } = &mut plan.kind {
+            let settings = &self.cfg.settings;
+            *rows =
+                configuration::rows(&self.store, settings, *no_location, plan.exclude_user_data)?;
+        }
         let s = &self.cfg.settings.exports;
         let limits = Limits {
             max_records: s.max_records_per_export,

@@ -10,9 +10,11 @@
 //!   compression, the reader → formatter → writer pipeline.
 //! - [`excel`]: the Excel writer.
 //! - [`audit_log`]: the audit_logs export and its verification.
+//! - [`configuration`]: the configuration export.
 //! - [`jobs`]: the queue, the runner, restart recovery, deletion and expiry cleanup.
 
 pub mod audit_log;
+pub mod configuration;
 pub mod excel;
 pub mod formula;
 pub mod jobs;
@@ -33,7 +35,7 @@ pub const EXPORT_TYPES: [&str; 5] = [
 ];
 
 /// Export types this build renders.
-pub const RENDERED_TYPES: [&str; 2] = ["device_data", "audit_logs"];
+pub const RENDERED_TYPES: [&str; 3] = ["device_data", "audit_logs", "configuration"];
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

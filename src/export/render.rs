@@ -6,7 +6,7 @@ use super::formula::{Aggregator, RowCtx};
 use super::localtime::TzCache;
 use super::request::{Agg, Field, IS_ON, Kind, Plan, VALUE_FIELDS};
 use super::rows::{Row, Rows, formula_values};
-use super::{Compression, Format, audit_log, excel};
+use super::{Compression, Format, audit_log, configuration, excel};
 use crate::store::{self, Store};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -679,8 +679,12 @@ pub struct Rendered {
 
 /// Column names of a plan.
 pub fn columns(plan: &Plan) -> Vec<String> {
-    if let Kind::AuditLogs(_) = plan.kind {
-        return audit_log::COLUMNS.map(str::to_owned).to_vec();
+    match plan.kind {
+        Kind::DeviceData => {}
+        Kind::AuditLogs(_) => return audit_log::COLUMNS.map(str::to_owned).to_vec(),
+        Kind::Configuration { .. } => {
+            return configuration::COLUMNS.map(str::to_owned).to_vec();
+        }
     }
     plan.fields
         .iter()
@@ -700,21 +704,28 @@ fn on_is_bool(plan: &Plan) -> bool {
 
 /// Units and functions of the columns, for metadata.
 pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>) -> Value {
-    if let Kind::AuditLogs(f) = &plan.kind {
+    if plan.kind != Kind::DeviceData {
         let mut m = json!({
             "export_id": export_id,
-            "export_type": "audit_logs",
             "created_at": created,
             "timezone": plan.tz.name(),
-            "date_range": {"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)},
             "fields": columns(plan),
-            "filters": {
-                "event_types": f.event_types.iter().map(|t| t.name()).collect::<Vec<_>>(),
-                "severity_levels": f.severities,
-                "users": f.users,
-            },
-            "verification": "each row carries its sequence number, exact time (ts_ms), the previous entry's MAC (prev) and its own (mac); check a file with `kasad audit verify-export FILE` on the appliance",
         });
+        match &plan.kind {
+            Kind::AuditLogs(f) => {
+                m["export_type"] = json!("audit_logs");
+                m["date_range"] = json!({"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)});
+                m["filters"] = json!({
+                    "event_types": f.event_types.iter().map(|t| t.name()).collect::<Vec<_>>(),
+                    "severity_levels": f.severities,
+                    "users": f.users,
+                });
+                m["verification"] = json!(
+                    "each row carries its sequence number, exact time (ts_ms), the previous entry's MAC (prev) and its own (mac); check a file with `kasad audit verify-export FILE` on the appliance"
+                );
+            }
+            _ => m["export_type"] = json!("configuration"),
+        }
         if let (Some(u), false) = (user, plan.exclude_user_data) {
             m["created_by"] = json!(u);
         }
@@ -797,7 +808,7 @@ pub fn render(
     // Reading and formatting rows are the heaviest stages: two readers take every other device.
     let parts = match plan.kind {
         Kind::DeviceData => plan.devices.len().clamp(1, 2),
-        Kind::AuditLogs(_) => 0,
+        Kind::AuditLogs(_) | Kind::Configuration { .. } => 0,
     };
     let readers = (0..parts)
         .map(|k| Rows::open_part(store, plan, &ctl.cancel, k, parts))
@@ -838,8 +849,14 @@ pub fn render(
             .begin(&columns(plan), metadata)
             .map_err(RenderError::from)
             .and_then(|()| {
-                if let Kind::AuditLogs(f) = &plan.kind {
-                    return audit_log::write(store, f, &mut *sink, limits, ctl, &count);
+                match &plan.kind {
+                    Kind::DeviceData => {}
+                    Kind::AuditLogs(f) => {
+                        return audit_log::write(store, f, &mut *sink, limits, ctl, &count);
+                    }
+                    Kind::Configuration { rows, .. } => {
+                        return configuration::write(rows, &mut *sink, limits, ctl);
+                    }
                 }
                 let mut inputs = Vec::new();
                 for rows in readers {

@@ -525,6 +525,32 @@ pub enum Kind {
     DeviceData,
     /// Audit log entries matching a filter.
     AuditLogs(crate::store::audit::AuditFilter),
+    /// The configuration; `rows` are filled in by the job runner, which has the settings.
+    Configuration {
+        /// Drop device coordinates.
+        no_location: bool,
+        /// The rows.
+        rows: Vec<super::configuration::Row>,
+    },
+}
+
+/// Refuses options that only apply to device_data in a request of another type.
+pub fn refuse_device_options(req: &CreateRequest, hint: &str) -> Result<(), RequestError> {
+    let device_only = [
+        ("devices", req.devices.is_some()),
+        ("fields", req.fields.is_some()),
+        ("aggregation", req.aggregation.is_some()),
+        ("aggregation_functions", req.aggregation_functions.is_some()),
+        ("filters", req.filters.is_some()),
+        ("custom_fields", req.custom_fields.is_some()),
+    ];
+    match device_only.iter().find(|(_, set)| *set) {
+        Some((name, _)) => Err(bad(format!(
+            "{name} applies to device_data exports, not to {} ({hint})",
+            req.export_type
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// What planning needs besides the body.
@@ -911,14 +937,24 @@ pub fn plan(
         Some(r) => (r.start_ms, r.end_ms),
         None => resolve_range(req, tz, ctx.limits, ctx.now_ms)?,
     };
-    let audit = req.export_type == "audit_logs";
-    let kind = if audit {
-        Kind::AuditLogs(super::audit_log::filter_of(req, start_ms, end_ms)?)
-    } else {
-        Kind::DeviceData
+    let kind = match req.export_type.as_str() {
+        "audit_logs" => Kind::AuditLogs(super::audit_log::filter_of(req, start_ms, end_ms)?),
+        "configuration" => {
+            refuse_device_options(req, "use privacy_options")?;
+            Kind::Configuration {
+                no_location: req
+                    .privacy_options
+                    .as_ref()
+                    .and_then(|p| p.remove_location_data)
+                    .unwrap_or(false),
+                rows: Vec::new(),
+            }
+        }
+        _ => Kind::DeviceData,
     };
+    let other_type = kind != Kind::DeviceData;
     let selected: Vec<&DeviceSummary> = match resolved {
-        _ if audit => Vec::new(),
+        _ if other_type => Vec::new(),
         Some(r) => r
             .device_ids
             .iter()
@@ -931,7 +967,7 @@ pub fn plan(
         None => select_devices(req.devices.as_ref(), ctx.devices)?,
     };
     let fields: Vec<Field> = match &req.fields {
-        _ if audit => Vec::new(),
+        _ if other_type => Vec::new(),
         None => all_field_names()
             .iter()
             .filter_map(|f| Field::parse(f))

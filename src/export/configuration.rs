@@ -1,0 +1,168 @@
+//! The configuration export: devices (ids, names, models, firmware, rated power, location),
+//! users (username, role, effective permissions — never password hashes), schedules (none
+//! until scheduled exports land), retention policies, tariffs and the remaining settings, as
+//! rows of `section, item, key, value` in any format. Secrets never appear: no key material
+//! is read, and any setting whose name says password, secret, token or credential is left out.
+//! `remove_location_data` drops device coordinates; `exclude_user_data` drops the users.
+
+use super::render::{Cell, Control, Limits, RenderError, Sink};
+use crate::config::Settings;
+use crate::store::{self, Store};
+use serde_json::{Map, Value, json};
+use std::sync::atomic::Ordering;
+
+/// The columns of a configuration export.
+pub const COLUMNS: [&str; 4] = ["section", "item", "key", "value"];
+
+/// One setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// `devices`, `users`, `schedules`, `retention`, `tariffs` or `settings`.
+    pub section: String,
+    /// The device id, username, policy type … (empty for plain settings).
+    pub item: String,
+    /// The setting's name (dotted path for nested ones).
+    pub key: String,
+    /// Its value.
+    pub value: Value,
+}
+
+/// Whether a setting's name says it holds a secret.
+fn secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "private_key",
+        "api_key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// Appends `value` under `key`, flattening objects into dotted keys and dropping secrets.
+fn flatten(out: &mut Vec<Row>, section: &str, item: &str, key: &str, value: &Value) {
+    if secret(key) {
+        return;
+    }
+    match value {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let path = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                flatten(out, section, item, &path, v);
+            }
+        }
+        v => out.push(Row {
+            section: section.into(),
+            item: item.into(),
+            key: key.into(),
+            value: v.clone(),
+        }),
+    }
+}
+
+/// The configuration as rows.
+pub fn rows(
+    store: &Store,
+    settings: &Settings,
+    no_location: bool,
+    no_users: bool,
+) -> store::Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for d in store.devices()? {
+        let i = &d.record.info;
+        let rated = [i.device_id.as_str(), i.ip(), i.name.as_str()]
+            .iter()
+            .find_map(|k| settings.exports.rated_power.get(*k).copied());
+        let mut v = json!({
+            "name": i.name, "model": i.model, "device_type": i.device_type,
+            "hardware_version": i.hw_ver, "firmware_version": i.sw_ver,
+            "address": i.address, "mac": i.mac, "has_energy_meter": i.has_emeter,
+            "parent_id": i.parent_id, "outlet_index": i.outlet_index, "rated_power": rated,
+        });
+        if !no_location {
+            v["latitude"] = json!(i.latitude);
+            v["longitude"] = json!(i.longitude);
+        }
+        flatten(&mut out, "devices", i.device_id.as_str(), "", &v);
+    }
+    if !no_users {
+        for u in store.users()? {
+            let mut perms: Vec<&str> = u.role.permissions().iter().map(|p| p.name()).collect();
+            perms.extend(u.permissions.iter().map(|p| p.name()));
+            perms.sort_unstable();
+            perms.dedup();
+            let v = json!({"role": u.role, "permissions": perms.join(" "), "disabled": u.disabled});
+            flatten(&mut out, "users", &u.username, "", &v);
+        }
+    }
+    let mut rest = match serde_json::to_value(settings) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    // The policies in force for every type, configured or default.
+    rest.remove("retention");
+    for t in super::EXPORT_TYPES {
+        let p = serde_json::to_value(settings.retention.policy(t)).unwrap_or_default();
+        flatten(&mut out, "retention", t, "", &p);
+    }
+    let notice = json!(settings.retention.notification_before_deletion);
+    flatten(
+        &mut out,
+        "retention",
+        "",
+        "notification_before_deletion",
+        &notice,
+    );
+    if let Some(t) = rest.remove("tariff") {
+        flatten(&mut out, "tariffs", "default", "", &t);
+    }
+    // Static devices are listed with the devices; the data directory is this machine's.
+    rest.remove("devices");
+    rest.remove("data_dir");
+    flatten(&mut out, "settings", "", "", &Value::Object(rest));
+    Ok(out)
+}
+
+/// Writes `rows` to `sink` (after its `begin`) and finishes it.
+pub fn write(
+    rows: &[Row],
+    sink: &mut dyn Sink,
+    limits: Limits,
+    ctl: &Control,
+) -> Result<(u64, Value), RenderError> {
+    for (n, r) in rows.iter().enumerate() {
+        if n as u64 >= limits.max_records {
+            return Err(RenderError::TooManyRecords(limits.max_records));
+        }
+        if ctl.cancel.load(Ordering::Relaxed) {
+            return Err(RenderError::Cancelled);
+        }
+        let text;
+        let value = match &r.value {
+            Value::Null => Cell::Null,
+            Value::Bool(b) => Cell::Bool(*b),
+            Value::Number(x) => Cell::Num(x.as_f64().unwrap_or(f64::NAN), 6),
+            Value::String(s) => Cell::Text(s),
+            v => {
+                text = v.to_string();
+                Cell::Text(&text)
+            }
+        };
+        sink.row(&[
+            Cell::Text(&r.section),
+            Cell::Text(&r.item),
+            Cell::Text(&r.key),
+            value,
+        ])?;
+    }
+    let summary = json!({});
+    sink.finish(rows.len() as u64, &summary)?;
+    Ok((rows.len() as u64, summary))
+}

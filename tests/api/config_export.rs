@@ -1,0 +1,105 @@
+//! The configuration export: devices, users with their permissions, retention, tariffs and
+//! settings as rows; never a password hash, key or token; privacy options drop coordinates or
+//! users; it needs SYSTEM_CONFIG.
+
+use crate::exports::{add_user, download, env, finished};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn config_rows(app: &crate::helpers::TestApp, extra: Value) -> (Vec<u8>, Vec<Value>) {
+    let mut body = json!({"export_type": "configuration", "format": "json"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let st = finished(app, body).await;
+    let (s, bytes, _) = download(app, st["export_id"].as_str().unwrap()).await;
+    assert_eq!(s, 200);
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(doc["metadata"]["export_type"], "configuration");
+    (bytes, doc["data"].as_array().unwrap().clone())
+}
+
+fn value<'a>(rows: &'a [Value], section: &str, item: &str, key: &str) -> Option<&'a Value> {
+    rows.iter()
+        .find(|r| r["section"] == section && r["item"] == item && r["key"] == key)
+        .map(|r| &r["value"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_exports_hold_the_setup_and_no_secrets() {
+    let env = env().await;
+    let app = &env.app;
+    add_user(app, "olga", "operator").await;
+    let (bytes, rows) = config_rows(app, json!({})).await;
+    assert_eq!(
+        value(&rows, "devices", "LAMP01", "name"),
+        Some(&json!("Living Room Lamp"))
+    );
+    assert!(value(&rows, "devices", "HEATER01", "firmware_version").is_some());
+    assert!(value(&rows, "devices", "LAMP01", "latitude").is_some());
+    assert_eq!(value(&rows, "users", "olga", "role"), Some(&json!("operator")));
+    let perms = value(&rows, "users", "admin", "permissions").unwrap();
+    assert!(perms.as_str().unwrap().contains("SYSTEM_CONFIG"), "{perms}");
+    assert_eq!(
+        value(&rows, "retention", "audit_logs", "compliance_hold"),
+        Some(&json!(true))
+    );
+    assert!(value(&rows, "tariffs", "default", "price_per_kwh").is_some());
+    assert!(value(&rows, "settings", "", "exports.max_records_per_export").is_some());
+    assert!(value(&rows, "settings", "", "timezone").is_some());
+
+    // No secret of any kind: hashes, key files (as hex or base64), tokens.
+    let text = String::from_utf8(bytes).unwrap();
+    for needle in ["$argon2", "password", "hash", "token"] {
+        assert!(!text.to_lowercase().contains(needle), "{needle} in {text}");
+    }
+    for key in ["jwt.key", "audit.key", "export.key"] {
+        let b = std::fs::read(env.data.path().join(key)).unwrap();
+        use base64::Engine;
+        for enc in [
+            hex(&b),
+            base64::engine::general_purpose::STANDARD.encode(&b),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b),
+        ] {
+            assert!(!text.contains(&enc), "{key} leaked");
+        }
+    }
+    assert!(!text.contains(&app.token), "the caller's token leaked");
+
+    // Privacy options.
+    let (_, rows) = config_rows(
+        app,
+        json!({"privacy_options": {"remove_location_data": true, "exclude_user_data": true}}),
+    )
+    .await;
+    assert!(rows.iter().all(|r| r["section"] != "users"));
+    assert!(rows.iter().all(|r| !r["key"].as_str().unwrap().contains("itude")));
+    assert!(value(&rows, "devices", "LAMP01", "name").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_exports_need_system_config() {
+    let env = env().await;
+    let app = &env.app;
+    let operator = add_user(app, "otto", "operator").await;
+    let r = app
+        .req_as(Method::POST, "/api/exports/create", &operator)
+        .json(&json!({"export_type": "configuration", "format": "csv"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["required_permission"], "SYSTEM_CONFIG", "{v}");
+    let r = app
+        .req(Method::POST, "/api/exports/create")
+        .json(&json!({"export_type": "configuration", "format": "csv", "fields": ["x"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
