@@ -231,6 +231,12 @@ pub struct Exports {
     /// Rated power in watts per device (key: device id, IP or name), for `rated_power` in
     /// custom-field formulas.
     pub rated_power: std::collections::BTreeMap<String, f64>,
+    /// PDF page size: `A4` or `Letter`.
+    pub pdf_page_size: String,
+    /// TrueType fonts embedded in PDFs, tried in order for each character (the first that
+    /// has a glyph wins); characters none of them has use the built-in Helvetica when it can
+    /// show them, else appear as `<U+XXXX>`.
+    pub pdf_fonts: Vec<PathBuf>,
 }
 
 impl Default for Exports {
@@ -245,6 +251,12 @@ impl Default for Exports {
             rate_limit_per_hour: 10,
             cleanup_schedule: "0 2 * * *".into(),
             rated_power: Default::default(),
+            pdf_page_size: "A4".into(),
+            pdf_fonts: vec![
+                PathBuf::from("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+                PathBuf::from("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+                PathBuf::from("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
+            ],
         }
     }
 }
@@ -507,6 +519,12 @@ impl Settings {
         }
         crate::cron::Schedule::parse(&e.cleanup_schedule)
             .map_err(|m| invalid("exports.cleanup_schedule", m))?;
+        if !["A4", "Letter"].contains(&e.pdf_page_size.as_str()) {
+            return Err(invalid(
+                "exports.pdf_page_size",
+                format!("must be \"A4\" or \"Letter\", got {:?}", e.pdf_page_size),
+            ));
+        }
         for p in &self.retention.policies {
             if !crate::export::EXPORT_TYPES.contains(&p.export_type.as_str()) {
                 return Err(invalid(

@@ -6,9 +6,9 @@
 //! - [`rows`]: device_data rows from the store: raw readings or 15-minute buckets, filters,
 //!   aggregation, custom fields and privacy.
 //! - [`formula`]: the safe evaluator of custom-field formulas.
-//! - [`render`]: the writers (CSV, JSON; PDF joins later), number and time formatting,
+//! - [`render`]: the writers (CSV, JSON), number and time formatting,
 //!   compression, the reader → formatter → writer pipeline.
-//! - [`excel`]: the Excel writer.
+//! - [`excel`]: the Excel writer; [`pdf`]: the PDF writer.
 //! - [`audit_log`]: the audit_logs export and its verification.
 //! - [`configuration`]: the configuration export.
 //! - [`jobs`]: the queue, the runner, restart recovery, deletion and expiry cleanup.
@@ -19,6 +19,7 @@ pub mod excel;
 pub mod formula;
 pub mod jobs;
 pub mod localtime;
+pub mod pdf;
 pub mod render;
 pub mod request;
 pub mod rows;
@@ -47,6 +48,8 @@ pub enum Format {
     Json,
     /// An Office Open XML workbook (.xlsx).
     Excel,
+    /// A PDF report.
+    Pdf,
 }
 
 /// Description of a format for `GET /api/exports/formats`.
@@ -67,7 +70,7 @@ pub struct FormatInfo {
 }
 
 /// The formats this build produces.
-pub const FORMATS: [FormatInfo; 3] = [
+pub const FORMATS: [FormatInfo; 4] = [
     FormatInfo {
         format: Format::Csv,
         id: "csv",
@@ -91,6 +94,14 @@ pub const FORMATS: [FormatInfo; 3] = [
         description: "Excel workbook: typed cells, frozen header, Summary and Devices sheets, optional charts",
         mime_type: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         extension: ".xlsx",
+    },
+    FormatInfo {
+        format: Format::Pdf,
+        id: "pdf",
+        name: "PDF",
+        description: "PDF report: title block, paged table, summary, optional charts",
+        mime_type: "application/pdf",
+        extension: ".pdf",
     },
 ];
 

@@ -6,7 +6,7 @@ use super::formula::{Aggregator, RowCtx};
 use super::localtime::TzCache;
 use super::request::{Agg, Field, IS_ON, Kind, Plan, VALUE_FIELDS};
 use super::rows::{Row, Rows, formula_values};
-use super::{Compression, Format, audit_log, configuration, excel};
+use super::{Compression, Format, audit_log, configuration, excel, pdf};
 use crate::store::{self, Store};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -797,10 +797,17 @@ pub fn render(
     ctl: &Control,
 ) -> Result<Rendered, RenderError> {
     let chart = match plan.format {
-        Format::Excel if plan.include_charts => {
+        Format::Excel | Format::Pdf if plan.include_charts && plan.kind == Kind::DeviceData => {
             Some(excel::daily_energy(store, plan, &ctl.cancel)?)
         }
         _ => None,
+    };
+    let limits = match plan.format {
+        Format::Pdf => Limits {
+            max_records: limits.max_records.min(pdf::MAX_ROWS),
+            ..limits
+        },
+        _ => limits,
     };
     let (out, count) = Output::create(path, plan.compression, inner_name)?;
     let millis = plan.aggregation.is_none();
@@ -842,6 +849,17 @@ pub fn render(
                 let dir = path.parent().unwrap_or(Path::new("."));
                 excel::ExcelSink::new(chunks, dir, tzc, millis, chart, excel::ROWS_PER_SHEET)
                     .map(|s| Box::new(s) as Box<dyn Sink>)
+            }
+            Format::Pdf => {
+                let title = match plan.kind {
+                    Kind::DeviceData => "Device data export",
+                    Kind::AuditLogs(_) => "Audit log export",
+                    Kind::Configuration { .. } => "Configuration export",
+                };
+                let generated = metadata["created_at"].as_str().unwrap_or_default();
+                Ok(Box::new(pdf::PdfSink::new(
+                    chunks, &plan.pdf, title, generated, tzc, millis, chart,
+                )))
             }
         };
         let mut sink = sink?;

@@ -516,6 +516,8 @@ pub struct Plan {
     pub include_charts: bool,
     /// What the rows are.
     pub kind: Kind,
+    /// PDF page size and fonts.
+    pub pdf: super::pdf::Style,
 }
 
 /// What an export's rows are.
@@ -755,14 +757,10 @@ pub fn resolve_range(
 pub fn format_of(req: &CreateRequest) -> Result<(Format, Compression), RequestError> {
     let format = Format::parse(&req.format).ok_or_else(|| RequestError {
         code: "UNSUPPORTED_FORMAT",
-        message: if req.format == "pdf" {
-            "format \"pdf\" is not available in this version; use csv, json or excel".to_owned()
-        } else {
-            format!(
-                "format must be one of csv, json, excel; got {:?}",
-                req.format
-            )
-        },
+        message: format!(
+            "format must be one of csv, json, excel, pdf; got {:?}",
+            req.format
+        ),
     })?;
     let explicit = req.options.as_ref().and_then(|o| o.compression.as_deref());
     let compression = match explicit {
@@ -1110,6 +1108,10 @@ pub fn plan(
             .unwrap_or(true),
         include_charts,
         kind,
+        pdf: super::pdf::Style {
+            letter: ctx.limits.pdf_page_size == "Letter",
+            fonts: ctx.limits.pdf_fonts.clone(),
+        },
     })
 }
 

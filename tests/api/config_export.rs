@@ -41,7 +41,10 @@ async fn configuration_exports_hold_the_setup_and_no_secrets() {
     );
     assert!(value(&rows, "devices", "HEATER01", "firmware_version").is_some());
     assert!(value(&rows, "devices", "LAMP01", "latitude").is_some());
-    assert_eq!(value(&rows, "users", "olga", "role"), Some(&json!("operator")));
+    assert_eq!(
+        value(&rows, "users", "olga", "role"),
+        Some(&json!("operator"))
+    );
     let perms = value(&rows, "users", "admin", "permissions").unwrap();
     assert!(perms.as_str().unwrap().contains("SYSTEM_CONFIG"), "{perms}");
     assert_eq!(
@@ -77,7 +80,10 @@ async fn configuration_exports_hold_the_setup_and_no_secrets() {
     )
     .await;
     assert!(rows.iter().all(|r| r["section"] != "users"));
-    assert!(rows.iter().all(|r| !r["key"].as_str().unwrap().contains("itude")));
+    assert!(
+        rows.iter()
+            .all(|r| !r["key"].as_str().unwrap().contains("itude"))
+    );
     assert!(value(&rows, "devices", "LAMP01", "name").is_some());
 }
 

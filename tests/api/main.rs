@@ -11,5 +11,6 @@ mod excel;
 mod exports;
 mod helpers;
 mod interop;
+mod pdf;
 mod poller;
 mod storage;
