@@ -7,7 +7,7 @@
 //! per device (from the rollups, not from the raw rows) and a native column chart over it.
 
 use super::localtime::TzCache;
-use super::render::{Cell, Sink, round_to};
+use super::render::{Cell, Sink, Totals, round_to};
 use super::request::{Agg, ENERGY, Field, Plan};
 use super::rows::Rows;
 use crate::domain::rollup::Period;
@@ -86,8 +86,7 @@ pub struct ExcelSink<W: Write + Send> {
     row: u32,
     rows_per_sheet: u32,
     columns: Vec<String>,
-    /// Running sums of the `energy_kwh` and `cost` columns (by column index).
-    totals: Vec<(usize, f64)>,
+    totals: Totals,
     metadata: Value,
     header: Format,
     date: Format,
@@ -123,7 +122,7 @@ impl<W: Write + Send> ExcelSink<W> {
             row: 1,
             rows_per_sheet: rows_per_sheet.max(1),
             columns: Vec::new(),
-            totals: Vec::new(),
+            totals: Totals::default(),
             metadata: Value::Null,
             header: Format::new().set_bold(),
             date: Format::new().set_num_format(date),
@@ -193,7 +192,7 @@ impl<W: Write + Send> ExcelSink<W> {
             ),
             ("Data sheets".into(), Value::from(self.sheets)),
         ];
-        for &(c, sum) in &self.totals {
+        for &(c, sum) in self.totals.sums() {
             lines.push((
                 format!("Total {}", self.columns[c]),
                 round_to(sum, 6).into(),
@@ -307,12 +306,7 @@ impl<W: Write + Send> Sink for ExcelSink<W> {
     fn begin(&mut self, columns: &[String], metadata: &Value) -> io::Result<()> {
         self.columns = columns.to_vec();
         self.metadata = metadata.clone();
-        self.totals = columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| matches!(c.as_str(), "energy_kwh" | "cost"))
-            .map(|(i, _)| (i, 0.0))
-            .collect();
+        self.totals = Totals::of(columns);
         self.new_data_sheet()
     }
 
@@ -322,13 +316,7 @@ impl<W: Write + Send> Sink for ExcelSink<W> {
             self.new_data_sheet()?;
         }
         let r = self.row;
-        for (c, sum) in &mut self.totals {
-            if let Some(Cell::Num(x, d)) = cells.get(*c)
-                && x.is_finite()
-            {
-                *sum += round_to(*x, *d);
-            }
-        }
+        self.totals.add(cells);
         let ws = self.book.worksheet_from_index(self.sheet).map_err(xlsx)?;
         for (c, cell) in cells.iter().enumerate() {
             let c = c as u16;

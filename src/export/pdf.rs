@@ -11,7 +11,7 @@
 
 use super::excel::DailyEnergy;
 use super::localtime::TzCache;
-use super::render::{Cell, Sink, push_num};
+use super::render::{Cell, Sink, Totals, push_num};
 use printpdf::{
     BuiltinFont, Color, Line, LinePoint, Op, PaintMode, ParsedFont, PdfDocument, PdfFontHandle,
     PdfPage, PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem,
@@ -216,7 +216,7 @@ pub struct PdfSink<W: Write> {
     y: f32,
     tzc: TzCache,
     millis: bool,
-    totals: Vec<(usize, f64)>,
+    totals: Totals,
     chart: Option<DailyEnergy>,
     buf: Vec<u8>,
 }
@@ -257,7 +257,7 @@ impl<W: Write> PdfSink<W> {
             y: 0.0,
             tzc,
             millis,
-            totals: Vec::new(),
+            totals: Totals::default(),
             chart,
             buf: Vec::new(),
         }
@@ -318,7 +318,7 @@ impl<W: Write> PdfSink<W> {
         self.y -= 10.0;
         self.say("Summary", 12.0);
         self.say(&format!("Records: {record_count}"), 9.0);
-        for (c, sum) in self.totals.clone() {
+        for (c, sum) in self.totals.sums().to_vec() {
             let mut b = Vec::new();
             push_num(&mut b, sum, 6);
             let name = self.columns[c].clone();
@@ -421,12 +421,7 @@ impl<W: Write> Sink for PdfSink<W> {
                 )
             })
             .collect();
-        self.totals = columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| matches!(c.as_str(), "energy_kwh" | "cost"))
-            .map(|(i, _)| (i, 0.0))
-            .collect();
+        self.totals = Totals::of(columns);
         // Column widths by kind, scaled to the page.
         let want: Vec<f32> = columns
             .iter()
@@ -485,13 +480,7 @@ impl<W: Write> Sink for PdfSink<W> {
     fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
         self.room(ROW_H, true);
         self.y -= ROW_H;
-        for (c, sum) in &mut self.totals {
-            if let Some(Cell::Num(x, _)) = cells.get(*c)
-                && x.is_finite()
-            {
-                *sum += x;
-            }
-        }
+        self.totals.add(cells);
         let mut texts = Vec::with_capacity(cells.len());
         for c in cells {
             self.buf.clear();

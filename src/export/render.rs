@@ -89,6 +89,41 @@ pub fn push_num(out: &mut Vec<u8>, x: f64, decimals: u8) {
     }
 }
 
+/// Running sums of a table's `energy_kwh` and `cost` columns (of the values as shown), for
+/// the summaries of the Excel and PDF writers.
+#[derive(Debug, Clone, Default)]
+pub struct Totals(Vec<(usize, f64)>);
+
+impl Totals {
+    /// Zero sums for the summed columns among `columns`.
+    pub fn of(columns: &[String]) -> Self {
+        Self(
+            columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(c.as_str(), "energy_kwh" | "cost"))
+                .map(|(i, _)| (i, 0.0))
+                .collect(),
+        )
+    }
+
+    /// Adds a row.
+    pub fn add(&mut self, cells: &[Cell<'_>]) {
+        for (c, sum) in &mut self.0 {
+            if let Some(Cell::Num(x, d)) = cells.get(*c)
+                && x.is_finite()
+            {
+                *sum += round_to(*x, *d);
+            }
+        }
+    }
+
+    /// (column index, sum) of each summed column.
+    pub fn sums(&self) -> &[(usize, f64)] {
+        &self.0
+    }
+}
+
 /// `x` rounded to `decimals` decimals exactly as [`push_num`] writes it: the nearest f64 to
 /// the decimal text (for typed formats whose cells must equal the CSV's).
 pub fn round_to(x: f64, decimals: u8) -> f64 {

@@ -6,23 +6,17 @@ use crate::exports::{add_user, download, env, finished};
 use kasad::export::audit_log::{parse_export, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::process::Command;
 
 fn verify_cli(data: &std::path::Path, file: &std::path::Path) -> (bool, String) {
     let cfg = data.join("verify.toml");
     std::fs::write(&cfg, format!("data_dir = {data:?}\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kasad"))
-        .args(["audit", "verify-export", "--config"])
-        .arg(&cfg)
-        .arg(file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    crate::helpers::kasad_cli(&[
+        "audit".as_ref(),
+        "verify-export".as_ref(),
+        "--config".as_ref(),
+        cfg.as_ref(),
+        file.as_ref(),
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

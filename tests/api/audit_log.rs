@@ -6,22 +6,16 @@ use crate::helpers::TestApp;
 use redb::{Database, ReadableTable, TableDefinition};
 use reqwest::Method;
 use serde_json::json;
-use std::process::Command;
 
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 fn verify(cfg: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kasad"))
-        .args(["audit", "verify", "--config"])
-        .arg(cfg)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    crate::helpers::kasad_cli(&[
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "--config".as_ref(),
+        cfg.as_ref(),
+    ])
 }
 
 fn edit(db: &std::path::Path, f: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {

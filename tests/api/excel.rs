@@ -4,7 +4,7 @@
 //! sheets past the per-sheet row limit, and a chart whose series point at cells holding the
 //! daily energy of the rollups (equal to the daily CSV export's energy).
 
-use crate::exports::{download, env, finished};
+use crate::exports::{env, export_as};
 use kasad::export::excel::ExcelSink;
 use kasad::export::localtime::TzCache;
 use kasad::export::render::{Cell, Sink};
@@ -38,15 +38,6 @@ fn csv_rows(bytes: &[u8]) -> Vec<Vec<String>> {
         .collect()
 }
 
-async fn export(app: &crate::helpers::TestApp, body: &Value, format: &str) -> Vec<u8> {
-    let mut body = body.clone();
-    body["format"] = json!(format);
-    let v = finished(app, body).await;
-    let (s, bytes, _) = download(app, v["export_id"].as_str().unwrap()).await;
-    assert_eq!(s, 200);
-    bytes
-}
-
 fn row_of<'a>(sheet: &'a Value, key: &str) -> &'a Value {
     sheet
         .as_array()
@@ -67,8 +58,8 @@ async fn excel_cells_are_typed_and_equal_the_csv_of_the_same_request() {
         "fields": ["timestamp", "device_id", "device_name", "power_w", "energy_kwh", "voltage", "current", "cost", "is_on"],
         "options": {"timezone": "America/New_York"},
     });
-    let csv = csv_rows(&export(app, &body, "csv").await);
-    let book = dump(&export(app, &body, "excel").await);
+    let csv = csv_rows(&export_as(app, &body, "csv").await);
+    let book = dump(&export_as(app, &body, "excel").await);
     assert_eq!(book["sheets"], json!(["Data", "Summary", "Devices"]));
     let data = book["cells"]["Data"].as_array().unwrap();
     assert_eq!(
@@ -125,7 +116,7 @@ async fn excel_charts_point_at_the_daily_energy_of_the_rollups() {
     let range = json!({"start": "2024-03-09", "end": "2024-03-11"});
     let opts = json!({"timezone": "America/New_York"});
     let book = dump(
-        &export(
+        &export_as(
             app,
             &json!({"export_type": "device_data", "date_range": range, "options": opts,
                     "devices": "all", "include_charts": true}),
@@ -138,7 +129,7 @@ async fn excel_charts_point_at_the_daily_energy_of_the_rollups() {
         json!(["Data", "Summary", "Devices", "Charts"])
     );
     let daily = csv_rows(
-        &export(
+        &export_as(
             app,
             &json!({"export_type": "device_data", "date_range": range, "options": opts,
                     "devices": "all", "aggregation": "daily",

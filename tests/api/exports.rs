@@ -150,6 +150,16 @@ pub async fn download(app: &TestApp, id: &str) -> (u16, Vec<u8>, reqwest::header
     (s, r.bytes().await.unwrap().to_vec(), h)
 }
 
+/// Runs `body` in `format` to completion and downloads the file.
+pub async fn export_as(app: &TestApp, body: &Value, format: &str) -> Vec<u8> {
+    let mut body = body.clone();
+    body["format"] = json!(format);
+    let v = finished(app, body).await;
+    let (s, bytes, _) = download(app, v["export_id"].as_str().unwrap()).await;
+    assert_eq!(s, 200);
+    bytes
+}
+
 fn golden_path(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")

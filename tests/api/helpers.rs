@@ -57,6 +57,20 @@ pub fn plug_info(id: &str) -> kasad::domain::DeviceInfo {
     }
 }
 
+/// Runs the real `kasad` binary with `args`; whether it succeeded, and stdout + stderr.
+pub fn kasad_cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kasad"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Settings for a test daemon: loopback only, fast polls, short commits.
 pub fn settings(dir: &std::path::Path, targets: &[SocketAddr]) -> Settings {
     let mut s = Settings {

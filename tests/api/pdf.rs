@@ -3,13 +3,13 @@
 //! title, summary and page numbers; the chart page rendered to pixels is not blank; a device
 //! name outside WinAnsi ("Küche – 客厅") comes out whole.
 
-use crate::exports::{download, finished, fixture};
+use crate::exports::{export_as, fixture};
 use crate::helpers::{TestApp, plug_info};
 use kasad::clock::{ManualClock, SharedClock};
 use kasad::domain::{DeviceId, Reading};
 use kasad::store::Store;
 use kasad::store::write::{Batch, apply};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -76,15 +76,6 @@ async fn app(tweak: impl FnOnce(&mut kasad::config::Settings)) -> (TestApp, temp
     (app, data)
 }
 
-async fn export(app: &TestApp, body: &Value, format: &str) -> Vec<u8> {
-    let mut body = body.clone();
-    body["format"] = json!(format);
-    let v = finished(app, body).await;
-    let (s, bytes, _) = download(app, v["export_id"].as_str().unwrap()).await;
-    assert_eq!(s, 200);
-    bytes
-}
-
 fn info(file: &Path) -> (usize, String) {
     let text = poppler("pdfinfo", &[], file);
     let pages = text
@@ -122,8 +113,8 @@ async fn pdf_tables_match_the_csv_and_break_across_pages() {
         "fields": ["timestamp", "device_name", "power_w", "energy_kwh", "voltage", "cost", "is_on"],
         "options": {"timezone": "UTC"},
     });
-    let csv = String::from_utf8(export(&app, &body, "csv").await).unwrap();
-    let pdf = export(&app, &body, "pdf").await;
+    let csv = String::from_utf8(export_as(&app, &body, "csv").await).unwrap();
+    let pdf = export_as(&app, &body, "pdf").await;
     assert!(pdf.starts_with(b"%PDF-"));
     let file = data.path().join("t.pdf");
     std::fs::write(&file, &pdf).unwrap();
@@ -197,7 +188,7 @@ async fn pdf_charts_are_drawn_and_letter_pages_are_configurable() {
         "fields": ["timestamp", "device_name", "energy_kwh"],
     });
     let file = data.path().join("c.pdf");
-    std::fs::write(&file, export(&app, &body, "pdf").await).unwrap();
+    std::fs::write(&file, export_as(&app, &body, "pdf").await).unwrap();
     let (pages, size) = info(&file);
     assert!(
         size.ends_with("pts (letter)") && landscape(&size),
