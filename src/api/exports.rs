@@ -36,8 +36,22 @@ fn is_admin(cu: &CurrentUser) -> bool {
     cu.user.role == Role::Admin
 }
 
-/// The export `id` if it exists, is not deleted, and `cu` may see it (owner or admin).
-/// Denials are audited.
+/// Beyond DATA_EXPORT: audit_logs exports need AUDIT_READ, configuration exports (users,
+/// settings) SYSTEM_CONFIG — to create them and, while they exist, to see or download them.
+fn type_permission(cu: &CurrentUser, export_type: &str) -> Result<(), ApiError> {
+    let extra = match export_type {
+        "audit_logs" => Some(Permission::AuditRead),
+        "configuration" => Some(Permission::SystemConfig),
+        _ => None,
+    };
+    match extra.filter(|p| !cu.user.has(*p)) {
+        Some(p) => Err(ApiError::permission_denied(p)),
+        None => Ok(()),
+    }
+}
+
+/// The export `id` if it exists, is not deleted, and `cu` may see it (owner or admin, holding
+/// the permission its type needs). Denials are audited.
 async fn owned(st: &AppState, cu: &CurrentUser, id: &str) -> Result<ExportRecord, ApiError> {
     let store = st.store.clone();
     let key = id.to_owned();
@@ -59,6 +73,7 @@ async fn owned(st: &AppState, cu: &CurrentUser, id: &str) -> Result<ExportRecord
         )
         .with("export_owner", rec.username));
     }
+    type_permission(cu, &rec.export_type)?;
     Ok(rec)
 }
 
@@ -207,16 +222,7 @@ pub async fn create(
     Extension(cu): Extension<CurrentUser>,
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> Result<Response, ApiError> {
-    // Beyond DATA_EXPORT: the audit log needs AUDIT_READ, the configuration (users,
-    // settings) SYSTEM_CONFIG.
-    let extra = match body.export_type.as_str() {
-        "audit_logs" => Some(Permission::AuditRead),
-        "configuration" => Some(Permission::SystemConfig),
-        _ => None,
-    };
-    if let Some(p) = extra.filter(|p| !cu.user.has(*p)) {
-        return Err(ApiError::permission_denied(p));
-    }
+    type_permission(&cu, &body.export_type)?;
     let exporter = st.exporter.clone();
     let (uid, name) = (cu.user.id, cu.user.username.clone());
     let audit_body = json!({

@@ -72,6 +72,14 @@ pub fn filter_of(
         req,
         "use event_types, severity_levels, users and date_range",
     )?;
+    if let Some(p) = &req.privacy_options
+        && (p.anonymize_ip_addresses == Some(true) || p.hash_device_identifiers == Some(true))
+    {
+        return Err(bad(
+            "audit_logs rows are signed as recorded: anonymize_ip_addresses and hash_device_identifiers cannot apply to them"
+                .into(),
+        ));
+    }
     let types: Vec<String> = EventType::ALL.iter().map(|t| t.name()).collect();
     Ok(AuditFilter {
         event_types: names(
@@ -284,9 +292,16 @@ fn entry_of(r: &[Option<String>]) -> Result<Entry, String> {
         Some(s) => serde_json::from_str(&s).map_err(|_| "details is not JSON")?,
         None => Value::Null,
     };
+    // The readable time is not covered by the MAC: it must say exactly what ts_ms says.
+    let ts_ms = num(2)?;
+    let shown = chrono::DateTime::parse_from_rfc3339(&need(1)?)
+        .map_err(|_| "timestamp is not an RFC 3339 time")?;
+    if shown.timestamp_millis() != ts_ms {
+        return Err("timestamp does not match ts_ms (the time was changed)".into());
+    }
     Ok(Entry {
         seq: u64::try_from(num(0)?).map_err(|_| "seq is negative")?,
-        ts_ms: num(2)?,
+        ts_ms,
         event: Event {
             event_type,
             severity,

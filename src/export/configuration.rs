@@ -3,7 +3,9 @@
 //! until scheduled exports land), retention policies, tariffs and the remaining settings, as
 //! rows of `section, item, key, value` in any format. Secrets never appear: no key material
 //! is read, and any setting whose name says password, secret, token or credential is left out.
-//! `remove_location_data` drops device coordinates; `exclude_user_data` drops the users.
+//! `remove_location_data` drops device coordinates, `exclude_user_data` the users,
+//! `anonymize_ip_addresses` zeroes the last octet of device addresses and
+//! `hash_device_identifiers` replaces ids and names with keyed hashes (and drops MACs).
 
 use super::render::{Cell, Control, Limits, RenderError, Sink};
 use crate::config::Settings;
@@ -13,6 +15,19 @@ use std::sync::atomic::Ordering;
 
 /// The columns of a configuration export.
 pub const COLUMNS: [&str; 4] = ["section", "item", "key", "value"];
+
+/// The request's privacy options, as they apply to the configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Privacy {
+    /// `remove_location_data`: no device coordinates.
+    pub no_location: bool,
+    /// `exclude_user_data`: no users.
+    pub no_users: bool,
+    /// `anonymize_ip_addresses`: device addresses with the last IPv4 octet zeroed.
+    pub anonymize_ip: bool,
+    /// `hash_device_identifiers`: device ids and names as keyed hashes, no MAC addresses.
+    pub hash_ids: bool,
+}
 
 /// One setting.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,28 +86,45 @@ fn flatten(out: &mut Vec<Row>, section: &str, item: &str, key: &str, value: &Val
 pub fn rows(
     store: &Store,
     settings: &Settings,
-    no_location: bool,
-    no_users: bool,
+    privacy: &Privacy,
+    key: &[u8],
 ) -> store::Result<Vec<Row>> {
+    use super::request::{anonymize_ip, pseudonym};
     let mut out = Vec::new();
     for d in store.devices()? {
         let i = &d.record.info;
         let rated = [i.device_id.as_str(), i.ip(), i.name.as_str()]
             .iter()
             .find_map(|k| settings.exports.rated_power.get(*k).copied());
+        let (id, name, mac) = if privacy.hash_ids {
+            let id = pseudonym(key, "id", i.device_id.as_str());
+            let name = format!("Device {}", pseudonym(key, "name", &i.name));
+            (id, name, None)
+        } else {
+            (i.device_id.to_string(), i.name.clone(), Some(i.mac.clone()))
+        };
+        let address = if privacy.anonymize_ip {
+            anonymize_ip(i.ip())
+        } else {
+            i.address.clone()
+        };
         let mut v = json!({
-            "name": i.name, "model": i.model, "device_type": i.device_type,
+            "name": name, "model": i.model, "device_type": i.device_type,
             "hardware_version": i.hw_ver, "firmware_version": i.sw_ver,
-            "address": i.address, "mac": i.mac, "has_energy_meter": i.has_emeter,
-            "parent_id": i.parent_id, "outlet_index": i.outlet_index, "rated_power": rated,
+            "address": address, "has_energy_meter": i.has_emeter,
+            "outlet_index": i.outlet_index, "rated_power": rated,
         });
-        if !no_location {
+        if let Some(mac) = mac {
+            v["mac"] = json!(mac);
+            v["parent_id"] = json!(i.parent_id);
+        }
+        if !privacy.no_location {
             v["latitude"] = json!(i.latitude);
             v["longitude"] = json!(i.longitude);
         }
-        flatten(&mut out, "devices", i.device_id.as_str(), "", &v);
+        flatten(&mut out, "devices", &id, "", &v);
     }
-    if !no_users {
+    if !privacy.no_users {
         for u in store.users()? {
             let mut perms: Vec<&str> = u.role.permissions().iter().map(|p| p.name()).collect();
             perms.extend(u.permissions.iter().map(|p| p.name()));

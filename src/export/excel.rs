@@ -297,6 +297,26 @@ impl<W: Write + Send> ExcelSink<W> {
     }
 }
 
+/// Excel holds at most 32,767 characters (UTF-16 units) in a cell; longer text is cut there
+/// with a visible marker instead of failing the export.
+fn cell_text(s: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 32_767;
+    // UTF-8 is never shorter than UTF-16 in units: short text needs no count.
+    if s.len() <= MAX || s.encode_utf16().count() <= MAX {
+        return s.into();
+    }
+    let marker = "… [cut: Excel cells hold 32,767 characters]";
+    let mut n = 0;
+    let keep: String = s
+        .chars()
+        .take_while(|c| {
+            n += c.len_utf16();
+            n <= MAX - marker.encode_utf16().count()
+        })
+        .collect();
+    (keep + marker).into()
+}
+
 /// `ts_ms` as an Excel serial date-time in local time.
 fn excel_time(tzc: &mut TzCache, ts_ms: i64) -> f64 {
     (ts_ms + tzc.offset(ts_ms)) as f64 / 86_400_000.0 + EXCEL_EPOCH_DAYS
@@ -322,7 +342,7 @@ impl<W: Write + Send> Sink for ExcelSink<W> {
             let c = c as u16;
             match *cell {
                 Cell::Null => continue,
-                Cell::Text(s) | Cell::Label(s, _) => ws.write_string(r, c, s),
+                Cell::Text(s) | Cell::Label(s, _) => ws.write_string(r, c, cell_text(s)),
                 Cell::Time(t) => {
                     ws.write_number_with_format(r, c, excel_time(&mut self.tzc, t), &self.date)
                 }
@@ -353,5 +373,17 @@ impl<W: Write + Send> Sink for ExcelSink<W> {
             .ok_or_else(|| io::Error::other("the workbook was already written"))?;
         self.book.save_to_writer(&mut out).map_err(xlsx)?;
         out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn text_longer_than_a_cell_holds_is_cut_with_a_marker() {
+        let long = "é".repeat(40_000);
+        let cut = super::cell_text(&long);
+        assert_eq!(cut.encode_utf16().count(), 32_767);
+        assert!(cut.ends_with("[cut: Excel cells hold 32,767 characters]"));
+        assert_eq!(super::cell_text("short"), "short");
     }
 }

@@ -373,11 +373,11 @@ impl Exporter {
             Err(CreateError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(RenderError::Invalid(e.to_string())),
         };
-        if let request::Kind::Configuration { no_location, rows } = &mut plan.kind {
-            let settings = &self.cfg.settings;
-            *rows =
-                configuration::rows(&self.store, settings, *no_location, plan.exclude_user_data)?;
+        if let request::Kind::Configuration { privacy, rows } = &mut plan.kind {
+            let (settings, key) = (&self.cfg.settings, self.privacy_key.bytes());
+            *rows = configuration::rows(&self.store, settings, privacy, key)?;
         }
+
         let s = &self.cfg.settings.exports;
         let limits = Limits {
             max_records: s.max_records_per_export,

@@ -295,20 +295,41 @@ impl<W: Write> PdfSink<W> {
         let w = self.width - 2.0 * MARGIN;
         rect(&mut self.ops, MARGIN, self.y - ROW_H, w, ROW_H, gray(0.85));
         let cells: Vec<String> = self.columns.clone();
+        let right = self.numeric.clone();
         self.y -= ROW_H;
-        self.cells(&cells.iter().map(String::as_str).collect::<Vec<_>>());
+        self.cells(
+            &cells.iter().map(String::as_str).collect::<Vec<_>>(),
+            &right,
+        );
     }
 
-    /// One table line of texts at the current `y` (baseline a little above it).
-    fn cells(&mut self, texts: &[&str]) {
+    /// `text`, cut to fit `width` (with "…") when it is wider.
+    fn fit(&self, text: &str, width: f32) -> String {
+        if self.fonts.width(text, TEXT) <= width {
+            return text.to_owned();
+        }
+        let room = width - self.fonts.width("…", TEXT);
+        let mut used = 0.0;
+        let mut cut = String::new();
+        for c in text.chars() {
+            let mut b = [0; 4];
+            used += self.fonts.width(c.encode_utf8(&mut b), TEXT);
+            if used > room {
+                break;
+            }
+            cut.push(c);
+        }
+        cut + "…"
+    }
+
+    /// One table line of texts at the current `y` (baseline a little above it); `right[i]`
+    /// right-aligns cell `i`. Texts wider than their column are cut.
+    fn cells(&mut self, texts: &[&str], right: &[bool]) {
         for (i, t) in texts.iter().enumerate() {
             let (x, w) = self.cols[i];
+            let t = &self.fit(t, w - 4.0);
             let tw = self.fonts.width(t, TEXT);
-            let left = if self.numeric[i] {
-                x + w - 3.0 - tw
-            } else {
-                x + 2.0
-            };
+            let left = if right[i] { x + w - 3.0 - tw } else { x + 2.0 };
             self.fonts.text(&mut self.ops, t, left, self.y + 3.0, TEXT);
         }
     }
@@ -412,13 +433,14 @@ impl<W: Write> Sink for PdfSink<W> {
     fn begin(&mut self, columns: &[String], metadata: &Value) -> io::Result<()> {
         self.columns = columns.to_vec();
         self.metadata = metadata.clone();
+        // Header alignment: over the numbers (rows align by cell type).
         self.numeric = columns
             .iter()
             .map(|c| {
-                !matches!(
-                    c.as_str(),
-                    "timestamp" | "device_id" | "device_ip" | "device_name" | "is_on"
-                )
+                super::request::VALUE_FIELDS
+                    .iter()
+                    .any(|f| f.0 == c && c != "is_on")
+                    || matches!(c.as_str(), "seq" | "ts_ms" | "user_id")
             })
             .collect();
         self.totals = Totals::of(columns);
@@ -427,9 +449,12 @@ impl<W: Write> Sink for PdfSink<W> {
             .iter()
             .map(|c| match c.as_str() {
                 "timestamp" => 118.0,
-                "device_name" => 110.0,
-                "device_id" | "device_ip" => 80.0,
-                "is_on" => 34.0,
+                "device_name" | "resource" | "item" => 110.0,
+                "device_id" | "device_ip" | "event_type" | "username" | "client" => 80.0,
+                "details" | "value" => 170.0,
+                "key" => 150.0,
+                "prev" | "mac" => 60.0,
+                "is_on" | "seq" | "severity" => 40.0,
                 _ => 58.0,
             })
             .collect();
@@ -493,7 +518,11 @@ impl<W: Write> Sink for PdfSink<W> {
             }
             texts.push(String::from_utf8_lossy(&self.buf).into_owned());
         }
-        self.cells(&texts.iter().map(String::as_str).collect::<Vec<_>>());
+        let right: Vec<bool> = cells.iter().map(|c| matches!(c, Cell::Num(..))).collect();
+        self.cells(
+            &texts.iter().map(String::as_str).collect::<Vec<_>>(),
+            &right,
+        );
         Ok(())
     }
 

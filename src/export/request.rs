@@ -529,8 +529,8 @@ pub enum Kind {
     AuditLogs(crate::store::audit::AuditFilter),
     /// The configuration; `rows` are filled in by the job runner, which has the settings.
     Configuration {
-        /// Drop device coordinates.
-        no_location: bool,
+        /// The privacy options.
+        privacy: super::configuration::Privacy,
         /// The rows.
         rows: Vec<super::configuration::Row>,
     },
@@ -939,12 +939,14 @@ pub fn plan(
         "audit_logs" => Kind::AuditLogs(super::audit_log::filter_of(req, start_ms, end_ms)?),
         "configuration" => {
             refuse_device_options(req, "use privacy_options")?;
+            let p = req.privacy_options.clone().unwrap_or_default();
             Kind::Configuration {
-                no_location: req
-                    .privacy_options
-                    .as_ref()
-                    .and_then(|p| p.remove_location_data)
-                    .unwrap_or(false),
+                privacy: super::configuration::Privacy {
+                    no_location: p.remove_location_data.unwrap_or(false),
+                    no_users: p.exclude_user_data.unwrap_or(false),
+                    anonymize_ip: p.anonymize_ip_addresses.unwrap_or(false),
+                    hash_ids: p.hash_device_identifiers.unwrap_or(false),
+                },
                 rows: Vec::new(),
             }
         }

@@ -100,6 +100,30 @@ async fn audit_exports_verify_and_tampering_is_found() {
     let (ok, out) = verify_cli(env.data.path(), &file);
     assert!(!ok, "{out}");
     assert!(out.contains(&format!("entry {}", victim.seq)), "{out}");
+    // The readable time is not under the MAC, but it must agree with ts_ms.
+    let ts_text = line.split(',').nth(1).unwrap();
+    let moved = text.replacen(
+        line,
+        &line.replacen(ts_text, &ts_text.replacen("2024", "2023", 1), 1),
+        1,
+    );
+    std::fs::write(&file, &moved).unwrap();
+    let (ok, out) = verify_cli(env.data.path(), &file);
+    assert!(!ok && out.contains("timestamp does not match"), "{out}");
+    // As a PDF the log is readable (cut to its columns), titled, with its event names.
+    let pdf = crate::exports::export_as(
+        app,
+        &json!({"export_type": "audit_logs", "date_range": range}),
+        "pdf",
+    )
+    .await;
+    let file = env.data.path().join("audit.pdf");
+    std::fs::write(&file, &pdf).unwrap();
+    let shown = crate::pdf::poppler("pdftotext", &["-layout"], &file);
+    assert!(
+        shown.contains("Audit log export") && shown.contains("USER_CREATED"),
+        "{shown}"
+    );
     // A row removed from the middle of a contiguous run is not a break in itself (slices are
     // allowed), but a row whose seq was renumbered to close the gap fails its MAC.
     let mut renumbered = entries.clone();
@@ -128,6 +152,10 @@ async fn audit_exports_need_audit_read_and_refuse_device_options() {
         (json!({"aggregation": "daily"}), "aggregation"),
         (json!({"severity_levels": ["loud"]}), "severity_levels"),
         (json!({"event_types": ["NOPE"]}), "event_types"),
+        (
+            json!({"privacy_options": {"anonymize_ip_addresses": true}}),
+            "anonymize_ip_addresses",
+        ),
     ] {
         let mut b = body.clone();
         for (k, v) in extra.as_object().unwrap() {

@@ -85,6 +85,22 @@ async fn configuration_exports_hold_the_setup_and_no_secrets() {
             .all(|r| !r["key"].as_str().unwrap().contains("itude"))
     );
     assert!(value(&rows, "devices", "LAMP01", "name").is_some());
+    let (bytes, rows) = config_rows(
+        app,
+        json!({"privacy_options": {"anonymize_ip_addresses": true, "hash_device_identifiers": true}}),
+    )
+    .await;
+    let text = String::from_utf8(bytes).unwrap();
+    for clear in ["LAMP01", "Living Room Lamp", "127.0.0.9"] {
+        assert!(!text.contains(clear), "{clear} in {text}");
+    }
+    let addresses: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["key"] == "address")
+        .map(|r| &r["value"])
+        .collect();
+    assert!(addresses.contains(&&json!("127.0.0.0")), "{addresses:?}");
+    assert!(rows.iter().all(|r| r["key"] != "mac"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,4 +124,45 @@ async fn configuration_exports_need_system_config() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // Losing SYSTEM_CONFIG also closes the configuration exports one already has.
+    let admin2 = add_user(app, "ada", "admin").await;
+    let st = {
+        let r = app
+            .req_as(Method::POST, "/api/exports/create", &admin2)
+            .json(&json!({"export_type": "configuration", "format": "csv",
+                          "performance_options": {"background_processing": false}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let users = app.get("/api/users").await.1;
+    let ada = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "ada")
+        .unwrap()["user_id"]
+        .clone();
+    let r = app
+        .req(Method::PATCH, &format!("/api/users/{ada}"))
+        .json(&json!({"role": "operator"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .req_as(
+            Method::GET,
+            &format!(
+                "/api/exports/download/{}",
+                st["export_id"].as_str().unwrap()
+            ),
+            &admin2,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 }

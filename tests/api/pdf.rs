@@ -17,7 +17,7 @@ use std::sync::Arc;
 const T0: i64 = 1_709_942_400_000; // 2024-03-09T00:00:00Z
 const NOW: i64 = T0 + 4 * 86_400_000;
 
-fn poppler(tool: &str, args: &[&str], file: &Path) -> String {
+pub fn poppler(tool: &str, args: &[&str], file: &Path) -> String {
     let out = Command::new(tool)
         .args(args)
         .arg(file)
