@@ -406,8 +406,8 @@ impl<W: Write> PdfSink<W> {
                 self.buf.clear();
                 tzc.push_rfc3339(&mut self.buf, t, false);
                 let day = String::from_utf8_lossy(&self.buf[..10.min(self.buf.len())]).into_owned();
-                self.fonts
-                    .text(&mut self.ops, &day[5..], x, y0 - 10.0, TEXT);
+                let label = day.get(5..).unwrap_or_default();
+                self.fonts.text(&mut self.ops, label, x, y0 - 10.0, TEXT);
             }
         }
         // Legend.
