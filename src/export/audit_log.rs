@@ -2,7 +2,10 @@
 //! exact time in ms, the previous entry's MAC and its own, so that a filtered slice can be
 //! checked on its own (`kasad audit verify-export FILE`): each row's MAC is recomputed with the
 //! appliance's audit key, and rows with consecutive sequence numbers must link (`prev` equals
-//! the MAC of the row before). Changing any field of any row breaks its MAC.
+//! the MAC of the row before). Changing any field of any row breaks its MAC. A last column,
+//! `chain`, links the rows of this file: `chain[i] = HMAC(key, "kasad audit export" ‖
+//! chain[i-1] ‖ mac[i])` from an empty start, so removing, adding or reordering rows anywhere
+//! but at the very end breaks the chain of the next row.
 
 use super::render::{Cell, Control, Limits, RenderError, Sink};
 use super::request::{CreateRequest, RequestError};
@@ -14,7 +17,7 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The columns of an audit_logs export.
-pub const COLUMNS: [&str; 12] = [
+pub const COLUMNS: [&str; 13] = [
     "seq",
     "timestamp",
     "ts_ms",
@@ -27,7 +30,24 @@ pub const COLUMNS: [&str; 12] = [
     "details",
     "prev",
     "mac",
+    "chain",
 ];
+
+/// The next link of the export chain after `prev` for an entry with MAC `mac`.
+pub fn chain_link(key: &SecretKey, prev: &str, mac: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut m =
+        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("any key length");
+    m.update(b"kasad audit export\0");
+    m.update(prev.as_bytes());
+    m.update(b"\0");
+    m.update(mac.as_bytes());
+    m.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 const PAGE: usize = 4096;
 
@@ -104,6 +124,7 @@ pub fn filter_of(
 pub fn write(
     store: &Store,
     filter: &AuditFilter,
+    key: &SecretKey,
     sink: &mut dyn Sink,
     limits: Limits,
     ctl: &Control,
@@ -111,6 +132,7 @@ pub fn write(
 ) -> Result<(u64, Value), RenderError> {
     let mut n: u64 = 0;
     let mut after = 0;
+    let mut chain = String::new();
     loop {
         let page = store.audit_page(filter, after, PAGE)?;
         for e in &page {
@@ -120,6 +142,7 @@ pub fn write(
             }
             let details = serde_json::to_string(&e.event.details).unwrap_or_default();
             let (types, sev) = (e.event.event_type.name(), severity_name(e.event.severity));
+            chain = chain_link(key, &chain, &e.mac);
             fn text(s: &Option<String>) -> Cell<'_> {
                 s.as_deref().map_or(Cell::Null, Cell::Text)
             }
@@ -138,6 +161,7 @@ pub fn write(
                 Cell::Text(&details),
                 Cell::Text(&e.prev),
                 Cell::Text(&e.mac),
+                Cell::Text(&chain),
             ])?;
         }
         if ctl.cancel.load(Ordering::Relaxed) {
@@ -165,8 +189,17 @@ fn severity_name(s: Severity) -> &'static str {
     }
 }
 
-/// The entries of an exported file (CSV with a header row, or JSON), as they were stored.
-pub fn parse_export(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+/// An exported row: the entry as it was stored, and the file's chain value at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exported {
+    /// The entry.
+    pub entry: Entry,
+    /// The `chain` column.
+    pub chain: String,
+}
+
+/// The rows of an exported file (CSV with a header row, or JSON).
+pub fn parse_export(bytes: &[u8]) -> Result<Vec<Exported>, String> {
     let text =
         std::str::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text (CSV or JSON)")?;
     let rows: Vec<Vec<Option<String>>> = if text.trim_start().starts_with('{') {
@@ -176,7 +209,13 @@ pub fn parse_export(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     };
     rows.iter()
         .enumerate()
-        .map(|(i, r)| entry_of(r).map_err(|e| format!("row {}: {e}", i + 1)))
+        .map(|(i, r)| {
+            let entry = entry_of(r).map_err(|e| format!("row {}: {e}", i + 1))?;
+            let chain = r[12]
+                .clone()
+                .ok_or(format!("row {}: chain is empty", i + 1))?;
+            Ok(Exported { entry, chain })
+        })
         .collect()
 }
 
@@ -316,10 +355,13 @@ fn entry_of(r: &[Option<String>]) -> Result<Entry, String> {
     })
 }
 
-/// Checks every entry's MAC and the links between consecutive ones; the number checked.
-pub fn verify(key: &SecretKey, entries: &[Entry]) -> Result<usize, String> {
+/// Checks every entry's MAC, the links between consecutive entries and the file's chain; the
+/// number checked.
+pub fn verify(key: &SecretKey, rows: &[Exported]) -> Result<usize, String> {
     let mut last: Option<&Entry> = None;
-    for e in entries {
+    let mut chain = String::new();
+    for r in rows {
+        let e = &r.entry;
         if audit::compute_mac(key, e) != e.mac {
             return Err(format!(
                 "entry {} does not match its MAC: it was changed after it was recorded, or it comes from another appliance",
@@ -335,7 +377,14 @@ pub fn verify(key: &SecretKey, entries: &[Entry]) -> Result<usize, String> {
         if last.is_some_and(|p| e.seq <= p.seq) {
             return Err(format!("entry {} is out of order", e.seq));
         }
+        chain = chain_link(key, &chain, &e.mac);
+        if chain != r.chain {
+            return Err(format!(
+                "the rows before entry {} were removed, added or reordered (its chain value does not match)",
+                e.seq
+            ));
+        }
         last = Some(e);
     }
-    Ok(entries.len())
+    Ok(rows.len())
 }

@@ -373,6 +373,7 @@ impl Exporter {
             Err(CreateError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(RenderError::Invalid(e.to_string())),
         };
+        plan.audit_key = Some(self.audit_key.clone());
         if let request::Kind::Configuration { privacy, rows } = &mut plan.kind {
             let (settings, key) = (&self.cfg.settings, self.privacy_key.bytes());
             *rows = configuration::rows(&self.store, settings, privacy, key)?;

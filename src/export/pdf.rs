@@ -448,13 +448,18 @@ impl<W: Write> Sink for PdfSink<W> {
         let want: Vec<f32> = columns
             .iter()
             .map(|c| match c.as_str() {
-                "timestamp" => 118.0,
-                "device_name" | "resource" | "item" => 110.0,
-                "device_id" | "device_ip" | "event_type" | "username" | "client" => 80.0,
-                "details" | "value" => 170.0,
+                "timestamp" => 120.0,
+                "device_name" | "item" => 110.0,
+                "event_type" => 100.0,
+                "resource" => 90.0,
+                "device_id" | "device_ip" => 80.0,
+                "username" | "client" => 60.0,
+                "details" => 120.0,
+                "value" => 170.0,
                 "key" => 150.0,
-                "prev" | "mac" => 60.0,
-                "is_on" | "seq" | "severity" => 40.0,
+                "severity" => 50.0,
+                "prev" | "mac" | "chain" | "is_on" | "user_id" => 38.0,
+                "seq" => 30.0,
                 _ => 58.0,
             })
             .collect();

@@ -905,7 +905,10 @@ pub fn render(
                 match &plan.kind {
                     Kind::DeviceData => {}
                     Kind::AuditLogs(f) => {
-                        return audit_log::write(store, f, &mut *sink, limits, ctl, &count);
+                        let key = plan.audit_key.as_ref().ok_or_else(|| {
+                            RenderError::Invalid("no audit key to chain the rows with".into())
+                        })?;
+                        return audit_log::write(store, f, key, &mut *sink, limits, ctl, &count);
                     }
                     Kind::Configuration { rows, .. } => {
                         return configuration::write(rows, &mut *sink, limits, ctl);

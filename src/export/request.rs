@@ -518,6 +518,8 @@ pub struct Plan {
     pub kind: Kind,
     /// PDF page size and fonts.
     pub pdf: super::pdf::Style,
+    /// The audit key, for the chain column of audit_logs exports (set by the job runner).
+    pub audit_key: Option<crate::auth::keys::SecretKey>,
 }
 
 /// What an export's rows are.
@@ -1114,6 +1116,7 @@ pub fn plan(
             letter: ctx.limits.pdf_page_size == "Letter",
             fonts: ctx.limits.pdf_fonts.clone(),
         },
+        audit_key: None,
     })
 }
 

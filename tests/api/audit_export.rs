@@ -45,10 +45,11 @@ async fn audit_exports_verify_and_tampering_is_found() {
     let (s, csv, _) = download(app, all["export_id"].as_str().unwrap()).await;
     assert_eq!(s, 200);
     let text = String::from_utf8(csv.clone()).unwrap();
-    assert!(text.starts_with("seq,timestamp,ts_ms,event_type,severity,user_id,username,client,resource,details,prev,mac\r\n"), "{text}");
-    let entries = parse_export(&csv).unwrap();
+    assert!(text.starts_with("seq,timestamp,ts_ms,event_type,severity,user_id,username,client,resource,details,prev,mac,chain\r\n"), "{text}");
+    let rows = parse_export(&csv).unwrap();
+    let entries: Vec<_> = rows.iter().map(|r| r.entry.clone()).collect();
     assert!(entries.len() >= 4, "{text}");
-    assert_eq!(verify(&key, &entries), Ok(entries.len()));
+    assert_eq!(verify(&key, &rows), Ok(entries.len()));
     for w in entries.windows(2) {
         assert_eq!(w[1].seq, w[0].seq + 1);
         assert_eq!(w[1].prev, w[0].mac);
@@ -71,7 +72,7 @@ async fn audit_exports_verify_and_tampering_is_found() {
     assert!(
         slice
             .iter()
-            .all(|e| e.event.severity == kasad::audit::Severity::Warning)
+            .all(|e| e.entry.event.severity == kasad::audit::Severity::Warning)
     );
     assert!(slice.len() < entries.len());
     assert_eq!(verify(&key, &slice), Ok(slice.len()));
@@ -124,11 +125,19 @@ async fn audit_exports_verify_and_tampering_is_found() {
         shown.contains("Audit log export") && shown.contains("USER_CREATED"),
         "{shown}"
     );
-    // A row removed from the middle of a contiguous run is not a break in itself (slices are
-    // allowed), but a row whose seq was renumbered to close the gap fails its MAC.
-    let mut renumbered = entries.clone();
+    // A row removed from the file breaks the file's chain at the next row.
+    let second = text.lines().nth(2).unwrap();
+    let removed = text.replacen(&format!("{second}\r\n"), "", 1);
+    std::fs::write(&file, &removed).unwrap();
+    let (ok, out) = verify_cli(env.data.path(), &file);
+    assert!(
+        !ok && out.contains("were removed, added or reordered"),
+        "{out}"
+    );
+    // A row whose seq was renumbered to close the gap fails its MAC.
+    let mut renumbered = rows.clone();
     let gap = renumbered.remove(1);
-    renumbered[1].seq = gap.seq;
+    renumbered[1].entry.seq = gap.entry.seq;
     assert!(verify(&key, &renumbered).is_err());
 }
 
