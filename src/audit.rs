@@ -95,6 +95,16 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The upper-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Error => "ERROR",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+
     /// Parses a name in any case.
     pub fn parse(s: &str) -> Option<Self> {
         [
@@ -104,12 +114,7 @@ impl Severity {
             Severity::Critical,
         ]
         .into_iter()
-        .find(|x| {
-            serde_json::to_value(x)
-                .ok()
-                .and_then(|v| v.as_str().map(|n| n.eq_ignore_ascii_case(s)))
-                == Some(true)
-        })
+        .find(|x| x.name().eq_ignore_ascii_case(s))
     }
 }
 

@@ -141,7 +141,7 @@ pub fn write(
                 return Err(RenderError::TooManyRecords(limits.max_records));
             }
             let details = serde_json::to_string(&e.event.details).unwrap_or_default();
-            let (types, sev) = (e.event.event_type.name(), severity_name(e.event.severity));
+            let (types, sev) = (e.event.event_type.name(), e.event.severity.name());
             chain = chain_link(key, &chain, &e.mac);
             fn text(s: &Option<String>) -> Cell<'_> {
                 s.as_deref().map_or(Cell::Null, Cell::Text)
@@ -178,15 +178,6 @@ pub fn write(
     let summary = json!({});
     sink.finish(n, &summary)?;
     Ok((n, summary))
-}
-
-fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "INFO",
-        Severity::Warning => "WARNING",
-        Severity::Error => "ERROR",
-        Severity::Critical => "CRITICAL",
-    }
 }
 
 /// An exported row: the entry as it was stored, and the file's chain value at it.

@@ -89,17 +89,14 @@ pub fn rows(
     privacy: &Privacy,
     key: &[u8],
 ) -> store::Result<Vec<Row>> {
-    use super::request::{anonymize_ip, pseudonym};
+    use super::request::{anonymize_ip, hashed_name, pseudonym, rated_power};
     let mut out = Vec::new();
     for d in store.devices()? {
         let i = &d.record.info;
-        let rated = [i.device_id.as_str(), i.ip(), i.name.as_str()]
-            .iter()
-            .find_map(|k| settings.exports.rated_power.get(*k).copied());
+        let rated = rated_power(&settings.exports, i);
         let (id, name, mac) = if privacy.hash_ids {
             let id = pseudonym(key, "id", i.device_id.as_str());
-            let name = format!("Device {}", pseudonym(key, "name", &i.name));
-            (id, name, None)
+            (id, hashed_name(key, &i.name), None)
         } else {
             (i.device_id.to_string(), i.name.clone(), Some(i.mac.clone()))
         };

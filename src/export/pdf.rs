@@ -303,23 +303,25 @@ impl<W: Write> PdfSink<W> {
         );
     }
 
-    /// `text`, cut to fit `width` (with "…") when it is wider.
-    fn fit(&self, text: &str, width: f32) -> String {
-        if self.fonts.width(text, TEXT) <= width {
-            return text.to_owned();
+    /// `text`, cut to fit `width` (with "…") when it is wider, and its width.
+    fn fit(&self, text: &str, width: f32) -> (String, f32) {
+        let full = self.fonts.width(text, TEXT);
+        if full <= width {
+            return (text.to_owned(), full);
         }
-        let room = width - self.fonts.width("…", TEXT);
+        let ellipsis = self.fonts.width("…", TEXT);
         let mut used = 0.0;
         let mut cut = String::new();
         for c in text.chars() {
             let mut b = [0; 4];
-            used += self.fonts.width(c.encode_utf8(&mut b), TEXT);
-            if used > room {
+            let w = self.fonts.width(c.encode_utf8(&mut b), TEXT);
+            if used + w > width - ellipsis {
                 break;
             }
+            used += w;
             cut.push(c);
         }
-        cut + "…"
+        (cut + "…", used + ellipsis)
     }
 
     /// One table line of texts at the current `y` (baseline a little above it); `right[i]`
@@ -327,10 +329,9 @@ impl<W: Write> PdfSink<W> {
     fn cells(&mut self, texts: &[&str], right: &[bool]) {
         for (i, t) in texts.iter().enumerate() {
             let (x, w) = self.cols[i];
-            let t = &self.fit(t, w - 4.0);
-            let tw = self.fonts.width(t, TEXT);
+            let (t, tw) = self.fit(t, w - 4.0);
             let left = if right[i] { x + w - 3.0 - tw } else { x + 2.0 };
-            self.fonts.text(&mut self.ops, t, left, self.y + 3.0, TEXT);
+            self.fonts.text(&mut self.ops, &t, left, self.y + 3.0, TEXT);
         }
     }
 

@@ -619,6 +619,18 @@ fn parse_hhmm(field: &str, s: &str) -> Result<u32, RequestError> {
     Ok(h * 60 + m)
 }
 
+/// The rated power configured for a device (`[exports.rated_power]`, keyed by id, IP or name).
+pub fn rated_power(limits: &Exports, i: &crate::domain::DeviceInfo) -> Option<f64> {
+    [i.device_id.as_str(), i.ip(), i.name.as_str()]
+        .iter()
+        .find_map(|k| limits.rated_power.get(*k).copied())
+}
+
+/// A device name as `hash_device_identifiers` shows it.
+pub fn hashed_name(key: &[u8], name: &str) -> String {
+    format!("Device {}", pseudonym(key, "name", name))
+}
+
 /// Keyed, stable pseudonym of an identifier.
 pub fn pseudonym(key: &[u8], kind: &str, value: &str) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
@@ -1046,9 +1058,7 @@ pub fn plan(
         .iter()
         .map(|d| {
             let i = &d.record.info;
-            let rated = [i.device_id.as_str(), i.ip(), i.name.as_str()]
-                .iter()
-                .find_map(|k| ctx.limits.rated_power.get(*k).copied());
+            let rated = rated_power(ctx.limits, i);
             DeviceMeta {
                 id: i.device_id.clone(),
                 shown_id: if hash {
@@ -1062,7 +1072,7 @@ pub fn plan(
                     i.ip().to_owned()
                 },
                 name: if hash {
-                    format!("Device {}", pseudonym(ctx.privacy_key, "name", &i.name))
+                    hashed_name(ctx.privacy_key, &i.name)
                 } else {
                     i.name.clone()
                 },
