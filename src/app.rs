@@ -220,6 +220,13 @@ pub async fn start_with(
         crate::export::jobs::ExportConfig {
             settings: settings.clone(),
             tz: settings.tz()?,
+            runtime: Some(crate::export::report::Runtime {
+                started_ms: clock.now_ms(),
+                registry: registry.clone(),
+                poll_interval_ms: i64::try_from(settings.poll.interval.0.as_millis())
+                    .unwrap_or(i64::MAX),
+                db_path: settings.db_path(),
+            }),
         },
         privacy_key,
         audit_key.clone(),

@@ -313,3 +313,68 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
     }
     Ok(Value::Object(out))
 }
+
+/// Runs the report benchmark in `dir`: a year of 15-minute readings of 10 devices, then a
+/// system_report PDF of that year (every section, charts), `runs` times. The last file is
+/// kept as `dir/report.pdf`.
+pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
+    use crate::export::render::{self, Control, Limits};
+    use crate::export::request::{self, CreateRequest, Kind, PlanCtx};
+    let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    let path = dir.join("report.redb");
+    let (n, _) = ingest(&path, 10, 365, 900_000, start)?;
+    let store = Store::open(&path, 16)?;
+    let summaries = store.devices()?;
+    let limits_cfg = crate::config::Exports::default();
+    let tariff = crate::config::Tariff::default();
+    let body: CreateRequest = serde_json::from_value(json!({
+        "export_type": "system_report", "format": "pdf",
+        "date_range": {"start": "2025-01-01", "end": "2025-12-31"},
+        "options": {"timezone": "America/New_York"},
+    }))?;
+    let ctx = PlanCtx {
+        devices: &summaries,
+        default_tz: chrono_tz::Tz::UTC,
+        limits: &limits_cfg,
+        tariff: &tariff,
+        privacy_key: &[0; 32],
+        now_ms: start + 366 * 86_400_000,
+    };
+    let plan = request::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Kind::SystemReport { sections, .. } = &plan.kind else {
+        anyhow::bail!("not a report plan");
+    };
+    let meta = render::metadata(&plan, "bench", "bench", None);
+    let file = dir.join("report.pdf");
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let ctl = Control::default();
+        let report = crate::export::report::build(&store, &plan, sections, None, ctx.now_ms, &ctl)?;
+        let mut with = plan.clone();
+        with.kind = Kind::SystemReport {
+            sections: sections.clone(),
+            report: Some(report),
+        };
+        let limits = Limits {
+            max_records: u64::MAX,
+            max_bytes: u64::MAX,
+        };
+        let r = render::render(&store, &with, &meta, &file, "report.pdf", limits, &ctl)?;
+        times.push(t.elapsed().as_secs_f64());
+        last = Some(r);
+    }
+    let r = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
+    let bytes = std::fs::read(&file)?;
+    // Page objects: "/Type/Page" not followed by "s".
+    let pages = bytes
+        .windows(10)
+        .enumerate()
+        .filter(|(i, w)| *w == b"/Type/Page" && bytes.get(i + 10).is_some_and(|b| *b != b's'))
+        .count();
+    Ok(
+        json!({"readings_stored": n, "pdf": {"rows": r.record_count, "bytes": r.file_size,
+        "pages": pages, "seconds": median(times)}}),
+    )
+}

@@ -102,6 +102,16 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Benchmark the system report (PDF of 10 devices × 1 year).
+    #[command(hide = true)]
+    BenchReport {
+        /// Scratch directory (the PDF is left there as report.pdf).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Runs (median time).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Serve N simulated devices on loopback until stopped (for benchmarks).
     #[command(hide = true)]
     Sim {
@@ -367,6 +377,12 @@ async fn main() -> anyhow::Result<()> {
         Cmd::BenchExport { dir, rows, runs } => {
             let v = tokio::task::spawn_blocking(move || kasad::bench::run_export(&dir, rows, runs))
                 .await??;
+            println!("{v}");
+            Ok(())
+        }
+        Cmd::BenchReport { dir, runs } => {
+            let v =
+                tokio::task::spawn_blocking(move || kasad::bench::run_report(&dir, runs)).await??;
             println!("{v}");
             Ok(())
         }

@@ -5,14 +5,16 @@
 //! "Data 3", …; then a "Summary" sheet (range, zone, record count, totals, custom aggregate
 //! fields), a "Devices" sheet, and with `include_charts` a "Charts" sheet holding daily energy
 //! per device (from the rollups, not from the raw rows) and a native column chart over it.
+//! A system report ([`write_report`]) is a small workbook: a sheet per table and per chart.
 
 use super::localtime::TzCache;
 use super::render::{Cell, Sink, Totals, round_to};
+use super::report::{self, Chart, ChartKind, Report, V};
 use super::request::{Agg, ENERGY, Field, Plan};
 use super::rows::Rows;
 use crate::domain::rollup::Period;
 use crate::store::{self, Store};
-use rust_xlsxwriter::{Chart, ChartType, Format, Workbook, Worksheet, XlsxError};
+use rust_xlsxwriter::{ChartType, Format, Workbook, Worksheet, XlsxError};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -25,21 +27,9 @@ pub const ROWS_PER_SHEET: u32 = 1_048_575;
 /// Days from Excel's epoch (1899-12-30) to 1970-01-01.
 const EXCEL_EPOCH_DAYS: f64 = 25_569.0;
 
-/// Daily energy per device for the chart: `days[i]` (local day start, UTC ms) and
-/// `kwh[device][i]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DailyEnergy {
-    /// Device names, in plan order.
-    pub devices: Vec<String>,
-    /// Local day starts, UTC ms, ascending.
-    pub days: Vec<i64>,
-    /// kWh per device per day (0 where a device has no data that day).
-    pub kwh: Vec<Vec<f64>>,
-}
-
 /// Daily energy of the plan's devices over its range, from the rollups (the plan's filters
 /// apply, as they do to the rows).
-pub fn daily_energy(store: &Store, plan: &Plan, cancel: &AtomicBool) -> store::Result<DailyEnergy> {
+pub fn daily_energy(store: &Store, plan: &Plan, cancel: &AtomicBool) -> store::Result<Chart> {
     let mut functions = plan.functions;
     functions[ENERGY] = Agg::Sum;
     let daily = Plan {
@@ -64,10 +54,18 @@ pub fn daily_energy(store: &Store, plan: &Plan, cancel: &AtomicBool) -> store::R
             kwh[d].push(round_to(*v, 6));
         }
     }
-    Ok(DailyEnergy {
-        devices: plan.devices.iter().map(|d| d.name.clone()).collect(),
-        days: by_day.into_keys().collect(),
-        kwh,
+    Ok(Chart {
+        title: "Daily energy per device (kWh)".into(),
+        unit: "kWh",
+        kind: ChartKind::StackedBars,
+        label_name: "date",
+        labels: by_day.into_keys().map(V::Time).collect(),
+        series: plan
+            .devices
+            .iter()
+            .map(|d| d.name.clone())
+            .zip(kwh)
+            .collect(),
     })
 }
 
@@ -91,7 +89,7 @@ pub struct ExcelSink<W: Write + Send> {
     header: Format,
     date: Format,
     tzc: TzCache,
-    chart: Option<DailyEnergy>,
+    chart: Option<Chart>,
 }
 
 impl<W: Write + Send> ExcelSink<W> {
@@ -102,7 +100,7 @@ impl<W: Write + Send> ExcelSink<W> {
         temp_dir: &Path,
         tzc: TzCache,
         millis: bool,
-        chart: Option<DailyEnergy>,
+        chart: Option<Chart>,
         rows_per_sheet: u32,
     ) -> io::Result<Self> {
         let mut book = Workbook::new();
@@ -254,46 +252,176 @@ impl<W: Write + Send> ExcelSink<W> {
         }
         Ok(())
     }
+}
 
-    fn chart_sheet(&mut self, e: &DailyEnergy) -> io::Result<()> {
-        let (bold, day) = (
-            self.header.clone(),
-            Format::new().set_num_format("yyyy-mm-dd"),
-        );
-        let mut tzc = self.tzc.clone();
-        let ws = self.book.add_worksheet();
-        ws.set_name("Charts").map_err(xlsx)?;
-        ws.write_string_with_format(0, 0, "date", &bold)
+/// Adds sheet `name` holding the chart's data (labels in column A, one series per column)
+/// and a native chart over those cells.
+fn chart_sheet(
+    book: &mut Workbook,
+    name: &str,
+    c: &Chart,
+    tzc: &mut TzCache,
+    bold: &Format,
+) -> io::Result<()> {
+    let day = Format::new().set_num_format("yyyy-mm-dd");
+    let ws = book.add_worksheet();
+    ws.set_name(name).map_err(xlsx)?;
+    ws.write_string_with_format(0, 0, c.label_name, bold)
+        .map_err(xlsx)?;
+    ws.set_column_width(0, 12).map_err(xlsx)?;
+    for (i, l) in c.labels.iter().enumerate() {
+        let r = i as u32 + 1;
+        match l {
+            V::Time(t) => ws.write_number_with_format(r, 0, excel_time(tzc, *t), &day),
+            l => ws.write_string(r, 0, report::text(l, tzc)),
+        }
+        .map_err(xlsx)?;
+    }
+    for (d, (series, values)) in c.series.iter().enumerate() {
+        let col = d as u16 + 1;
+        ws.write_string_with_format(0, col, series, bold)
             .map_err(xlsx)?;
-        ws.set_column_width(0, 12).map_err(xlsx)?;
-        for (i, &t) in e.days.iter().enumerate() {
-            ws.write_number_with_format(i as u32 + 1, 0, excel_time(&mut tzc, t), &day)
-                .map_err(xlsx)?;
+        for (i, v) in values.iter().enumerate() {
+            ws.write_number(i as u32 + 1, col, *v).map_err(xlsx)?;
         }
-        for (d, name) in e.devices.iter().enumerate() {
-            let c = d as u16 + 1;
-            ws.write_string_with_format(0, c, name, &bold)
-                .map_err(xlsx)?;
-            for (i, v) in e.kwh[d].iter().enumerate() {
-                ws.write_number(i as u32 + 1, c, *v).map_err(xlsx)?;
+    }
+    let mut chart = rust_xlsxwriter::Chart::new(match c.kind {
+        ChartKind::StackedBars => ChartType::ColumnStacked,
+        ChartKind::Lines => ChartType::Line,
+    });
+    chart.title().set_name(&c.title);
+    chart.y_axis().set_name(c.unit);
+    let last = c.labels.len().max(1) as u32;
+    for d in 0..c.series.len() {
+        let col = d as u16 + 1;
+        chart
+            .add_series()
+            .set_name((name, 0, col))
+            .set_categories((name, 1, 0, last, 0))
+            .set_values((name, 1, col, last, col));
+    }
+    chart.set_width(900).set_height(480);
+    ws.insert_chart(1, c.series.len() as u16 + 2, &chart)
+        .map_err(xlsx)?;
+    Ok(())
+}
+
+/// Writes a system report workbook: a "Report" sheet (range, zone, sections, price), one
+/// sheet per table (typed cells, units in the headers, frozen and filterable header row),
+/// and one sheet per chart with its data and a native chart.
+pub fn write_report<W: Write + Send>(
+    mut out: W,
+    temp_dir: &Path,
+    mut tzc: TzCache,
+    metadata: &Value,
+    report: &Report,
+) -> io::Result<()> {
+    let mut book = Workbook::new();
+    book.set_tempdir(temp_dir).map_err(xlsx)?;
+    let bold = Format::new().set_bold();
+    let time = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
+    let m = metadata;
+    let sections: Vec<&str> = report.parts.iter().map(|p| p.section.name()).collect();
+    let info = [
+        ("Report", "System report".to_owned()),
+        ("Export", text_of(&m["export_id"])),
+        ("Created", text_of(&m["created_at"])),
+        ("From", text_of(&m["date_range"]["start"])),
+        ("To", text_of(&m["date_range"]["end"])),
+        ("Time zone", text_of(&m["timezone"])),
+        ("Sections", sections.join(", ")),
+        ("Currency", text_of(&m["currency"])),
+        ("Price per kWh", text_of(&m["price_per_kwh"])),
+    ];
+    let ws = book.add_worksheet();
+    ws.set_name("Report").map_err(xlsx)?;
+    ws.set_column_width(0, 18).map_err(xlsx)?;
+    ws.set_column_width(1, 40).map_err(xlsx)?;
+    for (r, (k, v)) in info.iter().enumerate() {
+        ws.write_string_with_format(r as u32, 0, *k, &bold)
+            .map_err(xlsx)?;
+        ws.write_string(r as u32, 1, v).map_err(xlsx)?;
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut unique = |title: &str| {
+        // Sheet names: at most 31 characters, none of []:*?/\, unique.
+        let base: String = title
+            .chars()
+            .filter(|c| !"[]:*?/\\".contains(*c))
+            .take(28)
+            .collect();
+        let mut name = base.clone();
+        let mut k = 2;
+        while names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            name = format!("{base} {k}");
+            k += 1;
+        }
+        names.push(name.clone());
+        name
+    };
+    for part in &report.parts {
+        for t in &part.tables {
+            let ws = book.add_worksheet();
+            ws.set_name(unique(&t.title)).map_err(xlsx)?;
+            let mut header: Vec<String> = [t.item, t.period]
+                .into_iter()
+                .flatten()
+                .map(str::to_owned)
+                .collect();
+            let keys = header.len() as u16;
+            header.extend((0..t.columns.len()).map(|c| t.header(c)));
+            for (c, h) in header.iter().enumerate() {
+                ws.write_string_with_format(0, c as u16, h, &bold)
+                    .map_err(xlsx)?;
+                ws.set_column_width(c as u16, (h.len() + 2).max(12) as f64)
+                    .map_err(xlsx)?;
             }
+            for (r, line) in t.rows.iter().enumerate() {
+                let r = r as u32 + 1;
+                let mut c = 0;
+                for (shown, s) in [(t.item, &line.item), (t.period, &line.period)] {
+                    if shown.is_some() {
+                        ws.write_string(r, c, cell_text(s)).map_err(xlsx)?;
+                        c += 1;
+                    }
+                }
+                for (k, v) in line.values.iter().enumerate() {
+                    let c = keys + k as u16;
+                    match v {
+                        V::Null => continue,
+                        V::Text(s) => ws.write_string(r, c, cell_text(s)),
+                        V::Num(x, _) if !x.is_finite() => continue,
+                        V::Num(x, d) => ws.write_number(r, c, round_to(*x, *d)),
+                        V::Time(t) => {
+                            ws.write_number_with_format(r, c, excel_time(&mut tzc, *t), &time)
+                        }
+                    }
+                    .map_err(xlsx)?;
+                }
+            }
+            ws.set_freeze_panes(1, 0).map_err(xlsx)?;
+            let last = (header.len().max(1) - 1) as u16;
+            ws.autofilter(0, 0, t.rows.len() as u32, last)
+                .map_err(xlsx)?;
         }
-        let mut chart = Chart::new(ChartType::ColumnStacked);
-        chart.title().set_name("Daily energy per device (kWh)");
-        chart.y_axis().set_name("kWh");
-        let last = e.days.len().max(1) as u32;
-        for d in 0..e.devices.len() {
-            let c = d as u16 + 1;
-            chart
-                .add_series()
-                .set_name(("Charts", 0, c))
-                .set_categories(("Charts", 1, 0, last, 0))
-                .set_values(("Charts", 1, c, last, c));
+        for c in &part.charts {
+            let name = unique(&format!(
+                "Chart {}",
+                c.title.split(" (").next().unwrap_or("")
+            ));
+            chart_sheet(&mut book, &name, c, &mut tzc, &bold)?;
         }
-        chart.set_width(900).set_height(480);
-        let col = e.devices.len() as u16 + 2;
-        ws.insert_chart(1, col, &chart).map_err(xlsx)?;
-        Ok(())
+    }
+    book.worksheet_from_index(0).map_err(xlsx)?.set_active(true);
+    book.save_to_writer(&mut out).map_err(xlsx)?;
+    out.flush()
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
     }
 }
 
@@ -360,8 +488,9 @@ impl<W: Write + Send> Sink for ExcelSink<W> {
         self.close_data_sheet()?;
         self.summary_sheet(record_count, summary)?;
         self.devices_sheet()?;
-        if let Some(e) = self.chart.take() {
-            self.chart_sheet(&e)?;
+        if let Some(c) = self.chart.take() {
+            let bold = self.header.clone();
+            chart_sheet(&mut self.book, "Charts", &c, &mut self.tzc, &bold)?;
         }
         self.book
             .worksheet_from_index(0)

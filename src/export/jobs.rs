@@ -66,6 +66,8 @@ pub struct ExportConfig {
     pub settings: Settings,
     /// Default time zone.
     pub tz: chrono_tz::Tz,
+    /// The running daemon, for system reports (None in tools and tests without a daemon).
+    pub runtime: Option<super::report::Runtime>,
 }
 
 /// The export service; one per daemon, shared by the API and the cleanup task.
@@ -377,6 +379,14 @@ impl Exporter {
         if let request::Kind::Configuration { privacy, rows } = &mut plan.kind {
             let (settings, key) = (&self.cfg.settings, self.privacy_key.bytes());
             *rows = configuration::rows(&self.store, settings, privacy, key)?;
+        }
+        if let request::Kind::SystemReport { sections, .. } = &plan.kind {
+            let rt = self.cfg.runtime.as_ref();
+            let now = self.clock.now_ms();
+            let built = super::report::build(&self.store, &plan, sections, rt, now, ctl)?;
+            if let request::Kind::SystemReport { report, .. } = &mut plan.kind {
+                *report = Some(built);
+            }
         }
 
         let s = &self.cfg.settings.exports;

@@ -11,6 +11,7 @@
 //! - [`excel`]: the Excel writer; [`pdf`]: the PDF writer.
 //! - [`audit_log`]: the audit_logs export and its verification.
 //! - [`configuration`]: the configuration export.
+//! - [`report`]: the system_report export (one model, rendered by every format).
 //! - [`jobs`]: the queue, the runner, restart recovery, deletion and expiry cleanup.
 
 pub mod audit_log;
@@ -21,6 +22,7 @@ pub mod jobs;
 pub mod localtime;
 pub mod pdf;
 pub mod render;
+pub mod report;
 pub mod request;
 pub mod rows;
 
@@ -36,7 +38,12 @@ pub const EXPORT_TYPES: [&str; 5] = [
 ];
 
 /// Export types this build renders.
-pub const RENDERED_TYPES: [&str; 3] = ["device_data", "audit_logs", "configuration"];
+pub const RENDERED_TYPES: [&str; 4] = [
+    "device_data",
+    "system_report",
+    "audit_logs",
+    "configuration",
+];
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,16 +2,18 @@
 //! title block (title, range, time zone, devices, generated-at), a table that breaks across
 //! pages with its header repeated, numbers right-aligned, a summary (record count, totals,
 //! custom aggregates), with `include_charts` a vector bar chart of daily energy per device
-//! (from the rollups), and "page N of M" with the generation time in every footer.
+//! (from the rollups), and "page N of M" with the generation time in every footer. A system
+//! report ([`write_report`]) is laid out on the same pages: sections of tables sized to their
+//! text, and stacked bar or line charts.
 //!
 //! Text: the configured TrueType fonts are embedded (subset) and tried in order for each
 //! character; a character none of them has uses the built-in Helvetica when WinAnsi can encode
 //! it, and otherwise appears as `<U+XXXX>` — never dropped silently. A PDF is built in memory,
 //! so PDF exports hold at most [`MAX_ROWS`] rows (about 450 pages): reports, not dumps.
 
-use super::excel::DailyEnergy;
 use super::localtime::TzCache;
 use super::render::{Cell, Sink, Totals, push_num};
+use super::report::{self, Chart, ChartKind, Report, Table, V};
 use printpdf::{
     BuiltinFont, Color, Line, LinePoint, Op, PaintMode, ParsedFont, PdfDocument, PdfFontHandle,
     PdfPage, PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem,
@@ -185,8 +187,21 @@ fn line(ops: &mut Vec<Op>, points: &[(f32, f32)], width: f32) {
     });
 }
 
-/// Device colours for charts.
-const PALETTE: [(f32, f32, f32); 8] = [
+/// The smallest of 1, 2, 2.5 or 5 times a power of ten that is at least `x` (> 0).
+fn nice_step(x: f64) -> f64 {
+    if !(x > 0.0 && x.is_finite()) {
+        return 1.0;
+    }
+    let mag = 10f64.powf(x.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|v| *v >= x * (1.0 - 1e-9))
+        .unwrap_or(10.0 * mag)
+}
+
+/// Series colours for charts (ten, so ten devices never share one).
+const PALETTE: [(f32, f32, f32); 10] = [
     (0.12, 0.47, 0.71),
     (1.0, 0.5, 0.05),
     (0.17, 0.63, 0.17),
@@ -195,43 +210,26 @@ const PALETTE: [(f32, f32, f32); 8] = [
     (0.55, 0.34, 0.29),
     (0.89, 0.47, 0.76),
     (0.5, 0.5, 0.5),
+    (0.74, 0.74, 0.13),
+    (0.09, 0.75, 0.81),
 ];
 
-/// Writes a PDF document to `out` when finished.
-pub struct PdfSink<W: Write> {
-    out: Option<W>,
+/// A document being laid out: finished pages of drawing operations, the page being drawn,
+/// and the cursor `y` (top of the free space on it).
+struct Doc {
     doc: PdfDocument,
     fonts: Fonts,
     width: f32,
     height: f32,
     title: String,
     generated: String,
-    columns: Vec<String>,
-    /// Left edge and width of each column.
-    cols: Vec<(f32, f32)>,
-    numeric: Vec<bool>,
-    metadata: Value,
     pages: Vec<Vec<Op>>,
     ops: Vec<Op>,
     y: f32,
-    tzc: TzCache,
-    millis: bool,
-    totals: Totals,
-    chart: Option<DailyEnergy>,
-    buf: Vec<u8>,
 }
 
-impl<W: Write> PdfSink<W> {
-    /// A PDF titled `title`, generated at `generated` (text for the footers).
-    pub fn new(
-        out: W,
-        style: &Style,
-        title: &str,
-        generated: &str,
-        tzc: TzCache,
-        millis: bool,
-        chart: Option<DailyEnergy>,
-    ) -> Self {
+impl Doc {
+    fn new(style: &Style, title: &str, generated: &str) -> Self {
         let mut doc = PdfDocument::new(title);
         let fonts = Fonts::load(&style.fonts, &mut doc);
         // Landscape: tables are wide.
@@ -241,25 +239,15 @@ impl<W: Write> PdfSink<W> {
             (841.89, 595.28)
         };
         Self {
-            out: Some(out),
             doc,
             fonts,
             width,
             height,
             title: title.to_owned(),
             generated: generated.to_owned(),
-            columns: Vec::new(),
-            cols: Vec::new(),
-            numeric: Vec::new(),
-            metadata: Value::Null,
             pages: Vec::new(),
             ops: Vec::new(),
-            y: 0.0,
-            tzc,
-            millis,
-            totals: Totals::default(),
-            chart,
-            buf: Vec::new(),
+            y: height - MARGIN,
         }
     }
 
@@ -274,33 +262,17 @@ impl<W: Write> PdfSink<W> {
         MARGIN + FOOTER
     }
 
-    /// Room for `h` more points on this page, else a new page (with the table header when
-    /// `header`).
-    fn room(&mut self, h: f32, header: bool) {
-        if self.y - h < self.bottom() {
-            self.new_page();
-            if header {
-                self.table_header();
-            }
-        }
+    /// Whether `h` more points fit on this page.
+    fn fits(&self, h: f32) -> bool {
+        self.y - h >= self.bottom()
     }
 
     fn say(&mut self, text: &str, size: f32) {
-        self.room(size * 1.5, false);
+        if !self.fits(size * 1.5) {
+            self.new_page();
+        }
         self.y -= size * 1.4;
         self.fonts.text(&mut self.ops, text, MARGIN, self.y, size);
-    }
-
-    fn table_header(&mut self) {
-        let w = self.width - 2.0 * MARGIN;
-        rect(&mut self.ops, MARGIN, self.y - ROW_H, w, ROW_H, gray(0.85));
-        let cells: Vec<String> = self.columns.clone();
-        let right = self.numeric.clone();
-        self.y -= ROW_H;
-        self.cells(
-            &cells.iter().map(String::as_str).collect::<Vec<_>>(),
-            &right,
-        );
     }
 
     /// `text`, cut to fit `width` (with "…") when it is wider, and its width.
@@ -324,49 +296,42 @@ impl<W: Write> PdfSink<W> {
         (cut + "…", used + ellipsis)
     }
 
-    /// One table line of texts at the current `y` (baseline a little above it); `right[i]`
-    /// right-aligns cell `i`. Texts wider than their column are cut.
-    fn cells(&mut self, texts: &[&str], right: &[bool]) {
-        for (i, t) in texts.iter().enumerate() {
-            let (x, w) = self.cols[i];
-            let (t, tw) = self.fit(t, w - 4.0);
-            let left = if right[i] { x + w - 3.0 - tw } else { x + 2.0 };
-            self.fonts.text(&mut self.ops, &t, left, self.y + 3.0, TEXT);
-        }
-    }
-
-    fn summary(&mut self, record_count: u64, summary: &Value) {
-        self.room(40.0, false);
-        self.y -= 10.0;
-        self.say("Summary", 12.0);
-        self.say(&format!("Records: {record_count}"), 9.0);
-        for (c, sum) in self.totals.sums().to_vec() {
-            let mut b = Vec::new();
-            push_num(&mut b, sum, 6);
-            let name = self.columns[c].clone();
-            self.say(
-                &format!("Total {name}: {}", String::from_utf8_lossy(&b)),
-                9.0,
-            );
-        }
-        if let Value::Object(fields) = summary {
-            for (name, v) in fields {
-                let unit = v["unit"].as_str().unwrap_or_default();
-                self.say(&format!("{name}: {} {unit}", v["value"]), 9.0);
+    /// Draws `chart` in the `height` points below the cursor and moves the cursor past it.
+    fn chart(&mut self, c: &Chart, tzc: &mut TzCache, height: f32) {
+        let area_bottom = self.y - height;
+        self.say(&c.title, 12.0);
+        // Legend entries, in rows that fit the width.
+        let mut legend: Vec<Vec<(usize, f32)>> = vec![Vec::new()];
+        let mut lx = MARGIN + 40.0;
+        for (d, (name, _)) in c.series.iter().enumerate() {
+            let w = 20.0 + self.fonts.width(name, 8.0);
+            if lx + w > self.width - MARGIN && !legend[legend.len() - 1].is_empty() {
+                legend.push(Vec::new());
+                lx = MARGIN + 40.0;
             }
+            let last = legend.len() - 1;
+            legend[last].push((d, lx));
+            lx += w;
         }
-    }
-
-    fn chart_page(&mut self, e: &DailyEnergy) {
-        self.new_page();
-        self.say("Daily energy per device (kWh)", 14.0);
-        let (x0, y0) = (MARGIN + 40.0, self.bottom() + 60.0);
-        let (w, h) = (self.width - 2.0 * MARGIN - 60.0, self.y - y0 - 20.0);
-        let days = e.days.len().max(1);
-        let totals: Vec<f64> = (0..e.days.len())
-            .map(|i| e.kwh.iter().map(|d| d[i].max(0.0)).sum())
-            .collect();
-        let top = totals.iter().copied().fold(0.0, f64::max).max(1e-9) * 1.1;
+        let (x0, y0) = (
+            MARGIN + 40.0,
+            area_bottom + 38.0 + 12.0 * legend.len() as f32,
+        );
+        let (w, h) = (self.width - 2.0 * MARGIN - 60.0, self.y - y0 - 14.0);
+        let n = c.labels.len().max(1);
+        let top = match c.kind {
+            ChartKind::StackedBars => (0..c.labels.len())
+                .map(|i| c.series.iter().map(|(_, v)| v[i].max(0.0)).sum::<f64>())
+                .fold(0.0, f64::max),
+            ChartKind::Lines => c
+                .series
+                .iter()
+                .flat_map(|(_, v)| v.iter().copied())
+                .fold(0.0, f64::max),
+        };
+        // Five gridlines at a round step above the largest value.
+        let step = nice_step(top / 5.0);
+        let top = step * 5.0;
         // Axes and five gridlines with their values.
         self.ops.push(Op::SetOutlineColor { col: gray(0.6) });
         for k in 0..=5 {
@@ -382,52 +347,250 @@ impl<W: Write> PdfSink<W> {
         }
         self.ops.push(Op::SetOutlineColor { col: gray(0.0) });
         line(&mut self.ops, &[(x0, y0 + h), (x0, y0), (x0 + w, y0)], 0.8);
-        let slot = w / days as f32;
-        let bar = slot * 0.7;
-        let mut tzc = self.tzc.clone();
-        let label_every = (days / 16).max(1);
-        for (i, &t) in e.days.iter().enumerate() {
-            let x = x0 + slot * i as f32 + (slot - bar) / 2.0;
-            let mut base = 0.0;
-            for (d, series) in e.kwh.iter().enumerate() {
-                let v = series[i].max(0.0);
-                let bh = (v / top) as f32 * h;
-                let (r, g, b) = PALETTE[d % PALETTE.len()];
-                rect(
-                    &mut self.ops,
-                    x,
-                    y0 + base,
-                    bar,
-                    bh,
-                    Color::Rgb(Rgb::new(r, g, b, None)),
-                );
-                base += bh;
+        let slot = w / n as f32;
+        let colour = |d: usize| {
+            let (r, g, b) = PALETTE[d % PALETTE.len()];
+            Color::Rgb(Rgb::new(r, g, b, None))
+        };
+        let height_of = |v: f64| (v.max(0.0) / top) as f32 * h;
+        match c.kind {
+            ChartKind::StackedBars => {
+                let bar = slot * 0.7;
+                for i in 0..c.labels.len() {
+                    let x = x0 + slot * i as f32 + (slot - bar) / 2.0;
+                    let mut base = 0.0;
+                    for (d, (_, values)) in c.series.iter().enumerate() {
+                        let bh = height_of(values[i]);
+                        rect(&mut self.ops, x, y0 + base, bar, bh, colour(d));
+                        base += bh;
+                    }
+                }
             }
-            if i % label_every == 0 {
-                self.buf.clear();
-                tzc.push_rfc3339(&mut self.buf, t, false);
-                let day = String::from_utf8_lossy(&self.buf[..10.min(self.buf.len())]).into_owned();
-                let label = day.get(5..).unwrap_or_default();
-                self.fonts.text(&mut self.ops, label, x, y0 - 10.0, TEXT);
+            ChartKind::Lines => {
+                for (d, (_, values)) in c.series.iter().enumerate() {
+                    let points: Vec<(f32, f32)> = values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (x0 + slot * (i as f32 + 0.5), y0 + height_of(*v)))
+                        .collect();
+                    self.ops.push(Op::SetOutlineColor { col: colour(d) });
+                    line(&mut self.ops, &points, 1.5);
+                }
+                self.ops.push(Op::SetOutlineColor { col: gray(0.0) });
             }
         }
-        // Legend.
-        let mut lx = x0;
-        for (d, name) in e.devices.iter().enumerate() {
-            let (r, g, b) = PALETTE[d % PALETTE.len()];
-            rect(
-                &mut self.ops,
-                lx,
-                y0 - 30.0,
-                8.0,
-                8.0,
-                Color::Rgb(Rgb::new(r, g, b, None)),
+        let label_every = (n / 16).max(1);
+        for (i, l) in c.labels.iter().enumerate().step_by(label_every) {
+            let label = match l {
+                // Days: month and day are enough under a chart.
+                V::Time(_) => {
+                    let t = report::text(l, tzc);
+                    t.get(5..10).unwrap_or_default().to_owned()
+                }
+                l => report::text(l, tzc),
+            };
+            let x = x0 + slot * i as f32 + slot / 2.0 - self.fonts.width(&label, TEXT) / 2.0;
+            self.fonts.text(&mut self.ops, &label, x, y0 - 10.0, TEXT);
+        }
+        for (k, row) in legend.iter().enumerate() {
+            let y = y0 - 30.0 - 12.0 * k as f32;
+            for &(d, lx) in row {
+                rect(&mut self.ops, lx, y, 8.0, 8.0, colour(d));
+                let name = &c.series[d].0;
+                self.fonts
+                    .text(&mut self.ops, name, lx + 11.0, y + 1.0, 8.0);
+            }
+        }
+        self.y = area_bottom;
+    }
+
+    /// Puts "title · generated … · page N of M" on every page and writes the file to `out`.
+    fn save<W: Write>(mut self, mut out: W) -> io::Result<()> {
+        self.new_page();
+        let n = self.pages.len();
+        let mut pages = Vec::with_capacity(n);
+        for (i, mut ops) in std::mem::take(&mut self.pages).into_iter().enumerate() {
+            let foot = format!(
+                "{} · generated {} · page {} of {n}",
+                self.title,
+                self.generated,
+                i + 1
             );
+            let tw = self.fonts.width(&foot, 7.0);
             self.fonts
-                .text(&mut self.ops, name, lx + 11.0, y0 - 29.0, 8.0);
-            lx += 20.0 + self.fonts.width(name, 8.0);
+                .text(&mut ops, &foot, self.width - MARGIN - tw, MARGIN, 7.0);
+            pages.push(PdfPage::new(
+                printpdf::Mm::from(Pt(self.width)),
+                printpdf::Mm::from(Pt(self.height)),
+                ops,
+            ));
+        }
+        let bytes = self
+            .doc
+            .with_pages(pages)
+            .save(&PdfSaveOptions::default(), &mut Vec::new());
+        out.write_all(&bytes)?;
+        out.flush()
+    }
+}
+
+/// Column layout of a table: left edge and width of each column, header texts and which
+/// columns are right-aligned; the header repeats at the top of every page the table spans.
+struct Grid {
+    cols: Vec<(f32, f32)>,
+    header: Vec<String>,
+    right: Vec<bool>,
+}
+
+impl Grid {
+    /// Columns of the `want`ed widths, scaled to the page width (by at most `grow`).
+    fn new(doc: &Doc, header: Vec<String>, want: &[f32], right: Vec<bool>, grow: f32) -> Self {
+        let usable = doc.width - 2.0 * MARGIN;
+        let scale = (usable / want.iter().sum::<f32>()).min(grow);
+        let mut x = MARGIN;
+        let cols = want
+            .iter()
+            .map(|w| {
+                let c = (x, w * scale);
+                x += w * scale;
+                c
+            })
+            .collect();
+        Self {
+            cols,
+            header,
+            right,
         }
     }
+
+    fn draw_header(&self, doc: &mut Doc) {
+        let w = self.cols.last().map_or(0.0, |(x, w)| x + w) - MARGIN;
+        rect(&mut doc.ops, MARGIN, doc.y - ROW_H, w, ROW_H, gray(0.85));
+        doc.y -= ROW_H;
+        let texts: Vec<&str> = self.header.iter().map(String::as_str).collect();
+        self.cells(doc, &texts, &self.right);
+    }
+
+    /// One table line at the cursor; `right[i]` right-aligns cell `i`; texts wider than
+    /// their column are cut.
+    fn cells(&self, doc: &mut Doc, texts: &[&str], right: &[bool]) {
+        for (i, t) in texts.iter().enumerate() {
+            let (x, w) = self.cols[i];
+            let (t, tw) = doc.fit(t, w - 4.0);
+            let left = if right[i] { x + w - 3.0 - tw } else { x + 2.0 };
+            doc.fonts.text(&mut doc.ops, &t, left, doc.y + 3.0, TEXT);
+        }
+    }
+
+    /// A row, on a new page (under the header again) when this one is full.
+    fn row(&self, doc: &mut Doc, texts: &[&str], right: &[bool]) {
+        if !doc.fits(ROW_H) {
+            doc.new_page();
+            self.draw_header(doc);
+        }
+        doc.y -= ROW_H;
+        self.cells(doc, texts, right);
+    }
+}
+
+/// Writes a PDF document to `out` when finished.
+pub struct PdfSink<W: Write> {
+    out: Option<W>,
+    doc: Option<Doc>,
+    grid: Option<Grid>,
+    columns: Vec<String>,
+    metadata: Value,
+    tzc: TzCache,
+    millis: bool,
+    totals: Totals,
+    chart: Option<Chart>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> PdfSink<W> {
+    /// A PDF titled `title`, generated at `generated` (text for the footers).
+    pub fn new(
+        out: W,
+        style: &Style,
+        title: &str,
+        generated: &str,
+        tzc: TzCache,
+        millis: bool,
+        chart: Option<Chart>,
+    ) -> Self {
+        Self {
+            out: Some(out),
+            doc: Some(Doc::new(style, title, generated)),
+            grid: None,
+            columns: Vec::new(),
+            metadata: Value::Null,
+            tzc,
+            millis,
+            totals: Totals::default(),
+            chart,
+            buf: Vec::new(),
+        }
+    }
+
+    fn parts(&mut self) -> io::Result<(&mut Doc, &Grid)> {
+        match (self.doc.as_mut(), self.grid.as_ref()) {
+            (Some(d), Some(g)) => Ok((d, g)),
+            _ => Err(io::Error::other("the PDF was already written")),
+        }
+    }
+
+    fn summary(&mut self, record_count: u64, summary: &Value) -> io::Result<()> {
+        let sums = self.totals.sums().to_vec();
+        let columns = self.columns.clone();
+        let (doc, _) = self.parts()?;
+        if !doc.fits(40.0) {
+            doc.new_page();
+        }
+        doc.y -= 10.0;
+        doc.say("Summary", 12.0);
+        doc.say(&format!("Records: {record_count}"), 9.0);
+        for (c, sum) in sums {
+            let mut b = Vec::new();
+            push_num(&mut b, sum, 6);
+            let name = &columns[c];
+            doc.say(
+                &format!("Total {name}: {}", String::from_utf8_lossy(&b)),
+                9.0,
+            );
+        }
+        if let Value::Object(fields) = summary {
+            for (name, v) in fields {
+                let unit = v["unit"].as_str().unwrap_or_default();
+                doc.say(&format!("{name}: {} {unit}", v["value"]), 9.0);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Title, range, zone and generation time at the top of the first page (and more `lines`).
+fn title_block(doc: &mut Doc, m: &Value, lines: Vec<String>) {
+    let title = doc.title.clone();
+    doc.say(&title, 16.0);
+    let mut all = vec![format!(
+        "From {} to {} ({})",
+        m["date_range"]["start"].as_str().unwrap_or_default(),
+        m["date_range"]["end"].as_str().unwrap_or_default(),
+        m["timezone"].as_str().unwrap_or_default()
+    )];
+    all.extend(lines);
+    let names: Vec<&str> = m["devices"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|x| x["device_name"].as_str()).collect())
+        .unwrap_or_default();
+    if !names.is_empty() {
+        all.push(format!("Devices: {}", names.join(", ")));
+    }
+    all.push(format!("Generated {}", doc.generated));
+    for l in all {
+        doc.say(&l, 9.0);
+    }
+    doc.y -= 8.0;
 }
 
 impl<W: Write> Sink for PdfSink<W> {
@@ -435,7 +598,7 @@ impl<W: Write> Sink for PdfSink<W> {
         self.columns = columns.to_vec();
         self.metadata = metadata.clone();
         // Header alignment: over the numbers (rows align by cell type).
-        self.numeric = columns
+        let numeric = columns
             .iter()
             .map(|c| {
                 super::request::VALUE_FIELDS
@@ -464,53 +627,25 @@ impl<W: Write> Sink for PdfSink<W> {
                 _ => 58.0,
             })
             .collect();
-        let usable = self.width - 2.0 * MARGIN;
-        let scale = (usable / want.iter().sum::<f32>()).min(1.6);
-        let mut x = MARGIN;
-        self.cols = want
-            .iter()
-            .map(|w| {
-                let c = (x, w * scale);
-                x += w * scale;
-                c
-            })
-            .collect();
-        self.new_page();
-        let title = self.title.clone();
-        self.say(&title, 16.0);
-        let m = &self.metadata;
-        let mut lines = vec![
-            format!(
-                "From {} to {} ({})",
-                m["date_range"]["start"].as_str().unwrap_or_default(),
-                m["date_range"]["end"].as_str().unwrap_or_default(),
-                m["timezone"].as_str().unwrap_or_default()
-            ),
-            format!(
-                "Aggregation: {}",
-                m["aggregation"].as_str().unwrap_or("raw")
-            ),
-        ];
-        let names: Vec<&str> = m["devices"]
-            .as_array()
-            .map(|d| d.iter().filter_map(|x| x["device_name"].as_str()).collect())
-            .unwrap_or_default();
-        if !names.is_empty() {
-            lines.push(format!("Devices: {}", names.join(", ")));
+        let doc = self
+            .doc
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the PDF was already written"))?;
+        let grid = Grid::new(doc, columns.to_vec(), &want, numeric, 1.6);
+        let aggregation = format!(
+            "Aggregation: {}",
+            metadata["aggregation"].as_str().unwrap_or("raw")
+        );
+        title_block(doc, metadata, vec![aggregation]);
+        if !doc.fits(ROW_H * 3.0) {
+            doc.new_page();
         }
-        lines.push(format!("Generated {}", self.generated));
-        for l in lines {
-            self.say(&l, 9.0);
-        }
-        self.y -= 8.0;
-        self.room(ROW_H * 3.0, false);
-        self.table_header();
+        grid.draw_header(doc);
+        self.grid = Some(grid);
         Ok(())
     }
 
     fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
-        self.room(ROW_H, true);
-        self.y -= ROW_H;
         self.totals.add(cells);
         let mut texts = Vec::with_capacity(cells.len());
         for c in cells {
@@ -525,7 +660,9 @@ impl<W: Write> Sink for PdfSink<W> {
             texts.push(String::from_utf8_lossy(&self.buf).into_owned());
         }
         let right: Vec<bool> = cells.iter().map(|c| matches!(c, Cell::Num(..))).collect();
-        self.cells(
+        let (doc, grid) = self.parts()?;
+        grid.row(
+            doc,
             &texts.iter().map(String::as_str).collect::<Vec<_>>(),
             &right,
         );
@@ -533,45 +670,144 @@ impl<W: Write> Sink for PdfSink<W> {
     }
 
     fn finish(&mut self, record_count: u64, summary: &Value) -> io::Result<()> {
-        self.summary(record_count, summary);
-        if let Some(e) = self.chart.take() {
-            self.chart_page(&e);
-        }
-        self.new_page();
-        let n = self.pages.len();
-        let mut pages = Vec::with_capacity(n);
-        for (i, mut ops) in std::mem::take(&mut self.pages).into_iter().enumerate() {
-            let foot = format!(
-                "{} · generated {} · page {} of {n}",
-                self.title,
-                self.generated,
-                i + 1
-            );
-            let tw = self.fonts.width(&foot, 7.0);
-            self.fonts
-                .text(&mut ops, &foot, self.width - MARGIN - tw, MARGIN, 7.0);
-            pages.push(PdfPage::new(
-                printpdf::Mm::from(Pt(self.width)),
-                printpdf::Mm::from(Pt(self.height)),
-                ops,
-            ));
-        }
-        let bytes = self
+        self.summary(record_count, summary)?;
+        let mut doc = self
             .doc
-            .with_pages(pages)
-            .save(&PdfSaveOptions::default(), &mut Vec::new());
-        let mut out = self
+            .take()
+            .ok_or_else(|| io::Error::other("the PDF was already written"))?;
+        if let Some(c) = self.chart.take() {
+            doc.new_page();
+            let h = doc.y - doc.bottom();
+            doc.chart(&c, &mut self.tzc, h);
+        }
+        let out = self
             .out
             .take()
             .ok_or_else(|| io::Error::other("the PDF was already written"))?;
-        out.write_all(&bytes)?;
-        out.flush()
+        doc.save(out)
+    }
+}
+
+/// Writes a system report: the title block, then each section (the first under the title,
+/// the others from a new page) with its tables and charts.
+pub fn write_report<W: Write>(
+    out: W,
+    style: &Style,
+    generated: &str,
+    mut tzc: TzCache,
+    metadata: &Value,
+    report: &Report,
+) -> io::Result<()> {
+    let mut doc = Doc::new(style, "System report", generated);
+    let sections: Vec<&str> = report.parts.iter().map(|p| p.section.title()).collect();
+    let price = format!(
+        "Price: {} {} per kWh",
+        metadata["price_per_kwh"],
+        metadata["currency"].as_str().unwrap_or_default()
+    );
+    title_block(
+        &mut doc,
+        metadata,
+        vec![format!("Sections: {}", sections.join(", ")), price],
+    );
+    for (i, part) in report.parts.iter().enumerate() {
+        if i > 0 {
+            doc.new_page();
+        }
+        doc.say(part.section.title(), 14.0);
+        for t in &part.tables {
+            if !doc.fits(30.0 + 3.0 * ROW_H) {
+                doc.new_page();
+            }
+            doc.y -= 6.0;
+            doc.say(&t.title, 10.0);
+            report_table(&mut doc, t, &mut tzc);
+        }
+        for c in &part.charts {
+            if !doc.fits(260.0) {
+                doc.new_page();
+            }
+            let h = (doc.y - doc.bottom()).min(330.0);
+            doc.chart(c, &mut tzc, h);
+        }
+    }
+    doc.save(out)
+}
+
+/// A report table: columns as wide as their widest text (within limits), numbers
+/// right-aligned; a vertical table as metric / value lines.
+fn report_table(doc: &mut Doc, t: &Table, tzc: &mut TzCache) {
+    let mut header: Vec<String> = Vec::new();
+    let mut lines: Vec<(Vec<String>, Vec<bool>)> = Vec::new();
+    if t.vertical {
+        header = vec!["metric".into(), "value".into()];
+        for r in &t.rows {
+            for (c, v) in r.values.iter().enumerate() {
+                let numeric = matches!(v, V::Num(..));
+                lines.push((
+                    vec![t.header(c), report::text(v, tzc)],
+                    vec![false, numeric],
+                ));
+            }
+        }
+    } else {
+        header.extend(t.item.iter().chain(&t.period).map(|h| (*h).to_owned()));
+        header.extend((0..t.columns.len()).map(|c| t.header(c)));
+        for r in &t.rows {
+            let mut texts: Vec<String> = Vec::with_capacity(header.len());
+            if t.item.is_some() {
+                texts.push(r.item.clone());
+            }
+            if t.period.is_some() {
+                texts.push(r.period.clone());
+            }
+            let mut right = vec![false; texts.len()];
+            for v in &r.values {
+                texts.push(report::text(v, tzc));
+                right.push(matches!(v, V::Num(..)));
+            }
+            lines.push((texts, right));
+        }
+    }
+    let mut want: Vec<f32> = header
+        .iter()
+        .map(|h| doc.fonts.width(h, TEXT) + 8.0)
+        .collect();
+    for (texts, _) in &lines {
+        for (w, text) in want.iter_mut().zip(texts) {
+            *w = w.max(doc.fonts.width(text, TEXT) + 8.0);
+        }
+    }
+    for w in &mut want {
+        *w = w.clamp(40.0, 220.0);
+    }
+    // A column is right-aligned (header too) when it holds numbers.
+    let right: Vec<bool> = (0..header.len())
+        .map(|c| lines.iter().any(|(_, r)| r[c]))
+        .collect();
+    let grid = Grid::new(doc, header, &want, right, 1.0);
+    grid.draw_header(doc);
+    for (texts, right) in &lines {
+        grid.row(
+            doc,
+            &texts.iter().map(String::as_str).collect::<Vec<_>>(),
+            right,
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chart_steps_are_round() {
+        assert_eq!(nice_step(230.27), 250.0);
+        assert_eq!(nice_step(0.7), 1.0);
+        assert_eq!(nice_step(1.0), 1.0);
+        assert_eq!(nice_step(13.0), 20.0);
+        assert_eq!(nice_step(0.0), 1.0);
+    }
 
     #[test]
     fn characters_no_font_has_are_shown_as_code_points() {

@@ -716,6 +716,7 @@ pub struct Rendered {
 pub fn columns(plan: &Plan) -> Vec<String> {
     match plan.kind {
         Kind::DeviceData => {}
+        Kind::SystemReport { .. } => return super::report::CSV_COLUMNS.map(str::to_owned).to_vec(),
         Kind::AuditLogs(_) => return audit_log::COLUMNS.map(str::to_owned).to_vec(),
         Kind::Configuration { .. } => {
             return configuration::COLUMNS.map(str::to_owned).to_vec();
@@ -739,7 +740,8 @@ fn on_is_bool(plan: &Plan) -> bool {
 
 /// Units and functions of the columns, for metadata.
 pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>) -> Value {
-    if plan.kind != Kind::DeviceData {
+    let report = matches!(plan.kind, Kind::SystemReport { .. });
+    if plan.kind != Kind::DeviceData && !report {
         let mut m = json!({
             "export_id": export_id,
             "created_at": created,
@@ -797,6 +799,23 @@ pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>)
         .chain(&plan.aggregate_fields)
         .map(|c| json!({"name": c.name, "formula": c.text, "unit": c.unit, "aggregate": c.formula.is_aggregate()}))
         .collect();
+    if let Kind::SystemReport { sections, .. } = &plan.kind {
+        let mut m = json!({
+            "export_id": export_id,
+            "export_type": "system_report",
+            "created_at": created,
+            "timezone": plan.tz.name(),
+            "date_range": {"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)},
+            "sections": sections.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "currency": plan.currency,
+            "price_per_kwh": plan.price_per_kwh,
+            "devices": devices,
+        });
+        if let (Some(u), false) = (user, plan.exclude_user_data) {
+            m["created_by"] = json!(u);
+        }
+        return m;
+    }
     let mut m = json!({
         "export_id": export_id,
         "export_type": "device_data",
@@ -831,6 +850,16 @@ pub fn render(
     limits: Limits,
     ctl: &Control,
 ) -> Result<Rendered, RenderError> {
+    if let Kind::SystemReport { report, .. } = &plan.kind {
+        let report = report
+            .as_ref()
+            .ok_or_else(|| RenderError::Invalid("the report was not computed".into()))?;
+        let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let n = super::report::write(report, plan, metadata, &mut out, dir, limits)?;
+        let sha256 = out.close()?;
+        return checked(path, limits, n, sha256, json!({}));
+    }
     let chart = match plan.format {
         Format::Excel | Format::Pdf if plan.include_charts && plan.kind == Kind::DeviceData => {
             Some(excel::daily_energy(store, plan, &ctl.cancel)?)
@@ -850,7 +879,7 @@ pub fn render(
     // Reading and formatting rows are the heaviest stages: two readers take every other device.
     let parts = match plan.kind {
         Kind::DeviceData => plan.devices.len().clamp(1, 2),
-        Kind::AuditLogs(_) | Kind::Configuration { .. } => 0,
+        Kind::AuditLogs(_) | Kind::Configuration { .. } | Kind::SystemReport { .. } => 0,
     };
     let readers = (0..parts)
         .map(|k| Rows::open_part(store, plan, &ctl.cancel, k, parts))
@@ -890,6 +919,7 @@ pub fn render(
                     Kind::DeviceData => "Device data export",
                     Kind::AuditLogs(_) => "Audit log export",
                     Kind::Configuration { .. } => "Configuration export",
+                    Kind::SystemReport { .. } => "System report",
                 };
                 let generated = metadata["created_at"].as_str().unwrap_or_default();
                 Ok(Box::new(pdf::PdfSink::new(
@@ -903,7 +933,7 @@ pub fn render(
             .map_err(RenderError::from)
             .and_then(|()| {
                 match &plan.kind {
-                    Kind::DeviceData => {}
+                    Kind::DeviceData | Kind::SystemReport { .. } => {}
                     Kind::AuditLogs(f) => {
                         let key = plan.audit_key.as_ref().ok_or_else(|| {
                             RenderError::Invalid("no audit key to chain the rows with".into())
@@ -946,12 +976,23 @@ pub fn render(
             (Err(e), Ok(_)) => Err(e),
         }
     })?;
+    checked(path, limits, n, sha256, summary)
+}
+
+/// The result of a render whose file is at `path`, unless the file is over the size limit.
+fn checked(
+    path: &Path,
+    limits: Limits,
+    record_count: u64,
+    sha256: String,
+    summary: Value,
+) -> Result<Rendered, RenderError> {
     let file_size = std::fs::metadata(path)?.len();
     if file_size > limits.max_bytes {
         return Err(RenderError::TooLarge(limits.max_bytes / (1024 * 1024)));
     }
     Ok(Rendered {
-        record_count: n,
+        record_count,
         file_size,
         sha256,
         summary,

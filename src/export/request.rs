@@ -529,6 +529,13 @@ pub enum Kind {
     DeviceData,
     /// Audit log entries matching a filter.
     AuditLogs(crate::store::audit::AuditFilter),
+    /// The system report; `report` is computed by the job runner, which knows the daemon.
+    SystemReport {
+        /// Sections, in report order.
+        sections: Vec<super::report::Section>,
+        /// The computed report.
+        report: Option<super::report::Report>,
+    },
     /// The configuration; `rows` are filled in by the job runner, which has the settings.
     Configuration {
         /// The privacy options.
@@ -540,8 +547,18 @@ pub enum Kind {
 
 /// Refuses options that only apply to device_data in a request of another type.
 pub fn refuse_device_options(req: &CreateRequest, hint: &str) -> Result<(), RequestError> {
+    if req.devices.is_some() {
+        return Err(bad(format!(
+            "devices applies to device_data and system_report exports, not to {} ({hint})",
+            req.export_type
+        )));
+    }
+    refuse_row_options(req, hint)
+}
+
+/// Refuses the row options of device_data (fields, aggregation, filters, custom fields).
+fn refuse_row_options(req: &CreateRequest, hint: &str) -> Result<(), RequestError> {
     let device_only = [
-        ("devices", req.devices.is_some()),
         ("fields", req.fields.is_some()),
         ("aggregation", req.aggregation.is_some()),
         ("aggregation_functions", req.aggregation_functions.is_some()),
@@ -964,11 +981,19 @@ pub fn plan(
                 rows: Vec::new(),
             }
         }
+        "system_report" => {
+            refuse_row_options(req, "use devices, report_sections and privacy_options")?;
+            Kind::SystemReport {
+                sections: super::report::sections_of(req.report_sections.as_ref()).map_err(bad)?,
+                report: None,
+            }
+        }
         _ => Kind::DeviceData,
     };
     let other_type = kind != Kind::DeviceData;
+    let with_devices = !other_type || matches!(kind, Kind::SystemReport { .. });
     let selected: Vec<&DeviceSummary> = match resolved {
-        _ if other_type => Vec::new(),
+        _ if !with_devices => Vec::new(),
         Some(r) => r
             .device_ids
             .iter()
@@ -1087,7 +1112,8 @@ pub fn plan(
         })
         .collect();
     let include_charts = match &req.include_charts {
-        None | Some(serde_json::Value::Null) => false,
+        // A report is a document: charts unless asked not to.
+        None | Some(serde_json::Value::Null) => matches!(kind, Kind::SystemReport { .. }),
         Some(serde_json::Value::Bool(b)) => *b,
         Some(other) => {
             return Err(bad(format!(

@@ -33,6 +33,10 @@ pub struct Entry {
     pub last_seen_ms: Option<i64>,
     /// Last failure, for the API and logs.
     pub last_error: Option<String>,
+    /// Successful polls since the daemon started.
+    pub polls_ok: u64,
+    /// Failed polls since the daemon started.
+    pub polls_failed: u64,
 }
 
 /// Shared registry of devices.
@@ -106,6 +110,8 @@ impl Registry {
                 next_attempt: now,
                 last_seen_ms: None,
                 last_error: None,
+                polls_ok: 0,
+                polls_failed: 0,
             });
         if e.addr != addr {
             tracing::info!(device = %parent.device_id, from = %e.addr, to = %addr, "device moved");
@@ -139,6 +145,7 @@ impl Registry {
             }
             e.status = DeviceStatus::Online;
             e.failures = 0;
+            e.polls_ok += 1;
             e.last_seen_ms = Some(now_ms);
             e.last_error = None;
         }
@@ -155,6 +162,7 @@ impl Registry {
     ) {
         if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
             e.failures += 1;
+            e.polls_failed += 1;
             if e.failures >= OFFLINE_AFTER {
                 if e.status != DeviceStatus::Offline {
                     tracing::warn!(device = %id, addr = %e.addr, %error, "device offline");

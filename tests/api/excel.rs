@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 /// The workbook as openpyxl sees it.
-fn dump(bytes: &[u8]) -> Value {
+pub fn dump(bytes: &[u8]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("export.xlsx");
     std::fs::write(&file, bytes).unwrap();

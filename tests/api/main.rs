@@ -13,4 +13,5 @@ mod helpers;
 mod interop;
 mod pdf;
 mod poller;
+mod report;
 mod storage;

@@ -76,7 +76,7 @@ async fn app(tweak: impl FnOnce(&mut kasad::config::Settings)) -> (TestApp, temp
     (app, data)
 }
 
-fn info(file: &Path) -> (usize, String) {
+pub fn info(file: &Path) -> (usize, String) {
     let text = poppler("pdfinfo", &[], file);
     let pages = text
         .lines()
@@ -198,19 +198,30 @@ async fn pdf_charts_are_drawn_and_letter_pages_are_configurable() {
     assert!(text.contains("Daily energy per device (kWh)"), "{text}");
     assert!(text.contains("Garage Heater") && text.contains("Living Room Lamp"));
     // Render the chart page and look at its plot area: bars make it far from blank.
-    let prefix = data.path().join("chart");
-    let p = pages.to_string();
+    let (dark, area) = drawn(&file, pages, data.path());
+    assert!(dark * 10 > area, "only {dark} of {area} pixels are drawn");
+}
+
+/// Renders `page` of `file` to a gray image in `dir` (pdftoppm) and counts the drawn (dark)
+/// pixels in the middle of the page: (dark, all) in the central 3/5 × 1/2 of it.
+pub fn drawn(file: &Path, page: usize, dir: &Path) -> (usize, usize) {
+    let prefix = dir.join(format!("page{page}"));
+    let p = page.to_string();
     let out = Command::new("pdftoppm")
         .args(["-gray", "-r", "40", "-f", &p, "-l", &p])
-        .arg(&file)
+        .arg(file)
         .arg(&prefix)
         .output()
         .expect("pdftoppm (poppler-utils) is needed");
     assert!(out.status.success());
-    let pgm = std::fs::read_dir(data.path())
+    let pgm = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "pgm"))
+        .find(|f| {
+            f.extension().is_some_and(|e| e == "pgm")
+                && f.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("page{page}-")))
+        })
         .unwrap();
     let img = std::fs::read(pgm).unwrap();
     // P5 header: "P5\nW H\n255\n".
@@ -225,6 +236,5 @@ async fn pdf_charts_are_drawn_and_letter_pages_are_configurable() {
         .flat_map(|y| (x0..x1).map(move |x| (x, y)))
         .filter(|&(x, y)| pixels[y * w + x] < 200)
         .count();
-    let area = (x1 - x0) * (y1 - y0);
-    assert!(dark * 10 > area, "only {dark} of {area} pixels are drawn");
+    (dark, (x1 - x0) * (y1 - y0))
 }

@@ -1,0 +1,1082 @@
+//! The system_report export: what the report holds and how it is computed, in one format-free
+//! model ([`Report`]: sections of tables and charts) that the CSV, JSON, Excel and PDF writers
+//! all render, so every format carries the same numbers.
+//!
+//! Sections (`report_sections`, default all, always in this order):
+//! - `device_summary`: each device's id, address, model, rated power, first seen, newest
+//!   reading, readings stored and status.
+//! - `energy_consumption`: energy, share, average and peak power, on-time per device; energy
+//!   per device per day (ranges up to 62 days) or per month; a stacked bar chart of it.
+//! - `cost_breakdown`: cost per device and per period at the flat price of `[tariff]`.
+//! - `system_health`: daemon uptime, database size, free disk, readings, poll interval; per
+//!   device poll success rate since the daemon started, availability in the range (readings
+//!   stored ÷ readings the poll interval allows), last seen and last error; export counts.
+//! - `usage_patterns`: average load by local hour of day on weekdays and weekends (a line
+//!   chart), each device's weekday and weekend load and daily energy, and top consumers.
+//!
+//! Everything comes from the 15-minute rollups (exact energy, never the raw rows), in the
+//! export's time zone; CSV gets one fact per line (`section,table,item,period,metric,value,
+//! unit`), JSON one object per section, Excel one sheet per table, PDF one page group per
+//! section.
+
+use super::localtime::TzCache;
+use super::render::{Cell, Control, CsvSink, Limits, RenderError, Sink, push_num, round_to};
+use super::request::Plan;
+use crate::domain::DeviceStatus;
+use crate::domain::rollup::{Period, period_end, period_start};
+use crate::poller::registry::Registry;
+use crate::store::Store;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// A report section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Section {
+    /// Devices and their records.
+    DeviceSummary,
+    /// Energy per device and period.
+    EnergyConsumption,
+    /// Cost at the configured price.
+    CostBreakdown,
+    /// Daemon, polling and export health.
+    SystemHealth,
+    /// Load by hour of day, weekday vs weekend, top consumers.
+    UsagePatterns,
+}
+
+/// Every section, in report order.
+pub const SECTIONS: [Section; 5] = [
+    Section::DeviceSummary,
+    Section::EnergyConsumption,
+    Section::CostBreakdown,
+    Section::SystemHealth,
+    Section::UsagePatterns,
+];
+
+impl Section {
+    /// Name in requests and files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::DeviceSummary => "device_summary",
+            Section::EnergyConsumption => "energy_consumption",
+            Section::CostBreakdown => "cost_breakdown",
+            Section::SystemHealth => "system_health",
+            Section::UsagePatterns => "usage_patterns",
+        }
+    }
+
+    /// Heading in documents.
+    pub fn title(self) -> &'static str {
+        match self {
+            Section::DeviceSummary => "Device summary",
+            Section::EnergyConsumption => "Energy consumption",
+            Section::CostBreakdown => "Cost breakdown",
+            Section::SystemHealth => "System health",
+            Section::UsagePatterns => "Usage patterns",
+        }
+    }
+
+    /// The section called `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        SECTIONS.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// Parses `report_sections`: absent means all; otherwise a non-empty list of known names
+/// (duplicates ignored), rendered in report order.
+pub fn sections_of(v: Option<&Value>) -> Result<Vec<Section>, String> {
+    let names = SECTIONS.map(Section::name).join(", ");
+    let list = match v {
+        None | Some(Value::Null) => return Ok(SECTIONS.to_vec()),
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(_) => {
+            return Err(format!(
+                "report_sections must be a non-empty list of: {names}"
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    for s in list {
+        let sec = s
+            .as_str()
+            .and_then(Section::parse)
+            .ok_or_else(|| format!("report_sections: unknown section {s}; known: {names}"))?;
+        out.push(sec);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// What the running daemon knows beyond the store (absent outside a daemon).
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// Daemon start, UTC ms.
+    pub started_ms: i64,
+    /// Devices as the poller sees them.
+    pub registry: Arc<Registry>,
+    /// Poll interval, ms.
+    pub poll_interval_ms: i64,
+    /// The database file.
+    pub db_path: PathBuf,
+}
+
+/// One value of a report table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum V {
+    /// No value (unknown or not applicable).
+    Null,
+    /// Text.
+    Text(String),
+    /// A number shown with at most this many decimals.
+    Num(f64, u8),
+    /// A time, UTC ms (shown in the export's zone).
+    Time(i64),
+}
+
+impl V {
+    /// The value as a render cell.
+    pub fn cell(&self) -> Cell<'_> {
+        match self {
+            V::Null => Cell::Null,
+            V::Text(s) => Cell::Text(s),
+            V::Num(x, d) => Cell::Num(*x, *d),
+            V::Time(t) => Cell::Time(*t),
+        }
+    }
+
+    /// The value as JSON (times as RFC 3339 in the zone of `tzc`).
+    pub fn json(&self, tzc: &mut TzCache) -> Value {
+        match self {
+            V::Null => Value::Null,
+            V::Text(s) => json!(s),
+            // Counts and ranks are integers in JSON too.
+            V::Num(x, 0) if x.abs() < 9e15 => json!(x.round() as i64),
+            V::Num(x, d) if x.is_finite() => json!(round_to(*x, *d)),
+            V::Num(..) => Value::Null,
+            V::Time(t) => json!(text(&V::Time(*t), tzc)),
+        }
+    }
+}
+
+/// A value as display text (times in the zone of `tzc`, without milliseconds).
+pub fn text(v: &V, tzc: &mut TzCache) -> String {
+    let mut b = Vec::new();
+    match v {
+        V::Null => {}
+        V::Text(s) => return s.clone(),
+        V::Num(x, d) => push_num(&mut b, *x, *d),
+        V::Time(t) => tzc.push_rfc3339(&mut b, *t, false),
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// A metric column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Name (snake_case).
+    pub name: &'static str,
+    /// Unit, or "".
+    pub unit: String,
+}
+
+fn col(name: &'static str, unit: &str) -> Column {
+    Column {
+        name,
+        unit: unit.to_owned(),
+    }
+}
+
+/// A table row: what it is about (`item`: a device, an export type …; `period`: a month, an
+/// hour …; either may be empty) and one value per column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Subject.
+    pub item: String,
+    /// Time label.
+    pub period: String,
+    /// Values, one per column.
+    pub values: Vec<V>,
+}
+
+/// A table of a section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Name in files (`by_device`, …).
+    pub key: &'static str,
+    /// Heading in documents.
+    pub title: String,
+    /// Header of the item column, when rows have items.
+    pub item: Option<&'static str>,
+    /// Header of the period column, when rows have periods.
+    pub period: Option<&'static str>,
+    /// Metric columns.
+    pub columns: Vec<Column>,
+    /// Rows.
+    pub rows: Vec<Line>,
+    /// One row shown as metric / value pairs (documents only).
+    pub vertical: bool,
+}
+
+impl Table {
+    fn new(key: &'static str, title: &str, columns: &[Column]) -> Self {
+        Self {
+            key,
+            title: title.to_owned(),
+            item: None,
+            period: None,
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+            vertical: false,
+        }
+    }
+
+    fn items(mut self, header: &'static str) -> Self {
+        self.item = Some(header);
+        self
+    }
+
+    fn periods(mut self, header: &'static str) -> Self {
+        self.period = Some(header);
+        self
+    }
+
+    fn push(&mut self, item: &str, period: &str, values: Vec<V>) {
+        debug_assert_eq!(values.len(), self.columns.len());
+        self.rows.push(Line {
+            item: item.to_owned(),
+            period: period.to_owned(),
+            values,
+        });
+    }
+
+    /// Header of column `c`, with its unit.
+    pub fn header(&self, c: usize) -> String {
+        let Column { name, unit } = &self.columns[c];
+        if unit.is_empty() {
+            (*name).to_owned()
+        } else {
+            format!("{name} ({unit})")
+        }
+    }
+}
+
+/// How a chart draws its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartKind {
+    /// Columns, series stacked.
+    StackedBars,
+    /// One line per series.
+    Lines,
+}
+
+/// A chart: one value per label per series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    /// Title (with the unit).
+    pub title: String,
+    /// Axis unit.
+    pub unit: &'static str,
+    /// Drawing.
+    pub kind: ChartKind,
+    /// Name of the label column (`date`, `month`, `hour`).
+    pub label_name: &'static str,
+    /// Category labels (times are local day starts).
+    pub labels: Vec<V>,
+    /// (name, one value per label).
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+/// A section with its tables and charts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// Which section.
+    pub section: Section,
+    /// Tables, in order.
+    pub tables: Vec<Table>,
+    /// Charts, in order.
+    pub charts: Vec<Chart>,
+}
+
+/// A whole report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Sections, in report order.
+    pub parts: Vec<Part>,
+}
+
+impl Report {
+    /// Rows of all tables.
+    pub fn rows(&self) -> u64 {
+        self.parts
+            .iter()
+            .flat_map(|p| &p.tables)
+            .map(|t| t.rows.len() as u64)
+            .sum()
+    }
+}
+
+/// What the rollups say about one device over the range.
+#[derive(Debug, Clone, Default)]
+struct Acc {
+    energy_mwh: i64,
+    samples: u64,
+    peak_mw: Option<i64>,
+    on_ms: i64,
+    /// Buckets holding readings or energy.
+    covered: u64,
+    /// Energy per period start.
+    by_period: BTreeMap<i64, i64>,
+    /// [weekday, weekend][local hour] → (energy mWh, covered buckets).
+    hours: [[(i64, u32); 24]; 2],
+    /// [weekday, weekend] → distinct local days with data.
+    days: [u32; 2],
+    last_day: Option<i64>,
+}
+
+/// Share `part / whole` in percent, or null.
+fn pct(part: f64, whole: f64) -> V {
+    if whole > 0.0 {
+        V::Num(100.0 * part / whole, 1)
+    } else {
+        V::Null
+    }
+}
+
+fn kwh(mwh: i64) -> f64 {
+    mwh as f64 / 1e6
+}
+
+/// Average load, W, of `mwh` spread over `buckets` quarter hours.
+fn load_w(mwh: i64, buckets: u64) -> V {
+    if buckets == 0 {
+        V::Null
+    } else {
+        V::Num(mwh as f64 / (buckets as f64 * 250.0), 1)
+    }
+}
+
+fn opt_time(t: Option<i64>) -> V {
+    t.map_or(V::Null, V::Time)
+}
+
+/// Computes the report of `plan` (its devices, range, zone and price) for `sections`.
+pub fn build(
+    store: &Store,
+    plan: &Plan,
+    sections: &[Section],
+    runtime: Option<&Runtime>,
+    now_ms: i64,
+    ctl: &Control,
+) -> Result<Report, RenderError> {
+    let by_month = plan.end_ms - plan.start_ms > 62 * 86_400_000;
+    let period = if by_month { Period::Month } else { Period::Day };
+    let mut tzc = TzCache::new(plan.tz);
+    let mut accs = Vec::with_capacity(plan.devices.len());
+    for (k, d) in plan.devices.iter().enumerate() {
+        let mut a = Acc::default();
+        let mut cur = (i64::MIN, i64::MIN); // current period (start, end)
+        for b in store.scan_buckets(&d.id, plan.start_ms, plan.end_ms)? {
+            let b = b?;
+            if b.samples == 0 && b.energy_mwh == 0 && b.on_ms == 0 {
+                continue;
+            }
+            if b.start_ms >= cur.1 {
+                let s = period_start(b.start_ms, period, plan.tz);
+                cur = (s, period_end(s, period, plan.tz));
+            }
+            *a.by_period.entry(cur.0).or_default() += b.energy_mwh;
+            a.energy_mwh += b.energy_mwh;
+            a.samples += u64::from(b.samples);
+            a.on_ms += b.on_ms;
+            a.covered += 1;
+            if b.meter_samples > 0 {
+                a.peak_mw = Some(a.peak_mw.map_or(b.power.max, |p| p.max(b.power.max)));
+            }
+            let l = tzc.local(b.start_ms);
+            let class = usize::from(l.weekday >= 6);
+            let h = &mut a.hours[class][l.hour as usize];
+            h.0 += b.energy_mwh;
+            h.1 += 1;
+            if a.last_day != Some(l.day) {
+                a.last_day = Some(l.day);
+                a.days[class] += 1;
+            }
+        }
+        accs.push(a);
+        if ctl.cancel.load(Ordering::Relaxed) {
+            return Err(RenderError::Cancelled);
+        }
+        let share = 90 * (k + 1) / plan.devices.len().max(1);
+        ctl.progress.store(share as u8, Ordering::Relaxed);
+    }
+    let ctx = Ctx {
+        store,
+        plan,
+        accs: &accs,
+        period,
+        runtime,
+        now_ms,
+    };
+    let mut parts = Vec::new();
+    for &s in sections {
+        parts.push(match s {
+            Section::DeviceSummary => ctx.device_summary()?,
+            Section::EnergyConsumption => ctx.energy(),
+            Section::CostBreakdown => ctx.cost(),
+            Section::SystemHealth => ctx.health()?,
+            Section::UsagePatterns => ctx.usage(),
+        });
+    }
+    if !plan.include_charts {
+        parts.iter_mut().for_each(|p| p.charts.clear());
+    }
+    Ok(Report { parts })
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    plan: &'a Plan,
+    accs: &'a [Acc],
+    period: Period,
+    runtime: Option<&'a Runtime>,
+    now_ms: i64,
+}
+
+impl Ctx<'_> {
+    fn total_mwh(&self) -> i64 {
+        self.accs.iter().map(|a| a.energy_mwh).sum()
+    }
+
+    fn period_name(&self) -> &'static str {
+        if self.period == Period::Month {
+            "month"
+        } else {
+            "date"
+        }
+    }
+
+    /// Every period start of the range, in order.
+    fn periods(&self) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut s = period_start(self.plan.start_ms, self.period, self.plan.tz);
+        while s < self.plan.end_ms {
+            out.push(s);
+            s = period_end(s, self.period, self.plan.tz);
+        }
+        out
+    }
+
+    fn period_label(&self, start: i64) -> String {
+        let t = text(&V::Time(start), &mut TzCache::new(self.plan.tz));
+        let len = if self.period == Period::Month { 7 } else { 10 };
+        t.get(..len).unwrap_or_default().to_owned()
+    }
+
+    fn device_summary(&self) -> Result<Part, RenderError> {
+        let stored: HashMap<_, _> = self
+            .store
+            .devices()?
+            .into_iter()
+            .map(|d| (d.record.info.device_id.clone(), d))
+            .collect();
+        let mut t = Table::new(
+            "devices",
+            "Devices",
+            &[
+                col("device_id", ""),
+                col("device_ip", ""),
+                col("model", ""),
+                col("type", ""),
+                col("rated_power", "W"),
+                col("first_seen", ""),
+                col("last_reading", ""),
+                col("readings_stored", ""),
+                col("status", ""),
+            ],
+        )
+        .items("device");
+        for d in &self.plan.devices {
+            let s = stored.get(&d.id);
+            let kind = s.map_or(V::Null, |s| {
+                V::Text(
+                    serde_json::to_value(s.record.info.device_type)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                )
+            });
+            t.push(
+                &d.name,
+                "",
+                vec![
+                    V::Text(d.shown_id.clone()),
+                    V::Text(d.ip.clone()),
+                    V::Text(d.model.clone()),
+                    kind,
+                    d.rated_power.map_or(V::Null, |p| V::Num(p, 1)),
+                    opt_time(s.map(|s| s.record.first_seen_ms)),
+                    opt_time(s.and_then(|s| s.last_reading_ms)),
+                    s.map_or(V::Null, |s| V::Num(s.data_points as f64, 0)),
+                    self.status(d)
+                        .map_or(V::Null, |e| V::Text(status_name(e.status))),
+                ],
+            );
+        }
+        Ok(Part {
+            section: Section::DeviceSummary,
+            tables: vec![t],
+            charts: Vec::new(),
+        })
+    }
+
+    fn status(&self, d: &super::request::DeviceMeta) -> Option<crate::poller::registry::Entry> {
+        self.runtime?.registry.find(&d.id)
+    }
+
+    fn energy(&self) -> Part {
+        let total = self.total_mwh();
+        let days = (self.plan.end_ms - self.plan.start_ms) as f64 / 86_400_000.0;
+        let mut by_device = Table::new(
+            "by_device",
+            "Energy per device",
+            &[
+                col("energy", "kWh"),
+                col("share", "%"),
+                col("average_power", "W"),
+                col("peak_power", "W"),
+                col("on_time", "h"),
+                col("daily_energy", "kWh"),
+            ],
+        )
+        .items("device");
+        for (d, a) in self.plan.devices.iter().zip(self.accs) {
+            by_device.push(
+                &d.name,
+                "",
+                vec![
+                    V::Num(kwh(a.energy_mwh), 3),
+                    pct(a.energy_mwh as f64, total as f64),
+                    load_w(a.energy_mwh, a.covered),
+                    a.peak_mw.map_or(V::Null, |p| V::Num(p as f64 / 1000.0, 1)),
+                    V::Num(a.on_ms as f64 / 3_600_000.0, 2),
+                    V::Num(kwh(a.energy_mwh) / days.max(1.0 / 96.0), 3),
+                ],
+            );
+        }
+        let periods = self.periods();
+        let pname = self.period_name();
+        let mut by_period = Table::new(
+            if self.period == Period::Month {
+                "by_month"
+            } else {
+                "by_day"
+            },
+            if self.period == Period::Month {
+                "Energy per device per month"
+            } else {
+                "Energy per device per day"
+            },
+            &[col("energy", "kWh")],
+        )
+        .items("device")
+        .periods(pname);
+        let mut series = Vec::new();
+        for (d, a) in self.plan.devices.iter().zip(self.accs) {
+            let values: Vec<f64> = periods
+                .iter()
+                .map(|p| kwh(a.by_period.get(p).copied().unwrap_or(0)))
+                .collect();
+            for (p, v) in periods.iter().zip(&values) {
+                by_period.push(&d.name, &self.period_label(*p), vec![V::Num(*v, 3)]);
+            }
+            series.push((d.name.clone(), values));
+        }
+        let mut totals = Table::new(
+            "totals",
+            "Totals",
+            &[
+                col("devices", ""),
+                col("energy", "kWh"),
+                col("average_power", "W"),
+                col("days", ""),
+            ],
+        );
+        totals.vertical = true;
+        let hours = days * 24.0;
+        totals.push(
+            "",
+            "",
+            vec![
+                V::Num(self.plan.devices.len() as f64, 0),
+                V::Num(kwh(total), 3),
+                V::Num(total as f64 / 1000.0 / hours.max(1e-9), 1),
+                V::Num(days, 2),
+            ],
+        );
+        let chart = Chart {
+            title: format!(
+                "{} per device (kWh)",
+                by_period.title.replace(" per device", "")
+            ),
+            unit: "kWh",
+            kind: ChartKind::StackedBars,
+            label_name: pname,
+            labels: periods
+                .iter()
+                .map(|p| V::Text(self.period_label(*p)))
+                .collect(),
+            series,
+        };
+        Part {
+            section: Section::EnergyConsumption,
+            tables: vec![totals, by_device, by_period],
+            charts: vec![chart],
+        }
+    }
+
+    fn cost(&self) -> Part {
+        let (price, cur) = (self.plan.price_per_kwh, self.plan.currency.as_str());
+        let columns = [
+            col("energy", "kWh"),
+            col("price", "per kWh"),
+            col("cost", cur),
+        ];
+        let mut by_device = Table::new("by_device", "Cost per device", &columns).items("device");
+        let row = |mwh: i64| {
+            vec![
+                V::Num(kwh(mwh), 3),
+                V::Num(price, 4),
+                V::Num(kwh(mwh) * price, 2),
+            ]
+        };
+        for (d, a) in self.plan.devices.iter().zip(self.accs) {
+            by_device.push(&d.name, "", row(a.energy_mwh));
+        }
+        by_device.push("All devices", "", row(self.total_mwh()));
+        let mut by_period = Table::new(
+            if self.period == Period::Month {
+                "by_month"
+            } else {
+                "by_day"
+            },
+            if self.period == Period::Month {
+                "Cost per month (all devices)"
+            } else {
+                "Cost per day (all devices)"
+            },
+            &columns,
+        )
+        .periods(self.period_name());
+        for p in self.periods() {
+            let mwh = self
+                .accs
+                .iter()
+                .map(|a| a.by_period.get(&p).copied().unwrap_or(0))
+                .sum();
+            by_period.push("", &self.period_label(p), row(mwh));
+        }
+        Part {
+            section: Section::CostBreakdown,
+            tables: vec![by_device, by_period],
+            charts: Vec::new(),
+        }
+    }
+
+    fn health(&self) -> Result<Part, RenderError> {
+        let rt = self.runtime;
+        let stored = self.store.devices()?;
+        let exports = self.store.exports()?;
+        let mut daemon = Table::new(
+            "daemon",
+            "Daemon",
+            &[
+                col("version", ""),
+                col("started", ""),
+                col("uptime", "h"),
+                col("poll_interval", "s"),
+                col("devices_known", ""),
+                col("devices_online", ""),
+                col("readings_stored", ""),
+                col("database_size", "MB"),
+                col("disk_free", "MB"),
+                col("exports_kept", ""),
+            ],
+        );
+        daemon.vertical = true;
+        let mb = |b: u64| V::Num(b as f64 / (1024.0 * 1024.0), 1);
+        let entries = rt.map(|r| r.registry.snapshot()).unwrap_or_default();
+        let online = entries
+            .iter()
+            .filter(|e| e.status == DeviceStatus::Online)
+            .count();
+        daemon.push(
+            "",
+            "",
+            vec![
+                V::Text(env!("CARGO_PKG_VERSION").into()),
+                opt_time(rt.map(|r| r.started_ms)),
+                rt.map_or(V::Null, |r| {
+                    V::Num((self.now_ms - r.started_ms) as f64 / 3_600_000.0, 2)
+                }),
+                rt.map_or(V::Null, |r| V::Num(r.poll_interval_ms as f64 / 1000.0, 1)),
+                V::Num(stored.len() as f64, 0),
+                rt.map_or(V::Null, |_| V::Num(online as f64, 0)),
+                V::Num(stored.iter().map(|d| d.data_points).sum::<u64>() as f64, 0),
+                rt.and_then(|r| std::fs::metadata(&r.db_path).ok())
+                    .map_or(V::Null, |m| mb(m.len())),
+                rt.and_then(|r| free_bytes(r.db_path.parent()?))
+                    .map_or(V::Null, mb),
+                V::Num(
+                    exports
+                        .iter()
+                        .filter(|e| e.status == super::Status::Completed)
+                        .count() as f64,
+                    0,
+                ),
+            ],
+        );
+        let mut devices = Table::new(
+            "devices",
+            "Polling and availability",
+            &[
+                col("status", ""),
+                col("last_seen", ""),
+                col("poll_success_rate", "%"),
+                col("polls_ok", ""),
+                col("polls_failed", ""),
+                col("availability", "%"),
+                col("readings_in_range", ""),
+                col("last_error", ""),
+            ],
+        )
+        .items("device");
+        let first_seen: HashMap<_, _> = stored
+            .iter()
+            .map(|d| {
+                let r = &d.record;
+                (
+                    r.info.device_id.clone(),
+                    (r.first_seen_ms, r.info.ip().to_owned()),
+                )
+            })
+            .collect();
+        for (d, a) in self.plan.devices.iter().zip(self.accs) {
+            let e = self.status(d);
+            let (first, real_ip) = first_seen
+                .get(&d.id)
+                .cloned()
+                .unwrap_or((self.plan.start_ms, String::new()));
+            let availability = rt.map_or(V::Null, |r| {
+                let from = self.plan.start_ms.max(first);
+                let to = self.plan.end_ms.min(self.now_ms);
+                let expected = (to - from) as f64 / r.poll_interval_ms.max(1) as f64;
+                if expected >= 1.0 {
+                    V::Num((100.0 * a.samples as f64 / expected).min(100.0), 1)
+                } else {
+                    V::Null
+                }
+            });
+            let (ok, failed) = e.as_ref().map_or((0, 0), |e| (e.polls_ok, e.polls_failed));
+            // The error text names the device's address: keep it as private as the rest.
+            let error = e.as_ref().and_then(|e| e.last_error.clone()).map(|s| {
+                if real_ip.is_empty() {
+                    s
+                } else {
+                    s.replace(&real_ip, &d.ip)
+                }
+            });
+            devices.push(
+                &d.name,
+                "",
+                vec![
+                    e.as_ref()
+                        .map_or(V::Null, |e| V::Text(status_name(e.status))),
+                    opt_time(e.as_ref().and_then(|e| e.last_seen_ms)),
+                    pct(ok as f64, (ok + failed) as f64),
+                    e.as_ref().map_or(V::Null, |_| V::Num(ok as f64, 0)),
+                    e.as_ref().map_or(V::Null, |_| V::Num(failed as f64, 0)),
+                    availability,
+                    V::Num(a.samples as f64, 0),
+                    error.map_or(V::Null, V::Text),
+                ],
+            );
+        }
+        let mut counts = Table::new(
+            "exports",
+            "Exports",
+            &[
+                col("completed", ""),
+                col("failed", ""),
+                col("other", ""),
+                col("size", "MB"),
+            ],
+        )
+        .items("export_type");
+        let mut by_type: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
+        for e in exports.iter().filter(|e| e.deleted_ms.is_none()) {
+            let c = by_type.entry(&e.export_type).or_default();
+            match e.status {
+                super::Status::Completed => c.0 += 1,
+                super::Status::Failed => c.1 += 1,
+                _ => c.2 += 1,
+            }
+            c.3 += e.file_size.unwrap_or(0);
+        }
+        for (t, (done, failed, other, size)) in by_type {
+            let n = |x: u64| V::Num(x as f64, 0);
+            counts.push(t, "", vec![n(done), n(failed), n(other), mb(size)]);
+        }
+        Ok(Part {
+            section: Section::SystemHealth,
+            tables: vec![daemon, devices, counts],
+            charts: Vec::new(),
+        })
+    }
+
+    fn usage(&self) -> Part {
+        let mut by_hour = Table::new(
+            "by_hour",
+            "Average load by hour of day (all devices)",
+            &[
+                col("weekday_load", "W"),
+                col("weekend_load", "W"),
+                col("all_days_load", "W"),
+            ],
+        )
+        .periods("hour");
+        let mut series = [Vec::new(), Vec::new(), Vec::new()];
+        let mut labels = Vec::new();
+        for h in 0..24 {
+            // Each device's average at this hour, summed: a device without data then adds
+            // nothing instead of dragging the average down.
+            let mut w = [0.0; 3];
+            let mut any = [false; 3];
+            for a in self.accs {
+                let (e0, n0) = a.hours[0][h];
+                let (e1, n1) = a.hours[1][h];
+                for (k, (e, n)) in [(e0, n0), (e1, n1), (e0 + e1, n0 + n1)].iter().enumerate() {
+                    if let V::Num(x, _) = load_w(*e, u64::from(*n)) {
+                        w[k] += x;
+                        any[k] = true;
+                    }
+                }
+            }
+            let v = |k: usize| {
+                if any[k] { V::Num(w[k], 1) } else { V::Null }
+            };
+            let label = format!("{h:02}:00");
+            by_hour.push("", &label, vec![v(0), v(1), v(2)]);
+            for (k, s) in series.iter_mut().enumerate() {
+                s.push(round_to(w[k], 1));
+            }
+            labels.push(V::Text(label));
+        }
+        let mut week = Table::new(
+            "weekday_weekend",
+            "Weekdays and weekends per device",
+            &[
+                col("weekday_load", "W"),
+                col("weekend_load", "W"),
+                col("weekday_daily_energy", "kWh"),
+                col("weekend_daily_energy", "kWh"),
+            ],
+        )
+        .items("device");
+        for (d, a) in self.plan.devices.iter().zip(self.accs) {
+            let class = |c: usize| {
+                let (e, n) = a.hours[c]
+                    .iter()
+                    .fold((0, 0u64), |(e, n), h| (e + h.0, n + u64::from(h.1)));
+                let daily = if a.days[c] > 0 {
+                    V::Num(kwh(e) / f64::from(a.days[c]), 3)
+                } else {
+                    V::Null
+                };
+                (load_w(e, n), daily)
+            };
+            let ((l0, d0), (l1, d1)) = (class(0), class(1));
+            week.push(&d.name, "", vec![l0, l1, d0, d1]);
+        }
+        let total = self.total_mwh();
+        let mut top = Table::new(
+            "top_consumers",
+            "Top consumers",
+            &[col("rank", ""), col("energy", "kWh"), col("share", "%")],
+        )
+        .items("device");
+        let mut order: Vec<usize> = (0..self.accs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.accs[i].energy_mwh));
+        for (rank, i) in order.into_iter().enumerate() {
+            let e = self.accs[i].energy_mwh;
+            top.push(
+                &self.plan.devices[i].name,
+                "",
+                vec![
+                    V::Num(rank as f64 + 1.0, 0),
+                    V::Num(kwh(e), 3),
+                    pct(e as f64, total as f64),
+                ],
+            );
+        }
+        let [wd, we, _] = series;
+        let chart = Chart {
+            title: "Average load by hour of day (W)".into(),
+            unit: "W",
+            kind: ChartKind::Lines,
+            label_name: "hour",
+            labels,
+            series: vec![("Weekdays".into(), wd), ("Weekends".into(), we)],
+        };
+        Part {
+            section: Section::UsagePatterns,
+            tables: vec![by_hour, week, top],
+            charts: vec![chart],
+        }
+    }
+}
+
+fn status_name(s: DeviceStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// The CSV columns: one fact per line.
+pub const CSV_COLUMNS: [&str; 7] = [
+    "section", "table", "item", "period", "metric", "value", "unit",
+];
+
+/// Writes `report` as CSV facts to `sink` (begun with [`CSV_COLUMNS`]).
+fn write_facts(report: &Report, sink: &mut dyn Sink, limits: Limits) -> Result<u64, RenderError> {
+    let mut n = 0u64;
+    for p in &report.parts {
+        for t in &p.tables {
+            for r in &t.rows {
+                for (c, v) in t.columns.iter().zip(&r.values) {
+                    n += 1;
+                    if n > limits.max_records {
+                        return Err(RenderError::TooManyRecords(limits.max_records));
+                    }
+                    sink.row(&[
+                        Cell::Text(p.section.name()),
+                        Cell::Text(t.key),
+                        Cell::Text(&r.item),
+                        Cell::Text(&r.period),
+                        Cell::Text(c.name),
+                        v.cell(),
+                        Cell::Text(&c.unit),
+                    ])?;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The report as one JSON document: `{"metadata":…,"report":{section:{"title",
+/// "tables":{key:{"title","columns":[{name,unit}],"rows":[{item?,period?,column:value}]}},
+/// "charts":[…]}},"record_count":N}`.
+pub fn to_json(report: &Report, metadata: &Value, tzc: &mut TzCache) -> Value {
+    let mut sections = Map::new();
+    for p in &report.parts {
+        let mut tables = Map::new();
+        for t in &p.tables {
+            let rows: Vec<Value> = t
+                .rows
+                .iter()
+                .map(|r| {
+                    let mut o = Map::new();
+                    if let Some(h) = t.item {
+                        o.insert(h.into(), json!(r.item));
+                    }
+                    if let Some(h) = t.period {
+                        o.insert(h.into(), json!(r.period));
+                    }
+                    for (c, v) in t.columns.iter().zip(&r.values) {
+                        o.insert(c.name.into(), v.json(tzc));
+                    }
+                    Value::Object(o)
+                })
+                .collect();
+            let columns: Vec<Value> = t
+                .columns
+                .iter()
+                .map(|c| json!({"name": c.name, "unit": (!c.unit.is_empty()).then_some(&c.unit)}))
+                .collect();
+            tables.insert(
+                t.key.into(),
+                json!({"title": t.title, "columns": columns, "rows": rows}),
+            );
+        }
+        let charts: Vec<Value> = p
+            .charts
+            .iter()
+            .map(|c| {
+                json!({
+                    "title": c.title,
+                    "labels": c.labels.iter().map(|l| l.json(tzc)).collect::<Vec<_>>(),
+                    "series": c.series.iter().map(|(n, v)| json!({"name": n, "values": v})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        sections.insert(
+            p.section.name().into(),
+            json!({"title": p.section.title(), "tables": tables, "charts": charts}),
+        );
+    }
+    json!({"metadata": metadata, "report": sections, "record_count": report.rows()})
+}
+
+/// Renders `report` in the plan's format to `out`; returns the record count (table rows; for
+/// CSV, facts).
+pub fn write<W: Write + Send>(
+    report: &Report,
+    plan: &Plan,
+    metadata: &Value,
+    out: W,
+    temp_dir: &Path,
+    limits: Limits,
+) -> Result<u64, RenderError> {
+    let rows = report.rows();
+    if rows > limits.max_records {
+        return Err(RenderError::TooManyRecords(limits.max_records));
+    }
+    let mut tzc = TzCache::new(plan.tz);
+    match plan.format {
+        super::Format::Csv => {
+            let mut sink = CsvSink::new(out, plan.delimiter, plan.include_headers, tzc, false);
+            let columns = CSV_COLUMNS.map(str::to_owned);
+            sink.begin(&columns, metadata)?;
+            let n = write_facts(report, &mut sink, limits)?;
+            sink.finish(n, &Value::Null)?;
+            Ok(n)
+        }
+        super::Format::Json => {
+            let mut out = io::BufWriter::new(out);
+            serde_json::to_writer(&mut out, &to_json(report, metadata, &mut tzc))
+                .map_err(io::Error::from)?;
+            out.flush()?;
+            Ok(rows)
+        }
+        super::Format::Excel => {
+            super::excel::write_report(out, temp_dir, tzc, metadata, report)?;
+            Ok(rows)
+        }
+        super::Format::Pdf => {
+            let generated = metadata["created_at"].as_str().unwrap_or_default();
+            super::pdf::write_report(out, &plan.pdf, generated, tzc, metadata, report)?;
+            Ok(rows)
+        }
+    }
+}
