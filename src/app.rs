@@ -150,6 +150,15 @@ pub async fn start_with(
         let (s, k, pw, now) = (store.clone(), audit_key.clone(), pw.clone(), clock.now_ms());
         tokio::task::spawn_blocking(move || ensure_admin(&s, &k, &pw, now)).await??;
     }
+    {
+        let (s, seed) = (store.clone(), settings.tariff.clone());
+        let stored = tokio::task::spawn_blocking(move || s.tariffs_seed(&seed)).await??;
+        if stored.first() != Some(&settings.tariff) {
+            tracing::info!(
+                "[tariff] in the config differs from the stored first version; prices change through PUT /api/tariffs"
+            );
+        }
+    }
     let (writer, writer_task) =
         store::writer::spawn(store.clone(), settings.storage.commit_interval.0);
     let registry = Arc::new(Registry::default());

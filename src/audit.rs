@@ -43,11 +43,13 @@ pub enum EventType {
     AuditRetention,
     /// An export will be deleted by retention soon.
     ExportExpiring,
+    /// A tariff version was added.
+    TariffChanged,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -62,6 +64,7 @@ impl EventType {
         EventType::UserDeleted,
         EventType::AuditRetention,
         EventType::ExportExpiring,
+        EventType::TariffChanged,
     ];
 
     /// The upper-case name.

@@ -247,7 +247,9 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
         max_records_per_export: u64::MAX,
         ..Default::default()
     };
-    let tariff = crate::config::Tariff::default();
+    let tariff =
+        crate::tariff::Versions::compile(&[crate::config::Tariff::default()], chrono_tz::Tz::UTC)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = serde_json::Map::new();
     out.insert("readings_stored".into(), json!(n));
     for format in ["csv", "json", "excel"] {
@@ -261,7 +263,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
             devices: &summaries,
             default_tz: chrono_tz::Tz::UTC,
             limits: &limits_cfg,
-            tariff: &tariff,
+            tariffs: &tariff,
             privacy_key: &[0; 32],
             now_ms: end,
         };
@@ -326,7 +328,9 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     let store = Store::open(&path, 16)?;
     let summaries = store.devices()?;
     let limits_cfg = crate::config::Exports::default();
-    let tariff = crate::config::Tariff::default();
+    let tariff =
+        crate::tariff::Versions::compile(&[crate::config::Tariff::default()], chrono_tz::Tz::UTC)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let body: CreateRequest = serde_json::from_value(json!({
         "export_type": "system_report", "format": "pdf",
         "date_range": {"start": "2025-01-01", "end": "2025-12-31"},
@@ -336,7 +340,7 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         devices: &summaries,
         default_tz: chrono_tz::Tz::UTC,
         limits: &limits_cfg,
-        tariff: &tariff,
+        tariffs: &tariff,
         privacy_key: &[0; 32],
         now_ms: start + 366 * 86_400_000,
     };

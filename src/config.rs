@@ -321,24 +321,10 @@ impl Default for Retention {
     }
 }
 
-/// `[tariff]`: a flat electricity price (time-of-use and tiers come with the tariff engine).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Tariff {
-    /// Price of one kWh.
-    pub price_per_kwh: f64,
-    /// ISO 4217 currency code, shown beside costs.
-    pub currency: String,
-}
-
-impl Default for Tariff {
-    fn default() -> Self {
-        Self {
-            price_per_kwh: 0.15,
-            currency: "USD".into(),
-        }
-    }
-}
+/// `[tariff]`: the first tariff version (flat at `price_per_kwh` unless `rates` says
+/// otherwise); see [`crate::tariff`]. Seeds the database once; later versions come from
+/// `PUT /api/tariffs`.
+pub use crate::tariff::Tariff;
 
 /// `[[devices]]`: a device polled without being discovered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -537,9 +523,8 @@ impl Settings {
                 ));
             }
         }
-        if !(self.tariff.price_per_kwh.is_finite() && self.tariff.price_per_kwh >= 0.0) {
-            return Err(invalid("tariff.price_per_kwh", "must be a number >= 0"));
-        }
+        crate::tariff::Compiled::new(&self.tariff, self.tz()?)
+            .map_err(|e| invalid(&format!("tariff.{}", e.field), e.message))?;
         if let Some(u) = &self.http.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {

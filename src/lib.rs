@@ -12,6 +12,7 @@
 //! - [`store`]: redb persistence (schema, writer task, queries).
 //! - [`series`]: raw and rolled-up reading series for the API.
 //! - [`export`]: the export engine (jobs, rows, formats, retention); [`cron`]: its scheduler.
+//! - [`tariff`]: tariff versions and the cost engine.
 //! - [`api`]: the axum HTTP API.
 //! - [`app`]: composition root and ordered shutdown; [`demo`]: `kasad demo`.
 //! - [`admin`]: `kasad user …` / `kasad audit verify`, directly or over the admin socket.
@@ -38,4 +39,5 @@ pub mod series;
 pub mod shutdown;
 pub mod sim;
 pub mod store;
+pub mod tariff;
 pub mod telemetry;

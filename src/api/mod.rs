@@ -14,6 +14,7 @@ pub mod guard;
 pub mod health;
 pub mod openapi;
 pub mod pages;
+pub mod tariffs;
 pub mod users;
 
 use crate::audit::Event;
@@ -31,7 +32,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, patch, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use guard::Access;
 use std::sync::Arc;
 use std::time::Duration;
@@ -324,6 +325,24 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 "Run the export retention sweep now",
             ),
             post(exports::cleanup),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/tariffs",
+                Requires(SystemConfig),
+                "Tariff versions and the one in force",
+            ),
+            get(tariffs::get),
+        ),
+        (
+            doc(
+                Method::PUT,
+                "/tariffs",
+                Requires(SystemConfig),
+                "Add a tariff version from its effective_from",
+            ),
+            put(tariffs::put),
         ),
         (
             doc(

@@ -321,9 +321,9 @@ pub fn write_report<W: Write + Send>(
     let bold = Format::new().set_bold();
     let time = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
     let m = metadata;
-    let sections: Vec<&str> = report.parts.iter().map(|p| p.section.name()).collect();
+    let sections: Vec<&str> = report.parts.iter().map(|p| p.name).collect();
     let info = [
-        ("Report", "System report".to_owned()),
+        ("Report", report.title.clone()),
         ("Export", text_of(&m["export_id"])),
         ("Created", text_of(&m["created_at"])),
         ("From", text_of(&m["date_range"]["start"])),

@@ -173,15 +173,41 @@ impl Exporter {
     ) -> Result<Plan, CreateError> {
         let devices = self.store.devices()?;
         let s = &self.cfg.settings;
+        let tariffs = self.tariffs()?;
         let ctx = PlanCtx {
             devices: &devices,
             default_tz: self.cfg.tz,
             limits: &s.exports,
-            tariff: &s.tariff,
+            tariffs: &tariffs,
             privacy_key: self.privacy_key.bytes(),
             now_ms: self.clock.now_ms(),
         };
-        Ok(request::plan(body, &ctx, resolved)?)
+        let mut plan = request::plan(body, &ctx, resolved)?;
+        if !matches!(*plan.prices, crate::tariff::engine::Prices::Const(_)) {
+            let ids: Vec<_> = devices
+                .iter()
+                .map(|d| d.record.info.device_id.clone())
+                .collect();
+            let prices = crate::tariff::engine::prices(
+                &self.store,
+                &tariffs,
+                &ids,
+                plan.start_ms,
+                plan.end_ms,
+            )?;
+            plan.prices = Arc::new(prices);
+        }
+        Ok(plan)
+    }
+
+    /// The tariff versions (the configured tariff when none is stored yet).
+    pub fn tariffs(&self) -> Result<crate::tariff::Versions, CreateError> {
+        let mut list = self.store.tariffs()?;
+        if list.is_empty() {
+            list.push(self.cfg.settings.tariff.clone());
+        }
+        crate::tariff::Versions::compile(&list, self.cfg.tz)
+            .map_err(|e| CreateError::Store(store::Error::Corrupt(format!("stored tariff: {e}"))))
     }
 
     /// A render slot (previews take one like exports do); None once the daemon stops.
@@ -380,13 +406,38 @@ impl Exporter {
             let (settings, key) = (&self.cfg.settings, self.privacy_key.bytes());
             *rows = configuration::rows(&self.store, settings, privacy, key)?;
         }
-        if let request::Kind::SystemReport { sections, .. } = &plan.kind {
-            let rt = self.cfg.runtime.as_ref();
-            let now = self.clock.now_ms();
-            let built = super::report::build(&self.store, &plan, sections, rt, now, ctl)?;
-            if let request::Kind::SystemReport { report, .. } = &mut plan.kind {
-                *report = Some(built);
+        let built = match &plan.kind {
+            request::Kind::SystemReport { sections, .. } => {
+                let rt = self.cfg.runtime.as_ref();
+                let now = self.clock.now_ms();
+                Some(super::report::build(
+                    &self.store,
+                    &plan,
+                    sections,
+                    rt,
+                    now,
+                    ctl,
+                )?)
             }
+            request::Kind::CostAnalysis {
+                grouping,
+                breakdown,
+                ..
+            } => Some(super::cost::report(
+                &self.store,
+                &plan,
+                *grouping,
+                *breakdown,
+                ctl,
+            )?),
+            _ => None,
+        };
+        if let (
+            Some(b),
+            request::Kind::SystemReport { report, .. } | request::Kind::CostAnalysis { report, .. },
+        ) = (built, &mut plan.kind)
+        {
+            *report = Some(b);
         }
 
         let s = &self.cfg.settings.exports;

@@ -11,11 +11,13 @@
 //! - [`excel`]: the Excel writer; [`pdf`]: the PDF writer.
 //! - [`audit_log`]: the audit_logs export and its verification.
 //! - [`configuration`]: the configuration export.
-//! - [`report`]: the system_report export (one model, rendered by every format).
+//! - [`report`]: the system_report export (one model, rendered by every format);
+//!   [`cost`]: the cost_analysis export on the same model.
 //! - [`jobs`]: the queue, the runner, restart recovery, deletion and expiry cleanup.
 
 pub mod audit_log;
 pub mod configuration;
+pub mod cost;
 pub mod excel;
 pub mod formula;
 pub mod jobs;
@@ -38,8 +40,9 @@ pub const EXPORT_TYPES: [&str; 5] = [
 ];
 
 /// Export types this build renders.
-pub const RENDERED_TYPES: [&str; 4] = [
+pub const RENDERED_TYPES: [&str; 5] = [
     "device_data",
+    "cost_analysis",
     "system_report",
     "audit_logs",
     "configuration",

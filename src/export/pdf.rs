@@ -698,8 +698,8 @@ pub fn write_report<W: Write>(
     metadata: &Value,
     report: &Report,
 ) -> io::Result<()> {
-    let mut doc = Doc::new(style, "System report", generated);
-    let sections: Vec<&str> = report.parts.iter().map(|p| p.section.title()).collect();
+    let mut doc = Doc::new(style, &report.title, generated);
+    let sections: Vec<&str> = report.parts.iter().map(|p| p.title.as_str()).collect();
     let price = format!(
         "Price: {} {} per kWh",
         metadata["price_per_kwh"],
@@ -714,7 +714,7 @@ pub fn write_report<W: Write>(
         if i > 0 {
             doc.new_page();
         }
-        doc.say(part.section.title(), 14.0);
+        doc.say(&part.title, 14.0);
         for t in &part.tables {
             if !doc.fits(30.0 + 3.0 * ROW_H) {
                 doc.new_page();

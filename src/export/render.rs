@@ -716,7 +716,9 @@ pub struct Rendered {
 pub fn columns(plan: &Plan) -> Vec<String> {
     match plan.kind {
         Kind::DeviceData => {}
-        Kind::SystemReport { .. } => return super::report::CSV_COLUMNS.map(str::to_owned).to_vec(),
+        Kind::SystemReport { .. } | Kind::CostAnalysis { .. } => {
+            return super::report::CSV_COLUMNS.map(str::to_owned).to_vec();
+        }
         Kind::AuditLogs(_) => return audit_log::COLUMNS.map(str::to_owned).to_vec(),
         Kind::Configuration { .. } => {
             return configuration::COLUMNS.map(str::to_owned).to_vec();
@@ -740,8 +742,7 @@ fn on_is_bool(plan: &Plan) -> bool {
 
 /// Units and functions of the columns, for metadata.
 pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>) -> Value {
-    let report = matches!(plan.kind, Kind::SystemReport { .. });
-    if plan.kind != Kind::DeviceData && !report {
+    if plan.kind != Kind::DeviceData && plan.kind.document().is_none() {
         let mut m = json!({
             "export_id": export_id,
             "created_at": created,
@@ -799,18 +800,39 @@ pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>)
         .chain(&plan.aggregate_fields)
         .map(|c| json!({"name": c.name, "formula": c.text, "unit": c.unit, "aggregate": c.formula.is_aggregate()}))
         .collect();
-    if let Kind::SystemReport { sections, .. } = &plan.kind {
+    if plan.kind.document().is_some() {
         let mut m = json!({
             "export_id": export_id,
-            "export_type": "system_report",
             "created_at": created,
             "timezone": plan.tz.name(),
             "date_range": {"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)},
-            "sections": sections.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "currency": plan.currency,
             "price_per_kwh": plan.price_per_kwh,
+            "tariff": plan.tariffs.at(plan.end_ms - 1).describe(),
             "devices": devices,
         });
+        match &plan.kind {
+            Kind::SystemReport { sections, .. } => {
+                m["export_type"] = json!("system_report");
+                m["sections"] = json!(sections.iter().map(|s| s.name()).collect::<Vec<_>>());
+            }
+            Kind::CostAnalysis {
+                grouping,
+                breakdown,
+                ..
+            } => {
+                m["export_type"] = json!("cost_analysis");
+                m["grouping"] = json!(grouping.name());
+                let b = [
+                    ("device", breakdown.device),
+                    ("time_of_use", breakdown.time_of_use),
+                    ("rate_tier", breakdown.rate_tier),
+                ];
+                m["breakdown_by"] =
+                    json!(b.iter().filter(|x| x.1).map(|x| x.0).collect::<Vec<_>>());
+            }
+            _ => {}
+        }
         if let (Some(u), false) = (user, plan.exclude_user_data) {
             m["created_by"] = json!(u);
         }
@@ -850,10 +872,9 @@ pub fn render(
     limits: Limits,
     ctl: &Control,
 ) -> Result<Rendered, RenderError> {
-    if let Kind::SystemReport { report, .. } = &plan.kind {
-        let report = report
-            .as_ref()
-            .ok_or_else(|| RenderError::Invalid("the report was not computed".into()))?;
+    if let Some(report) = plan.kind.document() {
+        let report =
+            report.ok_or_else(|| RenderError::Invalid("the report was not computed".into()))?;
         let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let n = super::report::write(report, plan, metadata, &mut out, dir, limits)?;
@@ -879,7 +900,7 @@ pub fn render(
     // Reading and formatting rows are the heaviest stages: two readers take every other device.
     let parts = match plan.kind {
         Kind::DeviceData => plan.devices.len().clamp(1, 2),
-        Kind::AuditLogs(_) | Kind::Configuration { .. } | Kind::SystemReport { .. } => 0,
+        _ => 0,
     };
     let readers = (0..parts)
         .map(|k| Rows::open_part(store, plan, &ctl.cancel, k, parts))
@@ -918,8 +939,7 @@ pub fn render(
                 let title = match plan.kind {
                     Kind::DeviceData => "Device data export",
                     Kind::AuditLogs(_) => "Audit log export",
-                    Kind::Configuration { .. } => "Configuration export",
-                    Kind::SystemReport { .. } => "System report",
+                    _ => "Configuration export",
                 };
                 let generated = metadata["created_at"].as_str().unwrap_or_default();
                 Ok(Box::new(pdf::PdfSink::new(
@@ -933,7 +953,7 @@ pub fn render(
             .map_err(RenderError::from)
             .and_then(|()| {
                 match &plan.kind {
-                    Kind::DeviceData | Kind::SystemReport { .. } => {}
+                    Kind::DeviceData => {}
                     Kind::AuditLogs(f) => {
                         let key = plan.audit_key.as_ref().ok_or_else(|| {
                             RenderError::Invalid("no audit key to chain the rows with".into())
@@ -942,6 +962,10 @@ pub fn render(
                     }
                     Kind::Configuration { rows, .. } => {
                         return configuration::write(rows, &mut *sink, limits, ctl);
+                    }
+                    // Rendered as documents before this pipeline starts.
+                    Kind::SystemReport { .. } | Kind::CostAnalysis { .. } => {
+                        return Err(RenderError::Invalid("not a row export".into()));
                     }
                 }
                 let mut inputs = Vec::new();

@@ -7,7 +7,8 @@
 //!   reading, readings stored and status.
 //! - `energy_consumption`: energy, share, average and peak power, on-time per device; energy
 //!   per device per day (ranges up to 62 days) or per month; a stacked bar chart of it.
-//! - `cost_breakdown`: cost per device and per period at the flat price of `[tariff]`.
+//! - `cost_breakdown`: cost per device and per period from the tariff engine (energy cost,
+//!   taxes, cost; fixed charges are in the cost_analysis export).
 //! - `system_health`: daemon uptime, database size, free disk, readings, poll interval; per
 //!   device poll success rate since the daemon started, availability in the range (readings
 //!   stored ÷ readings the poll interval allows), last seen and last error; export counts.
@@ -294,8 +295,10 @@ pub struct Chart {
 /// A section with its tables and charts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {
-    /// Which section.
-    pub section: Section,
+    /// Name in files (`energy_consumption`, …).
+    pub name: &'static str,
+    /// Heading in documents.
+    pub title: String,
     /// Tables, in order.
     pub tables: Vec<Table>,
     /// Charts, in order.
@@ -305,8 +308,32 @@ pub struct Part {
 /// A whole report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
+    /// Title of documents ("System report").
+    pub title: String,
     /// Sections, in report order.
     pub parts: Vec<Part>,
+}
+
+impl Part {
+    /// An empty part for `section`.
+    fn of(section: Section) -> Self {
+        Self {
+            name: section.name(),
+            title: section.title().to_owned(),
+            tables: Vec::new(),
+            charts: Vec::new(),
+        }
+    }
+
+    /// A part with its tables and charts.
+    pub fn new(name: &'static str, title: &str, tables: Vec<Table>, charts: Vec<Chart>) -> Self {
+        Self {
+            name,
+            title: title.to_owned(),
+            tables,
+            charts,
+        }
+    }
 }
 
 impl Report {
@@ -427,7 +454,7 @@ pub fn build(
         parts.push(match s {
             Section::DeviceSummary => ctx.device_summary()?,
             Section::EnergyConsumption => ctx.energy(),
-            Section::CostBreakdown => ctx.cost(),
+            Section::CostBreakdown => ctx.cost(ctl)?,
             Section::SystemHealth => ctx.health()?,
             Section::UsagePatterns => ctx.usage(),
         });
@@ -435,7 +462,10 @@ pub fn build(
     if !plan.include_charts {
         parts.iter_mut().for_each(|p| p.charts.clear());
     }
-    Ok(Report { parts })
+    Ok(Report {
+        title: "System report".into(),
+        parts,
+    })
 }
 
 struct Ctx<'a> {
@@ -528,9 +558,9 @@ impl Ctx<'_> {
             );
         }
         Ok(Part {
-            section: Section::DeviceSummary,
             tables: vec![t],
             charts: Vec::new(),
+            ..Part::of(Section::DeviceSummary)
         })
     }
 
@@ -633,58 +663,63 @@ impl Ctx<'_> {
             series,
         };
         Part {
-            section: Section::EnergyConsumption,
             tables: vec![totals, by_device, by_period],
             charts: vec![chart],
+            ..Part::of(Section::EnergyConsumption)
         }
     }
 
-    fn cost(&self) -> Part {
-        let (price, cur) = (self.plan.price_per_kwh, self.plan.currency.as_str());
-        let columns = [
-            col("energy", "kWh"),
-            col("price", "per kWh"),
-            col("cost", cur),
-        ];
-        let mut by_device = Table::new("by_device", "Cost per device", &columns).items("device");
-        let row = |mwh: i64| {
-            vec![
-                V::Num(kwh(mwh), 3),
-                V::Num(price, 4),
-                V::Num(kwh(mwh) * price, 2),
-            ]
+    fn cost(&self, ctl: &Control) -> Result<Part, RenderError> {
+        use super::cost::{self, Grouping};
+        let grouping = if self.period == Period::Month {
+            Grouping::Month
+        } else {
+            Grouping::Day
         };
-        for (d, a) in self.plan.devices.iter().zip(self.accs) {
-            by_device.push(&d.name, "", row(a.energy_mwh));
+        let costs = cost::compute(self.store, self.plan, grouping, ctl)?;
+        let names = cost::device_labels(self.plan);
+        let mut rows: Vec<_> = names
+            .iter()
+            .zip(&costs.by_device)
+            .map(|(n, a)| (n.clone(), String::new(), *a))
+            .collect();
+        let by_device = cost::money_table(
+            "by_device",
+            "Cost per device",
+            Some("device"),
+            None,
+            &rows,
+            &costs,
+        );
+        rows.clear();
+        for (k, p) in costs.periods.iter().enumerate() {
+            let mut a = cost::Acc::default();
+            for dev in 0..names.len() {
+                if let Some(x) = costs.by_period_device.get(&(k, dev)) {
+                    a.mwh += x.mwh;
+                    a.cost += x.cost;
+                    a.tax += x.tax;
+                }
+            }
+            rows.push((String::new(), grouping.label(*p, self.plan.tz), a));
         }
-        by_device.push("All devices", "", row(self.total_mwh()));
-        let mut by_period = Table::new(
-            if self.period == Period::Month {
+        let by_period = cost::money_table(
+            if grouping == Grouping::Month {
                 "by_month"
             } else {
                 "by_day"
             },
-            if self.period == Period::Month {
-                "Cost per month (all devices)"
-            } else {
-                "Cost per day (all devices)"
-            },
-            &columns,
-        )
-        .periods(self.period_name());
-        for p in self.periods() {
-            let mwh = self
-                .accs
-                .iter()
-                .map(|a| a.by_period.get(&p).copied().unwrap_or(0))
-                .sum();
-            by_period.push("", &self.period_label(p), row(mwh));
-        }
-        Part {
-            section: Section::CostBreakdown,
+            &format!("Cost per {} (selected devices)", grouping.name()),
+            None,
+            Some(grouping.name()),
+            &rows,
+            &costs,
+        );
+        Ok(Part {
             tables: vec![by_device, by_period],
             charts: Vec::new(),
-        }
+            ..Part::of(Section::CostBreakdown)
+        })
     }
 
     fn health(&self) -> Result<Part, RenderError> {
@@ -832,9 +867,9 @@ impl Ctx<'_> {
             counts.push(t, "", vec![n(done), n(failed), n(other), mb(size)]);
         }
         Ok(Part {
-            section: Section::SystemHealth,
             tables: vec![daemon, devices, counts],
             charts: Vec::new(),
+            ..Part::of(Section::SystemHealth)
         })
     }
 
@@ -933,9 +968,9 @@ impl Ctx<'_> {
             series: vec![("Weekdays".into(), wd), ("Weekends".into(), we)],
         };
         Part {
-            section: Section::UsagePatterns,
             tables: vec![by_hour, week, top],
             charts: vec![chart],
+            ..Part::of(Section::UsagePatterns)
         }
     }
 }
@@ -969,7 +1004,7 @@ fn write_facts(report: &Report, sink: &mut dyn Sink, limits: Limits) -> Result<u
                         return Err(RenderError::TooManyRecords(limits.max_records));
                     }
                     sink.row(&[
-                        Cell::Text(p.section.name()),
+                        Cell::Text(p.name),
                         Cell::Text(t.key),
                         Cell::Text(&r.item),
                         Cell::Text(&r.period),
@@ -1031,8 +1066,8 @@ pub fn to_json(report: &Report, metadata: &Value, tzc: &mut TzCache) -> Value {
             })
             .collect();
         sections.insert(
-            p.section.name().into(),
-            json!({"title": p.section.title(), "tables": tables, "charts": charts}),
+            p.name.into(),
+            json!({"title": p.title, "tables": tables, "charts": charts}),
         );
     }
     json!({"metadata": metadata, "report": sections, "record_count": report.rows()})

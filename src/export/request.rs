@@ -4,7 +4,7 @@
 
 use super::formula::{Formula, FormulaError};
 use super::{Compression, Format};
-use crate::config::{Exports, Tariff};
+use crate::config::Exports;
 use crate::domain::rollup::{Period, local_midnight};
 use crate::domain::{DeviceId, DeviceType};
 use crate::store::DeviceSummary;
@@ -506,10 +506,14 @@ pub struct Plan {
     pub aggregate_fields: Vec<Custom>,
     /// Leave user data out of metadata.
     pub exclude_user_data: bool,
-    /// Price of a kWh.
+    /// Price of a kWh with taxes when one flat tariff covers the range (NaN otherwise).
     pub price_per_kwh: f64,
     /// Currency code.
     pub currency: String,
+    /// Tariff versions.
+    pub tariffs: std::sync::Arc<crate::tariff::Versions>,
+    /// Price of a kWh per bucket, for `cost`.
+    pub prices: std::sync::Arc<crate::tariff::engine::Prices>,
     /// Wait for the result in the create call.
     pub background: bool,
     /// Native charts (Excel) from the rollups.
@@ -536,6 +540,15 @@ pub enum Kind {
         /// The computed report.
         report: Option<super::report::Report>,
     },
+    /// The cost analysis; `report` is computed by the job runner.
+    CostAnalysis {
+        /// Periods.
+        grouping: super::cost::Grouping,
+        /// Breakdowns.
+        breakdown: super::cost::Breakdown,
+        /// The computed report.
+        report: Option<super::report::Report>,
+    },
     /// The configuration; `rows` are filled in by the job runner, which has the settings.
     Configuration {
         /// The privacy options.
@@ -543,6 +556,19 @@ pub enum Kind {
         /// The rows.
         rows: Vec<super::configuration::Row>,
     },
+}
+
+impl Kind {
+    /// For the types rendered as a document (system_report, cost_analysis): the report, once
+    /// computed.
+    pub fn document(&self) -> Option<Option<&super::report::Report>> {
+        match self {
+            Kind::SystemReport { report, .. } | Kind::CostAnalysis { report, .. } => {
+                Some(report.as_ref())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Refuses options that only apply to device_data in a request of another type.
@@ -583,8 +609,8 @@ pub struct PlanCtx<'a> {
     pub default_tz: Tz,
     /// Limits.
     pub limits: &'a Exports,
-    /// Price.
-    pub tariff: &'a Tariff,
+    /// Tariff versions.
+    pub tariffs: &'a crate::tariff::Versions,
     /// Key for hashed identifiers.
     pub privacy_key: &'a [u8],
     /// Now, UTC ms.
@@ -988,10 +1014,45 @@ pub fn plan(
                 report: None,
             }
         }
+        "cost_analysis" => {
+            refuse_row_options(
+                req,
+                "use devices, grouping, breakdown_by and include_charts",
+            )?;
+            Kind::CostAnalysis {
+                grouping: super::cost::Grouping::parse(
+                    req.grouping.as_ref().and_then(|v| v.as_str()),
+                )
+                .map_err(bad)?,
+                breakdown: super::cost::Breakdown::parse(req.breakdown_by.as_ref()).map_err(bad)?,
+                report: None,
+            }
+        }
         _ => Kind::DeviceData,
     };
+    if req
+        .grouping
+        .as_ref()
+        .is_some_and(|g| !g.is_string() && !g.is_null())
+    {
+        return Err(bad("grouping must be daily, weekly, monthly or yearly"));
+    }
+    if !matches!(kind, Kind::CostAnalysis { .. })
+        && (req.grouping.is_some() || req.breakdown_by.is_some())
+    {
+        return Err(bad(format!(
+            "grouping and breakdown_by apply to cost_analysis exports, not to {}",
+            req.export_type
+        )));
+    }
+    if !matches!(kind, Kind::SystemReport { .. }) && req.report_sections.is_some() {
+        return Err(bad(format!(
+            "report_sections applies to system_report exports, not to {}",
+            req.export_type
+        )));
+    }
     let other_type = kind != Kind::DeviceData;
-    let with_devices = !other_type || matches!(kind, Kind::SystemReport { .. });
+    let with_devices = !other_type || kind.document().is_some();
     let selected: Vec<&DeviceSummary> = match resolved {
         _ if !with_devices => Vec::new(),
         Some(r) => r
@@ -1113,7 +1174,7 @@ pub fn plan(
         .collect();
     let include_charts = match &req.include_charts {
         // A report is a document: charts unless asked not to.
-        None | Some(serde_json::Value::Null) => matches!(kind, Kind::SystemReport { .. }),
+        None | Some(serde_json::Value::Null) => kind.document().is_some(),
         Some(serde_json::Value::Bool(b)) => *b,
         Some(other) => {
             return Err(bad(format!(
@@ -1139,8 +1200,17 @@ pub fn plan(
         row_fields,
         aggregate_fields,
         exclude_user_data: privacy.exclude_user_data.unwrap_or(false),
-        price_per_kwh: ctx.tariff.price_per_kwh,
-        currency: ctx.tariff.currency.clone(),
+        price_per_kwh: crate::tariff::engine::constant(ctx.tariffs, start_ms, end_ms)
+            .unwrap_or(f64::NAN),
+        currency: ctx.tariffs.at(end_ms - 1).source.currency.clone(),
+        tariffs: std::sync::Arc::new(ctx.tariffs.clone()),
+        prices: std::sync::Arc::new(
+            match crate::tariff::engine::constant(ctx.tariffs, start_ms, end_ms) {
+                Some(p) => crate::tariff::engine::Prices::Const(p),
+                // Filled in from the store by the export service.
+                None => crate::tariff::engine::Prices::Table(Default::default()),
+            },
+        ),
         background: req
             .performance_options
             .as_ref()

@@ -211,9 +211,10 @@ fn raw_rows<'a>(
     dev: usize,
     cancel: &'a AtomicBool,
 ) -> store::Result<Stream<'a, Row>> {
-    let price = plan.price_per_kwh;
+    let prices = &*plan.prices;
     let scan = store.scan_samples(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
-    let rows = Cancellable::new(scan, cancel).map(move |r| r.map(|r| raw_row(&r, dev, price)));
+    let rows = Cancellable::new(scan, cancel)
+        .map(move |r| r.map(|r| raw_row(&r, dev, prices.at(r.ts_ms))));
     Ok(filtered(rows, plan, |r: &Row| {
         (r.ts_ms, r.get(POWER), r.get(IS_ON).is_some_and(|v| v > 0.0))
     }))
@@ -227,9 +228,10 @@ fn bucket_subs<'a>(
     dev: usize,
     cancel: &'a AtomicBool,
 ) -> store::Result<Stream<'a, Sub>> {
-    let price = plan.price_per_kwh;
+    let prices = &*plan.prices;
     let scan = store.scan_buckets(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
-    let subs = Cancellable::new(scan, cancel).map(move |b| b.map(|b| bucket_sub(&b, dev, price)));
+    let subs = Cancellable::new(scan, cancel)
+        .map(move |b| b.map(|b| bucket_sub(&b, dev, prices.at(b.start_ms))));
     Ok(filtered(subs, plan, |s: &Sub| {
         let power = s.vals[POWER].map(|v| v.mean);
         (s.ts_ms, power, s.vals[IS_ON].is_some_and(|v| v.mean > 0.0))
@@ -442,7 +444,12 @@ pub fn formula_values(row: &Row, plan: &Plan) -> [Option<f64>; 10] {
         v(TOTAL),
         v(IS_ON),
         d.rated_power,
-        Some(plan.price_per_kwh),
+        // The price the row's cost was computed with (its average when it varies).
+        match (&*plan.prices, v(COST), v(ENERGY)) {
+            (crate::tariff::engine::Prices::Const(p), _, _) => Some(*p),
+            (_, Some(c), Some(e)) if e > 0.0 => Some(c / e),
+            (p, _, _) => Some(p.at(row.ts_ms)),
+        },
         Some(row.dev as f64),
     ]
 }

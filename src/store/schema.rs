@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -36,6 +36,8 @@ pub const AUDIT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("audi
 
 /// export id → JSON `ExportRecord` (deleted ones stay as tombstones for the rate limit).
 pub const EXPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("exports");
+/// Tariff versions by number (1 = the seed from the config file): JSON.
+pub const TARIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("tariffs");
 
 /// Why the file cannot be used by this build.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,11 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         // 4 → 5: export jobs.
         txn.open_table(EXPORTS)?;
         v = 5;
+    }
+    if v < 6 {
+        // 5 → 6: tariff versions.
+        txn.open_table(TARIFFS)?;
+        v = 6;
     }
     meta.insert("schema_version", v)?;
     Ok(())

@@ -15,3 +15,4 @@ mod pdf;
 mod poller;
 mod report;
 mod storage;
+mod tariffs;

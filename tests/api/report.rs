@@ -297,7 +297,7 @@ async fn a_ten_device_year_report_renders() {
         "Bench plug 9",
         "2025-12",
         "Energy per device per month",
-        "Cost per month (all devices)",
+        "Cost per month (selected devices)",
         "Average load by hour of day",
     ] {
         assert!(text.contains(t), "{t:?} not in the PDF");

@@ -1,0 +1,56 @@
+//! Tariff versions: an append-only list, oldest first. The config file seeds the first
+//! version once; later versions come from `PUT /api/tariffs` (audited in the same
+//! transaction). Stored versions are never changed, so past costs never change silently.
+
+use super::schema::TARIFFS;
+use super::{Error, Result, Store};
+use crate::tariff::Tariff;
+use redb::{ReadableDatabase, ReadableTable};
+
+fn decode(b: &[u8]) -> Result<Tariff> {
+    serde_json::from_slice(b).map_err(|e| Error::Corrupt(format!("tariff: {e}")))
+}
+
+impl Store {
+    /// Every tariff version, oldest first.
+    pub fn tariffs(&self) -> Result<Vec<Tariff>> {
+        let txn = self.db().begin_read()?;
+        let t = txn.open_table(TARIFFS)?;
+        t.iter()?.map(|e| decode(e?.1.value())).collect()
+    }
+
+    /// Stores `seed` as the first version when there is none; returns the versions.
+    pub fn tariffs_seed(&self, seed: &Tariff) -> Result<Vec<Tariff>> {
+        let txn = self.db().begin_write()?;
+        {
+            let mut t = txn.open_table(TARIFFS)?;
+            if t.first()?.is_none() {
+                let b = serde_json::to_vec(seed).map_err(|e| Error::Corrupt(e.to_string()))?;
+                t.insert(1, b.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        self.tariffs()
+    }
+
+    /// Appends a version (validated by the caller against the ones before it).
+    pub fn tariff_append(
+        &self,
+        version: &Tariff,
+        audit: Option<super::audit::Pending<'_>>,
+    ) -> Result<u64> {
+        let txn = self.db().begin_write()?;
+        let n = {
+            let mut t = txn.open_table(TARIFFS)?;
+            let n = t.last()?.map_or(1, |(k, _)| k.value() + 1);
+            let b = serde_json::to_vec(version).map_err(|e| Error::Corrupt(e.to_string()))?;
+            t.insert(n, b.as_slice())?;
+            n
+        };
+        if let Some(a) = audit {
+            a.append_in(&txn)?;
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,464 @@
+//! The cost engine: every device's energy in every 15-minute bucket, priced by the tariff
+//! version in force at the bucket's start, in the tariff's zone.
+//!
+//! - Flat and time-of-use rates price each bucket on its own (holidays count as Sundays).
+//! - Tiered rates price the household: the buckets of all devices are summed, the billing
+//!   month's running total decides the tier (a bucket that crosses a bound is split), and
+//!   each part is shared back to the devices in proportion to their energy in that bucket.
+//! - Money is exact: energy in mWh times price in micro-units per kWh gives pico-units
+//!   ([`Pico`], `i128`); shares are apportioned by largest remainder so parts always sum to
+//!   their whole, and rounding to the currency's decimals happens once, at the end
+//!   ([`round_parts`] keeps rounded rows summing to the rounded total).
+//! - Fixed charges are per household, prorated by the share of each day or billing period
+//!   inside the range, reported apart from the devices; taxes apply to both.
+
+use super::{Compiled, Micro, Model, Per, Versions};
+use crate::domain::DeviceId;
+use crate::export::localtime::TzCache;
+use crate::store::{self, Store};
+use chrono::NaiveDate;
+use std::collections::HashMap;
+
+/// Money in 10⁻¹² currency units.
+pub type Pico = i128;
+
+const BUCKET_MS: i64 = 900_000;
+
+/// A device's energy in one bucket (or the part of it in one tier), priced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Bucket start, UTC ms.
+    pub t: i64,
+    /// Device index (in the list given to [`price`]).
+    pub dev: usize,
+    /// Time-of-use band ([`Labels::bands`] index).
+    pub band: usize,
+    /// Tier ([`Labels::tiers`] index; 0 = not tiered).
+    pub tier: usize,
+    /// Energy, mWh.
+    pub mwh: i64,
+    /// Energy cost before taxes.
+    pub cost: Pico,
+    /// Taxes on it.
+    pub tax: Pico,
+}
+
+/// Names of the bands and tiers pieces refer to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Labels {
+    /// Band names (`flat`, `peak`, a season's name …).
+    pub bands: Vec<String>,
+    /// Tier names; index 0 is "not tiered".
+    pub tiers: Vec<String>,
+}
+
+impl Labels {
+    fn band(&mut self, name: &str) -> usize {
+        match self.bands.iter().position(|b| b == name) {
+            Some(i) => i,
+            None => {
+                self.bands.push(name.to_owned());
+                self.bands.len() - 1
+            }
+        }
+    }
+
+    fn tier(&mut self, k: usize, bounds: &[(Option<i64>, Micro)]) -> usize {
+        let kwh = |mwh: i64| super::micro_text(mwh);
+        let name = match (k.checked_sub(1).map(|p| bounds[p].0), bounds[k].0) {
+            (None, Some(b)) => format!("tier 1 (up to {} kWh)", kwh(b)),
+            (Some(Some(a)), Some(b)) => format!("tier {} ({}–{} kWh)", k + 1, kwh(a), kwh(b)),
+            (Some(Some(a)), None) => format!("tier {} (above {} kWh)", k + 1, kwh(a)),
+            _ => format!("tier {}", k + 1),
+        };
+        if self.tiers.is_empty() {
+            self.tiers.push("not tiered".into());
+        }
+        match self.tiers.iter().position(|b| *b == name) {
+            Some(i) => i,
+            None => {
+                self.tiers.push(name);
+                self.tiers.len() - 1
+            }
+        }
+    }
+}
+
+/// `total` shared in proportion to `weights` (non-negative), exactly: floors first, then the
+/// remainder one unit at a time to the largest fractional parts.
+pub fn apportion(total: i128, weights: &[i128]) -> Vec<i128> {
+    let sum: i128 = weights.iter().sum();
+    if sum <= 0 {
+        let mut out = vec![0; weights.len()];
+        if let Some(first) = out.first_mut() {
+            *first = total;
+        }
+        return out;
+    }
+    let mut out: Vec<i128> = weights.iter().map(|w| total * w / sum).collect();
+    let mut left = total - out.iter().sum::<i128>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((total * weights[i]).rem_euclid(sum)));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        out[i] += left.signum();
+        left -= left.signum();
+    }
+    out
+}
+
+/// Pico-units per minor unit of a currency with `decimals`.
+fn unit(decimals: u8) -> i128 {
+    10i128.pow(12 - u32::from(decimals))
+}
+
+/// `p` rounded to minor units (half away from zero).
+pub fn to_minor(p: Pico, decimals: u8) -> i64 {
+    let u = unit(decimals);
+    let r = (p.abs() + u / 2) / u;
+    (if p < 0 { -r } else { r }) as i64
+}
+
+/// Rounds `parts` to minor units so that they sum to their rounded total.
+pub fn round_parts(parts: &[Pico], decimals: u8) -> Vec<i64> {
+    let total = to_minor(parts.iter().sum(), decimals);
+    let u = unit(decimals);
+    let floors: Vec<i128> = parts.iter().map(|p| p.div_euclid(u)).collect();
+    let mut left = i128::from(total) - floors.iter().sum::<i128>();
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(parts[i].rem_euclid(u)));
+    let mut out = floors;
+    for i in order {
+        if left <= 0 {
+            break;
+        }
+        out[i] += 1;
+        left -= 1;
+    }
+    out.into_iter().map(|x| x as i64).collect()
+}
+
+/// Minor units as a number for display.
+pub fn minor_value(m: i64, decimals: u8) -> f64 {
+    m as f64 / 10f64.powi(i32::from(decimals))
+}
+
+fn tax_of(cost: Pico, ppm: i64) -> Pico {
+    (cost * i128::from(ppm) + 500_000) / 1_000_000
+}
+
+/// Local date of a [`TzCache`] day number.
+fn date_of(day: i64) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(day as i32 + 719_163).unwrap_or_default()
+}
+
+/// The band name and price of flat and time-of-use rates at `t`; `None` for tiers.
+fn rate_at(c: &Compiled, tzc: &mut TzCache, t: i64) -> (String, Option<Micro>) {
+    let l = tzc.local(t);
+    let date = date_of(l.day);
+    let (model, season) = c.model_on(date);
+    match model {
+        Model::Flat(p) => (season.unwrap_or("flat").to_owned(), Some(*p)),
+        Model::Tou(bands, dname, dp) => {
+            let weekday = if c.holidays.contains(&date) {
+                7
+            } else {
+                l.weekday
+            };
+            let minute = l.minute;
+            match bands.iter().find(|b| b.holds(weekday, minute)) {
+                Some(b) => (b.name.clone(), Some(b.price)),
+                None => (dname.clone(), Some(*dp)),
+            }
+        }
+        Model::Tiered(_) => (season.unwrap_or("tiered").to_owned(), None),
+    }
+}
+
+/// Prices the energy of `devices` (every device of the household: tiers count them all) in
+/// `[start, end)`, calling `emit` for each piece in time order.
+pub fn price(
+    store: &Store,
+    v: &Versions,
+    devices: &[DeviceId],
+    start: i64,
+    end: i64,
+    mut emit: impl FnMut(&Piece),
+) -> store::Result<Labels> {
+    let tiered = v.spans(start, end).iter().any(|(c, _, _)| c.has_tiers());
+    // Tiers need the billing month's energy before the range too.
+    let from = if tiered {
+        v.at(start).billing_start(start).min(start)
+    } else {
+        start
+    };
+    let mut all: Vec<(i64, usize, i64)> = Vec::new();
+    for (k, id) in devices.iter().enumerate() {
+        for b in store.scan_buckets(id, from, end)? {
+            let b = b?;
+            if b.energy_mwh != 0 {
+                all.push((b.start_ms, k, b.energy_mwh));
+            }
+        }
+    }
+    all.sort_unstable();
+    let mut labels = Labels::default();
+    let mut caches: HashMap<usize, TzCache> = HashMap::new();
+    let mut month = (i64::MIN, 0i64); // billing period start, household mWh so far
+    let mut i = 0;
+    while i < all.len() {
+        let t = all[i].0;
+        let j = i + all[i..].iter().take_while(|x| x.0 == t).count();
+        let group = &all[i..j];
+        i = j;
+        let vi = v.0.partition_point(|c| c.from_ms <= t).saturating_sub(1);
+        let c = &v.0[vi];
+        let tzc = caches.entry(vi).or_insert_with(|| TzCache::new(c.tz));
+        let (band_name, rate) = rate_at(c, tzc, t);
+        let band = labels.band(&band_name);
+        match rate {
+            Some(p) => {
+                if t < start {
+                    continue;
+                }
+                for &(_, dev, mwh) in group {
+                    let cost = i128::from(mwh) * i128::from(p);
+                    emit(&Piece {
+                        t,
+                        dev,
+                        band,
+                        tier: 0,
+                        mwh,
+                        cost,
+                        tax: tax_of(cost, c.tax_ppm),
+                    });
+                }
+            }
+            None => {
+                let l = tzc.local(t);
+                let (Model::Tiered(tiers), _) = c.model_on(date_of(l.day)) else {
+                    unreachable!("rate_at returns None for tiers only")
+                };
+                let key = c.billing_start(t);
+                if key != month.0 {
+                    month = (key, 0);
+                }
+                let weights: Vec<i128> = group.iter().map(|g| i128::from(g.2)).collect();
+                let mut left: i64 = group.iter().map(|g| g.2).sum();
+                let mut k = tiers
+                    .iter()
+                    .position(|(b, _)| b.is_none_or(|b| month.1 < b))
+                    .unwrap_or(tiers.len() - 1);
+                while left > 0 {
+                    let (bound, p) = tiers[k];
+                    let take = bound.map_or(left, |b| left.min(b - month.1).max(0));
+                    if take > 0 && t >= start {
+                        let tier = labels.tier(k, tiers);
+                        let shares = apportion(i128::from(take), &weights);
+                        for (g, share) in group.iter().zip(shares) {
+                            let cost = share * i128::from(p);
+                            emit(&Piece {
+                                t,
+                                dev: g.1,
+                                band,
+                                tier,
+                                mwh: share as i64,
+                                cost,
+                                tax: tax_of(cost, c.tax_ppm),
+                            });
+                        }
+                    }
+                    month.1 += take;
+                    left -= take;
+                    if left > 0 {
+                        k = (k + 1).min(tiers.len() - 1);
+                    }
+                }
+            }
+        }
+    }
+    if labels.tiers.is_empty() {
+        labels.tiers.push("not tiered".into());
+    }
+    Ok(labels)
+}
+
+/// A fixed charge over a range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedLine {
+    /// Name.
+    pub name: String,
+    /// Per day or per billing period.
+    pub per: Per,
+    /// Days or billing periods covered (fractions for partial ones).
+    pub quantity: f64,
+    /// Amount before taxes.
+    pub cost: Pico,
+    /// Taxes on it.
+    pub tax: Pico,
+}
+
+/// The fixed charges of `[start, end)`: each day or billing period counts in proportion to
+/// the share of it inside the range, at the version in force then.
+pub fn fixed(v: &Versions, start: i64, end: i64) -> Vec<FixedLine> {
+    let mut out: Vec<FixedLine> = Vec::new();
+    for (c, a, b) in v.spans(start, end) {
+        for (name, per, amount) in &c.fixed {
+            let mut p0 = match per {
+                Per::Day => {
+                    crate::domain::rollup::period_start(a, crate::domain::rollup::Period::Day, c.tz)
+                }
+                Per::Month => c.billing_start(a),
+            };
+            let (mut cost, mut quantity) = (0i128, 0.0);
+            while p0 < b {
+                let p1 = match per {
+                    Per::Day => crate::domain::rollup::period_end(
+                        p0,
+                        crate::domain::rollup::Period::Day,
+                        c.tz,
+                    ),
+                    Per::Month => c.billing_end(p0),
+                };
+                let inside = i128::from(b.min(p1) - a.max(p0));
+                let len = i128::from(p1 - p0);
+                // micro → pico is × 10⁶.
+                cost += (i128::from(*amount) * 1_000_000 * inside + len / 2) / len;
+                quantity += inside as f64 / len as f64;
+                p0 = p1;
+            }
+            let tax = tax_of(cost, c.tax_ppm);
+            match out.iter_mut().find(|l| l.name == *name && l.per == *per) {
+                Some(l) => {
+                    l.cost += cost;
+                    l.tax += tax;
+                    l.quantity += quantity;
+                }
+                None => out.push(FixedLine {
+                    name: name.clone(),
+                    per: *per,
+                    quantity,
+                    cost,
+                    tax,
+                }),
+            }
+        }
+    }
+    out
+}
+
+/// The price of a kWh with taxes, per bucket, for device_data `cost`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prices {
+    /// One price over the whole range.
+    Const(f64),
+    /// Bucket start → price.
+    Table(HashMap<i64, f64>),
+}
+
+impl Prices {
+    /// The price for a reading or bucket at `ts_ms`.
+    pub fn at(&self, ts_ms: i64) -> f64 {
+        match self {
+            Prices::Const(p) => *p,
+            Prices::Table(m) => m
+                .get(&(ts_ms - ts_ms.rem_euclid(BUCKET_MS)))
+                .copied()
+                .unwrap_or(0.0),
+        }
+    }
+}
+
+fn with_tax(p: Micro, ppm: i64) -> f64 {
+    p as f64 / 1e6 * (1.0 + ppm as f64 / 1e6)
+}
+
+/// The price of a kWh with taxes when one flat version covers `[start, end)`.
+pub fn constant(v: &Versions, start: i64, end: i64) -> Option<f64> {
+    match v.spans(start, end)[..] {
+        [(c, _, _)] => match (&c.base, c.seasons.is_empty()) {
+            (Model::Flat(p), true) => Some(with_tax(*p, c.tax_ppm)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Prices of `[start, end)`: constant for one flat version; otherwise per bucket (tiered
+/// buckets at the household's effective price of that bucket).
+pub fn prices(
+    store: &Store,
+    v: &Versions,
+    devices: &[DeviceId],
+    start: i64,
+    end: i64,
+) -> store::Result<Prices> {
+    if let Some(p) = constant(v, start, end) {
+        return Ok(Prices::Const(p));
+    }
+    let spans = v.spans(start, end);
+    let mut table = HashMap::new();
+    let mut caches: HashMap<usize, TzCache> = HashMap::new();
+    let mut t = start - start.rem_euclid(BUCKET_MS);
+    while t < end {
+        let vi = v.0.partition_point(|c| c.from_ms <= t).saturating_sub(1);
+        let c = &v.0[vi];
+        let tzc = caches.entry(vi).or_insert_with(|| TzCache::new(c.tz));
+        let p = match rate_at(c, tzc, t).1 {
+            Some(p) => with_tax(p, c.tax_ppm),
+            None => {
+                let l = tzc.local(t);
+                match c.model_on(date_of(l.day)).0 {
+                    Model::Tiered(tiers) => with_tax(tiers[0].1, c.tax_ppm),
+                    _ => 0.0,
+                }
+            }
+        };
+        table.insert(t, p);
+        t += BUCKET_MS;
+    }
+    if spans.iter().any(|(c, _, _)| c.has_tiers()) {
+        let mut sums: HashMap<i64, (Pico, i64)> = HashMap::new();
+        price(store, v, devices, start, end, |p| {
+            if p.tier > 0 {
+                let s = sums.entry(p.t).or_default();
+                s.0 += p.cost + p.tax;
+                s.1 += p.mwh;
+            }
+        })?;
+        for (t, (cost, mwh)) in sums {
+            if mwh > 0 {
+                // pico per mWh = 10⁻¹² / 10⁻⁶ kWh: × 10⁻⁶ per kWh.
+                table.insert(t, cost as f64 / mwh as f64 / 1e6);
+            }
+        }
+    }
+    Ok(Prices::Table(table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apportioned_shares_sum_to_the_whole() {
+        let s = apportion(100, &[1, 1, 1]);
+        assert_eq!(s.iter().sum::<i128>(), 100);
+        assert_eq!(s, vec![34, 33, 33]);
+        assert_eq!(apportion(7, &[0, 0]), vec![7, 0]);
+        assert_eq!(apportion(10, &[2, 1]), vec![7, 3]);
+    }
+
+    #[test]
+    fn rounded_parts_sum_to_the_rounded_total() {
+        let third = 1_000_000_000_000i128 / 3; // 0.333… units
+        let parts = [third, third, third];
+        let r = round_parts(&parts, 2);
+        assert_eq!(r.iter().sum::<i64>(), to_minor(parts.iter().sum(), 2));
+        assert_eq!(r.iter().sum::<i64>(), 100);
+        assert_eq!(to_minor(5_000_000_000, 2), 1); // 0.005 rounds up
+        assert_eq!(to_minor(-5_000_000_000, 2), -1);
+    }
+}
