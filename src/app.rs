@@ -151,9 +151,13 @@ pub async fn start_with(
         tokio::task::spawn_blocking(move || ensure_admin(&s, &k, &pw, now)).await??;
     }
     {
-        let (s, seed) = (store.clone(), settings.tariff.clone());
-        let stored = tokio::task::spawn_blocking(move || s.tariffs_seed(&seed)).await??;
-        if stored.first() != Some(&settings.tariff) {
+        // Stored with its zone written out, so a later change of `timezone` cannot move it.
+        let seed = crate::tariff::Compiled::new(&settings.tariff, settings.tz()?)
+            .map_err(|e| anyhow::anyhow!("[tariff] {e}"))?
+            .pinned();
+        let (s, first) = (store.clone(), seed.clone());
+        let stored = tokio::task::spawn_blocking(move || s.tariffs_seed(&first)).await??;
+        if stored.first() != Some(&seed) {
             tracing::info!(
                 "[tariff] in the config differs from the stored first version; prices change through PUT /api/tariffs"
             );

@@ -317,8 +317,9 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
 }
 
 /// Runs the report benchmark in `dir`: a year of 15-minute readings of 10 devices, then a
-/// system_report PDF of that year (every section, charts), `runs` times. The last file is
-/// kept as `dir/report.pdf`.
+/// system_report PDF of that year (every section, charts), `runs` times (the last file is
+/// kept as `dir/report.pdf`), and a monthly cost_analysis (JSON) of the year by device and
+/// time-of-use period under a tariff with two periods, a fixed charge and a tax.
 pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     use crate::export::render::{self, Control, Limits};
     use crate::export::request::{self, CreateRequest, Kind, PlanCtx};
@@ -355,7 +356,8 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     for _ in 0..runs {
         let t = Instant::now();
         let ctl = Control::default();
-        let report = crate::export::report::build(&store, &plan, sections, None, ctx.now_ms, &ctl)?;
+        let report =
+            crate::export::report::build(&store, &plan, sections, None, ctx.now_ms, None, &ctl)?;
         let mut with = plan.clone();
         with.kind = Kind::SystemReport {
             sections: sections.clone(),
@@ -377,8 +379,59 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         .enumerate()
         .filter(|(i, w)| *w == b"/Type/Page" && bytes.get(i + 10).is_some_and(|b| *b != b's'))
         .count();
+    // A monthly cost_analysis of the same year, by device and time-of-use period.
+    let tou: crate::tariff::Tariff = serde_json::from_value(json!({
+        "currency": "USD", "rates": {"type": "time_of_use", "default_price_per_kwh": 0.12,
+        "periods": [{"name": "peak", "days": [1, 2, 3, 4, 5], "start": "16:00", "end": "21:00", "price_per_kwh": 0.32},
+                    {"name": "night", "start": "23:00", "end": "06:00", "price_per_kwh": 0.08}]},
+        "fixed_charges": [{"name": "service", "amount": 12.5, "per": "month"}],
+        "taxes": [{"name": "VAT", "percent": 5}]}))?;
+    let tariffs = crate::tariff::Versions::compile(&[tou], chrono_tz::Tz::UTC)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body: CreateRequest = serde_json::from_value(json!({
+        "export_type": "cost_analysis", "format": "json", "grouping": "monthly",
+        "breakdown_by": ["device", "time_of_use"],
+        "date_range": {"start": "2025-01-01", "end": "2025-12-31"},
+        "options": {"timezone": "America/New_York"},
+    }))?;
+    let ctx = PlanCtx {
+        tariffs: &tariffs,
+        ..ctx
+    };
+    let cplan = request::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Kind::CostAnalysis {
+        grouping,
+        breakdown,
+        ..
+    } = cplan.kind
+    else {
+        anyhow::bail!("not a cost plan");
+    };
+    let cmeta = render::metadata(&cplan, "bench", "bench", None);
+    let mut cost_times = Vec::new();
+    let mut cost_rows = 0;
+    for _ in 0..runs.max(3) {
+        let t = Instant::now();
+        let ctl = Control::default();
+        let report = crate::export::cost::report(&store, &cplan, grouping, breakdown, &ctl)?;
+        let mut with = cplan.clone();
+        with.kind = Kind::CostAnalysis {
+            grouping,
+            breakdown,
+            report: Some(report),
+        };
+        let limits = Limits {
+            max_records: u64::MAX,
+            max_bytes: u64::MAX,
+        };
+        let file = dir.join("cost.json");
+        let r = render::render(&store, &with, &cmeta, &file, "cost.json", limits, &ctl)?;
+        cost_times.push(t.elapsed().as_secs_f64());
+        cost_rows = r.record_count;
+    }
     Ok(
         json!({"readings_stored": n, "pdf": {"rows": r.record_count, "bytes": r.file_size,
-        "pages": pages, "seconds": median(times)}}),
+        "pages": pages, "seconds": median(times)},
+        "cost_analysis": {"rows": cost_rows, "seconds": median(cost_times)}}),
     )
 }

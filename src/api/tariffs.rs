@@ -28,7 +28,7 @@ fn view(versions: &Versions, now_ms: i64) -> Value {
             })
         })
         .collect();
-    let current = versions.0.partition_point(|c| c.from_ms <= now_ms).max(1);
+    let current = versions.index_at(now_ms) + 1;
     json!({"in_force": current, "versions": list})
 }
 
@@ -45,7 +45,8 @@ pub async fn get(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(view(&versions, st.clock.now_ms())))
 }
 
-/// `PUT /api/tariffs`: appends a version.
+/// `PUT /api/tariffs`: appends a version. The body is a whole tariff; it is stored with its
+/// zone written out and `effective_from` as an instant.
 pub async fn put(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
@@ -53,38 +54,44 @@ pub async fn put(
 ) -> Result<Json<Value>, ApiError> {
     let now = st.clock.now_ms();
     let tz = st.timezone;
-    let new = Compiled::new(&body, tz).map_err(|e| invalid(e.to_string()))?;
     if body.effective_from.is_none() {
         return Err(invalid(
             "effective_from: say when the new prices start (YYYY-MM-DD or RFC 3339)",
         ));
     }
-    // No retroactive prices: costs already shown for past days must not change.
-    let today =
-        crate::domain::rollup::period_start(now, crate::domain::rollup::Period::Day, new.tz);
-    if new.from_ms < today {
+    let new = Compiled::new(&body, tz).map_err(|e| invalid(e.to_string()))?;
+    // No retroactive prices: costs already computed must not change.
+    if new.from_ms < now {
         return Err(invalid(
-            "effective_from: must be today or later (past costs never change)",
+            "effective_from: must not be in the past (past costs never change); use a later date or time on a quarter hour",
         ));
     }
+    let pinned = new.pinned();
     let ex = st.exporter.clone();
     let (store, key) = (st.store.clone(), st.auth.audit_key.clone());
     let mut ev = cu.event(EventType::TariffChanged, Severity::Warning);
     ev.resource = Some("tariffs".into());
-    ev.details = json!({"effective_from": body.effective_from, "summary": new.describe()});
+    ev.details = json!({"effective_from": pinned.effective_from, "summary": new.describe()});
     let versions = blocking(move || -> Result<Versions, ApiError> {
-        let old = ex.tariffs().map_err(ApiError::internal)?;
-        if old.current().from_ms >= new.from_ms {
-            return Err(invalid(format!(
-                "effective_from: must be later than the newest version's ({})",
-                crate::clock::rfc3339(old.current().from_ms.max(0))
-            )));
-        }
-        if store.tariffs()?.is_empty() {
-            // Keep the configured tariff as version 1 before the first change.
-            store.tariffs_seed(&old.current().source)?;
-        }
-        store.tariff_append(&body, Some(Pending::new(&key, ev, now)))?;
+        let seed = ex.tariffs().map_err(ApiError::internal)?.0[0].pinned();
+        // Keep the configured tariff as version 1 before the first change.
+        store.tariffs_seed(&seed)?;
+        let check = |old: &[Tariff]| {
+            let mut all = old.to_vec();
+            all.push(pinned.clone());
+            let v = Versions::compile_with(&all, tz, true).map_err(|e| e.to_string())?;
+            let before = &v.0[v.0.len() - 2];
+            if before.source.currency != new.source.currency {
+                return Err(format!(
+                    "currency: stays {} (a cost analysis adds amounts across versions)",
+                    before.source.currency
+                ));
+            }
+            Ok(())
+        };
+        store
+            .tariff_append(&pinned, check, Some(Pending::new(&key, ev, now)))?
+            .map_err(invalid)?;
         ex.tariffs().map_err(ApiError::internal)
     })
     .await??;

@@ -333,8 +333,11 @@ fn summary(costs: &Costs, plan: &Plan) -> Part {
     let total = costs.total();
     let energy_cost = to_minor(total.cost, d);
     let fixed_cost = to_minor(costs.fixed.iter().map(|f| f.cost).sum(), d);
-    let energy_tax = to_minor(total.tax, d);
-    let fixed_tax = to_minor(costs.fixed.iter().map(|f| f.tax).sum(), d);
+    // Taxes are one line, rounded once.
+    let taxes = to_minor(
+        total.tax + costs.fixed.iter().map(|f| f.tax).sum::<Pico>(),
+        d,
+    );
     let money = |m: i64| V::Num(minor_value(m, d), d);
     let mut bill = Table {
         key: "totals",
@@ -358,8 +361,8 @@ fn summary(costs: &Costs, plan: &Plan) -> Part {
             V::Num(total.mwh as f64 / 1e6, 3),
             money(energy_cost),
             money(fixed_cost),
-            money(energy_tax + fixed_tax),
-            money(energy_cost + fixed_cost + energy_tax + fixed_tax),
+            money(taxes),
+            money(energy_cost + fixed_cost + taxes),
         ],
     });
     let mut fixed = Table {

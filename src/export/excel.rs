@@ -281,9 +281,13 @@ fn chart_sheet(
         let col = d as u16 + 1;
         ws.write_string_with_format(0, col, series, bold)
             .map_err(xlsx)?;
-        for (i, v) in values.iter().enumerate() {
+        // No value (NaN): an empty cell, a gap in the chart.
+        for (i, v) in values.iter().enumerate().filter(|(_, v)| v.is_finite()) {
             ws.write_number(i as u32 + 1, col, *v).map_err(xlsx)?;
         }
+    }
+    if c.series.is_empty() {
+        return Ok(());
     }
     let mut chart = rust_xlsxwriter::Chart::new(match c.kind {
         ChartKind::StackedBars => ChartType::ColumnStacked,
@@ -332,6 +336,7 @@ pub fn write_report<W: Write + Send>(
         ("Sections", sections.join(", ")),
         ("Currency", text_of(&m["currency"])),
         ("Price per kWh", text_of(&m["price_per_kwh"])),
+        ("Tariff", text_of(&m["tariff"])),
     ];
     let ws = book.add_worksheet();
     ws.set_name("Report").map_err(xlsx)?;

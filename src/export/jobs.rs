@@ -183,7 +183,8 @@ impl Exporter {
             now_ms: self.clock.now_ms(),
         };
         let mut plan = request::plan(body, &ctx, resolved)?;
-        if !matches!(*plan.prices, crate::tariff::engine::Prices::Const(_)) {
+        // device_data prices its rows per bucket when the price varies over the range.
+        if plan.kind == request::Kind::DeviceData && plan.price_per_kwh.is_nan() {
             let ids: Vec<_> = devices
                 .iter()
                 .map(|d| d.record.info.device_id.clone())
@@ -410,12 +411,19 @@ impl Exporter {
             request::Kind::SystemReport { sections, .. } => {
                 let rt = self.cfg.runtime.as_ref();
                 let now = self.clock.now_ms();
+                // The health section counts the requester's exports (everyone's for admins).
+                let admin = self
+                    .store
+                    .user(rec.user_id)?
+                    .is_some_and(|u| u.role == crate::auth::Role::Admin);
+                let owner = (!admin).then_some(rec.user_id);
                 Some(super::report::build(
                     &self.store,
                     &plan,
                     sections,
                     rt,
                     now,
+                    owner,
                     ctl,
                 )?)
             }

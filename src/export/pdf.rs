@@ -306,6 +306,10 @@ impl Doc {
         for (d, (name, _)) in c.series.iter().enumerate() {
             let w = 20.0 + self.fonts.width(name, 8.0);
             if lx + w > self.width - MARGIN && !legend[legend.len() - 1].is_empty() {
+                // At most three rows: the plot keeps its room however many series there are.
+                if legend.len() == 3 {
+                    break;
+                }
                 legend.push(Vec::new());
                 lx = MARGIN + 40.0;
             }
@@ -368,13 +372,19 @@ impl Doc {
             }
             ChartKind::Lines => {
                 for (d, (_, values)) in c.series.iter().enumerate() {
-                    let points: Vec<(f32, f32)> = values
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| (x0 + slot * (i as f32 + 0.5), y0 + height_of(*v)))
-                        .collect();
                     self.ops.push(Op::SetOutlineColor { col: colour(d) });
-                    line(&mut self.ops, &points, 1.5);
+                    // A missing value (NaN) breaks the line.
+                    let mut points: Vec<(f32, f32)> = Vec::new();
+                    for (i, v) in values.iter().enumerate() {
+                        if v.is_finite() {
+                            points.push((x0 + slot * (i as f32 + 0.5), y0 + height_of(*v)));
+                        } else if !points.is_empty() {
+                            line(&mut self.ops, &std::mem::take(&mut points), 1.5);
+                        }
+                    }
+                    if !points.is_empty() {
+                        line(&mut self.ops, &points, 1.5);
+                    }
                 }
                 self.ops.push(Op::SetOutlineColor { col: gray(0.0) });
             }
@@ -583,8 +593,10 @@ fn title_block(doc: &mut Doc, m: &Value, lines: Vec<String>) {
         .as_array()
         .map(|d| d.iter().filter_map(|x| x["device_name"].as_str()).collect())
         .unwrap_or_default();
-    if !names.is_empty() {
-        all.push(format!("Devices: {}", names.join(", ")));
+    match names.len() {
+        0 => {}
+        1..=8 => all.push(format!("Devices: {}", names.join(", "))),
+        n => all.push(format!("Devices: {n} ({} …)", names[..3].join(", "))),
     }
     all.push(format!("Generated {}", doc.generated));
     for l in all {
@@ -700,11 +712,14 @@ pub fn write_report<W: Write>(
 ) -> io::Result<()> {
     let mut doc = Doc::new(style, &report.title, generated);
     let sections: Vec<&str> = report.parts.iter().map(|p| p.title.as_str()).collect();
-    let price = format!(
-        "Price: {} {} per kWh",
-        metadata["price_per_kwh"],
-        metadata["currency"].as_str().unwrap_or_default()
-    );
+    let cur = metadata["currency"].as_str().unwrap_or_default();
+    let price = match metadata["price_per_kwh"].as_f64() {
+        Some(p) => format!("Price: {p} {cur} per kWh (taxes included)"),
+        None => format!(
+            "Tariff: {} ({cur})",
+            metadata["tariff"].as_str().unwrap_or_default()
+        ),
+    };
     title_block(
         &mut doc,
         metadata,

@@ -398,9 +398,11 @@ pub fn build(
     sections: &[Section],
     runtime: Option<&Runtime>,
     now_ms: i64,
+    owner: Option<u32>,
     ctl: &Control,
 ) -> Result<Report, RenderError> {
-    let by_month = plan.end_ms - plan.start_ms > 62 * 86_400_000;
+    // Up to 62 local days by day (a DST change can add an hour), longer ranges by month.
+    let by_month = plan.end_ms - plan.start_ms > 62 * 86_400_000 + 3_600_000;
     let period = if by_month { Period::Month } else { Period::Day };
     let mut tzc = TzCache::new(plan.tz);
     let mut accs = Vec::with_capacity(plan.devices.len());
@@ -441,6 +443,11 @@ pub fn build(
         let share = 90 * (k + 1) / plan.devices.len().max(1);
         ctl.progress.store(share as u8, Ordering::Relaxed);
     }
+    let stored = store
+        .devices()?
+        .into_iter()
+        .map(|d| (d.record.info.device_id.clone(), d))
+        .collect();
     let ctx = Ctx {
         store,
         plan,
@@ -448,6 +455,9 @@ pub fn build(
         period,
         runtime,
         now_ms,
+        owner,
+        stored,
+        names: super::cost::device_labels(plan),
     };
     let mut parts = Vec::new();
     for &s in sections {
@@ -475,11 +485,33 @@ struct Ctx<'a> {
     period: Period,
     runtime: Option<&'a Runtime>,
     now_ms: i64,
+    /// Only this user's exports count (None: everyone's, for administrators).
+    owner: Option<u32>,
+    /// Stored devices by id.
+    stored: HashMap<crate::domain::DeviceId, crate::store::DeviceSummary>,
+    /// Row labels of the plan's devices (names, with the id where names repeat).
+    names: Vec<String>,
 }
 
 impl Ctx<'_> {
     fn total_mwh(&self) -> i64 {
         self.accs.iter().map(|a| a.energy_mwh).sum()
+    }
+
+    /// Days of the range that have passed (a range ending in the future is not yet over).
+    fn days(&self) -> f64 {
+        let end = self.plan.end_ms.min(self.now_ms.max(self.plan.start_ms));
+        (end - self.plan.start_ms) as f64 / 86_400_000.0
+    }
+
+    /// Whether privacy options changed the device's id or address (then its poll errors,
+    /// which name them, are withheld).
+    fn private(&self, d: &super::request::DeviceMeta) -> bool {
+        let ip = self
+            .stored
+            .get(&d.id)
+            .map(|s| s.record.info.ip().to_owned());
+        d.shown_id != d.id.as_str() || ip.is_some_and(|ip| ip != d.ip)
     }
 
     fn period_name(&self) -> &'static str {
@@ -508,12 +540,7 @@ impl Ctx<'_> {
     }
 
     fn device_summary(&self) -> Result<Part, RenderError> {
-        let stored: HashMap<_, _> = self
-            .store
-            .devices()?
-            .into_iter()
-            .map(|d| (d.record.info.device_id.clone(), d))
-            .collect();
+        let stored = &self.stored;
         let mut t = Table::new(
             "devices",
             "Devices",
@@ -530,7 +557,7 @@ impl Ctx<'_> {
             ],
         )
         .items("device");
-        for d in &self.plan.devices {
+        for (d, name) in self.plan.devices.iter().zip(&self.names) {
             let s = stored.get(&d.id);
             let kind = s.map_or(V::Null, |s| {
                 V::Text(
@@ -541,7 +568,7 @@ impl Ctx<'_> {
                 )
             });
             t.push(
-                &d.name,
+                name,
                 "",
                 vec![
                     V::Text(d.shown_id.clone()),
@@ -568,9 +595,22 @@ impl Ctx<'_> {
         self.runtime?.registry.find(&d.id)
     }
 
+    /// Reachability as `/api/devices` shows it (offline when the poller does not know it).
+    fn status_of(&self, d: &super::request::DeviceMeta) -> DeviceStatus {
+        self.status(d).map_or(DeviceStatus::Offline, |e| e.status)
+    }
+
     fn energy(&self) -> Part {
         let total = self.total_mwh();
-        let days = (self.plan.end_ms - self.plan.start_ms) as f64 / 86_400_000.0;
+        let days = self.days();
+        let hours = days * 24.0;
+        let avg_w = |mwh: i64| {
+            if hours > 0.0 {
+                V::Num(mwh as f64 / 1000.0 / hours, 1)
+            } else {
+                V::Null
+            }
+        };
         let mut by_device = Table::new(
             "by_device",
             "Energy per device",
@@ -584,17 +624,21 @@ impl Ctx<'_> {
             ],
         )
         .items("device");
-        for (d, a) in self.plan.devices.iter().zip(self.accs) {
+        for (name, a) in self.names.iter().zip(self.accs) {
             by_device.push(
-                &d.name,
+                name,
                 "",
                 vec![
                     V::Num(kwh(a.energy_mwh), 3),
                     pct(a.energy_mwh as f64, total as f64),
-                    load_w(a.energy_mwh, a.covered),
+                    avg_w(a.energy_mwh),
                     a.peak_mw.map_or(V::Null, |p| V::Num(p as f64 / 1000.0, 1)),
                     V::Num(a.on_ms as f64 / 3_600_000.0, 2),
-                    V::Num(kwh(a.energy_mwh) / days.max(1.0 / 96.0), 3),
+                    if days > 0.0 {
+                        V::Num(kwh(a.energy_mwh) / days, 3)
+                    } else {
+                        V::Null
+                    },
                 ],
             );
         }
@@ -616,15 +660,15 @@ impl Ctx<'_> {
         .items("device")
         .periods(pname);
         let mut series = Vec::new();
-        for (d, a) in self.plan.devices.iter().zip(self.accs) {
+        for (name, a) in self.names.iter().zip(self.accs) {
             let values: Vec<f64> = periods
                 .iter()
                 .map(|p| kwh(a.by_period.get(p).copied().unwrap_or(0)))
                 .collect();
             for (p, v) in periods.iter().zip(&values) {
-                by_period.push(&d.name, &self.period_label(*p), vec![V::Num(*v, 3)]);
+                by_period.push(name, &self.period_label(*p), vec![V::Num(*v, 3)]);
             }
-            series.push((d.name.clone(), values));
+            series.push((name.clone(), values));
         }
         let mut totals = Table::new(
             "totals",
@@ -637,28 +681,32 @@ impl Ctx<'_> {
             ],
         );
         totals.vertical = true;
-        let hours = days * 24.0;
         totals.push(
             "",
             "",
             vec![
                 V::Num(self.plan.devices.len() as f64, 0),
                 V::Num(kwh(total), 3),
-                V::Num(total as f64 / 1000.0 / hours.max(1e-9), 1),
+                avg_w(total),
                 V::Num(days, 2),
             ],
         );
         let chart = Chart {
-            title: format!(
-                "{} per device (kWh)",
-                by_period.title.replace(" per device", "")
-            ),
+            title: if self.period == Period::Month {
+                "Energy per month per device (kWh)".into()
+            } else {
+                "Energy per day per device (kWh)".into()
+            },
             unit: "kWh",
             kind: ChartKind::StackedBars,
             label_name: pname,
+            // Days as times: charts shorten them, Excel shows dates.
             labels: periods
                 .iter()
-                .map(|p| V::Text(self.period_label(*p)))
+                .map(|p| match self.period {
+                    Period::Month => V::Text(self.period_label(*p)),
+                    _ => V::Time(*p),
+                })
                 .collect(),
             series,
         };
@@ -724,8 +772,14 @@ impl Ctx<'_> {
 
     fn health(&self) -> Result<Part, RenderError> {
         let rt = self.runtime;
-        let stored = self.store.devices()?;
-        let exports = self.store.exports()?;
+        let stored: Vec<&crate::store::DeviceSummary> = self.stored.values().collect();
+        // The requester's exports (all of them for an administrator), not deleted ones.
+        let exports: Vec<_> = self
+            .store
+            .exports()?
+            .into_iter()
+            .filter(|e| e.deleted_ms.is_none() && self.owner.is_none_or(|o| e.user_id == o))
+            .collect();
         let mut daemon = Table::new(
             "daemon",
             "Daemon",
@@ -744,10 +798,13 @@ impl Ctx<'_> {
         );
         daemon.vertical = true;
         let mb = |b: u64| V::Num(b as f64 / (1024.0 * 1024.0), 1);
-        let entries = rt.map(|r| r.registry.snapshot()).unwrap_or_default();
-        let online = entries
+        // Records on both sides: a strip's outlets are online when the strip answers.
+        let online = stored
             .iter()
-            .filter(|e| e.status == DeviceStatus::Online)
+            .filter(|d| {
+                rt.and_then(|r| r.registry.find(&d.record.info.device_id))
+                    .is_some_and(|e| e.status == DeviceStatus::Online)
+            })
             .count();
         daemon.push(
             "",
@@ -790,22 +847,12 @@ impl Ctx<'_> {
             ],
         )
         .items("device");
-        let first_seen: HashMap<_, _> = stored
-            .iter()
-            .map(|d| {
-                let r = &d.record;
-                (
-                    r.info.device_id.clone(),
-                    (r.first_seen_ms, r.info.ip().to_owned()),
-                )
-            })
-            .collect();
-        for (d, a) in self.plan.devices.iter().zip(self.accs) {
+        for ((d, a), name) in self.plan.devices.iter().zip(self.accs).zip(&self.names) {
             let e = self.status(d);
-            let (first, real_ip) = first_seen
+            let first = self
+                .stored
                 .get(&d.id)
-                .cloned()
-                .unwrap_or((self.plan.start_ms, String::new()));
+                .map_or(self.plan.start_ms, |s| s.record.first_seen_ms);
             let availability = rt.map_or(V::Null, |r| {
                 let from = self.plan.start_ms.max(first);
                 let to = self.plan.end_ms.min(self.now_ms);
@@ -817,20 +864,19 @@ impl Ctx<'_> {
                 }
             });
             let (ok, failed) = e.as_ref().map_or((0, 0), |e| (e.polls_ok, e.polls_failed));
-            // The error text names the device's address: keep it as private as the rest.
+            // Poll errors name addresses and devices: withheld when privacy options apply.
             let error = e.as_ref().and_then(|e| e.last_error.clone()).map(|s| {
-                if real_ip.is_empty() {
-                    s
+                if self.private(d) {
+                    "(withheld: privacy options)".to_owned()
                 } else {
-                    s.replace(&real_ip, &d.ip)
+                    s
                 }
             });
             devices.push(
-                &d.name,
+                name,
                 "",
                 vec![
-                    e.as_ref()
-                        .map_or(V::Null, |e| V::Text(status_name(e.status))),
+                    rt.map_or(V::Null, |_| V::Text(status_name(self.status_of(d)))),
                     opt_time(e.as_ref().and_then(|e| e.last_seen_ms)),
                     pct(ok as f64, (ok + failed) as f64),
                     e.as_ref().map_or(V::Null, |_| V::Num(ok as f64, 0)),
@@ -853,14 +899,16 @@ impl Ctx<'_> {
         )
         .items("export_type");
         let mut by_type: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
-        for e in exports.iter().filter(|e| e.deleted_ms.is_none()) {
+        for e in &exports {
             let c = by_type.entry(&e.export_type).or_default();
             match e.status {
-                super::Status::Completed => c.0 += 1,
+                super::Status::Completed => {
+                    c.0 += 1;
+                    c.3 += e.file_size.unwrap_or(0);
+                }
                 super::Status::Failed => c.1 += 1,
                 _ => c.2 += 1,
             }
-            c.3 += e.file_size.unwrap_or(0);
         }
         for (t, (done, failed, other, size)) in by_type {
             let n = |x: u64| V::Num(x as f64, 0);
@@ -907,7 +955,8 @@ impl Ctx<'_> {
             let label = format!("{h:02}:00");
             by_hour.push("", &label, vec![v(0), v(1), v(2)]);
             for (k, s) in series.iter_mut().enumerate() {
-                s.push(round_to(w[k], 1));
+                // No data at this hour: a gap in the chart, as in the table.
+                s.push(if any[k] { round_to(w[k], 1) } else { f64::NAN });
             }
             labels.push(V::Text(label));
         }
@@ -922,7 +971,7 @@ impl Ctx<'_> {
             ],
         )
         .items("device");
-        for (d, a) in self.plan.devices.iter().zip(self.accs) {
+        for (name, a) in self.names.iter().zip(self.accs) {
             let class = |c: usize| {
                 let (e, n) = a.hours[c]
                     .iter()
@@ -935,7 +984,7 @@ impl Ctx<'_> {
                 (load_w(e, n), daily)
             };
             let ((l0, d0), (l1, d1)) = (class(0), class(1));
-            week.push(&d.name, "", vec![l0, l1, d0, d1]);
+            week.push(name, "", vec![l0, l1, d0, d1]);
         }
         let total = self.total_mwh();
         let mut top = Table::new(
@@ -949,7 +998,7 @@ impl Ctx<'_> {
         for (rank, i) in order.into_iter().enumerate() {
             let e = self.accs[i].energy_mwh;
             top.push(
-                &self.plan.devices[i].name,
+                &self.names[i],
                 "",
                 vec![
                     V::Num(rank as f64 + 1.0, 0),
@@ -1084,8 +1133,13 @@ pub fn write<W: Write + Send>(
     limits: Limits,
 ) -> Result<u64, RenderError> {
     let rows = report.rows();
-    if rows > limits.max_records {
-        return Err(RenderError::TooManyRecords(limits.max_records));
+    // A PDF is built in memory: it holds at most pdf::MAX_ROWS rows, as for device_data.
+    let max = match plan.format {
+        super::Format::Pdf => limits.max_records.min(super::pdf::MAX_ROWS),
+        _ => limits.max_records,
+    };
+    if rows > max {
+        return Err(RenderError::TooManyRecords(max));
     }
     let mut tzc = TzCache::new(plan.tz);
     match plan.format {

@@ -1064,6 +1064,10 @@ pub fn plan(
                     .find(|d| d.record.info.device_id.as_str() == id)
             })
             .collect(),
+        // A report or cost analysis of a daemon with no devices yet is still a document.
+        None if kind.document().is_some() && req.devices.is_none() && ctx.devices.is_empty() => {
+            Vec::new()
+        }
         None => select_devices(req.devices.as_ref(), ctx.devices)?,
     };
     let fields: Vec<Field> = match &req.fields {
@@ -1182,6 +1186,7 @@ pub fn plan(
             )));
         }
     };
+    let constant = crate::tariff::engine::constant(ctx.tariffs, start_ms, end_ms);
     Ok(Plan {
         format,
         compression,
@@ -1200,17 +1205,13 @@ pub fn plan(
         row_fields,
         aggregate_fields,
         exclude_user_data: privacy.exclude_user_data.unwrap_or(false),
-        price_per_kwh: crate::tariff::engine::constant(ctx.tariffs, start_ms, end_ms)
-            .unwrap_or(f64::NAN),
+        price_per_kwh: constant.unwrap_or(f64::NAN),
         currency: ctx.tariffs.at(end_ms - 1).source.currency.clone(),
         tariffs: std::sync::Arc::new(ctx.tariffs.clone()),
-        prices: std::sync::Arc::new(
-            match crate::tariff::engine::constant(ctx.tariffs, start_ms, end_ms) {
-                Some(p) => crate::tariff::engine::Prices::Const(p),
-                // Filled in from the store by the export service.
-                None => crate::tariff::engine::Prices::Table(Default::default()),
-            },
-        ),
+        // Per bucket when the price varies: filled in from the store by the export service.
+        prices: std::sync::Arc::new(crate::tariff::engine::Prices::Const(
+            constant.unwrap_or(f64::NAN),
+        )),
         background: req
             .performance_options
             .as_ref()

@@ -214,7 +214,8 @@ fn raw_rows<'a>(
     let prices = &*plan.prices;
     let scan = store.scan_samples(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
     let rows = Cancellable::new(scan, cancel)
-        .map(move |r| r.map(|r| raw_row(&r, dev, prices.at(r.ts_ms))));
+        // A reading's energy is that of the interval ending at it: the bucket before its time.
+        .map(move |r| r.map(|r| raw_row(&r, dev, prices.at(r.ts_ms - 1))));
     Ok(filtered(rows, plan, |r: &Row| {
         (r.ts_ms, r.get(POWER), r.get(IS_ON).is_some_and(|v| v > 0.0))
     }))

@@ -33,15 +33,25 @@ impl Store {
         self.tariffs()
     }
 
-    /// Appends a version (validated by the caller against the ones before it).
+    /// Appends a version if `check` accepts it after the stored ones (checked inside the
+    /// write transaction, so two concurrent changes cannot both pass); `Ok(Err(why))` when
+    /// refused.
     pub fn tariff_append(
         &self,
         version: &Tariff,
+        check: impl FnOnce(&[Tariff]) -> std::result::Result<(), String>,
         audit: Option<super::audit::Pending<'_>>,
-    ) -> Result<u64> {
+    ) -> Result<std::result::Result<u64, String>> {
         let txn = self.db().begin_write()?;
         let n = {
             let mut t = txn.open_table(TARIFFS)?;
+            let old: Vec<Tariff> = t
+                .iter()?
+                .map(|e| decode(e?.1.value()))
+                .collect::<Result<_>>()?;
+            if let Err(why) = check(&old) {
+                return Ok(Err(why));
+            }
             let n = t.last()?.map_or(1, |(k, _)| k.value() + 1);
             let b = serde_json::to_vec(version).map_err(|e| Error::Corrupt(e.to_string()))?;
             t.insert(n, b.as_slice())?;
@@ -51,6 +61,6 @@ impl Store {
             a.append_in(&txn)?;
         }
         txn.commit()?;
-        Ok(n)
+        Ok(Ok(n))
     }
 }

@@ -154,26 +154,30 @@ fn date_of(day: i64) -> NaiveDate {
     NaiveDate::from_num_days_from_ce_opt(day as i32 + 719_163).unwrap_or_default()
 }
 
-/// The band name and price of flat and time-of-use rates at `t`; `None` for tiers.
-fn rate_at(c: &Compiled, tzc: &mut TzCache, t: i64) -> (String, Option<Micro>) {
+/// What the rates say about the bucket at `t`.
+enum Rate<'a> {
+    /// A band (name) and its price.
+    Price(&'a str, Micro),
+    /// Tiers (band name, tiers).
+    Tiers(&'a str, &'a [(Option<i64>, Micro)]),
+}
+
+/// The rate of version `c` for the bucket starting at `t`.
+fn rate_at<'a>(c: &'a Compiled, tzc: &mut TzCache, t: i64) -> Rate<'a> {
     let l = tzc.local(t);
     let date = date_of(l.day);
     let (model, season) = c.model_on(date);
     match model {
-        Model::Flat(p) => (season.unwrap_or("flat").to_owned(), Some(*p)),
+        Model::Flat(p) => Rate::Price(season.unwrap_or("flat"), *p),
         Model::Tou(bands, dname, dp) => {
-            let weekday = if c.holidays.contains(&date) {
-                7
-            } else {
-                l.weekday
-            };
-            let minute = l.minute;
-            match bands.iter().find(|b| b.holds(weekday, minute)) {
-                Some(b) => (b.name.clone(), Some(b.price)),
-                None => (dname.clone(), Some(*dp)),
+            let today = c.weekday(date);
+            let yesterday = date.pred_opt().map_or(today, |d| c.weekday(d));
+            match bands.iter().find(|b| b.holds(today, yesterday, l.minute)) {
+                Some(b) => Rate::Price(&b.name, b.price),
+                None => Rate::Price(dname, *dp),
             }
         }
-        Model::Tiered(_) => (season.unwrap_or("tiered").to_owned(), None),
+        Model::Tiered(tiers) => Rate::Tiers(season.unwrap_or("tiered"), tiers),
     }
 }
 
@@ -213,13 +217,12 @@ pub fn price(
         let j = i + all[i..].iter().take_while(|x| x.0 == t).count();
         let group = &all[i..j];
         i = j;
-        let vi = v.0.partition_point(|c| c.from_ms <= t).saturating_sub(1);
+        let vi = v.index_at(t);
         let c = &v.0[vi];
         let tzc = caches.entry(vi).or_insert_with(|| TzCache::new(c.tz));
-        let (band_name, rate) = rate_at(c, tzc, t);
-        let band = labels.band(&band_name);
-        match rate {
-            Some(p) => {
+        match rate_at(c, tzc, t) {
+            Rate::Price(band_name, p) => {
+                let band = labels.band(band_name);
                 if t < start {
                     continue;
                 }
@@ -236,11 +239,8 @@ pub fn price(
                     });
                 }
             }
-            None => {
-                let l = tzc.local(t);
-                let (Model::Tiered(tiers), _) = c.model_on(date_of(l.day)) else {
-                    unreachable!("rate_at returns None for tiers only")
-                };
+            Rate::Tiers(band_name, tiers) => {
+                let band = labels.band(band_name);
                 let key = c.billing_start(t);
                 if key != month.0 {
                     month = (key, 0);
@@ -354,17 +354,23 @@ pub fn fixed(v: &Versions, start: i64, end: i64) -> Vec<FixedLine> {
 pub enum Prices {
     /// One price over the whole range.
     Const(f64),
-    /// Bucket start → price.
-    Table(HashMap<i64, f64>),
+    /// The price of every bucket from the one starting at `t0`.
+    Table {
+        /// First bucket start, UTC ms.
+        t0: i64,
+        /// One price per bucket.
+        prices: Vec<f64>,
+    },
 }
 
 impl Prices {
-    /// The price for a reading or bucket at `ts_ms`.
+    /// The price of the bucket holding `ts_ms`.
     pub fn at(&self, ts_ms: i64) -> f64 {
         match self {
             Prices::Const(p) => *p,
-            Prices::Table(m) => m
-                .get(&(ts_ms - ts_ms.rem_euclid(BUCKET_MS)))
+            Prices::Table { t0, prices } => usize::try_from((ts_ms - t0).div_euclid(BUCKET_MS))
+                .ok()
+                .and_then(|i| prices.get(i))
                 .copied()
                 .unwrap_or(0.0),
         }
@@ -399,24 +405,19 @@ pub fn prices(
         return Ok(Prices::Const(p));
     }
     let spans = v.spans(start, end);
-    let mut table = HashMap::new();
+    let t0 = start - start.rem_euclid(BUCKET_MS);
+    let mut table = Vec::new();
     let mut caches: HashMap<usize, TzCache> = HashMap::new();
-    let mut t = start - start.rem_euclid(BUCKET_MS);
+    let mut t = t0;
     while t < end {
-        let vi = v.0.partition_point(|c| c.from_ms <= t).saturating_sub(1);
+        let vi = v.index_at(t);
         let c = &v.0[vi];
         let tzc = caches.entry(vi).or_insert_with(|| TzCache::new(c.tz));
-        let p = match rate_at(c, tzc, t).1 {
-            Some(p) => with_tax(p, c.tax_ppm),
-            None => {
-                let l = tzc.local(t);
-                match c.model_on(date_of(l.day)).0 {
-                    Model::Tiered(tiers) => with_tax(tiers[0].1, c.tax_ppm),
-                    _ => 0.0,
-                }
-            }
-        };
-        table.insert(t, p);
+        table.push(match rate_at(c, tzc, t) {
+            Rate::Price(_, p) => with_tax(p, c.tax_ppm),
+            // Replaced below where the household used energy.
+            Rate::Tiers(_, tiers) => with_tax(tiers[0].1, c.tax_ppm),
+        });
         t += BUCKET_MS;
     }
     if spans.iter().any(|(c, _, _)| c.has_tiers()) {
@@ -429,13 +430,14 @@ pub fn prices(
             }
         })?;
         for (t, (cost, mwh)) in sums {
-            if mwh > 0 {
+            let i = usize::try_from((t - t0) / BUCKET_MS).unwrap_or(usize::MAX);
+            if let (true, Some(slot)) = (mwh > 0, table.get_mut(i)) {
                 // pico per mWh = 10⁻¹² / 10⁻⁶ kWh: × 10⁻⁶ per kWh.
-                table.insert(t, cost as f64 / mwh as f64 / 1e6);
+                *slot = cost as f64 / mwh as f64 / 1e6;
             }
         }
     }
-    Ok(Prices::Table(table))
+    Ok(Prices::Table { t0, prices: table })
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl Default for Tariff {
 
 /// How energy is priced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Rates {
     /// One price.
     Flat {
@@ -246,16 +246,17 @@ pub struct Band {
 }
 
 impl Band {
-    fn holds(&self, weekday: u32, minute: u32) -> bool {
+    /// Whether the band holds `minute` of a day that counts as ISO weekday `today`, the day
+    /// before counting as `yesterday` (holidays count as Sundays, each on its own date).
+    pub fn holds(&self, today: u32, yesterday: u32, minute: u32) -> bool {
         let day_ok = |d: u32| self.days & (1 << d) != 0;
         if self.start <= self.end {
-            day_ok(weekday) && (self.start..self.end).contains(&minute)
+            day_ok(today) && (self.start..self.end).contains(&minute)
         } else if minute >= self.start {
-            day_ok(weekday)
+            day_ok(today)
         } else {
             // After midnight: the period began the day before.
-            let before = if weekday == 1 { 7 } else { weekday - 1 };
-            minute < self.end && day_ok(before)
+            minute < self.end && day_ok(yesterday)
         }
     }
 }
@@ -392,7 +393,7 @@ pub struct Compiled {
     pub fixed: Vec<(String, Per, Micro)>,
     /// Sum of the taxes, parts per million.
     pub tax_ppm: i64,
-    /// Holidays.
+    /// Holidays, sorted.
     pub holidays: Vec<NaiveDate>,
 }
 
@@ -447,9 +448,15 @@ impl Compiled {
                 compile_rates(&format!("{f}.rates"), &s.rates)?,
             ));
         }
-        let mut fixed = Vec::new();
+        let mut fixed: Vec<(String, Per, Micro)> = Vec::new();
         for (i, c) in t.fixed_charges.iter().enumerate() {
             let amount = price(&format!("fixed_charges[{i}].amount"), c.amount)?;
+            if c.name.trim().is_empty() || fixed.iter().any(|f| f.0 == c.name) {
+                return Err(err(
+                    format!("fixed_charges[{i}].name"),
+                    "give every fixed charge its own name",
+                ));
+            }
             fixed.push((c.name.clone(), c.per, amount));
         }
         let mut tax_ppm = 0;
@@ -468,6 +475,13 @@ impl Compiled {
                 NaiveDate::parse_from_str(h, "%Y-%m-%d")
                     .map_err(|_| err(format!("holidays[{i}]"), "use YYYY-MM-DD"))?,
             );
+        }
+        holidays.sort_unstable();
+        if from_ms != i64::MIN && from_ms.rem_euclid(900_000) != 0 {
+            return Err(err(
+                "effective_from",
+                "must fall on a quarter hour (costs are computed per 15 minutes)",
+            ));
         }
         Ok(Self {
             source: t.clone(),
@@ -497,6 +511,26 @@ impl Compiled {
             }
         }
         (&self.base, None)
+    }
+
+    /// ISO weekday of local date `d` for time-of-use: a holiday counts as Sunday.
+    pub fn weekday(&self, d: NaiveDate) -> u32 {
+        if self.holidays.binary_search(&d).is_ok() {
+            7
+        } else {
+            d.weekday().number_from_monday()
+        }
+    }
+
+    /// The version as stored: its zone written out and `effective_from` as an instant, so
+    /// that a later change of the daemon's zone cannot move it.
+    pub fn pinned(&self) -> Tariff {
+        let mut t = self.source.clone();
+        t.timezone = Some(self.tz.name().to_owned());
+        if self.from_ms != i64::MIN {
+            t.effective_from = Some(crate::clock::rfc3339(self.from_ms));
+        }
+        t
     }
 
     /// Whether any rates of this version are tiered.
@@ -566,21 +600,33 @@ pub fn parse_start(s: &str, tz: Tz) -> Option<i64> {
 pub struct Versions(pub Vec<Compiled>);
 
 impl Versions {
-    /// Compiles stored versions (refusing an empty list).
-    pub fn compile(list: &[Tariff], default_tz: Tz) -> Result<Self, TariffError> {
+    /// Compiles versions, oldest first. The first must be valid; a later version that does
+    /// not compile or does not start after the one before is refused with `strict`, and
+    /// otherwise skipped with a warning (stored history must never stop every export).
+    pub fn compile_with(
+        list: &[Tariff],
+        default_tz: Tz,
+        strict: bool,
+    ) -> Result<Self, TariffError> {
         let mut out: Vec<Compiled> = Vec::new();
         for (i, t) in list.iter().enumerate() {
-            let c = Compiled::new(t, default_tz).map_err(|e| TariffError {
-                field: format!("versions[{i}].{}", e.field),
-                message: e.message,
-            })?;
-            if out.last().is_some_and(|p| p.from_ms >= c.from_ms) {
-                return Err(err(
-                    format!("versions[{i}].effective_from"),
-                    "must be later than the previous version's",
-                ));
+            let c = Compiled::new(t, default_tz)
+                .map_err(|e| err(format!("versions[{i}].{}", e.field), e.message))
+                .and_then(|c| {
+                    if out.last().is_some_and(|p| p.from_ms >= c.from_ms) {
+                        Err(err(
+                            format!("versions[{i}].effective_from"),
+                            "must be later than the previous version's",
+                        ))
+                    } else {
+                        Ok(c)
+                    }
+                });
+            match c {
+                Ok(c) => out.push(c),
+                Err(e) if strict || out.is_empty() => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "stored tariff version skipped"),
             }
-            out.push(c);
         }
         if out.is_empty() {
             return Err(err("versions", "no tariff"));
@@ -588,10 +634,21 @@ impl Versions {
         Ok(Self(out))
     }
 
+    /// [`Self::compile_with`], skipping bad later versions.
+    pub fn compile(list: &[Tariff], default_tz: Tz) -> Result<Self, TariffError> {
+        Self::compile_with(list, default_tz, false)
+    }
+
+    /// Index of the version in force at `ts_ms` (the first one before any begins).
+    pub fn index_at(&self, ts_ms: i64) -> usize {
+        self.0
+            .partition_point(|c| c.from_ms <= ts_ms)
+            .saturating_sub(1)
+    }
+
     /// The version in force at `ts_ms` (the first one before any begins).
     pub fn at(&self, ts_ms: i64) -> &Compiled {
-        let i = self.0.partition_point(|c| c.from_ms <= ts_ms);
-        &self.0[i.saturating_sub(1)]
+        &self.0[self.index_at(ts_ms)]
     }
 
     /// Versions in force somewhere in `[start, end)`, with the part of the range each holds.
@@ -634,10 +691,13 @@ mod tests {
             panic!()
         };
         // Friday 23:00 and Saturday 05:45 are in; Saturday 23:00 and Friday 05:00 are out.
-        assert!(b[0].holds(5, 23 * 60));
-        assert!(b[0].holds(6, 5 * 60 + 45));
-        assert!(!b[0].holds(6, 23 * 60));
-        assert!(!b[0].holds(5, 5 * 60));
+        assert!(b[0].holds(5, 4, 23 * 60));
+        assert!(b[0].holds(6, 5, 5 * 60 + 45));
+        assert!(!b[0].holds(6, 5, 23 * 60));
+        assert!(!b[0].holds(5, 4, 5 * 60));
+        // A holiday Friday counts as a Sunday: its night is out, and so is its morning after.
+        assert!(!b[0].holds(7, 4, 23 * 60));
+        assert!(!b[0].holds(6, 7, 5 * 60));
     }
 
     #[test]

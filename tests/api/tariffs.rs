@@ -65,7 +65,7 @@ fn seed(dir: &Path, devices: &[(&str, i64)], from: i64, to: i64, tariffs: &[Tari
     if let Some((first, rest)) = tariffs.split_first() {
         store.tariffs_seed(first).unwrap();
         for t in rest {
-            store.tariff_append(t, None).unwrap();
+            store.tariff_append(t, |_| Ok(()), None).unwrap().unwrap();
         }
     }
 }
@@ -343,7 +343,11 @@ async fn tariffs_are_versioned_through_the_api_and_audited() {
     for (body, needle) in [
         (
             json!({"price_per_kwh": 0.2, "currency": "USD", "effective_from": "2024-06-01"}),
-            "today or later",
+            "must not be in the past",
+        ),
+        (
+            json!({"price_per_kwh": 0.2, "currency": "EUR", "effective_from": "2024-07-01"}),
+            "currency: stays USD",
         ),
         (
             json!({"price_per_kwh": 0.2, "currency": "USD"}),
@@ -379,6 +383,8 @@ async fn tariffs_are_versioned_through_the_api_and_audited() {
         "2024-07-01T00:00:00.000Z"
     );
     assert_eq!(v["in_force"], 1, "the new prices start in July");
+    // Stored with its zone written out: a later change of the daemon's zone cannot move it.
+    assert_eq!(v["versions"][1]["tariff"]["timezone"], "UTC");
     let (_, audit) = app.get("/api/audit?event_types=TARIFF_CHANGED").await;
     let text = audit.to_string();
     assert!(
