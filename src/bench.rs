@@ -230,10 +230,36 @@ fn cpu_seconds() -> f64 {
         .map_or(0.0, |ticks| ticks / 100.0)
 }
 
+/// Plans `body` against the stored devices at `now_ms` (UTC default zone, default limits).
+fn bench_plan(
+    summaries: &[crate::store::DeviceSummary],
+    tariffs: &crate::tariff::Versions,
+    limits: &crate::config::Exports,
+    body: Value,
+    now_ms: i64,
+) -> anyhow::Result<crate::export::request::Plan> {
+    use crate::export::request::{self, CreateRequest, PlanCtx};
+    let body: CreateRequest = serde_json::from_value(body)?;
+    let ctx = PlanCtx {
+        devices: summaries,
+        default_tz: chrono_tz::Tz::UTC,
+        limits,
+        tariffs,
+        privacy_key: &[0; 32],
+        now_ms,
+    };
+    request::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The default (flat) tariff.
+fn flat_tariff() -> anyhow::Result<crate::tariff::Versions> {
+    crate::tariff::Versions::compile(&[crate::config::Tariff::default()], chrono_tz::Tz::UTC)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// Runs the export benchmark in `dir` with `rows` readings (10 devices), `runs` times.
 pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
     use crate::export::render::{self, Control, Limits};
-    use crate::export::request::{self, CreateRequest, PlanCtx};
     let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
     let devices = 10;
     let minutes = rows.div_ceil(u64::from(devices)) as i64;
@@ -247,27 +273,17 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
         max_records_per_export: u64::MAX,
         ..Default::default()
     };
-    let tariff =
-        crate::tariff::Versions::compile(&[crate::config::Tariff::default()], chrono_tz::Tz::UTC)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tariff = flat_tariff()?;
     let mut out = serde_json::Map::new();
     out.insert("readings_stored".into(), json!(n));
     for format in ["csv", "json", "excel"] {
-        let body: CreateRequest = serde_json::from_value(json!({
+        let body = json!({
             "export_type": "device_data", "format": format, "devices": "all",
             "date_range": {"start": crate::clock::rfc3339(start - 1_000), "end": crate::clock::rfc3339(end)},
             "fields": ["timestamp", "device_ip", "device_name", "power_w", "energy_kwh", "voltage", "current", "cost", "is_on"],
             "options": {"timezone": "UTC"},
-        }))?;
-        let ctx = PlanCtx {
-            devices: &summaries,
-            default_tz: chrono_tz::Tz::UTC,
-            limits: &limits_cfg,
-            tariffs: &tariff,
-            privacy_key: &[0; 32],
-            now_ms: end,
-        };
-        let plan = request::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        });
+        let plan = bench_plan(&summaries, &tariff, &limits_cfg, body, end)?;
         let meta = render::metadata(&plan, "bench", "bench", None);
         let (mut times, mut cpu, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
         let mut last = None;
@@ -322,30 +338,20 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
 /// time-of-use period under a tariff with two periods, a fixed charge and a tax.
 pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     use crate::export::render::{self, Control, Limits};
-    use crate::export::request::{self, CreateRequest, Kind, PlanCtx};
+    use crate::export::request::Kind;
     let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    let now = start + 366 * 86_400_000;
     let path = dir.join("report.redb");
     let (n, _) = ingest(&path, 10, 365, 900_000, start)?;
     let store = Store::open(&path, 16)?;
     let summaries = store.devices()?;
     let limits_cfg = crate::config::Exports::default();
-    let tariff =
-        crate::tariff::Versions::compile(&[crate::config::Tariff::default()], chrono_tz::Tz::UTC)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let body: CreateRequest = serde_json::from_value(json!({
+    let body = json!({
         "export_type": "system_report", "format": "pdf",
         "date_range": {"start": "2025-01-01", "end": "2025-12-31"},
         "options": {"timezone": "America/New_York"},
-    }))?;
-    let ctx = PlanCtx {
-        devices: &summaries,
-        default_tz: chrono_tz::Tz::UTC,
-        limits: &limits_cfg,
-        tariffs: &tariff,
-        privacy_key: &[0; 32],
-        now_ms: start + 366 * 86_400_000,
-    };
-    let plan = request::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    });
+    let plan = bench_plan(&summaries, &flat_tariff()?, &limits_cfg, body, now)?;
     let Kind::SystemReport { sections, .. } = &plan.kind else {
         anyhow::bail!("not a report plan");
     };
@@ -356,8 +362,7 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     for _ in 0..runs {
         let t = Instant::now();
         let ctl = Control::default();
-        let report =
-            crate::export::report::build(&store, &plan, sections, None, ctx.now_ms, None, &ctl)?;
+        let report = crate::export::report::build(&store, &plan, sections, None, now, None, &ctl)?;
         let mut with = plan.clone();
         with.kind = Kind::SystemReport {
             sections: sections.clone(),
@@ -388,17 +393,13 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         "taxes": [{"name": "VAT", "percent": 5}]}))?;
     let tariffs = crate::tariff::Versions::compile(&[tou], chrono_tz::Tz::UTC)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let body: CreateRequest = serde_json::from_value(json!({
+    let body = json!({
         "export_type": "cost_analysis", "format": "json", "grouping": "monthly",
         "breakdown_by": ["device", "time_of_use"],
         "date_range": {"start": "2025-01-01", "end": "2025-12-31"},
         "options": {"timezone": "America/New_York"},
-    }))?;
-    let ctx = PlanCtx {
-        tariffs: &tariffs,
-        ..ctx
-    };
-    let cplan = request::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    });
+    let cplan = bench_plan(&summaries, &tariffs, &limits_cfg, body, now)?;
     let Kind::CostAnalysis {
         grouping,
         breakdown,

@@ -1,6 +1,7 @@
 //! The configuration export: devices (ids, names, models, firmware, rated power, location),
 //! users (username, role, effective permissions — never password hashes), schedules (none
-//! until scheduled exports land), retention policies, tariffs and the remaining settings, as
+//! until scheduled exports land), retention policies, every stored tariff version and the
+//! remaining settings, as
 //! rows of `section, item, key, value` in any format. Secrets never appear: no key material
 //! is read, and any setting whose name says password, secret, token or credential is left out.
 //! `remove_location_data` drops device coordinates, `exclude_user_data` the users,
@@ -149,8 +150,15 @@ pub fn rows(
         "notification_before_deletion",
         &notice,
     );
-    if let Some(t) = rest.remove("tariff") {
-        flatten(&mut out, "tariffs", "default", "", &t);
+    // Every tariff version as stored (the configured one until the first is stored).
+    rest.remove("tariff");
+    let mut versions = store.tariffs()?;
+    if versions.is_empty() {
+        versions.push(settings.tariff.clone());
+    }
+    for (i, t) in versions.iter().enumerate() {
+        let v = serde_json::to_value(t).unwrap_or_default();
+        flatten(&mut out, "tariffs", &format!("version {}", i + 1), "", &v);
     }
     // Static devices are listed with the devices; the data directory is this machine's.
     rest.remove("devices");

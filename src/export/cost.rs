@@ -190,6 +190,34 @@ impl Costs {
         }
         t
     }
+
+    /// The selected devices' sum in period `k`.
+    pub fn period_total(&self, k: usize) -> Acc {
+        let mut t = Acc::default();
+        for dev in 0..self.by_device.len() {
+            if let Some(x) = self.by_period_device.get(&(k, dev)) {
+                t.add(x.mwh, x.cost, x.tax);
+            }
+        }
+        t
+    }
+
+    /// The "Cost per device" table, rows labelled by `names`.
+    pub fn device_table(&self, names: &[String]) -> Table {
+        let rows: Vec<_> = names
+            .iter()
+            .zip(&self.by_device)
+            .map(|(n, a)| (n.clone(), String::new(), *a))
+            .collect();
+        money_table(
+            "by_device",
+            "Cost per device",
+            Some("device"),
+            None,
+            &rows,
+            self,
+        )
+    }
 }
 
 /// Prices the plan's devices (tiers count the whole household) and sums by `grouping`.
@@ -504,13 +532,7 @@ pub fn report(
         }
     } else {
         for (k, l) in plabel.iter().enumerate() {
-            let mut a = Acc::default();
-            for dev in 0..names.len() {
-                if let Some(x) = costs.by_period_device.get(&(k, dev)) {
-                    a.add(x.mwh, x.cost, x.tax);
-                }
-            }
-            rows.push((String::new(), l.clone(), a));
+            rows.push((String::new(), l.clone(), costs.period_total(k)));
         }
     }
     let per_period = money_table(
@@ -539,34 +561,13 @@ pub fn report(
                     .copied()
                     .unwrap_or_default()
             } else {
-                let mut a = Acc::default();
-                for dev in 0..names.len() {
-                    if let Some(x) = costs.by_period_device.get(&(k, dev)) {
-                        a.add(x.mwh, x.cost, x.tax);
-                    }
-                }
-                a
+                costs.period_total(k)
             }
         },
     );
     let mut tables = vec![per_period];
     if breakdown.device {
-        let rows: Vec<_> = names
-            .iter()
-            .zip(&costs.by_device)
-            .map(|(n, a)| (n.clone(), String::new(), *a))
-            .collect();
-        tables.insert(
-            0,
-            money_table(
-                "by_device",
-                "Cost per device",
-                Some("device"),
-                None,
-                &rows,
-                &costs,
-            ),
-        );
+        tables.insert(0, costs.device_table(&names));
     }
     parts.push(Part::new(
         "cost_by_period",

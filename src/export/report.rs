@@ -725,32 +725,19 @@ impl Ctx<'_> {
             Grouping::Day
         };
         let costs = cost::compute(self.store, self.plan, grouping, ctl)?;
-        let names = cost::device_labels(self.plan);
-        let mut rows: Vec<_> = names
+        let by_device = costs.device_table(&self.names);
+        let rows: Vec<_> = costs
+            .periods
             .iter()
-            .zip(&costs.by_device)
-            .map(|(n, a)| (n.clone(), String::new(), *a))
+            .enumerate()
+            .map(|(k, p)| {
+                (
+                    String::new(),
+                    grouping.label(*p, self.plan.tz),
+                    costs.period_total(k),
+                )
+            })
             .collect();
-        let by_device = cost::money_table(
-            "by_device",
-            "Cost per device",
-            Some("device"),
-            None,
-            &rows,
-            &costs,
-        );
-        rows.clear();
-        for (k, p) in costs.periods.iter().enumerate() {
-            let mut a = cost::Acc::default();
-            for dev in 0..names.len() {
-                if let Some(x) = costs.by_period_device.get(&(k, dev)) {
-                    a.mwh += x.mwh;
-                    a.cost += x.cost;
-                    a.tax += x.tax;
-                }
-            }
-            rows.push((String::new(), grouping.label(*p, self.plan.tz), a));
-        }
         let by_period = cost::money_table(
             if grouping == Grouping::Month {
                 "by_month"

@@ -405,7 +405,8 @@ pub fn prices(
         return Ok(Prices::Const(p));
     }
     let spans = v.spans(start, end);
-    let t0 = start - start.rem_euclid(BUCKET_MS);
+    // From the bucket before the range: a reading at its start used energy in that one.
+    let t0 = start - start.rem_euclid(BUCKET_MS) - BUCKET_MS;
     let mut table = Vec::new();
     let mut caches: HashMap<usize, TzCache> = HashMap::new();
     let mut t = t0;
@@ -422,7 +423,7 @@ pub fn prices(
     }
     if spans.iter().any(|(c, _, _)| c.has_tiers()) {
         let mut sums: HashMap<i64, (Pico, i64)> = HashMap::new();
-        price(store, v, devices, start, end, |p| {
+        price(store, v, devices, t0, end, |p| {
             if p.tier > 0 {
                 let s = sums.entry(p.t).or_default();
                 s.0 += p.cost + p.tax;

@@ -2,7 +2,7 @@
 //! still verifies on its own (`kasad audit verify-export`, with the appliance's audit key),
 //! tampering with one row makes verification fail, and the export needs AUDIT_READ.
 
-use crate::exports::{add_user, download, env, finished};
+use crate::exports::{add_user, download, env, finished, refused};
 use kasad::export::audit_log::{parse_export, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -166,18 +166,7 @@ async fn audit_exports_need_audit_read_and_refuse_device_options() {
             "anonymize_ip_addresses",
         ),
     ] {
-        let mut b = body.clone();
-        for (k, v) in extra.as_object().unwrap() {
-            b[k] = v.clone();
-        }
-        let r = app
-            .req(Method::POST, "/api/exports/create")
-            .json(&b)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{b}");
-        let v: Value = r.json().await.unwrap();
+        let v = refused(app, &body, &extra).await;
         assert!(v["message"].as_str().unwrap().contains(field), "{v}");
     }
 }

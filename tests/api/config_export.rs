@@ -51,7 +51,7 @@ async fn configuration_exports_hold_the_setup_and_no_secrets() {
         value(&rows, "retention", "audit_logs", "compliance_hold"),
         Some(&json!(true))
     );
-    assert!(value(&rows, "tariffs", "default", "price_per_kwh").is_some());
+    assert!(value(&rows, "tariffs", "version 1", "price_per_kwh").is_some());
     assert!(value(&rows, "settings", "", "exports.max_records_per_export").is_some());
     assert!(value(&rows, "settings", "", "timezone").is_some());
 

@@ -150,6 +150,22 @@ pub async fn download(app: &TestApp, id: &str) -> (u16, Vec<u8>, reqwest::header
     (s, r.bytes().await.unwrap().to_vec(), h)
 }
 
+/// Creates `body` with the keys of `extra` set, expects 400 and returns the error body.
+pub async fn refused(app: &TestApp, body: &Value, extra: &Value) -> Value {
+    let mut b = body.clone();
+    for (k, v) in extra.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    let r = app
+        .req(Method::POST, "/api/exports/create")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "{b}");
+    r.json().await.unwrap()
+}
+
 /// Runs `body` in `format` to completion and downloads the file.
 pub async fn export_as(app: &TestApp, body: &Value, format: &str) -> Vec<u8> {
     let mut body = body.clone();

@@ -3,12 +3,11 @@
 //! section selection, device selection, privacy and refused options; and a 10-device,
 //! 1-year report that renders to a multi-page PDF with drawn charts.
 
-use crate::exports::{env, export_as};
+use crate::exports::{env, export_as, refused};
 use crate::pdf::{drawn, info, poppler};
 use kasad::clock::{ManualClock, SharedClock};
 use kasad::store::Store;
 use kasad::store::write::{Batch, apply};
-use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -227,20 +226,10 @@ async fn sections_devices_and_privacy_are_honoured_and_row_options_refused() {
             "aggregation applies",
         ),
     ] {
-        let mut b = json!({"export_type": "system_report", "format": "json"});
-        for (k, v) in tweak.as_object().unwrap() {
-            b[k] = v.clone();
-        }
-        let r = app
-            .req(Method::POST, "/api/exports/create")
-            .json(&b)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 400, "{b}");
-        let v: Value = r.json().await.unwrap();
+        let body = json!({"export_type": "system_report", "format": "json"});
+        let v = refused(app, &body, &tweak).await;
         let text = v.to_string();
-        assert!(text.contains(code) && text.contains(needle), "{b}: {v}");
+        assert!(text.contains(code) && text.contains(needle), "{tweak}: {v}");
     }
 }
 
@@ -311,4 +300,27 @@ async fn a_ten_device_year_report_renders() {
         .sum();
     let totals = &rows(&j, "energy_consumption", "totals")[0];
     assert!((totals["energy"].as_f64().unwrap() - total).abs() < 0.01);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_without_devices_still_reports() {
+    let data = tempfile::tempdir().unwrap();
+    let clock: SharedClock = Arc::new(ManualClock::new(1_735_689_600_000));
+    let app = crate::helpers::TestApp::on_data(data.path(), clock, |s| {
+        s.exports.rate_limit_per_hour = 1000;
+    })
+    .await;
+    let body = json!({"export_type": "system_report"});
+    let j: Value = serde_json::from_slice(&export_as(&app, &body, "json").await).unwrap();
+    assert!(rows(&j, "device_summary", "devices").is_empty());
+    assert_eq!(rows(&j, "system_health", "daemon").len(), 1);
+    for format in ["excel", "pdf", "csv"] {
+        assert!(!export_as(&app, &body, format).await.is_empty(), "{format}");
+    }
+    let cost = json!({"export_type": "cost_analysis"});
+    let j: Value = serde_json::from_slice(&export_as(&app, &cost, "json").await).unwrap();
+    assert_eq!(
+        j["report"]["summary"]["tables"]["totals"]["rows"][0]["total"],
+        0.0
+    );
 }

@@ -167,6 +167,25 @@ async fn time_of_use_across_the_spring_dst_change_is_billed_by_local_clock() {
     let lines: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(lines[0], "2024-03-10T00:00:00-05:00,23,2.3", "{text}");
     assert_eq!(lines[1], "2024-03-11T00:00:00-04:00,24,3.4", "{text}");
+    // Raw readings too, each at the price of the quarter hour its energy was used in: the
+    // 21:00 reading closes a peak quarter hour, the 21:15 one an off-peak one.
+    let raw = export_as(
+        &app,
+        &json!({"export_type": "device_data", "fields": ["timestamp", "energy_kwh", "cost"],
+                "date_range": {"start": "2024-03-11T21:00:00-04:00", "end": "2024-03-11T21:15:00-04:00"}}),
+        "csv",
+    )
+    .await;
+    let text = String::from_utf8(raw).unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "2024-03-11T21:00:00.000-04:00,0.25,0.075",
+            "2024-03-11T21:15:00.000-04:00,0.25,0.025"
+        ],
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
