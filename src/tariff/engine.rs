@@ -247,6 +247,9 @@ pub fn price(
                 }
                 let weights: Vec<i128> = group.iter().map(|g| i128::from(g.2)).collect();
                 let mut left: i64 = group.iter().map(|g| g.2).sum();
+                // Parts are shared by their running sum, so that each device's parts add up
+                // to exactly its own energy in the bucket.
+                let (mut taken, mut before) = (0i128, vec![0i128; group.len()]);
                 let mut k = tiers
                     .iter()
                     .position(|(b, _)| b.is_none_or(|b| month.1 < b))
@@ -254,10 +257,17 @@ pub fn price(
                 while left > 0 {
                     let (bound, p) = tiers[k];
                     let take = bound.map_or(left, |b| left.min(b - month.1).max(0));
-                    if take > 0 && t >= start {
+                    if take > 0 {
+                        taken += i128::from(take);
+                        let upto = apportion(taken, &weights);
+                        let shares: Vec<i128> =
+                            upto.iter().zip(&before).map(|(u, b)| u - b).collect();
+                        before = upto;
                         let tier = labels.tier(k, tiers);
-                        let shares = apportion(i128::from(take), &weights);
                         for (g, share) in group.iter().zip(shares) {
+                            if t < start {
+                                break;
+                            }
                             let cost = share * i128::from(p);
                             emit(&Piece {
                                 t,
