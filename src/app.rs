@@ -61,6 +61,25 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     .with_context(|| format!("while opening {}", path.display()))
 }
 
+/// Opens the staging log and applies what it holds (readings that were durable in the log but
+/// not yet checkpointed into the database when the daemon stopped).
+pub async fn open_staging(
+    store: &Store,
+    settings: &Settings,
+) -> anyhow::Result<crate::store::staging::Staging> {
+    let (s, path) = (store.clone(), settings.staging_path());
+    tokio::task::spawn_blocking(move || {
+        let (mut log, batches) = crate::store::staging::Staging::open(&path)
+            .with_context(|| format!("while opening {}", path.display()))?;
+        if !batches.is_empty() {
+            let n = store::writer::replay(&s, &mut log, batches)?;
+            tracing::info!(batches = n, "staging log replayed into the database");
+        }
+        Ok(log)
+    })
+    .await?
+}
+
 /// Puts every stored device into the registry so it is polled before discovery finds it.
 fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
     let devices = store.devices()?;
@@ -163,8 +182,12 @@ pub async fn start_with(
             );
         }
     }
-    let (writer, writer_task) =
-        store::writer::spawn(store.clone(), settings.storage.commit_interval.0);
+    let staging = open_staging(&store, &settings).await?;
+    let (writer, writer_task) = store::writer::spawn(
+        store.clone(),
+        settings.storage.commit_interval.0,
+        Some((staging, settings.storage.checkpoint_interval.0)),
+    );
     let registry = Arc::new(Registry::default());
     load_registry(&store, &registry)?;
     let shutdown = CancellationToken::new();

@@ -180,8 +180,11 @@ impl Default for Poll {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
-    /// Time between durable commits: the most a power cut can lose.
+    /// Time between durable points (staging-log syncs): the most a power cut can lose.
     pub commit_interval: Dur,
+    /// Time between durable commits of the database (checkpoints); in between, what arrives
+    /// is made durable by the staging log. Longer means fewer bytes written to the SD card.
+    pub checkpoint_interval: Dur,
     /// Page cache, MiB.
     pub cache_mb: usize,
     /// Raw readings older than this are removed daily (15-minute rollups are kept forever).
@@ -192,6 +195,7 @@ impl Default for Storage {
     fn default() -> Self {
         Self {
             commit_interval: Dur(Duration::from_secs(30)),
+            checkpoint_interval: Dur(Duration::from_secs(6 * 3600)),
             cache_mb: 16,
             raw_retention: Dur(Duration::from_secs(400 * 86_400)),
         }
@@ -474,6 +478,10 @@ impl Settings {
             ("discovery.interval", self.discovery.interval),
             ("discovery.window", self.discovery.window),
             ("storage.commit_interval", self.storage.commit_interval),
+            (
+                "storage.checkpoint_interval",
+                self.storage.checkpoint_interval,
+            ),
         ] {
             if d.0.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
@@ -573,6 +581,11 @@ impl Settings {
     /// Path of the database file.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("kasad.redb")
+    }
+
+    /// Path of the staging log.
+    pub fn staging_path(&self) -> PathBuf {
+        self.data_dir.join("staging.log")
     }
 }
 

@@ -58,7 +58,7 @@ pub async fn backfill(
         tracing::info!("database already holds readings; no simulated history added");
         return Ok(0);
     }
-    let (writer, task) = store::writer::spawn(st, settings.storage.commit_interval.0);
+    let (writer, task) = store::writer::spawn(st, settings.storage.commit_interval.0, None);
     for (d, addr) in devices.iter_mut().zip(addrs) {
         let s = SysInfo::from_response(&d.handle(&sysinfo_request(), from_ms))?;
         for info in infos_from_sysinfo(*addr, &s)? {

@@ -112,6 +112,19 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Benchmark storage wear: bytes written per day for 10 devices polled every 10 s.
+    #[command(hide = true)]
+    BenchWear {
+        /// Scratch directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Simulated hours.
+        #[arg(long, default_value_t = 2)]
+        hours: i64,
+        /// Durable checkpoint every this many simulated seconds (30 or less: no staging log).
+        #[arg(long, default_value_t = 21_600)]
+        checkpoint_s: i64,
+    },
     /// Serve N simulated devices on loopback until stopped (for benchmarks).
     #[command(hide = true)]
     Sim {
@@ -383,6 +396,18 @@ async fn main() -> anyhow::Result<()> {
         Cmd::BenchReport { dir, runs } => {
             let v =
                 tokio::task::spawn_blocking(move || kasad::bench::run_report(&dir, runs)).await??;
+            println!("{v}");
+            Ok(())
+        }
+        Cmd::BenchWear {
+            dir,
+            hours,
+            checkpoint_s,
+        } => {
+            let v = tokio::task::spawn_blocking(move || {
+                kasad::bench::run_wear(&dir, hours, checkpoint_s)
+            })
+            .await??;
             println!("{v}");
             Ok(())
         }

@@ -32,6 +32,7 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
         "store": {"ok": store_ok.is_some(), "schema_version": store_ok,
             "readings_stored": w.stored.load(Ordering::Relaxed),
             "durable_commits": w.durable_commits.load(Ordering::Relaxed),
+            "checkpoints": w.checkpoints.load(Ordering::Relaxed),
             "write_failures": w.failures.load(Ordering::Relaxed)},
         "poller": {"fresh": poller_fresh,
             "last_cycle": (last > 0).then(|| crate::clock::rfc3339(last)),

@@ -17,6 +17,7 @@ pub mod exports;
 pub mod maintenance;
 pub mod query;
 pub mod schema;
+pub mod staging;
 pub mod tariffs;
 pub mod users;
 pub mod write;

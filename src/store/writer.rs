@@ -1,9 +1,14 @@
-//! The single writer task: owns every write transaction, batches what arrives, commits
-//! non-durably in between and durably every `commit_interval` (and on flush and shutdown).
+//! The single writer task: owns every write transaction, batches what arrives and commits it
+//! non-durably at once (readers see it). With the staging log (the daemon), each batch is
+//! appended to the log first, the log is synced every `commit_interval`, and the database
+//! commits durably every `checkpoint_interval` (and on flush and shutdown), after which the
+//! log is emptied; without it, the database commits durably every `commit_interval`.
 //!
 //! Crash-loss bound: readings handed to the writer more than `commit_interval` before a crash
-//! (plus the time one batch takes to write) are on disk.
+//! (plus the time one batch takes to write) are on disk — in the database or in the log,
+//! which is replayed when the daemon starts.
 
+use super::staging::Staging;
 use super::write::{Batch, apply};
 use super::{Error, Result, Store};
 use crate::domain::{DeviceInfo, Reading};
@@ -34,8 +39,10 @@ pub struct WriterStats {
     pub stored: AtomicU64,
     /// Readings refused as not newer than the newest stored one.
     pub refused_old: AtomicU64,
-    /// Durable commits made.
+    /// Durable points: staging-log syncs and durable commits.
     pub durable_commits: AtomicU64,
+    /// Durable commits of the database (checkpoints).
+    pub checkpoints: AtomicU64,
     /// Failed transactions.
     pub failures: AtomicU64,
 }
@@ -63,22 +70,63 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer task.
+/// Starts the writer task. With a staging log, readings are durable once the log is synced
+/// (every `commit_interval`) and the database commits durably every `checkpoint_interval`;
+/// without one, the database commits durably every `commit_interval`.
 pub fn spawn(
     store: Store,
     commit_interval: Duration,
+    staging: Option<(Staging, Duration)>,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1024);
     let stats = Arc::new(WriterStats::default());
-    let task = tokio::spawn(run(store, rx, commit_interval, stats.clone()));
+    let task = tokio::spawn(run(store, rx, commit_interval, staging, stats.clone()));
     (WriterHandle { tx, stats }, task)
 }
 
-async fn commit(store: &Store, batch: Batch, durable: bool, stats: &WriterStats) -> Result<()> {
-    let s = store.clone();
-    let res = tokio::task::spawn_blocking(move || apply(&s, &batch, durable))
-        .await
-        .map_err(|_| Error::WriterGone)?;
+/// What a write step ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A non-durable commit.
+    Nothing,
+    /// The log synced (without a log: a durable commit).
+    Sync,
+    /// A durable commit of the database, then the log emptied.
+    Checkpoint,
+}
+
+type Log = Arc<std::sync::Mutex<Staging>>;
+
+async fn commit(
+    store: &Store,
+    log: Option<&Log>,
+    batch: Batch,
+    end: End,
+    stats: &WriterStats,
+) -> Result<()> {
+    let (s, log) = (store.clone(), log.cloned());
+    let res = tokio::task::spawn_blocking(move || {
+        let io = |e: std::io::Error| Error::WriteFailed(format!("staging log: {e}"));
+        let mut log = log.as_ref().map(|l| l.lock().expect("staging log lock"));
+        // Write-ahead: in the log before the database has it.
+        if let Some(l) = log.as_mut()
+            && !batch.is_empty()
+        {
+            l.append(&batch).map_err(io)?;
+        }
+        let durable = end == End::Checkpoint || (log.is_none() && end == End::Sync);
+        let applied = apply(&s, &batch, durable)?;
+        if let Some(l) = log.as_mut() {
+            match end {
+                End::Nothing => {}
+                End::Sync => l.sync().map_err(io)?,
+                End::Checkpoint => l.clear().map_err(io)?,
+            }
+        }
+        Ok::<_, Error>(applied)
+    })
+    .await
+    .map_err(|_| Error::WriterGone)?;
     match res {
         Ok(a) => {
             stats.stored.fetch_add(a.stored as u64, Ordering::Relaxed);
@@ -97,8 +145,11 @@ async fn commit(store: &Store, batch: Batch, durable: bool, stats: &WriterStats)
                     "readings not newer than stored ones were refused (clock went back?)"
                 );
             }
-            if durable {
+            if end != End::Nothing {
                 stats.durable_commits.fetch_add(1, Ordering::Relaxed);
+            }
+            if end == End::Checkpoint {
+                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
         }
@@ -114,24 +165,56 @@ async fn run(
     store: Store,
     mut rx: mpsc::Receiver<WriteOp>,
     every: Duration,
+    staging: Option<(Staging, Duration)>,
     stats: Arc<WriterStats>,
 ) {
-    let mut last_durable = Instant::now();
-    let mut dirty = false;
+    let (log, checkpoint_every) = match staging {
+        Some((l, c)) => (Some(Arc::new(std::sync::Mutex::new(l))), c.max(every)),
+        None => (None, every),
+    };
+    let log = log.as_ref();
+    let (mut last_sync, mut last_checkpoint) = (Instant::now(), Instant::now());
+    // Written but not yet durable; durable but not yet checkpointed.
+    let (mut unsynced, mut unchecked) = (false, false);
+    let due = |last_sync: Instant, last_checkpoint: Instant, unchecked: bool| {
+        if unchecked && last_checkpoint.elapsed() >= checkpoint_every {
+            End::Checkpoint
+        } else if last_sync.elapsed() >= every {
+            End::Sync
+        } else {
+            End::Nothing
+        }
+    };
     loop {
-        let first = if dirty {
-            match tokio::time::timeout_at(last_durable + every, rx.recv()).await {
+        let deadline = match (unsynced, unchecked) {
+            (false, false) => None,
+            (true, _) => Some((last_sync + every).min(last_checkpoint + checkpoint_every)),
+            (false, true) => Some(last_checkpoint + checkpoint_every),
+        };
+        let first = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
                 Ok(op) => op,
                 Err(_) => {
-                    if commit(&store, Batch::default(), true, &stats).await.is_ok() {
-                        dirty = false;
+                    let mut end = due(last_sync, last_checkpoint, unchecked);
+                    if end == End::Nothing {
+                        end = End::Sync;
                     }
-                    last_durable = Instant::now();
+                    if commit(&store, log, Batch::default(), end, &stats)
+                        .await
+                        .is_ok()
+                    {
+                        (unsynced, last_sync) = (false, Instant::now());
+                        if end == End::Checkpoint || log.is_none() {
+                            (unchecked, last_checkpoint) = (false, Instant::now());
+                        }
+                    } else {
+                        // Try again after another interval.
+                        last_sync = Instant::now();
+                    }
                     continue;
                 }
-            }
-        } else {
-            rx.recv().await
+            },
+            None => rx.recv().await,
         };
         let Some(first) = first else { break };
         let mut batch = Batch::default();
@@ -147,16 +230,26 @@ async fn run(
                 op = rx.try_recv().ok();
             }
         }
-        let durable = !waiters.is_empty() || last_durable.elapsed() >= every;
-        if batch.is_empty() && !durable {
+        let pending = unchecked || !batch.is_empty();
+        let end = if !waiters.is_empty() {
+            End::Checkpoint
+        } else {
+            due(last_sync, last_checkpoint, pending)
+        };
+        if batch.is_empty() && end == End::Nothing {
             continue;
         }
-        let res = commit(&store, batch, durable, &stats).await;
-        if durable {
-            last_durable = Instant::now();
-            dirty = res.is_err();
-        } else {
-            dirty = true;
+        let res = commit(&store, log, batch, end, &stats).await;
+        match (&res, end) {
+            (Err(_), _) => (unsynced, unchecked) = (true, true),
+            (Ok(()), End::Nothing) => (unsynced, unchecked) = (true, true),
+            (Ok(()), End::Sync) if log.is_some() => {
+                (unsynced, unchecked, last_sync) = (false, true, Instant::now());
+            }
+            (Ok(()), _) => {
+                (unsynced, unchecked) = (false, false);
+                (last_sync, last_checkpoint) = (Instant::now(), Instant::now());
+            }
         }
         for w in waiters {
             let _ = w.send(match &res {
@@ -165,8 +258,21 @@ async fn run(
             });
         }
     }
-    if dirty {
-        let _ = commit(&store, Batch::default(), true, &stats).await;
+    if unsynced || unchecked {
+        let _ = commit(&store, log, Batch::default(), End::Checkpoint, &stats).await;
     }
     tracing::debug!("store writer stopped after a final durable commit");
+}
+
+/// Applies what a staging log holds after a crash, commits durably and empties the log.
+/// Returns the number of batches replayed.
+pub fn replay(store: &Store, log: &mut Staging, batches: Vec<Batch>) -> Result<usize> {
+    let n = batches.len();
+    for b in batches {
+        apply(store, &b, false)?;
+    }
+    apply(store, &Batch::default(), true)?;
+    log.clear()
+        .map_err(|e| Error::WriteFailed(format!("staging log: {e}")))?;
+    Ok(n)
 }

@@ -40,7 +40,7 @@ async fn rig(specs: Vec<SimSpec>, extra_targets: &[SocketAddr]) -> Rig {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("k.redb"), 8).unwrap();
-    let (writer, _task) = writer::spawn(store.clone(), Duration::from_secs(3600));
+    let (writer, _task) = writer::spawn(store.clone(), Duration::from_secs(3600), None);
     let registry = Arc::new(Registry::default());
     let mut targets: Vec<SocketAddr> = sims.iter().map(|s| s.addr).collect();
     targets.extend_from_slice(extra_targets);
