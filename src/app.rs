@@ -46,8 +46,20 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let path = settings.db_path();
     let cache = settings.storage.cache_mb;
     let p = path.clone();
+    let staging = settings.staging_path();
     tokio::task::spawn_blocking(move || {
         let store = Store::open(&p, cache)?;
+        // What the staging log made durable after the last checkpoint, before anything else
+        // writes.
+        match crate::store::staging::Staging::open(&staging) {
+            Ok((mut log, batches)) if !batches.is_empty() => {
+                let n = store::writer::replay(&store, &mut log, batches)?;
+                tracing::info!(batches = n, "staging log replayed into the database");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, path = %staging.display(),
+                "the staging log cannot be read; its readings are not replayed"),
+        }
         if store.meta(crate::retention::COMPACT_PENDING)? == 0 {
             return Ok(store);
         }
@@ -61,23 +73,20 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     .with_context(|| format!("while opening {}", path.display()))
 }
 
-/// Opens the staging log and applies what it holds (readings that were durable in the log but
-/// not yet checkpointed into the database when the daemon stopped).
-pub async fn open_staging(
-    store: &Store,
-    settings: &Settings,
-) -> anyhow::Result<crate::store::staging::Staging> {
-    let (s, path) = (store.clone(), settings.staging_path());
-    tokio::task::spawn_blocking(move || {
-        let (mut log, batches) = crate::store::staging::Staging::open(&path)
-            .with_context(|| format!("while opening {}", path.display()))?;
-        if !batches.is_empty() {
-            let n = store::writer::replay(&s, &mut log, batches)?;
-            tracing::info!(batches = n, "staging log replayed into the database");
+/// Opens the staging log (already replayed by [`open_store`]); without one (a file system
+/// that refuses it), the database commits durably every `commit_interval` instead.
+pub async fn open_staging(settings: &Settings) -> Option<crate::store::staging::Staging> {
+    let path = settings.staging_path();
+    let res =
+        tokio::task::spawn_blocking(move || crate::store::staging::Staging::open(&path)).await;
+    match res {
+        Ok(Ok((log, _))) => Some(log),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "no staging log: the database commits durably every commit_interval");
+            None
         }
-        Ok(log)
-    })
-    .await?
+        Err(_) => None,
+    }
 }
 
 /// Puts every stored device into the registry so it is polled before discovery finds it.
@@ -182,12 +191,11 @@ pub async fn start_with(
             );
         }
     }
-    let staging = open_staging(&store, &settings).await?;
-    let (writer, writer_task) = store::writer::spawn(
-        store.clone(),
-        settings.storage.commit_interval.0,
-        Some((staging, settings.storage.checkpoint_interval.0)),
-    );
+    let staging = open_staging(&settings)
+        .await
+        .map(|l| (l, settings.storage.checkpoint_interval.0));
+    let (writer, writer_task) =
+        store::writer::spawn(store.clone(), settings.storage.commit_interval.0, staging);
     let registry = Arc::new(Registry::default());
     load_registry(&store, &registry)?;
     let shutdown = CancellationToken::new();

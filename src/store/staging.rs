@@ -4,16 +4,18 @@
 //! One 4 KiB block written per interval replaces rewriting B-tree pages every 30 s, which is
 //! what wears an SD card.
 //!
-//! The file is zero-filled ahead and written in place, block by block, with direct,
-//! synchronous writes (`O_DIRECT | O_DSYNC`; plain writes and `fdatasync` where the file
-//! system has no direct I/O): no size or block-allocation changes per sync, so a sync costs
-//! the block and nothing else. Records: `0xA5`, the epoch (u32 LE), payload length (u32 LE),
-//! the first 4 bytes of the payload's SHA-256, the payload (device records as JSON, readings
-//! in a fixed binary layout). A checkpoint starts a new epoch with a marker record at the
-//! start of the file, so records left from older epochs are never read again. On open, the
-//! records of the first record's epoch are returned for replay, up to the first torn or
-//! damaged one; replaying is idempotent, since the store refuses readings not newer than a
-//! device's newest.
+//! The file is zero-filled ahead and written in place with direct, synchronous writes
+//! (`O_DIRECT | O_DSYNC`; plain writes and `fdatasync` where the file system has no direct
+//! I/O): no size or block-allocation changes per sync, so a sync costs its blocks and nothing
+//! else. A sync writes whole 4 KiB blocks from the first block not yet written, zero-padded:
+//! bytes once synced are never written again, so a write torn by a power cut can only damage
+//! what it was adding. Records: `0xA5`, the epoch (u32 LE), payload length (u32 LE), the first
+//! 4 bytes of the SHA-256 of the epoch and payload, the payload (device records as JSON,
+//! readings in a fixed binary layout); zero padding runs to the next block. A checkpoint
+//! starts a new, random epoch with a marker record at the start of the file, so records left
+//! from older epochs are never read again. On open, the records of the first record's epoch
+//! are returned for replay, up to the first torn or damaged one; replaying is idempotent,
+//! since the store refuses readings not newer than a device's newest.
 
 use super::write::Batch;
 use crate::domain::{DeviceId, DeviceInfo, Reading};
@@ -34,6 +36,10 @@ const GROW: u64 = 2 << 20;
 #[derive(Clone)]
 struct Block([u8; BLOCK]);
 
+/// `O_DSYNC` on Linux (x86, ARM, AArch64; rustix's `DSYNC` is `O_SYNC`, which also forces
+/// a journal commit for the modification time on every write).
+const O_DSYNC: i32 = 0o10000;
+
 /// The open log.
 pub struct Staging {
     path: PathBuf,
@@ -41,15 +47,12 @@ pub struct Staging {
     direct: bool,
     /// File size (zero-filled beyond the records).
     size: u64,
-    /// End of the records.
-    len: u64,
-    /// Start of the first block not yet synced.
+    /// Start of the first block not yet written.
     synced: u64,
-    /// The records from `synced` on (the last, partial block is written again with what
-    /// follows it).
+    /// Records appended since the last sync (written from `synced`).
     pending: Vec<u8>,
-    /// Appended since the last sync.
-    dirty: bool,
+    /// Bytes of records in this epoch.
+    len: u64,
     epoch: u32,
 }
 
@@ -64,8 +67,11 @@ impl std::fmt::Debug for Staging {
     }
 }
 
-fn check(payload: &[u8]) -> [u8; 4] {
-    let h = Sha256::digest(payload);
+fn check(epoch: u32, payload: &[u8]) -> [u8; 4] {
+    let h = Sha256::new()
+        .chain_update(epoch.to_le_bytes())
+        .chain_update(payload)
+        .finalize();
     [h[0], h[1], h[2], h[3]]
 }
 
@@ -74,9 +80,15 @@ fn record(epoch: u32, payload: &[u8]) -> Vec<u8> {
     rec.push(MAGIC);
     rec.extend_from_slice(&epoch.to_le_bytes());
     rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&check(payload));
+    rec.extend_from_slice(&check(epoch, payload));
     rec.extend_from_slice(payload);
     rec
+}
+
+/// A new epoch, different from `old`.
+fn new_epoch(old: u32) -> u32 {
+    let r = u32::from_le_bytes(crate::auth::random_bytes::<4>());
+    if r == old { r.wrapping_add(1) } else { r }
 }
 
 fn encode(b: &Batch) -> Vec<u8> {
@@ -155,33 +167,68 @@ fn decode(mut p: &[u8]) -> Option<Batch> {
     p.is_empty().then_some(b)
 }
 
-/// The records of the first record's epoch in `bytes`: (epoch, end, batches).
-fn parse(bytes: &[u8]) -> (u32, usize, Vec<Batch>) {
+/// Why reading records stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Zeros or a record of another epoch: the normal end.
+    End,
+    /// A record of this epoch that is torn or damaged.
+    Damaged,
+}
+
+/// The records of the first record's epoch in `bytes`: (epoch, end of the last block
+/// written, batches, why it stopped).
+fn parse(bytes: &[u8]) -> (Option<u32>, usize, Vec<Batch>, Stop) {
     let (mut at, mut epoch, mut batches) = (0usize, None, Vec::new());
-    while let Some(head) = bytes.get(at..at + HEAD) {
-        let e = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
-        let len = u32::from_le_bytes([head[5], head[6], head[7], head[8]]) as usize;
-        let Some(payload) = bytes.get(at + HEAD..at + HEAD + len) else {
-            break;
-        };
-        if head[0] != MAGIC || head[9..13] != check(payload) || epoch.is_some_and(|x| x != e) {
-            break;
+    let stop = loop {
+        // Zero padding runs to the next block.
+        if bytes.get(at) == Some(&0) && at % BLOCK != 0 {
+            at = at.next_multiple_of(BLOCK);
+            continue;
         }
-        let Some(b) = decode(payload) else { break };
+        let Some(head) = bytes.get(at..at.saturating_add(HEAD)) else {
+            break Stop::End;
+        };
+        if head[0] != MAGIC {
+            break if head[0] == 0 {
+                Stop::End
+            } else {
+                Stop::Damaged
+            };
+        }
+        let e = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+        if epoch.is_some_and(|x| x != e) {
+            break Stop::End;
+        }
+        let len = u32::from_le_bytes([head[5], head[6], head[7], head[8]]) as usize;
+        let payload = at
+            .checked_add(HEAD)
+            .and_then(|a| Some(a..a.checked_add(len)?))
+            .and_then(|r| bytes.get(r));
+        let Some(payload) = payload.filter(|p| head[9..13] == check(e, p)) else {
+            break if epoch.is_none() {
+                Stop::End
+            } else {
+                Stop::Damaged
+            };
+        };
+        let Some(b) = decode(payload) else {
+            break Stop::Damaged;
+        };
         epoch = Some(e);
         if !b.is_empty() {
             batches.push(b);
         }
         at += HEAD + len;
-    }
-    (epoch.unwrap_or(0), at, batches)
+    };
+    (epoch, at.next_multiple_of(BLOCK), batches, stop)
 }
 
 fn open_file(path: &Path, direct: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();
     o.read(true).write(true).create(true).truncate(false);
     if direct {
-        o.custom_flags((rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC).bits() as i32);
+        o.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32 | O_DSYNC);
     }
     o.open(path)
 }
@@ -192,11 +239,12 @@ impl Staging {
     pub fn open(path: &Path) -> io::Result<(Self, Vec<Batch>)> {
         let mut bytes = Vec::new();
         open_file(path, false)?.read_to_end(&mut bytes)?;
-        let (epoch, end, batches) = parse(&bytes);
-        if end < bytes.len() && bytes[end..].iter().any(|b| *b != 0) && !batches.is_empty() {
-            tracing::info!(
-                records_end = end,
-                "staging log: replaying up to the first torn, damaged or older record"
+        let (epoch, end, batches, stop) = parse(&bytes);
+        if stop == Stop::Damaged {
+            tracing::warn!(
+                batches = batches.len(),
+                at = end,
+                "staging log: replay stops at a torn or damaged record"
             );
         }
         // Direct I/O where the file system has it (not tmpfs, for one).
@@ -209,14 +257,18 @@ impl Staging {
             file,
             direct,
             size: bytes.len() as u64,
-            len: end as u64,
-            synced: (end - end % BLOCK) as u64,
-            pending: bytes[end - end % BLOCK..end].to_vec(),
-            dirty: false,
-            epoch,
+            synced: end as u64,
+            pending: Vec::new(),
+            len: 0,
+            epoch: epoch.unwrap_or_else(|| new_epoch(0)),
         };
         if log.size < GROW {
             log.grow(GROW - log.size)?;
+        }
+        if batches.is_empty() && (epoch.is_none() || stop == Stop::Damaged) {
+            // Nothing to replay and nothing to continue: start a fresh epoch. (With batches,
+            // the caller clears once they are durable in the database.)
+            log.clear()?;
         }
         Ok((log, batches))
     }
@@ -241,13 +293,13 @@ impl Staging {
         let rec = record(self.epoch, &encode(b));
         self.len += rec.len() as u64;
         self.pending.extend_from_slice(&rec);
-        self.dirty = true;
         Ok(())
     }
 
-    /// Writes the blocks from `synced` holding `pending`, durably.
+    /// Writes `pending` from `synced` in whole, zero-padded blocks, durably.
     fn write_pending(&mut self) -> io::Result<()> {
-        let need = self.synced + self.pending.len().next_multiple_of(BLOCK) as u64;
+        let blocks = self.pending.len().div_ceil(BLOCK) as u64;
+        let need = self.synced + blocks * BLOCK as u64;
         if need > self.size {
             self.grow((need - self.size).next_multiple_of(GROW))?;
         }
@@ -255,23 +307,29 @@ impl Staging {
         for (k, chunk) in self.pending.chunks(BLOCK).enumerate() {
             block.0[..chunk.len()].copy_from_slice(chunk);
             block.0[chunk.len()..].fill(0);
-            self.file
-                .write_all_at(&block.0, self.synced + (k * BLOCK) as u64)?;
+            let at = self.synced + (k * BLOCK) as u64;
+            match self.file.write_all_at(&block.0, at) {
+                // Direct I/O accepted at open but not for writes (some FUSE, NFS, overlays).
+                Err(e) if self.direct && e.raw_os_error() == Some(22) => {
+                    tracing::warn!("staging log: no direct I/O here; using fdatasync");
+                    self.file = open_file(&self.path, false)?;
+                    self.direct = false;
+                    self.file.write_all_at(&block.0, at)?;
+                }
+                r => r?,
+            }
         }
         if !self.direct {
             self.file.sync_data()?;
         }
-        // Keep the last, partial block: the next records continue it.
-        let full = self.pending.len() - self.pending.len() % BLOCK;
-        self.pending.drain(..full);
-        self.synced += full as u64;
-        self.dirty = false;
+        self.pending.clear();
+        self.synced = need;
         Ok(())
     }
 
     /// Makes every append durable.
     pub fn sync(&mut self) -> io::Result<()> {
-        if !self.dirty {
+        if self.pending.is_empty() {
             return Ok(());
         }
         self.write_pending()
@@ -280,10 +338,10 @@ impl Staging {
     /// Starts a new epoch at the start of the file (after a durable checkpoint of the
     /// database): what the log held is never replayed again.
     pub fn clear(&mut self) -> io::Result<()> {
-        self.epoch = self.epoch.wrapping_add(1);
+        self.epoch = new_epoch(self.epoch);
         self.synced = 0;
         self.pending = record(self.epoch, &encode(&Batch::default()));
-        self.len = self.pending.len() as u64;
+        self.len = 0;
         self.write_pending()
     }
 
@@ -294,7 +352,7 @@ impl Staging {
 
     /// Whether the log holds no batch.
     pub fn is_empty(&self) -> bool {
-        self.len <= (HEAD + 8) as u64
+        self.len == 0
     }
 }
 
@@ -361,6 +419,54 @@ mod tests {
     }
 
     #[test]
+    fn synced_bytes_are_never_written_again_and_devices_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staging.log");
+        let (mut log, _) = Staging::open(&path).unwrap();
+        let mut info = crate::domain::DeviceInfo {
+            device_id: DeviceId::parse("PLUG01").unwrap(),
+            parent_id: None,
+            outlet_index: None,
+            address: "127.0.0.9:9999".into(),
+            name: "Lamp".into(),
+            device_type: crate::domain::DeviceType::Plug,
+            model: "HS110".into(),
+            hw_ver: "1".into(),
+            sw_ver: "1".into(),
+            transport: crate::domain::Transport::Xor,
+            has_emeter: true,
+            mac: String::new(),
+            latitude: None,
+            longitude: None,
+        };
+        log.append(&Batch {
+            devices: vec![(info.clone(), 5)],
+            readings: vec![reading(0)],
+        })
+        .unwrap();
+        log.sync().unwrap();
+        let first = std::fs::read(&path).unwrap()[..2 * BLOCK].to_vec();
+        info.name = "Lamp 2".into();
+        log.append(&Batch {
+            devices: vec![(info.clone(), 6)],
+            readings: vec![reading(1)],
+        })
+        .unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            bytes[..2 * BLOCK],
+            first[..],
+            "the synced blocks are untouched"
+        );
+        let (_, back) = Staging::open(&path).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].devices[0].0.name, "Lamp 2");
+        assert_eq!(back[1].devices[0].1, 6);
+    }
+
+    #[test]
     fn a_torn_or_damaged_record_ends_the_replay() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging.log");
@@ -371,14 +477,18 @@ mod tests {
         log.sync().unwrap();
         drop(log);
         let mut bytes = std::fs::read(&path).unwrap();
+        // Block 0 holds the marker; the three records follow in block 1.
         let one = record(0, &encode(&batch(0..1))).len();
-        bytes[one + HEAD + 3] ^= 0x40; // a flipped bit in the second record
+        let second = BLOCK + one;
+        bytes[second + HEAD + 3] ^= 0x40; // a flipped bit in the second record
         std::fs::write(&path, &bytes).unwrap();
+        let copy = bytes.clone();
         let (_, back) = Staging::open(&path).unwrap();
         assert_eq!(back.len(), 1);
         // A record cut in half (a write torn by a power cut) is not used either.
-        bytes[one + HEAD + 3] ^= 0x40;
-        bytes[2 * one + HEAD + 2..].fill(0);
+        let mut bytes = copy;
+        bytes[second + HEAD + 3] ^= 0x40;
+        bytes[second + one + HEAD + 2..].fill(0);
         std::fs::write(&path, &bytes).unwrap();
         let (_, back) = Staging::open(&path).unwrap();
         assert_eq!(back.len(), 2);

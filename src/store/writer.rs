@@ -108,20 +108,20 @@ async fn commit(
     let res = tokio::task::spawn_blocking(move || {
         let io = |e: std::io::Error| Error::WriteFailed(format!("staging log: {e}"));
         let mut log = log.as_ref().map(|l| l.lock().expect("staging log lock"));
-        // Write-ahead: in the log before the database has it.
-        if let Some(l) = log.as_mut()
-            && !batch.is_empty()
-        {
-            l.append(&batch).map_err(io)?;
+        // Write-ahead: durable in the log (when due) before the database is asked, so that a
+        // database failure loses nothing the log could keep.
+        if let Some(l) = log.as_mut() {
+            if !batch.is_empty() {
+                l.append(&batch).map_err(io)?;
+            }
+            if end != End::Nothing {
+                l.sync().map_err(io)?;
+            }
         }
         let durable = end == End::Checkpoint || (log.is_none() && end == End::Sync);
         let applied = apply(&s, &batch, durable)?;
-        if let Some(l) = log.as_mut() {
-            match end {
-                End::Nothing => {}
-                End::Sync => l.sync().map_err(io)?,
-                End::Checkpoint => l.clear().map_err(io)?,
-            }
+        if let (Some(l), End::Checkpoint) = (log.as_mut(), end) {
+            l.clear().map_err(io)?;
         }
         Ok::<_, Error>(applied)
     })
@@ -176,6 +176,12 @@ async fn run(
     let (mut last_sync, mut last_checkpoint) = (Instant::now(), Instant::now());
     // Written but not yet durable; durable but not yet checkpointed.
     let (mut unsynced, mut unchecked) = (false, false);
+    // After a failure: the next sync after `every`, and the next checkpoint too.
+    let retry = |last_sync: &mut Instant, last_checkpoint: &mut Instant| {
+        let now = Instant::now();
+        *last_sync = now;
+        *last_checkpoint = now.checked_sub(checkpoint_every - every).unwrap_or(now);
+    };
     let due = |last_sync: Instant, last_checkpoint: Instant, unchecked: bool| {
         if unchecked && last_checkpoint.elapsed() >= checkpoint_every {
             End::Checkpoint
@@ -208,8 +214,7 @@ async fn run(
                             (unchecked, last_checkpoint) = (false, Instant::now());
                         }
                     } else {
-                        // Try again after another interval.
-                        last_sync = Instant::now();
+                        retry(&mut last_sync, &mut last_checkpoint);
                     }
                     continue;
                 }
@@ -241,7 +246,10 @@ async fn run(
         }
         let res = commit(&store, log, batch, end, &stats).await;
         match (&res, end) {
-            (Err(_), _) => (unsynced, unchecked) = (true, true),
+            (Err(_), _) => {
+                (unsynced, unchecked) = (true, true);
+                retry(&mut last_sync, &mut last_checkpoint);
+            }
             (Ok(()), End::Nothing) => (unsynced, unchecked) = (true, true),
             (Ok(()), End::Sync) if log.is_some() => {
                 (unsynced, unchecked, last_sync) = (false, true, Instant::now());
@@ -258,18 +266,24 @@ async fn run(
             });
         }
     }
-    if unsynced || unchecked {
-        let _ = commit(&store, log, Batch::default(), End::Checkpoint, &stats).await;
+    if (unsynced || unchecked)
+        && let Err(e) = commit(&store, log, Batch::default(), End::Checkpoint, &stats).await
+    {
+        tracing::error!(error = %e, "the final checkpoint failed; the staging log keeps the data");
     }
     tracing::debug!("store writer stopped after a final durable commit");
 }
 
 /// Applies what a staging log holds after a crash, commits durably and empties the log.
-/// Returns the number of batches replayed.
+/// A batch the store refuses is skipped with an error in the log (a start must not fail on
+/// it). Returns the number of batches replayed.
 pub fn replay(store: &Store, log: &mut Staging, batches: Vec<Batch>) -> Result<usize> {
     let n = batches.len();
-    for b in batches {
-        apply(store, &b, false)?;
+    for (i, b) in batches.into_iter().enumerate() {
+        if let Err(e) = apply(store, &b, false) {
+            tracing::error!(batch = i, readings = b.readings.len(), error = %e,
+                "staging log: a batch could not be replayed and is skipped");
+        }
     }
     apply(store, &Batch::default(), true)?;
     log.clear()
