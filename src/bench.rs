@@ -456,13 +456,18 @@ fn io_counters() -> (u64, u64) {
 /// simulated seconds (syncfs), so that a page written again later counts again as it would on
 /// a real day. Reports bytes handed to write(2) and bytes written to storage per simulated
 /// day, and the peak RSS.
-pub fn run_wear(dir: &Path, hours: i64, checkpoint_s: i64) -> anyhow::Result<Value> {
+pub fn run_wear(
+    dir: &Path,
+    hours: i64,
+    checkpoint_s: i64,
+    cache_mb: usize,
+) -> anyhow::Result<Value> {
     use crate::store::staging::Staging;
     let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
     let path = dir.join("wear.redb");
     // A week of history first, so that the trees have their real depth.
     ingest(&path, 10, 7, 10_000, start)?;
-    let store = Store::open(&path, 16)?;
+    let store = Store::open(&path, cache_mb)?;
     let fd = std::fs::File::open(dir)?;
     let mut log = (checkpoint_s > 30)
         .then(|| Staging::open(&dir.join("staging.log")).map(|(l, _)| l))
@@ -506,7 +511,9 @@ pub fn run_wear(dir: &Path, hours: i64, checkpoint_s: i64) -> anyhow::Result<Val
     rustix::fs::syncfs(&fd)?;
     let (w1, b1) = io_counters();
     let per_day = |x: u64| x as f64 * 24.0 / hours as f64 / 1e6;
-    Ok(json!({"hours": hours, "checkpoint_every_s": checkpoint_s,
+    Ok(
+        json!({"hours": hours, "checkpoint_every_s": checkpoint_s, "cache_mb": cache_mb,
         "wchar_mb_per_day": per_day(w1 - w0), "write_bytes_mb_per_day": per_day(b1 - b0),
-        "peak_rss_mb": peak as f64 / 1024.0}))
+        "peak_rss_mb": peak as f64 / 1024.0}),
+    )
 }

@@ -124,6 +124,9 @@ enum Cmd {
         /// Durable checkpoint every this many simulated seconds (30 or less: no staging log).
         #[arg(long, default_value_t = 21_600)]
         checkpoint_s: i64,
+        /// Database page cache, MiB (the daemon's default is 16).
+        #[arg(long, default_value_t = 16)]
+        cache_mb: usize,
     },
     /// Serve N simulated devices on loopback until stopped (for benchmarks).
     #[command(hide = true)]
@@ -403,9 +406,10 @@ async fn main() -> anyhow::Result<()> {
             dir,
             hours,
             checkpoint_s,
+            cache_mb,
         } => {
             let v = tokio::task::spawn_blocking(move || {
-                kasad::bench::run_wear(&dir, hours, checkpoint_s)
+                kasad::bench::run_wear(&dir, hours, checkpoint_s, cache_mb)
             })
             .await??;
             println!("{v}");
