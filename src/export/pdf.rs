@@ -712,7 +712,13 @@ pub fn write_report<W: Write>(
 ) -> io::Result<()> {
     let mut doc = Doc::new(style, &report.title, generated);
     let sections: Vec<&str> = report.parts.iter().map(|p| p.title.as_str()).collect();
-    let cur = metadata["currency"].as_str().unwrap_or_default();
+    let cur = match metadata["currency_symbol"].as_str() {
+        Some(sym) => format!(
+            "{} {sym}",
+            metadata["currency"].as_str().unwrap_or_default()
+        ),
+        None => metadata["currency"].as_str().unwrap_or_default().to_owned(),
+    };
     let price = match metadata["price_per_kwh"].as_f64() {
         Some(p) => format!("Price: {p} {cur} per kWh (taxes included)"),
         None => format!(

@@ -809,6 +809,7 @@ pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>)
             "currency": plan.currency,
             "price_per_kwh": plan.price_per_kwh,
             "tariff": plan.tariffs.at(plan.end_ms - 1).describe(),
+            "currency_symbol": plan.tariffs.at(plan.end_ms - 1).source.symbol,
             "devices": devices,
         });
         match &plan.kind {

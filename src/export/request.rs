@@ -1045,6 +1045,19 @@ pub fn plan(
             req.export_type
         )));
     }
+    if !matches!(kind, Kind::AuditLogs(_)) {
+        let audit_only = [
+            ("event_types", req.event_types.is_some()),
+            ("severity_levels", req.severity_levels.is_some()),
+            ("users", req.users.is_some()),
+        ];
+        if let Some((name, _)) = audit_only.iter().find(|(_, set)| *set) {
+            return Err(bad(format!(
+                "{name} applies to audit_logs exports, not to {}",
+                req.export_type
+            )));
+        }
+    }
     if !matches!(kind, Kind::SystemReport { .. }) && req.report_sections.is_some() {
         return Err(bad(format!(
             "report_sections applies to system_report exports, not to {}",

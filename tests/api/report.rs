@@ -225,6 +225,16 @@ async fn sections_devices_and_privacy_are_honoured_and_row_options_refused() {
             "VALIDATION_ERROR",
             "aggregation applies",
         ),
+        (
+            json!({"event_types": ["LOGIN_SUCCESS"]}),
+            "VALIDATION_ERROR",
+            "event_types applies to audit_logs",
+        ),
+        (
+            json!({"grouping": "monthly"}),
+            "VALIDATION_ERROR",
+            "grouping and breakdown_by apply to cost_analysis",
+        ),
     ] {
         let body = json!({"export_type": "system_report", "format": "json"});
         let v = refused(app, &body, &tweak).await;

@@ -192,7 +192,7 @@ async fn time_of_use_across_the_spring_dst_change_is_billed_by_local_clock() {
 async fn tiers_crossed_mid_month_are_shared_by_the_devices_energy_in_every_format() {
     let data = tempfile::tempdir().unwrap();
     let t = tariff(
-        json!({"currency": "EUR", "timezone": "UTC", "rates": {"type": "tiered",
+        json!({"currency": "EUR", "symbol": "€", "timezone": "UTC", "rates": {"type": "tiered",
         "tiers": [{"up_to_kwh": 100, "price_per_kwh": 0.10}, {"price_per_kwh": 0.20}]}}),
     );
     seed(
@@ -259,6 +259,7 @@ async fn tiers_crossed_mid_month_are_shared_by_the_devices_energy_in_every_forma
         "281.33",
         "140.67",
         "tier 2",
+        "(EUR €)",
     ] {
         assert!(text.contains(t), "{t:?} not in the PDF: {text}");
     }
