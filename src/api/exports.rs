@@ -513,7 +513,7 @@ async fn preview(
     let exporter = st.exporter.clone();
     let cap = exporter.config().settings.exports.max_records_per_export;
     let out = blocking(move || {
-        let plan = exporter.plan(&body, None)?;
+        let plan = exporter.plan_to_render(&body, None)?;
         let limit = limit.min(usize::try_from(cap).unwrap_or(usize::MAX));
         crate::export::render::preview(&st.store, &plan, limit, cap, &ctl).map_err(|e| match e {
             crate::export::render::RenderError::Store(s) => CreateError::Store(s),

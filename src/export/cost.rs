@@ -84,6 +84,27 @@ impl Grouping {
         }
     }
 
+    /// Every period start of `[start, end)`, in order.
+    pub fn starts(self, start: i64, end: i64, tz: Tz) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut s = self.start(start, tz);
+        while s < end {
+            out.push(s);
+            s = self.end(s, tz);
+        }
+        out
+    }
+
+    /// Key of a table by this period (`by_day`, `by_month` …).
+    pub fn table_key(self) -> &'static str {
+        match self {
+            Grouping::Day => "by_day",
+            Grouping::Week => "by_week",
+            Grouping::Month => "by_month",
+            Grouping::Year => "by_year",
+        }
+    }
+
     /// Display label of the period starting at `s`.
     pub fn label(self, s: i64, tz: Tz) -> String {
         let d = tz.timestamp_millis_opt(s).unwrap().date_naive();
@@ -237,12 +258,7 @@ pub fn compute(
         .iter()
         .map(|id| plan.devices.iter().position(|d| &d.id == id))
         .collect();
-    let mut periods = Vec::new();
-    let mut s = grouping.start(plan.start_ms, plan.tz);
-    while s < plan.end_ms {
-        periods.push(s);
-        s = grouping.end(s, plan.tz);
-    }
+    let periods = grouping.starts(plan.start_ms, plan.end_ms, plan.tz);
     let n = plan.devices.len();
     let mut by_device = vec![Acc::default(); n];
     let mut by_period_device: BTreeMap<(usize, usize), Acc> = BTreeMap::new();

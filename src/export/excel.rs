@@ -171,11 +171,6 @@ impl<W: Write + Send> ExcelSink<W> {
 
     fn summary_sheet(&mut self, record_count: u64, summary: &Value) -> io::Result<()> {
         let m = &self.metadata;
-        let text = |v: &Value| match v {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            v => v.to_string(),
-        };
         let mut lines: Vec<(String, Value)> = vec![
             ("Export".into(), m["export_id"].clone()),
             ("Created".into(), m["created_at"].clone()),
@@ -212,7 +207,7 @@ impl<W: Write + Send> ExcelSink<W> {
             match v {
                 Value::Number(n) => ws.write_number(r, 1, n.as_f64().unwrap_or(f64::NAN)),
                 Value::Null => continue,
-                v => ws.write_string(r, 1, text(v)),
+                v => ws.write_string(r, 1, text_of(v)),
             }
             .map_err(xlsx)?;
         }

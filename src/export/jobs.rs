@@ -182,16 +182,27 @@ impl Exporter {
             privacy_key: self.privacy_key.bytes(),
             now_ms: self.clock.now_ms(),
         };
-        let mut plan = request::plan(body, &ctx, resolved)?;
-        // device_data prices its rows per bucket when the price varies over the range.
+        Ok(request::plan(body, &ctx, resolved)?)
+    }
+
+    /// A plan ready to render: `plan` of `body`, with device_data rows priced per bucket when
+    /// the price varies over the range (validation alone does not need the prices).
+    pub fn plan_to_render(
+        &self,
+        body: &CreateRequest,
+        resolved: Option<&request::Resolved>,
+    ) -> Result<Plan, CreateError> {
+        let mut plan = self.plan(body, resolved)?;
         if plan.kind == request::Kind::DeviceData && plan.price_per_kwh.is_nan() {
-            let ids: Vec<_> = devices
+            let ids: Vec<_> = self
+                .store
+                .devices()?
                 .iter()
                 .map(|d| d.record.info.device_id.clone())
                 .collect();
             let prices = crate::tariff::engine::prices(
                 &self.store,
-                &tariffs,
+                &plan.tariffs,
                 &ids,
                 plan.start_ms,
                 plan.end_ms,
@@ -397,7 +408,7 @@ impl Exporter {
     fn render(&self, rec: &ExportRecord, ctl: &Control) -> Result<render::Rendered, RenderError> {
         let stored: StoredRequest = serde_json::from_value(rec.request.clone())
             .map_err(|e| store::Error::Corrupt(e.to_string()))?;
-        let mut plan = match self.plan(&stored.body, Some(&stored.resolved)) {
+        let mut plan = match self.plan_to_render(&stored.body, Some(&stored.resolved)) {
             Ok(p) => p,
             Err(CreateError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(RenderError::Invalid(e.to_string())),

@@ -20,11 +20,11 @@
 //! unit`), JSON one object per section, Excel one sheet per table, PDF one page group per
 //! section.
 
+use super::cost::Grouping;
 use super::localtime::TzCache;
 use super::render::{Cell, Control, CsvSink, Limits, RenderError, Sink, push_num, round_to};
 use super::request::Plan;
 use crate::domain::DeviceStatus;
-use crate::domain::rollup::{Period, period_end, period_start};
 use crate::poller::registry::Registry;
 use crate::store::Store;
 use serde_json::{Map, Value, json};
@@ -403,7 +403,11 @@ pub fn build(
 ) -> Result<Report, RenderError> {
     // Up to 62 local days by day (a DST change can add an hour), longer ranges by month.
     let by_month = plan.end_ms - plan.start_ms > 62 * 86_400_000 + 3_600_000;
-    let period = if by_month { Period::Month } else { Period::Day };
+    let grouping = if by_month {
+        Grouping::Month
+    } else {
+        Grouping::Day
+    };
     let mut tzc = TzCache::new(plan.tz);
     let mut accs = Vec::with_capacity(plan.devices.len());
     for (k, d) in plan.devices.iter().enumerate() {
@@ -415,8 +419,8 @@ pub fn build(
                 continue;
             }
             if b.start_ms >= cur.1 {
-                let s = period_start(b.start_ms, period, plan.tz);
-                cur = (s, period_end(s, period, plan.tz));
+                let s = grouping.start(b.start_ms, plan.tz);
+                cur = (s, grouping.end(s, plan.tz));
             }
             *a.by_period.entry(cur.0).or_default() += b.energy_mwh;
             a.energy_mwh += b.energy_mwh;
@@ -452,7 +456,7 @@ pub fn build(
         store,
         plan,
         accs: &accs,
-        period,
+        grouping,
         runtime,
         now_ms,
         owner,
@@ -482,7 +486,8 @@ struct Ctx<'a> {
     store: &'a Store,
     plan: &'a Plan,
     accs: &'a [Acc],
-    period: Period,
+    /// Days, or months for ranges over 62 days.
+    grouping: Grouping,
     runtime: Option<&'a Runtime>,
     now_ms: i64,
     /// Only this user's exports count (None: everyone's, for administrators).
@@ -514,29 +519,14 @@ impl Ctx<'_> {
         d.shown_id != d.id.as_str() || ip.is_some_and(|ip| ip != d.ip)
     }
 
-    fn period_name(&self) -> &'static str {
-        if self.period == Period::Month {
-            "month"
-        } else {
-            "date"
-        }
-    }
-
-    /// Every period start of the range, in order.
+    /// Every period start of the range.
     fn periods(&self) -> Vec<i64> {
-        let mut out = Vec::new();
-        let mut s = period_start(self.plan.start_ms, self.period, self.plan.tz);
-        while s < self.plan.end_ms {
-            out.push(s);
-            s = period_end(s, self.period, self.plan.tz);
-        }
-        out
+        self.grouping
+            .starts(self.plan.start_ms, self.plan.end_ms, self.plan.tz)
     }
 
     fn period_label(&self, start: i64) -> String {
-        let t = text(&V::Time(start), &mut TzCache::new(self.plan.tz));
-        let len = if self.period == Period::Month { 7 } else { 10 };
-        t.get(..len).unwrap_or_default().to_owned()
+        self.grouping.label(start, self.plan.tz)
     }
 
     fn device_summary(&self) -> Result<Part, RenderError> {
@@ -559,14 +549,7 @@ impl Ctx<'_> {
         .items("device");
         for (d, name) in self.plan.devices.iter().zip(&self.names) {
             let s = stored.get(&d.id);
-            let kind = s.map_or(V::Null, |s| {
-                V::Text(
-                    serde_json::to_value(s.record.info.device_type)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                )
-            });
+            let kind = s.map_or(V::Null, |s| V::Text(serde_name(s.record.info.device_type)));
             t.push(
                 name,
                 "",
@@ -580,7 +563,7 @@ impl Ctx<'_> {
                     opt_time(s.and_then(|s| s.last_reading_ms)),
                     s.map_or(V::Null, |s| V::Num(s.data_points as f64, 0)),
                     self.status(d)
-                        .map_or(V::Null, |e| V::Text(status_name(e.status))),
+                        .map_or(V::Null, |e| V::Text(serde_name(e.status))),
                 ],
             );
         }
@@ -643,14 +626,10 @@ impl Ctx<'_> {
             );
         }
         let periods = self.periods();
-        let pname = self.period_name();
+        let pname = self.grouping.name();
         let mut by_period = Table::new(
-            if self.period == Period::Month {
-                "by_month"
-            } else {
-                "by_day"
-            },
-            if self.period == Period::Month {
+            self.grouping.table_key(),
+            if self.grouping == Grouping::Month {
                 "Energy per device per month"
             } else {
                 "Energy per device per day"
@@ -692,7 +671,7 @@ impl Ctx<'_> {
             ],
         );
         let chart = Chart {
-            title: if self.period == Period::Month {
+            title: if self.grouping == Grouping::Month {
                 "Energy per month per device (kWh)".into()
             } else {
                 "Energy per day per device (kWh)".into()
@@ -703,8 +682,8 @@ impl Ctx<'_> {
             // Days as times: charts shorten them, Excel shows dates.
             labels: periods
                 .iter()
-                .map(|p| match self.period {
-                    Period::Month => V::Text(self.period_label(*p)),
+                .map(|p| match self.grouping {
+                    Grouping::Month => V::Text(self.period_label(*p)),
                     _ => V::Time(*p),
                 })
                 .collect(),
@@ -718,12 +697,8 @@ impl Ctx<'_> {
     }
 
     fn cost(&self, ctl: &Control) -> Result<Part, RenderError> {
-        use super::cost::{self, Grouping};
-        let grouping = if self.period == Period::Month {
-            Grouping::Month
-        } else {
-            Grouping::Day
-        };
+        use super::cost;
+        let grouping = self.grouping;
         let costs = cost::compute(self.store, self.plan, grouping, ctl)?;
         let by_device = costs.device_table(&self.names);
         let rows: Vec<_> = costs
@@ -739,11 +714,7 @@ impl Ctx<'_> {
             })
             .collect();
         let by_period = cost::money_table(
-            if grouping == Grouping::Month {
-                "by_month"
-            } else {
-                "by_day"
-            },
+            grouping.table_key(),
             &format!("Cost per {} (selected devices)", grouping.name()),
             None,
             Some(grouping.name()),
@@ -863,7 +834,7 @@ impl Ctx<'_> {
                 name,
                 "",
                 vec![
-                    rt.map_or(V::Null, |_| V::Text(status_name(self.status_of(d)))),
+                    rt.map_or(V::Null, |_| V::Text(serde_name(self.status_of(d)))),
                     opt_time(e.as_ref().and_then(|e| e.last_seen_ms)),
                     pct(ok as f64, (ok + failed) as f64),
                     e.as_ref().map_or(V::Null, |_| V::Num(ok as f64, 0)),
@@ -1011,8 +982,9 @@ impl Ctx<'_> {
     }
 }
 
-fn status_name(s: DeviceStatus) -> String {
-    serde_json::to_value(s)
+/// The name serde gives a unit variant (`online`, `plug` …).
+fn serde_name(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
