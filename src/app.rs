@@ -283,21 +283,32 @@ pub async fn start_with(
             tracing::info!(jobs = n, "re-queued exports interrupted by the last stop");
         }
     }
+    let scheduler = crate::schedule::runner::Scheduler::new(
+        store.clone(),
+        exporter.clone(),
+        clock.clone(),
+        settings.clone(),
+        audit_key.clone(),
+        jwt_key.clone(),
+        shutdown.clone(),
+    );
+    tracker.spawn(scheduler.clone().run());
     {
         let schedule = crate::cron::Schedule::parse(&settings.exports.cleanup_schedule)
             .map_err(anyhow::Error::msg)?;
-        let ex = exporter.clone();
+        let (ex, sch) = (exporter.clone(), scheduler.clone());
         tracker.spawn(crate::cron::run(
             schedule,
             settings.tz()?,
             clock.clone(),
             shutdown.clone(),
             move || {
-                let ex = ex.clone();
+                let (ex, sch) = (ex.clone(), sch.clone());
                 async move {
                     match tokio::task::spawn_blocking(move || ex.cleanup()).await {
                         Ok(Ok((expired, notices))) => {
-                            tracing::info!(expired, notices, "export cleanup done");
+                            tracing::info!(expired, notices = notices.len(), "export cleanup done");
+                            sch.notify_expiring(notices).await;
                         }
                         other => tracing::error!(?other, "export cleanup failed"),
                     }
@@ -326,6 +337,7 @@ pub async fn start_with(
         started_ms: clock.now_ms(),
         exporter,
         public_url: settings.http.public_url.clone(),
+        scheduler,
         auth: Arc::new(api::AuthState {
             jwt_key,
             audit_key,
@@ -365,6 +377,20 @@ pub async fn start_with(
         }
         // All writer handles are gone now: the writer commits durably and ends.
         writer_task.await.context("store writer panicked")?;
+        // HTTP connection tasks end a moment after the server does, each holding the routes'
+        // state (and so the store): wait for them, so `done` means the file is closed.
+        for _ in 0..250 {
+            if store.handles() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if store.handles() > 1 {
+            tracing::warn!(
+                handles = store.handles(),
+                "the database is still in use at stop"
+            );
+        }
         drop(store);
         tracing::info!("kasad stopped");
         Ok(())

@@ -45,11 +45,17 @@ pub enum EventType {
     ExportExpiring,
     /// A tariff version was added.
     TariffChanged,
+    /// A scheduled export was created, changed or deleted.
+    ScheduleChanged,
+    /// A scheduled export was delivered.
+    ExportDelivered,
+    /// A scheduled export could not be made or delivered.
+    DeliveryFailed,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 18] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -65,6 +71,9 @@ impl EventType {
         EventType::AuditRetention,
         EventType::ExportExpiring,
         EventType::TariffChanged,
+        EventType::ScheduleChanged,
+        EventType::ExportDelivered,
+        EventType::DeliveryFailed,
     ];
 
     /// The upper-case name.

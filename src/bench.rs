@@ -258,7 +258,7 @@ fn flat_tariff() -> anyhow::Result<crate::tariff::Versions> {
 }
 
 /// Runs the export benchmark in `dir` with `rows` readings (10 devices), `runs` times.
-pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
+pub fn run_export(dir: &Path, rows: u64, runs: usize, formats: &[String]) -> anyhow::Result<Value> {
     use crate::export::render::{self, Control, Limits};
     let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
     let devices = 10;
@@ -276,7 +276,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize) -> anyhow::Result<Value> {
     let tariff = flat_tariff()?;
     let mut out = serde_json::Map::new();
     out.insert("readings_stored".into(), json!(n));
-    for format in ["csv", "json", "excel"] {
+    for format in formats {
         let body = json!({
             "export_type": "device_data", "format": format, "devices": "all",
             "date_range": {"start": crate::clock::rfc3339(start - 1_000), "end": crate::clock::rfc3339(end)},

@@ -12,6 +12,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Current wall-clock time, UTC Unix milliseconds.
     fn now_ms(&self) -> i64;
+
+    /// Changes whenever the clock is set by hand, so waits for a wall-clock time (the
+    /// scheduler) can look again; `None` for a clock that only moves by itself.
+    fn steps(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        None
+    }
 }
 
 /// A shared clock handle.
@@ -28,9 +34,16 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to; for tests and for replaying history.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ManualClock {
     now: AtomicI64,
+    steps: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new(0)
+    }
 }
 
 impl ManualClock {
@@ -38,23 +51,30 @@ impl ManualClock {
     pub fn new(now_ms: i64) -> Self {
         Self {
             now: AtomicI64::new(now_ms),
+            steps: tokio::sync::watch::Sender::new(()),
         }
     }
 
     /// Moves the clock to `now_ms` (may go backwards, like a badly set system clock).
     pub fn set(&self, now_ms: i64) {
         self.now.store(now_ms, Ordering::SeqCst);
+        self.steps.send_replace(());
     }
 
     /// Moves the clock forward by `delta_ms`.
     pub fn advance(&self, delta_ms: i64) {
         self.now.fetch_add(delta_ms, Ordering::SeqCst);
+        self.steps.send_replace(());
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.now.load(Ordering::SeqCst)
+    }
+
+    fn steps(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        Some(self.steps.subscribe())
     }
 }
 

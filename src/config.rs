@@ -325,6 +325,84 @@ impl Default for Retention {
     }
 }
 
+/// `[delivery]`: where scheduled exports may go, and how hard delivery tries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Directories under which `directory` deliveries may write (e.g. `/media`, `/mnt`);
+    /// empty = directory delivery refused.
+    pub directory_roots: Vec<PathBuf>,
+    /// A directory delivery needs its target on a mounted file system other than the one
+    /// holding its root (a USB stick or share, not the bare mount point on the SD card);
+    /// a schedule may turn this off for itself.
+    pub require_mount: bool,
+    /// URL prefixes webhooks may be sent to (e.g. `https://ha.local:8123/api/webhook/`).
+    pub webhook_allow: Vec<String>,
+    /// E-mail domains recipients may belong to (e.g. `example.com`).
+    pub email_allow_domains: Vec<String>,
+    /// Delivery attempts after the first one fails.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub retry_backoff: Dur,
+    /// Timeout of one webhook request or SMTP session.
+    pub timeout: Dur,
+    /// A run missed while the daemon was down (or the clock was wrong) still runs, once, when
+    /// its time is at most this long ago.
+    pub missed_run_grace: Dur,
+    /// Lifetime of download links in e-mails and webhook notices.
+    pub link_ttl: Dur,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            directory_roots: vec![PathBuf::from("/media"), PathBuf::from("/mnt")],
+            require_mount: true,
+            webhook_allow: Vec::new(),
+            email_allow_domains: Vec::new(),
+            retries: 3,
+            retry_backoff: Dur(Duration::from_secs(30)),
+            timeout: Dur(Duration::from_secs(30)),
+            missed_run_grace: Dur(Duration::from_secs(6 * 3600)),
+            link_ttl: Dur(Duration::from_secs(7 * 86_400)),
+        }
+    }
+}
+
+/// `[smtp]`: the mail server scheduled exports are sent through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    /// Server host name; empty = e-mail delivery refused.
+    pub host: String,
+    /// Port (587 for STARTTLS, 465 for TLS, 25 for a LAN relay).
+    pub port: u16,
+    /// `starttls` (required), `tls` (implicit) or `none` (plain, for relays on the LAN).
+    pub tls: String,
+    /// Login name; empty = no login.
+    pub username: String,
+    /// File holding the password (first line).
+    pub password_file: Option<PathBuf>,
+    /// Sender, e.g. `kasad <kasad@example.com>`.
+    pub from: String,
+    /// Exports up to this size are attached; larger ones are sent as a link.
+    pub max_attachment_mb: u64,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 587,
+            tls: "starttls".into(),
+            username: String::new(),
+            password_file: None,
+            from: "kasad <kasad@localhost>".into(),
+            max_attachment_mb: 10,
+        }
+    }
+}
+
 /// `[tariff]`: the first tariff version (flat at `price_per_kwh` unless `rates` says
 /// otherwise); see [`crate::tariff`]. Seeds the database once; later versions come from
 /// `PUT /api/tariffs`.
@@ -364,6 +442,10 @@ pub struct Settings {
     pub tariff: Tariff,
     /// Static devices.
     pub devices: Vec<StaticDevice>,
+    /// Delivery of scheduled exports.
+    pub delivery: Delivery,
+    /// Mail server.
+    pub smtp: Smtp,
 }
 
 impl Default for Settings {
@@ -380,6 +462,8 @@ impl Default for Settings {
             retention: Retention::default(),
             tariff: Tariff::default(),
             devices: Vec::new(),
+            delivery: Delivery::default(),
+            smtp: Smtp::default(),
         }
     }
 }
@@ -482,6 +566,8 @@ impl Settings {
                 "storage.checkpoint_interval",
                 self.storage.checkpoint_interval,
             ),
+            ("delivery.timeout", self.delivery.timeout),
+            ("delivery.link_ttl", self.delivery.link_ttl),
         ] {
             if d.0.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
@@ -540,6 +626,47 @@ impl Settings {
                 "http.public_url",
                 "must start with http:// or https://",
             ));
+        }
+        self.validate_delivery()
+    }
+
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
+        if let Some(r) = self
+            .delivery
+            .directory_roots
+            .iter()
+            .find(|r| !r.is_absolute())
+        {
+            return Err(invalid(
+                "delivery.directory_roots",
+                format!("{} is not an absolute path", r.display()),
+            ));
+        }
+        if let Some(u) = self
+            .delivery
+            .webhook_allow
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(invalid(
+                "delivery.webhook_allow",
+                format!("{u:?} must start with http:// or https://"),
+            ));
+        }
+        if !["starttls", "tls", "none"].contains(&self.smtp.tls.as_str()) {
+            return Err(invalid(
+                "smtp.tls",
+                format!(
+                    "must be \"starttls\", \"tls\" or \"none\", got {:?}",
+                    self.smtp.tls
+                ),
+            ));
+        }
+        if !self.smtp.host.is_empty() {
+            self.smtp
+                .from
+                .parse::<lettre::message::Mailbox>()
+                .map_err(|e| invalid("smtp.from", format!("{:?}: {e}", self.smtp.from)))?;
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The small cron runner: 5-field expressions (minute hour day-of-month month day-of-week,
 //! Vixie semantics, via `croner`) evaluated in an IANA time zone, so "0 2 * * *" means 02:00
-//! local time on every day including DST changes. Used by the export cleanup and, later, by
-//! scheduled exports.
+//! local time on every day including DST changes: a time skipped by spring-forward runs once
+//! at the end of the gap, a time repeated by fall-back runs once, and hourly jobs run every
+//! real hour. Used by the export cleanup and by scheduled exports.
 
 use crate::clock::SharedClock;
 use chrono::TimeZone;
@@ -107,6 +108,52 @@ mod tests {
         assert_eq!(b, utc("2026-06-02T06:00:00Z"), "02:00 EDT");
         let c = s.next_after(utc("2026-06-01T12:00:00Z"), Tz::UTC).unwrap();
         assert_eq!(c, utc("2026-06-02T02:00:00Z"));
+    }
+
+    /// The first `n` runs after `from`, as local wall-clock text.
+    fn runs(expr: &str, from: &str, n: usize) -> Vec<String> {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let s = Schedule::parse(expr).unwrap();
+        let mut t = utc(from);
+        (0..n)
+            .map(|_| {
+                t = s.next_after(t, ny).unwrap();
+                let local = ny.timestamp_millis_opt(t).unwrap();
+                local.format("%Y-%m-%d %H:%M %Z").to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_york_dst_changes() {
+        // 9:00 stays 9:00 local across spring-forward (2026-03-08).
+        assert_eq!(
+            runs("0 9 * * *", "2026-03-07T00:00:00Z", 3),
+            [
+                "2026-03-07 09:00 EST",
+                "2026-03-08 09:00 EDT",
+                "2026-03-09 09:00 EDT"
+            ]
+        );
+        // 02:30 does not exist on 2026-03-08: it runs once, at the end of the gap.
+        assert_eq!(
+            runs("30 2 * * *", "2026-03-07T12:00:00Z", 2),
+            ["2026-03-08 03:00 EDT", "2026-03-09 02:30 EDT"]
+        );
+        // 01:30 happens twice on 2026-11-01 (fall-back): it runs once.
+        assert_eq!(
+            runs("30 1 * * *", "2026-10-31T12:00:00Z", 2),
+            ["2026-11-01 01:30 EDT", "2026-11-02 01:30 EST"]
+        );
+        // An hourly job runs every real hour, both 01:00s included.
+        assert_eq!(
+            runs("0 * * * *", "2026-11-01T04:30:00Z", 3),
+            [
+                "2026-11-01 01:00 EDT",
+                "2026-11-01 01:00 EST",
+                "2026-11-01 02:00 EST"
+            ]
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod export;
 pub mod poller;
 pub mod protocol;
 pub mod retention;
+pub mod schedule;
 pub mod series;
 pub mod shutdown;
 pub mod sim;

@@ -101,6 +101,9 @@ enum Cmd {
         /// Runs per format (median time, largest RSS).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Formats to export, comma-separated.
+        #[arg(long, default_value = "csv,json,excel", value_delimiter = ',')]
+        formats: Vec<String>,
     },
     /// Benchmark the system report (PDF of 10 devices × 1 year).
     #[command(hide = true)]
@@ -390,9 +393,16 @@ async fn main() -> anyhow::Result<()> {
             println!("{v}");
             Ok(())
         }
-        Cmd::BenchExport { dir, rows, runs } => {
-            let v = tokio::task::spawn_blocking(move || kasad::bench::run_export(&dir, rows, runs))
-                .await??;
+        Cmd::BenchExport {
+            dir,
+            rows,
+            runs,
+            formats,
+        } => {
+            let v = tokio::task::spawn_blocking(move || {
+                kasad::bench::run_export(&dir, rows, runs, &formats)
+            })
+            .await??;
             println!("{v}");
             Ok(())
         }

@@ -7,7 +7,7 @@ use super::devices::blocking;
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::guard::{CurrentUser, issue_ticket};
 use crate::audit::{EventType, Severity};
-use crate::auth::{Permission, Role};
+use crate::auth::Role;
 use crate::clock::rfc3339;
 use crate::export::jobs::CreateError;
 use crate::export::request::{
@@ -32,19 +32,14 @@ fn not_found(id: &str) -> ApiError {
     )
 }
 
-fn is_admin(cu: &CurrentUser) -> bool {
+pub(super) fn is_admin(cu: &CurrentUser) -> bool {
     cu.user.role == Role::Admin
 }
 
 /// Beyond DATA_EXPORT: audit_logs exports need AUDIT_READ, configuration exports (users,
 /// settings) SYSTEM_CONFIG — to create them and, while they exist, to see or download them.
-fn type_permission(cu: &CurrentUser, export_type: &str) -> Result<(), ApiError> {
-    let extra = match export_type {
-        "audit_logs" => Some(Permission::AuditRead),
-        "configuration" => Some(Permission::SystemConfig),
-        _ => None,
-    };
-    match extra.filter(|p| !cu.user.has(*p)) {
+pub(super) fn type_permission(cu: &CurrentUser, export_type: &str) -> Result<(), ApiError> {
+    match crate::export::extra_permission(export_type).filter(|p| !cu.user.has(*p)) {
         Some(p) => Err(ApiError::permission_denied(p)),
         None => Ok(()),
     }
@@ -186,7 +181,7 @@ pub async fn metrics() -> Json<Value> {
     }))
 }
 
-fn create_error(e: CreateError) -> ApiError {
+pub(super) fn create_error(e: CreateError) -> ApiError {
     match e {
         CreateError::Invalid(r) => {
             let status = if r.code == "DEVICE_NOT_FOUND" {
@@ -229,7 +224,7 @@ pub async fn create(
         "export_type": body.export_type, "format": body.format, "devices": body.devices,
         "date_range": body.date_range, "aggregation": body.aggregation,
     });
-    let res = blocking(move || exporter.create(uid, &name, body, false)).await?;
+    let res = blocking(move || exporter.create(uid, &name, body, None)).await?;
     let (rec, background) = match res {
         Ok(x) => x,
         Err(CreateError::RateLimited {
@@ -706,5 +701,7 @@ fn hex_to_b64(hex: &str) -> String {
 pub async fn cleanup(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let ex = st.exporter.clone();
     let (expired, notified) = blocking(move || ex.cleanup()).await??;
-    Ok(Json(json!({"expired": expired, "notified": notified})))
+    let n = notified.len();
+    st.scheduler.notify_expiring(notified).await;
+    Ok(Json(json!({"expired": expired, "notified": n})))
 }

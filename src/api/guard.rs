@@ -4,6 +4,7 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::audit::{Event, EventType, Severity};
+use crate::auth::keys::SecretKey;
 use crate::auth::{Permission, jwt};
 use crate::store::users::User;
 use axum::extract::{ConnectInfo, Request, State};
@@ -133,10 +134,10 @@ fn ticket_param(query: Option<&str>) -> Option<String> {
 /// Lifetime of a download ticket.
 pub const TICKET_TTL_S: i64 = 15 * 60;
 
-fn ticket_mac(st: &AppState, resource: &str, user: &User, exp_s: i64) -> String {
+fn ticket_mac(key: &SecretKey, resource: &str, user: &User, exp_s: i64) -> String {
     use hmac::{KeyInit, Mac};
-    let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(st.auth.jwt_key.bytes())
-        .expect("any key length");
+    let mut m =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("any key length");
     // The token version is included: a password change or disabling voids open tickets.
     let (id, ver) = (user.id, user.token_version);
     m.update(format!("download-ticket\0{resource}\0{id}\0{ver}\0{exp_s}").as_bytes());
@@ -148,8 +149,20 @@ fn ticket_mac(st: &AppState, resource: &str, user: &User, exp_s: i64) -> String 
 /// A ticket for `resource` (an export id) and `user`, valid [`TICKET_TTL_S`] from `now_ms`:
 /// `<user id>.<expiry s>.<mac>`.
 pub fn issue_ticket(st: &AppState, resource: &str, user: &User, now_ms: i64) -> (String, i64) {
-    let exp_s = now_ms / 1000 + TICKET_TTL_S;
-    let mac = ticket_mac(st, resource, user, exp_s);
+    ticket(&st.auth.jwt_key, resource, user, now_ms, TICKET_TTL_S)
+}
+
+/// A ticket signed with `key` (the JWT key) valid `ttl_s` seconds; returns it and its expiry
+/// (UTC ms). Links in e-mails and webhook notices use a longer lifetime than page links.
+pub fn ticket(
+    key: &SecretKey,
+    resource: &str,
+    user: &User,
+    now_ms: i64,
+    ttl_s: i64,
+) -> (String, i64) {
+    let exp_s = now_ms / 1000 + ttl_s;
+    let mac = ticket_mac(key, resource, user, exp_s);
     (format!("{}.{exp_s}.{mac}", user.id), exp_s * 1000)
 }
 
@@ -178,7 +191,7 @@ async fn by_ticket(
         .filter(|u| !u.disabled)
         .ok_or_else(invalid)?;
     let resource = path.rsplit('/').next().unwrap_or_default();
-    let want = ticket_mac(st, resource, &user, exp_s);
+    let want = ticket_mac(&st.auth.jwt_key, resource, &user, exp_s);
     let same = want.len() == mac.len()
         && want
             .bytes()

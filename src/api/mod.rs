@@ -14,6 +14,7 @@ pub mod guard;
 pub mod health;
 pub mod openapi;
 pub mod pages;
+pub mod schedules;
 pub mod tariffs;
 pub mod users;
 
@@ -78,6 +79,8 @@ pub struct AppState {
     pub exporter: Arc<crate::export::jobs::Exporter>,
     /// `[http] public_url`: base of absolute links.
     pub public_url: Option<String>,
+    /// The scheduler of scheduled exports.
+    pub scheduler: Arc<crate::schedule::runner::Scheduler>,
     /// Keys and throttling.
     pub auth: Arc<AuthState>,
 }
@@ -352,6 +355,60 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 "Download a finished export (Range supported)",
             ),
             get(exports::download),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/exports/schedule",
+                Requires(DataExport),
+                "Create a scheduled export (cron, export_config, delivery)",
+            ),
+            post(schedules::create),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/schedules",
+                Requires(DataExport),
+                "Scheduled exports (own; all for admins)",
+            ),
+            get(schedules::list),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/exports/schedules/{schedule_id}",
+                Requires(DataExport),
+                "One scheduled export with next_run and last_run",
+            ),
+            get(schedules::get),
+        ),
+        (
+            doc(
+                Method::PUT,
+                "/exports/schedules/{schedule_id}",
+                Requires(DataExport),
+                "Change a scheduled export (the fields given)",
+            ),
+            put(schedules::update),
+        ),
+        (
+            doc(
+                Method::DELETE,
+                "/exports/schedules/{schedule_id}",
+                Requires(DataExport),
+                "Delete a scheduled export",
+            ),
+            delete(schedules::remove),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/exports/schedules/{schedule_id}/run",
+                Requires(DataExport),
+                "Run a scheduled export now",
+            ),
+            post(schedules::run_now),
         ),
         (
             doc(

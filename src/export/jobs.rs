@@ -241,7 +241,7 @@ impl Exporter {
         user_id: u32,
         username: &str,
         body: CreateRequest,
-        scheduled: bool,
+        schedule_id: Option<&str>,
     ) -> Result<(ExportRecord, bool), CreateError> {
         let plan = self.plan(&body, None)?;
         let s = &self.cfg.settings;
@@ -288,7 +288,8 @@ impl Exporter {
             expires_ms: None,
             notice_sent: false,
             deleted_ms: None,
-            scheduled,
+            scheduled: schedule_id.is_some(),
+            schedule_id: schedule_id.map(str::to_owned),
         };
         rec.file_name = Some(file_name(&rec, &plan));
         let stored = StoredRequest {
@@ -603,12 +604,13 @@ impl Exporter {
 
     /// The retention sweep: deletes expired files (marking records `expired`) and writes the
     /// pre-deletion notice for exports expiring within `notification_before_deletion` hours.
-    /// Returns (expired, notified).
-    pub fn cleanup(&self) -> store::Result<(usize, usize)> {
+    /// Returns the number expired and the exports noticed (scheduled ones also get the notice
+    /// through their schedule's delivery).
+    pub fn cleanup(&self) -> store::Result<(usize, Vec<ExportRecord>)> {
         let now = self.clock.now_ms();
         let notice_ms =
             i64::from(self.cfg.settings.retention.notification_before_deletion) * 3_600_000;
-        let (mut expired, mut notified) = (0, 0);
+        let (mut expired, mut notified) = (0, Vec::new());
         for r in self.store.exports()? {
             if r.deleted_ms.is_some() || r.status != Status::Completed {
                 continue;
@@ -638,7 +640,7 @@ impl Exporter {
                 ev.details = json!({"export_id": r.id, "filename": r.file_name, "owner": r.username,
                     "user_id": r.user_id, "expires_at": rfc3339(exp)});
                 self.store.audit_append(&self.audit_key, ev, now)?;
-                notified += 1;
+                notified.push(r);
             }
         }
         Ok((expired, notified))

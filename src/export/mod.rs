@@ -161,6 +161,16 @@ pub enum Status {
     Expired,
 }
 
+/// The permission an export type needs beyond DATA_EXPORT: audit_logs exports need
+/// AUDIT_READ, configuration exports (users, settings) SYSTEM_CONFIG.
+pub fn extra_permission(export_type: &str) -> Option<crate::auth::Permission> {
+    match export_type {
+        "audit_logs" => Some(crate::auth::Permission::AuditRead),
+        "configuration" => Some(crate::auth::Permission::SystemConfig),
+        _ => None,
+    }
+}
+
 /// An export job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportRecord {
@@ -216,6 +226,10 @@ pub struct ExportRecord {
     pub deleted_ms: Option<i64>,
     /// Created by a schedule (not counted by the rate limit).
     pub scheduled: bool,
+    /// The schedule that created it (its retention notice goes through that schedule's
+    /// e-mail or webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<String>,
 }
 
 impl ExportRecord {

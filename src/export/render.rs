@@ -1185,11 +1185,15 @@ fn produce(
     tx: &std::sync::mpsc::SyncSender<store::Result<Batch>>,
 ) {
     let mut cells = CellMaker::new(plan);
-    let new_batch = || Batch {
+    // Text buffers start at the size the previous batch needed, so they rarely grow (a
+    // growing buffer copies its text again).
+    let ends = if fmt.is_some() { BATCH } else { 0 };
+    let new_batch = |text: usize| Batch {
         rows: Vec::with_capacity(BATCH),
-        ..Batch::default()
+        text: Vec::with_capacity(text),
+        ends: Vec::with_capacity(ends),
     };
-    let mut batch = new_batch();
+    let mut batch = new_batch(0);
     for r in rows {
         match r {
             Ok(r) => {
@@ -1198,12 +1202,11 @@ fn produce(
                     batch.ends.push(batch.text.len());
                 }
                 batch.rows.push(r);
-                if batch.rows.len() == BATCH
-                    && tx
-                        .send(Ok(std::mem::replace(&mut batch, new_batch())))
-                        .is_err()
-                {
-                    return;
+                if batch.rows.len() == BATCH {
+                    let next = new_batch(batch.text.len() + batch.text.len() / 8);
+                    if tx.send(Ok(std::mem::replace(&mut batch, next))).is_err() {
+                        return;
+                    }
                 }
             }
             Err(e) => {

@@ -16,6 +16,7 @@ pub mod codec;
 pub mod exports;
 pub mod maintenance;
 pub mod query;
+pub mod schedules;
 pub mod schema;
 pub mod staging;
 pub mod tariffs;
@@ -142,6 +143,12 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// How many handles share this database (this one included); the file closes when the
+    /// last one is dropped.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.db)
     }
 
     pub(crate) fn cached_key(&self, id: &str) -> Option<u32> {

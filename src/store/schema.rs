@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 6;
+pub const SCHEMA_VERSION: u64 = 7;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -38,6 +38,8 @@ pub const AUDIT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("audi
 pub const EXPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("exports");
 /// Tariff versions by number (1 = the seed from the config file): JSON.
 pub const TARIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("tariffs");
+/// schedule id → JSON `ScheduleRecord`.
+pub const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
 
 /// Why the file cannot be used by this build.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,11 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         // 5 → 6: tariff versions.
         txn.open_table(TARIFFS)?;
         v = 6;
+    }
+    if v < 7 {
+        // 6 → 7: scheduled exports.
+        txn.open_table(SCHEDULES)?;
+        v = 7;
     }
     meta.insert("schema_version", v)?;
     Ok(())

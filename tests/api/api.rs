@@ -195,13 +195,13 @@ async fn data_points_keep_growing_and_survive_a_restart() {
     .unwrap();
     let base = format!("http://{}", again.addr);
     let token = crate::helpers::login(
-        &reqwest::Client::new(),
+        &crate::helpers::client(),
         &base,
         "admin",
         crate::helpers::ADMIN_PASSWORD,
     )
     .await;
-    let body: Value = reqwest::Client::new()
+    let body: Value = crate::helpers::client()
         .get(format!("{base}/api/devices"))
         .bearer_auth(token)
         .send()

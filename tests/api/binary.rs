@@ -62,7 +62,7 @@ async fn demo_on(
             let base = rest.trim().trim_end_matches('/').to_owned();
             // Keep draining stdout so the daemon never writes into a closed pipe.
             std::thread::spawn(move || lines.for_each(drop));
-            let token = login(&reqwest::Client::new(), &base, "admin", ADMIN_PASSWORD).await;
+            let token = login(&crate::helpers::client(), &base, "admin", ADMIN_PASSWORD).await;
             return Daemon { child, base, token };
         }
     }
@@ -80,7 +80,7 @@ fn signal(d: &Daemon, sig: &str) {
 }
 
 async fn get(d: &(String, String), path: &str) -> Option<(u16, Value)> {
-    let r = reqwest::Client::new()
+    let r = crate::helpers::client()
         .get(format!("{}{path}", d.0))
         .bearer_auth(&d.1)
         .send()
@@ -283,7 +283,7 @@ async fn no_token_password_or_key_appears_in_the_logs() {
     let log = std::fs::File::create(&log_path).unwrap();
     let data = dir.path().join("data");
     let d = demo_with(&data, &[("RUST_LOG", "trace")], Stdio::from(log)).await;
-    let c = reqwest::Client::new();
+    let c = crate::helpers::client();
     let pair = login_pair(&c, &d.base, "admin", ADMIN_PASSWORD).await;
     let _ = c
         .get(format!("{}/api/devices", d.base))
@@ -354,7 +354,7 @@ async fn user_commands_work_with_the_daemon_running_and_stopped() {
     let cfg = dir.path().join("kasad.toml");
     std::fs::write(&cfg, format!("data_dir = {data:?}\n")).unwrap();
     let mut d = demo(&data, &[]).await;
-    let c = reqwest::Client::new();
+    let c = crate::helpers::client();
 
     // Running daemon: the command goes through the admin socket.
     let (ok, out) = kasad_cli(

@@ -80,13 +80,13 @@ const NOW: i64 = T0 + 4 * 86_400_000;
 
 pub struct Env {
     pub app: TestApp,
-    clock: Arc<ManualClock>,
+    pub clock: Arc<ManualClock>,
     pub data: tempfile::TempDir,
 }
 
 impl Env {
     /// Moves the clock on and logs the admin in again (access tokens last 15 minutes).
-    async fn advance(&mut self, ms: i64) {
+    pub async fn advance(&mut self, ms: i64) {
         self.clock.advance(ms);
         let app = &self.app;
         self.app.token = login(
@@ -99,7 +99,7 @@ impl Env {
     }
 }
 
-async fn env_with(tweak: impl FnOnce(&mut kasad::config::Settings)) -> Env {
+pub async fn env_with(tweak: impl FnOnce(&mut kasad::config::Settings)) -> Env {
     let data = tempfile::tempdir().unwrap();
     fixture(data.path());
     let clock = Arc::new(ManualClock::new(NOW));

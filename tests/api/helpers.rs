@@ -17,6 +17,13 @@ pub const STEP: Duration = Duration::from_millis(100);
 /// Password of the `admin` user every test daemon starts with.
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
+/// An HTTP client. reqwest shares the daemon's TLS features (rustls without a built-in
+/// crypto provider), so the provider is installed first.
+pub fn client() -> reqwest::Client {
+    kasad::schedule::delivery::install_tls();
+    reqwest::Client::new()
+}
+
 /// Logs in and returns the whole answer (access and refresh token).
 pub async fn login_pair(client: &reqwest::Client, base: &str, user: &str, password: &str) -> Value {
     let r = client
@@ -169,7 +176,7 @@ impl TestApp {
         };
         let running = app::start_with(s, listener, clock, opts).await.unwrap();
         let base = format!("http://{}", running.addr);
-        let client = reqwest::Client::new();
+        let client = client();
         let token = login(&client, &base, "admin", ADMIN_PASSWORD).await;
         Self {
             base,

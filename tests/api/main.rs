@@ -14,5 +14,6 @@ mod interop;
 mod pdf;
 mod poller;
 mod report;
+mod schedules;
 mod storage;
 mod tariffs;

@@ -1,0 +1,261 @@
+//! `/api/exports/schedule` and `/api/exports/schedules/...`: create, list, read, change,
+//! delete and run scheduled exports. The creator owns a schedule (admins see all); changes
+//! are audited as `SCHEDULE_CHANGED` in the same transaction as the change.
+
+use super::AppState;
+use super::devices::blocking;
+use super::error::{ApiError, ApiJson};
+use super::exports::{create_error, is_admin, type_permission};
+use super::guard::CurrentUser;
+use crate::audit::{EventType, Severity};
+use crate::clock::rfc3339;
+use crate::schedule::{CreateBody, Delivery, Invalid, ScheduleRecord, UpdateBody};
+use crate::store::audit::Pending;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{Value, json};
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found_what(
+        "SCHEDULE_NOT_FOUND",
+        "Schedule not found",
+        format!("Schedule with ID '{id}' does not exist or you don't have access"),
+    )
+}
+
+fn bad(e: Invalid) -> ApiError {
+    ApiError::bad_request(e.code, e.message)
+}
+
+fn view(st: &AppState, s: &ScheduleRecord) -> Value {
+    json!({
+        "schedule_id": s.id,
+        "name": s.name,
+        "schedule": s.schedule,
+        "timezone": s.timezone,
+        "enabled": s.enabled,
+        "export_config": s.export_config,
+        "delivery": s.delivery.public(),
+        "user_id": s.user_id,
+        "username": s.username,
+        "created_at": rfc3339(s.created_ms),
+        "updated_at": rfc3339(s.updated_ms),
+        "next_run": st.scheduler.next_run(s).map(rfc3339),
+        "last_run": s.last_run.as_ref().map(|r| json!({
+            "at": rfc3339(r.at_ms), "status": r.status, "export_id": r.export_id,
+            "error": r.error, "delivered": r.delivered, "trigger": r.trigger,
+        })),
+    })
+}
+
+/// Checks everything a schedule says, as the user `cu` saving it.
+async fn validate(st: &AppState, cu: &CurrentUser, s: &ScheduleRecord) -> Result<(), ApiError> {
+    let (_, tz) = crate::schedule::check_timing(&s.name, &s.schedule, &s.timezone).map_err(bad)?;
+    let req = crate::schedule::request_at(&s.export_config, st.clock.now_ms(), tz).map_err(bad)?;
+    type_permission(cu, &req.export_type)?;
+    s.delivery.check(st.scheduler.settings()).map_err(bad)?;
+    let ex = st.exporter.clone();
+    blocking(move || ex.plan(&req, None))
+        .await?
+        .map_err(create_error)?;
+    Ok(())
+}
+
+/// The schedule `id` if `cu` owns it (or is an admin).
+async fn owned(st: &AppState, cu: &CurrentUser, id: &str) -> Result<ScheduleRecord, ApiError> {
+    let store = st.store.clone();
+    let key = id.to_owned();
+    let s = blocking(move || store.schedule(&key))
+        .await??
+        .ok_or_else(|| not_found(id))?;
+    if s.user_id != cu.user.id && !is_admin(cu) {
+        let mut ev = cu.event(EventType::PermissionDenied, Severity::Warning);
+        ev.resource = Some(format!("schedule:{id}"));
+        ev.details =
+            json!({"user_id": cu.user.id, "attempted_schedule": id, "schedule_owner": s.username});
+        st.audit(ev).await;
+        return Err(not_found(id));
+    }
+    Ok(s)
+}
+
+/// Saves `s` with a `SCHEDULE_CHANGED` entry saying `action`, and wakes the scheduler.
+async fn save(
+    st: &AppState,
+    cu: &CurrentUser,
+    s: &ScheduleRecord,
+    action: &str,
+) -> Result<(), ApiError> {
+    let mut ev = cu.event(EventType::ScheduleChanged, Severity::Info);
+    ev.resource = Some(format!("schedule:{}", s.id));
+    ev.details = json!({"action": action, "schedule_id": s.id, "name": s.name,
+        "schedule": s.schedule, "timezone": s.timezone, "enabled": s.enabled,
+        "delivery": crate::schedule::runner::method(&s.delivery)});
+    let (store, key, rec, now) = (
+        st.store.clone(),
+        st.auth.audit_key.clone(),
+        s.clone(),
+        st.clock.now_ms(),
+    );
+    blocking(move || store.schedule_put(&rec, Some(Pending::new(&key, ev, now)))).await??;
+    st.scheduler.changed();
+    Ok(())
+}
+
+/// `POST /api/exports/schedule`.
+pub async fn create(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let now = st.clock.now_ms();
+    let s = ScheduleRecord {
+        id: format!("sch_{}", crate::auth::random_token::<12>()),
+        user_id: cu.user.id,
+        username: cu.user.username.clone(),
+        name: body.name,
+        schedule: body.schedule,
+        timezone: body
+            .timezone
+            .unwrap_or_else(|| st.timezone.name().to_owned()),
+        enabled: body.enabled.unwrap_or(true),
+        export_config: body.export_config,
+        delivery: body.delivery.unwrap_or(Delivery::None),
+        created_ms: now,
+        updated_ms: now,
+        handled_ms: now,
+        last_run: None,
+    };
+    validate(&st, &cu, &s).await?;
+    save(&st, &cu, &s, "created").await?;
+    Ok((StatusCode::CREATED, Json(view(&st, &s))).into_response())
+}
+
+/// `GET /api/exports/schedules`: the caller's schedules (an admin's: everyone's).
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+) -> Result<Json<Value>, ApiError> {
+    let store = st.store.clone();
+    let all = blocking(move || store.schedules()).await??;
+    let list: Vec<Value> = all
+        .iter()
+        .filter(|s| is_admin(&cu) || s.user_id == cu.user.id)
+        .map(|s| view(&st, s))
+        .collect();
+    Ok(Json(json!({"schedules": list, "total": list.len()})))
+}
+
+/// `GET /api/exports/schedules/{schedule_id}`.
+pub async fn get(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let s = owned(&st, &cu, &id).await?;
+    Ok(Json(view(&st, &s)))
+}
+
+/// `PUT /api/exports/schedules/{schedule_id}`: changes the fields given. A changed expression,
+/// zone or re-enabling counts from now (no catch-up of runs from before the change).
+pub async fn update(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let mut s = owned(&st, &cu, &id).await?;
+    let now = st.clock.now_ms();
+    let retime = body.schedule.as_ref().is_some_and(|x| *x != s.schedule)
+        || body.timezone.as_ref().is_some_and(|x| *x != s.timezone)
+        || (body.enabled == Some(true) && !s.enabled);
+    s.name = body.name.unwrap_or(s.name);
+    s.schedule = body.schedule.unwrap_or(s.schedule);
+    s.timezone = body.timezone.unwrap_or(s.timezone);
+    s.enabled = body.enabled.unwrap_or(s.enabled);
+    s.export_config = body.export_config.unwrap_or(s.export_config);
+    s.delivery = body.delivery.unwrap_or(s.delivery);
+    s.updated_ms = now;
+    if retime {
+        s.handled_ms = now;
+    }
+    validate(&st, &cu, &s).await?;
+    // Keep what the runner recorded meanwhile.
+    let store = st.store.clone();
+    let key = id.clone();
+    if let Some(cur) = blocking(move || store.schedule(&key)).await?? {
+        s.last_run = cur.last_run;
+        if !retime {
+            s.handled_ms = cur.handled_ms;
+        }
+    }
+    save(&st, &cu, &s, "updated").await?;
+    Ok(Json(view(&st, &s)))
+}
+
+/// `DELETE /api/exports/schedules/{schedule_id}`: a run already going finishes.
+pub async fn remove(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let s = owned(&st, &cu, &id).await?;
+    let mut ev = cu.event(EventType::ScheduleChanged, Severity::Info);
+    ev.resource = Some(format!("schedule:{id}"));
+    ev.details = json!({"action": "deleted", "schedule_id": id, "name": s.name});
+    let (store, key, now, sid) = (
+        st.store.clone(),
+        st.auth.audit_key.clone(),
+        st.clock.now_ms(),
+        id.clone(),
+    );
+    blocking(move || store.schedule_delete(&sid, Some(Pending::new(&key, ev, now))))
+        .await??
+        .ok_or_else(|| not_found(&id))?;
+    st.scheduler.changed();
+    Ok(Json(json!({
+        "message": "Schedule deleted successfully",
+        "schedule_id": id,
+        "deleted_at": rfc3339(now),
+    })))
+}
+
+/// `POST /api/exports/schedules/{schedule_id}/run`: runs it now (202 with the export id;
+/// delivery goes on in the background and lands in `last_run`).
+pub async fn run_now(
+    State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use crate::schedule::runner::RunError;
+    let s = owned(&st, &cu, &id).await?;
+    let rec = st.scheduler.start(s, "manual").await.map_err(|e| match e {
+        RunError::Busy => ApiError::new(
+            StatusCode::CONFLICT,
+            "SCHEDULE_RUNNING",
+            "Schedule running",
+            "The previous run of this schedule is still going",
+        ),
+        RunError::Invalid(i) => bad(i),
+        RunError::Create(c) => create_error(c),
+        RunError::Owner(m) => ApiError::new(
+            StatusCode::CONFLICT,
+            "SCHEDULE_OWNER_INVALID",
+            "Schedule owner invalid",
+            format!("the schedule's owner {m}"),
+        ),
+        RunError::Store(s) => s.into(),
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "message": "Scheduled export started",
+            "schedule_id": id,
+            "export_id": rec.id,
+            "status_url": format!("/api/exports/{}", rec.id),
+        })),
+    )
+        .into_response())
+}
