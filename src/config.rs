@@ -642,15 +642,32 @@ impl Settings {
                 format!("{} is not an absolute path", r.display()),
             ));
         }
-        if let Some(u) = self
-            .delivery
-            .webhook_allow
-            .iter()
-            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
-        {
+        for u in &self.delivery.webhook_allow {
+            let ok = reqwest::Url::parse(u).is_ok_and(|p| {
+                matches!(p.scheme(), "http" | "https")
+                    && p.host_str().is_some()
+                    && p.username().is_empty()
+                    && p.password().is_none()
+            });
+            if !ok {
+                return Err(invalid(
+                    "delivery.webhook_allow",
+                    format!(
+                        "{u:?} must be an http:// or https:// URL with a host and no user name (e.g. \"https://ha.local:8123/api/webhook/\")"
+                    ),
+                ));
+            }
+        }
+        if self.delivery.retries > 10 {
+            return Err(invalid("delivery.retries", "must be at most 10"));
+        }
+        if self.delivery.link_ttl.0 > Duration::from_secs(90 * 86_400) {
+            return Err(invalid("delivery.link_ttl", "must be at most 90d"));
+        }
+        if self.smtp.tls == "none" && !self.smtp.username.is_empty() {
             return Err(invalid(
-                "delivery.webhook_allow",
-                format!("{u:?} must start with http:// or https://"),
+                "smtp.username",
+                "a login over tls = \"none\" would send the password in clear text; use starttls or tls",
             ));
         }
         if !["starttls", "tls", "none"].contains(&self.smtp.tls.as_str()) {

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Schedule {
     cron: croner::Cron,
     text: String,
+    /// The hour field names hours (no `*` or `/`): wall-clock semantics.
+    wall_clock: bool,
 }
 
 impl Schedule {
@@ -27,9 +29,11 @@ impl Schedule {
             ));
         }
         let cron = croner::Cron::from_str(text).map_err(|e| format!("{text:?}: {e}"))?;
+        let hours = text.split_whitespace().nth(1).unwrap_or("*");
         Ok(Self {
             cron,
             text: text.to_owned(),
+            wall_clock: !hours.contains(['*', '/']),
         })
     }
 
@@ -40,12 +44,46 @@ impl Schedule {
 
     /// The first run strictly after `after_ms` (UTC ms), in zone `tz`.
     pub fn next_after(&self, after_ms: i64, tz: Tz) -> Option<i64> {
+        if self.wall_clock {
+            return self.next_wall_clock(after_ms, tz);
+        }
         let now = tz.timestamp_millis_opt(after_ms).single()?;
         self.cron
             .find_next_occurrence(&now, false)
             .ok()
             .map(|t| t.timestamp_millis())
     }
+
+    /// Expressions naming hours are evaluated on local wall-clock times: a time repeated by
+    /// fall-back runs at its first instant (once), a time skipped by spring-forward at the end
+    /// of the gap (once), for every hour listed (`30 1,13 * * *` as well as `30 1 * * *`).
+    fn next_wall_clock(&self, after_ms: i64, tz: Tz) -> Option<i64> {
+        let local = tz.timestamp_millis_opt(after_ms).single()?.naive_local();
+        // Wall times are searched from a little before `after`: a repeated hour maps back.
+        let mut cur = chrono::Utc.from_utc_datetime(&(local - chrono::Duration::hours(3)));
+        for _ in 0..1_000 {
+            let n = self.cron.find_next_occurrence(&cur, false).ok()?;
+            let at = resolve_local(n.naive_utc(), tz)?;
+            if at > after_ms {
+                return Some(at);
+            }
+            cur = n;
+        }
+        None
+    }
+}
+
+/// The instant of local time `t` in `tz`: the first of two when it is repeated, the end of the
+/// gap when it is skipped.
+fn resolve_local(t: chrono::NaiveDateTime, tz: Tz) -> Option<i64> {
+    if let Some(x) = tz.from_local_datetime(&t).earliest() {
+        return Some(x.timestamp_millis());
+    }
+    (1..=24 * 60).find_map(|m| {
+        tz.from_local_datetime(&(t + chrono::Duration::minutes(m)))
+            .earliest()
+            .map(|x| x.timestamp_millis())
+    })
 }
 
 /// Runs `job` at every occurrence of `schedule` until `stop`. The wait is re-checked at least
@@ -144,6 +182,31 @@ mod tests {
         assert_eq!(
             runs("30 1 * * *", "2026-10-31T12:00:00Z", 2),
             ["2026-11-01 01:30 EDT", "2026-11-02 01:30 EST"]
+        );
+        // The same for every hour of a list.
+        assert_eq!(
+            runs("30 1,13 * * *", "2026-10-31T12:00:00Z", 3),
+            [
+                "2026-10-31 13:30 EDT",
+                "2026-11-01 01:30 EDT",
+                "2026-11-01 13:30 EST"
+            ]
+        );
+        assert_eq!(
+            runs("30 2,14 * * *", "2026-03-07T12:00:00Z", 3),
+            [
+                "2026-03-07 14:30 EST",
+                "2026-03-08 03:00 EDT",
+                "2026-03-08 14:30 EDT"
+            ]
+        );
+        assert_eq!(
+            runs("0,30 1 * * *", "2026-11-01T04:00:00Z", 3),
+            [
+                "2026-11-01 01:00 EDT",
+                "2026-11-01 01:30 EDT",
+                "2026-11-02 01:00 EST"
+            ]
         );
         // An hourly job runs every real hour, both 01:00s included.
         assert_eq!(

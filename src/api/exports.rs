@@ -211,6 +211,21 @@ pub(super) fn create_error(e: CreateError) -> ApiError {
     }
 }
 
+/// The 429 of the export rate limit, with `Retry-After`.
+pub(super) fn rate_limited(st: &AppState, retry_at_ms: i64, limit: u32) -> Response {
+    let wait_s = ((retry_at_ms - st.clock.now_ms()).max(1) + 999) / 1000;
+    let mut resp = ApiError::rate_limited(
+        "Export rate limit exceeded. Please try again later.",
+        &format!("{limit} per hour"),
+        retry_at_ms,
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&wait_s.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
 /// `POST /api/exports/create`.
 pub async fn create(
     State(st): State<AppState>,
@@ -224,7 +239,8 @@ pub async fn create(
         "export_type": body.export_type, "format": body.format, "devices": body.devices,
         "date_range": body.date_range, "aggregation": body.aggregation,
     });
-    let res = blocking(move || exporter.create(uid, &name, body, None)).await?;
+    let res = blocking(move || exporter.create(uid, &name, body, crate::export::jobs::Origin::Api))
+        .await?;
     let (rec, background) = match res {
         Ok(x) => x,
         Err(CreateError::RateLimited {
@@ -236,17 +252,7 @@ pub async fn create(
             ev.resource = Some("POST /api/exports/create".into());
             ev.details = json!({"user_id": cu.user.id, "export_count": count, "limit": limit});
             st.audit(ev).await;
-            let wait_s = ((retry_at_ms - st.clock.now_ms()).max(1) + 999) / 1000;
-            let mut resp = ApiError::rate_limited(
-                "Export rate limit exceeded. Please try again later.",
-                &format!("{limit} per hour"),
-                retry_at_ms,
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&wait_s.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return Ok(resp);
+            return Ok(rate_limited(&st, retry_at_ms, limit));
         }
         Err(e) => return Err(create_error(e)),
     };
@@ -702,6 +708,8 @@ pub async fn cleanup(State(st): State<AppState>) -> Result<Json<Value>, ApiError
     let ex = st.exporter.clone();
     let (expired, notified) = blocking(move || ex.cleanup()).await??;
     let n = notified.len();
-    st.scheduler.notify_expiring(notified).await;
+    // Notices of scheduled exports go out in the background (each may take a timeout).
+    let sch = st.scheduler.clone();
+    tokio::spawn(async move { sch.notify_expiring(notified).await });
     Ok(Json(json!({"expired": expired, "notified": n})))
 }

@@ -9,6 +9,9 @@ use super::exports::{create_error, is_admin, type_permission};
 use super::guard::CurrentUser;
 use crate::audit::{EventType, Severity};
 use crate::clock::rfc3339;
+use crate::export::jobs::CreateError;
+use crate::schedule::delivery::Vars;
+use crate::schedule::runner::RunError;
 use crate::schedule::{CreateBody, Delivery, Invalid, ScheduleRecord, UpdateBody};
 use crate::store::audit::Pending;
 use axum::extract::{Path, State};
@@ -52,10 +55,14 @@ fn view(st: &AppState, s: &ScheduleRecord) -> Value {
 
 /// Checks everything a schedule says, as the user `cu` saving it.
 async fn validate(st: &AppState, cu: &CurrentUser, s: &ScheduleRecord) -> Result<(), ApiError> {
-    let (_, tz) = crate::schedule::check_timing(&s.name, &s.schedule, &s.timezone).map_err(bad)?;
+    let (cron, tz) =
+        crate::schedule::check_timing(&s.name, &s.schedule, &s.timezone).map_err(bad)?;
+    crate::schedule::check_fires(&cron, tz, st.clock.now_ms()).map_err(bad)?;
     let req = crate::schedule::request_at(&s.export_config, st.clock.now_ms(), tz).map_err(bad)?;
     type_permission(cu, &req.export_type)?;
-    s.delivery.check(st.scheduler.settings()).map_err(bad)?;
+    s.delivery
+        .check(st.scheduler.settings(), &Vars::longest(&s.name))
+        .map_err(bad)?;
     let ex = st.exporter.clone();
     blocking(move || ex.plan(&req, None))
         .await?
@@ -81,6 +88,13 @@ async fn owned(st: &AppState, cu: &CurrentUser, id: &str) -> Result<ScheduleReco
     Ok(s)
 }
 
+/// What a `SCHEDULE_CHANGED` entry records: the timing and where the data goes (never a
+/// webhook's path or secret).
+fn change_details(action: &str, s: &ScheduleRecord) -> Value {
+    json!({"action": action, "schedule_id": s.id, "name": s.name, "schedule": s.schedule,
+        "timezone": s.timezone, "enabled": s.enabled, "delivery": s.delivery.summary()})
+}
+
 /// Saves `s` with a `SCHEDULE_CHANGED` entry saying `action`, and wakes the scheduler.
 async fn save(
     st: &AppState,
@@ -90,9 +104,7 @@ async fn save(
 ) -> Result<(), ApiError> {
     let mut ev = cu.event(EventType::ScheduleChanged, Severity::Info);
     ev.resource = Some(format!("schedule:{}", s.id));
-    ev.details = json!({"action": action, "schedule_id": s.id, "name": s.name,
-        "schedule": s.schedule, "timezone": s.timezone, "enabled": s.enabled,
-        "delivery": crate::schedule::runner::method(&s.delivery)});
+    ev.details = change_details(action, s);
     let (store, key, rec, now) = (
         st.store.clone(),
         st.auth.audit_key.clone(),
@@ -158,41 +170,73 @@ pub async fn get(
     Ok(Json(view(&st, &s)))
 }
 
-/// `PUT /api/exports/schedules/{schedule_id}`: changes the fields given. A changed expression,
-/// zone or re-enabling counts from now (no catch-up of runs from before the change).
+/// `s` with the fields of `body`: a changed expression or zone, or re-enabling, counts from
+/// `now` (no catch-up of runs from before the change); a webhook given again without its
+/// secret keeps the stored one when the URL is the same.
+fn merged(mut s: ScheduleRecord, body: &UpdateBody, now: i64) -> ScheduleRecord {
+    let retime = body.schedule.as_ref().is_some_and(|x| *x != s.schedule)
+        || body.timezone.as_ref().is_some_and(|x| *x != s.timezone)
+        || (body.enabled == Some(true) && !s.enabled);
+    let b = body.clone();
+    s.name = b.name.unwrap_or(s.name);
+    s.schedule = b.schedule.unwrap_or(s.schedule);
+    s.timezone = b.timezone.unwrap_or(s.timezone);
+    s.enabled = b.enabled.unwrap_or(s.enabled);
+    s.export_config = b.export_config.unwrap_or(s.export_config);
+    if let Some(mut d) = b.delivery {
+        if let (
+            Delivery::Webhook { url, secret },
+            Delivery::Webhook {
+                url: old,
+                secret: kept,
+            },
+        ) = (&mut d, &s.delivery)
+            && secret.is_none()
+            && url == old
+        {
+            secret.clone_from(kept);
+        }
+        s.delivery = d;
+    }
+    s.updated_ms = now;
+    if retime {
+        s.handled_ms = now;
+    }
+    s
+}
+
+/// `PUT /api/exports/schedules/{schedule_id}`: changes the fields given.
 pub async fn update(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut s = owned(&st, &cu, &id).await?;
+    let cur = owned(&st, &cu, &id).await?;
     let now = st.clock.now_ms();
-    let retime = body.schedule.as_ref().is_some_and(|x| *x != s.schedule)
-        || body.timezone.as_ref().is_some_and(|x| *x != s.timezone)
-        || (body.enabled == Some(true) && !s.enabled);
-    s.name = body.name.unwrap_or(s.name);
-    s.schedule = body.schedule.unwrap_or(s.schedule);
-    s.timezone = body.timezone.unwrap_or(s.timezone);
-    s.enabled = body.enabled.unwrap_or(s.enabled);
-    s.export_config = body.export_config.unwrap_or(s.export_config);
-    s.delivery = body.delivery.unwrap_or(s.delivery);
-    s.updated_ms = now;
-    if retime {
-        s.handled_ms = now;
-    }
-    validate(&st, &cu, &s).await?;
-    // Keep what the runner recorded meanwhile.
-    let store = st.store.clone();
-    let key = id.clone();
-    if let Some(cur) = blocking(move || store.schedule(&key)).await?? {
-        s.last_run = cur.last_run;
-        if !retime {
-            s.handled_ms = cur.handled_ms;
-        }
-    }
-    save(&st, &cu, &s, "updated").await?;
-    Ok(Json(view(&st, &s)))
+    validate(&st, &cu, &merged(cur, &body, now)).await?;
+    // Applied again to the record as it is now, in one transaction with the audit entry: a
+    // run recorded meanwhile is kept, and a schedule deleted meanwhile stays deleted.
+    let mut ev = cu.event(EventType::ScheduleChanged, Severity::Info);
+    ev.resource = Some(format!("schedule:{id}"));
+    let (store, key, sid) = (st.store.clone(), st.auth.audit_key.clone(), id.clone());
+    let saved = blocking(move || {
+        store.schedule_update(
+            &sid,
+            |r| {
+                *r = merged(r.clone(), &body, now);
+                true
+            },
+            |r| {
+                ev.details = change_details("updated", r);
+                Some(Pending::new(&key, ev, now))
+            },
+        )
+    })
+    .await??
+    .ok_or_else(|| not_found(&id))?;
+    st.scheduler.changed();
+    Ok(Json(view(&st, &saved)))
 }
 
 /// `DELETE /api/exports/schedules/{schedule_id}`: a run already going finishes.
@@ -229,25 +273,42 @@ pub async fn run_now(
     Extension(cu): Extension<CurrentUser>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    use crate::schedule::runner::RunError;
     let s = owned(&st, &cu, &id).await?;
-    let rec = st.scheduler.start(s, "manual").await.map_err(|e| match e {
-        RunError::Busy => ApiError::new(
-            StatusCode::CONFLICT,
-            "SCHEDULE_RUNNING",
-            "Schedule running",
-            "The previous run of this schedule is still going",
-        ),
-        RunError::Invalid(i) => bad(i),
-        RunError::Create(c) => create_error(c),
-        RunError::Owner(m) => ApiError::new(
-            StatusCode::CONFLICT,
-            "SCHEDULE_OWNER_INVALID",
-            "Schedule owner invalid",
-            format!("the schedule's owner {m}"),
-        ),
-        RunError::Store(s) => s.into(),
-    })?;
+    let now = st.clock.now_ms();
+    let rec = match st.scheduler.start(s, "manual", now).await {
+        Ok(rec) => rec,
+        // A run started by hand counts against the rate limit like any create.
+        Err(RunError::Create(CreateError::RateLimited {
+            retry_at_ms,
+            count,
+            limit,
+        })) => {
+            let mut ev = cu.event(EventType::RateLimitExceeded, Severity::Warning);
+            ev.resource = Some(format!("POST /api/exports/schedules/{id}/run"));
+            ev.details = json!({"user_id": cu.user.id, "export_count": count, "limit": limit});
+            st.audit(ev).await;
+            return Ok(super::exports::rate_limited(&st, retry_at_ms, limit));
+        }
+        Err(e) => {
+            return Err(match e {
+                RunError::Busy => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "SCHEDULE_RUNNING",
+                    "Schedule running",
+                    "The previous run of this schedule is still going",
+                ),
+                RunError::Invalid(i) => bad(i),
+                RunError::Create(c) => create_error(c),
+                RunError::Owner(m) => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "SCHEDULE_OWNER_INVALID",
+                    "Schedule owner invalid",
+                    format!("the schedule's owner {m}"),
+                ),
+                RunError::Store(s) => s.into(),
+            });
+        }
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

@@ -59,6 +59,21 @@ pub enum CreateError {
     Store(#[from] store::Error),
 }
 
+/// Who asks for an export: the API, or a schedule (a run on its schedule is not counted by
+/// the rate limit; a "run now" is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// `POST /api/exports/create`.
+    Api,
+    /// A scheduled export.
+    Schedule {
+        /// Schedule id.
+        id: &'a str,
+        /// Started by hand (`POST …/run`).
+        manual: bool,
+    },
+}
+
 /// What the service needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct ExportConfig {
@@ -241,7 +256,7 @@ impl Exporter {
         user_id: u32,
         username: &str,
         body: CreateRequest,
-        schedule_id: Option<&str>,
+        origin: Origin<'_>,
     ) -> Result<(ExportRecord, bool), CreateError> {
         let plan = self.plan(&body, None)?;
         let s = &self.cfg.settings;
@@ -288,8 +303,11 @@ impl Exporter {
             expires_ms: None,
             notice_sent: false,
             deleted_ms: None,
-            scheduled: schedule_id.is_some(),
-            schedule_id: schedule_id.map(str::to_owned),
+            scheduled: matches!(origin, Origin::Schedule { manual: false, .. }),
+            schedule_id: match origin {
+                Origin::Api => None,
+                Origin::Schedule { id, .. } => Some(id.to_owned()),
+            },
         };
         rec.file_name = Some(file_name(&rec, &plan));
         let stored = StoredRequest {

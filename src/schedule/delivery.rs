@@ -81,6 +81,21 @@ pub enum DeliveryError {
 }
 
 impl Delivery {
+    /// Where the data goes, for the audit log: the directory, the recipients, or the
+    /// webhook's origin (its path and secret are left out).
+    pub fn summary(&self) -> Value {
+        match self {
+            Delivery::None => json!({"method": "none"}),
+            Delivery::Directory { path, .. } => json!({"method": "directory", "path": path}),
+            Delivery::Email { recipients, .. } => {
+                json!({"method": "email", "recipients": recipients})
+            }
+            Delivery::Webhook { url, secret } => {
+                json!({"method": "webhook", "origin": origin(url), "signed": secret.is_some()})
+            }
+        }
+    }
+
     /// The delivery as shown in API responses: the webhook secret is not returned.
     pub fn public(&self) -> Value {
         let mut v = json!(self);
@@ -91,14 +106,15 @@ impl Delivery {
         v
     }
 
-    /// Checks the target against the configuration's allow-lists.
-    pub fn check(&self, s: &Settings) -> Result<(), Invalid> {
+    /// Checks the target against the configuration's allow-lists; `vars` are the longest
+    /// values the schedule's file-name template can get.
+    pub fn check(&self, s: &Settings, vars: &Vars) -> Result<(), Invalid> {
         match self {
             Delivery::None => Ok(()),
             Delivery::Directory { path, filename, .. } => {
                 allowed_dir(path, &s.delivery.directory_roots)?;
                 if let Some(t) = filename {
-                    file_name(t, &Vars::example())?;
+                    file_name(t, vars)?;
                 }
                 Ok(())
             }
@@ -135,7 +151,12 @@ impl Delivery {
                 if !matches!(u.scheme(), "http" | "https") {
                     return Err(invalid("url must be http:// or https://"));
                 }
-                if !s.delivery.webhook_allow.iter().any(|p| url.starts_with(p)) {
+                if !s
+                    .delivery
+                    .webhook_allow
+                    .iter()
+                    .any(|p| webhook_allowed(&u, p))
+                {
                     return Err(invalid(format!(
                         "url {url:?} does not start with a prefix in [delivery] webhook_allow"
                     )));
@@ -147,6 +168,45 @@ impl Delivery {
             }
         }
     }
+}
+
+/// Whether `url` lies under the allow-list entry `prefix`: the same scheme, host and port, no
+/// user info, and the prefix's path segments leading the URL's (compared after the URL parser
+/// resolved `..` and `%2e%2e`), so `https://ha.local` does not allow `https://ha.local.evil`
+/// and `http://127.0.0.1:80@evil/` is refused.
+pub fn webhook_allowed(url: &reqwest::Url, prefix: &str) -> bool {
+    let Ok(p) = reqwest::Url::parse(prefix) else {
+        return false;
+    };
+    let segments = |u: &reqwest::Url| -> Vec<String> {
+        u.path_segments()
+            .map(|s| s.filter(|x| !x.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let (want, got) = (segments(&p), segments(url));
+    url.scheme() == p.scheme()
+        && url.host_str() == p.host_str()
+        && url.port_or_known_default() == p.port_or_known_default()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && got.len() >= want.len()
+        && got[..want.len()] == want[..]
+}
+
+/// `scheme://host:port` of a URL: what errors and logs may show (a webhook's path is often
+/// its secret).
+fn origin(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .map(|u| {
+            format!(
+                "{}://{}:{}",
+                u.scheme(),
+                u.host_str().unwrap_or_default(),
+                u.port_or_known_default().unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| "the webhook".into())
 }
 
 /// `path` if it is absolute, free of `..`, and under one of `roots`; with that root.
@@ -184,12 +244,13 @@ pub struct Vars {
 }
 
 impl Vars {
-    fn example() -> Self {
+    /// The longest values a schedule named `name` can give its templates.
+    pub fn longest(name: &str) -> Self {
         Self {
-            name: "report".into(),
-            date: "2026-01-01".into(),
-            export_type: "device_data".into(),
-            format: "csv".into(),
+            name: name.to_owned(),
+            date: "2026-12-31".into(),
+            export_type: "configuration".into(),
+            format: "excel".into(),
         }
     }
 
@@ -203,13 +264,16 @@ impl Vars {
     }
 }
 
-/// A file name from `template`: one path component, no leading dot, no control characters.
+/// A file name from `template` that any target file system takes (FAT and SMB included):
+/// one path component, `/ \ : * ? " < > |` replaced by `_`, no trailing dots or spaces, no
+/// leading dot, no control characters, at most 200 bytes.
 fn file_name(template: &str, vars: &Vars) -> Result<String, Invalid> {
     let name: String = vars
         .fill(template)
         .chars()
-        .map(|c| if c == '/' || c == '\\' { '_' } else { c })
+        .map(|c| if "/\\:*?\"<>|".contains(c) { '_' } else { c })
         .collect();
+    let name = name.trim_end_matches(['.', ' ']).to_owned();
     if name.is_empty()
         || name.starts_with('.')
         || name.len() > 200
@@ -264,7 +328,8 @@ impl Parcel {
 
 /// Delivers `parcel` once; returns what was done.
 pub async fn deliver(d: &Delivery, parcel: &Parcel, s: &Settings) -> Result<String, DeliveryError> {
-    d.check(s).map_err(|e| DeliveryError::Refused(e.message))?;
+    d.check(s, &Vars::longest(&parcel.vars.name))
+        .map_err(|e| DeliveryError::Refused(e.message))?;
     match d {
         Delivery::None => Ok("kept in the export history".into()),
         Delivery::Directory {
@@ -327,32 +392,52 @@ fn to_directory(
         source,
     };
     if must_mount {
-        // Never create directories on the SD card's bare mount point.
-        match is_mounted(root, dir) {
-            Ok(true) => {}
-            Ok(false) => return Err(DeliveryError::NotMounted(shown)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DeliveryError::NotMounted(shown));
-            }
-            Err(e) => return Err(io(e)),
+        // The deepest existing directory on the way must be on a mounted file system: never
+        // create directories on the SD card's bare mount point. Missing folders on the
+        // mounted stick or share are created.
+        let existing = dir
+            .ancestors()
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("/"));
+        if !is_mounted(root, existing).map_err(io)? {
+            return Err(DeliveryError::NotMounted(shown));
         }
-    } else {
-        std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let target = dir.join(name);
-    let tmp = dir.join(format!(".{name}.kasad-part"));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    // Symbolic links must not lead the file outside the allowed root.
+    let real = dir.canonicalize().map_err(io)?;
+    let real_root = root.canonicalize().map_err(io)?;
+    if !real.starts_with(&real_root) {
+        return Err(DeliveryError::Refused(format!(
+            "{shown} leads outside {} through a symbolic link",
+            root.display()
+        )));
+    }
+    if must_mount && !is_mounted(root, &real).map_err(io)? {
+        return Err(DeliveryError::NotMounted(shown));
+    }
+    let target = real.join(name);
+    // A fresh, unguessable temp name, created exclusively (never through an existing link);
+    // the rename replaces a link at the target name instead of following it.
+    let tmp = real.join(format!(".kasad-{}.part", crate::auth::random_token::<9>()));
     let copy = || -> std::io::Result<()> {
         let mut from = std::fs::File::open(src)?;
-        let mut to = std::fs::File::create(&tmp)?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         std::io::copy(&mut from, &mut to)?;
         to.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::rename(&tmp, &target)
     };
     copy().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)
     })?;
+    // Some network file systems refuse to fsync a directory; the file itself is synced.
+    if let Err(e) = std::fs::File::open(&real).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %real.display(), error = %e, "could not sync the directory");
+    }
     Ok(format!("written to {}", target.display()))
 }
 
@@ -481,7 +566,7 @@ pub async fn webhook(
         .timeout(s.delivery.timeout.0)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| fail(&e.without_url()))?;
     let body = serde_json::to_vec(notice).map_err(|e| fail(&e))?;
     let mut req = client
         .post(url)
@@ -490,10 +575,18 @@ pub async fn webhook(
     if let Some(k) = secret {
         req = req.header("X-Kasad-Signature", format!("sha256={}", sign(k, &body)));
     }
-    let resp = req.body(body).send().await.map_err(|e| fail(&e))?;
+    // Errors name only the origin: a webhook's path is often its secret.
+    let resp = req
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| DeliveryError::Webhook(format!("{}: {}", origin(url), e.without_url())))?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(DeliveryError::Webhook(format!("{url} answered {status}")));
+        return Err(DeliveryError::Webhook(format!(
+            "{} answered {status}",
+            origin(url)
+        )));
     }
     Ok(format!("webhook answered {}", status.as_u16()))
 }
@@ -524,6 +617,10 @@ mod tests {
         s
     }
 
+    fn check(d: &Delivery, s: &Settings) -> Result<(), Invalid> {
+        d.check(s, &Vars::longest("Monthly report"))
+    }
+
     #[test]
     fn allow_lists_are_enforced() {
         let s = settings();
@@ -532,39 +629,47 @@ mod tests {
             filename: None,
             require_mount: None,
         };
-        assert!(dir("/media/usb/kasad").check(&s).is_ok());
+        assert!(check(&dir("/media/usb/kasad"), &s).is_ok());
         for bad in ["/etc", "/media/../etc", "media/usb", "/mediax"] {
-            let e = dir(bad).check(&s).unwrap_err();
+            let e = check(&dir(bad), &s).unwrap_err();
             assert_eq!(e.code, "INVALID_DELIVERY", "{bad}");
         }
         let mail = |r: &str| Delivery::Email {
             recipients: vec![r.into()],
             subject: None,
         };
-        assert!(mail("Ann <ann@Example.com>").check(&s).is_ok());
+        assert!(check(&mail("Ann <ann@Example.com>"), &s).is_ok());
         assert!(
-            mail("eve@evil.example")
-                .check(&s)
+            check(&mail("eve@evil.example"), &s)
                 .unwrap_err()
                 .message
                 .contains("evil.example")
         );
-        assert!(mail("not an address").check(&s).is_err());
+        assert!(check(&mail("not an address"), &s).is_err());
         let hook = |u: &str| Delivery::Webhook {
             url: u.into(),
             secret: None,
         };
-        assert!(hook("https://ha.example/api/webhook/abc").check(&s).is_ok());
-        assert!(
-            hook("https://evil.example/api/webhook/abc")
-                .check(&s)
-                .is_err()
-        );
+        assert!(check(&hook("https://ha.example/api/webhook/abc"), &s).is_ok());
+        for bad in [
+            "https://evil.example/api/webhook/abc",
+            "https://ha.example.evil.example/api/webhook/abc",
+            "https://ha.example@evil.example/api/webhook/abc",
+            "https://x:y@ha.example/api/webhook/abc",
+            "https://ha.example:444/api/webhook/abc",
+            "http://ha.example/api/webhook/abc",
+            "https://ha.example/api/webhookX",
+            "https://ha.example/api/webhook/../../admin",
+            "https://ha.example/api/webhook/%2e%2e/%2E%2E/admin",
+            "ftp://ha.example/api/webhook/abc",
+        ] {
+            assert!(check(&hook(bad), &s).is_err(), "{bad}");
+        }
+        assert!(check(&hook("https://ha.example:443/api/webhook/x/y"), &s).is_ok());
         let mut no_smtp = settings();
         no_smtp.smtp.host.clear();
         assert!(
-            mail("ann@example.com")
-                .check(&no_smtp)
+            check(&mail("ann@example.com"), &no_smtp)
                 .unwrap_err()
                 .message
                 .contains("[smtp]")
@@ -585,6 +690,17 @@ mod tests {
         );
         assert!(file_name(".hidden", &v).is_err());
         assert!(file_name("", &v).is_err());
+        // What FAT and SMB refuse is replaced; trailing dots and spaces go.
+        assert_eq!(
+            file_name("a:b*c?d\"e<f>g|h. .", &v).unwrap(),
+            "a_b_c_d_e_f_g_h"
+        );
+        assert!(file_name("x\ny", &v).is_err());
+        let long = Vars::longest(&"ü".repeat(100));
+        assert!(
+            file_name("{{name}}_{{date}}.csv", &long).is_err(),
+            "over 200 bytes"
+        );
     }
 
     #[test]
@@ -596,6 +712,102 @@ mod tests {
         // /proc is always its own file system under /.
         assert!(is_mounted(Path::new("/proc"), Path::new("/proc")).unwrap());
         assert!(is_mounted(tmp.path(), &tmp.path().join("gone")).is_err());
+    }
+
+    #[test]
+    fn directory_writes_never_follow_links_out_of_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let src = root.path().join("export.csv");
+        std::fs::write(&src, b"a,b\r\n").unwrap();
+        // A directory link under the root that leads outside is refused.
+        let link = root.path().join("usb");
+        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        let e = to_directory(&src, root.path(), &link.join("x"), "f.csv", false).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            1,
+            "only the created dir"
+        );
+        // A file link at the target name is replaced, not written through.
+        let dir = root.path().join("out");
+        std::fs::create_dir(&dir).unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("f.csv")).unwrap();
+        to_directory(&src, root.path(), &dir, "f.csv", false).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(dir.join("f.csv")).unwrap(), b"a,b\r\n");
+        assert!(!dir.join("f.csv").is_symlink());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|d| d.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+    }
+
+    #[test]
+    fn a_reader_never_sees_a_partial_file() {
+        use sha2::Digest;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out");
+        std::fs::create_dir(&dir).unwrap();
+        let versions: Vec<Vec<u8>> = (0..3u8).map(|v| vec![b'a' + v; 8 << 20]).collect();
+        let hashes: Vec<_> = versions.iter().map(sha2::Sha256::digest).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(b) = std::fs::read(dir.join("f.csv")) {
+                        seen.push(sha2::Sha256::digest(&b));
+                    }
+                }
+                seen
+            })
+        };
+        for v in &versions {
+            let src = root.path().join("src");
+            std::fs::write(&src, v).unwrap();
+            to_directory(&src, root.path(), &dir, "f.csv", false).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = reader.join().unwrap();
+        assert!(!seen.is_empty());
+        assert!(
+            seen.iter().all(|h| hashes.contains(h)),
+            "a partial file was read"
+        );
+    }
+
+    #[test]
+    fn a_missing_folder_on_a_mounted_target_is_created() {
+        // /dev/shm is a tmpfs mounted below /dev (devtmpfs): a mount between root and target.
+        let base = tempfile::tempdir_in("/dev/shm").unwrap();
+        let src = base.path().join("export.csv");
+        std::fs::write(&src, b"x").unwrap();
+        let dir = base.path().join("kasad").join("reports");
+        let done = to_directory(&src, Path::new("/dev"), &dir, "f.csv", true).unwrap();
+        assert!(done.contains("written to"), "{done}");
+        assert_eq!(std::fs::read(dir.join("f.csv")).unwrap(), b"x");
+        // Not mounted: a folder on the root's own file system.
+        let plain = tempfile::tempdir().unwrap();
+        let e = to_directory(
+            &src,
+            plain.path(),
+            &plain.path().join("usb/x"),
+            "f.csv",
+            true,
+        )
+        .unwrap_err();
+        assert!(matches!(e, DeliveryError::NotMounted(_)), "{e}");
+        assert!(
+            !plain.path().join("usb").exists(),
+            "nothing created on the SD card"
+        );
     }
 
     #[test]

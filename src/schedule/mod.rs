@@ -154,8 +154,10 @@ pub fn check_timing(
     schedule: &str,
     timezone: &str,
 ) -> Result<(crate::cron::Schedule, Tz), Invalid> {
-    if name.trim().is_empty() || name.chars().count() > 100 {
-        return Err(Invalid::schedule("name must have 1 to 100 characters"));
+    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(Invalid::schedule(
+            "name must have 1 to 100 characters and no control characters",
+        ));
     }
     let cron = crate::cron::Schedule::parse(schedule)
         .map_err(|m| Invalid::schedule(format!("schedule: {m}")))?;
@@ -165,6 +167,17 @@ pub fn check_timing(
         ))
     })?;
     Ok((cron, tz))
+}
+
+/// Refuses an expression that never fires (e.g. `0 0 31 2 *`).
+pub fn check_fires(cron: &crate::cron::Schedule, tz: Tz, now_ms: i64) -> Result<(), Invalid> {
+    match cron.next_after(now_ms, tz) {
+        Some(_) => Ok(()),
+        None => Err(Invalid::schedule(format!(
+            "schedule: {:?} never fires",
+            cron.text()
+        ))),
+    }
 }
 
 /// `[start, end)` UTC ms of relative range `name` at `now_ms` in `tz`: whole local days,

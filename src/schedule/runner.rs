@@ -20,7 +20,7 @@ use crate::auth::keys::SecretKey;
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::cron::Schedule;
-use crate::export::jobs::{CreateError, Exporter};
+use crate::export::jobs::{CreateError, Exporter, Origin};
 use crate::export::{ExportRecord, Status};
 use crate::store::{self, Store};
 use chrono::TimeZone;
@@ -48,20 +48,22 @@ type Tick = (Vec<(ScheduleRecord, i64)>, Option<i64>);
 
 /// A clock step back larger than this restarts the count from the new time.
 const CLOCK_BACK_MS: i64 = 3_600_000;
+/// The longest wait between delivery attempts.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What a run cut short by a stop of the daemon records.
+const STOPPED: &str = "interrupted by a stop of the daemon; the export, if made, is in the history but was not delivered";
+
 /// A run later than this after its occurrence is reported as a catch-up (`missed`).
 const LATE_MS: i64 = 60_000;
 
-/// The timing rule: occurrences in `(handled_ms, now_ms]` collapse into one run of the latest
-/// if it is within `grace_ms`.
-pub fn due(cron: &Schedule, tz: Tz, handled_ms: i64, now_ms: i64, grace_ms: i64) -> Due {
-    let base = if handled_ms > now_ms + CLOCK_BACK_MS {
-        now_ms
-    } else {
-        handled_ms
-    };
+/// The timing rule: occurrences in `(base, now_ms]` collapse into one run of the latest if it
+/// is within `grace_ms` (at least a minute, so a run is never lost to a late wake-up).
+pub fn due(cron: &Schedule, tz: Tz, base: i64, now_ms: i64, grace_ms: i64) -> Due {
     match cron.next_after(base, tz) {
         Some(first) if first <= now_ms => {
-            let mut t = cron.next_after(base.max(now_ms - grace_ms - 1), tz);
+            let from = base.max(now_ms.saturating_sub(grace_ms.max(LATE_MS)) - 1);
+            let mut t = cron.next_after(from, tz);
             let mut latest = None;
             while let Some(x) = t.filter(|x| *x <= now_ms) {
                 latest = Some(x);
@@ -81,6 +83,31 @@ pub fn due(cron: &Schedule, tz: Tz, handled_ms: i64, now_ms: i64, grace_ms: i64)
             handled: base,
         },
     }
+}
+
+/// One schedule's step at `now`, with the clock guard: while the clock stands more than an hour
+/// before the stored mark `stored` (it was stepped back), occurrences count from the moment
+/// that was noticed, carried in memory as `back`; the stored mark only changes when a run
+/// fires. So a clock stepped back (a Pi booted with an old time) neither waits until the old
+/// mark comes round nor, once set right again, repeats the runs made before the step.
+/// Returns the decision, the mark to store, and the in-memory mark to keep.
+pub fn step(
+    cron: &Schedule,
+    tz: Tz,
+    stored: i64,
+    back: Option<i64>,
+    now: i64,
+    grace_ms: i64,
+) -> (Due, i64, Option<i64>) {
+    if stored > now + CLOCK_BACK_MS {
+        let d = due(cron, tz, back.unwrap_or(now).min(now), now, grace_ms);
+        return match d.run {
+            Some(_) => (d.clone(), d.handled, None),
+            None => (d.clone(), stored, Some(d.handled)),
+        };
+    }
+    let d = due(cron, tz, stored, now, grace_ms);
+    (d.clone(), d.handled, None)
 }
 
 /// Why a run could not start.
@@ -114,6 +141,8 @@ pub struct Scheduler {
     ticket_key: SecretKey,
     wake: tokio::sync::Notify,
     running: Mutex<HashSet<String>>,
+    /// In-memory marks of schedules while the clock stands before their stored mark.
+    back: Mutex<std::collections::HashMap<String, i64>>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -147,6 +176,7 @@ impl Scheduler {
             ticket_key,
             wake: tokio::sync::Notify::new(),
             running: Mutex::default(),
+            back: Mutex::default(),
             stop,
             tasks: tokio_util::task::TaskTracker::new(),
         })
@@ -169,7 +199,10 @@ impl Scheduler {
         }
         let (cron, tz) = super::check_timing(&s.name, &s.schedule, &s.timezone).ok()?;
         let now = self.clock.now_ms();
-        due(&cron, tz, s.handled_ms, now, self.grace_ms()).next
+        let back = self.back.lock().expect("marks").get(&s.id).copied();
+        step(&cron, tz, s.handled_ms, back, now, self.grace_ms())
+            .0
+            .next
     }
 
     fn grace_ms(&self) -> i64 {
@@ -179,6 +212,10 @@ impl Scheduler {
     /// Runs until `stop`: fires due schedules, then sleeps until the next one (at most a
     /// minute, or until [`Self::changed`]); on stop waits for delivery tasks to end.
     pub async fn run(self: Arc<Self>) {
+        let me = self.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || me.interrupted()).await {
+            tracing::error!(error = %e, "scheduler: could not mark interrupted runs");
+        }
         let mut steps = self.clock.steps();
         loop {
             let now = self.clock.now_ms();
@@ -192,7 +229,7 @@ impl Scheduler {
                             "schedule"
                         };
                         // Failures are recorded in last_run and the audit log.
-                        let _ = self.start(s, trigger).await;
+                        let _ = self.start(s, trigger, at).await;
                     }
                     next
                 }
@@ -223,20 +260,69 @@ impl Scheduler {
         self.tasks.wait().await;
     }
 
+    /// Runs still "running" when the daemon stopped end as failed, saying so.
+    fn interrupted(&self) -> store::Result<()> {
+        for s in self.store.schedules()? {
+            if s.last_run
+                .as_ref()
+                .is_some_and(|r| r.status == RunStatus::Running)
+            {
+                self.store.schedule_update(
+                    &s.id,
+                    |r| {
+                        if let Some(l) = &mut r.last_run {
+                            l.status = RunStatus::Failed;
+                            l.error = Some(STOPPED.into());
+                        }
+                        true
+                    },
+                    |_| None,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Marks what is due at `now` as handled; returns the schedules to run (with their
-    /// occurrence) and the earliest next occurrence.
+    /// occurrence) and the earliest next occurrence. A schedule the store fails on is left
+    /// for the next tick; the others go on.
     fn tick(&self, now: i64) -> store::Result<Tick> {
         let (mut runs, mut next) = (Vec::new(), None::<i64>);
         for s in self.store.schedules()?.into_iter().filter(|s| s.enabled) {
             let Ok((cron, tz)) = super::check_timing(&s.name, &s.schedule, &s.timezone) else {
                 continue;
             };
-            let d = due(&cron, tz, s.handled_ms, now, self.grace_ms());
-            if d.handled != s.handled_ms {
-                self.store.schedule_update(&s.id, |r| {
-                    r.handled_ms = d.handled;
-                    true
-                })?;
+            let back = self.back.lock().expect("marks").get(&s.id).copied();
+            let (d, stored, back) = step(&cron, tz, s.handled_ms, back, now, self.grace_ms());
+            if stored != s.handled_ms {
+                let seen = s.updated_ms;
+                let res = self.store.schedule_update(
+                    &s.id,
+                    |r| {
+                        if r.updated_ms != seen {
+                            return false;
+                        }
+                        r.handled_ms = stored;
+                        true
+                    },
+                    |_| None,
+                );
+                match res {
+                    Ok(Some(r)) if r.handled_ms == stored => {}
+                    // Changed through the API (or deleted) meanwhile: the next tick reads it.
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::error!(schedule = %s.id, error = %e, "scheduler: store failed");
+                        continue;
+                    }
+                }
+            }
+            {
+                let mut marks = self.back.lock().expect("marks");
+                match back {
+                    Some(b) => marks.insert(s.id.clone(), b),
+                    None => marks.remove(&s.id),
+                };
             }
             if d.skipped {
                 tracing::warn!(schedule = %s.id, "runs missed longer ago than missed_run_grace were skipped");
@@ -257,6 +343,7 @@ impl Scheduler {
         self: &Arc<Self>,
         s: ScheduleRecord,
         trigger: &str,
+        at: i64,
     ) -> Result<ExportRecord, RunError> {
         if !self
             .running
@@ -271,7 +358,7 @@ impl Scheduler {
         let now = self.clock.now_ms();
         let me = self.clone();
         let (s2, trig) = (s.clone(), trigger.to_owned());
-        let created = tokio::task::spawn_blocking(move || me.create_export(&s2, now, &trig))
+        let created = tokio::task::spawn_blocking(move || me.create_export(&s2, at, &trig))
             .await
             .unwrap_or_else(|e| Err(RunError::Store(store::Error::Corrupt(e.to_string()))));
         let run = |status, export_id, error: Option<String>| LastRun {
@@ -292,7 +379,7 @@ impl Scheduler {
                     run(RunStatus::Running, Some(rec.id.clone()), None),
                 );
                 self.tasks.spawn(async move {
-                    me.finish(s, rec2, last).await;
+                    me.finish(s, rec2, last, at).await;
                     drop(guard);
                 });
                 Ok(rec)
@@ -313,11 +400,12 @@ impl Scheduler {
         }
     }
 
-    /// Creates the export of a run as the schedule's owner (blocking).
+    /// Creates the export of the run for occurrence `at` (relative ranges resolve there) as
+    /// the schedule's owner (blocking).
     fn create_export(
         &self,
         s: &ScheduleRecord,
-        now: i64,
+        at: i64,
         trigger: &str,
     ) -> Result<ExportRecord, RunError> {
         let owner = self
@@ -329,7 +417,7 @@ impl Scheduler {
             .timezone
             .parse()
             .map_err(|_| Invalid::schedule(format!("unknown time zone {:?}", s.timezone)))?;
-        let req = super::request_at(&s.export_config, now, tz)?;
+        let req = super::request_at(&s.export_config, at, tz)?;
         for p in std::iter::once(Permission::DataExport)
             .chain(crate::export::extra_permission(&req.export_type))
         {
@@ -341,9 +429,13 @@ impl Scheduler {
             "export_type": req.export_type, "format": req.format, "devices": req.devices,
             "date_range": req.date_range, "schedule_id": s.id, "trigger": trigger,
         });
+        let origin = Origin::Schedule {
+            id: &s.id,
+            manual: trigger == "manual",
+        };
         let (rec, _) = self
             .exporter
-            .create(owner.id, &owner.username, req, Some(&s.id))?;
+            .create(owner.id, &owner.username, req, origin)?;
         let mut ev = Event::new(EventType::DataExport, Severity::Info);
         ev.user_id = Some(owner.id);
         ev.username = Some(owner.username.clone());
@@ -352,13 +444,29 @@ impl Scheduler {
         details["export_id"] = json!(rec.id);
         details["scheduled"] = json!(true);
         ev.details = details;
-        self.store.audit_append(&self.audit_key, ev, now)?;
+        self.store
+            .audit_append(&self.audit_key, ev, self.clock.now_ms())?;
         Ok(rec)
     }
 
     /// Waits for the export, delivers it (retrying with backoff) and records the outcome.
-    async fn finish(self: Arc<Self>, s: ScheduleRecord, rec: ExportRecord, mut last: LastRun) {
-        let _ = self.exporter.spawn(rec.id.clone()).await;
+    async fn finish(
+        self: Arc<Self>,
+        s: ScheduleRecord,
+        rec: ExportRecord,
+        mut last: LastRun,
+        at: i64,
+    ) {
+        let job = self.exporter.spawn(rec.id.clone());
+        tokio::select! {
+            _ = job => {}
+            () = self.stop.cancelled() => {
+                last.status = RunStatus::Failed;
+                last.error = Some(STOPPED.into());
+                self.record(&s.id, last).await;
+                return;
+            }
+        }
         let store = self.store.clone();
         let id = rec.id.clone();
         let rec = match tokio::task::spawn_blocking(move || store.export(&id)).await {
@@ -375,12 +483,26 @@ impl Scheduler {
             self.record(&s.id, last).await;
             return;
         }
-        let parcel = self.parcel(&s, rec).await;
+        let parcel = self.parcel(&s, rec, at).await;
         let cfg = &self.settings.delivery;
         let mut wait = cfg.retry_backoff.0;
         let mut attempt = 0;
         let outcome = loop {
-            match delivery::deliver(&s.delivery, &parcel, &self.settings).await {
+            // The schedule as it is now: a changed target is used, a deleted one is not.
+            let store = self.store.clone();
+            let sid = s.id.clone();
+            let target = match tokio::task::spawn_blocking(move || store.schedule(&sid)).await {
+                Ok(Ok(Some(cur))) => cur.delivery,
+                Ok(Ok(None)) => {
+                    break Err(DeliveryError::Refused("the schedule was deleted".into()));
+                }
+                _ => s.delivery.clone(),
+            };
+            let attempt_done = tokio::select! {
+                r = delivery::deliver(&target, &parcel, &self.settings) => r,
+                () = self.stop.cancelled() => break Err(DeliveryError::Refused(STOPPED.into())),
+            };
+            match attempt_done {
                 Ok(done) => break Ok(done),
                 Err(e) if attempt >= cfg.retries || matches!(e, DeliveryError::Refused(_)) => {
                     break Err(e);
@@ -389,10 +511,12 @@ impl Scheduler {
                     attempt += 1;
                     tracing::warn!(schedule = %s.id, attempt, error = %e, "delivery failed; retrying");
                     tokio::select! {
-                        () = self.stop.cancelled() => break Err(e),
+                        () = self.stop.cancelled() => {
+                            break Err(DeliveryError::Refused(format!("{STOPPED} (last error: {e})")));
+                        }
                         () = tokio::time::sleep(wait) => {}
                     }
-                    wait = wait.saturating_mul(2);
+                    wait = wait.saturating_mul(2).min(MAX_BACKOFF);
                 }
             }
         };
@@ -425,11 +549,11 @@ impl Scheduler {
 
     /// The parcel of a finished export: its file, template values, and a download link
     /// signed for the owner when `[http] public_url` is set.
-    async fn parcel(&self, s: &ScheduleRecord, rec: ExportRecord) -> Parcel {
+    async fn parcel(&self, s: &ScheduleRecord, rec: ExportRecord, at: i64) -> Parcel {
         let now = self.clock.now_ms();
         let tz: Tz = s.timezone.parse().unwrap_or(Tz::UTC);
         let date = tz
-            .timestamp_millis_opt(now)
+            .timestamp_millis_opt(at)
             .single()
             .map(|t| t.format("%Y-%m-%d").to_string())
             .unwrap_or_default();
@@ -482,14 +606,23 @@ impl Scheduler {
             else {
                 continue;
             };
-            let parcel = self.parcel(&s, rec).await;
+            let now = self.clock.now_ms();
+            let parcel = self.parcel(&s, rec, now).await;
             let notice = parcel.notice("export.expiring");
-            let res = match &s.delivery {
-                Delivery::Webhook { url, secret } => {
+            // The admin's allow-lists as they are now.
+            let allowed = s
+                .delivery
+                .check(&self.settings, &Vars::longest(&s.name))
+                .map_err(|e| DeliveryError::Refused(e.message));
+            let res = match (&s.delivery, allowed) {
+                (_, Err(e)) => Err(e),
+                (Delivery::Webhook { url, secret }, Ok(())) => {
                     delivery::webhook(url, secret.as_deref(), &notice, &self.settings).await
                 }
-                Delivery::Email { recipients, .. } => self.notice_mail(recipients, &parcel).await,
-                Delivery::None | Delivery::Directory { .. } => continue,
+                (Delivery::Email { recipients, .. }, Ok(())) => {
+                    self.notice_mail(recipients, &parcel).await
+                }
+                (Delivery::None | Delivery::Directory { .. }, Ok(())) => continue,
             };
             if let Err(e) = res {
                 tracing::warn!(schedule = %sid, error = %e, "retention notice not delivered");
@@ -536,10 +669,14 @@ impl Scheduler {
         let store = self.store.clone();
         let id = id.to_owned();
         let res = tokio::task::spawn_blocking(move || {
-            store.schedule_update(&id, |r| {
-                r.last_run = Some(last);
-                true
-            })
+            store.schedule_update(
+                &id,
+                |r| {
+                    r.last_run = Some(last);
+                    true
+                },
+                |_| None,
+            )
         })
         .await;
         if !matches!(res, Ok(Ok(_))) {
@@ -650,28 +787,70 @@ mod tests {
     fn clock_jumps() {
         let daily = Schedule::parse("0 9 * * *").unwrap();
         // Forward (NTP sync after a boot at 1970): nothing of the past is run beyond grace.
-        let d = due(&daily, Tz::UTC, 1_000, utc("2026-11-25T20:00:00Z"), 6 * H);
-        assert_eq!(d.run, None);
-        assert_eq!(d.next, Some(utc("2026-11-26T09:00:00Z")));
-        // Back by a day: the next run is recomputed from the new time, not tomorrow's.
-        let d = due(
+        let (d, stored, back) = step(
             &daily,
             Tz::UTC,
-            utc("2026-11-26T09:00:00Z"),
-            utc("2026-11-25T08:00:00Z"),
+            1_000,
+            None,
+            utc("2026-11-25T20:00:00Z"),
             6 * H,
         );
-        assert_eq!(d.next, Some(utc("2026-11-25T09:00:00Z")));
+        assert_eq!(d.run, None);
+        assert_eq!(d.next, Some(utc("2026-11-26T09:00:00Z")));
+        assert_eq!((stored, back), (utc("2026-11-25T20:00:00Z"), None));
         // A small step back never repeats the run just made.
-        let d = due(
+        let (d, ..) = step(
             &daily,
             Tz::UTC,
             utc("2026-11-25T09:00:01Z"),
+            None,
             utc("2026-11-25T08:59:59Z"),
             6 * H,
         );
         assert_eq!(d.run, None);
         assert_eq!(d.next, Some(utc("2026-11-26T09:00:00Z")));
+    }
+
+    #[test]
+    fn a_late_wake_up_within_a_minute_still_runs() {
+        let c = Schedule::parse("0 9 * * *").unwrap();
+        let d = due(
+            &c,
+            Tz::UTC,
+            utc("2026-11-25T08:00:00Z"),
+            utc("2026-11-25T09:00:30Z"),
+            0,
+        );
+        assert_eq!(d.run, Some(utc("2026-11-25T09:00:00Z")));
+    }
+
+    #[test]
+    fn a_clock_stepped_back_and_set_right_again_repeats_nothing() {
+        let daily = Schedule::parse("0 9 * * *").unwrap();
+        let g = 6 * H;
+        // 09:00 ran; the mark is 09:00:01 on the 25th.
+        let mark = utc("2026-11-25T09:00:01Z");
+        // The clock steps back a day (to 08:00 on the 24th): the next run is counted from
+        // the new time, not from the mark, and the stored mark stays.
+        let t1 = utc("2026-11-24T08:00:00Z");
+        let (d, stored, back) = step(&daily, Tz::UTC, mark, None, t1, g);
+        assert_eq!(d.next, Some(utc("2026-11-24T09:00:00Z")));
+        assert_eq!((d.run, stored), (None, mark));
+        // NTP sets it right at 10:00 on the 25th: 09:00 on the 25th already ran.
+        let t2 = utc("2026-11-25T10:00:00Z");
+        let (d, stored, back) = step(&daily, Tz::UTC, stored, back, t2, g);
+        assert_eq!(d.run, None, "no second run of 09:00");
+        assert_eq!((stored, back), (mark, None));
+        assert_eq!(d.next, Some(utc("2026-11-26T09:00:00Z")));
+        // While the clock stays back, its occurrences do run (the clock is all there is).
+        let (_, stored, back) = step(&daily, Tz::UTC, mark, None, t1, g);
+        let (d, stored, back) = step(&daily, Tz::UTC, stored, back, t1 + 61 * 60_000, g);
+        assert_eq!(d.run, Some(utc("2026-11-24T09:00:00Z")));
+        assert_eq!(
+            (stored, back),
+            (t1 + 61 * 60_000, None),
+            "a run moves the stored mark"
+        );
     }
 
     #[test]

@@ -38,12 +38,14 @@ impl Store {
         Ok(())
     }
 
-    /// Changes schedule `id` with `f` (which returns false to leave it as it is); returns the
+    /// Changes schedule `id` with `f` (which returns false to leave it as it is) and appends
+    /// the audit entry `audit` makes of the changed record, in one transaction; returns the
     /// record after the change, or None when it does not exist.
-    pub fn schedule_update(
+    pub fn schedule_update<'k>(
         &self,
         id: &str,
         f: impl FnOnce(&mut ScheduleRecord) -> bool,
+        audit: impl FnOnce(&ScheduleRecord) -> Option<Pending<'k>>,
     ) -> Result<Option<ScheduleRecord>> {
         let txn = self.db().begin_write()?;
         let rec = {
@@ -51,12 +53,16 @@ impl Store {
             let Some(mut rec) = t.get(id)?.map(|v| decode(v.value())).transpose()? else {
                 return Ok(None);
             };
-            if f(&mut rec) {
-                let b = serde_json::to_vec(&rec).map_err(|e| Error::Corrupt(e.to_string()))?;
-                t.insert(id, b.as_slice())?;
+            if !f(&mut rec) {
+                return Ok(Some(rec));
             }
+            let b = serde_json::to_vec(&rec).map_err(|e| Error::Corrupt(e.to_string()))?;
+            t.insert(id, b.as_slice())?;
             rec
         };
+        if let Some(a) = audit(&rec) {
+            a.append_in(&txn)?;
+        }
         txn.commit()?;
         Ok(Some(rec))
     }

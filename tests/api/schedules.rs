@@ -15,12 +15,17 @@ use std::sync::{Arc, Mutex};
 
 const MIN: i64 = 60_000;
 
-/// Delivery settings of the tests: `root` allowed for directories, loopback webhooks,
-/// example.com recipients, an SMTP server at `smtp_port`, quick retries.
+/// Delivery settings of the tests: `root` allowed for directories, webhooks under
+/// `http://127.0.0.1:<hook_port>/hook`, example.com recipients, an SMTP server at `smtp_port`,
+/// quick retries.
 fn delivery(s: &mut kasad::config::Settings, root: &Path, smtp_port: u16) {
+    hooks(s, root, smtp_port, 9);
+}
+
+fn hooks(s: &mut kasad::config::Settings, root: &Path, smtp_port: u16, hook_port: u16) {
     s.exports.rate_limit_per_hour = 1000;
     s.delivery.directory_roots = vec![root.to_path_buf()];
-    s.delivery.webhook_allow = vec!["http://127.0.0.1:".into()];
+    s.delivery.webhook_allow = vec![format!("http://127.0.0.1:{hook_port}/hook")];
     s.delivery.email_allow_domains = vec!["example.com".into()];
     s.delivery.retries = 2;
     s.delivery.retry_backoff = kasad::config::Dur(std::time::Duration::from_millis(50));
@@ -383,6 +388,16 @@ async fn every_minute_into_a_directory_never_shows_a_partial_file() {
         .get("/api/audit?event_types=EXPORT_DELIVERED&limit=100")
         .await;
     assert_eq!(audit["total"], 2, "{audit}");
+    // "Run now" is a create by hand: it counts against the rate limit.
+    let (s, v) = e
+        .app
+        .post(&format!("/api/exports/schedules/{id}/run"))
+        .await;
+    assert_eq!(
+        (s, v["error_code"].clone()),
+        (429, json!("RATE_LIMIT_EXCEEDED")),
+        "{v}"
+    );
 }
 
 /// A free loopback port (closed again; the SMTP server binds it next).
@@ -547,7 +562,8 @@ async fn receiver() -> (String, Hits) {
 async fn webhooks_are_retried_and_signed() {
     let root = tempfile::tempdir().unwrap();
     let (url, hits) = receiver().await;
-    let mut e = env_with(|s| delivery(s, root.path(), 25)).await;
+    let port = reqwest::Url::parse(&url).unwrap().port().unwrap();
+    let mut e = env_with(|s| hooks(s, root.path(), 25, port)).await;
     let secret = "a-webhook-secret-of-some-length";
     let body = json!({"name": "Hook", "schedule": "*/5 * * * *", "export_config": config(),
         "delivery": {"method": "webhook", "url": url, "secret": secret}});
