@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Schedule {
     cron: croner::Cron,
     text: String,
-    /// The hour field names hours (no `*` or `/`): wall-clock semantics.
+    /// The hour field names hours (it is not `*` or `*/n`): wall-clock semantics.
     wall_clock: bool,
 }
 
@@ -33,7 +33,7 @@ impl Schedule {
         Ok(Self {
             cron,
             text: text.to_owned(),
-            wall_clock: !hours.contains(['*', '/']),
+            wall_clock: hours != "*" && !hours.starts_with("*/"),
         })
     }
 
@@ -59,8 +59,9 @@ impl Schedule {
     /// of the gap (once), for every hour listed (`30 1,13 * * *` as well as `30 1 * * *`).
     fn next_wall_clock(&self, after_ms: i64, tz: Tz) -> Option<i64> {
         let local = tz.timestamp_millis_opt(after_ms).single()?.naive_local();
-        // Wall times are searched from a little before `after`: a repeated hour maps back.
-        let mut cur = chrono::Utc.from_utc_datetime(&(local - chrono::Duration::hours(3)));
+        // Wall times before `local` resolve to instants at or before `after` (the first of a
+        // repeated time, the end of a gap), so the search starts at `local`.
+        let mut cur = chrono::Utc.from_utc_datetime(&local);
         for _ in 0..1_000 {
             let n = self.cron.find_next_occurrence(&cur, false).ok()?;
             let at = resolve_local(n.naive_utc(), tz)?;
@@ -198,6 +199,14 @@ mod tests {
                 "2026-03-07 14:30 EST",
                 "2026-03-08 03:00 EDT",
                 "2026-03-08 14:30 EDT"
+            ]
+        );
+        assert_eq!(
+            runs("30 1-23/12 * * *", "2026-10-31T12:00:00Z", 3),
+            [
+                "2026-10-31 13:30 EDT",
+                "2026-11-01 01:30 EDT",
+                "2026-11-01 13:30 EST"
             ]
         );
         assert_eq!(

@@ -139,6 +139,7 @@ pub async fn create(
         updated_ms: now,
         handled_ms: now,
         last_run: None,
+        revision: 0,
     };
     validate(&st, &cu, &s).await?;
     save(&st, &cu, &s, "created").await?;
@@ -199,6 +200,7 @@ fn merged(mut s: ScheduleRecord, body: &UpdateBody, now: i64) -> ScheduleRecord 
         s.delivery = d;
     }
     s.updated_ms = now;
+    s.revision += 1;
     if retime {
         s.handled_ms = now;
     }
@@ -214,16 +216,23 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let cur = owned(&st, &cu, &id).await?;
     let now = st.clock.now_ms();
+    let seen = cur.revision;
     validate(&st, &cu, &merged(cur, &body, now)).await?;
     // Applied again to the record as it is now, in one transaction with the audit entry: a
     // run recorded meanwhile is kept, and a schedule deleted meanwhile stays deleted.
     let mut ev = cu.event(EventType::ScheduleChanged, Severity::Info);
     ev.resource = Some(format!("schedule:{id}"));
     let (store, key, sid) = (st.store.clone(), st.auth.audit_key.clone(), id.clone());
-    let saved = blocking(move || {
-        store.schedule_update(
+    let (saved, conflict) = blocking(move || {
+        let mut conflict = false;
+        let saved = store.schedule_update(
             &sid,
+            // Only over the version that was validated; the runner's records do not count.
             |r| {
+                conflict = r.revision != seen;
+                if conflict {
+                    return false;
+                }
                 *r = merged(r.clone(), &body, now);
                 true
             },
@@ -231,10 +240,19 @@ pub async fn update(
                 ev.details = change_details("updated", r);
                 Some(Pending::new(&key, ev, now))
             },
-        )
+        );
+        saved.map(|x| (x, conflict))
     })
-    .await??
-    .ok_or_else(|| not_found(&id))?;
+    .await??;
+    if conflict {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "SCHEDULE_CHANGED",
+            "Schedule changed",
+            "The schedule was changed by another request meanwhile; read it again and retry",
+        ));
+    }
+    let saved = saved.ok_or_else(|| not_found(&id))?;
     st.scheduler.changed();
     Ok(Json(view(&st, &saved)))
 }

@@ -146,8 +146,10 @@ impl Delivery {
                 Ok(())
             }
             Delivery::Webhook { url, secret } => {
-                let u =
-                    reqwest::Url::parse(url).map_err(|e| invalid(format!("url {url:?}: {e}")))?;
+                // Messages name only the origin: they end up in last_run and the audit log,
+                // and a webhook's path is often its secret.
+                let u = reqwest::Url::parse(url)
+                    .map_err(|e| invalid(format!("url of {}: {e}", origin(url))))?;
                 if !matches!(u.scheme(), "http" | "https") {
                     return Err(invalid("url must be http:// or https://"));
                 }
@@ -158,7 +160,8 @@ impl Delivery {
                     .any(|p| webhook_allowed(&u, p))
                 {
                     return Err(invalid(format!(
-                        "url {url:?} does not start with a prefix in [delivery] webhook_allow"
+                        "the url at {} is not under an entry of [delivery] webhook_allow",
+                        origin(url)
                     )));
                 }
                 if secret.as_ref().is_some_and(|k| k.len() < 16) {
@@ -184,7 +187,12 @@ pub fn webhook_allowed(url: &reqwest::Url, prefix: &str) -> bool {
             .unwrap_or_default()
     };
     let (want, got) = (segments(&p), segments(url));
-    url.scheme() == p.scheme()
+    // An encoded separator could mean another path to the receiving server.
+    let odd = got.iter().any(|x| {
+        let x = x.to_ascii_lowercase();
+        x.contains("%2f") || x.contains("%5c") || x == "%2e" || x == "%2e%2e"
+    });
+    !odd && url.scheme() == p.scheme()
         && url.host_str() == p.host_str()
         && url.port_or_known_default() == p.port_or_known_default()
         && url.username().is_empty()
@@ -391,27 +399,46 @@ fn to_directory(
         path: shown.clone(),
         source,
     };
-    if must_mount {
-        // The deepest existing directory on the way must be on a mounted file system: never
-        // create directories on the SD card's bare mount point. Missing folders on the
-        // mounted stick or share are created.
-        let existing = dir
-            .ancestors()
-            .find(|a| a.exists())
-            .unwrap_or(Path::new("/"));
-        if !is_mounted(root, existing).map_err(io)? {
-            return Err(DeliveryError::NotMounted(shown));
-        }
-    }
-    std::fs::create_dir_all(dir).map_err(io)?;
-    // Symbolic links must not lead the file outside the allowed root.
-    let real = dir.canonicalize().map_err(io)?;
-    let real_root = root.canonicalize().map_err(io)?;
-    if !real.starts_with(&real_root) {
-        return Err(DeliveryError::Refused(format!(
+    let outside = || {
+        DeliveryError::Refused(format!(
             "{shown} leads outside {} through a symbolic link",
             root.display()
-        )));
+        ))
+    };
+    // The deepest existing directory on the way, resolved: it must lie under the resolved
+    // root before anything is created (a link under the root must not lead elsewhere).
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    let real_root = match root.canonicalize() {
+        Ok(r) => r,
+        Err(e) if must_mount && e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DeliveryError::NotMounted(shown));
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let real_existing = existing.canonicalize().map_err(io)?;
+    if !real_existing.starts_with(&real_root) {
+        return Err(outside());
+    }
+    // Never create directories on the SD card's bare mount point; missing folders on the
+    // mounted stick or share are created.
+    if must_mount && !is_mounted(root, &real_existing).map_err(io)? {
+        return Err(DeliveryError::NotMounted(shown));
+    }
+    let rest = dir.strip_prefix(existing).unwrap_or(Path::new(""));
+    let mut real = real_existing;
+    for part in rest.components() {
+        real.push(part);
+        match std::fs::create_dir(&real) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+        if std::fs::symlink_metadata(&real).map_err(io)?.is_symlink() {
+            return Err(outside());
+        }
     }
     if must_mount && !is_mounted(root, &real).map_err(io)? {
         return Err(DeliveryError::NotMounted(shown));
@@ -661,6 +688,7 @@ mod tests {
             "https://ha.example/api/webhookX",
             "https://ha.example/api/webhook/../../admin",
             "https://ha.example/api/webhook/%2e%2e/%2E%2E/admin",
+            "https://ha.example/api/webhook/a%2F..%2F..%2Fadmin",
             "ftp://ha.example/api/webhook/abc",
         ] {
             assert!(check(&hook(bad), &s).is_err(), "{bad}");
@@ -727,8 +755,8 @@ mod tests {
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(
             std::fs::read_dir(outside.path()).unwrap().count(),
-            1,
-            "only the created dir"
+            0,
+            "nothing is created outside"
         );
         // A file link at the target name is replaced, not written through.
         let dir = root.path().join("out");

@@ -56,6 +56,10 @@ pub struct ScheduleRecord {
     pub handled_ms: i64,
     /// The latest run.
     pub last_run: Option<LastRun>,
+    /// Bumped by every change through the API (the runner's records do not bump it), so a
+    /// writer can tell that the schedule changed under it.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// How a run ended (or that it is still going).

@@ -87,9 +87,10 @@ pub fn due(cron: &Schedule, tz: Tz, base: i64, now_ms: i64, grace_ms: i64) -> Du
 
 /// One schedule's step at `now`, with the clock guard: while the clock stands more than an hour
 /// before the stored mark `stored` (it was stepped back), occurrences count from the moment
-/// that was noticed, carried in memory as `back`; the stored mark only changes when a run
-/// fires. So a clock stepped back (a Pi booted with an old time) neither waits until the old
-/// mark comes round nor, once set right again, repeats the runs made before the step.
+/// that was noticed, carried in memory as `back`, and the stored mark is never lowered. So a
+/// clock stepped back (a Pi booted with an old time) neither waits until the old mark comes
+/// round nor, once set right again, repeats the runs made before the step (or while it was
+/// wrong). A restart while the clock is wrong counts again from the time of the restart.
 /// Returns the decision, the mark to store, and the in-memory mark to keep.
 pub fn step(
     cron: &Schedule,
@@ -101,10 +102,8 @@ pub fn step(
 ) -> (Due, i64, Option<i64>) {
     if stored > now + CLOCK_BACK_MS {
         let d = due(cron, tz, back.unwrap_or(now).min(now), now, grace_ms);
-        return match d.run {
-            Some(_) => (d.clone(), d.handled, None),
-            None => (d.clone(), stored, Some(d.handled)),
-        };
+        let handled = d.handled;
+        return (d, stored, Some(handled));
     }
     let d = due(cron, tz, stored, now, grace_ms);
     (d.clone(), d.handled, None)
@@ -269,12 +268,13 @@ impl Scheduler {
             {
                 self.store.schedule_update(
                     &s.id,
-                    |r| {
-                        if let Some(l) = &mut r.last_run {
+                    |r| match &mut r.last_run {
+                        Some(l) if l.status == RunStatus::Running => {
                             l.status = RunStatus::Failed;
                             l.error = Some(STOPPED.into());
+                            true
                         }
-                        true
+                        _ => false,
                     },
                     |_| None,
                 )?;
@@ -295,20 +295,21 @@ impl Scheduler {
             let back = self.back.lock().expect("marks").get(&s.id).copied();
             let (d, stored, back) = step(&cron, tz, s.handled_ms, back, now, self.grace_ms());
             if stored != s.handled_ms {
-                let seen = s.updated_ms;
+                let seen = s.revision;
+                let mut applied = false;
                 let res = self.store.schedule_update(
                     &s.id,
                     |r| {
-                        if r.updated_ms != seen {
-                            return false;
+                        applied = r.revision == seen;
+                        if applied {
+                            r.handled_ms = stored;
                         }
-                        r.handled_ms = stored;
-                        true
+                        applied
                     },
                     |_| None,
                 );
                 match res {
-                    Ok(Some(r)) if r.handled_ms == stored => {}
+                    Ok(Some(_)) if applied => {}
                     // Changed through the API (or deleted) meanwhile: the next tick reads it.
                     Ok(_) => continue,
                     Err(e) => {
@@ -383,6 +384,10 @@ impl Scheduler {
                     drop(guard);
                 });
                 Ok(rec)
+            }
+            // A run by hand over the rate limit is the caller's answer (429), not a run.
+            Err(e @ RunError::Create(CreateError::RateLimited { .. })) if trigger == "manual" => {
+                Err(e)
             }
             Err(e) => {
                 tracing::warn!(schedule = %s.id, error = %e, "scheduled export could not start");
@@ -459,6 +464,7 @@ impl Scheduler {
     ) {
         let job = self.exporter.spawn(rec.id.clone());
         tokio::select! {
+            biased;
             _ = job => {}
             () = self.stop.cancelled() => {
                 last.status = RunStatus::Failed;
@@ -842,15 +848,20 @@ mod tests {
         assert_eq!(d.run, None, "no second run of 09:00");
         assert_eq!((stored, back), (mark, None));
         assert_eq!(d.next, Some(utc("2026-11-26T09:00:00Z")));
-        // While the clock stays back, its occurrences do run (the clock is all there is).
+        // While the clock stays back, its occurrences do run (the clock is all there is), and
+        // once it is set right, the runs made before the step still do not repeat.
         let (_, stored, back) = step(&daily, Tz::UTC, mark, None, t1, g);
-        let (d, stored, back) = step(&daily, Tz::UTC, stored, back, t1 + 61 * 60_000, g);
+        let t3 = t1 + 61 * 60_000;
+        let (d, stored, back) = step(&daily, Tz::UTC, stored, back, t3, g);
         assert_eq!(d.run, Some(utc("2026-11-24T09:00:00Z")));
         assert_eq!(
             (stored, back),
-            (t1 + 61 * 60_000, None),
-            "a run moves the stored mark"
+            (mark, Some(t3)),
+            "the stored mark is never lowered"
         );
+        let (d, stored, back) = step(&daily, Tz::UTC, stored, back, t2, g);
+        assert_eq!(d.run, None, "09:00 on the 25th ran before the step");
+        assert_eq!((stored, back), (mark, None));
     }
 
     #[test]
