@@ -1,7 +1,7 @@
 //! The configuration export: devices (ids, names, models, firmware, rated power, location),
-//! users (username, role, effective permissions — never password hashes), schedules (none
-//! until scheduled exports land), retention policies, every stored tariff version and the
-//! remaining settings, as
+//! users (username, role, effective permissions — never password hashes), schedules (timing,
+//! request, where they deliver: a webhook only by its origin, never its secret), retention
+//! policies, every stored tariff version and the remaining settings, as
 //! rows of `section, item, key, value` in any format. Secrets never appear: no key material
 //! is read, and any setting whose name says password, secret, token or credential is left out.
 //! `remove_location_data` drops device coordinates, `exclude_user_data` the users,
@@ -131,6 +131,18 @@ pub fn rows(
             let v = json!({"role": u.role, "permissions": perms.join(" "), "disabled": u.disabled});
             flatten(&mut out, "users", &u.username, "", &v);
         }
+    }
+    for sc in store.schedules()? {
+        let mut delivery = sc.delivery.summary();
+        if privacy.no_users {
+            delivery.as_object_mut().map(|d| d.remove("recipients"));
+        }
+        let mut v = json!({"schedule_id": sc.id, "schedule": sc.schedule, "timezone": sc.timezone,
+            "enabled": sc.enabled, "export_config": sc.export_config.to_string(), "delivery": delivery});
+        if !privacy.no_users {
+            v["owner"] = json!(sc.username);
+        }
+        flatten(&mut out, "schedules", &sc.name, "", &v);
     }
     let mut rest = match serde_json::to_value(settings) {
         Ok(Value::Object(m)) => m,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::path::{Component, Path, PathBuf};
 
 /// Where a schedule's exports go.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Delivery {
     /// Kept in the export history only.
@@ -44,6 +44,13 @@ pub enum Delivery {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret: Option<String>,
     },
+}
+
+/// Debug output (logs) shows [`Delivery::summary`]: never a webhook's path or secret.
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Delivery({})", self.summary())
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Invalid {
@@ -856,5 +863,6 @@ mod tests {
         let v = d.public();
         assert_eq!(v["secret"], Value::Null);
         assert_eq!(v["signed"], true);
+        assert!(!format!("{d:?}").contains("0123456789abcdef"), "{d:?}");
     }
 }

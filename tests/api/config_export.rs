@@ -34,7 +34,24 @@ async fn configuration_exports_hold_the_setup_and_no_secrets() {
     let env = env().await;
     let app = &env.app;
     add_user(app, "olga", "operator").await;
+    let r = app
+        .req(reqwest::Method::POST, "/api/exports/schedule")
+        .json(&json!({"name": "Nightly USB", "schedule": "0 3 * * *",
+            "export_config": {"export_type": "device_data", "format": "csv", "date_range": "yesterday"},
+            "delivery": {"method": "directory", "path": "/media/usb/kasad"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
     let (bytes, rows) = config_rows(app, json!({})).await;
+    assert_eq!(
+        value(&rows, "schedules", "Nightly USB", "delivery.path"),
+        Some(&json!("/media/usb/kasad"))
+    );
+    assert_eq!(
+        value(&rows, "schedules", "Nightly USB", "owner"),
+        Some(&json!("admin"))
+    );
     assert_eq!(
         value(&rows, "devices", "LAMP01", "name"),
         Some(&json!("Living Room Lamp"))
@@ -80,6 +97,7 @@ async fn configuration_exports_hold_the_setup_and_no_secrets() {
     )
     .await;
     assert!(rows.iter().all(|r| r["section"] != "users"));
+    assert!(value(&rows, "schedules", "Nightly USB", "owner").is_none());
     assert!(
         rows.iter()
             .all(|r| !r["key"].as_str().unwrap().contains("itude"))
