@@ -90,6 +90,14 @@ pub fn rfc3339(ts_ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// UTC ms of an RFC 3339 time; panics on bad input (test helper).
+#[cfg(test)]
+pub fn utc(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .expect("an RFC 3339 time")
+        .timestamp_millis()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,11 +126,7 @@ pub async fn run<F, Fut>(
 mod tests {
     use super::*;
 
-    fn utc(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .timestamp_millis()
-    }
+    use crate::clock::utc;
 
     #[test]
     fn daily_at_two_local_follows_dst() {

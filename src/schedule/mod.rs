@@ -260,11 +260,7 @@ pub fn request_at(config: &Value, now_ms: i64, tz: Tz) -> Result<CreateRequest, 
 mod tests {
     use super::*;
 
-    fn utc(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .timestamp_millis()
-    }
+    use crate::clock::utc;
 
     fn range(name: &str, now: &str, tz: &str) -> (String, String) {
         let tz: Tz = tz.parse().unwrap();

@@ -717,11 +717,7 @@ pub fn method(d: &Delivery) -> &'static str {
 mod tests {
     use super::*;
 
-    fn utc(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .timestamp_millis()
-    }
+    use crate::clock::utc;
 
     const H: i64 = 3_600_000;
 
