@@ -10,7 +10,6 @@ use super::guard::CurrentUser;
 use crate::audit::{EventType, Severity};
 use crate::clock::rfc3339;
 use crate::export::jobs::CreateError;
-use crate::schedule::delivery::Vars;
 use crate::schedule::runner::RunError;
 use crate::schedule::{CreateBody, Delivery, Invalid, ScheduleRecord, UpdateBody};
 use crate::store::audit::Pending;
@@ -61,7 +60,7 @@ async fn validate(st: &AppState, cu: &CurrentUser, s: &ScheduleRecord) -> Result
     let req = crate::schedule::request_at(&s.export_config, st.clock.now_ms(), tz).map_err(bad)?;
     type_permission(cu, &req.export_type)?;
     s.delivery
-        .check(st.scheduler.settings(), &Vars::longest(&s.name))
+        .check(st.scheduler.settings(), &s.name)
         .map_err(bad)?;
     let ex = st.exporter.clone();
     blocking(move || ex.plan(&req, None))
@@ -95,16 +94,11 @@ fn change_details(action: &str, s: &ScheduleRecord) -> Value {
         "timezone": s.timezone, "enabled": s.enabled, "delivery": s.delivery.summary()})
 }
 
-/// Saves `s` with a `SCHEDULE_CHANGED` entry saying `action`, and wakes the scheduler.
-async fn save(
-    st: &AppState,
-    cu: &CurrentUser,
-    s: &ScheduleRecord,
-    action: &str,
-) -> Result<(), ApiError> {
+/// Stores the new schedule `s` with its `SCHEDULE_CHANGED` entry, and wakes the scheduler.
+async fn insert(st: &AppState, cu: &CurrentUser, s: &ScheduleRecord) -> Result<(), ApiError> {
     let mut ev = cu.event(EventType::ScheduleChanged, Severity::Info);
     ev.resource = Some(format!("schedule:{}", s.id));
-    ev.details = change_details(action, s);
+    ev.details = change_details("created", s);
     let (store, key, rec, now) = (
         st.store.clone(),
         st.auth.audit_key.clone(),
@@ -142,7 +136,7 @@ pub async fn create(
         revision: 0,
     };
     validate(&st, &cu, &s).await?;
-    save(&st, &cu, &s, "created").await?;
+    insert(&st, &cu, &s).await?;
     Ok((StatusCode::CREATED, Json(view(&st, &s))).into_response())
 }
 

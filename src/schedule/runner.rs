@@ -618,7 +618,7 @@ impl Scheduler {
             // The admin's allow-lists as they are now.
             let allowed = s
                 .delivery
-                .check(&self.settings, &Vars::longest(&s.name))
+                .check(&self.settings, &s.name)
                 .map_err(|e| DeliveryError::Refused(e.message));
             let res = match (&s.delivery, allowed) {
                 (_, Err(e)) => Err(e),
@@ -691,15 +691,9 @@ impl Scheduler {
     }
 
     async fn audit(&self, ev: Event) {
-        let (store, key, now) = (
-            self.store.clone(),
-            self.audit_key.clone(),
-            self.clock.now_ms(),
-        );
-        let res = tokio::task::spawn_blocking(move || store.audit_append(&key, ev, now)).await;
-        if !matches!(res, Ok(Ok(_))) {
-            tracing::error!("could not write an audit entry");
-        }
+        self.store
+            .audit_logged(&self.audit_key, ev, self.clock.now_ms())
+            .await;
     }
 }
 
@@ -721,16 +715,15 @@ mod tests {
 
     const H: i64 = 3_600_000;
 
+    /// [`due`] in UTC with times as RFC 3339.
+    fn due_utc(c: &Schedule, base: &str, now: &str, grace_ms: i64) -> Due {
+        due(c, Tz::UTC, utc(base), utc(now), grace_ms)
+    }
+
     #[test]
     fn nothing_due_before_the_first_occurrence() {
         let c = Schedule::parse("0 9 * * *").unwrap();
-        let d = due(
-            &c,
-            Tz::UTC,
-            utc("2026-11-25T08:00:00Z"),
-            utc("2026-11-25T08:30:00Z"),
-            6 * H,
-        );
+        let d = due_utc(&c, "2026-11-25T08:00:00Z", "2026-11-25T08:30:00Z", 6 * H);
         assert_eq!(d.run, None);
         assert_eq!(d.next, Some(utc("2026-11-25T09:00:00Z")));
         assert_eq!(d.handled, utc("2026-11-25T08:00:00Z"));
@@ -753,31 +746,28 @@ mod tests {
     fn missed_runs_collapse_into_one_within_grace() {
         let every_min = Schedule::parse("* * * * *").unwrap();
         // Down from 10:00 to 12:00: 120 missed occurrences → one run, of 12:00.
-        let d = due(
+        let d = due_utc(
             &every_min,
-            Tz::UTC,
-            utc("2026-11-25T10:00:00Z"),
-            utc("2026-11-25T12:00:30Z"),
+            "2026-11-25T10:00:00Z",
+            "2026-11-25T12:00:30Z",
             6 * H,
         );
         assert_eq!(d.run, Some(utc("2026-11-25T12:00:00Z")));
         assert!(d.skipped, "the older ones are skipped");
         // A daily run missed by 2 h with 6 h grace runs; by 8 h it does not.
         let daily = Schedule::parse("0 9 * * *").unwrap();
-        let d = due(
+        let d = due_utc(
             &daily,
-            Tz::UTC,
-            utc("2026-11-25T08:00:00Z"),
-            utc("2026-11-25T11:00:00Z"),
+            "2026-11-25T08:00:00Z",
+            "2026-11-25T11:00:00Z",
             6 * H,
         );
         assert_eq!(d.run, Some(utc("2026-11-25T09:00:00Z")));
         assert!(!d.skipped);
-        let d = due(
+        let d = due_utc(
             &daily,
-            Tz::UTC,
-            utc("2026-11-25T08:00:00Z"),
-            utc("2026-11-25T17:00:00Z"),
+            "2026-11-25T08:00:00Z",
+            "2026-11-25T17:00:00Z",
             6 * H,
         );
         assert_eq!(d.run, None);
@@ -816,13 +806,7 @@ mod tests {
     #[test]
     fn a_late_wake_up_within_a_minute_still_runs() {
         let c = Schedule::parse("0 9 * * *").unwrap();
-        let d = due(
-            &c,
-            Tz::UTC,
-            utc("2026-11-25T08:00:00Z"),
-            utc("2026-11-25T09:00:30Z"),
-            0,
-        );
+        let d = due_utc(&c, "2026-11-25T08:00:00Z", "2026-11-25T09:00:30Z", 0);
         assert_eq!(d.run, Some(utc("2026-11-25T09:00:00Z")));
     }
 

@@ -96,6 +96,16 @@ impl AuditFilter {
 }
 
 impl Store {
+    /// [`Self::audit_append`] from async code, on a blocking thread; a failure is logged
+    /// (callers never show it to a client).
+    pub async fn audit_logged(&self, key: &SecretKey, event: Event, ts_ms: i64) {
+        let (store, key) = (self.clone(), key.clone());
+        let res = tokio::task::spawn_blocking(move || store.audit_append(&key, event, ts_ms)).await;
+        if !matches!(res, Ok(Ok(_))) {
+            tracing::error!("could not write an audit entry");
+        }
+    }
+
     /// Appends one event in its own durable transaction.
     pub fn audit_append(&self, key: &SecretKey, event: Event, ts_ms: i64) -> Result<Entry> {
         let txn = self.db().begin_write()?;
