@@ -32,6 +32,8 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
     /// Days of simulated history to backfill into an empty database.
     pub history_days: u32,
+    /// Time between backfilled readings (the poll interval when `None`).
+    pub history_step: Option<std::time::Duration>,
     /// Password of the `admin` user created on first start (random and printed when `None`).
     pub admin_password: Option<String>,
 }
@@ -43,12 +45,12 @@ pub fn fleet(n: u32, start_ms: i64) -> Vec<SimDevice> {
         .collect()
 }
 
-/// Writes `days` of history for `devices` (advancing their state to `now_ms`), one reading per
-/// `step_ms`, through the store writer. Returns the number of readings written.
+/// Writes history for the running simulated devices `sims` from `from_ms` to `now_ms` (advancing
+/// their state), one reading per `step_ms`, through the store writer, recording each device at
+/// the address it really listens on. Returns the number of readings written.
 pub async fn backfill(
     settings: &Settings,
-    devices: &mut [SimDevice],
-    addrs: &[SocketAddr],
+    sims: &[SimHandle],
     from_ms: i64,
     now_ms: i64,
     step_ms: i64,
@@ -59,9 +61,10 @@ pub async fn backfill(
         return Ok(0);
     }
     let (writer, task) = store::writer::spawn(st, settings.storage.commit_interval.0, None);
-    for (d, addr) in devices.iter_mut().zip(addrs) {
-        let s = SysInfo::from_response(&d.handle(&sysinfo_request(), from_ms))?;
-        for info in infos_from_sysinfo(*addr, &s)? {
+    for sim in sims {
+        let s =
+            SysInfo::from_response(&sim.with_device(|d| d.handle(&sysinfo_request(), from_ms)))?;
+        for info in infos_from_sysinfo(sim.addr, &s)? {
             writer
                 .send(WriteOp::Device(Box::new(info), from_ms))
                 .await?;
@@ -71,8 +74,8 @@ pub async fn backfill(
     let mut t = from_ms;
     while t <= now_ms {
         let mut batch = Vec::new();
-        for d in devices.iter_mut() {
-            batch.extend(d.readings_at(t));
+        for sim in sims {
+            batch.extend(sim.with_device(|d| d.readings_at(t)));
         }
         n += batch.len() as u64;
         writer.send(WriteOp::Readings(batch)).await?;
@@ -103,27 +106,29 @@ pub async fn run(
         }
     };
     let now = clock.now_ms();
-    let step = i64::try_from(settings.poll.interval.0.as_millis())?;
+    let step = i64::try_from(
+        opts.history_step
+            .unwrap_or(settings.poll.interval.0)
+            .as_millis(),
+    )?;
     let from = now - i64::from(opts.history_days) * 86_400_000;
-    let mut devices = fleet(opts.devices, from);
-    let addrs: Vec<SocketAddr> = (0..opts.devices)
-        .map(|i| SocketAddr::new(sim::fleet_ip(i), 9999))
-        .collect();
+    // Started first, so that the history records where each one really listens (port 9999,
+    // or an ephemeral one when another demo holds it).
+    let handles: Vec<SimHandle> = sim::start_fleet(fleet(opts.devices, from), 9999, clock.clone())
+        .await
+        .context("while starting simulated devices on 127.0.0.x")?;
     if opts.history_days > 0 {
         say(format_args!(
             "backfilling {} days of SIMULATED history (generated from the simulator's load model, not measured)…",
             opts.history_days
         ));
-        let n = backfill(&settings, &mut devices, &addrs, from, now, step).await?;
+        let n = backfill(&settings, &handles, from, now, step).await?;
         tracing::info!(
             readings = n,
             days = opts.history_days,
             "simulated history written"
         );
     }
-    let handles: Vec<SimHandle> = sim::start_fleet(devices, 9999, clock.clone())
-        .await
-        .context("while starting simulated devices on 127.0.0.x")?;
     settings.discovery.enabled = true;
     settings.discovery.loopback_only = true;
     settings.discovery.targets = handles.iter().map(|h| h.addr.to_string()).collect();

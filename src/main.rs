@@ -41,6 +41,9 @@ enum Cmd {
         /// Days of simulated history to backfill into an empty database.
         #[arg(long, default_value_t = 1)]
         history_days: u32,
+        /// Time between backfilled readings, e.g. `5m` (default: the poll interval).
+        #[arg(long, value_parser = parse_dur)]
+        history_step: Option<kasad::config::Dur>,
         /// Password for the `admin` user created on first start (default: random, printed).
         #[arg(long)]
         admin_password: Option<String>,
@@ -289,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
             devices,
             data_dir,
             history_days,
+            history_step,
             admin_password,
         } => {
             let opts = kasad::demo::DemoOptions {
@@ -296,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
                 devices,
                 data_dir,
                 history_days,
+                history_step: history_step.map(|d| d.0),
                 admin_password,
             };
             kasad::demo::run(opts, clock, kasad::shutdown::signal()).await
@@ -441,4 +446,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Parses a duration argument (`500ms`, `10s`, `5m`, `2h`, `1d`).
+fn parse_dur(s: &str) -> Result<kasad::config::Dur, String> {
+    kasad::config::Dur::parse(s)
+        .filter(|d| !d.0.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a duration like 10s, 5m or 1h"))
 }

@@ -187,6 +187,15 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         ),
         (
             doc(
+                Method::GET,
+                "/devices/live",
+                Requires(DeviceRead),
+                "Newest power and today's energy and cost per device",
+            ),
+            get(devices::live),
+        ),
+        (
+            doc(
                 Method::POST,
                 "/devices/discover",
                 Requires(DeviceControl),
@@ -495,7 +504,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed);
     Router::new()
         .route("/", get(pages::index))
-        .route("/app.js", get(pages::script))
+        .route("/static/{file}", get(pages::asset))
         .nest("/api", api)
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

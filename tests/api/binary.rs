@@ -9,10 +9,10 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kasad");
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    base: String,
-    token: String,
+    pub(crate) base: String,
+    pub(crate) token: String,
 }
 
 impl Drop for Daemon {
@@ -37,21 +37,30 @@ async fn demo_on(
     env: &[(&str, &str)],
     stderr: Stdio,
 ) -> Daemon {
+    demo_args(
+        &["--listen", listen, "--history-days", history_days],
+        data_dir,
+        env,
+        stderr,
+    )
+    .await
+}
+
+/// `kasad demo` with `args`, the test admin password and `data_dir`; returns once it listens.
+pub(crate) async fn demo_args(
+    args: &[&str],
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> Daemon {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "demo",
-        "--listen",
-        listen,
-        "--history-days",
-        history_days,
-        "--admin-password",
-        ADMIN_PASSWORD,
-        "--data-dir",
-    ])
-    .arg(data_dir)
-    .stdout(Stdio::piped())
-    .stderr(stderr)
-    .env("KASAD_POLL__INTERVAL", "300ms");
+    cmd.arg("demo")
+        .args(args)
+        .args(["--admin-password", ADMIN_PASSWORD, "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .env("KASAD_POLL__INTERVAL", "300ms");
     for (k, v) in env {
         cmd.env(k, v);
     }

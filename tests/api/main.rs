@@ -5,6 +5,7 @@ mod audit_export;
 mod audit_log;
 mod auth;
 mod binary;
+mod browser;
 mod config_export;
 mod energy;
 mod excel;

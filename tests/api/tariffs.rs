@@ -420,3 +420,49 @@ async fn tariffs_are_versioned_through_the_api_and_audited() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
 }
+
+/// `GET /api/devices/live` (the device cards): newest power and today's energy and cost in the
+/// daemon's zone, taxes included, from the same engine as the exports.
+#[tokio::test]
+async fn the_device_cards_show_todays_energy_and_cost_in_the_daemons_zone() {
+    let data = tempfile::tempdir().unwrap();
+    let vat = tariff(
+        json!({"currency": "EUR", "timezone": "Europe/Berlin", "price_per_kwh": 0.30,
+        "taxes": [{"name": "VAT", "percent": 10}]}),
+    );
+    // 10:00 in Berlin: today began at 23:00 UTC yesterday, ten hours ago.
+    let now = utc(2024, 3, 10) + 9 * 3_600_000;
+    seed(
+        data.path(),
+        &[("Heater", 1000), ("Lamp", 40)],
+        utc(2024, 3, 9),
+        now,
+        &[vat],
+    );
+    let app = app(data.path(), "Europe/Berlin", now).await;
+    let (s, v) = app.get("/api/devices/live").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["timezone"], "Europe/Berlin");
+    assert_eq!(v["day_start"], "2024-03-09T23:00:00.000Z");
+    assert_eq!(v["currency"], "EUR");
+    let dev = |id: &str| {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device_id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {v}"))
+            .clone()
+    };
+    let heater = dev("DEV0");
+    assert_eq!(heater["power_w"], 1000.0);
+    assert_eq!(heater["is_on"], true);
+    assert_eq!(heater["reading_at"], "2024-03-10T09:00:00.000Z");
+    // 10 h × 1 kW at 0.30 + 10 % VAT; 10 h × 40 W = 0.4 kWh → 0.132 → 0.13.
+    assert_eq!(heater["today_energy_kwh"], 10.0);
+    assert_eq!(heater["today_cost"], 3.3);
+    let lamp = dev("DEV1");
+    assert_eq!(lamp["today_energy_kwh"], 0.4);
+    assert_eq!(lamp["today_cost"], 0.13);
+    app.stop().await;
+}

@@ -1,0 +1,138 @@
+// The Devices page: a card per plug, strip and outlet with live power (refreshed every poll),
+// today's energy and cost, a relay switch (DEVICE_CONTROL) and an Export Data button
+// (DATA_EXPORT only).
+import { api } from './api.js';
+import { h, put, notice, errorText, fmtPower, fmtKwh, fmtMoney } from './ui.js';
+import { openExport } from './export.js';
+
+/** Cards in display order: each strip followed by its outlets. */
+function ordered(devices) {
+  const outlets = devices.filter((d) => d.parent_id);
+  const out = [];
+  for (const d of devices.filter((x) => !x.parent_id).sort((a, b) => a.device_name.localeCompare(b.device_name))) {
+    out.push(d);
+    out.push(...outlets.filter((o) => o.parent_id === d.device_id).sort((a, b) => a.outlet_index - b.outlet_index));
+  }
+  return out;
+}
+
+const statusText = { online: 'online', offline: 'offline', auth_required: 'needs credentials', unsupported: 'unsupported' };
+
+/** Shows relay state `on` (true, false, or null = not known yet) on switch `b`. */
+export function showRelay(b, on) {
+  const known = on === true || on === false;
+  b.setAttribute('aria-checked', known ? String(on) : 'mixed');
+  b.textContent = known ? (on ? 'On' : 'Off') : '…';
+  b.disabled = !known;
+}
+
+/** A relay switch for `d`. After a switch, readings older than it cannot flip it back. */
+export function relayButton(ctx, d, isOn, onDone) {
+  const b = h('button', { type: 'button', class: 'switch', role: 'switch', 'aria-label': `Power ${d.device_name}` });
+  showRelay(b, isOn);
+  b.addEventListener('click', async () => {
+    const want = b.getAttribute('aria-checked') !== 'true';
+    b.disabled = true;
+    try {
+      await api(`/api/devices/${encodeURIComponent(d.device_id)}/relay`, { method: 'POST', body: { on: want } });
+      b.dataset.switchedAt = String(Date.now());
+      showRelay(b, want);
+      if (onDone) onDone();
+    } catch (e) {
+      b.disabled = false;
+      alert(`${d.device_name}: ${errorText(e)}`);
+    }
+  });
+  return b;
+}
+
+/** Updates switch `b` from a live row, unless the row predates the last switch. */
+export function updateRelay(b, l) {
+  if (!b || b.disabled && b.getAttribute('aria-checked') !== 'mixed') return;
+  const since = Number(b.dataset.switchedAt || 0);
+  // (For at most 30 s, in case the browser's clock runs ahead of the daemon's.)
+  if (since && Date.now() - since < 30000 && !(l.reading_at && Date.parse(l.reading_at) > since)) return;
+  showRelay(b, l.is_on);
+}
+
+function card(ctx, d) {
+  const power = h('div', { class: 'power', 'data-testid': 'power' }, '—');
+  const today = h('div', { class: 'muted', 'data-testid': 'today' }, '');
+  const status = h('span', { class: 'badge' }, '');
+  const actions = h('div', { class: 'actions' });
+  const el = h('article', { class: `card device ${d.parent_id ? 'outlet' : ''}`, 'data-device-id': d.device_id, 'aria-label': d.device_name },
+    h('h2', {}, h('a', { href: `#/device/${encodeURIComponent(d.device_id)}` }, d.device_name)),
+    h('div', { class: 'muted' }, `${d.model} · ${d.parent_id ? `outlet ${d.outlet_index + 1}` : d.device_type} · ${d.device_ip}`),
+    h('div', { class: 'row' }, power, status),
+    today, actions);
+  return { el, power, today, status, actions, d };
+}
+
+export async function show(root, ctx) {
+  const grid = h('div', { class: 'grid', 'data-testid': 'device-grid' });
+  const line = h('p', { class: 'muted' }, 'loading…');
+  const problem = h('div', { role: 'alert' });
+  const tools = h('div', { class: 'toolbar' });
+  if (ctx.can('DEVICE_CONTROL')) {
+    tools.append(h('button', { type: 'button', onclick: async (e) => {
+      e.target.disabled = true;
+      try { const r = await api('/api/devices/discover', { method: 'POST' }); put(problem, notice(`Discovery found ${r.found} device(s).`, 'ok')); } catch (err) { put(problem, notice(errorText(err), 'error')); }
+      e.target.disabled = false;
+      tick();
+    } }, 'Discover devices'));
+  }
+  put(root, h('div', { class: 'page-head' }, h('h1', {}, 'Devices'), tools), problem, line, grid);
+
+  let cards = new Map();
+  let key = '';
+  let timer = null;
+  let stopped = false;
+  let busy = false; // one refresh at a time; a request meanwhile runs right after it
+  let again = false;
+
+  async function tick() {
+    if (busy) { again = true; return; }
+    busy = true;
+    clearTimeout(timer);
+    let delay = 10000;
+    try {
+      const [list, live] = await Promise.all([api('/api/devices'), api('/api/devices/live')]);
+      delay = Math.min(10000, Math.max(1000, live.poll_interval_s * 1000));
+      const devices = ordered(list.devices);
+      const k = devices.map((d) => d.device_id).join();
+      if (k !== key) {
+        key = k;
+        cards = new Map(devices.map((d) => [d.device_id, card(ctx, d)]));
+        put(grid, [...cards.values()].map((c) => c.el));
+        if (!devices.length) put(grid, notice('No devices yet. kasad finds plugs on the LAN by discovery; add static ones in the configuration.'));
+      }
+      const byId = new Map(live.devices.map((l) => [l.device_id, l]));
+      let total = 0;
+      for (const d of devices) {
+        const c = cards.get(d.device_id);
+        const l = byId.get(d.device_id) || {};
+        c.d = d;
+        c.power.textContent = l.power_w !== null && l.power_w !== undefined ? fmtPower(l.power_w) : (l.is_on === null || l.is_on === undefined ? '—' : l.is_on ? 'on' : 'off');
+        if (!d.parent_id && l.power_w) total += l.power_w;
+        c.today.textContent = `today ${d.has_emeter ? fmtKwh(l.today_energy_kwh) : 'no meter'}${d.has_emeter ? ` · ${fmtMoney(l.today_cost, live.currency)}` : ''}`;
+        c.status.textContent = statusText[d.status] || d.status;
+        c.status.className = `badge ${d.online ? 'ok' : 'bad'}`;
+        if (!c.actions.childElementCount) {
+          if (ctx.can('DEVICE_CONTROL') && d.device_type !== 'strip') c.actions.append(relayButton(ctx, d, l.is_on, tick));
+          if (ctx.can('DATA_EXPORT')) c.actions.append(h('button', { type: 'button', class: 'primary', onclick: () => openExport(ctx, { devices: [d.device_id], name: d.device_name }) }, 'Export Data'));
+        } else {
+          updateRelay(c.actions.querySelector('.switch'), l);
+        }
+      }
+      line.textContent = `${devices.filter((d) => !d.parent_id).length} devices · ${fmtPower(total)} now · updated ${new Date(live.at).toLocaleTimeString()}`;
+      if (problem.querySelector('.error')) put(problem);
+    } catch (e) {
+      put(problem, notice(`Not updated: ${errorText(e)}`, 'error'));
+    }
+    busy = false;
+    if (stopped) return;
+    if (again) { again = false; tick(); } else timer = setTimeout(tick, delay);
+  }
+  await tick();
+  return () => { stopped = true; clearTimeout(timer); };
+}
