@@ -64,6 +64,30 @@ fn decode(b: &[u8]) -> Result<User> {
     serde_json::from_slice(b).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
+/// An enabled admin: someone who can still manage users.
+fn active_admin(u: &User) -> bool {
+    u.role == Role::Admin && !u.disabled
+}
+
+/// Refuses a change that took away `before`'s admin rights when no other enabled admin is left:
+/// nobody could manage users any more.
+fn keep_an_admin(txn: &WriteTransaction, before: &User, after: Option<&User>) -> Result<()> {
+    if !active_admin(before) || after.is_some_and(active_admin) {
+        return Ok(());
+    }
+    for e in txn.open_table(USERS)?.iter()? {
+        let (_, v) = e?;
+        let u = decode(v.value())?;
+        if u.id != before.id && active_admin(&u) {
+            return Ok(());
+        }
+    }
+    Err(Error::Conflict(format!(
+        "{} is the last enabled admin: make another user admin first",
+        before.username
+    )))
+}
+
 fn put(txn: &WriteTransaction, u: &User) -> Result<()> {
     let json = serde_json::to_vec(u).map_err(|e| Error::Corrupt(e.to_string()))?;
     txn.open_table(USERS)?.insert(u.id, json.as_slice())?;
@@ -159,6 +183,7 @@ impl Store {
         u.id = old.id;
         u.username = old.username.clone();
         u.updated_ms = now_ms;
+        keep_an_admin(&txn, &old, Some(&u))?;
         if u.password_hash != old.password_hash || (u.disabled && !old.disabled) {
             u.token_version = old.token_version + 1;
             drop_refresh_tokens(&txn, id)?;
@@ -185,6 +210,7 @@ impl Store {
                 .remove(key(&u.username).as_str())?;
             u
         };
+        keep_an_admin(&txn, &u, None)?;
         drop_refresh_tokens(&txn, id)?;
         if let Some(a) = audit {
             a.append_in(&txn)?;

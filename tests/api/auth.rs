@@ -389,3 +389,57 @@ async fn key_files_are_private_and_headers_are_set() {
     );
     app.stop().await;
 }
+
+/// Users can be managed only while someone can manage them: the last enabled admin cannot be
+/// disabled, demoted or deleted (409), and nothing about them changes.
+#[tokio::test]
+async fn the_last_enabled_admin_cannot_be_disabled_demoted_or_deleted() {
+    let app = TestApp::spawn(vec![]).await;
+    let patch = |id: u32, body: Value| {
+        app.req(Method::PATCH, &format!("/api/users/{id}"))
+            .json(&body)
+            .send()
+    };
+    for body in [json!({"disabled": true}), json!({"role": "operator"})] {
+        let r = patch(1, body.clone()).await.unwrap();
+        assert_eq!(r.status(), 409, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("last enabled admin"),
+            "{v}"
+        );
+    }
+    let (s, me) = app.get("/api/auth/me").await;
+    assert_eq!((s, me["role"].as_str()), (200, Some("admin")), "unchanged");
+    // With a second admin, either may go.
+    let second = create_user(&app, "second-admin", "admin").await;
+    assert_eq!(
+        patch(second, json!({"disabled": true}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // …but a disabled admin does not count: the first is the last enabled one again.
+    assert_eq!(
+        patch(1, json!({"role": "viewer"})).await.unwrap().status(),
+        409
+    );
+    assert_eq!(
+        patch(second, json!({"disabled": false}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = app
+        .req(Method::DELETE, &format!("/api/users/{second}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
