@@ -39,6 +39,22 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// The scrape token of `/metrics` (first line of `[metrics] token_file`), if configured.
+fn metrics_token(settings: &Settings) -> anyhow::Result<Option<String>> {
+    let Some(path) = &settings.metrics.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("while reading [metrics] token_file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "[metrics] token_file {}: the token must be at least 16 characters",
+        path.display()
+    );
+    Ok(Some(token))
+}
+
 /// Opens (creating if needed) the data directory and the store.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&settings.data_dir)
@@ -343,6 +359,11 @@ pub async fn start_with(
             audit_key,
             throttle: Default::default(),
         }),
+        metrics: Arc::new(api::metrics::MetricsGate {
+            access: settings.metrics.access.clone(),
+            token: metrics_token(&settings)?,
+            db_path: settings.db_path(),
+        }),
     };
     let addr = listener.local_addr()?;
     let app = api::router(state);
@@ -412,7 +433,12 @@ pub async fn run(
         .await
         .with_context(|| format!("while binding {}", settings.http.listen))?;
     let running = start(settings, listener, clock).await?;
+    // Under systemd (Type=notify): ready once serving, then the watchdog, then stopping.
+    let sd = crate::sdnotify::Notifier::from_env();
+    sd.say(&format!("READY=1\nSTATUS=serving on {}", running.addr));
+    tokio::spawn(sd.clone().watchdog(running.shutdown.clone()));
     shutdown.await;
+    sd.say("STOPPING=1");
     running.shutdown.cancel();
     running.done.await?
 }

@@ -369,6 +369,26 @@ impl Default for Delivery {
     }
 }
 
+/// `[metrics]`: who may scrape `GET /metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// `auth` (a bearer token is required: the contents of `token_file`, or a user's access
+    /// token with DEVICE_READ), `open` (anyone who reaches the port) or `off`.
+    pub access: String,
+    /// File holding the scrape token (first line), e.g. for Prometheus' `credentials_file`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            access: "auth".into(),
+            token_file: None,
+        }
+    }
+}
+
 /// `[smtp]`: the mail server scheduled exports are sent through.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -446,6 +466,8 @@ pub struct Settings {
     pub delivery: Delivery,
     /// Mail server.
     pub smtp: Smtp,
+    /// `[metrics]`.
+    pub metrics: Metrics,
 }
 
 impl Default for Settings {
@@ -464,6 +486,7 @@ impl Default for Settings {
             devices: Vec::new(),
             delivery: Delivery::default(),
             smtp: Smtp::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -668,6 +691,12 @@ impl Settings {
             return Err(invalid(
                 "smtp.username",
                 "a login over tls = \"none\" would send the password in clear text; use starttls or tls",
+            ));
+        }
+        if !["auth", "open", "off"].contains(&self.metrics.access.as_str()) {
+            return Err(invalid(
+                "metrics.access",
+                format!("must be auth, open or off, got {:?}", self.metrics.access),
             ));
         }
         if !["starttls", "tls", "none"].contains(&self.smtp.tls.as_str()) {

@@ -77,6 +77,18 @@ enum Cmd {
         /// Configuration file (TOML).
         path: PathBuf,
     },
+    /// Ask the running daemon whether it is healthy (exit 0) or not (exit 1).
+    Healthcheck {
+        /// Configuration file (TOML), for the listen address.
+        #[arg(long, default_value = "/etc/kasad/kasad.toml")]
+        config: PathBuf,
+        /// Ask this address instead (e.g. 127.0.0.1:5272).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Print the commented example configuration.
     PrintConfig,
     /// Storage benchmark on a generated data set (for scripts/bench).
@@ -304,6 +316,24 @@ async fn main() -> anyhow::Result<()> {
                 admin_password,
             };
             kasad::demo::run(opts, clock, kasad::shutdown::signal()).await
+        }
+        Cmd::Healthcheck {
+            config,
+            addr,
+            timeout,
+        } => {
+            let addr = match addr {
+                Some(a) => a,
+                None => kasad::healthcheck::target(Settings::load(Some(&config))?.http.listen),
+            };
+            let report =
+                kasad::healthcheck::check(addr, std::time::Duration::from_secs(timeout)).await?;
+            println!(
+                "kasad on {addr}: ok (version {}, up {} s)",
+                report["version"].as_str().unwrap_or("?"),
+                report["uptime_s"]
+            );
+            Ok(())
         }
         Cmd::CheckConfig { path } => {
             let s = Settings::load(Some(&path))

@@ -246,46 +246,9 @@ pub async fn live(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let exporter = st.exporter.clone();
     let (rows, currency, decimals) = blocking(move || -> Result<_, ApiError> {
         let tariffs = exporter.tariffs().map_err(ApiError::internal)?;
-        let devices = store.devices()?;
-        let ids: Vec<DeviceId> = devices
-            .iter()
-            .map(|d| d.record.info.device_id.clone())
-            .collect();
-        let mut out: Vec<Live> = vec![Live::default(); ids.len()];
-        crate::tariff::engine::price(&store, &tariffs, &ids, day_start, now + 1, |p| {
-            out[p.dev].mwh += p.mwh;
-            out[p.dev].cost += p.cost + p.tax;
-        })?;
-        for (k, id) in ids.iter().enumerate() {
-            // A strip is only the sum of its outlets (as in the reading series), never its own rows.
-            if devices[k].record.info.device_type == DeviceType::Strip {
-                out[k] = Live::default();
-                continue;
-            }
-            let newest = store
-                .scan_samples(id, now - fresh_ms, now + 1)?
-                .last()
-                .transpose()?;
-            if let Some(s) = newest {
-                out[k].ts_ms = Some(s.ts_ms);
-                out[k].power_mw = s.power_mw;
-                out[k].is_on = Some(s.relay_on);
-            }
-        }
-        // Strips: the sum of their outlets.
-        for (k, d) in devices.iter().enumerate() {
-            if let Some(parent) = &d.record.info.parent_id
-                && let Some(pk) = ids.iter().position(|i| i == parent)
-            {
-                let o = out[k].clone();
-                out[pk].add(&o);
-            }
-        }
-        for (k, id) in ids.into_iter().enumerate() {
-            out[k].id = Some(id);
-        }
+        let rows = crate::live::snapshot(&store, &tariffs, now, day_start, fresh_ms)?;
         let c = tariffs.at(now);
-        Ok((out, c.source.currency.clone(), c.decimals))
+        Ok((rows, c.source.currency.clone(), c.decimals))
     })
     .await??;
     let devices: Vec<Value> = rows
@@ -294,9 +257,9 @@ pub async fn live(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
             json!({
                 "device_id": l.id, "is_on": l.is_on, "reading_at": l.ts_ms.map(rfc3339),
                 "power_w": l.power_mw.map(|mw| mw as f64 / 1000.0),
-                "today_energy_kwh": kwh(l.mwh),
+                "today_energy_kwh": kwh(l.today_mwh),
                 "today_cost": crate::tariff::engine::minor_value(
-                    crate::tariff::engine::to_minor(l.cost, decimals), decimals),
+                    crate::tariff::engine::to_minor(l.today_cost, decimals), decimals),
             })
         })
         .collect();
@@ -305,30 +268,4 @@ pub async fn live(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
         "currency": currency, "poll_interval_s": st.poll_interval.as_secs_f64(),
         "devices": devices,
     })))
-}
-
-/// One device's row of [`live`].
-#[derive(Debug, Clone, Default)]
-struct Live {
-    id: Option<DeviceId>,
-    ts_ms: Option<i64>,
-    power_mw: Option<i64>,
-    is_on: Option<bool>,
-    mwh: i64,
-    cost: crate::tariff::engine::Pico,
-}
-
-impl Live {
-    /// Adds an outlet to its strip: power sums, the strip is on when any outlet is.
-    fn add(&mut self, o: &Live) {
-        self.mwh += o.mwh;
-        self.cost += o.cost;
-        if let Some(p) = o.power_mw {
-            self.power_mw = Some(self.power_mw.unwrap_or(0) + p);
-        }
-        if let Some(on) = o.is_on {
-            self.is_on = Some(self.is_on.unwrap_or(false) || on);
-        }
-        self.ts_ms = self.ts_ms.max(o.ts_ms);
-    }
 }

@@ -56,13 +56,13 @@ pub fn client_of(req: &Request) -> Option<String> {
         .map(|c| c.0.ip().to_string())
 }
 
-fn bearer(h: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(h: &HeaderMap) -> Option<&str> {
     let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-async fn authenticate(
+pub(super) async fn authenticate(
     st: &AppState,
     token: Option<String>,
     client: Option<String>,

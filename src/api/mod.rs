@@ -12,6 +12,7 @@ pub mod error;
 pub mod exports;
 pub mod guard;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod schedules;
@@ -83,6 +84,8 @@ pub struct AppState {
     pub scheduler: Arc<crate::schedule::runner::Scheduler>,
     /// Keys and throttling.
     pub auth: Arc<AuthState>,
+    /// `GET /metrics` access.
+    pub metrics: Arc<metrics::MetricsGate>,
 }
 
 impl AppState {
@@ -505,6 +508,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::index))
         .route("/static/{file}", get(pages::asset))
+        .route("/metrics", get(metrics::scrape))
         .nest("/api", api)
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -483,3 +483,73 @@ async fn the_spec_integration_examples_run_against_the_demo() {
     assert!(!err.contains("Export failed"), "{err}");
     drop(d);
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): `kasad run` says READY=1 once it serves,
+/// pings the watchdog every half period, and says STOPPING=1 on SIGTERM before a clean exit.
+#[test]
+fn kasad_run_speaks_the_systemd_notify_protocol() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("kasad.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[discovery]\nenabled = false\n"
+        ),
+    )
+    .unwrap();
+    let sock = dir.path().join("notify.sock");
+    let rx = UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child,
+        base: String::new(),
+        token: String::new(),
+    };
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = rx.recv(&mut buf).expect("a notification within 60 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving on 127.0.0.1:"),
+        "{ready:?}"
+    );
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    // `kasad healthcheck` on the address it serves: exit 0 now, 1 once it has stopped.
+    let addr = ready.rsplit(' ').next().unwrap().to_owned();
+    let health = || {
+        let out = Command::new(BIN)
+            .args(["healthcheck", "--addr", &addr, "--timeout", "30"])
+            .output()
+            .unwrap();
+        (out.status.code(), crate::helpers::output_text(&out))
+    };
+    let (code, text) = health();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(": ok (version "), "{text}");
+    signal(&d, "-TERM");
+    let mut last = next();
+    while last == "WATCHDOG=1" {
+        last = next();
+    }
+    assert_eq!(last, "STOPPING=1");
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let (code, text) = health();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("does not answer"), "{text}");
+}

@@ -70,12 +70,16 @@ pub fn kasad_cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap();
-    let text = format!(
+    (out.status.success(), output_text(&out))
+}
+
+/// A finished command's stdout followed by its stderr.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    )
 }
 
 /// Settings for a test daemon: loopback only, fast polls, short commits.

@@ -12,6 +12,8 @@ mod excel;
 mod exports;
 mod helpers;
 mod interop;
+mod metrics;
+mod packaging;
 mod pdf;
 mod poller;
 mod report;
