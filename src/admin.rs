@@ -55,6 +55,11 @@ pub enum Request {
     },
     /// Verify the audit chain.
     AuditVerify,
+    /// Write a backup (database, staging log, keys) to `out`.
+    Backup {
+        /// Where (for the daemon: a file in its data directory the CLI then moves).
+        out: PathBuf,
+    },
 }
 
 /// The socket path for a data directory.
@@ -169,15 +174,24 @@ pub fn execute(
         Request::AuditVerify => {
             serde_json::to_value(store.audit_verify(key).map_err(err)?).map_err(|e| e.to_string())
         }
+        Request::Backup { out } => {
+            let m = crate::backup::create(store, &out, now_ms).map_err(|e| e.to_string())?;
+            let mut ev = event(EventType::BackupCreated, actor, "backup".into());
+            ev.details = json!({"files": m.files});
+            store.audit_append(key, ev, now_ms).map_err(err)?;
+            serde_json::to_value(m).map_err(|e| e.to_string())
+        }
     }
 }
 
-/// Serves the admin socket until `cancel` fires.
+/// Serves the admin socket until `cancel` fires. `writer` commits pending readings durably
+/// before a backup, so that it holds them.
 pub async fn serve(
     data_dir: &Path,
     store: Store,
     key: SecretKey,
     clock: crate::clock::SharedClock,
+    writer: crate::store::writer::WeakWriter,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let path = socket_path(data_dir);
@@ -195,10 +209,11 @@ pub async fn serve(
             tracing::warn!(?peer, "admin socket: connection from another user refused");
             continue;
         }
-        let (store, key, clock) = (store.clone(), key.clone(), clock.clone());
+        let (store, key, clock, writer) =
+            (store.clone(), key.clone(), clock.clone(), writer.clone());
         tokio::spawn(async move {
             let actor = format!("cli (uid {})", peer.unwrap_or(0));
-            let _ = answer(stream, store, key, clock, actor).await;
+            let _ = answer(stream, store, key, clock, writer, actor).await;
         });
     }
     let _ = std::fs::remove_file(&path);
@@ -210,12 +225,16 @@ async fn answer(
     store: Store,
     key: SecretKey,
     clock: crate::clock::SharedClock,
+    writer: crate::store::writer::WeakWriter,
     actor: String,
 ) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Backup { .. }) if writer.flush().await.is_err() => {
+            Err("the daemon could not commit its pending readings; no backup made".into())
+        }
         Ok(req) => {
             let now = clock.now_ms();
             tokio::task::spawn_blocking(move || execute(&store, &key, req, &actor, now))

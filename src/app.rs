@@ -256,20 +256,22 @@ pub async fn start_with(
         shutdown.clone(),
     ));
     {
-        let (dir, st, key, c, stop) = (
+        let (dir, st, key, c, w, stop) = (
             settings.data_dir.clone(),
             store.clone(),
             audit_key.clone(),
             clock.clone(),
+            writer.downgrade(),
             shutdown.clone(),
         );
         tracker.spawn(async move {
-            if let Err(e) = crate::admin::serve(&dir, st, key, c, stop).await {
+            if let Err(e) = crate::admin::serve(&dir, st, key, c, w, stop).await {
                 tracing::warn!(error = %e, "admin socket unavailable; `kasad user` needs the daemon stopped");
             }
         });
     }
     let writer_stats = writer.stats.clone();
+    let flusher = writer.downgrade();
     drop(writer);
     let privacy_key = keys::load_or_create(&settings.data_dir.join("export.key"))
         .context("while loading export.key")?;
@@ -346,6 +348,7 @@ pub async fn start_with(
         discovery,
         poller: status,
         writer: writer_stats,
+        flusher,
         clock: clock.clone(),
         poll_interval: settings.poll.interval.0,
         poll_timeout: settings.poll.timeout.0,

@@ -51,11 +51,13 @@ pub enum EventType {
     ExportDelivered,
     /// A scheduled export could not be made or delivered.
     DeliveryFailed,
+    /// A backup of the database was made.
+    BackupCreated,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 18] = [
+    pub const ALL: [EventType; 19] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -74,6 +76,7 @@ impl EventType {
         EventType::ScheduleChanged,
         EventType::ExportDelivered,
         EventType::DeliveryFailed,
+        EventType::BackupCreated,
     ];
 
     /// The upper-case name.

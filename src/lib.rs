@@ -25,6 +25,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod clock;
 pub mod config;

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod devices;
 pub mod error;
 pub mod exports;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub poller: Arc<PollerStatus>,
     /// Writer counters.
     pub writer: Arc<WriterStats>,
+    /// Asks the writer for a durable commit (before a backup).
+    pub flusher: crate::store::writer::WeakWriter,
     /// Wall clock.
     pub clock: SharedClock,
     /// Poll interval (health freshness).
@@ -326,6 +329,15 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 "First rows, total and size of an export (create body)",
             ),
             post(exports::preview_post),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/admin/backup",
+                Requires(SystemConfig),
+                "Download a backup (database, staging log, keys) taken now",
+            ),
+            post(backup::create),
         ),
         (
             doc(

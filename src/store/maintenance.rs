@@ -138,6 +138,7 @@ impl Store {
         while db.compact().map_err(|e| Error::Db(e.into()))? {}
         Ok(Store {
             db: std::sync::Arc::new(db),
+            path: self.path,
             keys: self.keys,
         })
     }

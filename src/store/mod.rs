@@ -115,6 +115,8 @@ pub struct DeviceSummary {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The database file.
+    path: Arc<std::path::PathBuf>,
     /// device id → key, for committed devices only (keys never change once committed).
     keys: Arc<std::sync::RwLock<std::collections::HashMap<String, u32>>>,
 }
@@ -137,8 +139,23 @@ impl Store {
         txn.commit()?;
         Ok(Self {
             db: Arc::new(db),
+            path: Arc::new(path.to_path_buf()),
             keys: Arc::default(),
         })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` while no transaction can write: a write transaction is held open meanwhile
+    /// (and dropped unused), so the file on disk stays as the last commit left it.
+    pub fn with_writes_held<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let txn = self.db.begin_write()?;
+        let out = f();
+        txn.abort()?;
+        Ok(out)
     }
 
     pub(crate) fn db(&self) -> &Database {

@@ -68,6 +68,28 @@ impl WriterHandle {
         self.send(WriteOp::Flush(tx)).await?;
         rx.await.map_err(|_| Error::WriterGone)?
     }
+
+    /// A handle that can ask for a flush but does not keep the writer running.
+    pub fn downgrade(&self) -> WeakWriter {
+        WeakWriter(self.tx.downgrade())
+    }
+}
+
+/// See [`WriterHandle::downgrade`].
+#[derive(Debug, Clone)]
+pub struct WeakWriter(mpsc::WeakSender<WriteOp>);
+
+impl WeakWriter {
+    /// [`WriterHandle::flush`], or [`Error::WriterGone`] once the writer has stopped.
+    pub async fn flush(&self) -> Result<()> {
+        let tx = self.0.upgrade().ok_or(Error::WriterGone)?;
+        let (done, rx) = oneshot::channel();
+        tx.send(WriteOp::Flush(done))
+            .await
+            .map_err(|_| Error::WriterGone)?;
+        drop(tx);
+        rx.await.map_err(|_| Error::WriterGone)?
+    }
 }
 
 /// Starts the writer task. With a staging log, readings are durable once the log is synced

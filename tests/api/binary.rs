@@ -109,7 +109,7 @@ async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     panic!("gave up waiting for {what}");
 }
 
-fn total_points(v: &Value) -> u64 {
+pub(crate) fn total_points(v: &Value) -> u64 {
     v["devices"]
         .as_array()
         .unwrap()

@@ -4,6 +4,7 @@ mod api;
 mod audit_export;
 mod audit_log;
 mod auth;
+mod backup;
 mod binary;
 mod browser;
 mod config_export;

@@ -1,6 +1,6 @@
-//! Packaging checks that run everywhere: the systemd unit verifies with `systemd-analyze` and
-//! its exposure score stays "OK" (≤ 2.0), and it lets the daemon write where the default
-//! configuration lets scheduled exports go.
+//! Packaging checks that run everywhere: the systemd unit verifies with `systemd-analyze`, its
+//! exposure score stays "OK" (≤ 2.0) and it lets the daemon write where the default
+//! configuration lets scheduled exports go; the Debian package description is complete.
 
 use std::process::Command;
 
@@ -76,5 +76,83 @@ fn the_unit_lets_scheduled_exports_reach_the_default_drop_roots() {
     assert!(
         sysusers.lines().any(|l| l.starts_with("u kasad ")),
         "{sysusers}"
+    );
+}
+
+/// The Debian package's description in Cargo.toml (what `cargo deb` builds; scripts/deb builds
+/// and unpacks the real .deb): every asset exists, the config is a conffile, the unit is
+/// installed but not started by the package, and the maintainer scripts are valid sh that
+/// create the user and say how to create the first admin.
+#[test]
+fn the_debian_package_description_is_complete() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let assets: Vec<(String, String)> = deb["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_array().unwrap();
+            (
+                a[0].as_str().unwrap().to_owned(),
+                a[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (src, _) in &assets {
+        if src != "target/release/kasad" {
+            assert!(root.join(src).is_file(), "asset {src} is missing");
+        }
+    }
+    let dests: Vec<&str> = assets.iter().map(|(_, d)| d.as_str()).collect();
+    for d in [
+        "usr/bin/",
+        "etc/kasad/kasad.toml",
+        "usr/lib/sysusers.d/kasad.conf",
+    ] {
+        assert!(dests.contains(&d), "{d} in {dests:?}");
+    }
+    assert_eq!(
+        deb["conf-files"].as_array().unwrap()[0].as_str(),
+        Some("/etc/kasad/kasad.toml")
+    );
+    let units = &deb["systemd-units"];
+    assert_eq!(units["unit-scripts"].as_str(), Some("systemd/"));
+    assert_eq!(
+        (units["enable"].as_bool(), units["start"].as_bool()),
+        (Some(false), Some(false)),
+        "`dpkg -i` then `systemctl enable --now kasad`"
+    );
+    let scripts = root.join(deb["maintainer-scripts"].as_str().unwrap());
+    for s in ["postinst", "postrm"] {
+        let path = scripts.join(s);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{s} is executable");
+        let ok = Command::new("sh").arg("-n").arg(&path).status().unwrap();
+        assert!(ok.success(), "{s} is valid sh");
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("#DEBHELPER#")
+        );
+    }
+    let postinst = std::fs::read_to_string(scripts.join("postinst")).unwrap();
+    assert!(postinst.contains("systemd-sysusers kasad.conf"));
+    assert!(postinst.contains("sudo kasad user add admin --role admin"));
+    // The packaged config is the documented example and valid.
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(root.join("systemd/kasad.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::helpers::output_text(&out)
     );
 }
