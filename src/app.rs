@@ -349,6 +349,14 @@ pub async fn start_with(
         poller: status,
         writer: writer_stats,
         flusher,
+        trusted_proxies: Arc::new(
+            settings
+                .http
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| crate::config::Net::parse(p))
+                .collect(),
+        ),
         clock: clock.clone(),
         poll_interval: settings.poll.interval.0,
         poll_timeout: settings.poll.timeout.0,

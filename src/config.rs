@@ -109,6 +109,9 @@ pub struct Http {
     /// Base of absolute links (download links in e-mails), e.g. `http://kasa-pi.local:5272`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Reverse proxies (addresses or networks, `127.0.0.1`, `10.0.0.0/8`, `::1`) whose
+    /// `X-Forwarded-For` names the real client (for login throttling and the audit log).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Http {
@@ -116,6 +119,48 @@ impl Default for Http {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 5272)),
             public_url: None,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// An address or network of `[http] trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    /// Parses `1.2.3.4`, `10.0.0.0/8`, `::1` or `fd00::/8`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, p) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = p.unwrap_or(max);
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(ip, V4),
+            v4 => v4,
+        };
+        let bits = |x: u128, width: u32| {
+            let shift = width - u32::from(self.prefix);
+            if shift >= 128 { 0 } else { x >> shift }
+        };
+        match (self.addr, ip) {
+            (V4(n), V4(i)) => {
+                bits(u128::from(u32::from(n)), 32) == bits(u128::from(u32::from(i)), 32)
+            }
+            (V6(n), V6(i)) => bits(u128::from(n), 128) == bits(u128::from(i), 128),
+            _ => false,
         }
     }
 }
@@ -693,6 +738,17 @@ impl Settings {
                 "a login over tls = \"none\" would send the password in clear text; use starttls or tls",
             ));
         }
+        if let Some(bad) = self
+            .http
+            .trusted_proxies
+            .iter()
+            .find(|p| Net::parse(p).is_none())
+        {
+            return Err(invalid(
+                "http.trusted_proxies",
+                format!("{bad:?} is not an address or network (10.0.0.0/8, ::1)"),
+            ));
+        }
         if !["auth", "open", "off"].contains(&self.metrics.access.as_str()) {
             return Err(invalid(
                 "metrics.access",
@@ -850,5 +906,26 @@ mod tests {
         assert_eq!(parse_host("127.0.0.20").unwrap().port(), 9999);
         assert_eq!(parse_host("127.0.0.20:1234").unwrap().port(), 1234);
         assert!(parse_host("example").is_none());
+    }
+}
+
+#[cfg(test)]
+mod net_tests {
+    use super::Net;
+
+    #[test]
+    fn addresses_and_networks_match_as_written() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let n = Net::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains(ip("10.200.3.4")) && !n.contains(ip("11.0.0.1")));
+        assert!(n.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped");
+        let one = Net::parse("127.0.0.1").unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        let v6 = Net::parse("fd00::/8").unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        assert!(Net::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "::/129", "host.lan", "10.0.0.0/x", ""] {
+            assert_eq!(Net::parse(bad), None, "{bad}");
+        }
     }
 }

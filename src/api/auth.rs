@@ -2,15 +2,15 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiJson};
+use super::guard::ClientAddr;
 use super::guard::CurrentUser;
 use crate::audit::{Event, EventType, Severity};
 use crate::auth::{jwt, password, random_token};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
 
 /// Lifetime of an access token.
 pub const ACCESS_TTL_S: i64 = 15 * 60;
@@ -64,10 +64,10 @@ async fn issue(st: &AppState, user: &crate::store::users::User) -> Result<Value,
 /// `POST /api/auth/login`.
 pub async fn login(
     State(st): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<Value>, ApiError> {
-    let client = addr.ip().to_string();
+    let client = client.unwrap_or_default();
     let now = st.clock.now_ms();
     let mut ev = Event::new(EventType::LoginFailure, Severity::Warning);
     ev.username = Some(body.username.clone());

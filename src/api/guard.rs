@@ -49,11 +49,89 @@ impl CurrentUser {
     }
 }
 
-/// The client's IP address.
+/// The client's IP address: the peer's, or — when the peer is one of `[http]
+/// trusted_proxies` — the one it forwarded for (set by [`real_client`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientAddr(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .cloned()
+            .unwrap_or_else(|| {
+                ClientAddr(
+                    parts
+                        .extensions
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map(|c| c.0.ip().to_string()),
+                )
+            }))
+    }
+}
+
+/// The client's IP address (see [`ClientAddr`]).
 pub fn client_of(req: &Request) -> Option<String> {
-    req.extensions()
+    match req.extensions().get::<ClientAddr>() {
+        Some(c) => c.0.clone(),
+        None => req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+    }
+}
+
+/// Who the client is behind `peer`: the peer itself unless it is a trusted proxy; otherwise,
+/// walking `X-Forwarded-For` from the nearest hop back, the first address that is not a
+/// trusted proxy (a client cannot forge hops a trusted proxy added after its own).
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[crate::config::Net],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut client = peer;
+    for ip in hops.into_iter().rev() {
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// Middleware: records the [`ClientAddr`] of every request.
+pub async fn real_client(
+    State(trusted): State<std::sync::Arc<Vec<crate::config::Net>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| c.0.ip());
+    if let Some(peer) = peer {
+        let ip = client_ip(peer, req.headers(), &trusted);
+        req.extensions_mut()
+            .insert(ClientAddr(Some(ip.to_string())));
+    }
+    next.run(req).await
 }
 
 pub(super) fn bearer(h: &HeaderMap) -> Option<&str> {
@@ -214,4 +292,46 @@ async fn by_ticket(
         user,
         client,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let trusted: Vec<_> = ["127.0.0.1", "10.0.0.0/8"]
+            .iter()
+            .map(|s| crate::config::Net::parse(s).unwrap())
+            .collect();
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert("x-forwarded-for", v.parse().unwrap());
+            m
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // A client talking directly cannot claim another address.
+        assert_eq!(
+            client_ip(ip("192.0.2.9"), &h("203.0.113.7"), &trusted),
+            ip("192.0.2.9")
+        );
+        // Behind the proxy: the nearest untrusted hop; a forged hop before it is ignored.
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &h("203.0.113.7"), &trusted),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_ip(
+                ip("127.0.0.1"),
+                &h("1.1.1.1, 203.0.113.7, 10.0.0.5"),
+                &trusted
+            ),
+            ip("203.0.113.7")
+        );
+        // No header: the proxy itself.
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("127.0.0.1")
+        );
+    }
 }

@@ -89,6 +89,8 @@ pub struct AppState {
     pub auth: Arc<AuthState>,
     /// `GET /metrics` access.
     pub metrics: Arc<metrics::MetricsGate>,
+    /// `[http] trusted_proxies`.
+    pub trusted_proxies: Arc<Vec<crate::config::Net>>,
 }
 
 impl AppState {
@@ -525,5 +527,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(headers_and_request_id))
+        .layer(middleware::from_fn_with_state(
+            state.trusted_proxies.clone(),
+            guard::real_client,
+        ))
         .with_state(state)
 }

@@ -443,3 +443,29 @@ async fn the_last_enabled_admin_cannot_be_disabled_demoted_or_deleted() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+/// Behind a reverse proxy listed in `[http] trusted_proxies`, login throttling and the audit
+/// log see the address the proxy forwarded for; without it, `X-Forwarded-For` is ignored.
+#[tokio::test]
+async fn trusted_proxies_forward_the_real_client_address() {
+    for (trusted, want) in [(true, "203.0.113.7"), (false, "127.0.0.1")] {
+        let app = TestApp::spawn_with(vec![], move |s| {
+            if trusted {
+                s.http.trusted_proxies = vec!["127.0.0.0/8".into()];
+            }
+        })
+        .await;
+        let r = app
+            .client
+            .post(format!("{}/api/auth/login", app.base))
+            .header("x-forwarded-for", "203.0.113.7")
+            .json(&json!({"username": "admin", "password": "wrong-password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let entries = audit(&app, "event_types=LOGIN_FAILURE").await;
+        assert_eq!(entries[0]["client_address"], want, "trusted: {trusted}");
+        app.stop().await;
+    }
+}
