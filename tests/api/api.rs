@@ -201,15 +201,7 @@ async fn data_points_keep_growing_and_survive_a_restart() {
         crate::helpers::ADMIN_PASSWORD,
     )
     .await;
-    let body: Value = crate::helpers::client()
-        .get(format!("{base}/api/devices"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = crate::helpers::get_json(&base, &token, "/api/devices").await;
     assert!(
         points(body["devices"].as_array().unwrap()) >= seen,
         "nothing lost across a clean restart"

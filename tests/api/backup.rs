@@ -3,9 +3,8 @@
 //! one (SYSTEM_CONFIG only, audited) that restores and opens.
 
 use crate::binary::{demo_args, total_points};
-use crate::helpers::{TestApp, kasad_cli, login};
+use crate::helpers::{TestApp, get_json, kasad_cli, login};
 use reqwest::Method;
-use serde_json::Value;
 use std::ffi::OsStr;
 use std::process::Stdio;
 
@@ -29,19 +28,7 @@ async fn a_backup_taken_during_ingest_restores_with_the_readings_up_to_then() {
         Stdio::null(),
     )
     .await;
-    let client = crate::helpers::client();
-    let points = async || {
-        let v: Value = client
-            .get(format!("{}/api/devices", d.base))
-            .bearer_auth(&d.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        total_points(&v)
-    };
+    let points = async || total_points(&get_json(&d.base, &d.token, "/api/devices").await);
     while points().await < 20 {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }

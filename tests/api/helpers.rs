@@ -73,6 +73,19 @@ pub fn kasad_cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
     (out.status.success(), output_text(&out))
 }
 
+/// `GET base + path` with a bearer token, as JSON.
+pub async fn get_json(base: &str, token: &str, path: &str) -> Value {
+    client()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A finished command's stdout followed by its stderr.
 pub fn output_text(out: &std::process::Output) -> String {
     format!(

@@ -109,19 +109,19 @@ fn the_debian_package_description_is_complete() {
         }
     }
     let dests: Vec<&str> = assets.iter().map(|(_, d)| d.as_str()).collect();
-    for d in [
-        "usr/bin/",
-        "etc/kasad/kasad.toml",
-        "usr/lib/sysusers.d/kasad.conf",
-    ] {
+    for d in ["usr/bin/", "etc/kasad/kasad.toml"] {
         assert!(dests.contains(&d), "{d} in {dests:?}");
     }
     assert_eq!(
         deb["conf-files"].as_array().unwrap()[0].as_str(),
         Some("/etc/kasad/kasad.toml")
     );
+    // cargo-deb installs <unit-scripts>/kasad.service and kasad.sysusers from there.
     let units = &deb["systemd-units"];
     assert_eq!(units["unit-scripts"].as_str(), Some("systemd/"));
+    for f in ["systemd/kasad.service", "systemd/kasad.sysusers"] {
+        assert!(root.join(f).is_file(), "{f}");
+    }
     assert_eq!(
         (units["enable"].as_bool(), units["start"].as_bool()),
         (Some(false), Some(false)),
