@@ -1,7 +1,7 @@
 // The Exports page: the user's exports (admins: everyone's), newest first, with status,
 // size, records, expiry, download and delete; paginated; running jobs refresh themselves.
 import { api } from './api.js';
-import { h, put, notice, errorText, fmtBytes, fmtTime, pager, tableBox } from './ui.js';
+import { h, put, notice, errorText, fmtBytes, fmtTime, pager, tableBox, stacked } from './ui.js';
 import { openExport, downloadExport } from './export.js';
 
 const LIMIT = 10;
@@ -30,7 +30,6 @@ export async function show(root, ctx, page = '1') {
       if (!r.exports.length) { put(box, notice(offset ? 'No exports on this page.' : 'No exports yet. Use Export Data on a device card, or New export.')); return; }
       const admin = ctx.me.role === 'admin';
       const cols = ['Created', 'File', 'Type', 'Status', 'Records', 'Size', 'Expires', admin ? 'User' : null, 'Actions'].filter(Boolean);
-      // data-label: the column name, shown beside each value when rows stack on a phone.
       const row = (x) => [
         h('td', {}, fmtTime(x.created_at)),
         h('td', { class: 'file' }, x.file_name),
@@ -43,11 +42,11 @@ export async function show(root, ctx, page = '1') {
         h('td', { class: 'actions' },
           x.status === 'completed' ? h('a', { href: x.download_url, class: 'button', onclick: (e) => { e.preventDefault(); downloadExport(x.export_id); } }, 'Download') : null,
           h('button', { type: 'button', class: 'danger', onclick: () => remove(x) }, 'Delete')),
-      ].filter(Boolean).map((td, i) => { td.dataset.label = cols[i]; return td; });
-      put(box, tableBox('Exports', h('table', { class: 'stack', 'data-testid': 'history-table' },
+      ].filter(Boolean);
+      put(box, tableBox('Exports', stacked(h('table', { 'data-testid': 'history-table' },
         h('caption', { class: 'sr-only' }, 'Exports'),
         h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))),
-        h('tbody', {}, r.exports.map((x) => h('tr', { 'data-export-id': x.export_id }, row(x)))))),
+        h('tbody', {}, r.exports.map((x) => h('tr', { 'data-export-id': x.export_id }, row(x))))))),
       pager(r.total, offset, LIMIT, (o) => ctx.go(`#/history/${o / LIMIT + 1}`)));
       if (!stopped && r.exports.some((x) => ['queued', 'processing'].includes(x.status))) timer = setTimeout(load, 1000);
     } catch (e) {

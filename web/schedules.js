@@ -1,6 +1,6 @@
 // The Schedules page: the user's scheduled exports (an admin's: everyone's) with pause/resume, run now, edit, delete and the create/edit form.
 import { api } from './api.js';
-import { h, put, notice, errorText, field, select, modal, fmtTime, tableBox } from './ui.js';
+import { h, put, notice, errorText, field, select, modal, fmtTime, tableBox, stacked } from './ui.js';
 
 const TYPES = [['device_data', 'Device data'], ['cost_analysis', 'Cost analysis'], ['system_report', 'System report'],
   ['audit_logs', 'Audit logs', 'AUDIT_READ'], ['configuration', 'Configuration', 'SYSTEM_CONFIG']];
@@ -75,10 +75,10 @@ export async function show(root, ctx) {
     }
     const others = r.schedules.some((s) => s.user_id !== ctx.me.user_id);
     const cols = ['Name', others && 'Owner', 'Export', 'When', 'Enabled', 'Next run', 'Last run', 'Delivery', 'Actions'].filter(Boolean);
-    put(list, tableBox('Scheduled exports', h('table', { 'data-testid': 'schedules-table' },
+    put(list, tableBox('Scheduled exports', stacked(h('table', { 'data-testid': 'schedules-table' },
       h('caption', {}, `${r.total} scheduled export${r.total === 1 ? '' : 's'}`),
       h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, r.schedules.map((s) => row(s, others))))));
+      h('tbody', {}, r.schedules.map((s) => row(s, others)))))));
   }
 
   function row(s, others) {

@@ -110,3 +110,19 @@ export function pager(total, offset, limit, go) {
 
 /** A table in a box that scrolls sideways on a phone; focusable, so keys can scroll it too. */
 export const tableBox = (label, table) => h('div', { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': label }, table);
+
+/** Marks `table` to stack its rows as labelled blocks on a phone: each cell gets its column's name. */
+export function stacked(table) {
+  const names = [...table.querySelectorAll('thead th')].map((th) => th.textContent);
+  for (const tr of table.querySelectorAll('tbody tr')) {
+    [...tr.children].forEach((cell, i) => {
+      cell.dataset.label = names[i] || '';
+      // One box per cell, so a stacked row is the label and the value side by side.
+      const box = h('div', { class: 'cell' });
+      box.append(...cell.childNodes);
+      cell.append(box);
+    });
+  }
+  table.classList.add('stack');
+  return table;
+}
