@@ -100,31 +100,107 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Prefix of the files a backup works with in the data directory.
+const TEMP_PREFIX: &str = ".backup-";
+
+/// One backup at a time in this process (each needs the database's size again on disk).
+static BUSY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Removes its file when dropped, unless disarmed.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A new file only its owner may read (backups hold the keys and password hashes).
+fn private_file(path: &Path) -> Result<File, BackupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))
+}
+
 /// Writes a backup of `store` (and the files beside it) to `out` (via a temporary file beside
-/// it, renamed when complete). Blocking.
+/// it, renamed when complete; mode 0600). While a write transaction is held, the files are
+/// only copied raw into the data directory (no commit can land; the time writes wait is one
+/// plain file copy); they are hashed and compressed after. Refused when the data directory
+/// lacks room for the copies. Every temporary file goes, whatever happens. Blocking.
 pub fn create(store: &Store, out: &Path, now_ms: i64) -> Result<Manifest, BackupError> {
+    let _one = BUSY.try_lock().map_err(|_| {
+        BackupError::Invalid("another backup is being made; try again later".into())
+    })?;
     let dir = store
         .path()
         .parent()
         .ok_or_else(|| BackupError::Invalid("the database has no directory".into()))?
         .to_path_buf();
-    let tmp = out.with_extension("partial");
-    let file = File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut zip = zip::ZipWriter::new(file);
-    let files = store.with_writes_held(|| -> Result<Vec<Entry>, BackupError> {
-        let mut files = Vec::new();
-        for name in FILES {
+    sweep(&dir);
+    let sources: Vec<(&str, PathBuf)> = FILES
+        .iter()
+        .map(|&name| {
             let src = if name == "kasad.redb" {
                 store.path().to_path_buf()
             } else {
                 dir.join(name)
             };
-            if src.exists() {
-                files.push(add(&mut zip, &src, name)?);
-            }
+            (name, src)
+        })
+        .filter(|(_, src)| src.exists())
+        .collect();
+    let need: u64 = sources
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    if let Ok(st) = rustix::fs::statvfs(&dir) {
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        // The raw copies, the zip (at most as large) and room for the database to grow.
+        if free < need.saturating_mul(2).saturating_add(64 << 20) {
+            return Err(BackupError::Invalid(format!(
+                "not enough free space in {}: {} MB free, a backup needs about {} MB",
+                dir.display(),
+                free >> 20,
+                (need.saturating_mul(2) >> 20) + 64
+            )));
         }
-        Ok(files)
+    }
+    let tag = crate::auth::random_token::<6>();
+    let copies: Vec<(String, TempFile)> = sources
+        .iter()
+        .map(|(name, _)| {
+            let p = dir.join(format!("{TEMP_PREFIX}{tag}-{name}"));
+            ((*name).to_owned(), TempFile(Some(p)))
+        })
+        .collect();
+    store.with_writes_held(|| -> Result<(), BackupError> {
+        for ((_, src), (_, copy)) in sources.iter().zip(&copies) {
+            let dest = copy.0.as_ref().expect("armed");
+            drop(private_file(dest)?);
+            std::fs::copy(src, dest).map_err(io_err(src))?;
+        }
+        Ok(())
     })??;
+    let tmp = TempFile(Some(out.with_extension("partial")));
+    let partial = tmp.0.clone().expect("armed");
+    let mut zip = zip::ZipWriter::new(private_file(&partial)?);
+    let mut files = Vec::new();
+    for (name, copy) in &copies {
+        files.push(add(&mut zip, copy.0.as_ref().expect("armed"), name)?);
+    }
+    drop(copies);
     let manifest = Manifest {
         format: 1,
         kasad_version: env!("CARGO_PKG_VERSION").into(),
@@ -134,16 +210,31 @@ pub fn create(store: &Store, out: &Path, now_ms: i64) -> Result<Manifest, Backup
     zip.start_file(MANIFEST, zip::write::SimpleFileOptions::default())?;
     let text =
         serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Invalid(e.to_string()))?;
-    zip.write_all(&text).map_err(io_err(&tmp))?;
+    zip.write_all(&text).map_err(io_err(&partial))?;
     let file = zip.finish()?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, out).map_err(io_err(out))?;
+    file.sync_all().map_err(io_err(&partial))?;
+    std::fs::rename(&partial, out).map_err(io_err(out))?;
+    tmp.keep();
     Ok(manifest)
 }
 
+/// Removes what an interrupted backup left in `dir` (a daemon stop or a killed CLI).
+pub fn sweep(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Restores the backup `file` into `data_dir`, which must hold no kasad data. Every file is
-/// checked against the manifest; keys get mode 0600. Returns the manifest. Blocking; the
-/// database is opened (replaying its staging log) by the caller.
+/// checked against the manifest and written under a temporary name first (mode 0600), then
+/// moved into place with the database last and the directory synced, so an interrupted
+/// restore leaves no half-written database. Returns the manifest. Blocking; the database is
+/// opened (replaying its staging log) by the caller.
 pub fn restore(file: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
     if let Some(f) = FILES.iter().find(|f| data_dir.join(f).exists()) {
         return Err(BackupError::NotEmpty(
@@ -163,61 +254,67 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
     if manifest.format != 1 || !manifest.files.iter().any(|e| e.name == "kasad.redb") {
         return Err(BackupError::Invalid("unknown format or no database".into()));
     }
-    std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-    let mut written = Vec::new();
-    let result = (|| {
-        for e in &manifest.files {
-            if !FILES.contains(&e.name.as_str()) {
-                return Err(BackupError::Invalid(format!(
-                    "unexpected file {:?}",
-                    e.name
-                )));
-            }
-            let dest = data_dir.join(&e.name);
-            let mut src = zip.by_name(&e.name)?;
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&dest)
-                .map_err(io_err(&dest))?;
-            written.push(dest.clone());
-            let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 16]);
-            loop {
-                let n = src.read(&mut buf).map_err(io_err(&dest))?;
-                if n == 0 {
-                    break;
-                }
-                hash.update(&buf[..n]);
-                out.write_all(&buf[..n]).map_err(io_err(&dest))?;
-                size += n as u64;
-            }
-            if size != e.size || hex(&hash.finalize()) != e.sha256 {
-                return Err(BackupError::Invalid(format!(
-                    "{} does not match its checksum",
-                    e.name
-                )));
-            }
-            out.sync_all().map_err(io_err(&dest))?;
-            if e.name.ends_with(".key") {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io_err(&dest))?;
-            }
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        // Nothing half-restored stays behind.
-        for f in written {
-            let _ = std::fs::remove_file(f);
-        }
+    if let Some(e) = manifest
+        .files
+        .iter()
+        .find(|e| !FILES.contains(&e.name.as_str()))
+    {
+        return Err(BackupError::Invalid(format!(
+            "unexpected file {:?}",
+            e.name
+        )));
     }
-    result.map(|()| manifest)
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(data_dir)
+            .map_err(io_err(data_dir))?;
+    }
+    let mut staged: Vec<(TempFile, PathBuf)> = Vec::new();
+    for e in &manifest.files {
+        let tmp = data_dir.join(format!(".restore-{}", e.name));
+        let _ = std::fs::remove_file(&tmp);
+        let guard = TempFile(Some(tmp.clone()));
+        let mut out = private_file(&tmp)?;
+        let mut src = zip.by_name(&e.name)?;
+        let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 16]);
+        loop {
+            let n = src.read(&mut buf).map_err(io_err(&tmp))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(io_err(&tmp))?;
+            size += n as u64;
+        }
+        if size != e.size || hex(&hash.finalize()) != e.sha256 {
+            return Err(BackupError::Invalid(format!(
+                "{} does not match its checksum",
+                e.name
+            )));
+        }
+        out.sync_all().map_err(io_err(&tmp))?;
+        staged.push((guard, data_dir.join(&e.name)));
+    }
+    // The database last: until it is in place, the directory holds no kasad data.
+    staged.sort_by_key(|(_, dest)| dest.ends_with("kasad.redb"));
+    for (guard, dest) in staged {
+        let tmp = guard.0.clone().expect("armed");
+        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        guard.keep();
+    }
+    File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(data_dir))?;
+    Ok(manifest)
 }
 
-/// Gives the restored files to the owner of `data_dir` (under systemd the `kasad` user, while
-/// `kasad restore` runs as root), so the daemon can open them. Only root can; others keep them.
-pub fn give_to_owner(data_dir: &Path, m: &Manifest) -> Result<(), BackupError> {
+/// Gives every file in `data_dir` to the directory's owner (under systemd the `kasad` user,
+/// while `kasad restore` runs as root), so the daemon can open them. Only root can; others
+/// keep them.
+pub fn give_to_owner(data_dir: &Path) -> Result<(), BackupError> {
     use std::os::unix::fs::MetadataExt;
     let me = std::fs::metadata("/proc/self")
         .map(|x| x.uid())
@@ -226,8 +323,11 @@ pub fn give_to_owner(data_dir: &Path, m: &Manifest) -> Result<(), BackupError> {
     if me != 0 || owner.uid() == 0 {
         return Ok(());
     }
-    for e in &m.files {
-        let f = data_dir.join(&e.name);
+    for e in std::fs::read_dir(data_dir)
+        .map_err(io_err(data_dir))?
+        .flatten()
+    {
+        let f = e.path();
         std::os::unix::fs::chown(&f, Some(owner.uid()), Some(owner.gid())).map_err(io_err(&f))?;
     }
     Ok(())
@@ -250,8 +350,24 @@ mod tests {
             m.files.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
             ["kasad.redb", "jwt.key"]
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only the owner may read a backup");
+        // Nothing of the backup's own stays in the data directory.
+        let left: Vec<_> = std::fs::read_dir(&data)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         let again = dir.path().join("restored");
         assert_eq!(restore(&out, &again).unwrap(), m);
+        let mode = std::fs::metadata(again.join("kasad.redb"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         assert_eq!(std::fs::read(again.join("jwt.key")).unwrap(), [7u8; 32]);
         assert!(matches!(
             restore(&out, &again),

@@ -358,8 +358,14 @@ async fn main() -> anyhow::Result<()> {
             // Written inside the data directory (the daemon may write only there), then moved.
             let tmp = settings
                 .data_dir
-                .join(format!(".backup-{}.zip", std::process::id()));
-            let v = admin(&config, Request::Backup { out: tmp.clone() }).await?;
+                .join(format!(".cli-backup-{}.zip", std::process::id()));
+            let v = match admin(&config, Request::Backup { out: tmp.clone() }).await {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
             if std::fs::rename(&tmp, &out).is_err() {
                 let copied = std::fs::copy(&tmp, &out);
                 let _ = std::fs::remove_file(&tmp);
@@ -374,10 +380,10 @@ async fn main() -> anyhow::Result<()> {
             let dir = settings.data_dir.clone();
             let m =
                 tokio::task::spawn_blocking(move || kasad::backup::restore(&file, &dir)).await??;
-            kasad::backup::give_to_owner(&settings.data_dir, &m)?;
             // Opening replays the staging log; then every block and rollup is checked.
             let store = kasad::app::open_store(&settings).await?;
             let rep = tokio::task::spawn_blocking(move || store.verify_data()).await??;
+            kasad::backup::give_to_owner(&settings.data_dir)?;
             anyhow::ensure!(
                 rep.problems.is_empty(),
                 "the restored database has problems: {:?}",

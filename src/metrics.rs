@@ -120,27 +120,31 @@ pub fn render(i: &Inputs) -> String {
             |l| Some(l.today_mwh as f64 / 1e3),
         ),
     ];
-    let labels = |l: &Live| -> [(&'static str, String); 4] {
-        [
-            (
-                "device_id",
-                l.id.as_ref().map(ToString::to_string).unwrap_or_default(),
-            ),
-            ("name", l.name.clone()),
-            ("model", l.model.clone()),
-            (
-                "type",
-                l.device_type.as_ref().map(wire_name).unwrap_or_default(),
-            ),
-        ]
-    };
+    let id = |l: &Live| l.id.as_ref().map(ToString::to_string).unwrap_or_default();
+    // Names and models in one info series, so a rename does not start new value series.
+    o.family(
+        "kasad_device_info",
+        "gauge",
+        "1 for every device, with its name, model and type (join on device_id).",
+    );
+    for l in &i.live {
+        let kind = l.device_type.as_ref().map(wire_name).unwrap_or_default();
+        o.sample(
+            "kasad_device_info",
+            &[
+                ("device_id", &id(l)),
+                ("name", &l.name),
+                ("model", &l.model),
+                ("type", &kind),
+            ],
+            1.0,
+        );
+    }
     for (name, help, pick) in per_device {
         o.family(name, "gauge", help);
         for l in &i.live {
             if let Some(v) = pick(l) {
-                let ls = labels(l);
-                let refs: Vec<(&str, &str)> = ls.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                o.sample(name, &refs, v);
+                o.sample(name, &[("device_id", &id(l))], v);
             }
         }
     }
@@ -151,11 +155,9 @@ pub fn render(i: &Inputs) -> String {
     );
     for l in &i.live {
         if let Some(c) = l.counter_wh {
-            let ls = labels(l);
-            let refs: Vec<(&str, &str)> = ls.iter().map(|(k, v)| (*k, v.as_str())).collect();
             o.sample(
                 "kasad_device_energy_counter_watt_hours_total",
-                &refs,
+                &[("device_id", &id(l))],
                 c as f64,
             );
         }
@@ -281,15 +283,24 @@ pub fn render(i: &Inputs) -> String {
             *n as f64,
         );
     }
-    o.family(
-        "kasad_export_duration_seconds",
-        "summary",
-        "Time from start to the end of export jobs on record.",
-    );
-    for ((t, f), (sum, n)) in &took {
-        let ls = [("export_type", t.as_str()), ("format", f.as_str())];
-        o.sample("kasad_export_duration_seconds_sum", &ls, *sum);
-        o.sample("kasad_export_duration_seconds_count", &ls, *n as f64);
+    // Gauges, not a summary: retention removes records, so these may go down.
+    for (name, help, sum) in [
+        (
+            "kasad_export_recorded_duration_seconds",
+            "Total time from start to end of the finished export jobs on record.",
+            true,
+        ),
+        (
+            "kasad_export_recorded_finished",
+            "Finished export jobs on record (with a start and an end).",
+            false,
+        ),
+    ] {
+        o.family(name, "gauge", help);
+        for ((t, f), (secs, n)) in &took {
+            let ls = [("export_type", t.as_str()), ("format", f.as_str())];
+            o.sample(name, &ls, if sum { *secs } else { *n as f64 });
+        }
     }
 
     let p = Process::read();
@@ -384,7 +395,11 @@ mod tests {
             ..Inputs::default()
         });
         assert!(
-            text.contains(r#"kasad_device_power_watts{device_id="ABC1",name="Kitchen \"kettle\"\\2\nnew",model="",type=""} 1500.25"#),
+            text.contains(r#"kasad_device_info{device_id="ABC1",name="Kitchen \"kettle\"\\2\nnew",model="",type=""} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kasad_device_power_watts{device_id="ABC1"} 1500.25"#),
             "{text}"
         );
         assert!(text.contains("kasad_device_energy_counter_watt_hours_total{device_id=\"ABC1\""));

@@ -1,4 +1,4 @@
-//! `POST /api/admin/backup`: a backup (see [`crate::backup`]) streamed to the caller.
+//! `POST /api/admin/backup`: a backup (see [`crate::backup`]) streamed to an admin.
 
 use super::AppState;
 use super::devices::blocking;
@@ -18,6 +18,16 @@ pub async fn create(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
 ) -> Result<Response, ApiError> {
+    // A backup holds the signing and audit keys and every password hash: whoever has one can
+    // act as any user, so SYSTEM_CONFIG alone is not enough.
+    if cu.user.role != crate::auth::Role::Admin {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Permission denied",
+            "Backups hold the signing keys and password hashes: only admins may download one",
+        ));
+    }
     // Pending readings first become durable, so that the backup holds them.
     st.flusher.flush().await?;
     let now = st.clock.now_ms();
@@ -27,7 +37,10 @@ pub async fn create(
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
-    let tmp = dir.join(format!(".backup-{}.zip", crate::auth::random_token::<9>()));
+    let tmp = dir.join(format!(
+        ".api-backup-{}.zip",
+        crate::auth::random_token::<9>()
+    ));
     let (store, path) = (st.store.clone(), tmp.clone());
     let made = blocking(move || crate::backup::create(&store, &path, now)).await?;
     let manifest = made.map_err(|e| {

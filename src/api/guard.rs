@@ -89,7 +89,10 @@ pub fn client_of(req: &Request) -> Option<String> {
 
 /// Who the client is behind `peer`: the peer itself unless it is a trusted proxy; otherwise,
 /// walking `X-Forwarded-For` from the nearest hop back, the first address that is not a
-/// trusted proxy (a client cannot forge hops a trusted proxy added after its own).
+/// trusted proxy (a client cannot forge hops a trusted proxy added after its own). A hop that
+/// is not an address (`unknown`, garbage) ends the walk at the proxy that passed it on, and
+/// when every hop is a trusted proxy the peer is the answer: hops further left are the
+/// client's own words.
 pub fn client_ip(
     peer: std::net::IpAddr,
     headers: &HeaderMap,
@@ -99,21 +102,32 @@ pub fn client_ip(
     if !is_trusted(peer) {
         return peer;
     }
-    let hops: Vec<std::net::IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
+        .map(str::trim)
         .collect();
-    let mut client = peer;
-    for ip in hops.into_iter().rev() {
-        client = ip;
+    let mut last_proxy = peer;
+    for hop in hops.into_iter().rev() {
+        let Some(ip) = hop_ip(hop) else {
+            return last_proxy;
+        };
         if !is_trusted(ip) {
-            break;
+            return ip;
         }
+        last_proxy = ip;
     }
-    client
+    peer
+}
+
+/// An `X-Forwarded-For` entry as an address: `1.2.3.4`, `1.2.3.4:80`, `::1` or `[::1]:80`.
+fn hop_ip(hop: &str) -> Option<std::net::IpAddr> {
+    hop.parse()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 /// Middleware: records the [`ClientAddr`] of every request.
@@ -333,5 +347,13 @@ mod tests {
             client_ip(ip("127.0.0.1"), &HeaderMap::new(), &trusted),
             ip("127.0.0.1")
         );
+        let via = |v: &str| client_ip(ip("127.0.0.1"), &h(v), &trusted);
+        // Ports and brackets are stripped.
+        assert_eq!(via("203.0.113.7:4711"), ip("203.0.113.7"));
+        assert_eq!(via("[2001:db8::1]:80"), ip("2001:db8::1"));
+        // Garbage ends the walk at the proxy that passed it on, not at a forged hop beyond.
+        assert_eq!(via("198.51.100.1, unknown, 10.0.0.5"), ip("10.0.0.5"));
+        // Every hop a trusted proxy (a forged 10.x at the left): the peer.
+        assert_eq!(via("10.9.9.9, 10.0.0.5"), ip("127.0.0.1"));
     }
 }

@@ -337,7 +337,7 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 Method::POST,
                 "/admin/backup",
                 Requires(SystemConfig),
-                "Download a backup (database, staging log, keys) taken now",
+                "Download a backup (database, staging log, keys) taken now (admins only)",
             ),
             post(backup::create),
         ),

@@ -91,6 +91,23 @@ async fn the_api_streams_a_backup_to_admins_only() {
         app.status_as(Method::POST, "/api/admin/backup", &ops).await,
         403
     );
+    // SYSTEM_CONFIG alone is not enough: a backup holds the signing keys.
+    let r = app
+        .req(Method::POST, "/api/users")
+        .json(
+            &serde_json::json!({"username": "cfg", "password": "cfg-password-1",
+            "role": "viewer", "permissions": ["SYSTEM_CONFIG"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let cfg = login(&app.client, &app.base, "cfg", "cfg-password-1").await;
+    assert_eq!(app.status_as(Method::GET, "/api/tariffs", &cfg).await, 200);
+    assert_eq!(
+        app.status_as(Method::POST, "/api/admin/backup", &cfg).await,
+        403
+    );
     let r = app
         .req(Method::POST, "/api/admin/backup")
         .send()

@@ -92,7 +92,8 @@ async fn metrics_parse_and_agree_with_the_devices() {
         .filter(|d| d["parent_id"] == strip["device_id"])
         .map(|d| of(d["device_id"].as_str().unwrap()).unwrap())
         .sum();
-    let typed = |t: &str| power.iter().filter(|s| s["labels"]["type"] == t).count();
+    let info = values(&samples, "kasad_device_info");
+    let typed = |t: &str| info.iter().filter(|s| s["labels"]["type"] == t).count();
     assert_eq!((typed("strip"), typed("strip_outlet")), (1, 6), "{power:?}");
     let total = of(strip["device_id"].as_str().unwrap()).unwrap();
     assert!((total - outlets).abs() < 1e-6, "{total} vs {outlets}");
