@@ -237,20 +237,14 @@ pub async fn relay(
 /// today's energy and cost (taxes included, in the daemon's zone) — what the device cards show.
 /// A strip is the sum of its outlets.
 pub async fn live(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let now = st.clock.now_ms();
     let tz = st.timezone;
-    let day_start =
-        crate::domain::rollup::period_start(now, crate::domain::rollup::Period::Day, tz);
-    let fresh_ms = i64::try_from(st.poll_interval.as_millis()).unwrap_or(i64::MAX / 4) * 3;
-    let store = st.store.clone();
-    let exporter = st.exporter.clone();
-    let (rows, currency, decimals) = blocking(move || -> Result<_, ApiError> {
-        let tariffs = exporter.tariffs().map_err(ApiError::internal)?;
-        let rows = crate::live::snapshot(&store, &tariffs, now, day_start, fresh_ms)?;
-        let c = tariffs.at(now);
-        Ok((rows, c.source.currency.clone(), c.decimals))
-    })
-    .await??;
+    let LiveNow {
+        rows,
+        now,
+        day_start,
+        currency,
+        decimals,
+    } = blocking(live_now(&st)).await??;
     let devices: Vec<Value> = rows
         .iter()
         .map(|l| {
@@ -268,4 +262,42 @@ pub async fn live(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
         "currency": currency, "poll_interval_s": st.poll_interval.as_secs_f64(),
         "devices": devices,
     })))
+}
+
+/// Every device now (see [`crate::live::snapshot`]) with what its numbers mean.
+pub(super) struct LiveNow {
+    /// The devices.
+    pub rows: Vec<crate::live::Live>,
+    /// When, UTC ms.
+    pub now: i64,
+    /// Start of today in the daemon's zone, UTC ms.
+    pub day_start: i64,
+    /// Currency of the tariff in force.
+    pub currency: String,
+    /// Its minor-unit decimals.
+    pub decimals: u8,
+}
+
+/// The work behind `/api/devices/live` and `/metrics`: newest readings within three poll
+/// intervals, today's energy and cost. Blocking; run it through [`blocking`].
+pub(super) fn live_now(
+    st: &AppState,
+) -> impl FnOnce() -> Result<LiveNow, ApiError> + Send + 'static {
+    let now = st.clock.now_ms();
+    let day_start =
+        crate::domain::rollup::period_start(now, crate::domain::rollup::Period::Day, st.timezone);
+    let fresh_ms = i64::try_from(st.poll_interval.as_millis()).unwrap_or(i64::MAX / 4) * 3;
+    let (store, exporter) = (st.store.clone(), st.exporter.clone());
+    move || {
+        let tariffs = exporter.tariffs().map_err(ApiError::internal)?;
+        let rows = crate::live::snapshot(&store, &tariffs, now, day_start, fresh_ms)?;
+        let c = tariffs.at(now);
+        Ok(LiveNow {
+            rows,
+            now,
+            day_start,
+            currency: c.source.currency.clone(),
+            decimals: c.decimals,
+        })
+    }
 }

@@ -61,14 +61,13 @@ pub async fn scrape(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn gather(st: &AppState, gate: &MetricsGate) -> Result<Inputs, ApiError> {
-    let now = st.clock.now_ms();
-    let day_start =
-        crate::domain::rollup::period_start(now, crate::domain::rollup::Period::Day, st.timezone);
-    let fresh_ms = i64::try_from(st.poll_interval.as_millis()).unwrap_or(i64::MAX / 4) * 3;
-    let (store, exporter, db) = (st.store.clone(), st.exporter.clone(), gate.db_path.clone());
+    let (load, store, db) = (
+        super::devices::live_now(st),
+        st.store.clone(),
+        gate.db_path.clone(),
+    );
     let (live, exports, db_bytes) = blocking(move || -> Result<_, ApiError> {
-        let tariffs = exporter.tariffs().map_err(ApiError::internal)?;
-        let live = crate::live::snapshot(&store, &tariffs, now, day_start, fresh_ms)?;
+        let live = load()?.rows;
         let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
         Ok((live, store.exports()?, size))
     })
