@@ -79,21 +79,26 @@ fn add(zip: &mut zip::ZipWriter<File>, src: &Path, name: &str) -> Result<Entry, 
         .compression_method(zip::CompressionMethod::Deflated)
         .large_file(true);
     zip.start_file(name, opts)?;
-    let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 16]);
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(src))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        zip.write_all(&buf[..n]).map_err(io_err(src))?;
-        size += n as u64;
-    }
+    let (size, sha256) = copy_hashed(&mut f, zip).map_err(io_err(src))?;
     Ok(Entry {
         name: name.to_owned(),
         size,
-        sha256: hex(&hash.finalize()),
+        sha256,
     })
+}
+
+/// Copies `r` to `w`; the bytes copied and their SHA-256 (hex).
+fn copy_hashed(r: &mut impl Read, w: &mut impl Write) -> io::Result<(u64, String)> {
+    let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 16]);
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, hex(&hash.finalize())));
+        }
+        hash.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+        size += n as u64;
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -103,7 +108,8 @@ fn hex(b: &[u8]) -> String {
 /// Prefix of the files a backup works with in the data directory.
 const TEMP_PREFIX: &str = ".backup-";
 
-/// One backup at a time in this process (each needs the database's size again on disk).
+/// One backup at a time in this process (each needs the database's size again on disk, and
+/// the start of one sweeps what an interrupted one left).
 static BUSY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Removes its file when dropped, unless disarmed.
@@ -140,9 +146,10 @@ fn private_file(path: &Path) -> Result<File, BackupError> {
 /// plain file copy); they are hashed and compressed after. Refused when the data directory
 /// lacks room for the copies. Every temporary file goes, whatever happens. Blocking.
 pub fn create(store: &Store, out: &Path, now_ms: i64) -> Result<Manifest, BackupError> {
-    let _one = BUSY.try_lock().map_err(|_| {
-        BackupError::Invalid("another backup is being made; try again later".into())
-    })?;
+    // A second backup waits for the first (so it never sweeps the first's files).
+    let _one = BUSY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = store
         .path()
         .parent()
@@ -279,17 +286,8 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
         let guard = TempFile(Some(tmp.clone()));
         let mut out = private_file(&tmp)?;
         let mut src = zip.by_name(&e.name)?;
-        let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 16]);
-        loop {
-            let n = src.read(&mut buf).map_err(io_err(&tmp))?;
-            if n == 0 {
-                break;
-            }
-            hash.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(io_err(&tmp))?;
-            size += n as u64;
-        }
-        if size != e.size || hex(&hash.finalize()) != e.sha256 {
+        let (size, sha256) = copy_hashed(&mut src, &mut out).map_err(io_err(&tmp))?;
+        if size != e.size || sha256 != e.sha256 {
             return Err(BackupError::Invalid(format!(
                 "{} does not match its checksum",
                 e.name
