@@ -443,13 +443,19 @@ pub async fn run(
     let listener = TcpListener::bind(settings.http.listen)
         .await
         .with_context(|| format!("while binding {}", settings.http.listen))?;
+    let mdns_cfg = settings.mdns.clone();
     let running = start(settings, listener, clock).await?;
     // Under systemd (Type=notify): ready once serving, then the watchdog, then stopping.
     let sd = crate::sdnotify::Notifier::from_env();
     sd.say(&format!("READY=1\nSTATUS=serving on {}", running.addr));
     tokio::spawn(sd.clone().watchdog(running.shutdown.clone()));
+    let addr = running.addr;
+    let mdns = tokio::task::spawn_blocking(move || crate::mdns::start(&mdns_cfg, addr)).await?;
     shutdown.await;
     sd.say("STOPPING=1");
+    if let Some(m) = mdns {
+        tokio::task::spawn_blocking(move || m.stop()).await?;
+    }
     running.shutdown.cancel();
     running.done.await?
 }

@@ -172,8 +172,7 @@ pub fn create(store: &Store, out: &Path, now_ms: i64) -> Result<Manifest, Backup
         .iter()
         .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
         .sum();
-    if let Ok(st) = rustix::fs::statvfs(&dir) {
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if let Some(free) = crate::store::free_bytes(&dir) {
         // The raw copies, the zip (at most as large) and room for the database to grow.
         if free < need.saturating_mul(2).saturating_add(64 << 20) {
             return Err(BackupError::Invalid(format!(

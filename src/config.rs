@@ -434,6 +434,30 @@ impl Default for Metrics {
     }
 }
 
+/// `[mdns]`: announcing the daemon on the LAN (`_http._tcp` and `_kasad._tcp`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mdns {
+    /// Announce at all. Off unless configured (the packaged config turns it on); always off
+    /// in `kasad demo`.
+    pub enabled: bool,
+    /// Instance name shown by browsers and `avahi-browse`; `%h` becomes the host name.
+    pub instance: String,
+    /// `auto` (through Avahi's service file when avahi-daemon runs, else built in),
+    /// `builtin` or `avahi`.
+    pub responder: String,
+}
+
+impl Default for Mdns {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            instance: "kasad on %h".into(),
+            responder: "auto".into(),
+        }
+    }
+}
+
 /// `[smtp]`: the mail server scheduled exports are sent through.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -513,6 +537,8 @@ pub struct Settings {
     pub smtp: Smtp,
     /// `[metrics]`.
     pub metrics: Metrics,
+    /// `[mdns]`.
+    pub mdns: Mdns,
 }
 
 impl Default for Settings {
@@ -532,6 +558,7 @@ impl Default for Settings {
             delivery: Delivery::default(),
             smtp: Smtp::default(),
             metrics: Metrics::default(),
+            mdns: Mdns::default(),
         }
     }
 }
@@ -640,6 +667,19 @@ impl Settings {
             if d.0.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
+        }
+        if !["auto", "builtin", "avahi"].contains(&self.mdns.responder.as_str()) {
+            return Err(invalid(
+                "mdns.responder",
+                "must be \"auto\", \"builtin\" or \"avahi\"",
+            ));
+        }
+        let name = crate::mdns::instance_name(&self.mdns.instance, &crate::mdns::host_name());
+        if name.trim().is_empty() || name.len() > 63 {
+            return Err(invalid(
+                "mdns.instance",
+                format!("{name:?} must be 1 to 63 bytes long (a DNS label)"),
+            ));
         }
         if self.poll.concurrency == 0 {
             return Err(invalid("poll.concurrency", "must be at least 1"));

@@ -94,6 +94,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut settings = Settings::load(None)?;
+    // The demo never announces itself on a LAN (and runs on loopback anyway).
+    settings.mdns.enabled = false;
     let tmp = match &opts.data_dir {
         Some(d) => {
             settings.data_dir = d.clone();

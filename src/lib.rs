@@ -35,6 +35,7 @@ pub mod domain;
 pub mod export;
 pub mod healthcheck;
 pub mod live;
+pub mod mdns;
 pub mod metrics;
 pub mod poller;
 pub mod protocol;

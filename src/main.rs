@@ -109,6 +109,12 @@ enum Cmd {
     },
     /// Print the commented example configuration.
     PrintConfig,
+    /// Print Avahi's service file for this configuration (for /etc/avahi/services/kasad.service).
+    AvahiService {
+        /// Configuration file (TOML), for the port and the instance name.
+        #[arg(long, default_value = "/etc/kasad/kasad.toml")]
+        config: PathBuf,
+    },
     /// Storage benchmark on a generated data set (for scripts/bench).
     #[command(hide = true)]
     BenchStore {
@@ -527,6 +533,19 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::PrintConfig => {
             print!("{EXAMPLE}");
+            Ok(())
+        }
+        Cmd::AvahiService { config } => {
+            let s = Settings::load(Some(&config))?;
+            anyhow::ensure!(
+                s.mdns.enabled,
+                "[mdns] enabled = false in {}: nothing to announce",
+                config.display()
+            );
+            print!(
+                "{}",
+                kasad::mdns::avahi_service(&s.mdns.instance, s.http.listen.port())
+            );
             Ok(())
         }
         Cmd::Sim { devices } => {

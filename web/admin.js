@@ -1,6 +1,6 @@
 // The Admin page: users (USER_MANAGE), the audit log (AUDIT_READ), tariffs (SYSTEM_CONFIG) and system health (everyone who reaches the page).
 import { api } from './api.js';
-import { h, put, notice, errorText, field, select, pager, fmtTime, fmtWait, localInput, tableBox } from './ui.js';
+import { h, put, notice, errorText, field, select, pager, fmtTime, fmtWait, fmtBytes, localInput, tableBox } from './ui.js';
 
 const ROLES = ['admin', 'operator', 'viewer'].map((r) => [r, r]);
 const EVENTS = ['DATA_EXPORT', 'DATA_EXPORTED', 'DATA_DELETED', 'PERMISSION_DENIED', 'RATE_LIMIT_EXCEEDED', 'LOGIN_SUCCESS',
@@ -198,6 +198,8 @@ function health() {
       ['Store', s.ok ? 'answering' : 'not answering'], ['Schema version', n(s.schema_version)],
       ['Readings stored since start', n(s.readings_stored)], ['Durable syncs since start', n(s.durable_commits)],
       ['Checkpoints since start', n(s.checkpoints)], ['Write failures since start', n(s.write_failures)],
+      ['Database size', s.database_bytes == null ? '—' : fmtBytes(s.database_bytes)],
+      ['Free space beside it', s.free_bytes == null ? '—' : fmtBytes(s.free_bytes)],
     ];
     put(box, h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])), h('p', { class: 'muted' }, `checked ${new Date().toLocaleTimeString()}`));
   }
@@ -210,5 +212,5 @@ export async function show(root, ctx) {
     ctx.can('USER_MANAGE') ? users(ctx) : null,
     ctx.can('AUDIT_READ') ? audit() : null,
     ctx.can('SYSTEM_CONFIG') ? tariffs() : null,
-    health());
+    ctx.can('SYSTEM_CONFIG') ? health() : null);
 }

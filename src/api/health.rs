@@ -1,14 +1,28 @@
-//! `GET /api/health`: the store answers and the poller's heartbeat is fresh.
+//! `GET /api/health`: the store answers and the poller's heartbeat is fresh. Anyone may ask
+//! for the status; the detail (counters, poller, disk) is for admins (SYSTEM_CONFIG) and for
+//! monitoring with the scrape token of `[metrics] token_file`.
 
 use super::AppState;
+use super::guard::{authenticate, bearer, client_of};
+use crate::auth::Permission;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
-/// Health report; 200 when healthy, 503 otherwise.
-pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Health report; 200 when healthy, 503 otherwise. A bearer token that does not verify is
+/// refused (401) rather than silently answered without detail.
+pub async fn health(State(st): State<AppState>, req: Request) -> Response {
+    let detail = match bearer(req.headers()) {
+        None => false,
+        Some(t) if st.metrics.is_scrape_token(Some(t)) => true,
+        Some(t) => match authenticate(&st, Some(t.to_owned()), client_of(&req)).await {
+            Ok(cu) => cu.user.has(Permission::SystemConfig),
+            Err(e) => return e.into_response(),
+        },
+    };
     let now = st.clock.now_ms();
     let store = st.store.clone();
     let store_ok = tokio::task::spawn_blocking(move || store.ping())
@@ -24,26 +38,45 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
         now - last < limit
     };
     let healthy = store_ok.is_some() && poller_fresh;
+    let status = if healthy { "ok" } else { "degraded" };
+    let body = if detail {
+        detail_body(&st, status, now, store_ok, poller_fresh, last)
+    } else {
+        json!({"status": status})
+    };
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+fn detail_body(
+    st: &AppState,
+    status: &str,
+    now: i64,
+    store_ok: Option<u64>,
+    poller_fresh: bool,
+    last: i64,
+) -> Value {
     let w = &st.writer;
-    let body = json!({
-        "status": if healthy { "ok" } else { "degraded" },
+    let db = st.metrics.db_path.as_path();
+    json!({
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": (now - st.started_ms) / 1000,
         "store": {"ok": store_ok.is_some(), "schema_version": store_ok,
             "readings_stored": w.stored.load(Ordering::Relaxed),
             "durable_commits": w.durable_commits.load(Ordering::Relaxed),
             "checkpoints": w.checkpoints.load(Ordering::Relaxed),
-            "write_failures": w.failures.load(Ordering::Relaxed)},
+            "write_failures": w.failures.load(Ordering::Relaxed),
+            "database_bytes": std::fs::metadata(db).ok().map(|m| m.len()),
+            "free_bytes": db.parent().and_then(crate::store::free_bytes)},
         "poller": {"fresh": poller_fresh,
             "last_cycle": (last > 0).then(|| crate::clock::rfc3339(last)),
             "last_cycle_duration_ms": st.poller.last_cycle_duration_ms.load(Ordering::Relaxed),
             "last_cycle_ok": st.poller.last_cycle_ok.load(Ordering::Relaxed),
             "last_cycle_failed": st.poller.last_cycle_failed.load(Ordering::Relaxed)},
-    });
-    let code = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body))
+    })
 }

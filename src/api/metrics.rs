@@ -22,6 +22,13 @@ pub struct MetricsGate {
     pub db_path: std::path::PathBuf,
 }
 
+impl MetricsGate {
+    /// `token` is the configured scrape token.
+    pub fn is_scrape_token(&self, token: Option<&str>) -> bool {
+        matches!((token, &self.token), (Some(t), Some(want)) if same(t.as_bytes(), want.as_bytes()))
+    }
+}
+
 /// Equal without an early exit on the first difference.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -34,8 +41,7 @@ pub async fn scrape(State(st): State<AppState>, req: Request) -> Response {
         "open" => {}
         "auth" => {
             let token = super::guard::bearer(req.headers()).map(str::to_owned);
-            let by_scrape_token = matches!((&token, &gate.token), (Some(t), Some(want)) if same(t.as_bytes(), want.as_bytes()));
-            if !by_scrape_token {
+            if !gate.is_scrape_token(token.as_deref()) {
                 match super::guard::authenticate(&st, token, super::guard::client_of(&req)).await {
                     Ok(cu) if cu.user.has(Permission::DeviceRead) => {}
                     Ok(_) => {

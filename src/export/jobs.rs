@@ -133,12 +133,6 @@ fn file_name(rec: &ExportRecord, plan: &Plan) -> String {
     )
 }
 
-/// Free space of the file system holding `path`, MB.
-fn free_mb(path: &Path) -> Option<u64> {
-    let s = rustix::fs::statvfs(path).ok()?;
-    Some(s.f_bavail.saturating_mul(s.f_frsize) / (1024 * 1024))
-}
-
 impl Exporter {
     /// The service. Creates the exports directory.
     pub fn new(
@@ -260,7 +254,7 @@ impl Exporter {
     ) -> Result<(ExportRecord, bool), CreateError> {
         let plan = self.plan(&body, None)?;
         let s = &self.cfg.settings;
-        if let Some(free) = free_mb(&self.dir)
+        if let Some(free) = crate::store::free_bytes(&self.dir).map(|b| b >> 20)
             && free < s.exports.min_free_disk_mb
         {
             return Err(CreateError::DiskFull {

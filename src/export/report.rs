@@ -779,7 +779,7 @@ impl Ctx<'_> {
                 V::Num(stored.iter().map(|d| d.data_points).sum::<u64>() as f64, 0),
                 rt.and_then(|r| std::fs::metadata(&r.db_path).ok())
                     .map_or(V::Null, |m| mb(m.len())),
-                rt.and_then(|r| free_bytes(r.db_path.parent()?))
+                rt.and_then(|r| crate::store::free_bytes(r.db_path.parent()?))
                     .map_or(V::Null, mb),
                 V::Num(
                     exports
@@ -988,11 +988,6 @@ fn serde_name(v: impl serde::Serialize) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-fn free_bytes(dir: &Path) -> Option<u64> {
-    let s = rustix::fs::statvfs(dir).ok()?;
-    Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 /// The CSV columns: one fact per line.

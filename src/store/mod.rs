@@ -111,6 +111,12 @@ pub struct DeviceSummary {
     pub last_reading_ms: Option<i64>,
 }
 
+/// Free space for unprivileged writers on the file system holding `path`, in bytes.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 /// Handle to the open database; cheap to clone, safe to share.
 #[derive(Debug, Clone)]
 pub struct Store {

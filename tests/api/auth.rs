@@ -75,6 +75,42 @@ async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
+async fn health_detail_is_for_admins_only() {
+    let app = TestApp::spawn(vec![]).await;
+    create_user(&app, "vera", "viewer").await;
+    let viewer = login(&app.client, &app.base, "vera", "user-password-1").await;
+    let url = format!("{}/api/health", app.base);
+    let anon = app.client.get(&url).send().await.unwrap();
+    assert_eq!(anon.status(), 200);
+    assert_eq!(anon.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    let r = app
+        .req_as(Method::GET, "/api/health", &viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    let r = app
+        .req_as(Method::GET, "/api/health", "not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (s, v) = app.get("/api/health").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["store"]["ok"], true);
+    let db = std::fs::metadata(app.dir.path().join("kasad.redb"))
+        .unwrap()
+        .len();
+    assert_eq!(v["store"]["database_bytes"], db, "{v}");
+    assert!(v["store"]["free_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["poller"]["fresh"].as_bool().unwrap(), "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn every_protected_route_refuses_bad_tokens_and_missing_permissions() {
     let app = TestApp::spawn(vec![]).await;
     create_user(&app, "vera", "viewer").await;

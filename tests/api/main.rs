@@ -13,6 +13,7 @@ mod excel;
 mod exports;
 mod helpers;
 mod interop;
+mod mdns;
 mod metrics;
 mod packaging;
 mod pdf;

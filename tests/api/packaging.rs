@@ -1,6 +1,7 @@
 //! Packaging checks that run everywhere: the systemd unit verifies with `systemd-analyze`, its
 //! exposure score stays "OK" (≤ 2.0) and it lets the daemon write where the default
-//! configuration lets scheduled exports go; the Debian package description is complete.
+//! configuration lets scheduled exports go; the Debian package description is complete; the
+//! Avahi service file is what Avahi reads.
 
 use std::process::Command;
 
@@ -144,6 +145,9 @@ fn the_debian_package_description_is_complete() {
     let postinst = std::fs::read_to_string(scripts.join("postinst")).unwrap();
     assert!(postinst.contains("systemd-sysusers kasad.conf"));
     assert!(postinst.contains("sudo kasad user add admin --role admin"));
+    assert!(postinst.contains("kasad avahi-service --config /etc/kasad/kasad.toml"));
+    let postrm = std::fs::read_to_string(scripts.join("postrm")).unwrap();
+    assert!(postrm.contains("rm -f /etc/avahi/services/kasad.service"));
     // The packaged config is the documented example and valid.
     let out = Command::new(BIN)
         .args(["check-config"])
@@ -155,4 +159,57 @@ fn the_debian_package_description_is_complete() {
         "{}",
         crate::helpers::output_text(&out)
     );
+}
+
+#[test]
+fn avahi_publishes_the_packaged_config_and_nothing_when_mdns_is_off() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/kasad.toml");
+    let out = Command::new(BIN)
+        .args(["avahi-service", "--config", config])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::helpers::output_text(&out)
+    );
+    // Read back by Python's XML parser: the service group Avahi loads.
+    let parse = r#"
+import json, sys, xml.etree.ElementTree as ET
+g = ET.fromstring(sys.stdin.buffer.read())
+print(json.dumps({"name": g.find("name").text, "wild": g.find("name").get("replace-wildcards"),
+    "services": [[s.find("type").text, s.find("port").text, [t.text for t in s.findall("txt-record")]]
+                 for s in g.findall("service")]}))
+"#;
+    let mut py = Command::new("python3")
+        .args(["-c", parse])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let parsed = py.wait_with_output().unwrap();
+    assert!(parsed.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    assert_eq!(v["name"], "kasad on %h");
+    assert_eq!(v["wild"], "yes");
+    let version = format!("version={}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        v["services"],
+        serde_json::json!([
+            ["_http._tcp", "5272", ["path=/"]],
+            ["_kasad._tcp", "5272", ["path=/api", version]]
+        ])
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let off = dir.path().join("off.toml");
+    std::fs::write(&off, "[mdns]\nenabled = false\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["avahi-service", "--config"])
+        .arg(&off)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(crate::helpers::output_text(&out).contains("[mdns] enabled = false"));
 }

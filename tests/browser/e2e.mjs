@@ -226,7 +226,8 @@ try {
     await p.getByRole('button', { name: /Verify/ }).click();
     await p.getByTestId('audit-verify').getByText(/intact/i).waitFor();
     check(true, 'the audit chain verifies from the admin page');
-    await p.getByTestId('health').waitFor();
+    await p.getByTestId('health').getByText('Database size').waitFor();
+    check(await p.getByTestId('health').getByText(/^ok$/).count() === 1, 'the admin sees the health detail');
     await shots(p, 'admin');
     // Schedules: create one in the form, pause it, run it now.
     await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Schedules' }).click();
