@@ -1,23 +1,48 @@
 //! Energy accounting from the device's own cumulative counter.
 //!
 //! Rules (architecture.md §3): the energy of an interval is the counter difference; a counter
-//! that went down was reset (reboot, erase, firmware) and the energy since the reset is the new
-//! counter value — never negative, never counted twice; energy across a gap is spread over the
-//! whole time the gap spans, in proportion to time, with integer arithmetic that keeps sums exact.
+//! that went down to at most half its value was reset (reboot, erase, firmware) and the energy
+//! since the reset is the new counter value; a smaller step back is a glitch (a float counter
+//! rounding down, two answers crossing) that counts nothing and is measured on from the higher
+//! value — never negative, never counted twice; energy across a gap is spread over the whole
+//! time the gap spans, in proportion to time, with integer arithmetic that keeps sums exact.
 
 use super::rollup::BUCKET_MS;
 
-/// Energy in Wh between two counter samples, handling resets.
-///
-/// `prev` is the counter at the previous sample (if any). The first sample of a device has no
-/// interval and yields 0.
-pub fn interval_energy_wh(prev: Option<i64>, cur: i64) -> i64 {
-    match prev {
-        None => 0,
-        Some(p) if cur >= p => cur - p,
-        // Reset: the device counted `cur` since it restarted from zero, all within this interval.
-        Some(_) => cur.max(0),
+/// How interval energy follows from counter samples. Sealed blocks record which rule their
+/// energies follow, so data written under the first rule decodes as it was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterRule {
+    /// Schema 7 and before: every decrease is a reset. A counter stepping back by a few Wh
+    /// counted its whole value again (a spike of kWh in one interval).
+    AnyDecreaseResets,
+    /// Since schema 8: a drop to at most half is a reset; a smaller drop is a glitch.
+    HalfDropResets,
+}
+
+/// The rule the writer applies now.
+pub const RULE: CounterRule = CounterRule::HalfDropResets;
+
+impl CounterRule {
+    /// Energy in Wh from the baseline `base` (the counter the previous sample left, `None`
+    /// for a device's first sample) to the sample `cur`, and the baseline for the next sample.
+    pub fn step(self, base: Option<i64>, cur: i64) -> (i64, i64) {
+        match (self, base) {
+            (_, None) => (0, cur),
+            (_, Some(b)) if cur >= b => (cur - b, cur),
+            // Reset: the device counted `cur` since it restarted from zero, all in this interval.
+            (Self::AnyDecreaseResets, Some(_)) => (cur.max(0), cur),
+            (Self::HalfDropResets, Some(b)) if cur <= b / 2 => (cur.max(0), cur),
+            // Glitch: nothing was used, and the next sample is measured from the higher value.
+            (Self::HalfDropResets, Some(b)) => (0, b),
+        }
     }
+}
+
+/// Energy in Wh between two counter samples by the current [`RULE`] (see
+/// [`CounterRule::step`]; this drops the new baseline).
+pub fn interval_energy_wh(base: Option<i64>, cur: i64) -> i64 {
+    RULE.step(base, cur).0
 }
 
 /// Splits `amount` over the 15-minute buckets that the interval `(t0, t1]` overlaps, in
@@ -67,6 +92,22 @@ mod tests {
     }
 
     #[test]
+    fn a_small_step_back_is_a_glitch_measured_on_from_the_higher_value() {
+        // 4.008 kWh, then 4.000 (two answers crossing, a float rounding down), then 4.009.
+        let (e, base) = RULE.step(Some(4_008), 4_000);
+        assert_eq!((e, base), (0, 4_008));
+        assert_eq!(RULE.step(Some(base), 4_009), (1, 4_009));
+        // Just above half is still a glitch; half or below is a reset.
+        assert_eq!(RULE.step(Some(1_000), 501), (0, 1_000));
+        assert_eq!(RULE.step(Some(1_000), 500), (500, 500));
+        // The first rule, kept for old blocks, counted the whole counter again.
+        assert_eq!(
+            CounterRule::AnyDecreaseResets.step(Some(4_008), 4_000),
+            (4_000, 4_000)
+        );
+    }
+
+    #[test]
     fn a_reset_counts_only_energy_since_the_reset() {
         // Counter was 16323 Wh, device rebooted and has counted 7 Wh since.
         assert_eq!(interval_energy_wh(Some(16_323), 7), 7);
@@ -101,6 +142,28 @@ mod tests {
             prop_assert_eq!(parts.iter().map(|p| p.1).sum::<i64>(), amount);
             prop_assert!(parts.iter().all(|p| p.1 >= 0));
             prop_assert!(parts.windows(2).all(|w| w[0].0 + BUCKET_MS == w[1].0));
+        }
+
+        #[test]
+        fn glitches_never_count_energy_twice(
+            steps in proptest::collection::vec((0i64..500, 0i64..20), 1..300)
+        ) {
+            // A true counter that only grows, reported up to 19 Wh low at random.
+            let (mut truth, mut base, mut total) = (10_000i64, None, 0);
+            let (mut first, mut high) = (None, i64::MIN);
+            for (used, low) in steps {
+                truth += used;
+                let seen = truth - low;
+                let (e, b) = RULE.step(base, seen);
+                prop_assert!(e >= 0);
+                total += e;
+                base = Some(b);
+                first.get_or_insert(seen);
+                high = high.max(seen);
+            }
+            // Counted: exactly the highest report above the first, never more than was used.
+            prop_assert_eq!(total, high - first.unwrap());
+            prop_assert_eq!(base, Some(high));
         }
 
         #[test]

@@ -6,12 +6,13 @@
 //! timestamps as a first value, a first delta and delta-of-deltas; power, voltage, current,
 //! counter and RSSI as a first value and deltas. Each stream is zigzag-mapped and packed at the
 //! smallest bit width that holds its largest value (one width byte per stream). Interval energy
-//! is not stored: it follows from the counters by the same rule the writer applies, and a block
-//! where it would not (a reading without a counter first) keeps an explicit energy stream.
+//! is not stored: it follows from the counters by the rule the writer applied (the block says
+//! which), and a block where no rule gives it (a reading without a counter first, a glitch
+//! before the block) keeps an explicit energy stream.
 //! Lossless for every field; decode(encode(x)) == x is property-tested.
 
 use super::codec::{RawRow, Sample};
-use crate::domain::energy::interval_energy_wh;
+use crate::domain::energy::{CounterRule, RULE};
 use crate::domain::{DeviceId, Reading};
 
 /// Readings are sealed per device once their hour has passed.
@@ -169,7 +170,37 @@ const METER: u64 = 1;
 const RELAY: u64 = 2;
 const RSSI: u64 = 4;
 const COUNTER: u64 = 8;
+/// Energy modes: derived from the counters by [`CounterRule::AnyDecreaseResets`] (blocks of
+/// schema 7 and before), stored explicitly, or derived by [`CounterRule::HalfDropResets`].
+const DERIVED_ANY_DECREASE: u64 = 0;
 const EXPLICIT_ENERGY: u64 = 1;
+const DERIVED_HALF_DROP: u64 = 2;
+
+fn derived_mode(rule: CounterRule) -> u64 {
+    match rule {
+        CounterRule::AnyDecreaseResets => DERIVED_ANY_DECREASE,
+        CounterRule::HalfDropResets => DERIVED_HALF_DROP,
+    }
+}
+
+/// Energies from counters by `rule`, the first one given; the baseline starts at the first
+/// counter.
+fn energies_by(rule: CounterRule, first: i64, counters: &[Option<i64>]) -> Vec<i64> {
+    let mut base = counters[0];
+    let mut out = Vec::with_capacity(counters.len());
+    out.push(first);
+    for c in &counters[1..] {
+        out.push(match c {
+            Some(c) => {
+                let (e, b) = rule.step(base, *c);
+                base = Some(b);
+                e
+            }
+            None => 0,
+        });
+    }
+    out
+}
 
 fn flags(r: &Reading) -> u64 {
     (if r.power_mw.is_some() { METER } else { 0 })
@@ -188,21 +219,15 @@ fn deltas(vals: &[i64]) -> (i64, Vec<u64>) {
     )
 }
 
-/// Energy as the writer derives it, given the counters of a block (`None` when the first
-/// reading lacks a counter, so the block needs its energies stored explicitly).
-fn derived_energy(rows: &[RawRow]) -> Option<Vec<i64>> {
-    let mut last = rows.first()?.reading.counter_wh;
-    last?;
-    let mut out = vec![rows[0].energy_wh];
-    for r in &rows[1..] {
-        out.push(
-            r.reading
-                .counter_wh
-                .map_or(0, |c| interval_energy_wh(last, c)),
-        );
-        last = r.reading.counter_wh.or(last);
-    }
-    Some(out)
+/// The rule (of the current one, then the first) that derives this block's energies from its
+/// counters, if any does (never when the first reading lacks a counter).
+fn deriving_rule(rows: &[RawRow]) -> Option<CounterRule> {
+    rows.first()?.reading.counter_wh?;
+    let counters: Vec<Option<i64>> = rows.iter().map(|r| r.reading.counter_wh).collect();
+    let actual: Vec<i64> = rows.iter().map(|r| r.energy_wh).collect();
+    [RULE, CounterRule::AnyDecreaseResets]
+        .into_iter()
+        .find(|rule| energies_by(*rule, actual[0], &counters) == actual)
 }
 
 /// Encodes one device's consecutive readings (time-ordered).
@@ -256,8 +281,8 @@ pub fn encode(rows: &[RawRow]) -> Vec<u8> {
         b.stream(&ds);
     }
     let actual: Vec<i64> = rows.iter().map(|r| r.energy_wh).collect();
-    if derived_energy(rows).as_deref() == Some(actual.as_slice()) {
-        b.varint(0);
+    if let Some(rule) = deriving_rule(rows) {
+        b.varint(derived_mode(rule));
         b.varint(zz(actual[0]));
     } else {
         b.varint(EXPLICIT_ENERGY);
@@ -388,23 +413,27 @@ pub fn decode_columns(bytes: &[u8]) -> Option<Columns> {
         cols.push(undelta(first, r.stream(n - 1)?));
     }
     let mode = r.varint()?;
-    let energy: Vec<i64> = if mode == EXPLICIT_ENERGY {
-        let first = unzz(r.varint()?);
-        undelta(first, r.stream(n - 1)?)
-    } else {
-        // Derived: the first energy is stored, the rest follow from the counters.
-        let mut e = vec![unzz(r.varint()?)];
-        let counters: Vec<Option<i64>> = fl
-            .iter()
-            .zip(&cols[3])
-            .map(|(f, c)| (f & COUNTER != 0).then_some(*c))
-            .collect();
-        let mut last = counters[0];
-        for c in &counters[1..] {
-            e.push(c.map_or(0, |c| interval_energy_wh(last, c)));
-            last = c.or(last);
+    let energy: Vec<i64> = match mode {
+        EXPLICIT_ENERGY => {
+            let first = unzz(r.varint()?);
+            undelta(first, r.stream(n - 1)?)
         }
-        e
+        DERIVED_ANY_DECREASE | DERIVED_HALF_DROP => {
+            // Derived: the first energy is stored, the rest follow from the counters.
+            let first = unzz(r.varint()?);
+            let counters: Vec<Option<i64>> = fl
+                .iter()
+                .zip(&cols[3])
+                .map(|(f, c)| (f & COUNTER != 0).then_some(*c))
+                .collect();
+            let rule = if mode == DERIVED_HALF_DROP {
+                CounterRule::HalfDropResets
+            } else {
+                CounterRule::AnyDecreaseResets
+            };
+            energies_by(rule, first, &counters)
+        }
+        _ => return None,
     };
     Some(Columns {
         flags: fl,
@@ -435,11 +464,12 @@ mod tests {
         }
     }
 
-    /// Rows as the writer would store them: energy from the counter rule.
-    fn realistic(n: usize, seed: u64) -> Vec<RawRow> {
+    /// Rows as the writer would store them under `rule`, with resets and glitches (a counter
+    /// reported a few Wh low now and then).
+    fn realistic_by(rule: CounterRule, n: usize, seed: u64) -> Vec<RawRow> {
         let mut out = Vec::new();
         let mut counter = 5_000i64;
-        let mut last = None;
+        let mut base = None;
         let mut ts = 1_764_000_000_000i64;
         for i in 0..n {
             let noise = |k: u64, s: i64| {
@@ -450,18 +480,23 @@ mod tests {
                 counter = 0; // reset
             }
             counter += noise(2, 1).abs();
-            let e = interval_energy_wh(last, counter);
-            last = Some(counter);
+            let seen = if i % 31 == 7 { counter - 3 } else { counter };
+            let (e, b) = rule.step(base, seen);
+            base = Some(b);
             out.push(row(
                 ts,
                 Some(110_000 + noise(3, 3_000)),
-                Some(counter),
+                Some(seen),
                 e,
                 i % 40 < 30,
                 Some(-55 + noise(4, 6) as i32),
             ));
         }
         out
+    }
+
+    fn realistic(n: usize, seed: u64) -> Vec<RawRow> {
+        realistic_by(RULE, n, seed)
     }
 
     #[test]
@@ -471,6 +506,24 @@ mod tests {
         assert_eq!(decode(&DeviceId::parse("D").unwrap(), &b).unwrap(), rows);
         let per = b.len() as f64 / rows.len() as f64;
         assert!(per < 8.0, "{per} bytes per reading");
+    }
+
+    #[test]
+    fn blocks_derive_energy_by_the_rule_they_were_written_under() {
+        let id = DeviceId::parse("D").unwrap();
+        let now = realistic_by(CounterRule::HalfDropResets, 360, 3);
+        let old = realistic_by(CounterRule::AnyDecreaseResets, 360, 3);
+        assert_ne!(now, old, "the glitches give the rules different energies");
+        // Either decodes as written, derived (as small as the other), not stored explicitly.
+        let mut garbled = now.clone();
+        garbled[100].energy_wh += 1;
+        let explicit = encode(&garbled).len();
+        for rows in [&now, &old] {
+            let b = encode(rows);
+            assert_eq!(&decode(&id, &b).unwrap(), rows);
+            assert!(b.len() + 100 < explicit, "{} vs {explicit}", b.len());
+        }
+        assert_eq!(encode(&now).len(), encode(&old).len());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 7;
+pub const SCHEMA_VERSION: u64 = 8;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -114,6 +114,12 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         // 6 → 7: scheduled exports.
         txn.open_table(SCHEDULES)?;
         v = 7;
+    }
+    if v < 8 {
+        // 7 → 8: blocks may derive energy by the half-drop counter rule (energy mode 2), which
+        // kasad before 8 cannot read. Blocks written before keep their mode and decode as
+        // stored, so nothing is rewritten.
+        v = 8;
     }
     meta.insert("schema_version", v)?;
     Ok(())

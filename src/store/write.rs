@@ -5,7 +5,7 @@ use super::block;
 use super::codec::{self, DeviceState};
 use super::schema::{BLOCKS, DEVICE_STATE, DEVICES, META, READINGS, ROLLUPS};
 use super::{DeviceRecord, Error, Result, Store};
-use crate::domain::energy::{bucket_start, interval_energy_wh, spread};
+use crate::domain::energy::{RULE, bucket_start, spread};
 use crate::domain::{Bucket, DeviceId, DeviceInfo, Reading};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
@@ -120,9 +120,9 @@ fn apply_in(
             applied.refused_old += 1;
             continue;
         }
-        let energy_wh = r
-            .counter_wh
-            .map_or(0, |c| interval_energy_wh(st.last_counter_wh, c));
+        // (energy, the counter baseline: after a glitch, the higher value) for a metered reading.
+        let step = r.counter_wh.map(|c| RULE.step(st.last_counter_wh, c));
+        let energy_wh = step.map_or(0, |s| s.0);
         readings.insert(
             (key, r.ts_ms),
             codec::encode_reading(r, energy_wh).as_slice(),
@@ -133,7 +133,7 @@ fn apply_in(
             DeviceState {
                 count: st.count + 1,
                 last_ts: r.ts_ms,
-                last_counter_wh: r.counter_wh.or(st.last_counter_wh),
+                last_counter_wh: step.map(|s| s.1).or(st.last_counter_wh),
                 last_relay_on: r.relay_on,
             },
         );
