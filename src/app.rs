@@ -450,11 +450,19 @@ pub async fn run(
     sd.say(&format!("READY=1\nSTATUS=serving on {}", running.addr));
     tokio::spawn(sd.clone().watchdog(running.shutdown.clone()));
     let addr = running.addr;
-    let mdns = tokio::task::spawn_blocking(move || crate::mdns::start(&mdns_cfg, addr)).await?;
+    // mDNS is never fatal: a failure there is logged, and the daemon serves and stops as usual.
+    let mdns = tokio::task::spawn_blocking(move || crate::mdns::start(&mdns_cfg, addr))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "mDNS did not start");
+            None
+        });
     shutdown.await;
     sd.say("STOPPING=1");
-    if let Some(m) = mdns {
-        tokio::task::spawn_blocking(move || m.stop()).await?;
+    if let Some(m) = mdns
+        && let Err(e) = tokio::task::spawn_blocking(move || m.stop()).await
+    {
+        tracing::warn!(error = %e, "mDNS goodbye failed");
     }
     running.shutdown.cancel();
     running.done.await?

@@ -675,7 +675,7 @@ impl Settings {
             ));
         }
         let name = crate::mdns::instance_name(&self.mdns.instance, &crate::mdns::host_name());
-        if name.trim().is_empty() || name.len() > 63 {
+        if self.mdns.enabled && (name.trim().is_empty() || name.len() > 63) {
             return Err(invalid(
                 "mdns.instance",
                 format!("{name:?} must be 1 to 63 bytes long (a DNS label)"),

@@ -114,6 +114,9 @@ enum Cmd {
         /// Configuration file (TOML), for the port and the instance name.
         #[arg(long, default_value = "/etc/kasad/kasad.toml")]
         config: PathBuf,
+        /// Write the file here (atomically) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Storage benchmark on a generated data set (for scripts/bench).
     #[command(hide = true)]
@@ -535,17 +538,20 @@ async fn main() -> anyhow::Result<()> {
             print!("{EXAMPLE}");
             Ok(())
         }
-        Cmd::AvahiService { config } => {
+        Cmd::AvahiService { config, out } => {
             let s = Settings::load(Some(&config))?;
-            anyhow::ensure!(
-                s.mdns.enabled,
-                "[mdns] enabled = false in {}: nothing to announce",
-                config.display()
-            );
-            print!(
-                "{}",
-                kasad::mdns::avahi_service(&s.mdns.instance, s.http.listen.port())
-            );
+            if let Some(why) = kasad::mdns::avahi_refusal(&s.mdns, s.http.listen) {
+                anyhow::bail!(
+                    "{why} (in {}): nothing for Avahi to announce",
+                    config.display()
+                );
+            }
+            let text = kasad::mdns::avahi_service(&s.mdns.instance, s.http.listen.port());
+            match out {
+                Some(path) => kasad::mdns::write_atomically(&path, &text)
+                    .with_context(|| format!("while writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
             Ok(())
         }
         Cmd::Sim { devices } => {

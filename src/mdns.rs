@@ -23,9 +23,11 @@ fn services() -> [(&'static str, Vec<(&'static str, &'static str)>); 2] {
     ]
 }
 
-/// This machine's host name without a domain (`raspberrypi`), or `kasad` if unreadable.
+/// This machine's host name without a domain (`raspberrypi`), or `kasad` if it has none.
+/// From uname(2): the unit's `ProcSubset=pid` hides /proc/sys.
 pub fn host_name() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let raw = rustix::system::uname();
+    let raw = raw.nodename().to_string_lossy();
     let short = raw.trim().split('.').next().unwrap_or("").to_owned();
     if short.is_empty() {
         "kasad".into()
@@ -50,7 +52,12 @@ pub enum Plan {
     Builtin,
 }
 
-/// Decides from the configuration, the listen address and whether Avahi runs.
+/// Avahi publishes kasad: avahi-daemon runs, or its service file for kasad is installed.
+pub fn avahi_present() -> bool {
+    Path::new(AVAHI_SOCKET).exists() || Path::new(AVAHI_SERVICE_FILE).exists()
+}
+
+/// Decides from the configuration, the listen address and whether Avahi is present.
 pub fn plan(cfg: &Mdns, listen: SocketAddr, avahi_running: bool) -> Plan {
     if !cfg.enabled {
         return Plan::Off("[mdns] enabled = false".into());
@@ -80,7 +87,7 @@ pub struct MdnsError(#[from] mdns_sd::Error);
 /// Starts announcing as planned; logs what it does. `None` when nothing runs in-process.
 pub fn start(cfg: &Mdns, listen: SocketAddr) -> Option<Announcer> {
     let instance = instance_name(&cfg.instance, &host_name());
-    match plan(cfg, listen, Path::new(AVAHI_SOCKET).exists()) {
+    match plan(cfg, listen, avahi_present()) {
         Plan::Off(why) => {
             tracing::debug!(%why, "mDNS announcements off");
             if Path::new(AVAHI_SERVICE_FILE).exists() {
@@ -100,7 +107,7 @@ pub fn start(cfg: &Mdns, listen: SocketAddr) -> Option<Announcer> {
             } else {
                 tracing::warn!(
                     "mDNS: avahi-daemon runs but {AVAHI_SERVICE_FILE} is missing, so kasad is not \
-                     announced; create it with `kasad avahi-service --config CONFIG | sudo tee {AVAHI_SERVICE_FILE}`"
+                     announced; create it with `sudo kasad avahi-service --out {AVAHI_SERVICE_FILE}`"
                 );
             }
             None
@@ -177,6 +184,8 @@ impl Announcer {
                 let _ = rx.recv_timeout(wait);
             }
         }
+        // The responder repeats each goodbye after about 120 ms; let it before it stops.
+        std::thread::sleep(Duration::from_millis(250));
         if let Ok(rx) = self.daemon.shutdown() {
             let _ = rx.recv_timeout(wait);
         }
@@ -190,6 +199,28 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&apos;")
+}
+
+/// Why Avahi should not publish kasad for this configuration, if it should not: the same
+/// cases in which kasad announces nothing itself.
+pub fn avahi_refusal(cfg: &Mdns, listen: SocketAddr) -> Option<String> {
+    match plan(cfg, listen, true) {
+        Plan::Off(why) => Some(why),
+        _ if cfg.responder == "builtin" => {
+            Some("[mdns] responder = \"builtin\": kasad announces itself".into())
+        }
+        _ => None,
+    }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so Avahi never reads a
+/// partial file.
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("service.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Avahi's static service file for both services (`%h` is left for Avahi to fill in).
@@ -241,6 +272,10 @@ mod tests {
         assert_eq!(plan(&cfg(true, "auto"), lan, true), Plan::Avahi);
         assert_eq!(plan(&cfg(true, "builtin"), lan, true), Plan::Builtin);
         assert_eq!(plan(&cfg(true, "avahi"), lan, false), Plan::Avahi);
+        assert_eq!(avahi_refusal(&cfg(true, "auto"), lan), None);
+        assert!(avahi_refusal(&cfg(true, "builtin"), lan).is_some());
+        assert!(avahi_refusal(&cfg(true, "auto"), lo).is_some());
+        assert!(avahi_refusal(&cfg(false, "auto"), lan).is_some());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-// The Admin page: users (USER_MANAGE), the audit log (AUDIT_READ), tariffs (SYSTEM_CONFIG) and system health (everyone who reaches the page).
+// The Admin page: users (USER_MANAGE), the audit log (AUDIT_READ), tariffs and system health (SYSTEM_CONFIG).
 import { api } from './api.js';
 import { h, put, notice, errorText, field, select, pager, fmtTime, fmtWait, fmtBytes, localInput, tableBox } from './ui.js';
 

@@ -1,6 +1,6 @@
 //! `GET /api/health`: the store answers and the poller's heartbeat is fresh. Anyone may ask
 //! for the status; the detail (counters, poller, disk) is for admins (SYSTEM_CONFIG) and for
-//! monitoring with the scrape token of `[metrics] token_file`.
+//! monitoring with the scrape token of `[metrics] token_file` (unless metrics are off).
 
 use super::AppState;
 use super::guard::{authenticate, bearer, client_of};
@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 pub async fn health(State(st): State<AppState>, req: Request) -> Response {
     let detail = match bearer(req.headers()) {
         None => false,
-        Some(t) if st.metrics.is_scrape_token(Some(t)) => true,
+        Some(t) if st.metrics.access != "off" && st.metrics.is_scrape_token(Some(t)) => true,
         Some(t) => match authenticate(&st, Some(t.to_owned()), client_of(&req)).await {
             Ok(cu) => cu.user.has(Permission::SystemConfig),
             Err(e) => return e.into_response(),
@@ -25,10 +25,19 @@ pub async fn health(State(st): State<AppState>, req: Request) -> Response {
     };
     let now = st.clock.now_ms();
     let store = st.store.clone();
-    let store_ok = tokio::task::spawn_blocking(move || store.ping())
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let db = st.metrics.db_path.clone();
+    // The store's answer, and (for the detail) the database's size and the free space beside it.
+    let (store_ok, disk) = tokio::task::spawn_blocking(move || {
+        let disk = detail.then(|| {
+            (
+                std::fs::metadata(&db).ok().map(|m| m.len()),
+                db.parent().and_then(crate::store::free_bytes),
+            )
+        });
+        (store.ping().ok(), disk)
+    })
+    .await
+    .unwrap_or((None, None));
     let last = st.poller.last_cycle_ms.load(Ordering::Relaxed);
     // Fresh: a cycle finished within three intervals, or the daemon is still starting.
     let limit = 3 * i64::try_from(st.poll_interval.as_millis()).unwrap_or(i64::MAX / 4);
@@ -39,8 +48,8 @@ pub async fn health(State(st): State<AppState>, req: Request) -> Response {
     };
     let healthy = store_ok.is_some() && poller_fresh;
     let status = if healthy { "ok" } else { "degraded" };
-    let body = if detail {
-        detail_body(&st, status, now, store_ok, poller_fresh, last)
+    let body = if let Some(disk) = disk {
+        detail_body(&st, status, now, store_ok, disk, poller_fresh, last)
     } else {
         json!({"status": status})
     };
@@ -57,11 +66,11 @@ fn detail_body(
     status: &str,
     now: i64,
     store_ok: Option<u64>,
+    (database_bytes, free_bytes): (Option<u64>, Option<u64>),
     poller_fresh: bool,
     last: i64,
 ) -> Value {
     let w = &st.writer;
-    let db = st.metrics.db_path.as_path();
     json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
@@ -71,8 +80,8 @@ fn detail_body(
             "durable_commits": w.durable_commits.load(Ordering::Relaxed),
             "checkpoints": w.checkpoints.load(Ordering::Relaxed),
             "write_failures": w.failures.load(Ordering::Relaxed),
-            "database_bytes": std::fs::metadata(db).ok().map(|m| m.len()),
-            "free_bytes": db.parent().and_then(crate::store::free_bytes)},
+            "database_bytes": database_bytes,
+            "free_bytes": free_bytes},
         "poller": {"fresh": poller_fresh,
             "last_cycle": (last > 0).then(|| crate::clock::rfc3339(last)),
             "last_cycle_duration_ms": st.poller.last_cycle_duration_ms.load(Ordering::Relaxed),

@@ -2,9 +2,10 @@
 //!
 //! Rules (architecture.md §3): the energy of an interval is the counter difference; a counter
 //! that went down to at most half its value was reset (reboot, erase, firmware) and the energy
-//! since the reset is the new counter value; a smaller step back is a glitch (a float counter
+//! since the reset is the new counter value; a small step back is a glitch (a float counter
 //! rounding down, two answers crossing) that counts nothing and is measured on from the higher
-//! value — never negative, never counted twice; energy across a gap is spread over the whole
+//! value; a larger one counts nothing and is measured on from the new value — never negative,
+//! never counted twice; energy across a gap is spread over the whole
 //! time the gap spans, in proportion to time, with integer arithmetic that keeps sums exact.
 
 use super::rollup::BUCKET_MS;
@@ -16,9 +17,16 @@ pub enum CounterRule {
     /// Schema 7 and before: every decrease is a reset. A counter stepping back by a few Wh
     /// counted its whole value again (a spike of kWh in one interval).
     AnyDecreaseResets,
-    /// Since schema 8: a drop to at most half is a reset; a smaller drop is a glitch.
+    /// Since schema 8: a drop to at most half is a reset; a drop of at most [`GLITCH_WH`] is a
+    /// glitch (nothing counted, the higher value stays the baseline); a larger drop that is
+    /// not a reset counts nothing and measures on from the new value.
     HalfDropResets,
 }
+
+/// The largest step back of a counter taken for a glitch (a float rounding down, a stale
+/// answer). Beyond it, a counter that did not fall to half is measured on from its new value,
+/// so no later energy is lost waiting for it to climb back.
+pub const GLITCH_WH: i64 = 1_000;
 
 /// The rule the writer applies now.
 pub const RULE: CounterRule = CounterRule::HalfDropResets;
@@ -34,7 +42,9 @@ impl CounterRule {
             (Self::AnyDecreaseResets, Some(_)) => (cur.max(0), cur),
             (Self::HalfDropResets, Some(b)) if cur <= b / 2 => (cur.max(0), cur),
             // Glitch: nothing was used, and the next sample is measured from the higher value.
-            (Self::HalfDropResets, Some(b)) => (0, b),
+            (Self::HalfDropResets, Some(b)) if b - cur <= GLITCH_WH => (0, b),
+            // Neither: unknown energy in this interval, none invented; measured on from here.
+            (Self::HalfDropResets, Some(_)) => (0, cur),
         }
     }
 }
@@ -100,6 +110,10 @@ mod tests {
         // Just above half is still a glitch; half or below is a reset.
         assert_eq!(RULE.step(Some(1_000), 501), (0, 1_000));
         assert_eq!(RULE.step(Some(1_000), 500), (500, 500));
+        // A larger step back that is no reset: nothing counted, measured on from the new value.
+        assert_eq!(RULE.step(Some(10_000), 9_000), (0, 10_000));
+        assert_eq!(RULE.step(Some(10_000), 8_999), (0, 8_999));
+        assert_eq!(RULE.step(Some(8_999), 9_010), (11, 9_010));
         // The first rule, kept for old blocks, counted the whole counter again.
         assert_eq!(
             CounterRule::AnyDecreaseResets.step(Some(4_008), 4_000),

@@ -132,6 +132,13 @@ async fn metrics_access_is_configurable() {
     let app = TestApp::spawn_with(vec![], move |s| s.metrics.token_file = Some(tf)).await;
     assert_eq!(scrape(&app, Some("scrape-token-0123456789")).await.0, 200);
     assert_eq!(scrape(&app, Some("scrape-token-wrong")).await.0, 401);
+    // The scrape token also opens the health detail, for monitoring.
+    let health = |tok: &'static str| app.req_as(reqwest::Method::GET, "/api/health", tok).send();
+    let r = health("scrape-token-0123456789").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["store"]["readings_stored"].is_u64(), "{v}");
+    assert_eq!(health("scrape-token-wrong").await.unwrap().status(), 401);
     app.stop().await;
 
     let open = TestApp::spawn_with(vec![], |s| s.metrics.access = "open".into()).await;
@@ -140,7 +147,23 @@ async fn metrics_access_is_configurable() {
     assert!(!parse(&text).is_empty());
     open.stop().await;
 
-    let off = TestApp::spawn_with(vec![], |s| s.metrics.access = "off".into()).await;
+    let tf = token_file.clone();
+    let off = TestApp::spawn_with(vec![], move |s| {
+        s.metrics.access = "off".into();
+        s.metrics.token_file = Some(tf);
+    })
+    .await;
     assert_eq!(scrape(&off, Some(&off.token)).await.0, 404);
+    // Metrics off: the scrape token is no key to anything.
+    let r = off
+        .req_as(
+            reqwest::Method::GET,
+            "/api/health",
+            "scrape-token-0123456789",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     off.stop().await;
 }

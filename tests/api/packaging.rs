@@ -145,7 +145,9 @@ fn the_debian_package_description_is_complete() {
     let postinst = std::fs::read_to_string(scripts.join("postinst")).unwrap();
     assert!(postinst.contains("systemd-sysusers kasad.conf"));
     assert!(postinst.contains("sudo kasad user add admin --role admin"));
-    assert!(postinst.contains("kasad avahi-service --config /etc/kasad/kasad.toml"));
+    assert!(postinst.contains(
+        "kasad avahi-service --config /etc/kasad/kasad.toml --out /etc/avahi/services/kasad.service"
+    ));
     let postrm = std::fs::read_to_string(scripts.join("postrm")).unwrap();
     assert!(postrm.contains("rm -f /etc/avahi/services/kasad.service"));
     // The packaged config is the documented example and valid.
@@ -212,4 +214,23 @@ print(json.dumps({"name": g.find("name").text, "wild": g.find("name").get("repla
         .unwrap();
     assert!(!out.status.success() && out.stdout.is_empty());
     assert!(crate::helpers::output_text(&out).contains("[mdns] enabled = false"));
+    // --out writes the same text, through a rename.
+    let file = dir.path().join("kasad.service");
+    let out = Command::new(BIN)
+        .args(["avahi-service", "--config", config, "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::helpers::output_text(&out)
+    );
+    let printed = Command::new(BIN)
+        .args(["avahi-service", "--config", config])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(std::fs::read(&file).unwrap(), printed);
+    assert!(!dir.path().join("kasad.service.tmp").exists());
 }

@@ -112,6 +112,15 @@ fn sealed_blocks_read_back_exactly_and_stream_any_range() {
     let rep = store.verify_data().unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
     assert_eq!(rep.readings, expected.len() as u64);
+    // The 15-minute rollups hold exactly the raw energy, across the glitches and the reset.
+    let raw: i64 = expected.iter().map(|r| r.energy_wh).sum();
+    let rolled: i64 = store
+        .buckets(&id, i64::MIN, i64::MAX)
+        .unwrap()
+        .iter()
+        .map(|b| b.energy_mwh)
+        .sum();
+    assert_eq!(rolled, raw * 1000);
 }
 
 #[test]
