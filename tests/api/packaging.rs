@@ -165,15 +165,16 @@ fn the_debian_package_description_is_complete() {
 
 #[test]
 fn avahi_publishes_the_packaged_config_and_nothing_when_mdns_is_off() {
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/kasad.toml");
-    let out = Command::new(BIN)
-        .args(["avahi-service", "--config", config])
+    use std::ffi::OsStr;
+    let config = OsStr::new(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/kasad.toml"));
+    let printed = Command::new(BIN)
+        .args([OsStr::new("avahi-service"), OsStr::new("--config"), config])
         .output()
         .unwrap();
     assert!(
-        out.status.success(),
+        printed.status.success(),
         "{}",
-        crate::helpers::output_text(&out)
+        crate::helpers::output_text(&printed)
     );
     // Read back by Python's XML parser: the service group Avahi loads.
     let parse = r#"
@@ -190,7 +191,7 @@ print(json.dumps({"name": g.find("name").text, "wild": g.find("name").get("repla
         .spawn()
         .unwrap();
     use std::io::Write;
-    py.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    py.stdin.take().unwrap().write_all(&printed.stdout).unwrap();
     let parsed = py.wait_with_output().unwrap();
     assert!(parsed.status.success());
     let v: serde_json::Value = serde_json::from_slice(&parsed.stdout).unwrap();
@@ -207,30 +208,23 @@ print(json.dumps({"name": g.find("name").text, "wild": g.find("name").get("repla
     let dir = tempfile::tempdir().unwrap();
     let off = dir.path().join("off.toml");
     std::fs::write(&off, "[mdns]\nenabled = false\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["avahi-service", "--config"])
-        .arg(&off)
-        .output()
-        .unwrap();
-    assert!(!out.status.success() && out.stdout.is_empty());
-    assert!(crate::helpers::output_text(&out).contains("[mdns] enabled = false"));
+    let (ok, text) = crate::helpers::kasad_cli(&[
+        OsStr::new("avahi-service"),
+        OsStr::new("--config"),
+        off.as_os_str(),
+    ]);
+    assert!(!ok && !text.contains("<service-group>"));
+    assert!(text.contains("[mdns] enabled = false"), "{text}");
     // --out writes the same text, through a rename.
     let file = dir.path().join("kasad.service");
-    let out = Command::new(BIN)
-        .args(["avahi-service", "--config", config, "--out"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        crate::helpers::output_text(&out)
-    );
-    let printed = Command::new(BIN)
-        .args(["avahi-service", "--config", config])
-        .output()
-        .unwrap()
-        .stdout;
-    assert_eq!(std::fs::read(&file).unwrap(), printed);
+    let (ok, text) = crate::helpers::kasad_cli(&[
+        OsStr::new("avahi-service"),
+        OsStr::new("--config"),
+        config,
+        OsStr::new("--out"),
+        file.as_os_str(),
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(std::fs::read(&file).unwrap(), printed.stdout);
     assert!(!dir.path().join("kasad.service.tmp").exists());
 }

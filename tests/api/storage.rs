@@ -80,6 +80,16 @@ fn fill(store: &Store, id: &str, hours: i64) -> Vec<RawRow> {
     expected
 }
 
+/// Energy in all of `id`'s 15-minute rollups, mWh.
+fn rolled_energy_mwh(store: &Store, id: &DeviceId) -> i64 {
+    store
+        .buckets(id, i64::MIN, i64::MAX)
+        .unwrap()
+        .iter()
+        .map(|b| b.energy_mwh)
+        .sum()
+}
+
 #[test]
 fn sealed_blocks_read_back_exactly_and_stream_any_range() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,12 +124,7 @@ fn sealed_blocks_read_back_exactly_and_stream_any_range() {
     assert_eq!(rep.readings, expected.len() as u64);
     // The 15-minute rollups hold exactly the raw energy, across the glitches and the reset.
     let raw: i64 = expected.iter().map(|r| r.energy_wh).sum();
-    let rolled: i64 = store
-        .buckets(&id, i64::MIN, i64::MAX)
-        .unwrap()
-        .iter()
-        .map(|b| b.energy_mwh)
-        .sum();
+    let rolled: i64 = rolled_energy_mwh(&store, &id);
     assert_eq!(rolled, raw * 1000);
 }
 
@@ -130,12 +135,7 @@ fn raw_retention_keeps_rollups_and_counts_and_compaction_shrinks_the_file() {
     let store = Store::open(&path, 8).unwrap();
     let expected = fill(&store, "P1", 30);
     let id = DeviceId::parse("P1").unwrap();
-    let energy_before: i64 = store
-        .buckets(&id, i64::MIN, i64::MAX)
-        .unwrap()
-        .iter()
-        .map(|b| b.energy_mwh)
-        .sum();
+    let energy_before: i64 = rolled_energy_mwh(&store, &id);
     let cut = T0 + 20 * 3_600_000;
     let removed = store.retain_raw(cut).unwrap();
     let left: Vec<RawRow> = store
@@ -150,12 +150,7 @@ fn raw_retention_keeps_rollups_and_counts_and_compaction_shrinks_the_file() {
     assert!(left[0].reading.ts_ms < cut);
     assert_eq!(left[..], expected[removed as usize..]);
     assert_eq!(store.devices().unwrap()[0].data_points as usize, left.len());
-    let energy_after: i64 = store
-        .buckets(&id, i64::MIN, i64::MAX)
-        .unwrap()
-        .iter()
-        .map(|b| b.energy_mwh)
-        .sum();
+    let energy_after: i64 = rolled_energy_mwh(&store, &id);
     assert_eq!(energy_after, energy_before, "rollups are kept forever");
     let rep = store.verify_data().unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
