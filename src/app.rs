@@ -40,7 +40,7 @@ pub struct Running {
 }
 
 /// The scrape token of `/metrics` (first line of `[metrics] token_file`), if configured.
-fn metrics_token(settings: &Settings) -> anyhow::Result<Option<String>> {
+pub fn metrics_token(settings: &Settings) -> anyhow::Result<Option<String>> {
     let Some(path) = &settings.metrics.token_file else {
         return Ok(None);
     };

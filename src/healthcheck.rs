@@ -35,12 +35,19 @@ pub fn target(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-/// Asks `addr` for its health report; returns the report when healthy.
-pub async fn check(addr: SocketAddr, timeout: Duration) -> Result<serde_json::Value, Unhealthy> {
+/// Asks `addr` for its health report (with `token`, the scrape token, for the detail);
+/// returns the report when healthy.
+pub async fn check(
+    addr: SocketAddr,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<serde_json::Value, Unhealthy> {
     let unreachable = |e: String| Unhealthy::Unreachable(addr, e);
     let raw = tokio::time::timeout(timeout, async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let req =
+            format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         s.take(1 << 20).read_to_end(&mut buf).await?;
@@ -93,7 +100,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let e = check(addr, Duration::from_secs(5)).await.unwrap_err();
+        let e = check(addr, Duration::from_secs(5), None).await.unwrap_err();
         assert!(matches!(e, Unhealthy::Unreachable(..)), "{e}");
     }
 }

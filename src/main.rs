@@ -349,17 +349,31 @@ async fn main() -> anyhow::Result<()> {
             addr,
             timeout,
         } => {
-            let addr = match addr {
-                Some(a) => a,
-                None => kasad::healthcheck::target(Settings::load(Some(&config))?.http.listen),
+            // With --addr the configuration is optional; it only lends the scrape token.
+            let (addr, settings) = match addr {
+                Some(a) => (a, Settings::load(Some(&config)).ok()),
+                None => {
+                    let s = Settings::load(Some(&config))?;
+                    (kasad::healthcheck::target(s.http.listen), Some(s))
+                }
             };
-            let report =
-                kasad::healthcheck::check(addr, std::time::Duration::from_secs(timeout)).await?;
-            println!(
-                "kasad on {addr}: ok (version {}, up {} s)",
-                report["version"].as_str().unwrap_or("?"),
-                report["uptime_s"]
-            );
+            // The scrape token (if readable) brings the detail: version and uptime.
+            let token = settings
+                .filter(|s| s.metrics.access != "off")
+                .and_then(|s| kasad::app::metrics_token(&s).ok().flatten());
+            let report = kasad::healthcheck::check(
+                addr,
+                std::time::Duration::from_secs(timeout),
+                token.as_deref(),
+            )
+            .await?;
+            match report["version"].as_str() {
+                Some(v) => println!(
+                    "kasad on {addr}: ok (version {v}, up {} s)",
+                    report["uptime_s"]
+                ),
+                None => println!("kasad on {addr}: ok"),
+            }
             Ok(())
         }
         Cmd::Backup { out, config } => {

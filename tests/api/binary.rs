@@ -492,10 +492,13 @@ fn kasad_run_speaks_the_systemd_notify_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("kasad.toml");
     let data = dir.path().join("data");
+    let token_file = dir.path().join("metrics.token");
+    std::fs::write(&token_file, "monitoring-token-0123456789\n").unwrap();
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[discovery]\nenabled = false\n"
+            "data_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[discovery]\nenabled = false\n\
+             [metrics]\ntoken_file = {token_file:?}\n"
         ),
     )
     .unwrap();
@@ -531,16 +534,29 @@ fn kasad_run_speaks_the_systemd_notify_protocol() {
     assert_eq!(next(), "WATCHDOG=1");
     // `kasad healthcheck` on the address it serves: exit 0 now, 1 once it has stopped.
     let addr = ready.rsplit(' ').next().unwrap().to_owned();
-    let health = || {
+    let health = |config: &std::path::Path| {
         let out = Command::new(BIN)
-            .args(["healthcheck", "--addr", &addr, "--timeout", "30"])
+            .args([
+                "healthcheck",
+                "--addr",
+                &addr,
+                "--timeout",
+                "30",
+                "--config",
+            ])
+            .arg(config)
             .output()
             .unwrap();
         (out.status.code(), crate::helpers::output_text(&out))
     };
-    let (code, text) = health();
+    // With the configuration's scrape token it gets the detail; without, the status alone.
+    let (code, text) = health(&cfg);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains(": ok (version "), "{text}");
+    let version = format!(": ok (version {}, up ", env!("CARGO_PKG_VERSION"));
+    assert!(text.contains(&version), "{text}");
+    let (code, text) = health(&dir.path().join("missing.toml"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.trim_end().ends_with(": ok"), "{text}");
     signal(&d, "-TERM");
     let mut last = next();
     while last == "WATCHDOG=1" {
@@ -549,7 +565,7 @@ fn kasad_run_speaks_the_systemd_notify_protocol() {
     assert_eq!(last, "STOPPING=1");
     let status = d.child.wait().unwrap();
     assert!(status.success(), "{status}");
-    let (code, text) = health();
+    let (code, text) = health(&cfg);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("does not answer"), "{text}");
 }
