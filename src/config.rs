@@ -144,6 +144,11 @@ impl Net {
         (prefix <= max).then_some(Self { addr, prefix })
     }
 
+    /// The prefix length (32 or 128 for a single address).
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         use std::net::IpAddr::{V4, V6};
@@ -639,6 +644,28 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Valid but probably unintended settings, in words (`check-config` and the daemon's start
+    /// say them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.http.trusted_proxies {
+            if Net::parse(p).is_some_and(|n| n.prefix() == 0) {
+                out.push(format!(
+                    "[http] trusted_proxies {p:?} trusts X-Forwarded-For from every client: anyone \
+                     can choose the address that login throttling and the audit log see; list \
+                     only the proxy's own address"
+                ));
+            }
+        }
+        if self.mdns.enabled && self.http.listen.ip().is_loopback() {
+            out.push(format!(
+                "[mdns] enabled, but [http] listen = {} is a loopback address: nothing is announced",
+                self.http.listen
+            ));
+        }
+        out
+    }
+
     /// Checks values that types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.tz()?;
@@ -946,6 +973,21 @@ mod tests {
         assert_eq!(parse_host("127.0.0.20").unwrap().port(), 9999);
         assert_eq!(parse_host("127.0.0.20:1234").unwrap().port(), 1234);
         assert!(parse_host("example").is_none());
+    }
+
+    #[test]
+    fn warnings_name_a_trust_everyone_proxy_and_a_silent_mdns() {
+        let s = Settings::from_sources(EXAMPLE, env(&[])).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        let s = Settings::from_sources(
+            "[http]\nlisten = \"127.0.0.1:5272\"\ntrusted_proxies = [\"127.0.0.1\", \"0.0.0.0/0\"]\n[mdns]\nenabled = true\n",
+            env(&[]),
+        )
+        .unwrap();
+        let w = s.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("\"0.0.0.0/0\" trusts X-Forwarded-For from every client"));
+        assert!(w[1].contains("nothing is announced"));
     }
 }
 

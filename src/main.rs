@@ -324,6 +324,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run { config } => {
             let settings = Settings::load(Some(&config))?;
+            for w in settings.warnings() {
+                tracing::warn!("{}: {w}", config.display());
+            }
             kasad::app::run(settings, clock, kasad::shutdown::signal()).await
         }
         Cmd::Demo {
@@ -433,6 +436,9 @@ async fn main() -> anyhow::Result<()> {
                 s.devices.len(),
                 s.poll.interval
             );
+            for w in s.warnings() {
+                eprintln!("warning: {w}");
+            }
             Ok(())
         }
         Cmd::Audit {

@@ -269,6 +269,27 @@ fn check_config_accepts_the_example_and_rejects_mistakes() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("OK"));
+    assert!(
+        ok.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Valid but risky: accepted, with a warning.
+    let risky = dir.path().join("risky.toml");
+    std::fs::write(&risky, "[http]\ntrusted_proxies = [\"::/0\"]\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&risky)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "warning: [http] trusted_proxies \"::/0\" trusts X-Forwarded-For from every client"
+        ),
+        "{err}"
+    );
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[poll]\ninterval = \"soon\"\n").unwrap();
