@@ -86,7 +86,8 @@ pub struct MdnsError(#[from] mdns_sd::Error);
 
 /// Starts announcing as planned; logs what it does. `None` when nothing runs in-process.
 pub fn start(cfg: &Mdns, listen: SocketAddr) -> Option<Announcer> {
-    let instance = instance_name(&cfg.instance, &host_name());
+    let host = host_name();
+    let instance = instance_name(&cfg.instance, &host);
     match plan(cfg, listen, avahi_present()) {
         Plan::Off(why) => {
             tracing::debug!(%why, "mDNS announcements off");
@@ -112,7 +113,7 @@ pub fn start(cfg: &Mdns, listen: SocketAddr) -> Option<Announcer> {
             }
             None
         }
-        Plan::Builtin => match announce(&instance, &host_name(), listen) {
+        Plan::Builtin => match announce(&instance, &host, listen) {
             Ok(a) => {
                 tracing::info!(%instance, port = listen.port(), "mDNS: announcing kasad");
                 Some(a)
