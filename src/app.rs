@@ -106,7 +106,7 @@ pub async fn open_staging(settings: &Settings) -> Option<crate::store::staging::
 }
 
 /// Puts every stored device into the registry so it is polled before discovery finds it.
-fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
+pub fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
     let devices = store.devices()?;
     let now = tokio::time::Instant::now();
     for parent in devices.iter().filter(|d| d.record.info.parent_id.is_none()) {
@@ -117,8 +117,17 @@ fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
             .map(|d| d.record.info.clone())
             .collect();
         outlets.sort_by_key(|o| o.outlet_index);
+        // A strip was last seen when its least recently read outlet was.
+        let last = std::iter::once(parent.record.info.device_id.clone())
+            .chain(outlets.iter().map(|o| o.device_id.clone()))
+            .filter_map(|id| devices.iter().find(|d| d.record.info.device_id == id))
+            .filter_map(|d| d.last_reading_ms)
+            .min();
         infos.extend(outlets);
         registry.upsert(infos, now);
+        if let Some(ts) = last {
+            registry.restore_last_seen(&parent.record.info.device_id, ts);
+        }
     }
     Ok(())
 }

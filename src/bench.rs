@@ -112,6 +112,7 @@ fn ingest(
         &Batch {
             devices: (0..devices).map(|i| (info(i), start_ms)).collect(),
             readings: vec![],
+            days: vec![],
         },
         true,
     )?;
@@ -122,6 +123,7 @@ fn ingest(
             let batch = Batch {
                 devices: vec![],
                 readings,
+                days: vec![],
             };
             err = apply(&store, &batch, false).err();
         }
@@ -486,6 +488,7 @@ pub fn run_wear(
         let batch = Batch {
             devices: vec![],
             readings,
+            days: vec![],
         };
         let checkpoint = elapsed_s % checkpoint_s.max(30) == 0;
         match log.as_mut() {

@@ -78,7 +78,7 @@ pub async fn backfill(
             batch.extend(sim.with_device(|d| d.readings_at(t)));
         }
         n += batch.len() as u64;
-        writer.send(WriteOp::Readings(batch)).await?;
+        writer.send(WriteOp::Readings(batch, vec![])).await?;
         t += step_ms;
     }
     writer.flush().await?;

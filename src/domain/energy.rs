@@ -84,6 +84,63 @@ pub fn spread(t0: i64, t1: i64, amount: i64) -> Vec<(i64, i64)> {
     parts
 }
 
+/// Length of a device-local day: a device's UTC offset is taken as fixed across a gap.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The part of each device-local day that the gap `(t0, t1]` spans, with the energy the
+/// device counted there by its own day totals: `(lo, hi, mWh)`, oldest first. `days` are
+/// [`DailyEnergy::days`](super::DailyEnergy); `recorded_first_mwh` is what our readings
+/// counted in the first day up to `t0`, taken off that day's total — or `None` when our
+/// readings do not reach back to that day's start (then the gap's part of the day is
+/// taken in proportion to time). `None` when the days do not cover the gap.
+pub fn gap_days(
+    days: &[(i64, i64)],
+    t0: i64,
+    t1: i64,
+    recorded_first_mwh: Option<i64>,
+) -> Option<Vec<(i64, i64, i64)>> {
+    let end = days.last()?.0 + DAY_MS;
+    if t0 < days.first()?.0 || t1 > end || t1 <= t0 {
+        return None;
+    }
+    let mut out: Vec<(i64, i64, i64)> = Vec::new();
+    for (i, &(start, wh)) in days.iter().enumerate() {
+        let stop = days.get(i + 1).map_or(end, |d| d.0);
+        let (lo, hi) = (t0.max(start), t1.min(stop));
+        if hi > lo {
+            let mwh = wh.max(0).saturating_mul(1000);
+            let part = match (out.is_empty(), recorded_first_mwh) {
+                (false, _) => mwh,
+                (true, Some(r)) => (mwh - r).max(0),
+                (true, None) => mwh * (hi - lo) / (stop - start),
+            };
+            out.push((lo, hi, part));
+        }
+    }
+    Some(out)
+}
+
+/// Splits `amount` over the gap's days in proportion to their energy ([`gap_days`]), and each
+/// day's share evenly over its part of the gap into 15-minute buckets; the parts sum to
+/// exactly `amount`. `None` when the days hold no energy to shape by.
+pub fn spread_by_days(amount: i64, days: &[(i64, i64, i64)]) -> Option<Vec<(i64, i64)>> {
+    let total: i128 = days.iter().map(|d| i128::from(d.2)).sum();
+    if total <= 0 {
+        return None;
+    }
+    let (mut upto, mut given) = (0i128, 0i64);
+    let mut parts = Vec::new();
+    for &(lo, hi, w) in days {
+        upto += i128::from(w);
+        let cum = i64::try_from(i128::from(amount) * upto / total).unwrap_or(amount);
+        if cum != given {
+            parts.extend(spread(lo, hi, cum - given));
+        }
+        given = cum;
+    }
+    Some(parts)
+}
+
 /// Start of the 15-minute bucket holding `ts_ms`.
 pub fn bucket_start(ts_ms: i64) -> i64 {
     ts_ms - ts_ms.rem_euclid(BUCKET_MS)
@@ -149,7 +206,78 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_gap_follows_the_device_days_and_is_even_within_each_day() {
+        // Device-local days start at 18:15 UTC (+05:45). The gap runs from 20:15 on day 0
+        // to 00:15 on day 2: 22 h of day 0, all of day 1, 6 h of day 2.
+        let d0 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS - 20_700_000;
+        let days = [(d0, 30), (d0 + DAY_MS, 0), (d0 + 2 * DAY_MS, 12)];
+        let (t0, t1) = (d0 + 2 * 3_600_000, d0 + 2 * DAY_MS + 6 * 3_600_000);
+        // Day 0 counted 30 Wh, 8 of them before the gap (recorded by our readings).
+        let gap = gap_days(&days, t0, t1, Some(8_000)).unwrap();
+        assert_eq!(
+            gap,
+            vec![
+                (t0, d0 + DAY_MS, 22_000),
+                (d0 + DAY_MS, d0 + 2 * DAY_MS, 0),
+                (d0 + 2 * DAY_MS, t1, 12_000)
+            ]
+        );
+        // The counter says 68 Wh over the gap: 44 go to day 0's 22 h, none to day 1 (the
+        // device counted nothing then), 24 to day 2's 6 h; each day's share is even.
+        let parts = spread_by_days(68_000, &gap).unwrap();
+        assert_eq!(parts.iter().map(|p| p.1).sum::<i64>(), 68_000);
+        let day = |a: i64, b: i64| -> Vec<i64> {
+            parts
+                .iter()
+                .filter(|p| p.0 >= a && p.0 < b)
+                .map(|p| p.1)
+                .collect()
+        };
+        let first = day(t0, d0 + DAY_MS);
+        assert_eq!((first.len(), first.iter().sum::<i64>()), (88, 44_000));
+        assert!(first.iter().all(|&e| e == 500));
+        assert!(day(d0 + DAY_MS, d0 + 2 * DAY_MS).is_empty());
+        let last = day(d0 + 2 * DAY_MS, t1);
+        assert_eq!((last.len(), last.iter().sum::<i64>()), (24, 24_000));
+        // Days that do not reach back to the gap's start, or a device that counted nothing,
+        // shape nothing.
+        assert_eq!(gap_days(&days[1..], t0, t1, Some(0)), None);
+        assert_eq!(gap_days(&days, t0, t1 + DAY_MS, Some(0)), None);
+        // Without our own record of day 0's start, its gap part is 22 h of 24.
+        assert_eq!(
+            gap_days(&days, t0, t1, None).unwrap()[0],
+            (t0, d0 + DAY_MS, 27_500)
+        );
+        assert_eq!(spread_by_days(5, &[(t0, t1, 0)]), None);
+    }
+
     proptest! {
+        #[test]
+        fn shaped_parts_sum_exactly_and_follow_the_days(
+            start in 0i64..1_000_000, len in 1i64..(5 * DAY_MS), recorded in 0i64..50_000,
+            whs in proptest::collection::vec(0i64..20_000, 6), amount in 0i64..100_000_000
+        ) {
+            let d0 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS;
+            let days: Vec<(i64, i64)> =
+                whs.iter().enumerate().map(|(i, &w)| (d0 + i as i64 * DAY_MS, w)).collect();
+            let t0 = d0 + start * 60;
+            let t1 = t0 + len;
+            let gap = gap_days(&days, t0, t1, Some(recorded)).unwrap();
+            prop_assert_eq!(gap.first().unwrap().0, t0);
+            prop_assert_eq!(gap.last().unwrap().1, t1);
+            if let Some(parts) = spread_by_days(amount, &gap) {
+                prop_assert_eq!(parts.iter().map(|p| p.1).sum::<i64>(), amount);
+                prop_assert!(parts.iter().all(|p| p.1 >= 0 && p.0 >= bucket_start(t0) && p.0 < t1));
+                // A day the device counted nothing in gets nothing.
+                for &(lo, hi, w) in &gap {
+                    if w == 0 {
+                        prop_assert!(parts.iter().all(|p| p.0 < bucket_start(lo) || p.0 >= hi));
+                    }
+                }
+            }
+        }
+
         #[test]
         fn spread_parts_sum_exactly(t0 in 0i64..10_000_000_000, len in 0i64..200_000_000, amount in 0i64..10_000_000) {
             let parts = spread(t0, t0 + len, amount);

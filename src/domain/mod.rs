@@ -10,5 +10,5 @@ pub mod reading;
 pub mod rollup;
 
 pub use device::{DeviceId, DeviceInfo, DeviceStatus, DeviceType, Transport};
-pub use reading::Reading;
+pub use reading::{DailyEnergy, Reading};
 pub use rollup::{BUCKET_MS, Bucket};

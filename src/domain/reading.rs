@@ -24,3 +24,23 @@ pub struct Reading {
     /// Wi-Fi signal, dBm.
     pub rssi: Option<i32>,
 }
+
+/// A device's own energy per device-local day (`get_daystat`), read when it comes back after
+/// a gap in our readings. It only shapes the counter delta over the gap's days, or stands in
+/// for it when a counter reset made the delta unusable; it is never added on top of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyEnergy {
+    /// Which device (or outlet).
+    pub device_id: DeviceId,
+    /// Consecutive device-local days, oldest first: (start, UTC ms; energy, Wh). A day lasts
+    /// until the next one starts; the last one (the day of the poll) lasts 24 hours. A day the
+    /// device listed no energy for is 0.
+    pub days: Vec<(i64, i64)>,
+}
+
+impl DailyEnergy {
+    /// Start of the day holding `ts_ms` (the last day starting at or before it).
+    pub fn day_start(&self, ts_ms: i64) -> Option<i64> {
+        self.days.iter().rev().find(|d| d.0 <= ts_ms).map(|d| d.0)
+    }
+}

@@ -2,7 +2,7 @@
 //! connection and saves the TCP handshake and teardown. A connection is returned to the pool
 //! only after a fully successful poll; one the device has closed meanwhile is replaced once.
 
-use super::device::{Polled, poll};
+use super::device::{Extra, Polled, poll};
 use crate::clock::Clock;
 use crate::protocol::client::Connection;
 use crate::protocol::{Error, Result};
@@ -39,18 +39,26 @@ impl ConnPool {
         }
     }
 
-    /// Polls `addr`, on a kept connection when there is one.
+    /// Polls `addr`, on a kept connection when there is one. `gap_from_ms`: see [`Extra`]; the
+    /// day totals get half of `timeout`.
     pub async fn poll(
         &self,
         addr: SocketAddr,
         meter: bool,
+        gap_from_ms: Option<i64>,
         timeout: Duration,
         clock: &dyn Clock,
     ) -> Result<Polled> {
+        let extra = Extra {
+            gap_from_ms,
+            budget: timeout / 2,
+        };
         if let Some(mut c) = self.take(addr) {
-            match poll(&mut c, addr, meter, clock).await {
+            match poll(&mut c, addr, meter, extra, clock).await {
                 Ok(p) => {
-                    self.put(addr, c);
+                    if p.clean {
+                        self.put(addr, c);
+                    }
                     return Ok(p);
                 }
                 // The device closed the idle connection (reboot, idle timeout): connect anew.
@@ -61,8 +69,10 @@ impl ConnPool {
             }
         }
         let mut c = Connection::connect(addr, timeout).await?;
-        let p = poll(&mut c, addr, meter, clock).await?;
-        self.put(addr, c);
+        let p = poll(&mut c, addr, meter, extra, clock).await?;
+        if p.clean {
+            self.put(addr, c);
+        }
         Ok(p)
     }
 }

@@ -23,6 +23,9 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+/// A device unseen for this long is asked for its day totals when it answers again.
+pub const GAP_MS: i64 = 15 * 60 * 1000;
+
 /// Poller settings.
 #[derive(Debug, Clone)]
 pub struct PollConfig {
@@ -123,14 +126,16 @@ impl Poller {
     }
 
     async fn poll_target(&self, t: Target) -> Outcome {
-        let (addr, meter) = match &t {
-            Target::Known(e) => (e.addr, e.info.has_emeter),
-            Target::Static(a) => (*a, false),
+        let (addr, meter, last_seen) = match &t {
+            Target::Known(e) => (e.addr, e.info.has_emeter, e.last_seen_ms),
+            Target::Static(a) => (*a, false, None),
         };
+        // Back after a gap: the device's day totals shape the gap's energy.
+        let gap_from = last_seen.filter(|&t| meter && self.clock.now_ms() - t >= GAP_MS);
         let res = tokio::time::timeout(
             self.cfg.timeout,
             self.conns
-                .poll(addr, meter, self.cfg.timeout, self.clock.as_ref()),
+                .poll(addr, meter, gap_from, self.cfg.timeout, self.clock.as_ref()),
         )
         .await
         .unwrap_or(Err(crate::protocol::Error::Timeout(self.cfg.timeout)));
@@ -185,7 +190,7 @@ impl Poller {
                 }
                 if self
                     .writer
-                    .send(WriteOp::Readings(p.readings))
+                    .send(WriteOp::Readings(p.readings, p.days))
                     .await
                     .is_err()
                 {

@@ -137,6 +137,14 @@ impl Registry {
             .collect()
     }
 
+    /// Sets when a device was last seen before the daemon started (its newest stored
+    /// reading), so a gap across a restart is known; a poll since then wins.
+    pub fn restore_last_seen(&self, id: &DeviceId, ts_ms: i64) {
+        if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
+            e.last_seen_ms.get_or_insert(ts_ms);
+        }
+    }
+
     /// Records a successful poll.
     pub fn mark_ok(&self, id: &DeviceId, now_ms: i64) {
         if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {

@@ -39,6 +39,42 @@ pub fn daystat_request(year: i32, month: u32, child_id: Option<&str>) -> Value {
     )
 }
 
+/// `time.get_time`: the device's local clock.
+pub fn time_request() -> Value {
+    json!({"time": {"get_time": {}}})
+}
+
+/// The device's UTC offset in ms from its local clock (a `time.get_time` answer) read at
+/// `now_ms`, rounded to 15 minutes (every zone's offset is a multiple of it). An error when
+/// the clock is further off than any zone (the device has no time yet).
+pub fn utc_offset_ms(resp: &Value, now_ms: i64) -> Result<i64> {
+    const QUARTER: i64 = 900_000;
+    let t = extract(resp, "time", "get_time")?;
+    let field = |k: &str| {
+        t.get(k)
+            .and_then(Value::as_i64)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| Error::Decode(format!("time.get_time has no valid '{k}'")))
+    };
+    let (h, m, sec) = (field("hour")?, field("min")?, field("sec")?);
+    let local = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(field("year")?).unwrap_or(0),
+        field("month")?,
+        field("mday")?,
+    )
+    .and_then(|d| d.and_hms_opt(h, m, sec))
+    .ok_or_else(|| Error::Decode("time.get_time is not a valid date and time".into()))?;
+    let off = (local.and_utc().timestamp_millis() - now_ms + QUARTER / 2).div_euclid(QUARTER);
+    let off = off * QUARTER;
+    if off.abs() > 14 * 3_600_000 {
+        return Err(Error::Decode(format!(
+            "the device clock is {} h off UTC: not set",
+            off / 3_600_000
+        )));
+    }
+    Ok(off)
+}
+
 /// `emeter.get_monthstat` for a year.
 pub fn monthstat_request(year: i32, child_id: Option<&str>) -> Value {
     for_child(
@@ -371,6 +407,26 @@ mod tests {
         assert_eq!(s.relay_on, Some(true));
         assert_eq!(s.latitude, Some(39.8));
         assert!(SysInfo::parse(&json!({"alias": "no id"})).is_err());
+    }
+
+    #[test]
+    fn the_device_clock_gives_its_utc_offset() {
+        let now = crate::clock::utc("2026-11-25T18:20:07Z");
+        let at = |d: u32, h: u32, m: u32, s: u32| {
+            json!({"time":{"get_time":{"year":2026,"month":11,"mday":d,"wday":3,"hour":h,
+                "min":m,"sec":s,"err_code":0}}})
+        };
+        // Kathmandu (+05:45), a device clock a few seconds behind.
+        assert_eq!(utc_offset_ms(&at(26, 0, 5, 1), now).unwrap(), 20_700_000);
+        // New York in winter (-05:00), across the date line of the day.
+        assert_eq!(utc_offset_ms(&at(25, 13, 20, 9), now).unwrap(), -18_000_000);
+        assert_eq!(utc_offset_ms(&at(25, 18, 20, 7), now).unwrap(), 0);
+        // A clock never set (2000-01-01), or an answer without a field, is an error.
+        let unset =
+            json!({"time":{"get_time":{"year":2000,"month":1,"mday":1,"hour":0,"min":0,"sec":3}}});
+        assert!(utc_offset_ms(&unset, now).is_err());
+        assert!(utc_offset_ms(&json!({"time":{"get_time":{"year":2026}}}), now).is_err());
+        assert!(utc_offset_ms(&at(31, 0, 0, 0), now).is_err());
     }
 
     #[test]

@@ -116,7 +116,7 @@ struct Outlet {
     energy_mws: i64,
     /// Whole seconds integrated so far (exclusive upper bound).
     upto_s: i64,
-    /// Energy per UTC day (days since epoch) in mW·s, for get_daystat / get_monthstat.
+    /// Energy per device-local day (days since epoch) in mW·s, for get_daystat / get_monthstat.
     days: BTreeMap<i64, i64>,
 }
 
@@ -129,11 +129,12 @@ impl Outlet {
         }
     }
 
-    fn advance(&mut self, now_ms: i64) {
+    /// Integrates energy up to `now_ms`; days are device-local at `offset_s` from UTC.
+    fn advance(&mut self, now_ms: i64, offset_s: i64) {
         let now_s = now_ms.div_euclid(1000);
         while self.upto_s < now_s {
-            let day = self.upto_s.div_euclid(86_400);
-            let day_end = ((day + 1) * 86_400).min(now_s);
+            let day = (self.upto_s + offset_s).div_euclid(86_400);
+            let day_end = ((day + 1) * 86_400 - offset_s).min(now_s);
             let mut e = 0;
             if self.relay_on {
                 for s in self.upto_s..day_end {
@@ -156,6 +157,8 @@ impl Outlet {
 pub struct SimDevice {
     spec: SimSpec,
     outlets: Vec<Outlet>,
+    /// The device's local time offset from UTC, seconds (its days for get_daystat).
+    offset_s: i64,
 }
 
 fn err(code: i64, msg: &str) -> Value {
@@ -177,7 +180,16 @@ impl SimDevice {
                 days: BTreeMap::new(),
             })
             .collect();
-        Self { spec, outlets }
+        Self {
+            spec,
+            outlets,
+            offset_s: 0,
+        }
+    }
+
+    /// Sets the device's time zone as a fixed offset from UTC (before any energy is counted).
+    pub fn set_utc_offset_minutes(&mut self, minutes: i64) {
+        self.offset_s = minutes * 60;
     }
 
     /// The device's spec.
@@ -210,8 +222,18 @@ impl SimDevice {
 
     fn advance(&mut self, now_ms: i64) {
         for o in &mut self.outlets {
-            o.advance(now_ms);
+            o.advance(now_ms, self.offset_s);
         }
+    }
+
+    fn time(&self, now_ms: i64) -> Value {
+        use chrono::{Datelike, Timelike};
+        let t = chrono::DateTime::from_timestamp_millis(now_ms + self.offset_s * 1000)
+            .expect("valid time")
+            .naive_utc();
+        json!({"year": t.year(), "month": t.month(), "mday": t.day(),
+            "wday": t.weekday().num_days_from_sunday(), "hour": t.hour(), "min": t.minute(),
+            "sec": t.second(), "err_code": 0})
     }
 
     /// Realtime meter values of an outlet at `now_ms`, in integer milli-units:
@@ -437,7 +459,7 @@ impl SimDevice {
         if module == "emeter" && !self.spec.model.has_meter() {
             return err(-1, "module not support");
         }
-        if module != "system" && module != "emeter" {
+        if !matches!(module, "system" | "emeter" | "time") {
             return err(-1, "module not support");
         }
         let first = targets.and_then(|t| t.first().copied()).unwrap_or(0);
@@ -456,6 +478,7 @@ impl SimDevice {
                     }
                     None => err(-3, "invalid argument"),
                 },
+                ("time", "get_time") => self.time(now_ms),
                 ("emeter", "get_realtime") => self.realtime(first, now_ms),
                 ("emeter", "get_daystat") => self.stats(first, args, false, now_ms),
                 ("emeter", "get_monthstat") => self.stats(first, args, true, now_ms),

@@ -11,14 +11,14 @@
 //! bytes once synced are never written again, so a write torn by a power cut can only damage
 //! what it was adding. Records: `0xA5`, the epoch (u32 LE), payload length (u32 LE), the first
 //! 4 bytes of the SHA-256 of the epoch and payload, the payload (device records as JSON,
-//! readings in a fixed binary layout); zero padding runs to the next block. A checkpoint
-//! starts a new, random epoch with a marker record at the start of the file, so records left
-//! from older epochs are never read again. On open, the records of the first record's epoch
+//! readings and device day totals in a fixed binary layout); zero padding runs to the next
+//! block. A checkpoint starts a new, random epoch with a marker record at the start of the
+//! file, so records left from older epochs are never read again. On open, the records of the first record's epoch
 //! are returned for replay, up to the first torn or damaged one; replaying is idempotent,
 //! since the store refuses readings not newer than a device's newest.
 
 use super::write::Batch;
-use crate::domain::{DeviceId, DeviceInfo, Reading};
+use crate::domain::{DailyEnergy, DeviceId, DeviceInfo, Reading};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -119,6 +119,20 @@ fn encode(b: &Batch) -> Vec<u8> {
             out.extend_from_slice(&s.to_le_bytes());
         }
     }
+    // Device day totals (after a gap): absent in logs written before they existed.
+    if !b.days.is_empty() {
+        out.extend_from_slice(&(b.days.len() as u32).to_le_bytes());
+        for d in &b.days {
+            let id = d.device_id.as_str().as_bytes();
+            out.push(id.len() as u8);
+            out.extend_from_slice(id);
+            out.extend_from_slice(&(d.days.len() as u32).to_le_bytes());
+            for (start, wh) in &d.days {
+                out.extend_from_slice(&start.to_le_bytes());
+                out.extend_from_slice(&wh.to_le_bytes());
+            }
+        }
+    }
     out
 }
 
@@ -131,6 +145,10 @@ fn decode(mut p: &[u8]) -> Option<Batch> {
     }
     let u32_of = |p: &mut &[u8]| Some(u32::from_le_bytes(take(p, 4)?.try_into().ok()?));
     let i64_of = |p: &mut &[u8]| Some(i64::from_le_bytes(take(p, 8)?.try_into().ok()?));
+    let id_of = |p: &mut &[u8]| {
+        let n = *take(p, 1)?.first()? as usize;
+        DeviceId::parse(std::str::from_utf8(take(p, n)?).ok()?).ok()
+    };
     let mut b = Batch::default();
     for _ in 0..u32_of(&mut p)? {
         let n = u32_of(&mut p)? as usize;
@@ -138,8 +156,7 @@ fn decode(mut p: &[u8]) -> Option<Batch> {
         b.devices.push((info, i64_of(&mut p)?));
     }
     for _ in 0..u32_of(&mut p)? {
-        let n = *take(&mut p, 1)?.first()? as usize;
-        let id = DeviceId::parse(std::str::from_utf8(take(&mut p, n)?).ok()?).ok()?;
+        let id = id_of(&mut p)?;
         let ts_ms = i64_of(&mut p)?;
         let flags = *take(&mut p, 1)?.first()?;
         let mut vals = [None; 4];
@@ -163,6 +180,16 @@ fn decode(mut p: &[u8]) -> Option<Batch> {
             relay_on: flags & (1 << 5) != 0,
             rssi,
         });
+    }
+    if !p.is_empty() {
+        for _ in 0..u32_of(&mut p)? {
+            let device_id = id_of(&mut p)?;
+            let mut days = Vec::new();
+            for _ in 0..u32_of(&mut p)? {
+                days.push((i64_of(&mut p)?, i64_of(&mut p)?));
+            }
+            b.days.push(DailyEnergy { device_id, days });
+        }
     }
     p.is_empty().then_some(b)
 }
@@ -376,6 +403,14 @@ mod tests {
     fn batch(r: std::ops::Range<i64>) -> Batch {
         Batch {
             devices: vec![],
+            // Some batches carry a device's day totals (as after a gap).
+            days: (r.start % 30 == 0 && r.start > 0)
+                .then(|| DailyEnergy {
+                    device_id: DeviceId::parse("8006ABCDEF").unwrap(),
+                    days: vec![(r.start * 1000, 7), (r.start * 1000 + 86_400_000, 0)],
+                })
+                .into_iter()
+                .collect(),
             readings: r.map(reading).collect(),
         }
     }
@@ -398,7 +433,9 @@ mod tests {
         assert_eq!(back.len(), 40);
         for (a, b) in back.iter().zip(&batches) {
             assert_eq!(a.readings, b.readings);
+            assert_eq!(a.days, b.days);
         }
+        assert!(back.iter().any(|b| !b.days.is_empty()));
         // Appending continues after them; a checkpoint forgets them all.
         log.append(&batch(400..402)).unwrap();
         log.sync().unwrap();
@@ -442,6 +479,7 @@ mod tests {
         log.append(&Batch {
             devices: vec![(info.clone(), 5)],
             readings: vec![reading(0)],
+            days: vec![],
         })
         .unwrap();
         log.sync().unwrap();
@@ -450,6 +488,7 @@ mod tests {
         log.append(&Batch {
             devices: vec![(info.clone(), 6)],
             readings: vec![reading(1)],
+            days: vec![],
         })
         .unwrap();
         log.sync().unwrap();

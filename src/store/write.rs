@@ -5,8 +5,8 @@ use super::block;
 use super::codec::{self, DeviceState};
 use super::schema::{BLOCKS, DEVICE_STATE, DEVICES, META, READINGS, ROLLUPS};
 use super::{DeviceRecord, Error, Result, Store};
-use crate::domain::energy::{RULE, bucket_start, spread};
-use crate::domain::{Bucket, DeviceId, DeviceInfo, Reading};
+use crate::domain::energy::{RULE, bucket_start, gap_days, spread, spread_by_days};
+use crate::domain::{Bucket, DailyEnergy, DeviceId, DeviceInfo, Reading};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
 
@@ -21,12 +21,14 @@ pub struct Batch {
     pub devices: Vec<(DeviceInfo, i64)>,
     /// Readings in arrival order.
     pub readings: Vec<Reading>,
+    /// Device day totals read after a gap, applied to each device's first reading here.
+    pub days: Vec<DailyEnergy>,
 }
 
 impl Batch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty() && self.readings.is_empty()
+        self.devices.is_empty() && self.readings.is_empty() && self.days.is_empty()
     }
 }
 
@@ -92,6 +94,11 @@ fn apply_in(
     let mut rollups = txn.open_table(ROLLUPS)?;
     let mut states = txn.open_table(DEVICE_STATE)?;
     let mut cache: HashMap<u32, DeviceState> = HashMap::new();
+    let mut days: HashMap<&str, &DailyEnergy> = batch
+        .days
+        .iter()
+        .map(|d| (d.device_id.as_str(), d))
+        .collect();
     for r in &batch.readings {
         let id = r.device_id.as_str();
         let key = match keys.get(id).copied().or_else(|| store.cached_key(id)) {
@@ -122,12 +129,30 @@ fn apply_in(
         }
         // (energy, the counter baseline: after a glitch, the higher value) for a metered reading.
         let step = r.counter_wh.map(|c| RULE.step(st.last_counter_wh, c));
-        let energy_wh = step.map_or(0, |s| s.0);
+        let mut energy_wh = step.map_or(0, |s| s.0);
+        let mut shaped = None;
+        if let (Some(daily), Some((_, base)), Some(c), true) =
+            (days.remove(id), step, r.counter_wh, st.count > 0)
+        {
+            let (t0, t1) = (st.last_ts, r.ts_ms);
+            let first_day = daily.day_start(t0).unwrap_or(t0);
+            let recorded = recorded_mwh(&rollups, key, first_day, t0)?;
+            if let Some(gap) = gap_days(&daily.days, t0, t1, recorded) {
+                // A counter that fell and was measured on from its new value (a reset) lost
+                // the energy before the reset: the device's day totals stand in for it.
+                let reset = st.last_counter_wh.is_some_and(|b| c < b) && base == c;
+                if reset {
+                    let counted = gap.iter().map(|g| g.2).sum::<i64>() / 1000;
+                    energy_wh = energy_wh.max(counted);
+                }
+                shaped = spread_by_days(energy_wh * 1000, &gap);
+            }
+        }
         readings.insert(
             (key, r.ts_ms),
             codec::encode_reading(r, energy_wh).as_slice(),
         )?;
-        update_rollups(&mut rollups, key, &st, r, energy_wh)?;
+        update_rollups(&mut rollups, key, &st, r, energy_wh, shaped)?;
         cache.insert(
             key,
             DeviceState {
@@ -242,16 +267,41 @@ fn modify_bucket(
     Ok(())
 }
 
+/// Energy already in the rollups of `key` from `from` up to the bucket holding `upto`;
+/// `None` when the rollups do not reach back before `from` (what the device used that day
+/// before we first read it is unknown).
+fn recorded_mwh(
+    t: &Table<(u32, i64), &[u8]>,
+    key: u32,
+    from: i64,
+    upto: i64,
+) -> Result<Option<i64>> {
+    if t.range((key, i64::MIN)..(key, from))?.next_back().is_none() {
+        return Ok(None);
+    }
+    let mut sum = 0;
+    for e in t.range((key, from)..=(key, bucket_start(upto)))? {
+        let (k, v) = e?;
+        sum += codec::decode_bucket(k.value().1, v.value()).energy_mwh;
+    }
+    Ok(Some(sum))
+}
+
+/// Adds a reading to the rollups: its sample to its bucket, and the energy (and relay
+/// on-time) of the interval since the previous reading spread over the buckets it spans —
+/// in proportion to time, or by `shaped` parts (a gap shaped by the device's day totals).
 fn update_rollups(
     t: &mut Table<(u32, i64), &[u8]>,
     key: u32,
     prev: &DeviceState,
     r: &Reading,
     energy_wh: i64,
+    shaped: Option<Vec<(i64, i64)>>,
 ) -> Result<()> {
     if prev.count > 0 {
         let (t0, t1) = (prev.last_ts, r.ts_ms);
-        for (start, mwh) in spread(t0, t1, energy_wh * 1000) {
+        let parts = shaped.unwrap_or_else(|| spread(t0, t1, energy_wh * 1000));
+        for (start, mwh) in parts {
             if mwh != 0 {
                 modify_bucket(t, key, start, |b| b.energy_mwh += mwh)?;
             }

@@ -11,7 +11,7 @@
 use super::staging::Staging;
 use super::write::{Batch, apply};
 use super::{Error, Result, Store};
-use crate::domain::{DeviceInfo, Reading};
+use crate::domain::{DailyEnergy, DeviceInfo, Reading};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,8 +26,8 @@ const MAX_BATCH: usize = 20_000;
 pub enum WriteOp {
     /// Insert or update a device record, seen at the given UTC ms.
     Device(Box<DeviceInfo>, i64),
-    /// Store readings.
-    Readings(Vec<Reading>),
+    /// Store readings, with the day totals of devices that come back after a gap.
+    Readings(Vec<Reading>, Vec<DailyEnergy>),
     /// Commit durably now and report back.
     Flush(oneshot::Sender<Result<()>>),
 }
@@ -250,7 +250,10 @@ async fn run(
         while let Some(o) = op.take() {
             match o {
                 WriteOp::Device(info, seen) => batch.devices.push((*info, seen)),
-                WriteOp::Readings(r) => batch.readings.extend(r),
+                WriteOp::Readings(r, d) => {
+                    batch.readings.extend(r);
+                    batch.days.extend(d);
+                }
                 WriteOp::Flush(w) => waiters.push(w),
             }
             if batch.readings.len() < MAX_BATCH {

@@ -39,6 +39,7 @@ fn store_with(devices: Vec<DeviceInfo>, readings: Vec<Reading>) -> (Store, tempf
     let batch = Batch {
         devices: devices.into_iter().map(|d| (d, T0)).collect(),
         readings,
+        days: vec![],
     };
     apply(&store, &batch, true).unwrap();
     (store, dir)
@@ -98,12 +99,14 @@ fn readings_older_than_the_newest_are_refused() {
     let first = Batch {
         devices: vec![(info("P1", None), T0)],
         readings: vec![reading("P1", T0 + MIN, 10, 1)],
+        days: vec![],
     };
     apply(&store, &first, true).unwrap();
     // A clock that jumped back (no RTC before NTP sync) must not rewrite history.
     let back = Batch {
         devices: vec![],
         readings: vec![reading("P1", T0, 5, 1), reading("P1", T0 + MIN, 11, 1)],
+        days: vec![],
     };
     let a = apply(&store, &back, true).unwrap();
     assert_eq!((a.stored, a.refused_old), (0, 2));

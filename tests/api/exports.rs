@@ -71,6 +71,7 @@ pub fn fixture(dir: &Path) {
     let batch = Batch {
         devices: vec![(lamp, T0), (heater, T0)],
         readings,
+        days: vec![],
     };
     apply(&store, &batch, true).unwrap();
 }
@@ -1117,6 +1118,7 @@ async fn a_restart_during_an_export_finishes_it_and_never_serves_a_partial_file(
                 &Batch {
                     devices: devs,
                     readings,
+                    days: vec![],
                 },
                 true,
             )

@@ -62,6 +62,7 @@ async fn app(tweak: impl FnOnce(&mut kasad::config::Settings)) -> (TestApp, temp
             &Batch {
                 devices: vec![(d, T0)],
                 readings,
+                days: vec![],
             },
             true,
         )

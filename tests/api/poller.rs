@@ -2,7 +2,7 @@
 //! cycle with `poll_once` / `discover_once`; time comes from a manual clock shared by the
 //! simulated devices and the daemon, so values and energy are exact.
 
-use kasad::clock::{ManualClock, SharedClock};
+use kasad::clock::{Clock, ManualClock, SharedClock};
 use kasad::domain::{DeviceId, DeviceStatus};
 use kasad::poller::discovery::Discoverer;
 use kasad::poller::registry::Registry;
@@ -295,4 +295,156 @@ async fn another_device_at_an_old_address_does_not_stand_in_for_the_old_one() {
         r.poller.registry.find(&old).unwrap().status,
         DeviceStatus::Offline
     );
+}
+
+/// Local midnight of 2025-11-26 in Kathmandu (+05:45), the device's time zone below.
+const KTM_26: i64 = 1_764_094_500_000; // 2025-11-25T18:15:00Z
+const DAY: i64 = 86_400_000;
+const HOUR: i64 = 3_600_000;
+
+/// A 360 W plug (exactly 1 Wh every 10 s) in Kathmandu, polled every 10 minutes from T0
+/// (15:45 local) to 02:05 local the next day: the history before a gap. Returns the
+/// device's id.
+async fn kathmandu_history(r: &Rig) -> DeviceId {
+    r.sims[0].with_device(|d| d.set_utc_offset_minutes(345));
+    r.discoverer.discover_once().await.unwrap();
+    while r.clock.now_ms() <= KTM_26 + 2 * HOUR + 300_000 {
+        assert!(matches!(&r.poller.poll_once().await[..], [Outcome::Ok(_)]));
+        r.clock.advance(600_000);
+    }
+    r.clock.advance(-600_000);
+    id_of(&r.sims[0])
+}
+
+/// Energy in the device's 15-minute buckets within `[from, to)`, mWh.
+fn energy_in(r: &Rig, id: &DeviceId, from: i64, to: i64) -> Vec<i64> {
+    let b = r.store.buckets(id, from, to).unwrap();
+    b.iter()
+        .filter(|b| b.start_ms >= from && b.start_ms < to && b.energy_mwh != 0)
+        .map(|b| b.energy_mwh)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_gap_across_a_restart_follows_the_device_days_and_counts_the_counter_once() {
+    let r = rig(vec![plug(30, 360_000)], &[]).await;
+    let id = kathmandu_history(&r).await;
+    let t0 = r.clock.now_ms();
+    assert_eq!(t0, KTM_26 + 2 * HOUR + 300_000); // 02:05 local
+    r.writer.flush().await.unwrap();
+
+    // The daemon is down for two days. The load runs until local midnight, is off all of
+    // the 27th and runs again from midnight to 06:00 on the 28th.
+    let t1 = KTM_26 + 2 * DAY + 6 * HOUR;
+    r.sims[0].with_device(|d| {
+        d.set_relay(0, false, KTM_26 + DAY);
+        d.set_relay(0, true, KTM_26 + 2 * DAY);
+    });
+    r.clock.set(t1);
+    // A new daemon: its registry comes from the store, with the newest reading's time.
+    let mut poller = r.poller.clone();
+    poller.registry = Arc::new(Registry::default());
+    poller.sent = Default::default();
+    kasad::app::load_registry(&r.store, &poller.registry).unwrap();
+    assert!(matches!(&poller.poll_once().await[..], [Outcome::Ok(_)]));
+    r.writer.flush().await.unwrap();
+
+    let rows = r.store.readings(&id, t0, i64::MAX, 10).unwrap();
+    let counters: Vec<i64> = rows.iter().map(|r| r.reading.counter_wh.unwrap()).collect();
+    // 10 h 20 min before the gap, 21 h 55 min + 6 h in it, at 360 W.
+    assert_eq!(counters, vec![3_720, 13_770]);
+    // The interval after the gap holds the counter delta: day totals are not added on top.
+    assert_eq!(rows[1].energy_wh, 10_050);
+    let all: i64 = energy_in(&r, &id, 0, i64::MAX).iter().sum();
+    assert_eq!(
+        all, 13_770_000,
+        "all energy equals the device counter, once"
+    );
+    // Shaped by the device's days: nothing on the 27th, when it used nothing (a spread in
+    // proportion to time would have put 3.2 kWh there), and an even share within each day.
+    assert!(energy_in(&r, &id, KTM_26 + DAY, KTM_26 + 2 * DAY).is_empty());
+    let day28 = energy_in(&r, &id, KTM_26 + 2 * DAY, t1);
+    assert_eq!(day28, vec![90_000; 24]);
+    let tz = chrono_tz::Asia::Kathmandu;
+    let days = series::series(
+        &r.store,
+        &id,
+        0,
+        i64::MAX,
+        Resolution::parse("day").unwrap(),
+        tz,
+    )
+    .unwrap();
+    let per_day: Vec<(i64, i64)> = days.iter().map(|p| (p.ts_ms, p.energy_mwh)).collect();
+    assert_eq!(
+        per_day,
+        vec![
+            (KTM_26 - DAY, 2_970_000),
+            (KTM_26, 8_640_000),
+            (KTM_26 + 2 * DAY, 2_160_000)
+        ],
+        "each local day holds what the device counted that day"
+    );
+    // Back to normal polling: no day totals, plain counter differences.
+    r.clock.advance(10_000);
+    poller.poll_once().await;
+    r.writer.flush().await.unwrap();
+    let last = r.store.readings(&id, t1 + 1, i64::MAX, 10).unwrap();
+    assert_eq!(last[0].energy_wh, 1);
+}
+
+#[tokio::test]
+async fn after_a_reboot_in_a_gap_the_device_days_stand_in_for_the_lost_counter() {
+    let r = rig(vec![plug(31, 360_000)], &[]).await;
+    let id = kathmandu_history(&r).await;
+    // The plug is off the network for a day (the daemon keeps running) and reboots at noon,
+    // its counter starting from zero; the load is off from noon to midnight and on until
+    // 03:00.
+    let t1 = KTM_26 + DAY + 3 * HOUR;
+    r.sims[0].with_device(|d| {
+        d.set_relay(0, false, KTM_26 + 12 * HOUR);
+        d.reset_counters();
+        d.set_relay(0, true, KTM_26 + DAY);
+    });
+    r.clock.set(t1);
+    let outcomes = r.poller.poll_once().await;
+    assert!(matches!(&outcomes[..], [Outcome::Ok(_)]), "{outcomes:?}");
+    r.writer.flush().await.unwrap();
+
+    let rows = r
+        .store
+        .readings(&id, KTM_26 + 2 * HOUR, i64::MAX, 10)
+        .unwrap();
+    let counters: Vec<i64> = rows.iter().map(|r| r.reading.counter_wh.unwrap()).collect();
+    assert_eq!(counters, vec![3_720, 1_080]);
+    // The counter alone says 1.08 kWh (since the reboot); the device's days say 3.57 kWh
+    // more were used on the 26th before it: they stand in for the lost part.
+    assert_eq!(rows[1].energy_wh, 4_650);
+    let all: i64 = energy_in(&r, &id, 0, i64::MAX).iter().sum();
+    assert_eq!(
+        all,
+        2_970_000 + 4_320_000 + 1_080_000,
+        "what the device used, once"
+    );
+    let tz = chrono_tz::Asia::Kathmandu;
+    let days = series::series(
+        &r.store,
+        &id,
+        0,
+        i64::MAX,
+        Resolution::parse("day").unwrap(),
+        tz,
+    )
+    .unwrap();
+    let per_day: Vec<i64> = days.iter().map(|p| p.energy_mwh).collect();
+    assert_eq!(per_day, vec![2_970_000, 4_320_000, 1_080_000]);
+    // Sealed into a block an hour later, the stand-in energy reads back the same and the
+    // store verifies.
+    r.clock.advance(2 * HOUR);
+    r.poller.poll_once().await;
+    r.writer.flush().await.unwrap();
+    let rows = r.store.readings(&id, t1, t1 + 1, 10).unwrap();
+    assert_eq!(rows[0].energy_wh, 4_650);
+    let report = r.store.verify_data().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }

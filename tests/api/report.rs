@@ -262,6 +262,7 @@ async fn a_ten_device_year_report_renders() {
             &Batch {
                 devices,
                 readings: vec![],
+                days: vec![],
             },
             true,
         )
@@ -273,6 +274,7 @@ async fn a_ten_device_year_report_renders() {
                 &Batch {
                     devices: vec![],
                     readings,
+                    days: vec![],
                 },
                 false,
             )

@@ -22,6 +22,7 @@ fn fill(store: &Store, id: &str, hours: i64) -> Vec<RawRow> {
         &Batch {
             devices: vec![(info(id), T0)],
             readings: vec![],
+            days: vec![],
         },
         true,
     )
@@ -62,6 +63,7 @@ fn fill(store: &Store, id: &str, hours: i64) -> Vec<RawRow> {
                 &Batch {
                     devices: vec![],
                     readings: std::mem::take(&mut batch),
+                    days: vec![],
                 },
                 false,
             )
@@ -73,6 +75,7 @@ fn fill(store: &Store, id: &str, hours: i64) -> Vec<RawRow> {
         &Batch {
             devices: vec![],
             readings: batch,
+            days: vec![],
         },
         true,
     )

@@ -58,6 +58,7 @@ fn seed(dir: &Path, devices: &[(&str, i64)], from: i64, to: i64, tariffs: &[Tari
         &Batch {
             devices: infos,
             readings,
+            days: vec![],
         },
         true,
     )
