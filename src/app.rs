@@ -117,16 +117,17 @@ pub fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
             .map(|d| d.record.info.clone())
             .collect();
         outlets.sort_by_key(|o| o.outlet_index);
-        // A strip was last seen when its least recently read outlet was.
+        // A strip's newest reading is its outlets' (an outlet gone from the strip keeps an
+        // old one, which must not stretch the gap).
         let last = std::iter::once(parent.record.info.device_id.clone())
             .chain(outlets.iter().map(|o| o.device_id.clone()))
             .filter_map(|id| devices.iter().find(|d| d.record.info.device_id == id))
             .filter_map(|d| d.last_reading_ms)
-            .min();
+            .max();
         infos.extend(outlets);
         registry.upsert(infos, now);
         if let Some(ts) = last {
-            registry.restore_last_seen(&parent.record.info.device_id, ts);
+            registry.set_stored_until(&parent.record.info.device_id, ts);
         }
     }
     Ok(())

@@ -5,8 +5,10 @@
 //! since the reset is the new counter value; a small step back is a glitch (a float counter
 //! rounding down, two answers crossing) that counts nothing and is measured on from the higher
 //! value; a larger one counts nothing and is measured on from the new value — never negative,
-//! never counted twice; energy across a gap is spread over the whole
-//! time the gap spans, in proportion to time, with integer arithmetic that keeps sums exact.
+//! never counted twice; energy across a gap is spread over the whole time the gap spans, in
+//! proportion to time — or, when the device's own day totals are known, over its local days
+//! in proportion to them and evenly within each day — with integer arithmetic that keeps sums
+//! exact.
 
 use super::rollup::BUCKET_MS;
 
@@ -87,6 +89,15 @@ pub fn spread(t0: i64, t1: i64, amount: i64) -> Vec<(i64, i64)> {
 /// Length of a device-local day: a device's UTC offset is taken as fixed across a gap.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// More than any plug or strip can draw (16 A at 240 V): a day total or a stand-in above
+/// what it allows is a device's glitch and is capped.
+pub const MAX_POWER_W: i64 = 4_000;
+
+/// The most energy [`MAX_POWER_W`] gives over `ms`, mWh.
+pub fn max_energy_mwh(ms: i64) -> i64 {
+    i64::try_from(i128::from(MAX_POWER_W) * i128::from(ms.max(0)) / 3_600).unwrap_or(i64::MAX)
+}
+
 /// The part of each device-local day that the gap `(t0, t1]` spans, with the energy the
 /// device counted there by its own day totals: `(lo, hi, mWh)`, oldest first. `days` are
 /// [`DailyEnergy::days`](super::DailyEnergy); `recorded_first_mwh` is what our readings
@@ -108,11 +119,14 @@ pub fn gap_days(
         let stop = days.get(i + 1).map_or(end, |d| d.0);
         let (lo, hi) = (t0.max(start), t1.min(stop));
         if hi > lo {
-            let mwh = wh.max(0).saturating_mul(1000);
+            let mwh = (wh.max(0).saturating_mul(1000)).min(max_energy_mwh(stop - start));
             let part = match (out.is_empty(), recorded_first_mwh) {
                 (false, _) => mwh,
                 (true, Some(r)) => (mwh - r).max(0),
-                (true, None) => mwh * (hi - lo) / (stop - start),
+                (true, None) => {
+                    let p = i128::from(mwh) * i128::from(hi - lo) / i128::from(stop - start);
+                    i64::try_from(p).unwrap_or(mwh)
+                }
             };
             out.push((lo, hi, part));
         }
@@ -249,6 +263,14 @@ mod tests {
             gap_days(&days, t0, t1, None).unwrap()[0],
             (t0, d0 + DAY_MS, 27_500)
         );
+        // A day total beyond what a plug can draw (a firmware glitch, a hostile answer) is
+        // capped at 4 kW for the day; nothing overflows.
+        let wild = [(d0, i64::MAX), (d0 + DAY_MS, -5), (d0 + 2 * DAY_MS, 12)];
+        let gap = gap_days(&wild, t0, t1, None).unwrap();
+        assert_eq!(gap[0].2, 96_000_000 * 22 / 24);
+        assert_eq!(gap[1].2, 0);
+        let parts = spread_by_days(i64::MAX / 4, &gap).unwrap();
+        assert_eq!(parts.iter().map(|p| p.1).sum::<i64>(), i64::MAX / 4);
         assert_eq!(spread_by_days(5, &[(t0, t1, 0)]), None);
     }
 
@@ -263,7 +285,8 @@ mod tests {
                 whs.iter().enumerate().map(|(i, &w)| (d0 + i as i64 * DAY_MS, w)).collect();
             let t0 = d0 + start * 60;
             let t1 = t0 + len;
-            let gap = gap_days(&days, t0, t1, Some(recorded)).unwrap();
+            let known = recorded % 3 != 0;
+            let gap = gap_days(&days, t0, t1, known.then_some(recorded)).unwrap();
             prop_assert_eq!(gap.first().unwrap().0, t0);
             prop_assert_eq!(gap.last().unwrap().1, t1);
             if let Some(parts) = spread_by_days(amount, &gap) {

@@ -32,6 +32,8 @@ pub struct Reading {
 pub struct DailyEnergy {
     /// Which device (or outlet).
     pub device_id: DeviceId,
+    /// The time of the reading they came with (the first after the gap).
+    pub at_ms: i64,
     /// Consecutive device-local days, oldest first: (start, UTC ms; energy, Wh). A day lasts
     /// until the next one starts; the last one (the day of the poll) lasts 24 hours. A day the
     /// device listed no energy for is 0.

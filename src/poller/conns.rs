@@ -40,7 +40,8 @@ impl ConnPool {
     }
 
     /// Polls `addr`, on a kept connection when there is one. `gap_from_ms`: see [`Extra`]; the
-    /// day totals get half of `timeout`.
+    /// day totals must be in before three quarters of `timeout` (the caller's limit for the
+    /// whole poll) have passed, so they never cost the readings.
     pub async fn poll(
         &self,
         addr: SocketAddr,
@@ -51,7 +52,7 @@ impl ConnPool {
     ) -> Result<Polled> {
         let extra = Extra {
             gap_from_ms,
-            budget: timeout / 2,
+            deadline: tokio::time::Instant::now() + timeout * 3 / 4,
         };
         if let Some(mut c) = self.take(addr) {
             match poll(&mut c, addr, meter, extra, clock).await {

@@ -32,10 +32,11 @@ const MAX_GAP_MONTHS: usize = 13;
 /// What to read besides the readings.
 #[derive(Debug, Clone, Copy)]
 pub struct Extra {
-    /// Our newest reading of the device, when it is older than a gap worth shaping.
+    /// When the device was last read (the last successful poll, or the newest stored reading
+    /// after a restart), if that is a gap worth shaping ago.
     pub gap_from_ms: Option<i64>,
-    /// Time allowed for the day totals; past it the gap is spread in proportion to time.
-    pub budget: Duration,
+    /// The day totals must be in by then; past it the gap is spread in proportion to time.
+    pub deadline: tokio::time::Instant,
 }
 
 fn meter_or_none(r: Result<Realtime>, id: &str) -> Result<Option<Realtime>> {
@@ -134,7 +135,7 @@ pub async fn poll(
                 .collect()
         };
         let fetch = daily_energy(conn, &ids, from, ts_ms);
-        match tokio::time::timeout(extra.budget, fetch).await {
+        match tokio::time::timeout_at(extra.deadline, fetch).await {
             Ok(Ok(d)) => days = d,
             Ok(Err(e)) => {
                 tracing::info!(device = %infos[0].device_id, error = %e,
@@ -203,6 +204,7 @@ async fn daily_energy(
         }
         out.push(DailyEnergy {
             device_id: id.clone(),
+            at_ms: now_ms,
             days,
         });
     }

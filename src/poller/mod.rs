@@ -23,7 +23,8 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-/// A device unseen for this long is asked for its day totals when it answers again.
+/// A device unseen for this long (and for three poll intervals) is asked for its day totals
+/// when it answers again.
 pub const GAP_MS: i64 = 15 * 60 * 1000;
 
 /// Poller settings.
@@ -127,11 +128,17 @@ impl Poller {
 
     async fn poll_target(&self, t: Target) -> Outcome {
         let (addr, meter, last_seen) = match &t {
-            Target::Known(e) => (e.addr, e.info.has_emeter, e.last_seen_ms),
+            Target::Known(e) => (
+                e.addr,
+                e.info.has_emeter,
+                e.last_seen_ms.or(e.stored_until_ms),
+            ),
             Target::Static(a) => (*a, false, None),
         };
-        // Back after a gap: the device's day totals shape the gap's energy.
-        let gap_from = last_seen.filter(|&t| meter && self.clock.now_ms() - t >= GAP_MS);
+        // Back after a gap (longer than a few missed polls): the device's day totals shape
+        // the gap's energy.
+        let gap = GAP_MS.max(3 * self.cfg.interval.as_millis() as i64);
+        let gap_from = last_seen.filter(|&t| meter && self.clock.now_ms() - t >= gap);
         let res = tokio::time::timeout(
             self.cfg.timeout,
             self.conns

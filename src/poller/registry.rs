@@ -31,6 +31,9 @@ pub struct Entry {
     pub next_attempt: Instant,
     /// Last successful poll, UTC ms.
     pub last_seen_ms: Option<i64>,
+    /// The newest stored reading when the daemon started (the start of a gap across a
+    /// restart, until the first successful poll).
+    pub stored_until_ms: Option<i64>,
     /// Last failure, for the API and logs.
     pub last_error: Option<String>,
     /// Successful polls since the daemon started.
@@ -109,6 +112,7 @@ impl Registry {
                 failures: 0,
                 next_attempt: now,
                 last_seen_ms: None,
+                stored_until_ms: None,
                 last_error: None,
                 polls_ok: 0,
                 polls_failed: 0,
@@ -137,11 +141,10 @@ impl Registry {
             .collect()
     }
 
-    /// Sets when a device was last seen before the daemon started (its newest stored
-    /// reading), so a gap across a restart is known; a poll since then wins.
-    pub fn restore_last_seen(&self, id: &DeviceId, ts_ms: i64) {
+    /// Sets a device's newest stored reading at start, so a gap across a restart is known.
+    pub fn set_stored_until(&self, id: &DeviceId, ts_ms: i64) {
         if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
-            e.last_seen_ms.get_or_insert(ts_ms);
+            e.stored_until_ms = Some(ts_ms);
         }
     }
 

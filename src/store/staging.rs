@@ -15,7 +15,9 @@
 //! block. A checkpoint starts a new, random epoch with a marker record at the start of the
 //! file, so records left from older epochs are never read again. On open, the records of the first record's epoch
 //! are returned for replay, up to the first torn or damaged one; replaying is idempotent,
-//! since the store refuses readings not newer than a device's newest.
+//! since the store refuses readings not newer than a device's newest. Versions before device
+//! day totals stop replaying at a record that has them: stop the daemon cleanly (a checkpoint
+//! empties the log) before going back to one.
 
 use super::write::Batch;
 use crate::domain::{DailyEnergy, DeviceId, DeviceInfo, Reading};
@@ -126,6 +128,7 @@ fn encode(b: &Batch) -> Vec<u8> {
             let id = d.device_id.as_str().as_bytes();
             out.push(id.len() as u8);
             out.extend_from_slice(id);
+            out.extend_from_slice(&d.at_ms.to_le_bytes());
             out.extend_from_slice(&(d.days.len() as u32).to_le_bytes());
             for (start, wh) in &d.days {
                 out.extend_from_slice(&start.to_le_bytes());
@@ -184,11 +187,16 @@ fn decode(mut p: &[u8]) -> Option<Batch> {
     if !p.is_empty() {
         for _ in 0..u32_of(&mut p)? {
             let device_id = id_of(&mut p)?;
+            let at_ms = i64_of(&mut p)?;
             let mut days = Vec::new();
             for _ in 0..u32_of(&mut p)? {
                 days.push((i64_of(&mut p)?, i64_of(&mut p)?));
             }
-            b.days.push(DailyEnergy { device_id, days });
+            b.days.push(DailyEnergy {
+                device_id,
+                at_ms,
+                days,
+            });
         }
     }
     p.is_empty().then_some(b)
@@ -407,6 +415,7 @@ mod tests {
             days: (r.start % 30 == 0 && r.start > 0)
                 .then(|| DailyEnergy {
                     device_id: DeviceId::parse("8006ABCDEF").unwrap(),
+                    at_ms: r.start,
                     days: vec![(r.start * 1000, 7), (r.start * 1000 + 86_400_000, 0)],
                 })
                 .into_iter()

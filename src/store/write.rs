@@ -5,7 +5,7 @@ use super::block;
 use super::codec::{self, DeviceState};
 use super::schema::{BLOCKS, DEVICE_STATE, DEVICES, META, READINGS, ROLLUPS};
 use super::{DeviceRecord, Error, Result, Store};
-use crate::domain::energy::{RULE, bucket_start, gap_days, spread, spread_by_days};
+use crate::domain::energy::{RULE, bucket_start, gap_days, max_energy_mwh, spread, spread_by_days};
 use crate::domain::{Bucket, DailyEnergy, DeviceId, DeviceInfo, Reading};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
@@ -94,7 +94,7 @@ fn apply_in(
     let mut rollups = txn.open_table(ROLLUPS)?;
     let mut states = txn.open_table(DEVICE_STATE)?;
     let mut cache: HashMap<u32, DeviceState> = HashMap::new();
-    let mut days: HashMap<&str, &DailyEnergy> = batch
+    let days: HashMap<&str, &DailyEnergy> = batch
         .days
         .iter()
         .map(|d| (d.device_id.as_str(), d))
@@ -131,19 +131,23 @@ fn apply_in(
         let step = r.counter_wh.map(|c| RULE.step(st.last_counter_wh, c));
         let mut energy_wh = step.map_or(0, |s| s.0);
         let mut shaped = None;
+        let daily = days.get(id).filter(|d| d.at_ms == r.ts_ms);
         if let (Some(daily), Some((_, base)), Some(c), true) =
-            (days.remove(id), step, r.counter_wh, st.count > 0)
+            (daily, step, r.counter_wh, st.count > 0)
         {
             let (t0, t1) = (st.last_ts, r.ts_ms);
             let first_day = daily.day_start(t0).unwrap_or(t0);
             let recorded = recorded_mwh(&rollups, key, first_day, t0)?;
             if let Some(gap) = gap_days(&daily.days, t0, t1, recorded) {
-                // A counter that fell and was measured on from its new value (a reset) lost
-                // the energy before the reset: the device's day totals stand in for it.
-                let reset = st.last_counter_wh.is_some_and(|b| c < b) && base == c;
-                if reset {
-                    let counted = gap.iter().map(|g| g.2).sum::<i64>() / 1000;
-                    energy_wh = energy_wh.max(counted);
+                // A counter that fell and was measured on from its new value (a reset, or a
+                // drop too large for a glitch) lost the gap's energy before the drop: the
+                // device's day totals stand in for it — never added to the counter's. A
+                // first day we have no record of since its start is left out (its share is a
+                // guess), and no stand-in exceeds what a plug can draw over the gap.
+                if st.last_counter_wh.is_some_and(|b| c < b) && base == c {
+                    let known = gap.iter().skip(usize::from(recorded.is_none()));
+                    let counted = known.fold(0i64, |a, g| a.saturating_add(g.2));
+                    energy_wh = energy_wh.max(counted.min(max_energy_mwh(t1 - t0)) / 1000);
                 }
                 shaped = spread_by_days(energy_wh * 1000, &gap);
             }

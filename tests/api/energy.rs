@@ -184,3 +184,89 @@ proptest! {
         prop_assert_eq!(buckets.iter().map(|b| u64::from(b.samples)).sum::<u64>(), rows.len() as u64);
     }
 }
+
+/// Applies `readings` with the device's day totals `days` (start, Wh) attached to `at_ms`.
+fn apply_with_days(store: &Store, readings: Vec<Reading>, at_ms: i64, days: Vec<(i64, i64)>) {
+    let batch = Batch {
+        devices: vec![],
+        readings,
+        days: vec![kasad::domain::DailyEnergy {
+            device_id: id("P1"),
+            at_ms,
+            days,
+        }],
+    };
+    apply(store, &batch, true).unwrap();
+}
+
+fn stored_energy(store: &Store) -> (Vec<i64>, i64) {
+    let rows = store.readings(&id("P1"), 0, i64::MAX, 100).unwrap();
+    let buckets = store.buckets(&id("P1"), 0, i64::MAX).unwrap();
+    (
+        rows.iter().map(|r| r.energy_wh).collect(),
+        buckets.iter().map(|b| b.energy_mwh).sum(),
+    )
+}
+
+#[test]
+fn day_totals_never_stand_in_for_energy_already_recorded() {
+    const H: i64 = 3_600_000;
+    // First read at 08:00 (UTC device); 4 kWh recorded by 12:00; the plug goes away,
+    // reboots at 13:00 and uses nothing more. Its day total is the same 4 kWh.
+    let (store, _d) = store_with(
+        vec![info("P1", None)],
+        vec![
+            reading("P1", T0 + 8 * H, 10_000, 1_000_000),
+            reading("P1", T0 + 12 * H, 14_000, 1_000_000),
+        ],
+    );
+    apply_with_days(
+        &store,
+        vec![reading("P1", T0 + 20 * H, 0, 0)],
+        T0 + 20 * H,
+        vec![(T0, 4_000)],
+    );
+    // We never saw the day start, so its total cannot say what the gap used: no stand-in
+    // (a share in proportion to time would have counted 2.7 kWh a second time).
+    assert_eq!(stored_energy(&store), (vec![0, 4_000, 0], 4_000_000));
+}
+
+#[test]
+fn day_totals_apply_only_to_the_reading_they_came_with() {
+    const H: i64 = 3_600_000;
+    let (store, _d) = store_with(
+        vec![info("P1", None)],
+        vec![
+            reading("P1", T0 - H, 9_000, 0),
+            reading("P1", T0 + H, 10_000, 0),
+        ],
+    );
+    // The day totals came with a later poll than the first reading here: that reading
+    // is spread in proportion to time, the later one is shaped and stood in for.
+    apply_with_days(
+        &store,
+        vec![
+            reading("P1", T0 + 2 * H, 10_200, 0),
+            reading("P1", T0 + 30 * H, 20, 0),
+        ],
+        T0 + 30 * H,
+        vec![(T0, 1_500), (T0 + 24 * H, 20)],
+    );
+    let (rows, total) = stored_energy(&store);
+    // The device rebooted in the gap (20 Wh since). Its day 0 says 1.5 kWh, of which 0.7 kWh
+    // were recorded by 02:00 (half of the 1 kWh from 23:00 to 01:00, then 200 Wh): 800 Wh of
+    // the gap were on day 0, 20 Wh on day 1. They stand in for the counter's 20 Wh.
+    assert_eq!(rows, vec![0, 1_000, 200, 820]);
+    assert_eq!(total, 2_020_000);
+    let day0: i64 = store
+        .buckets(&id("P1"), T0, T0 + 24 * H)
+        .unwrap()
+        .iter()
+        .filter(|b| b.start_ms < T0 + 24 * H)
+        .map(|b| b.energy_mwh)
+        .sum();
+    assert_eq!(
+        day0, 1_500_000,
+        "day 0 holds what the device counted that day"
+    );
+}

@@ -316,6 +316,23 @@ async fn kathmandu_history(r: &Rig) -> DeviceId {
     id_of(&r.sims[0])
 }
 
+/// A new daemon's poller: its registry comes from the store, with the newest readings' time.
+fn restarted(r: &Rig) -> Poller {
+    let mut poller = r.poller.clone();
+    poller.registry = Arc::new(Registry::default());
+    poller.sent = Default::default();
+    kasad::app::load_registry(&r.store, &poller.registry).unwrap();
+    poller
+}
+
+/// Energy per local day in Kathmandu, mWh, of the days that have any.
+fn kathmandu_days(r: &Rig, id: &DeviceId) -> Vec<i64> {
+    let tz = chrono_tz::Asia::Kathmandu;
+    let day = Resolution::parse("day").unwrap();
+    let days = series::series(&r.store, id, 0, i64::MAX, day, tz).unwrap();
+    days.iter().map(|p| p.energy_mwh).collect()
+}
+
 /// Energy in the device's 15-minute buckets within `[from, to)`, mWh.
 fn energy_in(r: &Rig, id: &DeviceId, from: i64, to: i64) -> Vec<i64> {
     let b = r.store.buckets(id, from, to).unwrap();
@@ -341,11 +358,7 @@ async fn a_gap_across_a_restart_follows_the_device_days_and_counts_the_counter_o
         d.set_relay(0, true, KTM_26 + 2 * DAY);
     });
     r.clock.set(t1);
-    // A new daemon: its registry comes from the store, with the newest reading's time.
-    let mut poller = r.poller.clone();
-    poller.registry = Arc::new(Registry::default());
-    poller.sent = Default::default();
-    kasad::app::load_registry(&r.store, &poller.registry).unwrap();
+    let poller = restarted(&r);
     assert!(matches!(&poller.poll_once().await[..], [Outcome::Ok(_)]));
     r.writer.flush().await.unwrap();
 
@@ -426,18 +439,10 @@ async fn after_a_reboot_in_a_gap_the_device_days_stand_in_for_the_lost_counter()
         2_970_000 + 4_320_000 + 1_080_000,
         "what the device used, once"
     );
-    let tz = chrono_tz::Asia::Kathmandu;
-    let days = series::series(
-        &r.store,
-        &id,
-        0,
-        i64::MAX,
-        Resolution::parse("day").unwrap(),
-        tz,
-    )
-    .unwrap();
-    let per_day: Vec<i64> = days.iter().map(|p| p.energy_mwh).collect();
-    assert_eq!(per_day, vec![2_970_000, 4_320_000, 1_080_000]);
+    assert_eq!(
+        kathmandu_days(&r, &id),
+        vec![2_970_000, 4_320_000, 1_080_000]
+    );
     // Sealed into a block an hour later, the stand-in energy reads back the same and the
     // store verifies.
     r.clock.advance(2 * HOUR);
@@ -447,4 +452,36 @@ async fn after_a_reboot_in_a_gap_the_device_days_stand_in_for_the_lost_counter()
     assert_eq!(rows[0].energy_wh, 4_650);
     let report = r.store.verify_data().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn each_strip_outlet_gets_its_own_day_totals_after_a_restart() {
+    let loads = vec![Load::Constant(360_000), Load::Constant(36_000)];
+    let r = rig(vec![SimSpec::numbered(32, Model::Hs300, loads)], &[]).await;
+    let strip = kathmandu_history(&r).await;
+    let outlet = |i: usize| DeviceId::parse(&format!("{strip}{i:02}")).unwrap();
+    r.writer.flush().await.unwrap();
+    // Outlet 1 is off all of the 27th; outlet 2 runs throughout.
+    let t1 = KTM_26 + 2 * DAY + 6 * HOUR;
+    r.sims[0].with_device(|d| {
+        d.set_relay(0, false, KTM_26 + DAY);
+        d.set_relay(0, true, KTM_26 + 2 * DAY);
+    });
+    r.clock.set(t1);
+    assert!(matches!(
+        &restarted(&r).poll_once().await[..],
+        [Outcome::Ok(_)]
+    ));
+    r.writer.flush().await.unwrap();
+    assert!(energy_in(&r, &outlet(0), KTM_26 + DAY, KTM_26 + 2 * DAY).is_empty());
+    assert_eq!(
+        kathmandu_days(&r, &outlet(0)),
+        vec![2_970_000, 8_640_000, 2_160_000]
+    );
+    assert_eq!(
+        kathmandu_days(&r, &outlet(1)),
+        vec![297_000, 864_000, 864_000, 216_000]
+    );
+    // Outlets with no load stay at zero, whatever the day totals.
+    assert!(energy_in(&r, &outlet(2), 0, i64::MAX).is_empty());
 }
