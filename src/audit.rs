@@ -53,11 +53,13 @@ pub enum EventType {
     DeliveryFailed,
     /// A backup of the database was made.
     BackupCreated,
+    /// History was imported from another tool.
+    DataImported,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 19] = [
+    pub const ALL: [EventType; 20] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -77,6 +79,7 @@ impl EventType {
         EventType::ExportDelivered,
         EventType::DeliveryFailed,
         EventType::BackupCreated,
+        EventType::DataImported,
     ];
 
     /// The upper-case name.

@@ -34,6 +34,7 @@ pub mod demo;
 pub mod domain;
 pub mod export;
 pub mod healthcheck;
+pub mod import;
 pub mod live;
 pub mod mdns;
 pub mod metrics;

@@ -87,6 +87,14 @@ enum Cmd {
         #[arg(long, default_value = "/etc/kasad/kasad.toml")]
         config: PathBuf,
     },
+    /// Import history from another tool (with the daemon stopped).
+    Import {
+        #[command(subcommand)]
+        source: ImportCmd,
+        /// Configuration file (TOML), for the data directory.
+        #[arg(long, global = true, default_value = "/etc/kasad/kasad.toml")]
+        config: PathBuf,
+    },
     /// Restore a backup into an empty data directory (the daemon stopped), then verify it.
     Restore {
         /// The backup file.
@@ -305,6 +313,15 @@ enum StoreCmd {
 }
 
 #[derive(Subcommand)]
+enum ImportCmd {
+    /// A kasa-monitor SQLite database (its device_readings table, e.g. kasa_monitor.db).
+    KasaMonitor {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCmd {
     /// Verify the hash chain; exits non-zero naming the first bad sequence number.
     Verify,
@@ -399,6 +416,59 @@ async fn main() -> anyhow::Result<()> {
             }
             let files = v["files"].as_array().map_or(0, Vec::len);
             println!("backup written to {} ({files} files)", out.display());
+            Ok(())
+        }
+        Cmd::Import { source, config } => {
+            let ImportCmd::KasaMonitor { path } = source;
+            let settings = Settings::load(Some(&config))?;
+            let store = kasad::app::open_store(&settings)
+                .await
+                .context("stop the daemon first: an import needs the database to itself")?;
+            let (_, key) = kasad::app::load_keys(&settings)?;
+            let reports = tokio::task::spawn_blocking(move || {
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let mut bar = |done: u64, total: u64| {
+                    if tty {
+                        let pct = done * 100 / total.max(1);
+                        eprint!("\rimporting: {done} of {total} readings read ({pct}%)");
+                    }
+                };
+                let r = kasad::import::kasa_monitor(&store, &path, &mut bar);
+                if tty {
+                    eprintln!();
+                }
+                let r = r?;
+                let mut ev = kasad::audit::Event::new(
+                    kasad::audit::EventType::DataImported,
+                    kasad::audit::Severity::Info,
+                );
+                ev.username = Some("cli".into());
+                ev.resource = Some(format!("kasa-monitor:{}", path.display()));
+                ev.details = serde_json::json!({ "devices": r });
+                let now = kasad::clock::Clock::now_ms(&kasad::clock::SystemClock);
+                store.audit_append(&key, ev, now)?;
+                anyhow::Ok(r)
+            })
+            .await??;
+            kasad::backup::give_to_owner(&settings.data_dir)?;
+            let mut total = 0;
+            for r in &reports {
+                let added = r.before + r.after;
+                total += added;
+                println!(
+                    "{} -> {}{}: {added} readings imported, {} already stored{}",
+                    r.ip,
+                    r.device_id,
+                    if r.created { " (new)" } else { "" },
+                    r.skipped,
+                    if r.bad_time > 0 {
+                        format!(", {} skipped (time not readable)", r.bad_time)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            println!("{total} readings of {} devices imported", reports.len());
             Ok(())
         }
         Cmd::Restore { file, config } => {

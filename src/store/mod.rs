@@ -14,6 +14,7 @@ pub mod audit;
 pub mod block;
 pub mod codec;
 pub mod exports;
+pub mod history;
 pub mod maintenance;
 pub mod query;
 pub mod schedules;
@@ -46,6 +47,9 @@ pub enum Error {
     /// A stored record could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The source of an import failed (nothing of it was written).
+    #[error("{0}")]
+    Import(String),
     /// No such device.
     #[error("unknown device {0}")]
     UnknownDevice(String),

@@ -59,7 +59,7 @@ pub fn apply(store: &Store, batch: &Batch, durable: bool) -> Result<Applied> {
     Ok(applied)
 }
 
-fn apply_in(
+pub(super) fn apply_in(
     store: &Store,
     txn: &WriteTransaction,
     batch: &Batch,
@@ -210,7 +210,7 @@ fn seal(
         }
         None => None,
     };
-    let (mut start, mut group) = match open {
+    let (start, group) = match open {
         Some((first, bytes)) => (
             first,
             block::decode(&placeholder, &bytes)
@@ -218,8 +218,23 @@ fn seal(
         ),
         None => (rows[0].reading.ts_ms, Vec::new()),
     };
+    pack(blocks, key, start, group, &rows)?;
+    head.retain_in((key, i64::MIN)..(key, before), |_, _| false)?;
+    Ok(())
+}
+
+/// Writes `rows` (time-ordered) as blocks of `key` after the open block `group` (starting at
+/// `start`, empty for none): whole hours are added while a block stays within
+/// [`block::TARGET_BYTES`], so blocks fill redb's pages instead of leaving most of each empty.
+pub(super) fn pack(
+    blocks: &mut Table<(u32, i64), &[u8]>,
+    key: u32,
+    mut start: i64,
+    mut group: Vec<codec::RawRow>,
+    rows: &[codec::RawRow],
+) -> Result<()> {
     // Size estimate: the open block plus each hour encoded on its own (chunked bit widths make
-    // the parts add up closely); the block is encoded once per seal, not once per hour.
+    // the parts add up closely); the block is encoded once per call, not once per hour.
     let mut size = block::encode(&group).len();
     let mut i = 0;
     while i < rows.len() {
@@ -239,12 +254,13 @@ fn seal(
         size += hour;
         i = j;
     }
-    blocks.insert((key, start), block::encode(&group).as_slice())?;
-    head.retain_in((key, i64::MIN)..(key, before), |_, _| false)?;
+    if !group.is_empty() {
+        blocks.insert((key, start), block::encode(&group).as_slice())?;
+    }
     Ok(())
 }
 
-fn load_record(t: &Table<&str, &[u8]>, id: &str) -> Result<Option<DeviceRecord>> {
+pub(super) fn load_record(t: &Table<&str, &[u8]>, id: &str) -> Result<Option<DeviceRecord>> {
     t.get(id)?
         .map(|v| serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(e.to_string())))
         .transpose()
@@ -294,7 +310,7 @@ fn recorded_mwh(
 /// Adds a reading to the rollups: its sample to its bucket, and the energy (and relay
 /// on-time) of the interval since the previous reading spread over the buckets it spans —
 /// in proportion to time, or by `shaped` parts (a gap shaped by the device's day totals).
-fn update_rollups(
+pub(super) fn update_rollups(
     t: &mut Table<(u32, i64), &[u8]>,
     key: u32,
     prev: &DeviceState,

@@ -12,6 +12,7 @@ mod energy;
 mod excel;
 mod exports;
 mod helpers;
+mod import;
 mod interop;
 mod mdns;
 mod metrics;

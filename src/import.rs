@@ -1,0 +1,259 @@
+//! `kasad import kasa-monitor PATH.db`: brings the history in a kasa-monitor SQLite database
+//! (its `device_readings` table) into the store.
+//!
+//! Each of its devices (an IP address) is matched to one of ours by IP at import time — a
+//! plug, not a strip, whose readings are its outlets' — or created as an imported device
+//! (id `km-<ip>`, its address without a port, so it is never polled). Readings keep power,
+//! voltage, current, relay and RSSI; energy comes from its cumulative counter
+//! (`total_energy_kwh`) by the same rule as live readings, never from its day or month totals.
+//! A reading whose time does not parse is skipped and counted. Importing the same file again
+//! adds nothing (see [`Store::import_history`]).
+
+use crate::domain::{DeviceId, DeviceInfo, DeviceType, Reading, Transport};
+use crate::store::history::Imported;
+use crate::store::{self, Store};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, params};
+use serde::Serialize;
+use std::path::Path;
+
+/// Why an import failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file could not be read as SQLite.
+    #[error("reading {0}: {1}")]
+    Sqlite(String, rusqlite::Error),
+    /// The file is SQLite but has no kasa-monitor readings.
+    #[error("{0} is not a kasa-monitor database: it has no device_readings table")]
+    NotKasaMonitor(String),
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// What happened to one kasa-monitor device.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceReport {
+    /// Its IP address in kasa-monitor.
+    pub ip: String,
+    /// Our device it went to.
+    pub device_id: String,
+    /// True when the device was created by this import.
+    pub created: bool,
+    /// Readings put before the device's first stored reading.
+    pub before: u64,
+    /// Readings added after its newest.
+    pub after: u64,
+    /// Readings skipped as already covered (kasad's own, or imported before).
+    pub skipped: u64,
+    /// Readings skipped because their time does not parse.
+    pub bad_time: u64,
+}
+
+/// Reads `path` and imports it into `store`. `progress(done, total)` is called as readings
+/// are read.
+pub fn kasa_monitor(
+    store: &Store,
+    path: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Vec<DeviceReport>, ImportError> {
+    let name = path.display().to_string();
+    let sql = |e| ImportError::Sqlite(name.clone(), e);
+    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql)?;
+    let has = |table: &str| -> Result<bool, ImportError> {
+        db.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            params![table],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(sql)
+    };
+    if !has("device_readings")? {
+        return Err(ImportError::NotKasaMonitor(name));
+    }
+    let with_info = has("device_info")?;
+    let total: i64 = db
+        .query_row("SELECT count(*) FROM device_readings", [], |r| r.get(0))
+        .map_err(sql)?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let ips: Vec<String> = {
+        let mut st = db
+            .prepare("SELECT DISTINCT device_ip FROM device_readings WHERE device_ip IS NOT NULL ORDER BY 1")
+            .map_err(sql)?;
+        st.query_map([], |r| r.get(0))
+            .map_err(sql)?
+            .collect::<Result<_, _>>()
+            .map_err(sql)?
+    };
+    let ours = store.devices()?;
+    let mut done = 0u64;
+    let mut reports = Vec::new();
+    for ip in ips {
+        let matched = ours.iter().find(|d| {
+            let i = &d.record.info;
+            i.device_type == DeviceType::Plug && i.ip() == ip
+        });
+        let (info, created) = match matched {
+            Some(d) => (d.record.info.clone(), false),
+            None => {
+                let (alias, model, mac) = if with_info {
+                    db.query_row(
+                        "SELECT alias, model, mac FROM device_info WHERE device_ip = ?1",
+                        params![ip],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .unwrap_or((None, None, None))
+                } else {
+                    (None, None, None)
+                };
+                (imported_device(&ip, alias, model, mac), true)
+            }
+        };
+        let mut st = db
+            .prepare(
+                "SELECT timestamp, is_on, current_power_w, voltage, current, total_energy_kwh, rssi \
+                 FROM device_readings WHERE device_ip = ?1 ORDER BY timestamp, id",
+            )
+            .map_err(sql)?;
+        let mut rows = st.query(params![ip]).map_err(sql)?;
+        let mut bad_time = 0u64;
+        let id = info.device_id.clone();
+        let readings = std::iter::from_fn(|| {
+            loop {
+                let row = match rows.next() {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return None,
+                    Err(e) => return Some(Err(format!("reading {name}: {e}"))),
+                };
+                done += 1;
+                if done.is_multiple_of(4096) {
+                    progress(done, total);
+                }
+                match reading(&id, row) {
+                    Some(r) => return Some(Ok(r)),
+                    None => bad_time += 1,
+                }
+            }
+        });
+        let d: Imported = store.import_history(&info, readings)?;
+        reports.push(DeviceReport {
+            ip,
+            device_id: info.device_id.as_str().to_owned(),
+            created,
+            before: d.before,
+            after: d.after,
+            skipped: d.skipped,
+            bad_time,
+        });
+    }
+    progress(done, total);
+    Ok(reports)
+}
+
+/// A device for a kasa-monitor IP that matches none of ours.
+fn imported_device(
+    ip: &str,
+    alias: Option<String>,
+    model: Option<String>,
+    mac: Option<String>,
+) -> DeviceInfo {
+    let safe: String = ip
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    DeviceInfo {
+        device_id: DeviceId::parse(&format!("km-{safe}"))
+            .unwrap_or_else(|_| DeviceId::parse("km-device").expect("a valid id")),
+        parent_id: None,
+        outlet_index: None,
+        address: ip.to_owned(),
+        name: alias
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| format!("kasa-monitor {ip}")),
+        device_type: DeviceType::Plug,
+        model: model.unwrap_or_else(|| "imported".into()),
+        hw_ver: String::new(),
+        sw_ver: String::new(),
+        transport: Transport::Xor,
+        has_emeter: true,
+        mac: mac.unwrap_or_default(),
+        latitude: None,
+        longitude: None,
+    }
+}
+
+/// One `device_readings` row as a reading; `None` when its time does not parse.
+fn reading(id: &DeviceId, row: &rusqlite::Row<'_>) -> Option<Reading> {
+    let ts_ms = match row.get_ref(0).ok()? {
+        ValueRef::Text(t) => parse_time(std::str::from_utf8(t).ok()?)?,
+        // Unix seconds, as some writers store them.
+        ValueRef::Integer(s) => s.checked_mul(1000)?,
+        ValueRef::Real(s) if s.is_finite() => (s * 1000.0).round() as i64,
+        _ => return None,
+    };
+    let milli = |i: usize| -> Option<i64> {
+        let v: Option<f64> = row.get(i).ok()?;
+        v.filter(|x| x.is_finite())
+            .map(|x| (x * 1000.0).round() as i64)
+    };
+    let on: Option<i64> = row.get(1).ok().flatten();
+    Some(Reading {
+        device_id: id.clone(),
+        ts_ms,
+        power_mw: milli(2),
+        voltage_mv: milli(3),
+        current_ma: milli(4),
+        counter_wh: milli(5),
+        relay_on: on.is_some_and(|v| v != 0),
+        rssi: row
+            .get::<_, Option<i64>>(6)
+            .ok()
+            .flatten()
+            .and_then(|v| i32::try_from(v).ok()),
+    })
+}
+
+/// Python's `str(datetime)` (`2025-11-25 10:00:00.123456+00:00`, the fraction only when not
+/// zero), RFC 3339, or a time without an offset (taken as UTC); UTC ms.
+fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    chrono::DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%:z")
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(s))
+        .map(|d| d.timestamp_millis())
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+                .map(|t| t.and_utc().timestamp_millis())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kasa_monitor_times_parse() {
+        let t = crate::clock::utc("2025-11-25T10:00:00.123456Z");
+        assert_eq!(parse_time("2025-11-25 10:00:00.123456+00:00"), Some(t));
+        assert_eq!(parse_time("2025-11-25 11:00:00.123456+01:00"), Some(t));
+        assert_eq!(parse_time("2025-11-25 10:00:00+00:00"), Some(t - 123));
+        assert_eq!(parse_time("2025-11-25T10:00:00.123456Z"), Some(t));
+        assert_eq!(parse_time("2025-11-25 10:00:00.123456"), Some(t));
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time(""), None);
+    }
+
+    #[test]
+    fn an_unmatched_ip_becomes_an_imported_device_that_is_never_polled() {
+        let d = imported_device("192.168.1.100", Some("Lamp".into()), None, None);
+        assert_eq!(d.device_id.as_str(), "km-192-168-1-100");
+        assert_eq!((d.name.as_str(), d.ip()), ("Lamp", "192.168.1.100"));
+        assert!(d.address.parse::<std::net::SocketAddr>().is_err());
+        let v6 = imported_device("fe80::1", None, None, None);
+        assert_eq!(v6.device_id.as_str(), "km-fe80--1");
+        assert_eq!(v6.name, "kasa-monitor fe80::1");
+    }
+}
