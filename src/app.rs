@@ -352,7 +352,38 @@ pub async fn start_with(
         });
     }
 
+    let mqtt = if settings.mqtt.enabled {
+        let stats = Arc::new(crate::mqtt::MqttStats::default());
+        let password = match &settings.mqtt.password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("while reading [mqtt] password_file {}", p.display()))?
+                    .trim_end()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let m = crate::mqtt::Mqtt {
+            cfg: settings.mqtt.clone(),
+            password,
+            store: store.clone(),
+            registry: registry.clone(),
+            tz: settings.tz()?,
+            exporter: exporter.clone(),
+            cycles: status.clone(),
+            poll_interval: settings.poll.interval.0,
+            poll_timeout: settings.poll.timeout.0,
+            clock: clock.clone(),
+            audit_key: audit_key.clone(),
+            stats: stats.clone(),
+        };
+        tracker.spawn(m.run(shutdown.clone()));
+        Some(stats)
+    } else {
+        None
+    };
     let state = AppState {
+        mqtt,
         store: store.clone(),
         registry,
         discovery,

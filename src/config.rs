@@ -463,6 +463,52 @@ impl Default for Mdns {
     }
 }
 
+/// `[mqtt]`: publishing device states to an MQTT broker, with Home Assistant discovery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mqtt {
+    /// Publish at all.
+    pub enabled: bool,
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (plain TCP).
+    pub port: u16,
+    /// MQTT client id (unique per broker).
+    pub client_id: String,
+    /// User name; empty = anonymous.
+    pub username: String,
+    /// File holding the password (mode 0600), read at start.
+    pub password_file: Option<PathBuf>,
+    /// First level of every state topic.
+    pub topic_prefix: String,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+    /// 0 (at most once) or 1 (at least once).
+    pub qos: u8,
+    /// Obey `<prefix>/<id>/relay/set`; off by default.
+    pub allow_control: bool,
+    /// Messages held while the broker is away; beyond it the oldest are dropped.
+    pub queue: usize,
+}
+
+impl Default for Mqtt {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "kasad".into(),
+            username: String::new(),
+            password_file: None,
+            topic_prefix: "kasad".into(),
+            discovery_prefix: "homeassistant".into(),
+            qos: 1,
+            allow_control: false,
+            queue: 10_000,
+        }
+    }
+}
+
 /// `[smtp]`: the mail server scheduled exports are sent through.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -544,6 +590,8 @@ pub struct Settings {
     pub metrics: Metrics,
     /// `[mdns]`.
     pub mdns: Mdns,
+    /// `[mqtt]`.
+    pub mqtt: Mqtt,
 }
 
 impl Default for Settings {
@@ -564,6 +612,7 @@ impl Default for Settings {
             smtp: Smtp::default(),
             metrics: Metrics::default(),
             mdns: Mdns::default(),
+            mqtt: Mqtt::default(),
         }
     }
 }
@@ -710,6 +759,27 @@ impl Settings {
         }
         if self.poll.concurrency == 0 {
             return Err(invalid("poll.concurrency", "must be at least 1"));
+        }
+        let topic_ok = |t: &str| !t.is_empty() && !t.contains(['+', '#']) && !t.ends_with('/');
+        for (key, t) in [
+            ("mqtt.topic_prefix", &self.mqtt.topic_prefix),
+            ("mqtt.discovery_prefix", &self.mqtt.discovery_prefix),
+        ] {
+            if !topic_ok(t) {
+                return Err(invalid(
+                    key,
+                    "must be a topic without wildcards or a trailing /",
+                ));
+            }
+        }
+        if self.mqtt.qos > 1 {
+            return Err(invalid("mqtt.qos", "must be 0 or 1"));
+        }
+        if self.mqtt.enabled && (self.mqtt.host.is_empty() || self.mqtt.client_id.is_empty()) {
+            return Err(invalid(
+                "mqtt.host",
+                "a broker host and a client id are needed",
+            ));
         }
         self.validate_exports()
     }

@@ -38,6 +38,7 @@ pub mod import;
 pub mod live;
 pub mod mdns;
 pub mod metrics;
+pub mod mqtt;
 pub mod poller;
 pub mod protocol;
 pub mod retention;

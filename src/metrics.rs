@@ -35,6 +35,8 @@ pub struct Inputs {
     pub db_bytes: u64,
     /// Daemon start, UTC ms.
     pub started_ms: i64,
+    /// MQTT when on: connected, messages published, dropped (full outbox), commands.
+    pub mqtt: Option<(bool, u64, u64, u64)>,
 }
 
 /// Writes families and samples.
@@ -249,6 +251,34 @@ pub fn render(i: &Inputs) -> String {
     ] {
         o.family(name, "counter", help);
         o.sample(name, &[], v as f64);
+    }
+    if let Some((connected, published, dropped, commands)) = i.mqtt {
+        o.family(
+            "kasad_mqtt_connected",
+            "gauge",
+            "1 while connected to the MQTT broker.",
+        );
+        o.sample("kasad_mqtt_connected", &[], f64::from(u8::from(connected)));
+        for (name, help, v) in [
+            (
+                "kasad_mqtt_messages_published_total",
+                "MQTT messages handed to the broker connection since start.",
+                published,
+            ),
+            (
+                "kasad_mqtt_messages_dropped_total",
+                "MQTT messages dropped, oldest first, from a full outbox since start.",
+                dropped,
+            ),
+            (
+                "kasad_mqtt_commands_total",
+                "Relay commands received over MQTT since start (obeyed or not).",
+                commands,
+            ),
+        ] {
+            o.family(name, "counter", help);
+            o.sample(name, &[], v as f64);
+        }
     }
     o.family(
         "kasad_database_size_bytes",

@@ -110,5 +110,13 @@ async fn gather(st: &AppState, gate: &MetricsGate) -> Result<Inputs, ApiError> {
         exports,
         db_bytes,
         started_ms: st.started_ms,
+        mqtt: st.mqtt.as_ref().map(|m| {
+            (
+                m.connected.load(Ordering::Relaxed),
+                m.published.load(Ordering::Relaxed),
+                m.dropped.load(Ordering::Relaxed),
+                m.commands.load(Ordering::Relaxed),
+            )
+        }),
     })
 }

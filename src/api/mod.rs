@@ -91,6 +91,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::MetricsGate>,
     /// `[http] trusted_proxies`.
     pub trusted_proxies: Arc<Vec<crate::config::Net>>,
+    /// MQTT counters (`None` when MQTT is off).
+    pub mqtt: Option<Arc<crate::mqtt::MqttStats>>,
 }
 
 impl AppState {

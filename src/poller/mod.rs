@@ -53,6 +53,8 @@ pub struct PollerStatus {
     pub last_cycle_ok: AtomicI64,
     /// Devices that failed in the last cycle.
     pub last_cycle_failed: AtomicI64,
+    /// Notified at the end of every cycle (MQTT publishes then).
+    pub cycle_done: tokio::sync::Notify,
 }
 
 /// Outcome of one device in a cycle, in completion order.
@@ -123,6 +125,7 @@ impl Poller {
         s.last_cycle_duration_ms
             .store(end - started, Ordering::Relaxed);
         s.last_cycle_ms.store(end, Ordering::Relaxed);
+        s.cycle_done.notify_one();
         outcomes
     }
 

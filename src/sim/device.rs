@@ -209,6 +209,11 @@ impl SimDevice {
         }
     }
 
+    /// Whether an outlet's relay is on (0 for a plug).
+    pub fn relay_on(&self, outlet: usize) -> bool {
+        self.outlets.get(outlet).is_some_and(|o| o.relay_on)
+    }
+
     /// Switches an outlet (0 for a plug).
     pub fn set_relay(&mut self, outlet: usize, on: bool, now_ms: i64) {
         self.advance(now_ms);

@@ -16,6 +16,7 @@ mod import;
 mod interop;
 mod mdns;
 mod metrics;
+mod mqtt;
 mod packaging;
 mod pdf;
 mod poller;

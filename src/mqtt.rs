@@ -1,0 +1,501 @@
+//! MQTT: every plug, strip and outlet's state after each poll cycle, Home Assistant
+//! discovery, and relay commands (only with `[mqtt] allow_control = true`).
+//!
+//! Topics, under `topic_prefix` (`kasad`):
+//! - `kasad/status`: `online`, or `offline` as the broker's last will (retained);
+//! - `kasad/<id>/availability`: `online` / `offline` — whether the device answers (retained);
+//! - `kasad/<id>/power` (W), `voltage` (V), `current` (A), `energy_today` (kWh in the
+//!   daemon's time zone), `energy_total` (kWh, the device's counter) and `relay` (`ON` /
+//!   `OFF`, retained); a strip has power and energy today, the sums of its outlets;
+//! - `kasad/<id>/relay/set`: `ON` / `OFF` switches a plug or outlet when allowed, audited
+//!   as DEVICE_CONTROLLED by `mqtt:<host>:<port>`; otherwise ignored with a warning;
+//! - `<discovery_prefix>/sensor|switch/kasad_<id>/<entity>/config`: Home Assistant
+//!   discovery (retained), power W `measurement`, energy kWh `total_increasing`.
+//!
+//! Messages wait in a bounded outbox while the broker is away: a full one drops its oldest
+//! message (counted in `/metrics`) and never holds up polling. After every (re)connection
+//! the discovery configs and the latest state of every topic are published again, so a
+//! broker restarted without persistence has everything back at once.
+
+use crate::audit::{Event, EventType, Severity};
+use crate::auth::keys::SecretKey;
+use crate::clock::SharedClock;
+use crate::config::Mqtt as Config;
+use crate::domain::{DeviceId, DeviceStatus, DeviceType};
+use crate::live::Live;
+use crate::poller::registry::Registry;
+use crate::store::Store;
+use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+use serde_json::json;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    /// Connected to the broker now.
+    pub connected: AtomicBool,
+    /// Messages handed to the broker connection.
+    pub published: AtomicU64,
+    /// Messages dropped from a full outbox (oldest first).
+    pub dropped: AtomicU64,
+    /// Relay commands received (obeyed or not).
+    pub commands: AtomicU64,
+}
+
+/// One message.
+#[derive(Debug, Clone, PartialEq)]
+struct Msg {
+    topic: String,
+    payload: String,
+    retain: bool,
+}
+
+/// Messages waiting for the broker; the oldest go first when it is full.
+#[derive(Debug)]
+struct Outbox {
+    queue: Mutex<VecDeque<Msg>>,
+    cap: usize,
+    ready: Notify,
+}
+
+impl Outbox {
+    fn push(&self, m: Msg, stats: &MqttStats) {
+        let mut q = self.queue.lock().expect("outbox lock");
+        while q.len() >= self.cap.max(1) {
+            q.pop_front();
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        q.push_back(m);
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<Msg> {
+        self.queue.lock().expect("outbox lock").pop_front()
+    }
+}
+
+/// What the publisher needs.
+pub struct Mqtt {
+    /// Settings.
+    pub cfg: Config,
+    /// Password (from `password_file`), if any.
+    pub password: Option<String>,
+    /// Where device states come from.
+    pub store: Store,
+    /// Device reachability and addresses.
+    pub registry: Arc<Registry>,
+    /// The daemon's zone (for "today").
+    pub tz: chrono_tz::Tz,
+    /// Prices today's energy (needed by the live snapshot).
+    pub exporter: Arc<crate::export::jobs::Exporter>,
+    /// Poll cycles end with a notification here.
+    pub cycles: Arc<crate::poller::PollerStatus>,
+    /// Poll interval (a reading older than three is not shown).
+    pub poll_interval: Duration,
+    /// Poll timeout, for relay commands.
+    pub poll_timeout: Duration,
+    /// Time.
+    pub clock: SharedClock,
+    /// Signs audit entries.
+    pub audit_key: SecretKey,
+    /// Counters.
+    pub stats: Arc<MqttStats>,
+}
+
+/// The state topics of one device and their payloads.
+fn states(prefix: &str, l: &Live, online: bool) -> Vec<Msg> {
+    let Some(id) = &l.id else { return Vec::new() };
+    let t = |k: &str| format!("{prefix}/{id}/{k}");
+    let mut out = vec![Msg {
+        topic: t("availability"),
+        payload: if online { "online" } else { "offline" }.into(),
+        retain: true,
+    }];
+    let num = |k: &str, v: f64| Msg {
+        topic: t(k),
+        payload: format!("{v}"),
+        retain: false,
+    };
+    if let Some(p) = l.power_mw {
+        out.push(num("power", p as f64 / 1e3));
+    }
+    if let Some(v) = l.voltage_mv {
+        out.push(num("voltage", v as f64 / 1e3));
+    }
+    if let Some(c) = l.current_ma {
+        out.push(num("current", c as f64 / 1e3));
+    }
+    if l.power_mw.is_some() || l.counter_wh.is_some() {
+        out.push(num("energy_today", l.today_mwh as f64 / 1e6));
+    }
+    if let Some(c) = l.counter_wh {
+        out.push(num("energy_total", c as f64 / 1e3));
+    }
+    if let (Some(on), false) = (l.is_on, l.device_type == Some(DeviceType::Strip)) {
+        out.push(Msg {
+            topic: t("relay"),
+            payload: if on { "ON" } else { "OFF" }.into(),
+            retain: true,
+        });
+    }
+    out
+}
+
+/// Home Assistant discovery configs of one device.
+fn discovery(cfg: &Config, l: &Live, has_relay: bool) -> Vec<Msg> {
+    let Some(id) = &l.id else { return Vec::new() };
+    let (p, d) = (&cfg.topic_prefix, &cfg.discovery_prefix);
+    let uid = format!("kasad_{id}");
+    let device = json!({"identifiers": [uid], "name": l.name, "model": l.model,
+        "manufacturer": "TP-Link", "via_device": "kasad"});
+    let avail =
+        json!([{"topic": format!("{p}/status")}, {"topic": format!("{p}/{id}/availability")}]);
+    let mut out = Vec::new();
+    let strip = l.device_type == Some(DeviceType::Strip);
+    let sensors: &[(&str, &str, &str, &str, &str)] = &[
+        ("power", "Power", "power", "W", "measurement"),
+        ("voltage", "Voltage", "voltage", "V", "measurement"),
+        ("current", "Current", "current", "A", "measurement"),
+        (
+            "energy_today",
+            "Energy today",
+            "energy",
+            "kWh",
+            "total_increasing",
+        ),
+        (
+            "energy_total",
+            "Energy counter",
+            "energy",
+            "kWh",
+            "total_increasing",
+        ),
+    ];
+    for &(key, name, class, unit, state) in sensors {
+        if strip && !matches!(key, "power" | "energy_today") {
+            continue;
+        }
+        let c = json!({"name": name, "unique_id": format!("{uid}_{key}"),
+            "object_id": format!("{uid}_{key}"), "state_topic": format!("{p}/{id}/{key}"),
+            "device_class": class, "unit_of_measurement": unit, "state_class": state,
+            "availability": avail, "availability_mode": "all", "device": device});
+        out.push(Msg {
+            topic: format!("{d}/sensor/{uid}/{key}/config"),
+            payload: c.to_string(),
+            retain: true,
+        });
+    }
+    if has_relay {
+        let c = json!({"name": "Relay", "unique_id": format!("{uid}_relay"),
+            "object_id": format!("{uid}_relay"), "state_topic": format!("{p}/{id}/relay"),
+            "command_topic": format!("{p}/{id}/relay/set"), "payload_on": "ON",
+            "payload_off": "OFF", "availability": avail, "availability_mode": "all",
+            "device": device});
+        out.push(Msg {
+            topic: format!("{d}/switch/{uid}/relay/config"),
+            payload: c.to_string(),
+            retain: true,
+        });
+    }
+    out
+}
+
+impl Mqtt {
+    /// Runs until `cancel`: the broker connection (reconnecting with backoff), the outbox,
+    /// and a state snapshot after every poll cycle.
+    pub async fn run(self, cancel: CancellationToken) {
+        let me = Arc::new(self);
+        let cfg = &me.cfg;
+        let status = format!("{}/status", cfg.topic_prefix);
+        let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
+        if !cfg.username.is_empty() {
+            opts.set_credentials(&cfg.username, me.password.clone().unwrap_or_default());
+        }
+        let (client, mut events) = AsyncClient::new(opts, 64);
+        let outbox = Arc::new(Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            cap: cfg.queue,
+            ready: Notify::new(),
+        });
+        // The latest message of every topic, published again after each reconnection.
+        let last: Arc<Mutex<BTreeMap<String, Msg>>> = Arc::default();
+        let qos = if cfg.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let sender = {
+            let (client, outbox, stats, stop) = (
+                client.clone(),
+                outbox.clone(),
+                me.stats.clone(),
+                cancel.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    while let Some(m) = outbox.take() {
+                        // Waits while the connection's own queue is full (broker away);
+                        // the outbox drops its oldest meanwhile.
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            r = client.publish(m.topic, qos, m.retain, m.payload) => {
+                                if r.is_ok() {
+                                    stats.published.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = outbox.ready.notified() => {}
+                    }
+                }
+            })
+        };
+        let snapshots = {
+            let (me, outbox, last, stop) =
+                (me.clone(), outbox.clone(), last.clone(), cancel.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = me.cycles.cycle_done.notified() => {}
+                    }
+                    match me.snapshot().await {
+                        Ok(msgs) => {
+                            let mut l = last.lock().expect("last lock");
+                            for m in msgs {
+                                if l.get(&m.topic) != Some(&m) || !m.retain {
+                                    outbox.push(m.clone(), &me.stats);
+                                }
+                                l.insert(m.topic.clone(), m);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "mqtt: no device states"),
+                    }
+                }
+            })
+        };
+        let set_filter = format!("{}/+/relay/set", cfg.topic_prefix);
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let ev = tokio::select! {
+                () = cancel.cancelled() => break,
+                ev = events.poll() => ev,
+            };
+            match ev {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!(host = %cfg.host, port = cfg.port, "mqtt connected");
+                    me.stats.connected.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_secs(1);
+                    let _ = client.subscribe(&set_filter, QoS::AtLeastOnce).await;
+                    outbox.push(
+                        Msg {
+                            topic: status.clone(),
+                            payload: "online".into(),
+                            retain: true,
+                        },
+                        &me.stats,
+                    );
+                    let again: Vec<Msg> =
+                        last.lock().expect("last lock").values().cloned().collect();
+                    for m in again {
+                        outbox.push(m, &me.stats);
+                    }
+                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    let payload = String::from_utf8_lossy(&p.payload).trim().to_owned();
+                    let me = me.clone();
+                    tokio::spawn(async move { me.command(&p.topic, &payload).await });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if me.stats.connected.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "mqtt connection lost; reconnecting");
+                    } else {
+                        tracing::debug!(error = %e, "mqtt broker unreachable");
+                    }
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+        // A clean stop: say so (the will is only for a lost connection).
+        if me.stats.connected.load(Ordering::Relaxed) {
+            let _ = client
+                .publish(&status, QoS::AtLeastOnce, true, "offline")
+                .await;
+            let _ = client.disconnect().await;
+            let flush = async {
+                while let Ok(ev) = events.poll().await {
+                    if matches!(ev, MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(500), flush).await;
+        }
+        sender.abort();
+        snapshots.abort();
+    }
+
+    /// Every device's discovery configs and states now.
+    async fn snapshot(&self) -> anyhow::Result<Vec<Msg>> {
+        let now = self.clock.now_ms();
+        let day_start =
+            crate::domain::rollup::period_start(now, crate::domain::rollup::Period::Day, self.tz);
+        let fresh = 3 * i64::try_from(self.poll_interval.as_millis()).unwrap_or(i64::MAX / 4);
+        let (store, exporter) = (self.store.clone(), self.exporter.clone());
+        let rows = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Live>> {
+            let tariffs = exporter.tariffs()?;
+            Ok(crate::live::snapshot(
+                &store, &tariffs, now, day_start, fresh,
+            )?)
+        })
+        .await??;
+        let mut out = Vec::new();
+        for l in &rows {
+            let Some(id) = &l.id else { continue };
+            let online = self.online(id, l);
+            let relay = l.is_on.is_some() && l.device_type != Some(DeviceType::Strip);
+            out.extend(discovery(&self.cfg, l, relay));
+            out.extend(states(&self.cfg.topic_prefix, l, online));
+        }
+        Ok(out)
+    }
+
+    /// Whether `id` (or the strip it belongs to) answers its polls.
+    fn online(&self, id: &DeviceId, l: &Live) -> bool {
+        let entry = self.registry.find(id);
+        entry.is_some_and(|e| e.status == DeviceStatus::Online) && l.ts_ms.is_some()
+    }
+
+    /// A message on `kasad/<id>/relay/set`.
+    async fn command(&self, topic: &str, payload: &str) {
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("{}/", self.cfg.topic_prefix);
+        let Some(id) = topic
+            .strip_prefix(&prefix)
+            .and_then(|t| t.strip_suffix("/relay/set"))
+            .and_then(|i| DeviceId::parse(i).ok())
+        else {
+            return;
+        };
+        let on = match payload.to_ascii_uppercase().as_str() {
+            "ON" | "1" | "TRUE" => true,
+            "OFF" | "0" | "FALSE" => false,
+            _ => {
+                tracing::warn!(device = %id, payload, "mqtt: relay command is neither ON nor OFF");
+                return;
+            }
+        };
+        if !self.cfg.allow_control {
+            tracing::warn!(device = %id, "mqtt: relay command ignored ([mqtt] allow_control = false)");
+            return;
+        }
+        let Some(entry) = self.registry.find(&id) else {
+            tracing::warn!(device = %id, "mqtt: relay command for an unknown device");
+            return;
+        };
+        if entry.info.device_id == id && entry.info.device_type == DeviceType::Strip {
+            tracing::warn!(device = %id, "mqtt: switch a strip's outlets one by one");
+            return;
+        }
+        let outlet = (entry.info.device_id != id).then_some(&id);
+        let res = crate::poller::device::set_relay(entry.addr, outlet, on, self.poll_timeout).await;
+        let mut ev = Event::new(EventType::DeviceControlled, Severity::Info);
+        ev.username = Some(format!("mqtt:{}:{}", self.cfg.host, self.cfg.port));
+        ev.resource = Some(format!("device:{id}"));
+        ev.details = json!({"on": on, "ok": res.is_ok(), "via": "mqtt",
+            "error": res.as_ref().err().map(ToString::to_string)});
+        self.store
+            .audit_logged(&self.audit_key, ev, self.clock.now_ms())
+            .await;
+        match res {
+            Ok(()) => {
+                tracing::info!(device = %id, on, "mqtt: relay switched");
+                // The next cycle publishes the new state; don't wait for it.
+                self.cycles.cycle_done.notify_one();
+            }
+            Err(e) => tracing::warn!(device = %id, error = %e, "mqtt: relay did not switch"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lamp() -> Live {
+        Live {
+            id: Some(DeviceId::parse("PLUG01").unwrap()),
+            name: "Lamp".into(),
+            model: "HS110(EU)".into(),
+            device_type: Some(DeviceType::Plug),
+            ts_ms: Some(1),
+            power_mw: Some(45_200),
+            voltage_mv: Some(230_100),
+            current_ma: Some(196),
+            counter_wh: Some(16_323),
+            is_on: Some(true),
+            today_mwh: 1_234_500,
+            ..Live::default()
+        }
+    }
+
+    #[test]
+    fn a_plug_publishes_its_values_in_display_units() {
+        let m = states("kasad", &lamp(), true);
+        let got: Vec<(&str, &str, bool)> = m
+            .iter()
+            .map(|m| (m.topic.as_str(), m.payload.as_str(), m.retain))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("kasad/PLUG01/availability", "online", true),
+                ("kasad/PLUG01/power", "45.2", false),
+                ("kasad/PLUG01/voltage", "230.1", false),
+                ("kasad/PLUG01/current", "0.196", false),
+                ("kasad/PLUG01/energy_today", "1.2345", false),
+                ("kasad/PLUG01/energy_total", "16.323", false),
+                ("kasad/PLUG01/relay", "ON", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_outbox_drops_its_oldest_when_full() {
+        let stats = MqttStats::default();
+        let o = Outbox {
+            queue: Mutex::default(),
+            cap: 2,
+            ready: Notify::new(),
+        };
+        for i in 0..5 {
+            o.push(
+                Msg {
+                    topic: format!("t{i}"),
+                    payload: String::new(),
+                    retain: false,
+                },
+                &stats,
+            );
+        }
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(o.take().unwrap().topic, "t3");
+        assert_eq!(o.take().unwrap().topic, "t4");
+        assert!(o.take().is_none());
+    }
+}

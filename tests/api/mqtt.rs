@@ -1,0 +1,315 @@
+//! MQTT against a real broker: Debian's mosquitto on 127.0.0.1 (a free port), watched with
+//! mosquitto_sub (an independent client), commanded with mosquitto_pub.
+
+use crate::helpers::{TestApp, start_sims};
+use kasad::clock::Clock;
+use kasad::sim::{Load, Model, SimDevice, SimSpec};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A mosquitto broker on 127.0.0.1:`port`, without persistence (a restart forgets retained
+/// messages, the worst case for the daemon).
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        // Debian puts the broker in /usr/sbin, outside a normal user's PATH.
+        let bin = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        };
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto) is needed for the MQTT tests");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn kill(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every message mosquitto_sub sees on `#`: topic -> (retained, payload), latest wins.
+struct Watch {
+    child: Child,
+    seen: Arc<Mutex<HashMap<String, (bool, String)>>>,
+}
+
+impl Watch {
+    fn start(port: u16) -> Self {
+        let mut child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "#",
+                "-F",
+                "%r|%t|%p",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (Debian package mosquitto-clients) is needed");
+        let out = child.stdout.take().unwrap();
+        let seen: Arc<Mutex<HashMap<String, (bool, String)>>> = Arc::default();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut p = line.splitn(3, '|');
+                if let (Some(r), Some(t), Some(v)) = (p.next(), p.next(), p.next()) {
+                    s.lock()
+                        .unwrap()
+                        .insert(t.to_owned(), (r == "1", v.to_owned()));
+                }
+            }
+        });
+        Self { child, seen }
+    }
+
+    /// Waits until `topic` has been seen (with `ok` true of its payload).
+    async fn wait(&self, topic: &str, ok: impl Fn(&str) -> bool) -> (bool, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = self.seen.lock().unwrap().get(topic).cloned()
+                && ok(&v.1)
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {topic} seen: {:?}",
+                self.keys()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.seen.lock().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn publish(port: u16, topic: &str, msg: &str) {
+    let st = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-m",
+            msg,
+        ])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(st.success());
+}
+
+fn lamp() -> SimDevice {
+    let now = kasad::clock::SystemClock.now_ms();
+    SimDevice::new(
+        SimSpec::numbered(3, Model::Kp115, vec![Load::Constant(45_200)]),
+        now,
+    )
+}
+
+async fn daemon(port: u16, prefix: &str, allow: bool) -> TestApp {
+    let sims = start_sims(vec![lamp()]).await;
+    let prefix = prefix.to_owned();
+    TestApp::with_sims(sims, move |s| {
+        s.mqtt.enabled = true;
+        s.mqtt.port = port;
+        s.mqtt.client_id = format!("kasad-test-{prefix}");
+        s.mqtt.topic_prefix = prefix;
+        s.mqtt.allow_control = allow;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_sees_every_device_and_control_needs_permission() {
+    let broker = Broker::start(free_port());
+    let watch = Watch::start(broker.port);
+    let app = daemon(broker.port, "kasad", false).await;
+    let id = app.sims[0].with_device(|d| d.spec().device_id.clone());
+
+    // Discovery: retained configs with Home Assistant's classes.
+    let cfg = |kind: &str, key: &str| format!("homeassistant/{kind}/kasad_{id}/{key}/config");
+    let (_, power) = watch.wait(&cfg("sensor", "power"), |_| true).await;
+    let power: Value = serde_json::from_str(&power).unwrap();
+    assert_eq!(power["device_class"], "power");
+    assert_eq!(power["unit_of_measurement"], "W");
+    assert_eq!(power["state_class"], "measurement");
+    assert_eq!(power["state_topic"], format!("kasad/{id}/power"));
+    let (_, energy) = watch.wait(&cfg("sensor", "energy_total"), |_| true).await;
+    let energy: Value = serde_json::from_str(&energy).unwrap();
+    assert_eq!(
+        (
+            &energy["device_class"],
+            &energy["unit_of_measurement"],
+            &energy["state_class"]
+        ),
+        (
+            &Value::from("energy"),
+            &Value::from("kWh"),
+            &Value::from("total_increasing")
+        )
+    );
+    let (_, switch) = watch.wait(&cfg("switch", "relay"), |_| true).await;
+    let switch: Value = serde_json::from_str(&switch).unwrap();
+    assert_eq!(switch["command_topic"], format!("kasad/{id}/relay/set"));
+    // States after the polls: the simulator's 45.2 W, relay and availability retained.
+    watch
+        .wait(&format!("kasad/{id}/power"), |p| p == "45.2")
+        .await;
+    // A subscriber arriving later gets what Home Assistant needs at its start, retained:
+    // the configs, the relay state, availability; not the measurements.
+    let late = Watch::start(broker.port);
+    assert!(late.wait(&cfg("sensor", "power"), |_| true).await.0);
+    assert!(late.wait(&cfg("switch", "relay"), |_| true).await.0);
+    assert_eq!(
+        late.wait(&format!("kasad/{id}/relay"), |_| true).await,
+        (true, "ON".into())
+    );
+    assert_eq!(
+        late.wait(&format!("kasad/{id}/availability"), |_| true)
+            .await,
+        (true, "online".into())
+    );
+    assert_eq!(
+        late.wait("kasad/status", |_| true).await,
+        (true, "online".into())
+    );
+    assert_eq!(
+        late.wait(&format!("kasad/{id}/power"), |p| p == "45.2")
+            .await,
+        (false, "45.2".into()),
+        "measurements are not retained"
+    );
+    drop(late);
+
+    // Not allowed: a command is ignored (and counted).
+    publish(broker.port, &format!("kasad/{id}/relay/set"), "OFF");
+    let metrics = async || {
+        let r = app
+            .req(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics().await.contains("kasad_mqtt_commands_total 1") {
+        assert!(Instant::now() < deadline, "the command did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics().await.contains("kasad_mqtt_connected 1"));
+    assert!(app.sims[0].with_device(|d| d.relay_on(0)), "not switched");
+
+    // The broker dies and comes back empty: everything is there again after reconnection.
+    let port = broker.kill();
+    drop(watch);
+    let broker = Broker::start(port);
+    let watch = Watch::start(port);
+    watch.wait(&cfg("sensor", "power"), |_| true).await;
+    watch
+        .wait(&format!("kasad/{id}/relay"), |p| p == "ON")
+        .await;
+    watch.wait("kasad/status", |p| p == "online").await;
+    watch
+        .wait(&format!("kasad/{id}/power"), |p| p == "45.2")
+        .await;
+    let late = Watch::start(port);
+    assert!(
+        late.wait(&cfg("sensor", "power"), |_| true).await.0,
+        "retained again"
+    );
+    drop(late);
+
+    // A clean stop says offline (retained).
+    app.stop().await;
+    watch.wait("kasad/status", |p| p == "offline").await;
+    let late = Watch::start(port);
+    assert_eq!(
+        late.wait("kasad/status", |_| true).await,
+        (true, "offline".into())
+    );
+    drop(late);
+
+    // Allowed: the plug is switched and the switch audited with the broker as the actor.
+    let app = daemon(broker.port, "home", true).await;
+    let id = app.sims[0].with_device(|d| d.spec().device_id.clone());
+    watch.wait(&format!("home/{id}/relay"), |p| p == "ON").await;
+    publish(broker.port, &format!("home/{id}/relay/set"), "OFF");
+    watch
+        .wait(&format!("home/{id}/relay"), |p| p == "OFF")
+        .await;
+    assert!(!app.sims[0].with_device(|d| d.relay_on(0)));
+    let (_, audit) = app.get("/api/audit?event_types=DEVICE_CONTROLLED").await;
+    let entry = &audit["entries"][0];
+    assert_eq!(
+        entry["username"],
+        format!("mqtt:127.0.0.1:{}", broker.port),
+        "{audit}"
+    );
+    assert_eq!(entry["details"]["on"], false);
+    app.stop().await;
+}
