@@ -50,13 +50,23 @@ pub struct DeviceReport {
     pub bad_time: u64,
 }
 
-/// Reads `path` and imports it into `store`. `progress(done, total)` is called as readings
-/// are read.
+/// What an import did: the devices imported, and why it stopped early, if it did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Imports {
+    /// Devices imported, in IP order.
+    pub devices: Vec<DeviceReport>,
+    /// The device it stopped at and why (the ones before it are imported).
+    pub error: Option<String>,
+}
+
+/// Reads `path` and imports it into `store`, one device (one transaction) at a time.
+/// `progress(done, total)` is called as readings are read. An error before any device is
+/// imported is an `Err`; one after is in [`Imports::error`].
 pub fn kasa_monitor(
     store: &Store,
     path: &Path,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<Vec<DeviceReport>, ImportError> {
+) -> Result<Imports, ImportError> {
     let name = path.display().to_string();
     let sql = |e| ImportError::Sqlite(name.clone(), e);
     let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql)?;
@@ -88,67 +98,87 @@ pub fn kasa_monitor(
     };
     let ours = store.devices()?;
     let mut done = 0u64;
-    let mut reports = Vec::new();
+    let mut out = Imports::default();
     for ip in ips {
-        let matched = ours.iter().find(|d| {
-            let i = &d.record.info;
-            i.device_type == DeviceType::Plug && i.ip() == ip
-        });
+        let (alias, model, mac): (Option<String>, Option<String>, Option<String>) = if with_info {
+            db.query_row(
+                "SELECT alias, model, mac FROM device_info WHERE device_ip = ?1",
+                params![ip],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap_or((None, None, None))
+        } else {
+            (None, None, None)
+        };
+        let fresh = imported_device(&ip, alias, model, mac);
+        // An earlier import's device first (so a plug found at that IP since does not get
+        // the history a second time), then a plug at that IP — unless both MAC addresses
+        // are known and differ (DHCP gave the address to another plug).
+        let same_mac = |i: &DeviceInfo| {
+            i.mac.is_empty() || fresh.mac.is_empty() || i.mac.eq_ignore_ascii_case(&fresh.mac)
+        };
+        let matched = ours
+            .iter()
+            .find(|d| d.record.info.device_id == fresh.device_id)
+            .or_else(|| {
+                ours.iter().find(|d| {
+                    let i = &d.record.info;
+                    i.device_type == DeviceType::Plug && i.ip() == ip && same_mac(i)
+                })
+            });
         let (info, created) = match matched {
             Some(d) => (d.record.info.clone(), false),
-            None => {
-                let (alias, model, mac) = if with_info {
-                    db.query_row(
-                        "SELECT alias, model, mac FROM device_info WHERE device_ip = ?1",
-                        params![ip],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .unwrap_or((None, None, None))
-                } else {
-                    (None, None, None)
-                };
-                (imported_device(&ip, alias, model, mac), true)
-            }
+            None => (fresh, true),
         };
-        let mut st = db
-            .prepare(
-                "SELECT timestamp, is_on, current_power_w, voltage, current, total_energy_kwh, rssi \
-                 FROM device_readings WHERE device_ip = ?1 ORDER BY timestamp, id",
-            )
-            .map_err(sql)?;
-        let mut rows = st.query(params![ip]).map_err(sql)?;
         let mut bad_time = 0u64;
-        let id = info.device_id.clone();
-        let readings = std::iter::from_fn(|| {
-            loop {
-                let row = match rows.next() {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return None,
-                    Err(e) => return Some(Err(format!("reading {name}: {e}"))),
-                };
-                done += 1;
-                if done.is_multiple_of(4096) {
-                    progress(done, total);
+        let res = (|| -> Result<Imported, ImportError> {
+            let mut st = db
+                .prepare(
+                    "SELECT timestamp, is_on, current_power_w, voltage, current, \
+                     total_energy_kwh, rssi FROM device_readings WHERE device_ip = ?1 \
+                     ORDER BY timestamp, id",
+                )
+                .map_err(sql)?;
+            let mut rows = st.query(params![ip]).map_err(sql)?;
+            let id = info.device_id.clone();
+            let readings = std::iter::from_fn(|| {
+                loop {
+                    let row = match rows.next() {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return None,
+                        Err(e) => return Some(Err(format!("reading {name}: {e}"))),
+                    };
+                    done += 1;
+                    if done.is_multiple_of(4096) {
+                        progress(done, total);
+                    }
+                    match reading(&id, row) {
+                        Some(r) => return Some(Ok(r)),
+                        None => bad_time += 1,
+                    }
                 }
-                match reading(&id, row) {
-                    Some(r) => return Some(Ok(r)),
-                    None => bad_time += 1,
-                }
+            });
+            Ok(store.import_history(&info, readings)?)
+        })();
+        match res {
+            Ok(d) => out.devices.push(DeviceReport {
+                ip,
+                device_id: info.device_id.as_str().to_owned(),
+                created,
+                before: d.before,
+                after: d.after,
+                skipped: d.skipped,
+                bad_time,
+            }),
+            // The devices before it stay imported; this one and the rest are not.
+            Err(e) => {
+                out.error = Some(format!("{ip}: {e}"));
+                break;
             }
-        });
-        let d: Imported = store.import_history(&info, readings)?;
-        reports.push(DeviceReport {
-            ip,
-            device_id: info.device_id.as_str().to_owned(),
-            created,
-            before: d.before,
-            after: d.after,
-            skipped: d.skipped,
-            bad_time,
-        });
+        }
     }
     progress(done, total);
-    Ok(reports)
+    Ok(out)
 }
 
 /// A device for a kasa-monitor IP that matches none of ours.

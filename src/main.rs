@@ -421,11 +421,25 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Import { source, config } => {
             let ImportCmd::KasaMonitor { path } = source;
             let settings = Settings::load(Some(&config))?;
-            let store = kasad::app::open_store(&settings)
-                .await
-                .context("stop the daemon first: an import needs the database to itself")?;
-            let (_, key) = kasad::app::load_keys(&settings)?;
-            let reports = tokio::task::spawn_blocking(move || {
+            let store = match kasad::app::open_store(&settings).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let busy = e
+                        .downcast_ref::<kasad::store::Error>()
+                        .is_some_and(|e| matches!(e, kasad::store::Error::AlreadyOpen(_)));
+                    kasad::backup::give_to_owner(&settings.data_dir)?;
+                    return Err(if busy {
+                        e.context("stop the daemon first: an import needs the database to itself")
+                    } else {
+                        e
+                    });
+                }
+            };
+            let keys = kasad::app::load_keys(&settings);
+            // Files a root import created belong to the daemon's user, whatever happens next.
+            kasad::backup::give_to_owner(&settings.data_dir)?;
+            let (_, key) = keys?;
+            let imports = tokio::task::spawn_blocking(move || {
                 let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
                 let mut bar = |done: u64, total: u64| {
                     if tty {
@@ -438,25 +452,26 @@ async fn main() -> anyhow::Result<()> {
                     eprintln!();
                 }
                 let r = r?;
-                let mut ev = kasad::audit::Event::new(
-                    kasad::audit::EventType::DataImported,
-                    kasad::audit::Severity::Info,
-                );
+                let severity = match r.error {
+                    Some(_) => kasad::audit::Severity::Error,
+                    None => kasad::audit::Severity::Info,
+                };
+                let mut ev =
+                    kasad::audit::Event::new(kasad::audit::EventType::DataImported, severity);
                 ev.username = Some("cli".into());
                 ev.resource = Some(format!("kasa-monitor:{}", path.display()));
-                ev.details = serde_json::json!({ "devices": r });
+                ev.details = serde_json::to_value(&r)?;
                 let now = kasad::clock::Clock::now_ms(&kasad::clock::SystemClock);
                 store.audit_append(&key, ev, now)?;
                 anyhow::Ok(r)
             })
             .await??;
-            kasad::backup::give_to_owner(&settings.data_dir)?;
             let mut total = 0;
-            for r in &reports {
+            for r in &imports.devices {
                 let added = r.before + r.after;
                 total += added;
                 println!(
-                    "{} -> {}{}: {added} readings imported, {} already stored{}",
+                    "{} -> {}{}: {added} readings imported, {} already stored or out of order{}",
                     r.ip,
                     r.device_id,
                     if r.created { " (new)" } else { "" },
@@ -468,7 +483,13 @@ async fn main() -> anyhow::Result<()> {
                     }
                 );
             }
-            println!("{total} readings of {} devices imported", reports.len());
+            println!(
+                "{total} readings of {} devices imported",
+                imports.devices.len()
+            );
+            if let Some(e) = imports.error {
+                anyhow::bail!("the import stopped at {e}; the devices listed above are imported");
+            }
             Ok(())
         }
         Cmd::Restore { file, config } => {

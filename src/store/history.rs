@@ -12,7 +12,7 @@ use super::{Error, Result, Store};
 /// A reading of the history, or why the source could not give it (the import then stops
 /// and writes nothing).
 pub type Source = std::result::Result<Reading, String>;
-use crate::domain::energy::RULE;
+use crate::domain::energy::{RULE, bucket_start};
 use crate::domain::{DeviceInfo, Reading};
 use redb::{Durability, ReadableTable};
 use std::collections::HashMap;
@@ -69,6 +69,12 @@ impl Store {
         let mut done = Imported::default();
         if st.count > 0 {
             let first = first_stored(&txn, key)?;
+            // The bucket shared with the first stored reading keeps that reading's counter.
+            let shared = bucket_start(first);
+            let kept = txn
+                .open_table(ROLLUPS)?
+                .get((key, shared))?
+                .map(|v| v.value().to_vec());
             let older = std::iter::from_fn(|| {
                 match readings.next_if(|r| r.as_ref().is_ok_and(|r| r.ts_ms < first)) {
                     Some(Ok(r)) => Some(r),
@@ -76,6 +82,16 @@ impl Store {
                 }
             });
             (done.before, done.skipped) = prepend(&txn, key, &st, older)?;
+            if let Some(kept) = kept {
+                let old = codec::decode_bucket(shared, &kept);
+                let mut rollups = txn.open_table(ROLLUPS)?;
+                let now = rollups.get((key, shared))?.map(|v| v.value().to_vec());
+                if let Some(now) = now {
+                    let mut b = codec::decode_bucket(shared, &now);
+                    b.counter_last_wh = old.counter_last_wh;
+                    rollups.insert((key, shared), codec::encode_bucket(&b).as_slice())?;
+                }
+            }
         }
         let mut batch = Batch::default();
         let mut prev = i64::MIN;
@@ -236,10 +252,11 @@ mod tests {
     fn history_before_and_after_the_stored_readings_is_imported_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("k.redb"), 8).unwrap();
-        // kasad has read the device from minute 3000 to 3059.
+        // kasad has read the device from minute 3005 to 3064 (the first in the middle of a
+        // 15-minute bucket the history shares).
         let batch = Batch {
             devices: vec![(info(), T0)],
-            readings: minutes(3_000, 60),
+            readings: minutes(3_005, 60),
             days: vec![],
         };
         super::super::write::apply(&store, &batch, true).unwrap();
@@ -251,8 +268,8 @@ mod tests {
         assert_eq!(
             done,
             Imported {
-                before: 3_000,
-                after: 940,
+                before: 3_005,
+                after: 935,
                 skipped: 60
             }
         );
@@ -262,6 +279,14 @@ mod tests {
         assert_eq!(n, 4_000);
         assert_eq!(raw, 6 * 3_999 - 6);
         assert_eq!(rolled, raw * 1_000);
+        // The shared bucket still ends with kasad's counter, not the history's older one.
+        let id = DeviceId::parse("P1").unwrap();
+        let shared = T0 + 3_000 * 60_000;
+        let b = store.buckets(&id, shared, shared + 1).unwrap();
+        assert_eq!(
+            (b[0].samples, b[0].counter_last_wh),
+            (15, 1_000 + 6 * 3_014)
+        );
         let report = store.verify_data().unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         // A second import changes nothing.

@@ -74,19 +74,51 @@ async fn a_kasa_monitor_history_is_imported_once_and_exports_its_days() {
     // all before kasad's first reading of the desk plug, which keeps its id and name.
     let out = import(&db, &cfg);
     assert!(
-        out.contains("192.168.1.100 -> PLUG01: 2161 readings imported, 0 already stored\n"),
+        out.contains(
+            "192.168.1.100 -> PLUG01: 2161 readings imported, 0 already stored or out of order\n"
+        ),
         "{out}"
     );
     assert!(
         out.contains(
             "192.168.1.101 -> km-192-168-1-101 (new): 2161 readings imported, 0 already \
-             stored, 1 skipped (time not readable)\n"
+             stored or out of order, 1 skipped (time not readable)\n"
         ),
         "{out}"
     );
-    // Importing again adds nothing.
+    // kasad finds the real plug at 192.168.1.101 since; importing again adds nothing (the
+    // history stays with the imported device, not duplicated into the real one).
+    {
+        let store = Store::open(&data.path().join("kasad.redb"), 8).unwrap();
+        let mut real = plug_info("REAL101");
+        real.address = "192.168.1.101:9999".into();
+        let readings = (0..5)
+            .map(|i| Reading {
+                device_id: DeviceId::parse("REAL101").unwrap(),
+                ts_ms: T26 + 60_000 * i,
+                power_mw: Some(60_000),
+                voltage_mv: None,
+                current_ma: None,
+                counter_wh: Some(5_000 + i),
+                relay_on: true,
+                rssi: None,
+            })
+            .collect();
+        let batch = Batch {
+            devices: vec![(real, T26)],
+            readings,
+            days: vec![],
+        };
+        apply(&store, &batch, true).unwrap();
+    }
     let out = import(&db, &cfg);
-    assert!(out.contains("192.168.1.100 -> PLUG01: 0 readings imported, 2161 already stored"));
+    assert!(
+        out.contains("192.168.1.101 -> km-192-168-1-101: 0 readings imported"),
+        "{out}"
+    );
+    assert!(out.contains(
+        "192.168.1.100 -> PLUG01: 0 readings imported, 2161 already stored or out of order"
+    ));
     assert!(out.contains("0 readings of 2 devices imported"), "{out}");
     let (ok, out) = kasad_cli(&[
         OsStr::new("store"),
@@ -94,7 +126,7 @@ async fn a_kasa_monitor_history_is_imported_once_and_exports_its_days() {
         OsStr::new("--config"),
         cfg.as_os_str(),
     ]);
-    assert!(ok && out.contains("4332 readings verified"), "{out}");
+    assert!(ok && out.contains("4337 readings verified"), "{out}");
 
     // The 25th as kasa-monitor's counters had it: 120 W and 60 W for 24 hours.
     let clock: SharedClock = Arc::new(ManualClock::new(T26 + 3_600_000));
