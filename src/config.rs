@@ -471,8 +471,13 @@ pub struct Mqtt {
     pub enabled: bool,
     /// Broker host name or address.
     pub host: String,
-    /// Broker port (plain TCP).
+    /// Broker port (1883 plain, 8883 with TLS).
     pub port: u16,
+    /// TLS to the broker (rustls; the broker's name or IP must be in its certificate).
+    pub tls: bool,
+    /// CA certificates (PEM) the broker's certificate must chain to; without it, the public
+    /// web roots.
+    pub ca_file: Option<PathBuf>,
     /// MQTT client id (unique per broker).
     pub client_id: String,
     /// User name; empty = anonymous.
@@ -497,6 +502,8 @@ impl Default for Mqtt {
             enabled: false,
             host: "127.0.0.1".into(),
             port: 1883,
+            tls: false,
+            ca_file: None,
             client_id: "kasad".into(),
             username: String::new(),
             password_file: None,
@@ -760,7 +767,9 @@ impl Settings {
         if self.poll.concurrency == 0 {
             return Err(invalid("poll.concurrency", "must be at least 1"));
         }
-        let topic_ok = |t: &str| !t.is_empty() && !t.contains(['+', '#']) && !t.ends_with('/');
+        let topic_ok = |t: &str| {
+            !t.starts_with('$') && !t.contains(['+', '#']) && t.split('/').all(|l| !l.is_empty())
+        };
         for (key, t) in [
             ("mqtt.topic_prefix", &self.mqtt.topic_prefix),
             ("mqtt.discovery_prefix", &self.mqtt.discovery_prefix),
@@ -771,6 +780,9 @@ impl Settings {
                     "must be a topic without wildcards or a trailing /",
                 ));
             }
+        }
+        if self.mqtt.password_file.is_some() && self.mqtt.username.is_empty() {
+            return Err(invalid("mqtt.password_file", "needs mqtt.username"));
         }
         if self.mqtt.qos > 1 {
             return Err(invalid("mqtt.qos", "must be 0 or 1"));

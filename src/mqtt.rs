@@ -64,11 +64,17 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn push(&self, m: Msg, stats: &MqttStats) {
+    /// Queues `m`; a full outbox drops its oldest. A dropped retained message is forgotten in
+    /// `last`, so the next cycle sends it again.
+    fn push(&self, m: Msg, stats: &MqttStats, last: &Mutex<BTreeMap<String, Msg>>) {
         let mut q = self.queue.lock().expect("outbox lock");
         while q.len() >= self.cap.max(1) {
-            q.pop_front();
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(old) = q.pop_front() {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                if old.retain {
+                    last.lock().expect("last lock").remove(&old.topic);
+                }
+            }
         }
         q.push_back(m);
         drop(q);
@@ -106,6 +112,35 @@ pub struct Mqtt {
     pub audit_key: SecretKey,
     /// Counters.
     pub stats: Arc<MqttStats>,
+}
+
+/// A rustls client configuration (ring) trusting `ca_file`'s certificates, or the public web
+/// roots without one.
+fn tls(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(p) => {
+            for c in CertificateDer::pem_file_iter(p)
+                .map_err(|e| anyhow::anyhow!("[mqtt] ca_file {}: {e}", p.display()))?
+            {
+                roots
+                    .add(c.map_err(|e| anyhow::anyhow!("[mqtt] ca_file {}: {e}", p.display()))?)?;
+            }
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "[mqtt] ca_file {} holds no certificate",
+                p.display()
+            );
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The state topics of one device and their payloads.
@@ -153,7 +188,7 @@ fn discovery(cfg: &Config, l: &Live, has_relay: bool) -> Vec<Msg> {
     let (p, d) = (&cfg.topic_prefix, &cfg.discovery_prefix);
     let uid = format!("kasad_{id}");
     let device = json!({"identifiers": [uid], "name": l.name, "model": l.model,
-        "manufacturer": "TP-Link", "via_device": "kasad"});
+        "manufacturer": "TP-Link"});
     let avail =
         json!([{"topic": format!("{p}/status")}, {"topic": format!("{p}/{id}/availability")}]);
     let mut out = Vec::new();
@@ -177,12 +212,22 @@ fn discovery(cfg: &Config, l: &Live, has_relay: bool) -> Vec<Msg> {
             "total_increasing",
         ),
     ];
+    let metered = l.power_mw.is_some() || l.counter_wh.is_some();
     for &(key, name, class, unit, state) in sensors {
-        if strip && !matches!(key, "power" | "energy_today") {
+        // Only what the device reports (a strip: the sums of its outlets).
+        let reported = match key {
+            "power" | "energy_today" => metered,
+            "voltage" => l.voltage_mv.is_some() && !strip,
+            "current" => l.current_ma.is_some() && !strip,
+            _ => l.counter_wh.is_some() && !strip,
+        };
+        if !reported {
             continue;
         }
         let c = json!({"name": name, "unique_id": format!("{uid}_{key}"),
-            "object_id": format!("{uid}_{key}"), "state_topic": format!("{p}/{id}/{key}"),
+            "object_id": format!("{uid}_{key}"),
+            "default_entity_id": format!("sensor.{uid}_{key}"),
+            "state_topic": format!("{p}/{id}/{key}"),
             "device_class": class, "unit_of_measurement": unit, "state_class": state,
             "availability": avail, "availability_mode": "all", "device": device});
         out.push(Msg {
@@ -193,7 +238,8 @@ fn discovery(cfg: &Config, l: &Live, has_relay: bool) -> Vec<Msg> {
     }
     if has_relay {
         let c = json!({"name": "Relay", "unique_id": format!("{uid}_relay"),
-            "object_id": format!("{uid}_relay"), "state_topic": format!("{p}/{id}/relay"),
+            "object_id": format!("{uid}_relay"), "default_entity_id": format!("switch.{uid}_relay"),
+            "state_topic": format!("{p}/{id}/relay"),
             "command_topic": format!("{p}/{id}/relay/set"), "payload_on": "ON",
             "payload_off": "OFF", "availability": avail, "availability_mode": "all",
             "device": device});
@@ -218,6 +264,19 @@ impl Mqtt {
         opts.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
         if !cfg.username.is_empty() {
             opts.set_credentials(&cfg.username, me.password.clone().unwrap_or_default());
+        }
+        if cfg.tls {
+            match tls(cfg.ca_file.as_deref()) {
+                Ok(c) => {
+                    opts.set_transport(rumqttc::Transport::tls_with_config(
+                        rumqttc::TlsConfiguration::Rustls(Arc::new(c)),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "mqtt: TLS cannot be set up; not connecting");
+                    return;
+                }
+            }
         }
         let (client, mut events) = AsyncClient::new(opts, 64);
         let outbox = Arc::new(Outbox {
@@ -271,12 +330,14 @@ impl Mqtt {
                     }
                     match me.snapshot().await {
                         Ok(msgs) => {
-                            let mut l = last.lock().expect("last lock");
                             for m in msgs {
-                                if l.get(&m.topic) != Some(&m) || !m.retain {
-                                    outbox.push(m.clone(), &me.stats);
+                                let new = {
+                                    let mut l = last.lock().expect("last lock");
+                                    l.insert(m.topic.clone(), m.clone()).as_ref() != Some(&m)
+                                };
+                                if new || !m.retain {
+                                    outbox.push(m, &me.stats, &last);
                                 }
-                                l.insert(m.topic.clone(), m);
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "mqtt: no device states"),
@@ -284,8 +345,24 @@ impl Mqtt {
                 }
             })
         };
+        // Relay commands, one at a time; more than a few waiting are dropped.
+        let (commands, mut queued) = tokio::sync::mpsc::channel::<(String, String)>(8);
+        let worker = {
+            let (me, outbox, last) = (me.clone(), outbox.clone(), last.clone());
+            tokio::spawn(async move {
+                while let Some((topic, payload)) = queued.recv().await {
+                    if let Some(m) = me.command(&topic, &payload).await {
+                        last.lock()
+                            .expect("last lock")
+                            .insert(m.topic.clone(), m.clone());
+                        outbox.push(m, &me.stats, &last);
+                    }
+                }
+            })
+        };
         let set_filter = format!("{}/+/relay/set", cfg.topic_prefix);
         let mut backoff = Duration::from_secs(1);
+        let mut reported = false;
         loop {
             let ev = tokio::select! {
                 () = cancel.cancelled() => break,
@@ -295,8 +372,10 @@ impl Mqtt {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(host = %cfg.host, port = cfg.port, "mqtt connected");
                     me.stats.connected.store(true, Ordering::Relaxed);
-                    backoff = Duration::from_secs(1);
-                    let _ = client.subscribe(&set_filter, QoS::AtLeastOnce).await;
+                    (backoff, reported) = (Duration::from_secs(1), false);
+                    // Never awaited here: only this loop's polling frees the client's queue.
+                    let (c, f) = (client.clone(), set_filter.clone());
+                    tokio::spawn(async move { c.subscribe(f, QoS::AtLeastOnce).await });
                     outbox.push(
                         Msg {
                             topic: status.clone(),
@@ -304,25 +383,37 @@ impl Mqtt {
                             retain: true,
                         },
                         &me.stats,
+                        &last,
                     );
-                    let again: Vec<Msg> =
-                        last.lock().expect("last lock").values().cloned().collect();
+                    // Retained state again (a broker may have lost it); measurements wait for
+                    // the next cycle rather than going out stale.
+                    let again: Vec<Msg> = (last.lock().expect("last lock").values())
+                        .filter(|m| m.retain)
+                        .cloned()
+                        .collect();
                     for m in again {
-                        outbox.push(m, &me.stats);
+                        outbox.push(m, &me.stats, &last);
                     }
                 }
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                // A retained command would switch the plug again at every reconnection.
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) if !p.retain => {
                     let payload = String::from_utf8_lossy(&p.payload).trim().to_owned();
-                    let me = me.clone();
-                    tokio::spawn(async move { me.command(&p.topic, &payload).await });
+                    me.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    if commands.try_send((p.topic, payload)).is_err() {
+                        tracing::warn!(
+                            "mqtt: relay commands arrive faster than they are carried out; one dropped"
+                        );
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     if me.stats.connected.swap(false, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "mqtt connection lost; reconnecting");
-                    } else {
-                        tracing::debug!(error = %e, "mqtt broker unreachable");
+                    } else if !reported {
+                        tracing::warn!(error = %e, host = %cfg.host, port = cfg.port,
+                            "mqtt broker unreachable; retrying with backoff");
                     }
+                    reported = true;
                     tokio::select! {
                         () = cancel.cancelled() => break,
                         () = tokio::time::sleep(backoff) => {}
@@ -331,12 +422,17 @@ impl Mqtt {
                 }
             }
         }
-        // A clean stop: say so (the will is only for a lost connection).
-        if me.stats.connected.load(Ordering::Relaxed) {
-            let _ = client
-                .publish(&status, QoS::AtLeastOnce, true, "offline")
-                .await;
-            let _ = client.disconnect().await;
+        sender.abort();
+        snapshots.abort();
+        worker.abort();
+        // A clean stop says so (the will is only for a lost connection). Nothing here waits
+        // on a full queue: then the connection just drops and the broker sends the will.
+        if me.stats.connected.load(Ordering::Relaxed)
+            && client
+                .try_publish(&status, QoS::AtLeastOnce, true, "offline")
+                .is_ok()
+            && client.try_disconnect().is_ok()
+        {
             let flush = async {
                 while let Ok(ev) = events.poll().await {
                     if matches!(ev, MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) {
@@ -346,8 +442,6 @@ impl Mqtt {
             };
             let _ = tokio::time::timeout(Duration::from_millis(500), flush).await;
         }
-        sender.abort();
-        snapshots.abort();
     }
 
     /// Every device's discovery configs and states now.
@@ -381,36 +475,32 @@ impl Mqtt {
         entry.is_some_and(|e| e.status == DeviceStatus::Online) && l.ts_ms.is_some()
     }
 
-    /// A message on `kasad/<id>/relay/set`.
-    async fn command(&self, topic: &str, payload: &str) {
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+    /// A message on `kasad/<id>/relay/set`; the relay's new state when it was switched.
+    async fn command(&self, topic: &str, payload: &str) -> Option<Msg> {
         let prefix = format!("{}/", self.cfg.topic_prefix);
-        let Some(id) = topic
+        let id = topic
             .strip_prefix(&prefix)
             .and_then(|t| t.strip_suffix("/relay/set"))
-            .and_then(|i| DeviceId::parse(i).ok())
-        else {
-            return;
-        };
+            .and_then(|i| DeviceId::parse(i).ok())?;
         let on = match payload.to_ascii_uppercase().as_str() {
             "ON" | "1" | "TRUE" => true,
             "OFF" | "0" | "FALSE" => false,
             _ => {
                 tracing::warn!(device = %id, payload, "mqtt: relay command is neither ON nor OFF");
-                return;
+                return None;
             }
         };
         if !self.cfg.allow_control {
             tracing::warn!(device = %id, "mqtt: relay command ignored ([mqtt] allow_control = false)");
-            return;
+            return None;
         }
         let Some(entry) = self.registry.find(&id) else {
             tracing::warn!(device = %id, "mqtt: relay command for an unknown device");
-            return;
+            return None;
         };
         if entry.info.device_id == id && entry.info.device_type == DeviceType::Strip {
             tracing::warn!(device = %id, "mqtt: switch a strip's outlets one by one");
-            return;
+            return None;
         }
         let outlet = (entry.info.device_id != id).then_some(&id);
         let res = crate::poller::device::set_relay(entry.addr, outlet, on, self.poll_timeout).await;
@@ -425,10 +515,17 @@ impl Mqtt {
         match res {
             Ok(()) => {
                 tracing::info!(device = %id, on, "mqtt: relay switched");
-                // The next cycle publishes the new state; don't wait for it.
-                self.cycles.cycle_done.notify_one();
+                // Home Assistant's switch shows the new state now, not after the next poll.
+                Some(Msg {
+                    topic: format!("{prefix}{id}/relay"),
+                    payload: if on { "ON" } else { "OFF" }.into(),
+                    retain: true,
+                })
             }
-            Err(e) => tracing::warn!(device = %id, error = %e, "mqtt: relay did not switch"),
+            Err(e) => {
+                tracing::warn!(device = %id, error = %e, "mqtt: relay did not switch");
+                None
+            }
         }
     }
 }
@@ -483,17 +580,20 @@ mod tests {
             cap: 2,
             ready: Notify::new(),
         };
+        let last = Mutex::new(BTreeMap::new());
         for i in 0..5 {
-            o.push(
-                Msg {
-                    topic: format!("t{i}"),
-                    payload: String::new(),
-                    retain: false,
-                },
-                &stats,
-            );
+            let m = Msg {
+                topic: format!("t{i}"),
+                payload: String::new(),
+                retain: i == 0,
+            };
+            last.lock().unwrap().insert(m.topic.clone(), m.clone());
+            o.push(m, &stats, &last);
         }
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
+        // The dropped retained message is forgotten, so the next cycle sends it again.
+        assert!(!last.lock().unwrap().contains_key("t0"));
+        assert!(last.lock().unwrap().contains_key("t1"));
         assert_eq!(o.take().unwrap().topic, "t3");
         assert_eq!(o.take().unwrap().topic, "t4");
         assert!(o.take().is_none());

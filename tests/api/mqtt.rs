@@ -21,11 +21,16 @@ struct Broker {
 
 impl Broker {
     fn start(port: u16) -> Self {
+        Self::start_with(port, "")
+    }
+
+    /// A broker with `extra` lines for its listener (TLS files).
+    fn start_with(port: u16, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\n{extra}allow_anonymous true\npersistence false\n"),
         )
         .unwrap();
         // Debian puts the broker in /usr/sbin, outside a normal user's PATH.
@@ -75,6 +80,10 @@ struct Watch {
 
 impl Watch {
     fn start(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Self {
         let mut child = Command::new("mosquitto_sub")
             .args([
                 "-h",
@@ -86,6 +95,7 @@ impl Watch {
                 "-F",
                 "%r|%t|%p",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -172,6 +182,14 @@ fn lamp() -> SimDevice {
 }
 
 async fn daemon(port: u16, prefix: &str, allow: bool) -> TestApp {
+    daemon_with(port, prefix, move |m| m.allow_control = allow).await
+}
+
+async fn daemon_with(
+    port: u16,
+    prefix: &str,
+    tweak: impl FnOnce(&mut kasad::config::Mqtt) + Send + 'static,
+) -> TestApp {
     let sims = start_sims(vec![lamp()]).await;
     let prefix = prefix.to_owned();
     TestApp::with_sims(sims, move |s| {
@@ -179,17 +197,21 @@ async fn daemon(port: u16, prefix: &str, allow: bool) -> TestApp {
         s.mqtt.port = port;
         s.mqtt.client_id = format!("kasad-test-{prefix}");
         s.mqtt.topic_prefix = prefix;
-        s.mqtt.allow_control = allow;
+        tweak(&mut s.mqtt);
     })
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn home_assistant_sees_every_device_and_control_needs_permission() {
-    let broker = Broker::start(free_port());
-    let watch = Watch::start(broker.port);
-    let app = daemon(broker.port, "kasad", false).await;
+    // kasad starts before the broker and polls for a while (more messages wait than the
+    // connection's own queue holds): everything arrives once the broker is up.
+    let port = free_port();
+    let app = daemon(port, "kasad", false).await;
     let id = app.sims[0].with_device(|d| d.spec().device_id.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let broker = Broker::start(port);
+    let watch = Watch::start(broker.port);
 
     // Discovery: retained configs with Home Assistant's classes.
     let cfg = |kind: &str, key: &str| format!("homeassistant/{kind}/kasad_{id}/{key}/config");
@@ -262,7 +284,11 @@ async fn home_assistant_sees_every_device_and_control_needs_permission() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(metrics().await.contains("kasad_mqtt_connected 1"));
+    // Given time to act (several poll cycles), it did not switch.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(app.sims[0].with_device(|d| d.relay_on(0)), "not switched");
+    let (_, audit) = app.get("/api/audit?event_types=DEVICE_CONTROLLED").await;
+    assert_eq!(audit["total"], 0, "{audit}");
 
     // The broker dies and comes back empty: everything is there again after reconnection.
     let port = broker.kill();
@@ -311,5 +337,112 @@ async fn home_assistant_sees_every_device_and_control_needs_permission() {
         "{audit}"
     );
     assert_eq!(entry["details"]["on"], false);
+    app.stop().await;
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with the openssl command line.
+fn certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let st = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl makes the test certificates");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kasad test CA",
+    ];
+    run(&[&["req", "-x509"][..], &ec, &ca].concat());
+    let csr = [
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ];
+    run(&[&["req"][..], &ec, &csr].concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    // mosquitto drops root rights: it must be able to read its files.
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_broker_is_verified_against_the_configured_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let tls = format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\n",
+        p("ca.pem"),
+        p("server.pem"),
+        p("server.key")
+    );
+    let broker = Broker::start_with(free_port(), &tls);
+    let watch = Watch::start_with(broker.port, &["--cafile", &p("ca.pem")]);
+    let ca = certs.path().join("ca.pem");
+    let app = daemon_with(broker.port, "kasad", move |m| {
+        m.tls = true;
+        m.ca_file = Some(ca);
+    })
+    .await;
+    let id = app.sims[0].with_device(|d| d.spec().device_id.clone());
+    watch
+        .wait(&format!("kasad/{id}/power"), |p| p == "45.2")
+        .await;
+    app.stop().await;
+    // Without the CA (the public web roots only) the broker is not trusted: after several
+    // poll cycles nothing has arrived and the daemon is not connected.
+    let app = daemon_with(broker.port, "untrusted", |m| m.tls = true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = app
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    let m = r.text().await.unwrap();
+    assert!(m.contains("kasad_mqtt_connected 0"), "{m}");
+    assert!(!watch.keys().iter().any(|k| k.starts_with("untrusted/")));
     app.stop().await;
 }
