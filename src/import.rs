@@ -84,7 +84,11 @@ pub fn kasa_monitor(
     }
     let with_info = has("device_info")?;
     let total: i64 = db
-        .query_row("SELECT count(*) FROM device_readings", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM device_readings WHERE device_ip IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
         .map_err(sql)?;
     let total = u64::try_from(total).unwrap_or(0);
     let ips: Vec<String> = {

@@ -84,17 +84,8 @@ impl Watch {
     }
 
     fn start_with(port: u16, extra: &[&str]) -> Self {
-        let mut child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                "#",
-                "-F",
-                "%r|%t|%p",
-            ])
+        let mut child = mosquitto("mosquitto_sub", port)
+            .args(["-t", "#", "-F", "%r|%t|%p"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -148,6 +139,13 @@ impl Drop for Watch {
     }
 }
 
+/// A mosquitto client command aimed at the test broker.
+fn mosquitto(client: &str, port: u16) -> Command {
+    let mut c = Command::new(client);
+    c.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    c
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -157,17 +155,8 @@ fn free_port() -> u16 {
 }
 
 fn publish(port: u16, topic: &str, msg: &str) {
-    let st = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            topic,
-            "-m",
-            msg,
-        ])
+    let st = mosquitto("mosquitto_pub", port)
+        .args(["-t", topic, "-m", msg])
         .status()
         .expect("mosquitto_pub runs");
     assert!(st.success());

@@ -316,6 +316,18 @@ async fn kathmandu_history(r: &Rig) -> DeviceId {
     id_of(&r.sims[0])
 }
 
+/// Switches outlet 0 off for all of the 27th (local) and moves the clock to 06:00 on the
+/// 28th, which it returns.
+fn off_on_the_27th(r: &Rig) -> i64 {
+    r.sims[0].with_device(|d| {
+        d.set_relay(0, false, KTM_26 + DAY);
+        d.set_relay(0, true, KTM_26 + 2 * DAY);
+    });
+    let t1 = KTM_26 + 2 * DAY + 6 * HOUR;
+    r.clock.set(t1);
+    t1
+}
+
 /// A new daemon's poller: its registry comes from the store, with the newest readings' time.
 fn restarted(r: &Rig) -> Poller {
     let mut poller = r.poller.clone();
@@ -352,12 +364,7 @@ async fn a_gap_across_a_restart_follows_the_device_days_and_counts_the_counter_o
 
     // The daemon is down for two days. The load runs until local midnight, is off all of
     // the 27th and runs again from midnight to 06:00 on the 28th.
-    let t1 = KTM_26 + 2 * DAY + 6 * HOUR;
-    r.sims[0].with_device(|d| {
-        d.set_relay(0, false, KTM_26 + DAY);
-        d.set_relay(0, true, KTM_26 + 2 * DAY);
-    });
-    r.clock.set(t1);
+    let t1 = off_on_the_27th(&r);
     let poller = restarted(&r);
     assert!(matches!(&poller.poll_once().await[..], [Outcome::Ok(_)]));
     r.writer.flush().await.unwrap();
@@ -462,12 +469,7 @@ async fn each_strip_outlet_gets_its_own_day_totals_after_a_restart() {
     let outlet = |i: usize| DeviceId::parse(&format!("{strip}{i:02}")).unwrap();
     r.writer.flush().await.unwrap();
     // Outlet 1 is off all of the 27th; outlet 2 runs throughout.
-    let t1 = KTM_26 + 2 * DAY + 6 * HOUR;
-    r.sims[0].with_device(|d| {
-        d.set_relay(0, false, KTM_26 + DAY);
-        d.set_relay(0, true, KTM_26 + 2 * DAY);
-    });
-    r.clock.set(t1);
+    off_on_the_27th(&r);
     assert!(matches!(
         &restarted(&r).poll_once().await[..],
         [Outcome::Ok(_)]
