@@ -47,6 +47,12 @@ impl Out {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
+    /// A counter without labels.
+    fn counter(&mut self, name: &str, help: &str, v: u64) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], v as f64);
+    }
+
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
         self.0.push_str(name);
         if !labels.is_empty() {
@@ -249,8 +255,7 @@ pub fn render(i: &Inputs) -> String {
             write_failures,
         ),
     ] {
-        o.family(name, "counter", help);
-        o.sample(name, &[], v as f64);
+        o.counter(name, help, v);
     }
     if let Some((connected, published, dropped, commands)) = i.mqtt {
         o.family(
@@ -276,8 +281,7 @@ pub fn render(i: &Inputs) -> String {
                 commands,
             ),
         ] {
-            o.family(name, "counter", help);
-            o.sample(name, &[], v as f64);
+            o.counter(name, help, v);
         }
     }
     o.family(

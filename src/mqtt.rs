@@ -12,10 +12,11 @@
 //! - `<discovery_prefix>/sensor|switch/kasad_<id>/<entity>/config`: Home Assistant
 //!   discovery (retained), power W `measurement`, energy kWh `total_increasing`.
 //!
-//! Messages wait in a bounded outbox while the broker is away: a full one drops its oldest
-//! message (counted in `/metrics`) and never holds up polling. After every (re)connection
-//! the discovery configs and the latest state of every topic are published again, so a
-//! broker restarted without persistence has everything back at once.
+//! Messages wait in a bounded outbox: a full one drops its oldest message (counted in
+//! `/metrics`) and never holds up polling. While the broker is away only retained state
+//! (configs, relay, availability) is queued — measurements would arrive stale — and after
+//! every (re)connection the retained topics are published again, so a broker restarted
+//! without persistence has everything back at once.
 
 use crate::audit::{Event, EventType, Severity};
 use crate::auth::keys::SecretKey;
@@ -335,7 +336,10 @@ impl Mqtt {
                                     let mut l = last.lock().expect("last lock");
                                     l.insert(m.topic.clone(), m.clone()).as_ref() != Some(&m)
                                 };
-                                if new || !m.retain {
+                                // Measurements are only worth sending while connected; a
+                                // backlog of old ones would arrive looking current.
+                                let live = me.stats.connected.load(Ordering::Relaxed);
+                                if (new && m.retain) || (!m.retain && live) {
                                     outbox.push(m, &me.stats, &last);
                                 }
                             }

@@ -284,3 +284,12 @@ impl TestApp {
 pub fn of_type<'a>(d: &'a [Value], t: &str) -> Vec<&'a Value> {
     d.iter().filter(|x| x["device_type"] == t).collect()
 }
+
+/// A free loopback port (closed again; a server the test starts binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,7 +1,7 @@
 //! MQTT against a real broker: Debian's mosquitto on 127.0.0.1 (a free port), watched with
 //! mosquitto_sub (an independent client), commanded with mosquitto_pub.
 
-use crate::helpers::{TestApp, start_sims};
+use crate::helpers::{TestApp, free_port, start_sims};
 use kasad::clock::Clock;
 use kasad::sim::{Load, Model, SimDevice, SimSpec};
 use serde_json::Value;
@@ -72,7 +72,8 @@ impl Drop for Broker {
     }
 }
 
-/// Every message mosquitto_sub sees on `#`: topic -> (retained, payload), latest wins.
+/// Every message mosquitto_sub sees on `#`: topic -> (ever delivered retained, latest
+/// payload).
 struct Watch {
     child: Child,
     seen: Arc<Mutex<HashMap<String, (bool, String)>>>,
@@ -98,9 +99,9 @@ impl Watch {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let mut p = line.splitn(3, '|');
                 if let (Some(r), Some(t), Some(v)) = (p.next(), p.next(), p.next()) {
-                    s.lock()
-                        .unwrap()
-                        .insert(t.to_owned(), (r == "1", v.to_owned()));
+                    let mut seen = s.lock().unwrap();
+                    let e = seen.entry(t.to_owned()).or_insert((false, String::new()));
+                    *e = (e.0 || r == "1", v.to_owned());
                 }
             }
         });
@@ -144,14 +145,6 @@ fn mosquitto(client: &str, port: u16) -> Command {
     let mut c = Command::new(client);
     c.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn publish(port: u16, topic: &str, msg: &str) {

@@ -6,7 +6,7 @@
 //! schedules and catches up a missed run once.
 
 use crate::exports::{Env, add_user, env_with};
-use crate::helpers::{ATTEMPTS, STEP, TestApp};
+use crate::helpers::{ATTEMPTS, STEP, TestApp, free_port};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -398,15 +398,6 @@ async fn every_minute_into_a_directory_never_shows_a_partial_file() {
         (429, json!("RATE_LIMIT_EXCEEDED")),
         "{v}"
     );
-}
-
-/// A free loopback port (closed again; the SMTP server binds it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// aiosmtpd on loopback, storing messages in a Maildir; killed on drop.
