@@ -50,10 +50,7 @@ pub async fn device_rows(st: &AppState) -> Result<Vec<Value>, ApiError> {
             let entry = live.get(owner);
             let status = entry.map_or(DeviceStatus::Offline, |e| e.status);
             let address = entry.map_or(i.address.clone(), |e| e.addr.to_string());
-            let ip = address
-                .rsplit_once(':')
-                .map_or(address.as_str(), |(ip, _)| ip)
-                .to_owned();
+            let ip = crate::domain::device::host_of(&address).to_owned();
             let last_seen = entry.and_then(|e| e.last_seen_ms).or(d.last_reading_ms);
             let points = if i.device_type == DeviceType::Strip {
                 strip_points.get(&i.device_id).copied().unwrap_or(0)

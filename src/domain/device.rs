@@ -140,15 +140,35 @@ pub struct DeviceInfo {
 impl DeviceInfo {
     /// The IP part of the address.
     pub fn ip(&self) -> &str {
-        self.address
-            .rsplit_once(':')
-            .map_or(self.address.as_str(), |(ip, _)| ip)
+        host_of(&self.address)
+    }
+}
+
+/// The host part of `ip:port`, `[ipv6]:port`, or an address without a port (`ip`, a bare
+/// IPv6 address).
+pub fn host_of(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(h, _)| h);
+    }
+    match address.rsplit_once(':') {
+        // More than one colon without brackets: an IPv6 address without a port.
+        Some((h, _)) if !h.contains(':') => h,
+        _ => address,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_of_an_address_with_or_without_a_port() {
+        assert_eq!(host_of("192.168.1.100:9999"), "192.168.1.100");
+        assert_eq!(host_of("192.168.1.100"), "192.168.1.100");
+        assert_eq!(host_of("[fe80::1]:9999"), "fe80::1");
+        assert_eq!(host_of("fe80::1"), "fe80::1");
+        assert_eq!(host_of(""), "");
+    }
 
     #[test]
     fn device_id_rejects_empty_long_and_odd_characters() {
