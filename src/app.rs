@@ -110,20 +110,19 @@ pub fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
     let devices = store.devices()?;
     let now = tokio::time::Instant::now();
     for parent in devices.iter().filter(|d| d.record.info.parent_id.is_none()) {
-        let mut infos = vec![parent.record.info.clone()];
-        let mut outlets: Vec<_> = devices
+        let kids: Vec<_> = devices
             .iter()
             .filter(|d| d.record.info.parent_id.as_ref() == Some(&parent.record.info.device_id))
-            .map(|d| d.record.info.clone())
             .collect();
-        outlets.sort_by_key(|o| o.outlet_index);
         // A strip's newest reading is its outlets' (an outlet gone from the strip keeps an
         // old one, which must not stretch the gap).
-        let last = std::iter::once(parent.record.info.device_id.clone())
-            .chain(outlets.iter().map(|o| o.device_id.clone()))
-            .filter_map(|id| devices.iter().find(|d| d.record.info.device_id == id))
+        let last = std::iter::once(parent)
+            .chain(kids.iter().copied())
             .filter_map(|d| d.last_reading_ms)
             .max();
+        let mut outlets: Vec<_> = kids.iter().map(|d| d.record.info.clone()).collect();
+        outlets.sort_by_key(|o| o.outlet_index);
+        let mut infos = vec![parent.record.info.clone()];
         infos.extend(outlets);
         registry.upsert(infos, now);
         if let Some(ts) = last {

@@ -52,6 +52,25 @@ impl Live {
     }
 }
 
+/// Every device now, as the device cards, `/metrics` and MQTT show it: the newest reading
+/// within three poll intervals and what was used since the start of today in `tz`; returns
+/// the rows and that start.
+pub fn today(
+    store: &Store,
+    tariffs: &Versions,
+    now_ms: i64,
+    tz: chrono_tz::Tz,
+    poll_interval: std::time::Duration,
+) -> Result<(Vec<Live>, i64)> {
+    use crate::domain::rollup::{Period, period_start};
+    let day_start = period_start(now_ms, Period::Day, tz);
+    let fresh_ms = 3 * i64::try_from(poll_interval.as_millis()).unwrap_or(i64::MAX / 4);
+    Ok((
+        snapshot(store, tariffs, now_ms, day_start, fresh_ms)?,
+        day_start,
+    ))
+}
+
 /// Every stored device as of `now_ms`: the newest reading not older than `fresh_ms`, and the
 /// energy and cost (priced by `tariffs`) since `day_start_ms`.
 pub fn snapshot(

@@ -451,15 +451,11 @@ impl Mqtt {
     /// Every device's discovery configs and states now.
     async fn snapshot(&self) -> anyhow::Result<Vec<Msg>> {
         let now = self.clock.now_ms();
-        let day_start =
-            crate::domain::rollup::period_start(now, crate::domain::rollup::Period::Day, self.tz);
-        let fresh = 3 * i64::try_from(self.poll_interval.as_millis()).unwrap_or(i64::MAX / 4);
+        let (tz, interval) = (self.tz, self.poll_interval);
         let (store, exporter) = (self.store.clone(), self.exporter.clone());
         let rows = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Live>> {
             let tariffs = exporter.tariffs()?;
-            Ok(crate::live::snapshot(
-                &store, &tariffs, now, day_start, fresh,
-            )?)
+            Ok(crate::live::today(&store, &tariffs, now, tz, interval)?.0)
         })
         .await??;
         let mut out = Vec::new();

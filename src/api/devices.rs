@@ -281,13 +281,11 @@ pub(super) fn live_now(
     st: &AppState,
 ) -> impl FnOnce() -> Result<LiveNow, ApiError> + Send + 'static {
     let now = st.clock.now_ms();
-    let day_start =
-        crate::domain::rollup::period_start(now, crate::domain::rollup::Period::Day, st.timezone);
-    let fresh_ms = i64::try_from(st.poll_interval.as_millis()).unwrap_or(i64::MAX / 4) * 3;
+    let (tz, interval) = (st.timezone, st.poll_interval);
     let (store, exporter) = (st.store.clone(), st.exporter.clone());
     move || {
         let tariffs = exporter.tariffs().map_err(ApiError::internal)?;
-        let rows = crate::live::snapshot(&store, &tariffs, now, day_start, fresh_ms)?;
+        let (rows, day_start) = crate::live::today(&store, &tariffs, now, tz, interval)?;
         let c = tariffs.at(now);
         Ok(LiveNow {
             rows,
