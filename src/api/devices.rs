@@ -6,7 +6,7 @@ use crate::clock::rfc3339;
 use crate::domain::{DeviceId, DeviceStatus, DeviceType};
 use crate::series::{self, Point, Resolution, SeriesError};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -134,7 +134,7 @@ fn point_json(p: &Point, rollup: bool) -> Value {
 /// `GET /api/devices/{device_id}/readings?start&end&resolution&timezone`.
 pub async fn readings(
     State(st): State<AppState>,
-    Path(device_id): Path<String>,
+    super::error::ApiPath(device_id): super::error::ApiPath<String>,
     ApiQuery(q): ApiQuery<ReadingsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = DeviceId::parse(&device_id).map_err(|_| ApiError::device_not_found(&device_id))?;
@@ -197,7 +197,7 @@ pub struct Relay {
 pub async fn relay(
     State(st): State<AppState>,
     axum::Extension(cu): axum::Extension<super::guard::CurrentUser>,
-    Path(device_id): Path<String>,
+    super::error::ApiPath(device_id): super::error::ApiPath<String>,
     super::error::ApiJson(body): super::error::ApiJson<Relay>,
 ) -> Result<Json<Value>, ApiError> {
     let id = DeviceId::parse(&device_id).map_err(|_| ApiError::device_not_found(&device_id))?;

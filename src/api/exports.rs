@@ -17,7 +17,7 @@ use crate::export::{ExportRecord, FORMATS, Status};
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -279,7 +279,7 @@ pub async fn create(
 pub async fn status(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
-    Path(id): Path<String>,
+    super::error::ApiPath(id): super::error::ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let rec = owned(&st, &cu, &id).await?;
     Ok(Json(status_json(&st, &cu, &rec)))
@@ -289,7 +289,7 @@ pub async fn status(
 pub async fn remove(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
-    Path(id): Path<String>,
+    super::error::ApiPath(id): super::error::ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     owned(&st, &cu, &id).await?;
     let exporter = st.exporter.clone();
@@ -584,7 +584,7 @@ fn parse_range(h: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
 pub async fn download(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
-    Path(id): Path<String>,
+    super::error::ApiPath(id): super::error::ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};

@@ -5,7 +5,6 @@
 //! API with the user's token; the CSP (`default-src 'self'`) allows nothing else.
 
 use super::error::ApiError;
-use axum::extract::Path;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 
@@ -38,7 +37,7 @@ pub async fn index() -> Html<&'static str> {
 
 /// `GET /static/{file}`: one embedded asset. They change only with the binary, so browsers
 /// revalidate (`no-cache`) but never fetch a stale one after an upgrade.
-pub async fn asset(Path(file): Path<String>) -> Response {
+pub async fn asset(super::error::ApiPath(file): super::error::ApiPath<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, mime, body)) => (
             [

@@ -13,7 +13,7 @@ use crate::export::jobs::CreateError;
 use crate::schedule::runner::RunError;
 use crate::schedule::{CreateBody, Delivery, Invalid, ScheduleRecord, UpdateBody};
 use crate::store::audit::Pending;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -159,7 +159,7 @@ pub async fn list(
 pub async fn get(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
-    Path(id): Path<String>,
+    super::error::ApiPath(id): super::error::ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let s = owned(&st, &cu, &id).await?;
     Ok(Json(view(&st, &s)))
@@ -205,7 +205,7 @@ fn merged(mut s: ScheduleRecord, body: &UpdateBody, now: i64) -> ScheduleRecord 
 pub async fn update(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
-    Path(id): Path<String>,
+    super::error::ApiPath(id): super::error::ApiPath<String>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Json<Value>, ApiError> {
     let cur = owned(&st, &cu, &id).await?;
@@ -255,7 +255,7 @@ pub async fn update(
 pub async fn remove(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
-    Path(id): Path<String>,
+    super::error::ApiPath(id): super::error::ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let s = owned(&st, &cu, &id).await?;
     let mut ev = cu.event(EventType::ScheduleChanged, Severity::Info);
@@ -283,7 +283,7 @@ pub async fn remove(
 pub async fn run_now(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
-    Path(id): Path<String>,
+    super::error::ApiPath(id): super::error::ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let s = owned(&st, &cu, &id).await?;
     let now = st.clock.now_ms();

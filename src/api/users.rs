@@ -7,7 +7,7 @@ use crate::audit::{EventType, Severity};
 use crate::auth::{Permission, Role, password};
 use crate::store::audit::Pending;
 use crate::store::users::User;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -108,7 +108,7 @@ pub struct Patch {
 pub async fn update(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
-    Path(id): Path<u32>,
+    super::error::ApiPath(id): super::error::ApiPath<u32>,
     ApiJson(p): ApiJson<Patch>,
 ) -> Result<Json<Value>, ApiError> {
     let new_hash = match p.password {
@@ -151,7 +151,7 @@ pub async fn update(
 pub async fn remove(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
-    Path(id): Path<u32>,
+    super::error::ApiPath(id): super::error::ApiPath<u32>,
 ) -> Result<Json<Value>, ApiError> {
     if id == cu.user.id {
         return Err(ApiError::validation(

@@ -23,4 +23,5 @@ mod poller;
 mod report;
 mod schedules;
 mod storage;
+mod sweep;
 mod tariffs;
