@@ -61,6 +61,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         .with_context(|| format!("while creating data_dir {}", settings.data_dir.display()))?;
     let path = settings.db_path();
     let cache = settings.storage.cache_mb;
+    let reserve = settings.storage.reserve_mb;
     let p = path.clone();
     let staging = settings.staging_path();
     tokio::task::spawn_blocking(move || {
@@ -76,7 +77,12 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
             Err(e) => tracing::error!(error = %e, path = %staging.display(),
                 "the staging log cannot be read; its readings are not replayed"),
         }
+        let store = store.with_reserve(reserve << 20);
         if store.meta(crate::retention::COMPACT_PENDING)? == 0 {
+            return Ok(store);
+        }
+        if let Err(e) = store.check_space() {
+            tracing::warn!(error = %e, "compaction after retention waits for a start with space");
             return Ok(store);
         }
         // A maintenance window: nothing else holds the store yet.

@@ -237,6 +237,10 @@ pub struct Storage {
     pub checkpoint_interval: Dur,
     /// Page cache, MiB.
     pub cache_mb: usize,
+    /// Free space (MiB) kept on the data dir's file system: below it the database takes no
+    /// writes (readings wait in memory and the staging log until space returns), so that a
+    /// full disk never fails a database write half-way.
+    pub reserve_mb: u64,
     /// Raw readings older than this are removed daily (15-minute rollups are kept forever).
     pub raw_retention: Dur,
 }
@@ -247,6 +251,7 @@ impl Default for Storage {
             commit_interval: Dur(Duration::from_secs(30)),
             checkpoint_interval: Dur(Duration::from_secs(6 * 3600)),
             cache_mb: 16,
+            reserve_mb: 32,
             raw_retention: Dur(Duration::from_secs(400 * 86_400)),
         }
     }
@@ -750,6 +755,15 @@ impl Settings {
             if d.0.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
+        }
+        if self.exports.min_free_disk_mb < self.storage.reserve_mb {
+            return Err(invalid(
+                "exports.min_free_disk_mb",
+                format!(
+                    "must be at least storage.reserve_mb ({}): an export may not use the database's reserve",
+                    self.storage.reserve_mb
+                ),
+            ));
         }
         if !["auto", "builtin", "avahi"].contains(&self.mdns.responder.as_str()) {
             return Err(invalid(

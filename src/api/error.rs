@@ -163,6 +163,12 @@ impl From<crate::store::Error> for ApiError {
                 "Compliance hold",
                 "A compliance hold is active; audit entries cannot be removed",
             ),
+            e @ crate::store::Error::DiskFull { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "INSUFFICIENT_STORAGE",
+                "Insufficient storage",
+                e.to_string(),
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -46,7 +46,8 @@ pub async fn health(State(st): State<AppState>, req: Request) -> Response {
     } else {
         now - last < limit
     };
-    let healthy = store_ok.is_some() && poller_fresh;
+    let write_error = st.writer.failing();
+    let healthy = store_ok.is_some() && poller_fresh && write_error.is_none();
     let status = if healthy { "ok" } else { "degraded" };
     let body = if let Some(disk) = disk {
         detail_body(&st, status, now, store_ok, disk, poller_fresh, last)
@@ -80,6 +81,7 @@ fn detail_body(
             "durable_commits": w.durable_commits.load(Ordering::Relaxed),
             "checkpoints": w.checkpoints.load(Ordering::Relaxed),
             "write_failures": w.failures.load(Ordering::Relaxed),
+            "write_error": w.failing(),
             "database_bytes": database_bytes,
             "free_bytes": free_bytes},
         "poller": {"fresh": poller_fresh,

@@ -108,7 +108,7 @@ impl Store {
 
     /// Appends one event in its own durable transaction.
     pub fn audit_append(&self, key: &SecretKey, event: Event, ts_ms: i64) -> Result<Entry> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let e = Pending::new(key, event, ts_ms).append_in(&txn)?;
         txn.commit()?;
         Ok(e)
@@ -186,7 +186,7 @@ impl Store {
     /// Removes entries older than `before_ms` (from the front of the log), moving the anchor
     /// so verification still passes, and records the removal. Refused under a compliance hold.
     pub fn audit_retain(&self, key: &SecretKey, before_ms: i64, now_ms: i64) -> Result<u64> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let mut st = load_state(&txn)?;
         if st.hold {
             return Err(Error::ComplianceHold);
@@ -221,7 +221,7 @@ impl Store {
 
     /// Sets or clears the compliance hold.
     pub fn audit_set_hold(&self, hold: bool) -> Result<()> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let mut st = load_state(&txn)?;
         st.hold = hold;
         save_state(&txn, &st)?;

@@ -40,7 +40,7 @@ impl Store {
         limit: u32,
         window_ms: i64,
     ) -> Result<std::result::Result<(), Refusal>> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut t = txn.open_table(EXPORTS)?;
             let since = rec.created_ms - window_ms;
@@ -97,7 +97,7 @@ impl Store {
         id: &str,
         f: impl FnOnce(&mut ExportRecord) -> bool,
     ) -> Result<Option<ExportRecord>> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let out = {
             let mut t = txn.open_table(EXPORTS)?;
             let current = t.get(id)?.map(|v| decode(v.value())).transpose()?;

@@ -35,7 +35,7 @@ impl Store {
     /// newer readings is kept whole); rollups are kept forever. Returns the number removed.
     pub fn retain_raw(&self, before_ms: i64) -> Result<u64> {
         let cut = block::window_start(before_ms);
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let mut total = 0;
         {
             let mut states = txn.open_table(DEVICE_STATE)?;
@@ -123,7 +123,7 @@ impl Store {
 
     /// Sets a counter in the meta table.
     pub fn set_meta(&self, name: &str, v: u64) -> Result<()> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(super::schema::META)?.insert(name, v)?;
         txn.commit()?;
         Ok(())
@@ -140,6 +140,7 @@ impl Store {
             db: std::sync::Arc::new(db),
             path: self.path,
             keys: self.keys,
+            reserve: self.reserve,
         })
     }
 

@@ -68,6 +68,16 @@ pub enum Error {
     /// A write transaction failed (reported to flush callers).
     #[error("write failed: {0}")]
     WriteFailed(String),
+    /// The file system is (nearly) full: the database takes no writes below the reserve.
+    #[error(
+        "the disk is full: {free_mb} MiB free where kasad keeps {reserve_mb} MiB ([storage] reserve_mb); free some space"
+    )]
+    DiskFull {
+        /// Free MiB.
+        free_mb: u64,
+        /// The reserve, MiB.
+        reserve_mb: u64,
+    },
     /// The writer task has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
@@ -89,6 +99,17 @@ from_redb!(
     redb::CommitError,
     redb::SetDurabilityError
 );
+
+impl Error {
+    /// A failure that passes (a full disk, an I/O error): what failed is kept and tried again
+    /// rather than dropped.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::DiskFull { .. } | Error::Db(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
+    }
+}
 
 /// Store result.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -129,6 +150,8 @@ pub struct Store {
     path: Arc<std::path::PathBuf>,
     /// device id → key, for committed devices only (keys never change once committed).
     keys: Arc<std::sync::RwLock<std::collections::HashMap<String, u32>>>,
+    /// Free bytes kept on the file system: no write transaction begins below them.
+    reserve: u64,
 }
 
 impl Store {
@@ -151,7 +174,33 @@ impl Store {
             db: Arc::new(db),
             path: Arc::new(path.to_path_buf()),
             keys: Arc::default(),
+            reserve: 0,
         })
+    }
+
+    /// This store, keeping `bytes` free on its file system (see [`Error::DiskFull`]).
+    pub fn with_reserve(mut self, bytes: u64) -> Self {
+        self.reserve = bytes;
+        self
+    }
+
+    /// A write transaction, unless the file system is below the reserve: redb fails for good
+    /// (until reopened) after a write that runs out of space, so none is begun that could.
+    pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        self.check_space()?;
+        Ok(self.db.begin_write()?)
+    }
+
+    /// [`Error::DiskFull`] when the file system is below the reserve.
+    pub fn check_space(&self) -> Result<()> {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        match free_bytes(dir.unwrap_or(Path::new("."))) {
+            Some(free) if self.reserve > 0 && free < self.reserve => Err(Error::DiskFull {
+                free_mb: free >> 20,
+                reserve_mb: self.reserve >> 20,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The database file.

@@ -28,7 +28,7 @@ impl Store {
     /// Stores `rec` (new or replaced), with `audit` in the same transaction.
     pub fn schedule_put(&self, rec: &ScheduleRecord, audit: Option<Pending<'_>>) -> Result<()> {
         let b = serde_json::to_vec(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(SCHEDULES)?
             .insert(rec.id.as_str(), b.as_slice())?;
         if let Some(a) = audit {
@@ -47,7 +47,7 @@ impl Store {
         f: impl FnOnce(&mut ScheduleRecord) -> bool,
         audit: impl FnOnce(&ScheduleRecord) -> Option<Pending<'k>>,
     ) -> Result<Option<ScheduleRecord>> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let rec = {
             let mut t = txn.open_table(SCHEDULES)?;
             let Some(mut rec) = t.get(id)?.map(|v| decode(v.value())).transpose()? else {
@@ -73,7 +73,7 @@ impl Store {
         id: &str,
         audit: Option<Pending<'_>>,
     ) -> Result<Option<ScheduleRecord>> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let old = txn
             .open_table(SCHEDULES)?
             .remove(id)?

@@ -21,7 +21,7 @@ impl Store {
 
     /// Stores `seed` as the first version when there is none; returns the versions.
     pub fn tariffs_seed(&self, seed: &Tariff) -> Result<Vec<Tariff>> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut t = txn.open_table(TARIFFS)?;
             if t.first()?.is_none() {
@@ -42,7 +42,7 @@ impl Store {
         check: impl FnOnce(&[Tariff]) -> std::result::Result<(), String>,
         audit: Option<super::audit::Pending<'_>>,
     ) -> Result<std::result::Result<u64, String>> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let n = {
             let mut t = txn.open_table(TARIFFS)?;
             let old: Vec<Tariff> = t

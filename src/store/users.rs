@@ -109,7 +109,7 @@ impl Store {
         mut u: User,
         audit: Option<super::audit::Pending<'_>>,
     ) -> Result<User> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut names = txn.open_table(USERNAMES)?;
             if names.get(key(&u.username).as_str())?.is_some() {
@@ -170,7 +170,7 @@ impl Store {
         f: impl FnOnce(&mut User),
         audit: Option<super::audit::Pending<'_>>,
     ) -> Result<User> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let old = {
             let t = txn.open_table(USERS)?;
             let v = t
@@ -198,7 +198,7 @@ impl Store {
 
     /// Deletes a user and their refresh tokens.
     pub fn delete_user(&self, id: u32, audit: Option<super::audit::Pending<'_>>) -> Result<User> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let u = {
             let mut t = txn.open_table(USERS)?;
             let u = decode(
@@ -221,7 +221,7 @@ impl Store {
 
     /// Stores a refresh token (by its hash) for a user until `expires_ms`.
     pub fn put_refresh(&self, token_hash: &str, user_id: u32, expires_ms: i64) -> Result<()> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let v = serde_json::to_vec(&(user_id, expires_ms))
             .map_err(|e| Error::Corrupt(e.to_string()))?;
         txn.open_table(REFRESH)?.insert(token_hash, v.as_slice())?;
@@ -231,7 +231,7 @@ impl Store {
 
     /// Removes a refresh token and returns its user and expiry (rotation and logout).
     pub fn take_refresh(&self, token_hash: &str) -> Result<Option<(u32, i64)>> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         let got = txn
             .open_table(REFRESH)?
             .remove(token_hash)?
@@ -246,7 +246,7 @@ impl Store {
 
     /// Revokes an access token id until its expiry; forgets revocations that have expired.
     pub fn revoke_access(&self, jti: &str, exp_ms: i64, now_ms: i64) -> Result<()> {
-        let txn = self.db().begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut t = txn.open_table(REVOKED)?;
             t.retain(|_, exp| exp > now_ms)?;

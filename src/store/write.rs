@@ -30,6 +30,13 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty() && self.readings.is_empty() && self.days.is_empty()
     }
+
+    /// Appends `later` (its readings after these).
+    pub fn extend(&mut self, later: Batch) {
+        self.devices.extend(later.devices);
+        self.readings.extend(later.readings);
+        self.days.extend(later.days);
+    }
 }
 
 /// What a batch did.
@@ -47,7 +54,7 @@ pub struct Applied {
 /// Writes `batch` in one transaction; `durable` makes the commit (and all earlier
 /// non-durable ones) survive a power cut.
 pub fn apply(store: &Store, batch: &Batch, durable: bool) -> Result<Applied> {
-    let mut txn = store.db().begin_write()?;
+    let mut txn = store.begin_write()?;
     if !durable {
         txn.set_durability(Durability::None)?;
     }

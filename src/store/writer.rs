@@ -45,6 +45,15 @@ pub struct WriterStats {
     pub checkpoints: AtomicU64,
     /// Failed transactions.
     pub failures: AtomicU64,
+    /// Why the newest write failed, while writes keep failing (cleared by a success).
+    pub failing: std::sync::Mutex<Option<String>>,
+}
+
+impl WriterStats {
+    /// Why writes are failing now, if they are.
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().expect("writer stats").clone()
+    }
 }
 
 /// Sending side of the writer; cheap to clone. The writer stops (after a final durable commit)
@@ -119,38 +128,59 @@ enum End {
 
 type Log = Arc<std::sync::Mutex<Staging>>;
 
+/// Writes `batch` (and `held`, what earlier transient failures kept back: already in the log)
+/// and ends as `end` asks. After a transient failure (a full disk, an I/O error) everything
+/// not in the database is left in `held` to be tried again; after any other, it is dropped
+/// with an error in the log, as a batch the store refuses.
 async fn commit(
     store: &Store,
     log: Option<&Log>,
+    held: &mut Batch,
     batch: Batch,
     end: End,
     stats: &WriterStats,
 ) -> Result<()> {
     let (s, log) = (store.clone(), log.cloned());
-    let res = tokio::task::spawn_blocking(move || {
+    let mut pending = std::mem::take(held);
+    let (res, back) = tokio::task::spawn_blocking(move || {
         let io = |e: std::io::Error| Error::WriteFailed(format!("staging log: {e}"));
         let mut log = log.as_ref().map(|l| l.lock().expect("staging log lock"));
         // Write-ahead: durable in the log (when due) before the database is asked, so that a
         // database failure loses nothing the log could keep.
-        if let Some(l) = log.as_mut() {
-            if !batch.is_empty() {
-                l.append(&batch).map_err(io)?;
+        let appended = match log.as_mut() {
+            Some(l) if !batch.is_empty() => l.append(&batch).map_err(io),
+            _ => Ok(()),
+        };
+        pending.extend(batch);
+        // An error, and whether what is pending stays held for another try.
+        let res = appended.map_err(|e| (e, true)).and_then(|()| {
+            if let Some(l) = log.as_mut()
+                && end != End::Nothing
+            {
+                l.sync().map_err(|e| (io(e), true))?;
             }
-            if end != End::Nothing {
-                l.sync().map_err(io)?;
+            let durable = end == End::Checkpoint || (log.is_none() && end == End::Sync);
+            let applied = apply(&s, &pending, durable).map_err(|e| {
+                let keep = e.is_transient();
+                (e, keep)
+            })?;
+            if let (Some(l), End::Checkpoint) = (log.as_mut(), end) {
+                l.clear().map_err(|e| (io(e), false))?;
             }
+            Ok(applied)
+        });
+        match res {
+            Ok(a) => (Ok(a), Batch::default()),
+            Err((e, true)) => (Err(e), pending),
+            Err((e, false)) => (Err(e), Batch::default()),
         }
-        let durable = end == End::Checkpoint || (log.is_none() && end == End::Sync);
-        let applied = apply(&s, &batch, durable)?;
-        if let (Some(l), End::Checkpoint) = (log.as_mut(), end) {
-            l.clear().map_err(io)?;
-        }
-        Ok::<_, Error>(applied)
     })
     .await
     .map_err(|_| Error::WriterGone)?;
+    *held = back;
     match res {
         Ok(a) => {
+            *stats.failing.lock().expect("writer stats") = None;
             stats.stored.fetch_add(a.stored as u64, Ordering::Relaxed);
             stats
                 .refused_old
@@ -177,7 +207,8 @@ async fn commit(
         }
         Err(e) => {
             stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "store write failed");
+            *stats.failing.lock().expect("writer stats") = Some(e.to_string());
+            tracing::error!(error = %e, kept = held.readings.len(), "store write failed");
             Err(e)
         }
     }
@@ -195,6 +226,7 @@ async fn run(
         None => (None, every),
     };
     let log = log.as_ref();
+    let mut held = Batch::default();
     let (mut last_sync, mut last_checkpoint) = (Instant::now(), Instant::now());
     // Written but not yet durable; durable but not yet checkpointed.
     let (mut unsynced, mut unchecked) = (false, false);
@@ -227,7 +259,7 @@ async fn run(
                     if end == End::Nothing {
                         end = End::Sync;
                     }
-                    if commit(&store, log, Batch::default(), end, &stats)
+                    if commit(&store, log, &mut held, Batch::default(), end, &stats)
                         .await
                         .is_ok()
                     {
@@ -269,7 +301,7 @@ async fn run(
         if batch.is_empty() && end == End::Nothing {
             continue;
         }
-        let res = commit(&store, log, batch, end, &stats).await;
+        let res = commit(&store, log, &mut held, batch, end, &stats).await;
         match (&res, end) {
             (Err(_), _) => {
                 (unsynced, unchecked) = (true, true);
@@ -292,7 +324,15 @@ async fn run(
         }
     }
     if (unsynced || unchecked)
-        && let Err(e) = commit(&store, log, Batch::default(), End::Checkpoint, &stats).await
+        && let Err(e) = commit(
+            &store,
+            log,
+            &mut held,
+            Batch::default(),
+            End::Checkpoint,
+            &stats,
+        )
+        .await
     {
         tracing::error!(error = %e, "the final checkpoint failed; the staging log keeps the data");
     }
@@ -305,9 +345,14 @@ async fn run(
 pub fn replay(store: &Store, log: &mut Staging, batches: Vec<Batch>) -> Result<usize> {
     let n = batches.len();
     for (i, b) in batches.into_iter().enumerate() {
-        if let Err(e) = apply(store, &b, false) {
-            tracing::error!(batch = i, readings = b.readings.len(), error = %e,
+        match apply(store, &b, false) {
+            // A full disk or an I/O error: the start fails and the log stays for the next.
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::error!(batch = i, readings = b.readings.len(), error = %e,
                 "staging log: a batch could not be replayed and is skipped");
+            }
+            Ok(_) => {}
         }
     }
     apply(store, &Batch::default(), true)?;
