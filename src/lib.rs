@@ -36,6 +36,7 @@ pub mod export;
 pub mod healthcheck;
 pub mod import;
 pub mod live;
+pub mod loadgen;
 pub mod mdns;
 pub mod metrics;
 pub mod mqtt;

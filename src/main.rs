@@ -155,6 +155,26 @@ enum Cmd {
         #[arg(long, default_value = "csv,json,excel", value_delimiter = ',')]
         formats: Vec<String>,
     },
+    /// API load against a running daemon (for scripts/bench --load): concurrent clients
+    /// while exports run; prints latency percentiles and the poller's skipped cycles.
+    #[command(hide = true)]
+    BenchLoad {
+        /// The daemon, e.g. http://127.0.0.1:5272.
+        #[arg(long)]
+        base: String,
+        /// The `admin` user's password.
+        #[arg(long)]
+        password: String,
+        /// Concurrent API clients.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Export jobs kept running.
+        #[arg(long, default_value_t = 3)]
+        exports: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Benchmark the system report (PDF of 10 devices × 1 year).
     #[command(hide = true)]
     BenchReport {
@@ -623,6 +643,24 @@ async fn main() -> anyhow::Result<()> {
                 kasad::bench::run_export(&dir, rows, runs, &formats)
             })
             .await??;
+            println!("{v}");
+            Ok(())
+        }
+        Cmd::BenchLoad {
+            base,
+            password,
+            clients,
+            exports,
+            seconds,
+        } => {
+            let v = kasad::loadgen::run(kasad::loadgen::LoadOptions {
+                base,
+                password,
+                clients,
+                exports,
+                duration: std::time::Duration::from_secs(seconds),
+            })
+            .await?;
             println!("{v}");
             Ok(())
         }

@@ -85,7 +85,7 @@ pub async fn run(
                 removed = n,
                 "raw-data retention removed old readings; the file is compacted at the next start"
             ),
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => tracing::debug!(keep_ms = keep, "raw-data retention: nothing to remove"),
             Ok(Err(e)) => tracing::error!(error = %e, "raw-data retention failed"),
             Err(e) => tracing::error!(error = %e, "raw-data retention task failed"),
         }

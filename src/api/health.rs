@@ -88,6 +88,8 @@ fn detail_body(
             "last_cycle": (last > 0).then(|| crate::clock::rfc3339(last)),
             "last_cycle_duration_ms": st.poller.last_cycle_duration_ms.load(Ordering::Relaxed),
             "last_cycle_ok": st.poller.last_cycle_ok.load(Ordering::Relaxed),
-            "last_cycle_failed": st.poller.last_cycle_failed.load(Ordering::Relaxed)},
+            "last_cycle_failed": st.poller.last_cycle_failed.load(Ordering::Relaxed),
+            "cycles": st.poller.cycles.load(Ordering::Relaxed),
+            "skipped_cycles": st.poller.skipped_cycles.load(Ordering::Relaxed)},
     })
 }

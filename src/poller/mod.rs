@@ -53,6 +53,11 @@ pub struct PollerStatus {
     pub last_cycle_ok: AtomicI64,
     /// Devices that failed in the last cycle.
     pub last_cycle_failed: AtomicI64,
+    /// Cycles run since the start.
+    pub cycles: std::sync::atomic::AtomicU64,
+    /// Cycles that did not run on time because the one before was still running (the next
+    /// one then starts at the following interval).
+    pub skipped_cycles: std::sync::atomic::AtomicU64,
     /// Notified at the end of every cycle (MQTT publishes then).
     pub cycle_done: tokio::sync::Notify,
 }
@@ -231,14 +236,29 @@ impl Poller {
     pub async fn run(self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut prev: Option<Instant> = None;
         loop {
-            tokio::select! {
+            let at = tokio::select! {
                 () = cancel.cancelled() => break,
-                _ = tick.tick() => {}
+                at = tick.tick() => at,
+            };
+            if let Some(p) = prev.replace(at) {
+                let intervals = (at - p).as_nanos() / self.cfg.interval.as_nanos().max(1);
+                let skipped = u64::try_from(intervals.saturating_sub(1)).unwrap_or(u64::MAX);
+                if skipped > 0 {
+                    self.status
+                        .skipped_cycles
+                        .fetch_add(skipped, Ordering::Relaxed);
+                    tracing::warn!(
+                        skipped,
+                        "poll cycles skipped: the last one outran the interval"
+                    );
+                }
             }
             tokio::select! {
                 () = cancel.cancelled() => break,
                 outcomes = self.poll_once() => {
+                    self.status.cycles.fetch_add(1, Ordering::Relaxed);
                     for o in outcomes {
                         if let Outcome::Failed(id, e) = o {
                             tracing::warn!(device = %id, error = %e, "device poll failed");

@@ -22,7 +22,7 @@ impl Drop for Daemon {
     }
 }
 
-async fn demo(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+pub(crate) async fn demo(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
     demo_with(data_dir, env, Stdio::null()).await
 }
 
@@ -80,7 +80,7 @@ pub(crate) async fn demo_args(
     panic!("kasad demo exited before listening");
 }
 
-fn signal(d: &Daemon, sig: &str) {
+pub(crate) fn signal(d: &Daemon, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &d.child.id().to_string()])
         .status()
@@ -88,7 +88,7 @@ fn signal(d: &Daemon, sig: &str) {
     assert!(ok.success());
 }
 
-async fn get(d: &(String, String), path: &str) -> Option<(u16, Value)> {
+pub(crate) async fn get(d: &(String, String), path: &str) -> Option<(u16, Value)> {
     let r = crate::helpers::client()
         .get(format!("{}{path}", d.0))
         .bearer_auth(&d.1)
@@ -99,7 +99,7 @@ async fn get(d: &(String, String), path: &str) -> Option<(u16, Value)> {
     Some((s, r.json().await.ok()?))
 }
 
-async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..ATTEMPTS {
         if let Some(v) = f().await {
             return v;
@@ -149,7 +149,7 @@ async fn demo_runs_and_stops_cleanly_on_sigterm() {
 }
 
 /// All raw reading timestamps per device id.
-async fn snapshot(base: &(String, String)) -> Vec<(String, BTreeSet<String>)> {
+pub(crate) async fn snapshot(base: &(String, String)) -> Vec<(String, BTreeSet<String>)> {
     let (_, v) = get(base, "/api/devices").await.unwrap();
     let mut out = Vec::new();
     for d in v["devices"]
@@ -193,8 +193,8 @@ async fn sigkill_during_ingest_loses_nothing_older_than_the_last_durable_commit(
         ("KASAD_STORAGE__CHECKPOINT_INTERVAL", "1s"),
     ];
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    for round in 0..20 {
-        let env = &env[..1 + round % 2];
+    for round in 0..crate::crash::rounds(20) {
+        let env = &env[..1 + round as usize % 2];
         let d = demo(&data, env).await;
         let base = (d.base.clone(), d.token.clone());
         wait_for("readings flowing", async || {

@@ -8,6 +8,7 @@ mod backup;
 mod binary;
 mod browser;
 mod config_export;
+mod crash;
 mod diskfull;
 mod energy;
 mod excel;
