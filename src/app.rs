@@ -65,7 +65,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let p = path.clone();
     let staging = settings.staging_path();
     tokio::task::spawn_blocking(move || {
-        let store = Store::open(&p, cache)?;
+        let store = Store::open(&p, cache)?.with_reserve(reserve << 20);
         // What the staging log made durable after the last checkpoint, before anything else
         // writes.
         match crate::store::staging::Staging::open(&staging) {
@@ -77,11 +77,10 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
             Err(e) => tracing::error!(error = %e, path = %staging.display(),
                 "the staging log cannot be read; its readings are not replayed"),
         }
-        let store = store.with_reserve(reserve << 20);
         if store.meta(crate::retention::COMPACT_PENDING)? == 0 {
             return Ok(store);
         }
-        if let Err(e) = store.check_space() {
+        if let Err(e) = store.check_space(reserve << 20) {
             tracing::warn!(error = %e, "compaction after retention waits for a start with space");
             return Ok(store);
         }

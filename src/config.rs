@@ -756,15 +756,6 @@ impl Settings {
                 return Err(invalid(key, "must be greater than zero"));
             }
         }
-        if self.exports.min_free_disk_mb < self.storage.reserve_mb {
-            return Err(invalid(
-                "exports.min_free_disk_mb",
-                format!(
-                    "must be at least storage.reserve_mb ({}): an export may not use the database's reserve",
-                    self.storage.reserve_mb
-                ),
-            ));
-        }
         if !["auto", "builtin", "avahi"].contains(&self.mdns.responder.as_str()) {
             return Err(invalid(
                 "mdns.responder",

@@ -11,10 +11,5 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // The staging log file as found after a crash.
-    let dir = std::env::temp_dir().join(format!("kasad-fuzz-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("staging.log");
-    if std::fs::write(&path, data).is_ok() {
-        let _ = kasad::store::staging::Staging::open(&path);
-    }
+    let _ = kasad::store::staging::replayable(data);
 });

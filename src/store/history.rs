@@ -40,7 +40,7 @@ impl Store {
         info: &DeviceInfo,
         readings: impl IntoIterator<Item = Source>,
     ) -> Result<Imported> {
-        let mut txn = self.begin_write()?;
+        let mut txn = self.begin_bulk_write()?;
         txn.set_durability(Durability::Immediate)?;
         let id = info.device_id.as_str();
         let mut readings = readings.into_iter().peekable();

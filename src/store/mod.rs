@@ -101,13 +101,12 @@ from_redb!(
 );
 
 impl Error {
-    /// A failure that passes (a full disk, an I/O error): what failed is kept and tried again
-    /// rather than dropped.
+    /// A failure that passes: the disk below the reserve (nothing was written). What failed
+    /// is kept and tried again rather than dropped. (An I/O error inside redb is not: redb then
+    /// refuses every write until the file is reopened; what the writer held stays in the
+    /// staging log, which is replayed at the next start.)
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::DiskFull { .. } | Error::Db(redb::Error::Io(_) | redb::Error::PreviousIo)
-        )
+        matches!(self, Error::DiskFull { .. })
     }
 }
 
@@ -184,20 +183,28 @@ impl Store {
         self
     }
 
-    /// A write transaction, unless the file system is below the reserve: redb fails for good
-    /// (until reopened) after a write that runs out of space, so none is begun that could.
+    /// A small write transaction (users, audit, export records…), unless the file system is
+    /// below a quarter of the reserve: redb fails for good (until reopened) after a write that
+    /// runs out of space, so none is begun that could.
     pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        self.check_space()?;
+        self.check_space(self.reserve / 4)?;
         Ok(self.db.begin_write()?)
     }
 
-    /// [`Error::DiskFull`] when the file system is below the reserve.
-    pub fn check_space(&self) -> Result<()> {
+    /// A bulk write transaction (readings, imports): refused below the whole reserve, so that
+    /// logins, audit entries and export records still fit while readings wait.
+    pub(crate) fn begin_bulk_write(&self) -> Result<redb::WriteTransaction> {
+        self.check_space(self.reserve)?;
+        Ok(self.db.begin_write()?)
+    }
+
+    /// [`Error::DiskFull`] when the file system has less than `reserve` bytes free.
+    pub fn check_space(&self, reserve: u64) -> Result<()> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
         match free_bytes(dir.unwrap_or(Path::new("."))) {
-            Some(free) if self.reserve > 0 && free < self.reserve => Err(Error::DiskFull {
+            Some(free) if reserve > 0 && free < reserve => Err(Error::DiskFull {
                 free_mb: free >> 20,
-                reserve_mb: self.reserve >> 20,
+                reserve_mb: reserve >> 20,
             }),
             _ => Ok(()),
         }

@@ -54,7 +54,7 @@ pub struct Applied {
 /// Writes `batch` in one transaction; `durable` makes the commit (and all earlier
 /// non-durable ones) survive a power cut.
 pub fn apply(store: &Store, batch: &Batch, durable: bool) -> Result<Applied> {
-    let mut txn = store.begin_write()?;
+    let mut txn = store.begin_bulk_write()?;
     if !durable {
         txn.set_durability(Durability::None)?;
     }
@@ -101,10 +101,12 @@ pub(super) fn apply_in(
     let mut rollups = txn.open_table(ROLLUPS)?;
     let mut states = txn.open_table(DEVICE_STATE)?;
     let mut cache: HashMap<u32, DeviceState> = HashMap::new();
-    let days: HashMap<&str, &DailyEnergy> = batch
+    // By device and the reading they came with (a batch held over a full disk can carry a
+    // device's day totals from two returns).
+    let days: HashMap<(&str, i64), &DailyEnergy> = batch
         .days
         .iter()
-        .map(|d| (d.device_id.as_str(), d))
+        .map(|d| ((d.device_id.as_str(), d.at_ms), d))
         .collect();
     for r in &batch.readings {
         let id = r.device_id.as_str();
@@ -138,7 +140,7 @@ pub(super) fn apply_in(
         let step = r.counter_wh.map(|c| RULE.step(st.last_counter_wh, c));
         let mut energy_wh = step.map_or(0, |s| s.0);
         let mut shaped = None;
-        let daily = days.get(id).filter(|d| d.at_ms == r.ts_ms);
+        let daily = days.get(&(id, r.ts_ms));
         if let (Some(daily), Some((_, base)), Some(c), true) =
             (daily, step, r.counter_wh, st.count > 0)
         {

@@ -9,7 +9,7 @@
 //! which is replayed when the daemon starts.
 
 use super::staging::Staging;
-use super::write::{Batch, apply};
+use super::write::{Applied, Batch, apply};
 use super::{Error, Result, Store};
 use crate::domain::{DailyEnergy, DeviceInfo, Reading};
 use std::sync::Arc;
@@ -160,7 +160,7 @@ async fn commit(
                 l.sync().map_err(|e| (io(e), true))?;
             }
             let durable = end == End::Checkpoint || (log.is_none() && end == End::Sync);
-            let applied = apply(&s, &pending, durable).map_err(|e| {
+            let applied = apply_chunks(&s, &mut pending, durable).map_err(|e| {
                 let keep = e.is_transient();
                 (e, keep)
             })?;
@@ -178,6 +178,14 @@ async fn commit(
     .await
     .map_err(|_| Error::WriterGone)?;
     *held = back;
+    if held.readings.len() > MAX_HELD {
+        let drop = held.readings.len() - MAX_HELD;
+        held.readings.drain(..drop);
+        tracing::error!(
+            dropped = drop,
+            "readings held over a full disk dropped from memory (the staging log keeps them until the next checkpoint)"
+        );
+    }
     match res {
         Ok(a) => {
             *stats.failing.lock().expect("writer stats") = None;
@@ -212,6 +220,41 @@ async fn commit(
             Err(e)
         }
     }
+}
+
+/// Most readings held back over a full disk; beyond it the oldest are dropped from memory
+/// (they stay in the staging log until the next checkpoint).
+const MAX_HELD: usize = 25 * MAX_BATCH;
+
+/// Applies `pending` in transactions of at most [`MAX_BATCH`] readings (what was held over a
+/// long outage must not become one huge transaction), taking each committed one out of it; the
+/// last is durable when asked. On an error, `pending` holds what was not committed.
+fn apply_chunks(s: &Store, pending: &mut Batch, durable: bool) -> Result<Applied> {
+    let mut total = Applied::default();
+    let mut add = |a: Applied| {
+        total.stored += a.stored;
+        total.refused_old += a.refused_old;
+        total.unknown_device += a.unknown_device;
+    };
+    while pending.readings.len() > MAX_BATCH {
+        let rest = pending.readings.split_off(MAX_BATCH);
+        let chunk = Batch {
+            devices: pending.devices.clone(),
+            readings: std::mem::replace(&mut pending.readings, rest),
+            days: pending.days.clone(),
+        };
+        match apply(s, &chunk, false) {
+            Ok(a) => add(a),
+            Err(e) => {
+                let mut back = chunk.readings;
+                back.append(&mut pending.readings);
+                pending.readings = back;
+                return Err(e);
+            }
+        }
+    }
+    add(apply(s, pending, durable)?);
+    Ok(total)
 }
 
 async fn run(
@@ -303,6 +346,9 @@ async fn run(
         }
         let res = commit(&store, log, &mut held, batch, end, &stats).await;
         match (&res, end) {
+            // Only a failed sync or checkpoint pushes the deadlines back: a failed batch alone
+            // must not postpone the log's sync (it keeps what the database cannot take).
+            (Err(_), End::Nothing) => (unsynced, unchecked) = (true, true),
             (Err(_), _) => {
                 (unsynced, unchecked) = (true, true);
                 retry(&mut last_sync, &mut last_checkpoint);
@@ -359,4 +405,66 @@ pub fn replay(store: &Store, log: &mut Staging, batches: Vec<Batch>) -> Result<u
     log.clear()
         .map_err(|e| Error::WriteFailed(format!("staging log: {e}")))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DeviceId, DeviceType, Transport};
+
+    fn plug() -> DeviceInfo {
+        DeviceInfo {
+            device_id: DeviceId::parse("PLUG01").unwrap(),
+            parent_id: None,
+            outlet_index: None,
+            address: "127.0.0.9:9999".into(),
+            name: "Plug".into(),
+            device_type: DeviceType::Plug,
+            model: "KP115(US)".into(),
+            hw_ver: "1.0".into(),
+            sw_ver: "1".into(),
+            transport: Transport::Xor,
+            has_emeter: true,
+            mac: String::new(),
+            latitude: None,
+            longitude: None,
+        }
+    }
+
+    fn readings(n: i64) -> Vec<Reading> {
+        (0..n)
+            .map(|i| Reading {
+                device_id: DeviceId::parse("PLUG01").unwrap(),
+                ts_ms: 1_700_000_000_000 + i * 10_000,
+                power_mw: Some(45_200),
+                voltage_mv: Some(120_000),
+                current_ma: None,
+                counter_wh: Some(i / 10),
+                relay_on: true,
+                rssi: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn held_readings_survive_a_full_disk_and_go_in_bounded_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = Store::open(&dir.path().join("k.redb"), 8).unwrap();
+        // No file system has u64::MAX bytes free: every bulk write meets a full disk.
+        let full = open.clone().with_reserve(u64::MAX);
+        let n = 2 * MAX_BATCH as i64 + 123;
+        let mut pending = Batch {
+            devices: vec![(plug(), 1_700_000_000_000)],
+            readings: readings(n),
+            days: vec![],
+        };
+        let e = apply_chunks(&full, &mut pending, true).unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert_eq!(pending.readings.len() as i64, n, "nothing taken out");
+        // Space returns: all of it goes in, in transactions of at most MAX_BATCH readings.
+        let a = apply_chunks(&open, &mut pending, true).unwrap();
+        assert_eq!(a.stored as i64, n);
+        assert_eq!(pending.readings.len(), 123, "the last transaction's part");
+        assert_eq!(open.devices().unwrap()[0].data_points as i64, n);
+    }
 }

@@ -69,8 +69,11 @@ fn start_and_kill(data: &Path, args: &[&str], env: &[(&str, &str)], after: Durat
     let _ = child.wait();
 }
 
+/// A date `offset` days from the first call (fixed for the whole run, so that a loop that
+/// crosses midnight compares the same days).
 fn day(offset: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::days(offset))
+    static START: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    (*START.get_or_init(chrono::Utc::now) + chrono::Duration::days(offset))
         .format("%Y-%m-%d")
         .to_string()
 }

@@ -106,14 +106,19 @@ async fn a_full_disk_fails_exports_clearly_and_ingest_resumes_when_space_returns
     let before = points(&app).await;
     let failures = |h: &Value| h["store"]["write_failures"].as_u64().unwrap();
     let mut h = health(&app).await;
+    // Full for a while: a write fails at every poll (200 ms), so 25 of them are some seconds
+    // of readings that must all be kept.
     for _ in 0..ATTEMPTS {
-        if failures(&h) >= 2 {
+        if failures(&h) >= 25 {
             break;
         }
         tokio::time::sleep(STEP).await;
         h = health(&app).await;
     }
-    assert!(failures(&h) >= 2, "no write failed on a full disk: {h}");
+    assert!(
+        failures(&h) >= 25,
+        "writes did not fail on a full disk: {h}"
+    );
     assert_eq!(h["status"], "degraded", "{h}");
     let why = h["store"]["write_error"].as_str().unwrap_or_default();
     assert!(why.contains("disk is full"), "{h}");
@@ -204,7 +209,7 @@ async fn a_full_disk_fails_exports_clearly_and_ingest_resumes_when_space_returns
             })
             .collect();
         let gap = ts.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-        assert!(gap < 3_000, "{id}: a gap of {gap} ms in its readings");
+        assert!(gap < 1_500, "{id}: a gap of {gap} ms in its readings");
     }
 
     // A clean stop, then the store verifies.

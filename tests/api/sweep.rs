@@ -579,7 +579,7 @@ async fn every_route_answers_bad_input_with_a_clear_4xx_and_writes_nothing_outsi
         "the name is in the sheet as text"
     );
 
-    // Logout with bad bodies still logs out (and only that).
+    // Logout with a malformed body is refused clearly (the session stays); a plain one ends it.
     f.send(
         &app,
         &Method::POST,
@@ -588,6 +588,9 @@ async fn every_route_answers_bad_input_with_a_clear_4xx_and_writes_nothing_outsi
     )
     .await;
     assert!(f.bad.is_empty(), "{:?}", f.bad);
+    assert_eq!(app.get("/api/auth/me").await.0, 200, "still logged in");
+    assert_eq!(app.post("/api/auth/logout").await.0, 200);
+    assert_eq!(app.get("/api/auth/me").await.0, 401, "logged out");
 
     // The store verifies after a clean stop (the daemon's directory outlives it).
     let mut app = app;
