@@ -425,6 +425,14 @@ pub async fn start_with(
     let app = api::router(state);
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
+        // TCP_NODELAY: a response written in two segments (headers, then a file) must not
+        // wait for the client's delayed ACK (40 ms).
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

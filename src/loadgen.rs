@@ -1,5 +1,5 @@
 //! The API load generator behind `kasad bench-load` (hidden; `scripts/bench --load`): N
-//! concurrent clients against a running daemon — status, device list, reading history,
+//! concurrent clients against a running daemon — health, export status and history, readings,
 //! export previews and downloads, round robin — while M export jobs run back to back. Prints
 //! one JSON object: latency percentiles per request kind, errors, exports finished, and the
 //! poller's cycles and skipped cycles over the run (from the health detail).
@@ -24,7 +24,14 @@ pub struct LoadOptions {
 }
 
 /// Request kinds, as reported.
-const KINDS: [&str; 5] = ["health", "devices", "history", "preview", "download"];
+const KINDS: [&str; 6] = [
+    "health",
+    "export_status",
+    "export_history",
+    "readings",
+    "preview",
+    "download",
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -170,8 +177,9 @@ pub async fn run(o: LoadOptions) -> Result<Value, LoadError> {
                 let id = &ids[(i / KINDS.len()) % ids.len()];
                 let url = match KINDS[kind] {
                     "health" => format!("{base}/api/health"),
-                    "devices" => format!("{base}/api/devices"),
-                    "history" => format!("{base}/api/devices/{id}/readings?resolution=hour"),
+                    "export_status" => format!("{base}/api/exports/{download}"),
+                    "export_history" => format!("{base}/api/exports/history?limit=20"),
+                    "readings" => format!("{base}/api/devices/{id}/readings?resolution=hour"),
                     "preview" => format!(
                         "{base}/api/exports/preview?export_type=device_data&devices={id}&limit=10"
                     ),

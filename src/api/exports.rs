@@ -506,9 +506,10 @@ async fn preview(
     if crate::export::Format::parse(&body.format).is_none() {
         body.format = "csv".into();
     }
-    // A preview reads every row of the request: it waits for an export slot like an export,
-    // stops counting at max_records_per_export, and stops when the client goes away.
-    let _slot = st.exporter.slot().await;
+    // A preview reads every row of the request: it waits for a preview slot (as many as
+    // export slots, apart from them, so it never queues behind running exports), stops
+    // counting at max_records_per_export, and stops when the client goes away.
+    let _slot = st.exporter.preview_slot().await;
     let cancel = CancelOnDrop::default();
     let ctl = cancel.0.clone();
     let exporter = st.exporter.clone();

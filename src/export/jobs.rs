@@ -95,6 +95,8 @@ pub struct Exporter {
     privacy_key: SecretKey,
     audit_key: SecretKey,
     slots: Arc<Semaphore>,
+    /// Previews' own slots (as many): a preview never queues behind running exports.
+    preview_slots: Arc<Semaphore>,
     running: Mutex<HashMap<String, Arc<Control>>>,
     stopping: std::sync::atomic::AtomicBool,
     tasks: tokio_util::task::TaskTracker,
@@ -146,6 +148,7 @@ impl Exporter {
         let dir = data_dir.join("exports");
         std::fs::create_dir_all(&dir)?;
         let slots = Arc::new(Semaphore::new(cfg.settings.exports.max_concurrent_exports));
+        let preview_slots = Arc::new(Semaphore::new(cfg.settings.exports.max_concurrent_exports));
         Ok(Arc::new(Self {
             store,
             clock,
@@ -154,6 +157,7 @@ impl Exporter {
             privacy_key,
             audit_key,
             slots,
+            preview_slots,
             running: Mutex::default(),
             stopping: Default::default(),
             tasks: tokio_util::task::TaskTracker::new(),
@@ -231,9 +235,9 @@ impl Exporter {
             .map_err(|e| CreateError::Store(store::Error::Corrupt(format!("stored tariff: {e}"))))
     }
 
-    /// A render slot (previews take one like exports do); None once the daemon stops.
-    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.slots.clone().acquire_owned().await.ok()
+    /// A preview slot (as many as export slots, apart from them); None once the daemon stops.
+    pub async fn preview_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.preview_slots.clone().acquire_owned().await.ok()
     }
 
     /// Progress of a running job.
@@ -326,7 +330,8 @@ impl Exporter {
         }
     }
 
-    /// Runs job `id` when a slot is free; the handle finishes with the job.
+    /// Runs job `id` when a slot is free (on a thread of its own at low CPU priority, so that
+    /// polling and the API stay quick while exports render); the handle finishes with the job.
     pub fn spawn(self: &Arc<Self>, id: String) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         self.tasks.spawn(async move {
@@ -335,7 +340,7 @@ impl Exporter {
             };
             let job = me.clone();
             let key = id.clone();
-            let res = tokio::task::spawn_blocking(move || job.run(&key)).await;
+            let res = in_background(move || job.run(&key)).await;
             if let Err(e) = res {
                 // A bug, not the user's doing: record it so the job does not stay
                 // "processing" (and run again at every start).
@@ -576,6 +581,7 @@ impl Exporter {
             c.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.slots.close();
+        self.preview_slots.close();
     }
 
     /// Stops every render and waits (bounded) until no job task holds the store.
@@ -657,4 +663,24 @@ impl Exporter {
         }
         Ok((expired, notified))
     }
+}
+
+/// Runs `f` on a new thread at nice 10 (threads it starts inherit that): exports are bulk work
+/// and give way to polling and API requests. An error means `f` panicked.
+async fn in_background<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, &'static str> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("kasad-export".into())
+        .spawn(move || {
+            // Linux: per thread. A failure only leaves the default priority.
+            let tid = rustix::thread::gettid();
+            let _ = rustix::process::setpriority_process(Some(tid), 10);
+            let _ = tx.send(f());
+        });
+    if spawned.is_err() {
+        return Err("no thread for the export");
+    }
+    rx.await.map_err(|_| "the export thread panicked")
 }
