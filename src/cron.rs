@@ -28,6 +28,13 @@ impl Schedule {
                 "{text:?} must have 5 fields: minute hour day-of-month month day-of-week"
             ));
         }
+        for (field, name) in text.split_whitespace().zip(FIELDS) {
+            if !field.split(',').all(item_ok) {
+                return Err(format!(
+                    "{text:?}: the {name} field {field:?} is not a list of *, numbers, ranges (a-b) or names, each with an optional /step"
+                ));
+            }
+        }
         let cron = croner::Cron::from_str(text).map_err(|e| format!("{text:?}: {e}"))?;
         let hours = text.split_whitespace().nth(1).unwrap_or("*");
         Ok(Self {
@@ -72,6 +79,31 @@ impl Schedule {
         }
         None
     }
+}
+
+/// The five fields, as named in errors.
+const FIELDS: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+
+/// One item of a field's list: `*`, a number or a name (`JAN`, `MON`), or a range of them,
+/// with an optional `/step`. croner accepts more (stray `+`, empty list items), and some of
+/// what it accepts makes its search for the next run take seconds: found by fuzzing.
+fn item_ok(item: &str) -> bool {
+    let (base, step) = match item.split_once('/') {
+        Some((b, s)) => (b, Some(s)),
+        None => (item, None),
+    };
+    let atom = |a: &str| {
+        (!a.is_empty() && a.len() <= 2 && a.bytes().all(|b| b.is_ascii_digit()))
+            || (a.len() == 3 && a.bytes().all(|b| b.is_ascii_alphabetic()))
+    };
+    let base_ok = base == "*"
+        || match base.split_once('-') {
+            Some((a, b)) => atom(a) && atom(b),
+            None => atom(base),
+        };
+    let step_ok =
+        step.is_none_or(|s| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit()));
+    base_ok && step_ok
 }
 
 /// The instant of local time `t` in `tz`: the first of two when it is repeated, the end of the
@@ -241,5 +273,12 @@ mod tests {
         );
         assert!(Schedule::parse("61 2 * * *").is_err());
         assert!(Schedule::parse("x 2 * * *").is_err());
+        // Found by fuzzing: croner took this (an empty hour list, a stray `+`) and then spent
+        // seconds on every search for its next run.
+        let e = Schedule::parse("05  , 14 9 +").unwrap_err();
+        assert!(e.contains("the hour field"), "{e}");
+        assert!(Schedule::parse("0 9 1,15 JAN-MAR/2 MON-FRI").is_ok());
+        assert!(Schedule::parse("*/15 2-4 * 3,11 0-6").is_ok());
+        assert!(Schedule::parse("0 9 1 * 1/").is_err());
     }
 }

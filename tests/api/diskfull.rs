@@ -4,10 +4,9 @@
 //! no reading taken while the disk was full is lost.
 
 use crate::exports::{download, finished};
-use crate::helpers::{ATTEMPTS, STEP, TestApp, fleet, kasad_cli};
+use crate::helpers::{ATTEMPTS, STEP, TestApp, fleet};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,7 +85,7 @@ async fn a_full_disk_fails_exports_clearly_and_ingest_resumes_when_space_returns
     let fs = Tmpfs::mount(mnt.path(), "24m");
     let data = mnt.path().join("data");
     let d2 = data.clone();
-    let mut app = TestApp::spawn_with(fleet(3), move |s| {
+    let app = TestApp::spawn_with(fleet(3), move |s| {
         s.data_dir = d2;
         s.exports.rate_limit_per_hour = 1000;
         s.storage.reserve_mb = 4;
@@ -213,16 +212,6 @@ async fn a_full_disk_fails_exports_clearly_and_ingest_resumes_when_space_returns
     }
 
     // A clean stop, then the store verifies.
-    let kept = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
-    app.stop().await;
-    let cfg = kept.path().join("verify.toml");
-    std::fs::write(&cfg, format!("data_dir = {data:?}\n")).unwrap();
-    let (ok, out) = kasad_cli(&[
-        OsStr::new("store"),
-        OsStr::new("verify"),
-        OsStr::new("--config"),
-        cfg.as_os_str(),
-    ]);
-    assert!(ok, "{out}");
+    app.stop_and_verify(&data).await;
     drop(fs);
 }

@@ -270,6 +270,22 @@ impl TestApp {
         );
     }
 
+    /// Stops the daemon cleanly, then `kasad store verify` checks `data_dir` (the app's
+    /// directory lives until then).
+    pub async fn stop_and_verify(mut self, data_dir: &std::path::Path) {
+        let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.stop().await;
+        let cfg = kept.path().join("verify.toml");
+        std::fs::write(&cfg, format!("data_dir = {data_dir:?}\n")).unwrap();
+        let (ok, out) = kasad_cli(&[
+            std::ffi::OsStr::new("store"),
+            std::ffi::OsStr::new("verify"),
+            std::ffi::OsStr::new("--config"),
+            cfg.as_os_str(),
+        ]);
+        assert!(ok, "{out}");
+    }
+
     /// Stops the daemon cleanly.
     pub async fn stop(self) {
         self.running.shutdown.cancel();

@@ -6,11 +6,10 @@
 //! stays healthy and the store verifies. Device names that look like spreadsheet formulas are
 //! exported to CSV (prefixed with `'`) and Excel (text cells, never formulas).
 
-use crate::helpers::{TestApp, free_port, kasad_cli};
+use crate::helpers::{TestApp, free_port};
 use kasad::sim::{Model, SimDevice, SimSpec, fleet_spec};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::ffi::OsStr;
 use std::path::Path;
 
 /// Part of every traversal attempt: no file or directory may ever carry it.
@@ -593,17 +592,6 @@ async fn every_route_answers_bad_input_with_a_clear_4xx_and_writes_nothing_outsi
     assert_eq!(app.get("/api/auth/me").await.0, 401, "logged out");
 
     // The store verifies after a clean stop (the daemon's directory outlives it).
-    let mut app = app;
-    let kept = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
-    app.stop().await;
-    let data = kept.path().join("data");
-    let cfg = kept.path().join("verify.toml");
-    std::fs::write(&cfg, format!("data_dir = {:?}\n", data)).unwrap();
-    let (ok, out) = kasad_cli(&[
-        OsStr::new("store"),
-        OsStr::new("verify"),
-        OsStr::new("--config"),
-        cfg.as_os_str(),
-    ]);
-    assert!(ok, "{out}");
+    let data = app.dir.path().join("data");
+    app.stop_and_verify(&data).await;
 }
