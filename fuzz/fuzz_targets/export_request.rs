@@ -29,7 +29,12 @@ fuzz_target!(|data: &[u8]| {
             .collect()
     });
     let limits = kasad::config::Exports::default();
-    let tariffs = kasad::tariff::Versions(vec![]);
+    // As in the daemon, which always holds at least the tariff from its configuration.
+    let tariffs = kasad::tariff::Versions::compile(
+        &[kasad::tariff::Tariff::default()],
+        chrono_tz::Europe::Berlin,
+    )
+    .unwrap();
     let ctx = PlanCtx {
         devices,
         default_tz: chrono_tz::Europe::Berlin,

@@ -398,13 +398,14 @@ pub fn decode_columns(bytes: &[u8]) -> Option<Columns> {
     let t0 = unzz(r.varint()?);
     let d0 = unzz(r.varint()?);
     let dd = r.stream(n.saturating_sub(2))?;
+    // Damaged bytes can describe times past i64: not a valid block (found by fuzzing).
     let mut ts = vec![t0];
     if n > 1 {
         let mut d = d0;
-        ts.push(t0 + d);
+        ts.push(t0.checked_add(d)?);
         for x in dd {
-            d += unzz(x);
-            ts.push(ts[ts.len() - 1] + d);
+            d = d.checked_add(unzz(x))?;
+            ts.push(ts[ts.len() - 1].checked_add(d)?);
         }
     }
     let mut cols = Vec::with_capacity(5);
@@ -497,6 +498,16 @@ mod tests {
 
     fn realistic(n: usize, seed: u64) -> Vec<RawRow> {
         realistic_by(RULE, n, seed)
+    }
+
+    #[test]
+    fn damaged_bytes_with_times_past_i64_are_not_a_block() {
+        // Found by fuzzing (fuzz/seeds/stored_records): the deltas overflowed i64.
+        let bytes = [
+            0x02, 0x01, 0x7e, 0x6d, 0xe9, 0xe9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x07,
+            0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0xf5, 0xff, 0xff, 0xff, 0xff, 0xf5, 0xf4, 0xf5,
+        ];
+        assert!(decode_columns(&bytes).is_none());
     }
 
     #[test]
