@@ -6,7 +6,7 @@
 //! `KASAD_CRASH_ROUNDS` sets the rounds of each loop (here 4, ingest 20); `scripts/crash-loop` runs 100.
 
 use crate::binary::{Daemon, demo_args, get, signal, wait_for};
-use crate::helpers::{ADMIN_PASSWORD, client};
+use crate::helpers::{ADMIN_PASSWORD, client, day};
 use serde_json::{Value, json};
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -68,15 +68,6 @@ fn start_and_kill(data: &Path, args: &[&str], env: &[(&str, &str)], after: Durat
     std::thread::sleep(after);
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// A date `offset` days from the first call (fixed for the whole run, so that a loop that
-/// crosses midnight compares the same days).
-fn day(offset: i64) -> String {
-    static START: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
-    (*START.get_or_init(chrono::Utc::now) + chrono::Duration::days(offset))
-        .format("%Y-%m-%d")
-        .to_string()
 }
 
 async fn exports(base: &(String, String)) -> Vec<Value> {

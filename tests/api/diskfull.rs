@@ -4,7 +4,7 @@
 //! no reading taken while the disk was full is lost.
 
 use crate::exports::{download, finished};
-use crate::helpers::{ATTEMPTS, STEP, TestApp, fleet};
+use crate::helpers::{ATTEMPTS, STEP, TestApp, day, fleet};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -70,11 +70,6 @@ async fn points(app: &TestApp) -> u64 {
 }
 
 fn export_body() -> Value {
-    let day = |d: i64| {
-        (chrono::Utc::now() + chrono::Duration::days(d))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
     json!({"export_type": "device_data", "format": "csv", "devices": "all",
         "date_range": {"start": day(-1), "end": day(1)}})
 }

@@ -309,3 +309,12 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A date `offset` days from the first call (fixed for the whole run, so that a loop that
+/// crosses midnight compares the same days).
+pub fn day(offset: i64) -> String {
+    static START: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    (*START.get_or_init(chrono::Utc::now) + chrono::Duration::days(offset))
+        .format("%Y-%m-%d")
+        .to_string()
+}
