@@ -234,7 +234,7 @@ fn cpu_seconds() -> f64 {
 
 /// Plans `body` against the stored devices at `now_ms` (UTC default zone, default limits).
 fn bench_plan(
-    summaries: &[crate::store::DeviceSummary],
+    records: &[crate::store::DeviceRecord],
     tariffs: &crate::tariff::Versions,
     limits: &crate::config::Exports,
     body: Value,
@@ -243,7 +243,7 @@ fn bench_plan(
     use crate::export::request::{self, CreateRequest, PlanCtx};
     let body: CreateRequest = serde_json::from_value(body)?;
     let ctx = PlanCtx {
-        devices: summaries,
+        devices: records,
         default_tz: chrono_tz::Tz::UTC,
         limits,
         tariffs,
@@ -270,7 +270,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize, formats: &[String]) -> any
     let (n, _) = ingest(&path, devices, days, 60_000, start)?;
     let store = Store::open(&path, 16)?;
     let end = start + minutes * 60_000 - 1_000;
-    let summaries = store.devices()?;
+    let records = store.device_records()?;
     let limits_cfg = crate::config::Exports {
         max_records_per_export: u64::MAX,
         ..Default::default()
@@ -285,7 +285,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize, formats: &[String]) -> any
             "fields": ["timestamp", "device_ip", "device_name", "power_w", "energy_kwh", "voltage", "current", "cost", "is_on"],
             "options": {"timezone": "UTC"},
         });
-        let plan = bench_plan(&summaries, &tariff, &limits_cfg, body, end)?;
+        let plan = bench_plan(&records, &tariff, &limits_cfg, body, end)?;
         let meta = render::metadata(&plan, "bench", "bench", None);
         let (mut times, mut cpu, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
         let mut last = None;
@@ -346,14 +346,14 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     let path = dir.join("report.redb");
     let (n, _) = ingest(&path, 10, 365, 900_000, start)?;
     let store = Store::open(&path, 16)?;
-    let summaries = store.devices()?;
+    let records = store.device_records()?;
     let limits_cfg = crate::config::Exports::default();
     let body = json!({
         "export_type": "system_report", "format": "pdf",
         "date_range": {"start": "2025-01-01", "end": "2025-12-31"},
         "options": {"timezone": "America/New_York"},
     });
-    let plan = bench_plan(&summaries, &flat_tariff()?, &limits_cfg, body, now)?;
+    let plan = bench_plan(&records, &flat_tariff()?, &limits_cfg, body, now)?;
     let Kind::SystemReport { sections, .. } = &plan.kind else {
         anyhow::bail!("not a report plan");
     };
@@ -401,7 +401,7 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         "date_range": {"start": "2025-01-01", "end": "2025-12-31"},
         "options": {"timezone": "America/New_York"},
     });
-    let cplan = bench_plan(&summaries, &tariffs, &limits_cfg, body, now)?;
+    let cplan = bench_plan(&records, &tariffs, &limits_cfg, body, now)?;
     let Kind::CostAnalysis {
         grouping,
         breakdown,

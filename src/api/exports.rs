@@ -9,7 +9,7 @@ use super::guard::{CurrentUser, issue_ticket};
 use crate::audit::{EventType, Severity};
 use crate::auth::Role;
 use crate::clock::rfc3339;
-use crate::export::jobs::CreateError;
+use crate::export::jobs::{CreateError, PREVIEW_NICE, in_background};
 use crate::export::request::{
     CreateRequest, DateRange, Devices, OptionsBody, TEXT_FIELDS, VALUE_FIELDS,
 };
@@ -514,7 +514,7 @@ async fn preview(
     let ctl = cancel.0.clone();
     let exporter = st.exporter.clone();
     let cap = exporter.config().settings.exports.max_records_per_export;
-    let out = blocking(move || {
+    let preview = move || {
         let plan = exporter.plan_to_render(&body, None)?;
         let limit = limit.min(usize::try_from(cap).unwrap_or(usize::MAX));
         crate::export::render::preview(&st.store, &plan, limit, cap, &ctl).map_err(|e| match e {
@@ -524,9 +524,11 @@ async fn preview(
                 message: other.to_string(),
             }),
         })
-    })
-    .await?
-    .map_err(create_error)?;
+    };
+    let out = in_background("kasad-preview", PREVIEW_NICE, preview)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(create_error)?;
     Ok(Json(json!({
         "preview": out.rows,
         "total_records": out.total,

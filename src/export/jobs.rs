@@ -184,7 +184,7 @@ impl Exporter {
         body: &CreateRequest,
         resolved: Option<&request::Resolved>,
     ) -> Result<Plan, CreateError> {
-        let devices = self.store.devices()?;
+        let devices = self.store.device_records()?;
         let s = &self.cfg.settings;
         let tariffs = self.tariffs()?;
         let ctx = PlanCtx {
@@ -209,9 +209,9 @@ impl Exporter {
         if plan.kind == request::Kind::DeviceData && plan.price_per_kwh.is_nan() {
             let ids: Vec<_> = self
                 .store
-                .devices()?
+                .device_records()?
                 .iter()
-                .map(|d| d.record.info.device_id.clone())
+                .map(|d| d.info.device_id.clone())
                 .collect();
             let prices = crate::tariff::engine::prices(
                 &self.store,
@@ -340,7 +340,7 @@ impl Exporter {
             };
             let job = me.clone();
             let key = id.clone();
-            let res = in_background(move || job.run(&key)).await;
+            let res = in_background("kasad-export", EXPORT_NICE, move || job.run(&key)).await;
             if let Err(e) = res {
                 // A bug, not the user's doing: record it so the job does not stay
                 // "processing" (and run again at every start).
@@ -665,22 +665,33 @@ impl Exporter {
     }
 }
 
-/// Runs `f` on a new thread at nice 10 (threads it starts inherit that): exports are bulk work
-/// and give way to polling and API requests. An error means `f` panicked.
-async fn in_background<T: Send + 'static>(
+/// How far an export's render thread gives way: exports are bulk work and yield to polling,
+/// API requests and previews.
+const EXPORT_NICE: i32 = 10;
+
+/// How far a preview's thread gives way: a preview reads every row of its request, so it
+/// yields to the small API requests (status, history, readings, health) and to polling, but
+/// not to running exports.
+pub const PREVIEW_NICE: i32 = 5;
+
+/// Runs `f` on a new thread named `name` at nice `nice` (threads it starts inherit that). An
+/// error means `f` panicked.
+pub async fn in_background<T: Send + 'static>(
+    name: &str,
+    nice: i32,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, &'static str> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
-        .name("kasad-export".into())
+        .name(name.into())
         .spawn(move || {
             // Linux: per thread. A failure only leaves the default priority.
             let tid = rustix::thread::gettid();
-            let _ = rustix::process::setpriority_process(Some(tid), 10);
+            let _ = rustix::process::setpriority_process(Some(tid), nice);
             let _ = tx.send(f());
         });
     if spawned.is_err() {
-        return Err("no thread for the export");
+        return Err("no thread for the work");
     }
-    rx.await.map_err(|_| "the export thread panicked")
+    rx.await.map_err(|_| "the work's thread panicked")
 }

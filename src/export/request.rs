@@ -7,7 +7,7 @@ use super::{Compression, Format};
 use crate::config::Exports;
 use crate::domain::rollup::{Period, local_midnight};
 use crate::domain::{DeviceId, DeviceType};
-use crate::store::DeviceSummary;
+use crate::store::DeviceRecord;
 use chrono_tz::Tz;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -604,7 +604,7 @@ fn refuse_row_options(req: &CreateRequest, hint: &str) -> Result<(), RequestErro
 #[derive(Debug)]
 pub struct PlanCtx<'a> {
     /// Stored devices.
-    pub devices: &'a [DeviceSummary],
+    pub devices: &'a [DeviceRecord],
     /// Daemon time zone.
     pub default_tz: Tz,
     /// Limits.
@@ -705,9 +705,9 @@ pub fn anonymize_ip(ip: &str) -> String {
 /// own (plugs and outlets).
 pub fn select_devices<'a>(
     sel: Option<&Devices>,
-    all: &'a [DeviceSummary],
-) -> Result<Vec<&'a DeviceSummary>, RequestError> {
-    let leaves = |d: &&DeviceSummary| d.record.info.device_type != DeviceType::Strip;
+    all: &'a [DeviceRecord],
+) -> Result<Vec<&'a DeviceRecord>, RequestError> {
+    let leaves = |d: &&DeviceRecord| d.info.device_type != DeviceType::Strip;
     let wanted: Vec<String> = match sel {
         None => vec!["all".into()],
         Some(Devices::One(s)) => vec![s.clone()],
@@ -718,26 +718,25 @@ pub fn select_devices<'a>(
             "devices: list at least one device id or IP, or \"all\"",
         ));
     }
-    let mut out: Vec<&DeviceSummary> = Vec::new();
+    let mut out: Vec<&DeviceRecord> = Vec::new();
     for w in &wanted {
         let w = w.trim();
-        let hits: Vec<&DeviceSummary> = if w.eq_ignore_ascii_case("all") {
+        let hits: Vec<&DeviceRecord> = if w.eq_ignore_ascii_case("all") {
             all.iter().filter(leaves).collect()
         } else {
-            let direct: Vec<&DeviceSummary> = all
+            let direct: Vec<&DeviceRecord> = all
                 .iter()
-                .filter(|d| d.record.info.device_id.as_str() == w || d.record.info.ip() == w)
+                .filter(|d| d.info.device_id.as_str() == w || d.info.ip() == w)
                 .collect();
             let parents: Vec<&DeviceId> = direct
                 .iter()
-                .filter(|d| d.record.info.device_type == DeviceType::Strip)
-                .map(|d| &d.record.info.device_id)
+                .filter(|d| d.info.device_type == DeviceType::Strip)
+                .map(|d| &d.info.device_id)
                 .collect();
             all.iter()
                 .filter(|d| {
                     (direct.iter().any(|x| std::ptr::eq(*x, *d)) && leaves(d))
-                        || d.record
-                            .info
+                        || d.info
                             .parent_id
                             .as_ref()
                             .is_some_and(|p| parents.contains(&p))
@@ -757,14 +756,8 @@ pub fn select_devices<'a>(
         }
     }
     out.sort_by(|a, b| {
-        (
-            a.record.info.name.as_str(),
-            a.record.info.device_id.as_str(),
-        )
-            .cmp(&(
-                b.record.info.name.as_str(),
-                b.record.info.device_id.as_str(),
-            ))
+        (a.info.name.as_str(), a.info.device_id.as_str())
+            .cmp(&(b.info.name.as_str(), b.info.device_id.as_str()))
     });
     Ok(out)
 }
@@ -1066,16 +1059,12 @@ pub fn plan(
     }
     let other_type = kind != Kind::DeviceData;
     let with_devices = !other_type || kind.document().is_some();
-    let selected: Vec<&DeviceSummary> = match resolved {
+    let selected: Vec<&DeviceRecord> = match resolved {
         _ if !with_devices => Vec::new(),
         Some(r) => r
             .device_ids
             .iter()
-            .filter_map(|id| {
-                ctx.devices
-                    .iter()
-                    .find(|d| d.record.info.device_id.as_str() == id)
-            })
+            .filter_map(|id| ctx.devices.iter().find(|d| d.info.device_id.as_str() == id))
             .collect(),
         // A report or cost analysis of a daemon with no devices yet is still a document.
         None if kind.document().is_some() && req.devices.is_none() && ctx.devices.is_empty() => {
@@ -1160,7 +1149,7 @@ pub fn plan(
     let devices = selected
         .iter()
         .map(|d| {
-            let i = &d.record.info;
+            let i = &d.info;
             let rated = rated_power(ctx.limits, i);
             DeviceMeta {
                 id: i.device_id.clone(),
@@ -1317,7 +1306,7 @@ mod tests {
         assert_eq!(a.len(), 16);
     }
 
-    fn summary(id: &str, ip: &str, kind: DeviceType, parent: Option<&str>) -> DeviceSummary {
+    fn summary(id: &str, ip: &str, kind: DeviceType, parent: Option<&str>) -> DeviceRecord {
         let info = crate::domain::DeviceInfo {
             device_id: DeviceId::parse(id).unwrap(),
             parent_id: parent.map(|p| DeviceId::parse(p).unwrap()),
@@ -1334,14 +1323,10 @@ mod tests {
             latitude: None,
             longitude: None,
         };
-        DeviceSummary {
-            record: crate::store::DeviceRecord {
-                info,
-                key: 0,
-                first_seen_ms: 0,
-            },
-            data_points: 0,
-            last_reading_ms: None,
+        DeviceRecord {
+            info,
+            key: 0,
+            first_seen_ms: 0,
         }
     }
 
@@ -1367,7 +1352,7 @@ mod tests {
             select_devices(Some(&sel), &all)
                 .unwrap()
                 .iter()
-                .map(|d| d.record.info.device_id.to_string())
+                .map(|d| d.info.device_id.to_string())
                 .collect()
         };
         assert_eq!(

@@ -141,6 +141,8 @@ impl Store {
             path: self.path,
             keys: self.keys,
             reserve: self.reserve,
+            records: self.records,
+            audit_queue: self.audit_queue,
         })
     }
 

@@ -30,6 +30,7 @@ use redb::Database;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 pub use codec::RawRow;
 pub use writer::{WriteOp, WriterHandle};
@@ -151,6 +152,20 @@ pub struct Store {
     keys: Arc<std::sync::RwLock<std::collections::HashMap<String, u32>>>,
     /// Free bytes kept on the file system: no write transaction begins below them.
     reserve: u64,
+    /// The device records as last committed (see [`Store::device_records`]).
+    records: Arc<RecordCache>,
+    /// Audit events waiting to be appended together.
+    audit_queue: Arc<audit::AuditQueue>,
+}
+
+/// The device table, decoded once: every export plan and preview needs all records, and they
+/// change only when a device is first seen or its info changes. A write that changes a record
+/// marks the cache dirty; the commit then drops it and bumps the generation, so a reader that
+/// read the table before the commit cannot fill the cache with what it saw.
+#[derive(Debug, Default)]
+struct RecordCache {
+    dirty: std::sync::atomic::AtomicBool,
+    slot: std::sync::RwLock<(u64, Option<Arc<Vec<DeviceRecord>>>)>,
 }
 
 impl Store {
@@ -174,6 +189,8 @@ impl Store {
             path: Arc::new(path.to_path_buf()),
             keys: Arc::default(),
             reserve: 0,
+            records: Arc::default(),
+            audit_queue: Arc::default(),
         })
     }
 
@@ -238,8 +255,39 @@ impl Store {
         self.keys.read().expect("key cache").get(id).copied()
     }
 
+    /// After a commit: caches the committed device keys, and drops the cached records when
+    /// the transaction changed one.
     pub(crate) fn cache_keys(&self, keys: impl IntoIterator<Item = (String, u32)>) {
         self.keys.write().expect("key cache").extend(keys);
+        if self.records.dirty.swap(false, Ordering::AcqRel) {
+            let mut slot = self.records.slot.write().expect("record cache");
+            *slot = (slot.0 + 1, None);
+        }
+    }
+
+    /// Called by a write transaction that changes a device record (before its commit).
+    pub(crate) fn records_changing(&self) {
+        self.records.dirty.store(true, Ordering::Release);
+    }
+
+    /// Every device record, ordered by id, as of the last commit: decoded once and shared
+    /// until a record changes.
+    pub fn device_records(&self) -> Result<Arc<Vec<DeviceRecord>>> {
+        let generation = {
+            let slot = self.records.slot.read().expect("record cache");
+            if let Some(r) = &slot.1 {
+                return Ok(r.clone());
+            }
+            slot.0
+        };
+        let dirty = self.records.dirty.load(Ordering::Acquire);
+        let records = Arc::new(query::device_records(self)?);
+        let mut slot = self.records.slot.write().expect("record cache");
+        // Not when a commit changed records meanwhile, nor while a change is being written.
+        if slot.0 == generation && !dirty && !self.records.dirty.load(Ordering::Acquire) {
+            slot.1 = Some(records.clone());
+        }
+        Ok(records)
     }
 
     /// Looks up a device record by id.

@@ -18,6 +18,18 @@ pub fn device(store: &Store, id: &DeviceId) -> Result<Option<DeviceRecord>> {
         .transpose()
 }
 
+/// Every device record, decoded from the table, ordered by id.
+pub(super) fn device_records(store: &Store) -> Result<Vec<DeviceRecord>> {
+    let txn = store.db().begin_read()?;
+    let t = txn.open_table(DEVICES)?;
+    let mut out = Vec::new();
+    for entry in t.range::<&str>(..)? {
+        let (_, v) = entry?;
+        out.push(serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(e.to_string()))?);
+    }
+    Ok(out)
+}
+
 impl Store {
     /// A cheap liveness check: a read transaction that reads the schema version.
     pub fn ping(&self) -> Result<u64> {
@@ -28,20 +40,17 @@ impl Store {
 
     /// Every device with its reading count and newest reading time, ordered by id.
     pub fn devices(&self) -> Result<Vec<DeviceSummary>> {
+        let records = self.device_records()?;
         let txn = self.db().begin_read()?;
-        let t = txn.open_table(DEVICES)?;
         let states = txn.open_table(DEVICE_STATE)?;
-        let mut out = Vec::new();
-        for entry in t.range::<&str>(..)? {
-            let (_, v) = entry?;
-            let record: DeviceRecord =
-                serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut out = Vec::with_capacity(records.len());
+        for record in records.iter() {
             let st = states
                 .get(record.key)?
                 .map(|s| codec::decode_state(s.value()))
                 .unwrap_or_default();
             out.push(DeviceSummary {
-                record,
+                record: record.clone(),
                 data_points: st.count,
                 last_reading_ms: (st.count > 0).then_some(st.last_ts),
             });

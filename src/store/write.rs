@@ -93,6 +93,7 @@ pub(super) fn apply_in(
             },
         };
         keys.insert(id.to_owned(), rec.key);
+        store.records_changing();
         let json = serde_json::to_vec(&rec).map_err(|e| Error::Corrupt(e.to_string()))?;
         devices.insert(id, json.as_slice())?;
     }

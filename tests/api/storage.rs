@@ -264,3 +264,63 @@ fn a_version_4_database_opens_migrates_and_keeps_its_readings() {
         "the new exports table exists"
     );
 }
+
+/// The decoded device records are shared between reads and follow every committed change: a
+/// new device, a renamed one and one added by a history import.
+#[test]
+fn device_records_follow_every_committed_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.redb"), 8).unwrap();
+    let names = |s: &Store| -> Vec<(String, String)> {
+        let records = s.device_records().unwrap();
+        let summaries: Vec<_> = s.devices().unwrap().into_iter().map(|d| d.record).collect();
+        assert_eq!(*records, summaries, "devices() lists the same records");
+        records
+            .iter()
+            .map(|r| (r.info.device_id.to_string(), r.info.name.clone()))
+            .collect()
+    };
+    let batch = |devices: Vec<DeviceInfo>| Batch {
+        devices: devices.into_iter().map(|i| (i, T0)).collect(),
+        readings: vec![],
+        days: vec![],
+    };
+    assert!(names(&store).is_empty());
+    apply(&store, &batch(vec![info("P1")]), true).unwrap();
+    let first = store.device_records().unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &store.device_records().unwrap()),
+        "unchanged records are decoded once"
+    );
+    // A clone of the handle (as the API holds) sees what the writer's handle committed.
+    let reader = store.clone();
+    apply(&store, &batch(vec![info("P2")]), true).unwrap();
+    assert_eq!(names(&reader).len(), 2);
+    let mut renamed = info("P1");
+    renamed.name = "Kettle".into();
+    apply(&store, &batch(vec![renamed]), true).unwrap();
+    assert_eq!(names(&reader)[0], ("P1".into(), "Kettle".into()));
+    // An unchanged device in a batch of readings keeps the shared records.
+    let kept = reader.device_records().unwrap();
+    apply(&store, &batch(vec![info("P2")]), true).unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &kept,
+        &reader.device_records().unwrap()
+    ));
+    // A history import of a new device.
+    let p3 = info("P3");
+    let readings = (0..3).map(|m| {
+        Ok(Reading {
+            device_id: p3.device_id.clone(),
+            ts_ms: T0 + m * 60_000,
+            power_mw: Some(60_000),
+            voltage_mv: None,
+            current_ma: None,
+            counter_wh: Some(1_000 + m),
+            relay_on: true,
+            rssi: None,
+        })
+    });
+    store.import_history(&p3, readings).unwrap();
+    assert_eq!(names(&reader).len(), 3);
+}
