@@ -1,5 +1,6 @@
 //! Packaging checks that run everywhere: the systemd unit verifies with `systemd-analyze`, its
-//! exposure score stays "OK" (≤ 2.0) and it lets the daemon write where the default
+//! exposure score stays "OK" (≤ 2.0), its system call filter lets threads lower their priority,
+//! and it lets the daemon write where the default
 //! configuration lets scheduled exports go; the Debian package description is complete; the
 //! Avahi service file is what Avahi reads.
 
@@ -43,6 +44,12 @@ fn the_systemd_unit_verifies_and_its_exposure_is_ok() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in: {text}"));
     assert!(ok && score <= 2.0, "exposure {score} > 2.0:\n{text}");
+    // Exports and previews lower their threads' priority: systemd's reading of the filter
+    // lets setpriority through (the rest of @resources stays denied).
+    assert!(
+        text.contains("setpriority is allowed"),
+        "the system call filter blocks setpriority:\n{text}"
+    );
 }
 
 #[test]
