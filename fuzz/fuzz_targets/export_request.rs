@@ -5,7 +5,7 @@ use kasad::export::request::{CreateRequest, PlanCtx, plan};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
-static DEVICES: OnceLock<Vec<kasad::store::DeviceSummary>> = OnceLock::new();
+static DEVICES: OnceLock<Vec<kasad::store::DeviceRecord>> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = serde_json::from_slice::<CreateRequest>(data) else {
@@ -21,11 +21,7 @@ fuzz_target!(|data: &[u8]| {
                 kasad::poller::registry::infos_from_sysinfo(addr, &s).unwrap()
             })
             .enumerate()
-            .map(|(key, info)| kasad::store::DeviceSummary {
-                record: kasad::store::DeviceRecord { info, key: key as u32, first_seen_ms: 0 },
-                data_points: 10,
-                last_reading_ms: Some(1_764_000_000_000),
-            })
+            .map(|(key, info)| kasad::store::DeviceRecord { info, key: key as u32, first_seen_ms: 0 })
             .collect()
     });
     let limits = kasad::config::Exports::default();
