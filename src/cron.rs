@@ -36,6 +36,11 @@ impl Schedule {
             }
         }
         let cron = croner::Cron::from_str(text).map_err(|e| format!("{text:?}: {e}"))?;
+        if !day_exists(text) {
+            return Err(format!(
+                "{text:?}: none of the days of the month listed falls in the months listed, so it would never run"
+            ));
+        }
         let hours = text.split_whitespace().nth(1).unwrap_or("*");
         Ok(Self {
             cron,
@@ -104,6 +109,58 @@ fn item_ok(item: &str) -> bool {
     let step_ok =
         step.is_none_or(|s| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit()));
     base_ok && step_ok
+}
+
+/// Whether the day-of-month and month fields (checked by [`item_ok`]) meet on a real date.
+/// `0 1 31 4 *` (April 31st) never runs, and croner searched for seconds to find that out:
+/// found by fuzzing. A day-of-week other than `*` matches as well (either field), so it runs.
+fn day_exists(text: &str) -> bool {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    if f[4] != "*" {
+        return true;
+    }
+    let (days, months) = (values(f[2], 1, 31), values(f[3], 1, 12));
+    // February as in a leap year: the 29th runs, if only every fourth year.
+    const LAST: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if months.is_empty() {
+        return true; // nothing understood here: croner's own parse decides
+    }
+    let first_day = days.iter().min().copied().unwrap_or(1);
+    months
+        .iter()
+        .any(|m| LAST.get(*m as usize - 1).is_some_and(|l| first_day <= *l))
+}
+
+/// The values a field's list names, within `lo..=hi` (month names as their numbers).
+fn values(field: &str, lo: u32, hi: u32) -> Vec<u32> {
+    const MONTHS: [&str; 12] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    let atom = |a: &str| {
+        a.parse::<u32>().ok().or_else(|| {
+            MONTHS
+                .iter()
+                .position(|m| m.eq_ignore_ascii_case(a))
+                .map(|i| i as u32 + 1)
+        })
+    };
+    let mut out = Vec::new();
+    for item in field.split(',') {
+        let (base, step) = match item.split_once('/') {
+            Some((b, s)) => (b, s.parse::<u32>().unwrap_or(1).max(1)),
+            None => (item, 1),
+        };
+        let (a, b) = match base.split_once('-') {
+            _ if base == "*" => (Some(lo), Some(hi)),
+            Some((a, b)) => (atom(a), atom(b)),
+            None if item.contains('/') => (atom(base), Some(hi)),
+            None => (atom(base), atom(base)),
+        };
+        if let (Some(a), Some(b)) = (a, b) {
+            out.extend((a.max(lo)..=b.min(hi)).step_by(step as usize));
+        }
+    }
+    out
 }
 
 /// The instant of local time `t` in `tz`: the first of two when it is repeated, the end of the
@@ -280,5 +337,14 @@ mod tests {
         assert!(Schedule::parse("0 9 1,15 JAN-MAR/2 MON-FRI").is_ok());
         assert!(Schedule::parse("*/15 2-4 * 3,11 0-6").is_ok());
         assert!(Schedule::parse("0 9 1 * 1/").is_err());
+        // Found by fuzzing: April 31st never comes, and croner searched for seconds.
+        let e = Schedule::parse("0 1 31 4 *").unwrap_err();
+        assert!(e.contains("would never run"), "{e}");
+        assert!(Schedule::parse("0 1 30,31 FEB *").is_err());
+        assert!(Schedule::parse("0 1 31 APR-JUN/2 *").is_err());
+        assert!(Schedule::parse("0 1 31 APR-MAY *").is_ok());
+        assert!(Schedule::parse("0 1 29 2 *").is_ok());
+        assert!(Schedule::parse("0 1 31 4 MON").is_ok());
+        assert!(Schedule::parse("0 1 */10 2 *").is_ok());
     }
 }

@@ -39,12 +39,13 @@ impl CounterRule {
     pub fn step(self, base: Option<i64>, cur: i64) -> (i64, i64) {
         match (self, base) {
             (_, None) => (0, cur),
-            (_, Some(b)) if cur >= b => (cur - b, cur),
+            // Saturating: counters read back from damaged bytes can be anything.
+            (_, Some(b)) if cur >= b => (cur.saturating_sub(b), cur),
             // Reset: the device counted `cur` since it restarted from zero, all in this interval.
             (Self::AnyDecreaseResets, Some(_)) => (cur.max(0), cur),
             (Self::HalfDropResets, Some(b)) if cur <= b / 2 => (cur.max(0), cur),
             // Glitch: nothing was used, and the next sample is measured from the higher value.
-            (Self::HalfDropResets, Some(b)) if b - cur <= GLITCH_WH => (0, b),
+            (Self::HalfDropResets, Some(b)) if b.saturating_sub(cur) <= GLITCH_WH => (0, b),
             // Neither: unknown energy in this interval, none invented; measured on from here.
             (Self::HalfDropResets, Some(_)) => (0, cur),
         }

@@ -511,6 +511,24 @@ mod tests {
     }
 
     #[test]
+    fn damaged_counters_far_apart_decode_without_overflow() {
+        // Found by fuzzing (fuzz/seeds/stored_records/crash-found-2026-11-26-counters): two
+        // counters i64::MAX apart overflowed the energy step.
+        let bytes =
+            include_bytes!("../../fuzz/seeds/stored_records/crash-found-2026-11-26-counters");
+        if let Some(cols) = decode_columns(bytes) {
+            for i in 0..cols.len() {
+                let _ = cols.sample(i);
+            }
+        }
+        use crate::domain::energy::CounterRule;
+        for rule in [CounterRule::HalfDropResets, CounterRule::AnyDecreaseResets] {
+            assert_eq!(rule.step(Some(i64::MIN), i64::MAX), (i64::MAX, i64::MAX));
+            assert_eq!(rule.step(Some(i64::MAX), i64::MIN).1, i64::MIN);
+        }
+    }
+
+    #[test]
     fn realistic_rows_round_trip_compactly() {
         let rows = realistic(360, 7);
         let b = encode(&rows);
