@@ -30,6 +30,7 @@ fn info(i: u32) -> DeviceInfo {
         hw_ver: "1.0".into(),
         sw_ver: "bench".into(),
         transport: Transport::Xor,
+        family: crate::domain::Family::Iot,
         has_emeter: true,
         mac: String::new(),
         latitude: None,

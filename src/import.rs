@@ -210,6 +210,7 @@ fn imported_device(
         hw_ver: String::new(),
         sw_ver: String::new(),
         transport: Transport::Xor,
+        family: crate::domain::Family::Iot,
         has_emeter: true,
         mac: mac.unwrap_or_default(),
         latitude: None,

@@ -88,6 +88,35 @@ pub enum DeviceType {
 pub enum Transport {
     /// Legacy IOT protocol, XOR autokey over TCP 9999.
     Xor,
+    /// KLAP v1 over HTTP (md5 credential hash).
+    Klap,
+    /// KLAP v2 over HTTP (sha256 credential hash).
+    KlapV2,
+    /// AES "securePassthrough" over HTTP.
+    Aes,
+}
+
+impl Transport {
+    /// The name the API and logs use (`xor`, `klap`, `klap_v2`, `aes`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Xor => "xor",
+            Transport::Klap => "klap",
+            Transport::KlapV2 => "klap_v2",
+            Transport::Aes => "aes",
+        }
+    }
+}
+
+/// The request language a device speaks inside its transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// The legacy IOT JSON (`{"system":{"get_sysinfo":{}}}`), over XOR or KLAP.
+    #[default]
+    Iot,
+    /// The SMART JSON (`{"method":"get_device_info"}`), over KLAP v2 or AES.
+    Smart,
 }
 
 /// Reachability as the API reports it.
@@ -127,6 +156,9 @@ pub struct DeviceInfo {
     pub sw_ver: String,
     /// How we talk to it.
     pub transport: Transport,
+    /// The request language inside the transport (records stored before it existed are IOT).
+    #[serde(default)]
+    pub family: Family,
     /// Whether it has an energy meter.
     pub has_emeter: bool,
     /// MAC address as reported.

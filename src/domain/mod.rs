@@ -9,6 +9,6 @@ pub mod energy;
 pub mod reading;
 pub mod rollup;
 
-pub use device::{DeviceId, DeviceInfo, DeviceStatus, DeviceType, Transport};
+pub use device::{DeviceId, DeviceInfo, DeviceStatus, DeviceType, Family, Transport};
 pub use reading::{DailyEnergy, Reading};
 pub use rollup::{BUCKET_MS, Bucket};

@@ -1318,6 +1318,7 @@ mod tests {
             hw_ver: "1.0".into(),
             sw_ver: "1".into(),
             transport: crate::domain::Transport::Xor,
+            family: crate::domain::Family::Iot,
             has_emeter: true,
             mac: String::new(),
             latitude: None,

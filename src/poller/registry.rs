@@ -70,6 +70,7 @@ pub fn infos_from_sysinfo(
         hw_ver: s.hw_ver.clone(),
         sw_ver: s.sw_ver.clone(),
         transport: Transport::Xor,
+        family: crate::domain::Family::Iot,
         has_emeter: s.has_emeter,
         mac: s.mac.clone(),
         latitude: s.latitude,

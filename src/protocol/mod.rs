@@ -1,15 +1,18 @@
-//! The legacy Kasa IOT protocol: bytes and JSON only.
+//! The Kasa local protocols: bytes and JSON only.
 //!
-//! Owns: the XOR autokey cipher, TCP/UDP framing, typed requests and responses with unit
-//! normalisation (v1 floats → integer milli-units), device error codes at module and method
-//! level, the TCP client and unicast/broadcast discovery. Knows nothing of storage or HTTP.
-//! Every read is bounded in size ([`MAX_FRAME`]) and time (the caller's timeout).
+//! Owns: the legacy IOT protocol (XOR autokey cipher, TCP/UDP framing, typed requests and
+//! responses with unit normalisation, device error codes at module and method level, the TCP
+//! client and unicast/broadcast discovery on 9999), and the newer devices' discovery on UDP
+//! 20002 and KLAP transport. Knows nothing of storage. Every read is bounded in size
+//! ([`MAX_FRAME`]) and time (the caller's timeout).
 
 pub mod cipher;
 pub mod client;
 pub mod discovery;
 pub mod frame;
+pub mod klap;
 pub mod messages;
+pub mod port20002;
 
 /// Largest response frame accepted from a device (real answers are well under 16 KiB).
 pub const MAX_FRAME: usize = 64 * 1024;

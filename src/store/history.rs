@@ -212,6 +212,7 @@ mod tests {
             hw_ver: String::new(),
             sw_ver: String::new(),
             transport: crate::domain::Transport::Xor,
+            family: crate::domain::Family::Iot,
             has_emeter: true,
             mac: String::new(),
             latitude: None,

@@ -486,6 +486,7 @@ mod tests {
             hw_ver: "1".into(),
             sw_ver: "1".into(),
             transport: crate::domain::Transport::Xor,
+            family: crate::domain::Family::Iot,
             has_emeter: true,
             mac: String::new(),
             latitude: None,

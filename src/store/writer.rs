@@ -424,6 +424,7 @@ mod tests {
             hw_ver: "1.0".into(),
             sw_ver: "1".into(),
             transport: Transport::Xor,
+            family: crate::domain::Family::Iot,
             has_emeter: true,
             mac: String::new(),
             latitude: None,

@@ -57,6 +57,7 @@ pub fn plug_info(id: &str) -> kasad::domain::DeviceInfo {
         hw_ver: "1.0".into(),
         sw_ver: "1".into(),
         transport: kasad::domain::Transport::Xor,
+        family: kasad::domain::Family::Iot,
         has_emeter: true,
         mac: String::new(),
         latitude: None,
