@@ -1,5 +1,6 @@
-//! TCP client for one device: one connection, one request in flight, every step bounded by a
-//! timeout and every answer by [`MAX_FRAME`].
+//! A connection to one device, whatever its transport: XOR over TCP (one request in flight,
+//! every step bounded by a timeout and every answer by [`MAX_FRAME`]) or KLAP over HTTP. Both
+//! carry JSON requests, so the IOT polling code is the same over either.
 
 use super::{Error, MAX_FRAME, Result, frame};
 use serde_json::Value;
@@ -10,8 +11,14 @@ use tokio::net::TcpStream;
 /// An open connection to a device.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    inner: Inner,
     timeout: Duration,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Xor(TcpStream),
+    Klap(Box<super::klap_client::KlapClient>),
 }
 
 async fn bounded<T>(
@@ -28,18 +35,33 @@ impl Connection {
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self> {
         let stream = bounded(timeout, async { Ok(TcpStream::connect(addr).await?) }).await?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, timeout })
+        Ok(Self {
+            inner: Inner::Xor(stream),
+            timeout,
+        })
+    }
+
+    /// A KLAP connection (the handshake happens on the first request).
+    pub fn klap(client: super::klap_client::KlapClient, timeout: Duration) -> Self {
+        Self {
+            inner: Inner::Klap(Box::new(client)),
+            timeout,
+        }
     }
 
     /// Sends one request and returns the decoded answer.
     pub async fn request(&mut self, req: &Value) -> Result<Value> {
         let body = serde_json::to_vec(req).map_err(|e| Error::Decode(e.to_string()))?;
-        let stream = &mut self.stream;
-        let raw = bounded(self.timeout, async {
-            frame::write_frame(stream, &body).await?;
-            frame::read_frame(stream, MAX_FRAME).await
-        })
-        .await?;
+        let raw = match &mut self.inner {
+            Inner::Xor(stream) => {
+                bounded(self.timeout, async {
+                    frame::write_frame(stream, &body).await?;
+                    frame::read_frame(stream, MAX_FRAME).await
+                })
+                .await?
+            }
+            Inner::Klap(k) => bounded(self.timeout, k.request(&body)).await?,
+        };
         serde_json::from_slice(&raw).map_err(|e| Error::Decode(e.to_string()))
     }
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod discovery;
 pub mod frame;
 pub mod klap;
+pub mod klap_client;
 pub mod messages;
 pub mod port20002;
 
@@ -41,6 +42,12 @@ pub enum Error {
     /// The answer was not the JSON we expected.
     #[error("undecodable answer: {0}")]
     Decode(String),
+    /// An HTTP transport (KLAP, AES) failed: a status other than 200, or the exchange broke.
+    #[error("HTTP transport: {0}")]
+    Http(String),
+    /// The device accepted none of the candidate credentials.
+    #[error("authentication required: {0}")]
+    Auth(String),
     /// The device answered with a non-zero `err_code`.
     #[error("device error {code} in {module}.{method}: {msg}")]
     Device {

@@ -20,6 +20,12 @@ pub enum Model {
     Hs300,
     /// HS100(US): relay only, no meter.
     Hs100,
+    /// HS100(UK) hw 4.1: IOT JSON over KLAP v1, no meter.
+    Hs100Uk,
+    /// KP125M(US): SMART JSON over KLAP v2, with a meter.
+    Kp125m,
+    /// P316M(US): a SMART strip with six metered outlets.
+    P316m,
 }
 
 impl Model {
@@ -31,37 +37,51 @@ impl Model {
             Model::Kp115 => "KP115(US)",
             Model::Hs300 => "HS300(US)",
             Model::Hs100 => "HS100(US)",
+            Model::Hs100Uk => "HS100(UK)",
+            Model::Kp125m => "KP125M(US)",
+            Model::P316m => "P316M(US)",
         }
     }
 
-    fn hw_ver(self) -> &'static str {
+    /// The `hw_ver` it reports.
+    pub fn hw_ver(self) -> &'static str {
         match self {
             Model::Hs110V4 => "4.0",
+            Model::Hs100Uk => "4.1",
+            Model::P316m => "1.6",
             _ => "1.0",
         }
     }
 
-    fn sw_ver(self) -> &'static str {
+    /// The `sw_ver` it reports.
+    pub fn sw_ver(self) -> &'static str {
         match self {
             Model::Hs110V1 => "1.2.5 Build 171213 Rel.101523",
             Model::Hs110V4 => "1.0.4 Build 191111 Rel.143500",
             Model::Kp115 => "1.0.21 Build 231129 Rel.171238",
             Model::Hs300 => "1.0.21 Build 210524 Rel.161309",
             Model::Hs100 => "1.2.6 Build 200727 Rel.121701",
+            Model::Hs100Uk => "1.1.0 Build 201016 Rel.175121",
+            Model::Kp125m => "1.2.3 Build 240624 Rel.154806",
+            Model::P316m => "1.0.5 Build 240911 Rel.191027",
         }
     }
 
     /// Whether the device has an energy meter.
     pub fn has_meter(self) -> bool {
-        self != Model::Hs100
+        !matches!(self, Model::Hs100 | Model::Hs100Uk)
     }
 
     fn outlets(self) -> usize {
-        if self == Model::Hs300 { 6 } else { 1 }
+        if matches!(self, Model::Hs300 | Model::P316m) {
+            6
+        } else {
+            1
+        }
     }
 
     fn millivolts(self) -> i64 {
-        if self.name().contains("(EU)") {
+        if self.name().contains("(EU)") || self.name().contains("(UK)") {
             230_000
         } else {
             120_500
@@ -282,6 +302,56 @@ impl SimDevice {
                 }
             })
             .collect()
+    }
+
+    /// Energy of an outlet's current device-local day and month so far, Wh (the SMART
+    /// `today_energy` and `month_energy`).
+    pub fn day_and_month_wh(&mut self, outlet: usize, now_ms: i64) -> (i64, i64) {
+        use chrono::Datelike;
+        self.advance(now_ms);
+        let today = (now_ms.div_euclid(1000) + self.offset_s).div_euclid(86_400);
+        let date = chrono::DateTime::from_timestamp(today * 86_400, 0)
+            .expect("valid day")
+            .date_naive();
+        let first = today - i64::from(date.day0());
+        let days = &self.outlets[outlet].days;
+        let day = days.get(&today).copied().unwrap_or(0);
+        let month: i64 = days.range(first..=today).map(|(_, e)| e).sum();
+        (day / 3_600_000, month / 3_600_000)
+    }
+
+    /// The device's local time, `YYYY-MM-DD HH:MM:SS`, and its UTC offset in minutes.
+    pub fn local_time(&self, now_ms: i64) -> (String, i64) {
+        let t = chrono::DateTime::from_timestamp_millis(now_ms + self.offset_s * 1000)
+            .expect("valid time")
+            .naive_utc();
+        (
+            t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            self.offset_s / 60,
+        )
+    }
+
+    /// Seconds an outlet's relay has been on (0 when off).
+    pub fn on_time_s(&self, outlet: usize, now_ms: i64) -> i64 {
+        self.outlets
+            .get(outlet)
+            .filter(|o| o.relay_on)
+            .map_or(0, |o| (now_ms - o.on_since_ms) / 1000)
+    }
+
+    /// The Wi-Fi signal it reports, dBm.
+    pub fn rssi_dbm(&self, now_ms: i64) -> i64 {
+        self.rssi(now_ms)
+    }
+
+    /// Number of outlets (1 for a plug).
+    pub fn outlet_count(&self) -> usize {
+        self.outlets.len()
+    }
+
+    /// The alias of outlet `i`.
+    pub fn outlet_alias(&self, i: usize) -> &str {
+        self.outlets.get(i).map_or("", |o| o.alias.as_str())
     }
 
     fn rssi(&self, now_ms: i64) -> i64 {

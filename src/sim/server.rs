@@ -54,6 +54,31 @@ impl SimHandle {
     pub fn stop(&self) {
         self.cancel.cancel();
     }
+
+    /// A handle for `device` served at `addr` by another server (KLAP).
+    pub(super) fn new(addr: SocketAddr, device: SimDevice) -> Self {
+        Self {
+            addr,
+            device: Arc::new(Mutex::new(device)),
+            fault: Arc::new(Mutex::new(None)),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The injected fault, if any.
+    pub(super) fn fault(&self) -> Option<Fault> {
+        *self.fault.lock().expect("fault lock")
+    }
+
+    /// Resolves when the device is stopped.
+    pub(super) async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
+    /// The token that stops the device.
+    pub(super) fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
 }
 
 /// Starts serving `device` on `ip:port` (port 0 picks a free port shared by TCP and UDP).
@@ -90,7 +115,8 @@ async fn bind_pair(ip: IpAddr, port: u16) -> std::io::Result<(TcpListener, UdpSo
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port pair")))
 }
 
-fn answer(h: &SimHandle, req: &[u8], now_ms: i64) -> Vec<u8> {
+/// The IOT JSON answer of the device to one request (bytes of JSON).
+pub(super) fn answer(h: &SimHandle, req: &[u8], now_ms: i64) -> Vec<u8> {
     let fault = *h.fault.lock().expect("fault lock");
     let Ok(req) = serde_json::from_slice::<serde_json::Value>(req) else {
         return b"{}".to_vec();

@@ -16,6 +16,7 @@ mod exports;
 mod helpers;
 mod import;
 mod interop;
+mod klap;
 mod mdns;
 mod metrics;
 mod mqtt;

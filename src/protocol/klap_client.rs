@@ -1,0 +1,197 @@
+//! The KLAP client over HTTP: handshake1/2 with the candidate credentials matched locally
+//! against the device's hash, signed requests with the sequence number, the `TP_SESSIONID`
+//! cookie, renewal before the session's `TIMEOUT` lapses and one re-handshake on a 403.
+
+use super::klap::{self, Credentials, Session, Version};
+use super::{Error, MAX_FRAME, Result};
+use reqwest::StatusCode;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Session lifetime when the device sends no `TIMEOUT` cookie (python-kasa's default).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// A session is renewed this long before it lapses (python-kasa), or half its lifetime when
+/// that is shorter.
+const RENEW_BEFORE: Duration = Duration::from_secs(20 * 60);
+
+/// One HTTP client for all devices (keeps connections, never uses a proxy).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client> {
+    crate::schedule::delivery::install_tls();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::Http(format!("HTTP client: {e}")))
+}
+
+#[derive(Debug)]
+struct Live {
+    session: Session,
+    cookie: String,
+    renew_at: Instant,
+}
+
+/// A KLAP connection to one device.
+#[derive(Debug)]
+pub struct KlapClient {
+    http: reqwest::Client,
+    base: String,
+    version: Version,
+    candidates: Arc<Vec<Credentials>>,
+    live: Option<Live>,
+}
+
+fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+async fn body(resp: reqwest::Response) -> Result<Vec<u8>> {
+    if resp.content_length().unwrap_or(0) > MAX_FRAME as u64 {
+        return Err(Error::FrameTooLarge {
+            len: usize::try_from(resp.content_length().unwrap_or(0)).unwrap_or(usize::MAX),
+            max: MAX_FRAME,
+        });
+    }
+    let b = resp.bytes().await.map_err(http_err)?;
+    if b.len() > MAX_FRAME {
+        return Err(Error::FrameTooLarge {
+            len: b.len(),
+            max: MAX_FRAME,
+        });
+    }
+    Ok(b.to_vec())
+}
+
+fn http_err(e: reqwest::Error) -> Error {
+    if e.is_timeout() {
+        Error::Http("the device did not answer in time".into())
+    } else {
+        Error::Http(e.without_url().to_string())
+    }
+}
+
+impl KlapClient {
+    /// A client for the device at `addr` (its HTTP port) that tries `candidates` in order.
+    pub fn new(
+        http: reqwest::Client,
+        addr: SocketAddr,
+        version: Version,
+        candidates: Arc<Vec<Credentials>>,
+    ) -> Self {
+        Self {
+            http,
+            base: format!("http://{addr}/app"),
+            version,
+            candidates,
+            live: None,
+        }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        if let Some(c) = cookie {
+            req = req.header(reqwest::header::COOKIE, format!("TP_SESSIONID={c}"));
+        }
+        req.send().await.map_err(http_err)
+    }
+
+    async fn handshake(&mut self) -> Result<Live> {
+        let mut local = [0u8; 16];
+        getrandom::fill(&mut local).map_err(|e| Error::Http(format!("no random seed: {e}")))?;
+        let resp = self.post("handshake1", None, local.to_vec()).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(Error::Http(format!(
+                "handshake1 answered {}",
+                resp.status()
+            )));
+        }
+        let cookie = cookie_value(&resp, "TP_SESSIONID").unwrap_or_default();
+        let lifetime = cookie_value(&resp, "TIMEOUT")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        let answer = body(resp).await?;
+        if answer.len() != 48 {
+            return Err(Error::Decode(format!(
+                "handshake1 answer of {} bytes, expected 48",
+                answer.len()
+            )));
+        }
+        let (remote, server) = answer.split_at(16);
+        let v = self.version;
+        let auth = self
+            .candidates
+            .iter()
+            .map(|c| klap::auth_hash(v, c))
+            .find(|a| klap::server_hash(v, &local, remote, a).as_slice() == server)
+            .ok_or_else(|| {
+                Error::Auth(
+                    "no credential matched (the configured account, the Kasa default, blank)"
+                        .into(),
+                )
+            })?;
+        let proof = klap::client_hash(v, &local, remote, &auth).to_vec();
+        let resp = self.post("handshake2", Some(&cookie), proof).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(Error::Http(format!(
+                "handshake2 answered {}",
+                resp.status()
+            )));
+        }
+        let margin = RENEW_BEFORE.min(lifetime / 2);
+        Ok(Live {
+            session: Session::new(&local, remote, &auth),
+            cookie,
+            renew_at: Instant::now() + lifetime - margin,
+        })
+    }
+
+    /// Sends one plaintext request and returns the plaintext answer. A session about to lapse
+    /// is renewed first; a 403 (the device dropped the session) re-handshakes and retries once.
+    pub async fn request(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        for attempt in 0..2 {
+            let mut live = match self.live.take() {
+                Some(l) if Instant::now() < l.renew_at => l,
+                _ => self.handshake().await?,
+            };
+            let (seq, sealed) = live.session.next_request(plaintext);
+            let resp = self
+                .post(&format!("request?seq={seq}"), Some(&live.cookie), sealed)
+                .await?;
+            match resp.status() {
+                StatusCode::OK => {
+                    let answer = body(resp).await?;
+                    let plain = live.session.open(seq, &answer, false)?;
+                    self.live = Some(live);
+                    return Ok(plain);
+                }
+                StatusCode::FORBIDDEN if attempt == 0 => {
+                    tracing::debug!(base = %self.base, "KLAP session refused (403): handshaking again");
+                }
+                s => return Err(Error::Http(format!("request answered {s}"))),
+            }
+        }
+        Err(Error::Http(
+            "request refused (403) after a new handshake".into(),
+        ))
+    }
+}

@@ -1,0 +1,162 @@
+//! The SMART request protocol as simulated devices answer it (kasa-protocol.md §1e), on top
+//! of a [`SimDevice`]: `component_nego`, `get_device_info` (base64 nickname), the energy
+//! methods in their real units (`get_energy_usage` mW and Wh, `get_current_power` whole W,
+//! `get_emeter_data` mW/mV/mA/Wh, whose `energy_wh` is the month's energy as in the KP125M
+//! fw 1.2.3 dump), `set_device_info`, `multipleRequest` batches, and for strips
+//! `get_child_device_list` and `control_child`. Unknown methods get −1002.
+
+use super::device::SimDevice;
+use super::server::SimHandle;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+/// SMART error code for a method the device does not know.
+pub const UNKNOWN_METHOD: i64 = -1002;
+
+/// Answers one SMART request (bytes of JSON) with the device's JSON.
+pub fn answer(h: &SimHandle, req: &[u8], now_ms: i64) -> Vec<u8> {
+    let Ok(req) = serde_json::from_slice::<Value>(req) else {
+        return json!({"error_code": -1003}).to_string().into_bytes();
+    };
+    let forced = match h.fault() {
+        Some(super::Fault::ErrCode(c)) => Some(c),
+        _ => None,
+    };
+    let resp = h.with_device(|d| call(d, &req, None, forced, now_ms));
+    resp.to_string().into_bytes()
+}
+
+fn ok(result: Value) -> Value {
+    json!({"error_code": 0, "result": result})
+}
+
+fn error(code: i64) -> Value {
+    json!({"error_code": code})
+}
+
+/// One call: `outlet` is `None` for the device itself, `Some(i)` inside `control_child`.
+fn call(
+    d: &mut SimDevice,
+    req: &Value,
+    outlet: Option<usize>,
+    forced: Option<i64>,
+    now_ms: i64,
+) -> Value {
+    let method = req.get("method").and_then(Value::as_str).unwrap_or("");
+    let params = req.get("params").unwrap_or(&Value::Null);
+    if let Some(code) = forced {
+        return error(code);
+    }
+    let strip = d.outlet_count() > 1;
+    let meter = d.spec().model.has_meter();
+    let o = outlet.unwrap_or(0);
+    match method {
+        "multipleRequest" => {
+            let Some(reqs) = params.get("requests").and_then(Value::as_array) else {
+                return error(-1008);
+            };
+            let responses: Vec<Value> = reqs
+                .iter()
+                .map(|r| {
+                    let mut a = call(d, r, outlet, forced, now_ms);
+                    a["method"] = r.get("method").cloned().unwrap_or(Value::Null);
+                    a
+                })
+                .collect();
+            ok(json!({"responses": responses}))
+        }
+        "component_nego" => {
+            let mut list = vec![
+                json!({"id": "device", "ver_code": 2}),
+                json!({"id": "time", "ver_code": 1}),
+            ];
+            if meter && (!strip || outlet.is_some()) {
+                list.push(json!({"id": "energy_monitoring", "ver_code": 2}));
+            }
+            if strip && outlet.is_none() {
+                list.push(json!({"id": "control_child", "ver_code": 2}));
+            }
+            ok(json!({"component_list": list}))
+        }
+        "get_device_info" => ok(device_info(d, outlet, now_ms)),
+        "set_device_info" => match params.get("device_on").and_then(Value::as_bool) {
+            Some(on) if !strip || outlet.is_some() => {
+                d.set_relay(o, on, now_ms);
+                json!({"error_code": 0})
+            }
+            _ => error(-1008),
+        },
+        "get_energy_usage" | "get_current_power" | "get_emeter_data"
+            if meter && (!strip || outlet.is_some()) =>
+        {
+            let (p, v, c, _) = d.meter(o, now_ms);
+            let (today, month) = d.day_and_month_wh(o, now_ms);
+            match method {
+                "get_energy_usage" => {
+                    let (local, _) = d.local_time(now_ms);
+                    ok(
+                        json!({"current_power": p, "today_energy": today, "month_energy": month,
+                        "today_runtime": d.on_time_s(o, now_ms).min(1440 * 60) / 60,
+                        "month_runtime": d.on_time_s(o, now_ms) / 60, "local_time": local,
+                        "electricity_charge": [0, 0, 0]}),
+                    )
+                }
+                "get_current_power" => ok(json!({"current_power": p / 1000})),
+                _ => {
+                    ok(json!({"power_mw": p, "voltage_mv": v, "current_ma": c, "energy_wh": month}))
+                }
+            }
+        }
+        "get_child_device_list" if strip && outlet.is_none() => {
+            let list: Vec<Value> = (0..d.outlet_count())
+                .map(|i| device_info(d, Some(i), now_ms))
+                .collect();
+            ok(json!({"child_device_list": list, "start_index": 0, "sum": list.len()}))
+        }
+        "control_child" if strip && outlet.is_none() => {
+            let id = params
+                .get("device_id")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let Some(i) = (0..d.outlet_count()).find(|&i| d.child_id(i) == id) else {
+                return error(-1008);
+            };
+            let inner = params.get("requestData").unwrap_or(&Value::Null);
+            ok(json!({"responseData": call(d, inner, Some(i), forced, now_ms)}))
+        }
+        _ => error(UNKNOWN_METHOD),
+    }
+}
+
+fn device_info(d: &SimDevice, outlet: Option<usize>, now_ms: i64) -> Value {
+    let spec = d.spec();
+    let model = spec.model.name();
+    let bare = model.split('(').next().unwrap_or(model);
+    let region = model
+        .split_once('(')
+        .map_or("", |(_, r)| r.trim_end_matches(')'));
+    let (_, offset_min) = d.local_time(now_ms);
+    let o = outlet.unwrap_or(0);
+    let strip = d.outlet_count() > 1;
+    let (id, nickname) = match outlet {
+        Some(i) => (d.child_id(i), d.outlet_alias(i).to_owned()),
+        None => (spec.device_id.clone(), spec.alias.clone()),
+    };
+    let mut v = json!({
+        "device_id": id, "model": bare, "type": "SMART.KASAPLUG", "hw_ver": spec.model.hw_ver(),
+        "fw_ver": spec.model.sw_ver(), "mac": spec.mac.replace(':', "-"),
+        "nickname": B64.encode(nickname), "ssid": B64.encode("home"), "rssi": d.rssi_dbm(now_ms),
+        "signal_level": 3, "region": "America/New_York", "time_diff": offset_min,
+        "specs": region, "lang": "en_US", "overheated": false,
+    });
+    if !strip || outlet.is_some() {
+        v["device_on"] = json!(d.relay_on(o));
+        v["on_time"] = json!(d.on_time_s(o, now_ms));
+    }
+    if let Some(i) = outlet {
+        v["position"] = json!(i + 1);
+        v["parent_device_id"] = json!(spec.device_id);
+    }
+    v
+}
