@@ -130,6 +130,11 @@ pub fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
         let mut infos = vec![parent.record.info.clone()];
         infos.extend(outlets);
         registry.upsert(infos, now);
+        let t = parent.record.info.transport;
+        if !crate::poller::discovery::spoken(t) {
+            let why = format!("the {} transport is not supported", t.name());
+            registry.mark_unsupported(&parent.record.info.device_id, why);
+        }
         if let Some(ts) = last {
             registry.set_stored_until(&parent.record.info.device_id, ts);
         }
@@ -228,6 +233,10 @@ pub async fn start_with(
         store::writer::spawn(store.clone(), settings.storage.commit_interval.0, staging);
     let registry = Arc::new(Registry::default());
     load_registry(&store, &registry)?;
+    let conns = Arc::new(
+        crate::poller::conns::ConnPool::new(settings.poll.keep_connections)
+            .with_account(settings.kasa.account()?),
+    );
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let status = Arc::new(PollerStatus::default());
@@ -243,14 +252,13 @@ pub async fn start_with(
         writer: writer.clone(),
         clock: clock.clone(),
         status: status.clone(),
-        conns: Arc::new(crate::poller::conns::ConnPool::new(
-            settings.poll.keep_connections,
-        )),
+        conns: conns.clone(),
         sent: Default::default(),
     };
     let discovery = if settings.discovery.enabled {
         Discoverer {
             targets: settings.discovery_targets()?,
+            targets_20002: settings.discovery_targets_20002()?,
             window: settings.discovery.window.0,
             registry: registry.clone(),
             writer: writer.clone(),
@@ -377,6 +385,7 @@ pub async fn start_with(
             cycles: status.clone(),
             poll_interval: settings.poll.interval.0,
             poll_timeout: settings.poll.timeout.0,
+            conns: conns.clone(),
             clock: clock.clone(),
             audit_key: audit_key.clone(),
             stats: stats.clone(),
@@ -405,6 +414,7 @@ pub async fn start_with(
         clock: clock.clone(),
         poll_interval: settings.poll.interval.0,
         poll_timeout: settings.poll.timeout.0,
+        conns,
         timezone: settings.tz()?,
         started_ms: clock.now_ms(),
         exporter,

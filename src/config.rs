@@ -184,6 +184,9 @@ pub struct Discovery {
     pub window: Dur,
     /// Refuse any target or static device outside 127.0.0.0/8 (set by the demo and tests).
     pub loopback_only: bool,
+    /// Each target's host also gets the probe of newer (KLAP, AES) devices on this UDP port;
+    /// 0 turns that probe off.
+    pub port_20002: u16,
 }
 
 impl Default for Discovery {
@@ -194,7 +197,44 @@ impl Default for Discovery {
             interval: Dur(Duration::from_secs(300)),
             window: Dur(Duration::from_secs(2)),
             loopback_only: false,
+            port_20002: crate::protocol::port20002::DEFAULT_PORT,
         }
+    }
+}
+
+/// `[kasa]`: the TP-Link cloud account that newer (KLAP) devices were set up with. Without
+/// it, such devices are tried with the Kasa default and blank credentials only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kasa {
+    /// The account's e-mail address; empty = no account.
+    pub username: String,
+    /// File holding the account's password (first line; mode 0600). Never logged.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Kasa {
+    /// The configured account, with its password read from `password_file`.
+    pub fn account(&self) -> Result<Option<crate::protocol::klap::Credentials>, ConfigError> {
+        if self.username.is_empty() {
+            return Ok(None);
+        }
+        let password = match &self.password_file {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            None => String::new(),
+        };
+        Ok(Some(crate::protocol::klap::Credentials::new(
+            &self.username,
+            &password,
+        )))
     }
 }
 
@@ -604,6 +644,8 @@ pub struct Settings {
     pub mdns: Mdns,
     /// `[mqtt]`.
     pub mqtt: Mqtt,
+    /// `[kasa]`.
+    pub kasa: Kasa,
 }
 
 impl Default for Settings {
@@ -625,6 +667,7 @@ impl Default for Settings {
             metrics: Metrics::default(),
             mdns: Mdns::default(),
             mqtt: Mqtt::default(),
+            kasa: Kasa::default(),
         }
     }
 }
@@ -785,6 +828,9 @@ impl Settings {
                     "must be a topic without wildcards or a trailing /",
                 ));
             }
+        }
+        if self.kasa.password_file.is_some() && self.kasa.username.is_empty() {
+            return Err(invalid("kasa.password_file", "needs kasa.username"));
         }
         if self.mqtt.password_file.is_some() && self.mqtt.username.is_empty() {
             return Err(invalid("mqtt.password_file", "needs mqtt.username"));
@@ -947,6 +993,22 @@ impl Settings {
                     .ok_or_else(|| invalid("discovery.targets", format!("{t:?} is not ip:port")))
             })
             .collect()
+    }
+
+    /// Where the 20002 probe goes: each target's host on `port_20002` (none when 0).
+    pub fn discovery_targets_20002(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let port = self.discovery.port_20002;
+        if port == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for t in self.discovery_targets()? {
+            let a = SocketAddr::new(t.ip(), port);
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 
     /// Static device addresses.

@@ -1,8 +1,10 @@
 //! `kasad demo`: simulated devices on loopback, the real daemon and API, in one command.
 //!
-//! Starts N simulated devices on 127.0.0.2, 127.0.0.3, … (port 9999 where free), points
-//! discovery at exactly those addresses (loopback only, enforced), optionally backfills D days
-//! of clearly labelled simulated history from the same load model, and serves the API.
+//! Starts N simulated legacy devices on 127.0.0.2, 127.0.0.3, … (port 9999 where free) and
+//! three newer ones on the next addresses (an HS100 UK over KLAP v1, a KP125M plug and a P316M
+//! strip speaking SMART over KLAP v2, answering the 20002 probe), points discovery at exactly
+//! those addresses (loopback only, enforced), optionally backfills D days of clearly labelled
+//! simulated history of the legacy devices from the same load model, and serves the API.
 
 use crate::app;
 use crate::clock::SharedClock;
@@ -43,6 +45,72 @@ pub fn fleet(n: u32, start_ms: i64) -> Vec<SimDevice> {
     (0..n)
         .map(|i| SimDevice::new(sim::fleet_spec(i), start_ms))
         .collect()
+}
+
+/// Starts the demo's newer devices on the loopback addresses after `n` legacy ones: an HS100
+/// UK over KLAP v1 never bound to an account (blank credentials), a KP125M and a P316M strip
+/// over KLAP v2 bound to the Kasa default account. All answer the 20002 probe on one port
+/// (20002 where free).
+pub async fn start_newer(n: u32, clock: SharedClock) -> anyhow::Result<Vec<sim::KlapHandle>> {
+    use crate::domain::Family;
+    use crate::protocol::klap::{Credentials, Version};
+    use sim::{KlapSpec, Load, Model, SimSpec};
+    let now = clock.now_ms();
+    let devices = [
+        (
+            Model::Hs100Uk,
+            Version::V1,
+            Family::Iot,
+            Credentials::blank(),
+            vec![Load::Lamp],
+        ),
+        (
+            Model::Kp125m,
+            Version::V2,
+            Family::Smart,
+            Credentials::kasa_default(),
+            vec![Load::Fridge],
+        ),
+        (
+            Model::P316m,
+            Version::V2,
+            Family::Smart,
+            Credentials::kasa_default(),
+            vec![
+                Load::Tv,
+                Load::Computer,
+                Load::Lamp,
+                Load::Constant(3_000),
+                Load::Heater,
+                Load::Constant(0),
+            ],
+        ),
+    ];
+    let mut out: Vec<sim::KlapHandle> = Vec::new();
+    for (k, (model, version, family, account, loads)) in devices.into_iter().enumerate() {
+        let i = n + k as u32;
+        let spec = KlapSpec {
+            version,
+            family,
+            account,
+            session_timeout: std::time::Duration::from_secs(86_400),
+        };
+        let dev = SimDevice::new(SimSpec::numbered(i, model, loads), now);
+        let ip = sim::fleet_ip(i);
+        let port = out
+            .first()
+            .map_or(crate::protocol::port20002::DEFAULT_PORT, |h| {
+                h.discovery_addr.port()
+            });
+        let h = match sim::start_klap(dev.clone(), spec.clone(), ip, port, clock.clone()).await {
+            Ok(h) => h,
+            // Another demo holds 20002: the first device takes a free port, the rest follow it.
+            Err(_) if out.is_empty() => sim::start_klap(dev, spec, ip, 0, clock.clone()).await?,
+            Err(e) => return Err(e.into()),
+        };
+        out.push(h);
+    }
+    Ok(out)
 }
 
 /// Writes history for the running simulated devices `sims` from `from_ms` to `now_ms` (advancing
@@ -133,7 +201,16 @@ pub async fn run(
     }
     settings.discovery.enabled = true;
     settings.discovery.loopback_only = true;
+    let newer = start_newer(opts.devices, clock.clone())
+        .await
+        .context("while starting simulated KLAP devices on 127.0.0.x")?;
     settings.discovery.targets = handles.iter().map(|h| h.addr.to_string()).collect();
+    settings.discovery.targets.extend(
+        newer
+            .iter()
+            .map(|k| SocketAddr::new(k.sim.addr.ip(), 9999).to_string()),
+    );
+    settings.discovery.port_20002 = newer.first().map_or(0, |k| k.discovery_addr.port());
     settings.discovery.window = crate::config::Dur(std::time::Duration::from_millis(500));
     settings.devices.clear();
     settings.http.listen = opts.listen;
@@ -169,6 +246,13 @@ pub async fn run(
             .unwrap_or_default(),
         settings.data_dir.display()
     ));
+    for k in &newer {
+        let model = k.sim.with_device(|d| d.spec().model.name());
+        say(format_args!(
+            "kasad demo: {model} over KLAP at http://{} (20002 probe at {})",
+            k.sim.addr, k.discovery_addr
+        ));
+    }
     say(format_args!(
         "kasad demo: listening on http://{}/",
         running.addr
@@ -182,6 +266,9 @@ pub async fn run(
     let res = running.done.await?;
     for h in &handles {
         h.stop();
+    }
+    for k in &newer {
+        k.sim.stop();
     }
     drop(tmp);
     res

@@ -107,6 +107,8 @@ pub struct Mqtt {
     pub poll_interval: Duration,
     /// Poll timeout, for relay commands.
     pub poll_timeout: Duration,
+    /// Device connections (relay commands reuse a KLAP device's session).
+    pub conns: std::sync::Arc<crate::poller::conns::ConnPool>,
     /// Time.
     pub clock: SharedClock,
     /// Signs audit entries.
@@ -503,7 +505,9 @@ impl Mqtt {
             return None;
         }
         let outlet = (entry.info.device_id != id).then_some(&id);
-        let res = crate::poller::device::set_relay(entry.addr, outlet, on, self.poll_timeout).await;
+        let res = (self.conns)
+            .set_relay(&entry.target(), outlet, on, self.poll_timeout)
+            .await;
         let mut ev = Event::new(EventType::DeviceControlled, Severity::Info);
         ev.username = Some(format!("mqtt:{}:{}", self.cfg.host, self.cfg.port));
         ev.resource = Some(format!("device:{id}"));

@@ -211,7 +211,9 @@ pub async fn relay(
         ));
     }
     let outlet = (entry.info.device_id != id).then_some(&id);
-    let res = crate::poller::device::set_relay(entry.addr, outlet, body.on, st.poll_timeout).await;
+    let res = (st.conns)
+        .set_relay(&entry.target(), outlet, body.on, st.poll_timeout)
+        .await;
     let mut ev = cu.event(
         crate::audit::EventType::DeviceControlled,
         crate::audit::Severity::Info,

@@ -75,6 +75,8 @@ pub struct AppState {
     pub poll_interval: Duration,
     /// Per-device timeout (relay control).
     pub poll_timeout: Duration,
+    /// Device connections (relay commands reuse a KLAP device's session).
+    pub conns: Arc<crate::poller::conns::ConnPool>,
     /// Default zone for day resolution.
     pub timezone: chrono_tz::Tz,
     /// Start time, UTC ms.

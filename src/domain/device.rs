@@ -94,6 +94,8 @@ pub enum Transport {
     KlapV2,
     /// AES "securePassthrough" over HTTP.
     Aes,
+    /// Announced something the daemon does not speak (TPAP, HTTPS); never polled.
+    Unknown,
 }
 
 impl Transport {
@@ -104,6 +106,7 @@ impl Transport {
             Transport::Klap => "klap",
             Transport::KlapV2 => "klap_v2",
             Transport::Aes => "aes",
+            Transport::Unknown => "unknown",
         }
     }
 }

@@ -1,31 +1,72 @@
 //! Connections kept open between polls (as python-kasa does): a poll reuses the device's
-//! connection and saves the TCP handshake and teardown. A connection is returned to the pool
-//! only after a fully successful poll; one the device has closed meanwhile is replaced once.
+//! connection and saves the TCP handshake and teardown, or for KLAP devices the session and
+//! its handshake. A connection is returned to the pool only after a fully successful poll; an
+//! XOR connection the device has closed meanwhile is replaced once. The pool also holds what
+//! opening a KLAP connection takes: the HTTP client and the candidate credentials.
 
 use super::device::{Extra, Polled, poll};
 use crate::clock::Clock;
+use crate::domain::{DeviceId, Family, Transport};
 use crate::protocol::client::Connection;
-use crate::protocol::{Error, Result};
+use crate::protocol::klap::{self, Credentials, Version};
+use crate::protocol::klap_client::{KlapClient, http_client};
+use crate::protocol::{Error, Result, messages};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+/// How to reach one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Its address (TCP 9999 for XOR, the HTTP port for KLAP).
+    pub addr: SocketAddr,
+    /// The transport.
+    pub transport: Transport,
+    /// The request language.
+    pub family: Family,
+    /// Whether an earlier poll found a meter (IOT: sysinfo and realtime share one request).
+    pub meter: bool,
+}
+
+impl Target {
+    /// A legacy device at `addr`.
+    pub fn xor(addr: SocketAddr, meter: bool) -> Self {
+        Self {
+            addr,
+            transport: Transport::Xor,
+            family: Family::Iot,
+            meter,
+        }
+    }
+}
 
 /// Idle connections by device address.
 #[derive(Debug, Default)]
 pub struct ConnPool {
     idle: Mutex<HashMap<SocketAddr, Connection>>,
     max_idle: usize,
+    candidates: Arc<Vec<Credentials>>,
+    http: OnceLock<reqwest::Client>,
 }
 
 impl ConnPool {
     /// A pool keeping at most `max_idle` connections (each holds a file descriptor); beyond
-    /// it polls connect anew.
+    /// it polls connect anew. KLAP devices are tried with the Kasa default and blank
+    /// credentials until [`ConnPool::with_account`] adds the user's.
     pub fn new(max_idle: usize) -> Self {
         Self {
             idle: Mutex::default(),
             max_idle,
+            candidates: Arc::new(klap::candidates(None)),
+            http: OnceLock::new(),
         }
+    }
+
+    /// Tries `account` (the TP-Link cloud account) first with KLAP devices.
+    pub fn with_account(mut self, account: Option<Credentials>) -> Self {
+        self.candidates = Arc::new(klap::candidates(account.as_ref()));
+        self
     }
 
     fn take(&self, addr: SocketAddr) -> Option<Connection> {
@@ -39,13 +80,51 @@ impl ConnPool {
         }
     }
 
-    /// Polls `addr`, on a kept connection when there is one. `gap_from_ms`: see [`Extra`]; the
+    async fn open(&self, t: &Target, timeout: Duration) -> Result<Connection> {
+        let version = match t.transport {
+            Transport::Xor => return Connection::connect(t.addr, timeout).await,
+            Transport::Klap => Version::V1,
+            Transport::KlapV2 => Version::V2,
+            Transport::Aes | Transport::Unknown => {
+                return Err(Error::Http(format!(
+                    "the {} transport is not supported",
+                    t.transport.name()
+                )));
+            }
+        };
+        let http = match self.http.get() {
+            Some(h) => h.clone(),
+            None => {
+                let h = http_client(Duration::from_secs(30))?;
+                self.http.get_or_init(|| h).clone()
+            }
+        };
+        let k = KlapClient::new(http, t.addr, version, self.candidates.clone());
+        Ok(Connection::klap(k, timeout))
+    }
+
+    async fn poll_on(
+        c: &mut Connection,
+        t: &Target,
+        extra: Extra,
+        clock: &dyn Clock,
+    ) -> Result<Polled> {
+        let mut p = match t.family {
+            Family::Iot => poll(c, t.addr, t.meter, extra, clock).await?,
+            Family::Smart => super::smart::poll(c, t.addr, t.transport, clock).await?,
+        };
+        for i in &mut p.infos {
+            i.transport = t.transport;
+        }
+        Ok(p)
+    }
+
+    /// Polls `t`, on a kept connection when there is one. `gap_from_ms`: see [`Extra`]; the
     /// day totals must be in before three quarters of `timeout` (the caller's limit for the
     /// whole poll) have passed, so they never cost the readings.
     pub async fn poll(
         &self,
-        addr: SocketAddr,
-        meter: bool,
+        t: &Target,
         gap_from_ms: Option<i64>,
         timeout: Duration,
         clock: &dyn Clock,
@@ -54,26 +133,57 @@ impl ConnPool {
             gap_from_ms,
             deadline: tokio::time::Instant::now() + timeout * 3 / 4,
         };
-        if let Some(mut c) = self.take(addr) {
-            match poll(&mut c, addr, meter, extra, clock).await {
+        if let Some(mut c) = self.take(t.addr) {
+            match Self::poll_on(&mut c, t, extra, clock).await {
                 Ok(p) => {
                     if p.clean {
-                        self.put(addr, c);
+                        self.put(t.addr, c);
                     }
                     return Ok(p);
                 }
                 // The device closed the idle connection (reboot, idle timeout): connect anew.
                 Err(Error::Io(e)) => {
-                    tracing::debug!(%addr, error = %e, "kept connection was closed")
+                    tracing::debug!(addr = %t.addr, error = %e, "kept connection was closed")
                 }
                 Err(e) => return Err(e),
             }
         }
-        let mut c = Connection::connect(addr, timeout).await?;
-        let p = poll(&mut c, addr, meter, extra, clock).await?;
+        let mut c = self.open(t, timeout).await?;
+        let p = Self::poll_on(&mut c, t, extra, clock).await?;
         if p.clean {
-            self.put(addr, c);
+            self.put(t.addr, c);
         }
         Ok(p)
+    }
+
+    /// Switches a plug, or one outlet of a strip (on a connection of its own; a KLAP device's
+    /// kept session is reused).
+    pub async fn set_relay(
+        &self,
+        t: &Target,
+        outlet: Option<&DeviceId>,
+        on: bool,
+        timeout: Duration,
+    ) -> Result<()> {
+        let kept = (t.transport != Transport::Xor)
+            .then(|| self.take(t.addr))
+            .flatten();
+        let mut c = match kept {
+            Some(k) => k,
+            None => self.open(t, timeout).await?,
+        };
+        let res = match t.family {
+            Family::Iot => {
+                let req = messages::set_relay_request(on, outlet.map(DeviceId::as_str));
+                c.request(&req)
+                    .await
+                    .and_then(|r| messages::extract(&r, "system", "set_relay_state").map(|_| ()))
+            }
+            Family::Smart => super::smart::set_relay(&mut c, outlet, on).await,
+        };
+        if res.is_ok() && t.transport != Transport::Xor {
+            self.put(t.addr, c);
+        }
+        res
     }
 }

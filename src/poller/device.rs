@@ -10,7 +10,6 @@ use crate::protocol::client::Connection;
 use crate::protocol::messages::{self, Realtime, SysInfo};
 use crate::protocol::{Error, Result};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 /// What one successful poll produced.
 #[derive(Debug, Clone)]
@@ -209,21 +208,4 @@ async fn daily_energy(
         });
     }
     Ok(out)
-}
-
-/// Switches a plug, or one outlet of a strip.
-pub async fn set_relay(
-    addr: SocketAddr,
-    outlet: Option<&DeviceId>,
-    on: bool,
-    timeout: Duration,
-) -> Result<()> {
-    let mut conn = Connection::connect(addr, timeout).await?;
-    let resp = conn
-        .request(&messages::set_relay_request(
-            on,
-            outlet.map(DeviceId::as_str),
-        ))
-        .await?;
-    messages::extract(&resp, "system", "set_relay_state").map(|_| ())
 }

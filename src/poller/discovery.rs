@@ -1,9 +1,14 @@
-//! Discovery rounds: probe the configured targets, register what answers, persist new or
-//! changed devices. Runs at start, every `interval`, and on demand through [`DiscoveryHandle`].
+//! Discovery rounds: probe the configured targets (the legacy probe on their port, the newer
+//! devices' probe on 20002), register what answers, persist new or changed devices. A newer
+//! device is registered from its 20002 answer with the transport it asks for; its first poll
+//! fills in the rest. One whose transport the daemon does not speak is listed as unsupported
+//! and never polled. Runs at start, every `interval`, and on demand through
+//! [`DiscoveryHandle`].
 
 use super::registry::{Registry, infos_from_sysinfo};
 use crate::clock::SharedClock;
-use crate::protocol::discovery;
+use crate::domain::{DeviceId, DeviceInfo, DeviceType, Transport};
+use crate::protocol::{discovery, port20002};
 use crate::store::{WriteOp, WriterHandle};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +33,8 @@ pub enum DiscoveryError {
 pub struct Discoverer {
     /// Probe destinations.
     pub targets: Vec<SocketAddr>,
+    /// Destinations of the 20002 probe (each target's host on `[discovery] port_20002`).
+    pub targets_20002: Vec<SocketAddr>,
     /// Listening window per round.
     pub window: Duration,
     /// Where devices are registered.
@@ -66,8 +73,23 @@ impl DiscoveryHandle {
 impl Discoverer {
     /// One round: probe, register, persist. Returns the number of devices that answered.
     pub async fn discover_once(&self) -> Result<usize, DiscoveryError> {
-        let answers = discovery::probe(&self.targets, self.window, 3).await?;
+        let (answers, announced) =
+            tokio::join!(discovery::probe(&self.targets, self.window, 3), async {
+                if self.targets_20002.is_empty() {
+                    return Ok(Vec::new());
+                }
+                discovery::probe_20002(&self.targets_20002, self.window, 3).await
+            });
+        let (answers, announced) = (answers?, announced?);
         let now_ms = self.clock.now_ms();
+        for (from, a) in &announced {
+            for info in self.register_announced(*from, a) {
+                self.writer
+                    .send(WriteOp::Device(Box::new(info), now_ms))
+                    .await
+                    .map_err(|_| DiscoveryError::NotRunning)?;
+            }
+        }
         for a in &answers {
             match infos_from_sysinfo(a.addr, &a.sysinfo) {
                 Ok(infos) => {
@@ -83,8 +105,55 @@ impl Discoverer {
                 }
             }
         }
-        tracing::info!(found = answers.len(), "discovery round finished");
-        Ok(answers.len())
+        let found = answers.len() + announced.len();
+        tracing::info!(found, "discovery round finished");
+        Ok(found)
+    }
+
+    /// Registers a device that answered the 20002 probe from `from`; returns the record to
+    /// persist when it is new.
+    fn register_announced(&self, from: SocketAddr, a: &port20002::Announce) -> Vec<DeviceInfo> {
+        let Ok(id) = DeviceId::parse(&a.device_id) else {
+            tracing::warn!(%from, "ignoring device with an invalid id");
+            return Vec::new();
+        };
+        let addr = SocketAddr::new(from.ip(), a.http_port);
+        if self.registry.relocate(&id, addr, Instant::now()) {
+            return Vec::new();
+        }
+        let (transport, unsupported) = match a.transports() {
+            Ok(list) => match list.iter().copied().find(|&t| spoken(t)) {
+                Some(t) => (t, None),
+                None => (
+                    list[0],
+                    Some(format!("the {} transport is not supported", list[0].name())),
+                ),
+            },
+            Err(why) => (Transport::Unknown, Some(why)),
+        };
+        let info = DeviceInfo {
+            device_id: id.clone(),
+            parent_id: None,
+            outlet_index: None,
+            address: addr.to_string(),
+            name: a.model.clone(),
+            device_type: DeviceType::Plug,
+            model: a.model.clone(),
+            hw_ver: String::new(),
+            sw_ver: String::new(),
+            transport,
+            family: a.family().unwrap_or_default(),
+            has_emeter: false,
+            mac: a.mac.clone(),
+            latitude: None,
+            longitude: None,
+        };
+        let changed = self.registry.upsert(vec![info], Instant::now());
+        if let Some(why) = unsupported {
+            tracing::warn!(device = %id, model = %a.model, %why, "device not supported");
+            self.registry.mark_unsupported(&id, why);
+        }
+        changed
     }
 
     /// Starts the loop; returns the handle for on-demand rounds.
@@ -118,4 +187,9 @@ impl Discoverer {
         });
         DiscoveryHandle { tx: Some(tx) }
     }
+}
+
+/// True for the transports the daemon speaks.
+pub fn spoken(t: Transport) -> bool {
+    matches!(t, Transport::Xor | Transport::Klap | Transport::KlapV2)
 }

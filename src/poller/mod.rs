@@ -10,6 +10,7 @@ pub mod conns;
 pub mod device;
 pub mod discovery;
 pub mod registry;
+pub mod smart;
 
 use crate::clock::SharedClock;
 use crate::domain::DeviceId;
@@ -135,14 +136,11 @@ impl Poller {
     }
 
     async fn poll_target(&self, t: Target) -> Outcome {
-        let (addr, meter, last_seen) = match &t {
-            Target::Known(e) => (
-                e.addr,
-                e.info.has_emeter,
-                e.last_seen_ms.or(e.stored_until_ms),
-            ),
-            Target::Static(a) => (*a, false, None),
+        let (how, last_seen) = match &t {
+            Target::Known(e) => (e.target(), e.last_seen_ms.or(e.stored_until_ms)),
+            Target::Static(a) => (conns::Target::xor(*a, false), None),
         };
+        let (addr, meter) = (how.addr, how.meter);
         // Back after a gap (longer than a few missed polls): the device's day totals shape
         // the gap's energy.
         let gap = GAP_MS.max(3 * self.cfg.interval.as_millis() as i64);
@@ -150,7 +148,7 @@ impl Poller {
         let res = tokio::time::timeout(
             self.cfg.timeout,
             self.conns
-                .poll(addr, meter, gap_from, self.cfg.timeout, self.clock.as_ref()),
+                .poll(&how, gap_from, self.cfg.timeout, self.clock.as_ref()),
         )
         .await
         .unwrap_or(Err(crate::protocol::Error::Timeout(self.cfg.timeout)));
@@ -212,6 +210,15 @@ impl Poller {
                     return Outcome::Failed(id, "store writer stopped".into());
                 }
                 Outcome::Ok(id)
+            }
+            (Err(e @ crate::protocol::Error::Auth(_)), Target::Known(entry)) => {
+                let id = entry.info.device_id;
+                let c = &self.cfg;
+                let now = Instant::now();
+                let (iv, max) = (c.interval, c.max_backoff);
+                self.registry
+                    .mark_auth_required(&id, e.to_string(), now, iv, max);
+                Outcome::Failed(id, e.to_string())
             }
             (Err(e), Target::Known(entry)) => {
                 let id = entry.info.device_id;

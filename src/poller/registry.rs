@@ -42,6 +42,18 @@ pub struct Entry {
     pub polls_failed: u64,
 }
 
+impl Entry {
+    /// How to reach it.
+    pub fn target(&self) -> super::conns::Target {
+        super::conns::Target {
+            addr: self.addr,
+            transport: self.info.transport,
+            family: self.info.family,
+            meter: self.info.has_emeter,
+        }
+    }
+}
+
 /// Shared registry of devices.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -137,7 +149,7 @@ impl Registry {
     pub fn due(&self, now: Instant) -> Vec<Entry> {
         let map = self.entries.lock().expect("registry lock");
         map.values()
-            .filter(|e| e.next_attempt <= now)
+            .filter(|e| e.next_attempt <= now && e.status != DeviceStatus::Unsupported)
             .cloned()
             .collect()
     }
@@ -189,6 +201,34 @@ impl Registry {
     }
 
     /// A copy of every entry.
+    /// The device accepted none of the candidate credentials: shown as `auth_required` (not
+    /// offline) and retried with the same backoff as an offline device.
+    pub fn mark_auth_required(
+        &self,
+        id: &DeviceId,
+        error: String,
+        now: Instant,
+        interval: Duration,
+        max_backoff: Duration,
+    ) {
+        self.mark_failed(id, error, now, interval, max_backoff);
+        if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
+            if e.status != DeviceStatus::AuthRequired {
+                tracing::warn!(device = %id, addr = %e.addr,
+                    "device rejects every credential: set [kasa] username and password_file");
+            }
+            e.status = DeviceStatus::AuthRequired;
+        }
+    }
+
+    /// Marks a device the daemon cannot talk to (never polled).
+    pub fn mark_unsupported(&self, id: &DeviceId, why: String) {
+        if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
+            e.status = DeviceStatus::Unsupported;
+            e.last_error = Some(why);
+        }
+    }
+
     pub fn snapshot(&self) -> Vec<Entry> {
         self.entries
             .lock()
@@ -209,6 +249,22 @@ impl Registry {
     }
 
     /// Whether any known device is at `addr`.
+    /// Moves a known device to `addr` (a discovery answer); false when the device is unknown.
+    pub fn relocate(&self, id: &DeviceId, addr: SocketAddr, now: Instant) -> bool {
+        let mut map = self.entries.lock().expect("registry lock");
+        let Some(e) = map.get_mut(id) else {
+            return false;
+        };
+        if e.addr != addr {
+            tracing::info!(device = %id, from = %e.addr, to = %addr, "device moved");
+            e.addr = addr;
+            e.info.address = addr.to_string();
+            e.next_attempt = now;
+            e.failures = 0;
+        }
+        true
+    }
+
     pub fn knows_addr(&self, addr: SocketAddr) -> bool {
         self.entries
             .lock()

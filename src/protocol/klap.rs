@@ -300,6 +300,30 @@ mod tests {
         assert_eq!(s.open(5, &s.seal(5, b""), true).unwrap(), b"");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_body_is_an_error_or_a_plaintext_never_a_panic(
+            seq in proptest::prelude::any::<i32>(),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let s = Session::new(&LOCAL, &REMOTE, &[9; 32]);
+            let _ = s.open(seq, &body, true);
+            let _ = s.open(seq, &body, false);
+        }
+
+        #[test]
+        fn sealed_bodies_open_under_their_own_sequence_only(
+            seq in proptest::prelude::any::<i32>(),
+            plain in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
+        ) {
+            let s = Session::new(&LOCAL, &REMOTE, &[9; 32]);
+            let body = s.seal(seq, &plain);
+            proptest::prop_assert_eq!(body.len(), SIG_LEN + (plain.len() / 16 + 1) * 16);
+            proptest::prop_assert_eq!(s.open(seq, &body, true).unwrap(), plain);
+            proptest::prop_assert!(s.open(seq.wrapping_add(1), &body, true).is_err());
+        }
+    }
+
     #[test]
     fn candidates_put_the_configured_account_first() {
         let me = Credentials::new("me@example.com", "pw");

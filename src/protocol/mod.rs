@@ -14,6 +14,7 @@ pub mod klap;
 pub mod klap_client;
 pub mod messages;
 pub mod port20002;
+pub mod smart;
 
 /// Largest response frame accepted from a device (real answers are well under 16 KiB).
 pub const MAX_FRAME: usize = 64 * 1024;

@@ -284,6 +284,30 @@ mod tests {
         assert!(parse_answer(&cam).unwrap().transports().is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_datagram_is_an_answer_or_an_error_never_a_panic(
+            d in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let _ = checked_payload(&d);
+            if let Ok(a) = parse_answer(&d) {
+                let _ = a.transports();
+            }
+        }
+
+        #[test]
+        fn truncated_or_altered_answers_never_panic(cut in 0usize..400, flip in 0usize..400) {
+            let mut d = answer(json!({"device_id": "8022", "device_type": "SMART.KASAPLUG",
+                "mgt_encrypt_schm": {"encrypt_type": "KLAP", "http_port": 80, "lv": 2}}));
+            if let Some(b) = d.get_mut(flip) {
+                *b ^= 0x20;
+            }
+            d.truncate(cut.min(d.len()));
+            let _ = parse_answer(&d).map(|a| a.transports());
+            let _ = checked_payload(&d);
+        }
+    }
+
     #[test]
     fn damaged_answers_are_errors() {
         assert!(parse_answer(b"short").is_err());

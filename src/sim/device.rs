@@ -554,6 +554,8 @@ impl SimDevice {
                     None => err(-3, "invalid argument"),
                 },
                 ("time", "get_time") => self.time(now_ms),
+                // python-kasa's time-zone table: 38 is "UCT".
+                ("time", "get_timezone") => json!({"index": 38, "err_code": 0}),
                 ("emeter", "get_realtime") => self.realtime(first, now_ms),
                 ("emeter", "get_daystat") => self.stats(first, args, false, now_ms),
                 ("emeter", "get_monthstat") => self.stats(first, args, true, now_ms),

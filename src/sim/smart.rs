@@ -2,8 +2,10 @@
 //! of a [`SimDevice`]: `component_nego`, `get_device_info` (base64 nickname), the energy
 //! methods in their real units (`get_energy_usage` mW and Wh, `get_current_power` whole W,
 //! `get_emeter_data` mW/mV/mA/Wh, whose `energy_wh` is the month's energy as in the KP125M
-//! fw 1.2.3 dump), `set_device_info`, `multipleRequest` batches, and for strips
-//! `get_child_device_list` and `control_child`. Unknown methods get −1002.
+//! fw 1.2.3 dump), `get_device_usage`, `get_device_time`, `get_connect_cloud_state`,
+//! `get_emeter_vgain_igain`, `set_device_info`, `multipleRequest` batches, and for strips
+//! `get_child_device_list`, `get_child_device_component_list` and `control_child`. Unknown
+//! methods get −1002.
 
 use super::device::SimDevice;
 use super::server::SimHandle;
@@ -66,20 +68,34 @@ fn call(
                 .collect();
             ok(json!({"responses": responses}))
         }
-        "component_nego" => {
-            let mut list = vec![
-                json!({"id": "device", "ver_code": 2}),
-                json!({"id": "time", "ver_code": 1}),
-            ];
-            if meter && (!strip || outlet.is_some()) {
-                list.push(json!({"id": "energy_monitoring", "ver_code": 2}));
-            }
-            if strip && outlet.is_none() {
-                list.push(json!({"id": "control_child", "ver_code": 2}));
-            }
-            ok(json!({"component_list": list}))
-        }
+        "component_nego" => ok(json!({"component_list": components(d, outlet).0})),
         "get_device_info" => ok(device_info(d, outlet, now_ms)),
+        "get_connect_cloud_state" => ok(json!({"status": 0})),
+        "get_device_time" => {
+            let (_, offset_min) = d.local_time(now_ms);
+            ok(json!({"timestamp": now_ms / 1000, "time_diff": offset_min, "region": "UTC"}))
+        }
+        "get_device_usage" => {
+            let (today, _) = d.day_and_month_wh(o, now_ms);
+            let on = d.on_time_s(o, now_ms) / 60;
+            ok(
+                json!({"time_usage": {"today": on.min(1440), "past7": on, "past30": on},
+                "power_usage": {"today": today, "past7": today, "past30": today},
+                "saved_power": {"today": 0, "past7": 0, "past30": 0}}),
+            )
+        }
+        "get_emeter_vgain_igain" if meter && (!strip || outlet.is_some()) => {
+            ok(json!({"v_gain": 62_000, "i_gain": 11_200}))
+        }
+        "get_child_device_component_list" if strip && outlet.is_none() => {
+            let list: Vec<Value> = (0..d.outlet_count())
+                .map(|i| {
+                    let (nego, _) = components(d, Some(i));
+                    json!({"device_id": d.child_id(i), "component_list": nego})
+                })
+                .collect();
+            ok(json!({"child_component_list": list, "start_index": 0, "sum": list.len()}))
+        }
         "set_device_info" => match params.get("device_on").and_then(Value::as_bool) {
             Some(on) if !strip || outlet.is_some() => {
                 d.set_relay(o, on, now_ms);
@@ -127,6 +143,24 @@ fn call(
         }
         _ => error(UNKNOWN_METHOD),
     }
+}
+
+/// The components a device (or one child) announces, and whether it has a meter.
+fn components(d: &SimDevice, outlet: Option<usize>) -> (Vec<Value>, bool) {
+    let strip = d.outlet_count() > 1;
+    let meter = d.spec().model.has_meter() && (!strip || outlet.is_some());
+    let mut list = vec![json!({"id": "device", "ver_code": 2})];
+    if outlet.is_none() {
+        list.push(json!({"id": "time", "ver_code": 1}));
+    }
+    if meter {
+        list.push(json!({"id": "energy_monitoring", "ver_code": 2}));
+    }
+    if strip && outlet.is_none() {
+        list.push(json!({"id": "child_device", "ver_code": 1}));
+        list.push(json!({"id": "control_child", "ver_code": 2}));
+    }
+    (list, meter)
 }
 
 fn device_info(d: &SimDevice, outlet: Option<usize>, now_ms: i64) -> Value {

@@ -2,6 +2,8 @@
 //! (handshake with each candidate credential, wrong credentials, a dropped session, renewal
 //! before a session lapses) and the 20002 probe and answer.
 
+use crate::exports::{download, finished};
+use crate::helpers::{TestApp, of_type};
 use kasad::clock::{self, SharedClock};
 use kasad::domain::{Family, Transport};
 use kasad::protocol::klap::{Credentials, Version, candidates};
@@ -29,6 +31,21 @@ pub async fn klap_device(
     timeout: Duration,
     clock: SharedClock,
 ) -> KlapHandle {
+    klap_device_at(host, 0, model, version, family, account, timeout, clock).await
+}
+
+/// Like [`klap_device`], answering the 20002 probe on `discovery_port` (0 = ephemeral).
+#[allow(clippy::too_many_arguments)]
+pub async fn klap_device_at(
+    host: u8,
+    discovery_port: u16,
+    model: Model,
+    version: Version,
+    family: Family,
+    account: Credentials,
+    timeout: Duration,
+    clock: SharedClock,
+) -> KlapHandle {
     let spec = SimSpec::numbered(
         u32::from(host) + 300,
         model,
@@ -41,9 +58,15 @@ pub async fn klap_device(
         account,
         session_timeout: timeout,
     };
-    start_klap(d, k, IpAddr::V4(Ipv4Addr::new(127, 0, 3, host)), 0, clock)
-        .await
-        .unwrap()
+    start_klap(
+        d,
+        k,
+        IpAddr::V4(Ipv4Addr::new(127, 0, 3, host)),
+        discovery_port,
+        clock,
+    )
+    .await
+    .unwrap()
 }
 
 fn client(h: &KlapHandle, v: Version) -> KlapClient {
@@ -202,4 +225,335 @@ async fn the_20002_probe_gets_the_device_and_its_transport() {
     assert_eq!(a.transports().unwrap(), vec![Transport::KlapV2]);
     let none = tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await;
     assert!(none.is_err(), "only the valid probe was answered");
+}
+
+/// Answers every 20002 probe on `ip:port` as a device wanting TPAP (a transport the daemon
+/// does not speak).
+async fn tpap_announcer(ip: Ipv4Addr, port: u16) {
+    let sock = tokio::net::UdpSocket::bind((ip, port)).await.unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((_, from)) = sock.recv_from(&mut buf).await {
+            let body = json!({"error_code": 0, "result": {"device_id": "TPAP0001",
+                "device_type": "SMART.TAPOPLUG", "device_model": "P125(US)", "mac": "AA-BB-CC-00-00-01",
+                "mgt_encrypt_schm": {"encrypt_type": "TPAP", "http_port": 443, "is_support_https": false}}});
+            let d = port20002::datagram(1, 0, 0, body.to_string().as_bytes());
+            let _ = sock.send_to(&d, from).await;
+        }
+    });
+}
+
+fn by_model<'a>(d: &'a [serde_json::Value], model: &str) -> Vec<&'a serde_json::Value> {
+    d.iter().filter(|x| x["model"] == model).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_finds_polls_and_exports_klap_devices_and_flags_the_ones_it_cannot_use() {
+    let c = clock::system();
+    let day = Duration::from_secs(86_400);
+    // Our account on a KP125M; an HS100 UK never bound (blank); a P316M strip on the Kasa
+    // default; another KP125M bound to someone else's account; and a TPAP device.
+    let kp = klap_device_at(
+        31,
+        0,
+        Model::Kp125m,
+        Version::V2,
+        Family::Smart,
+        me(),
+        day,
+        c.clone(),
+    )
+    .await;
+    let port = kp.discovery_addr.port();
+    let hs = klap_device_at(
+        32,
+        port,
+        Model::Hs100Uk,
+        Version::V1,
+        Family::Iot,
+        Credentials::blank(),
+        day,
+        c.clone(),
+    )
+    .await;
+    let strip = klap_device_at(
+        33,
+        port,
+        Model::P316m,
+        Version::V2,
+        Family::Smart,
+        Credentials::kasa_default(),
+        day,
+        c.clone(),
+    )
+    .await;
+    let other = Credentials::new("neighbour@example.com", "theirs");
+    let locked = klap_device_at(
+        34,
+        port,
+        Model::Kp125m,
+        Version::V2,
+        Family::Smart,
+        other,
+        day,
+        c.clone(),
+    )
+    .await;
+    tpap_announcer(Ipv4Addr::new(127, 0, 3, 35), port).await;
+
+    let pw_dir = tempfile::tempdir().unwrap();
+    let pw = pw_dir.path().join("kasa-password");
+    std::fs::write(&pw, "correct horse\n").unwrap();
+    let app = TestApp::with_sims(vec![], |s| {
+        s.discovery.targets = (31..=35).map(|h| format!("127.0.3.{h}:9999")).collect();
+        s.discovery.port_20002 = port;
+        s.kasa.username = "owner@example.com".into();
+        s.kasa.password_file = Some(pw.clone());
+    })
+    .await;
+    let devices = app
+        .wait_devices(
+            "every KLAP device online, the locked one auth_required, TPAP unsupported",
+            |d| {
+                let online = |m: &str| by_model(d, m).iter().any(|x| x["status"] == "online");
+                by_model(d, "KP125M").len() == 1
+                    && online("KP125M")
+                    && online("HS100(UK)")
+                    && of_type(d, "strip_outlet").len() == 6
+                    && of_type(d, "strip_outlet")
+                        .iter()
+                        .all(|x| x["status"] == "online")
+                    && d.iter().any(|x| x["status"] == "auth_required")
+                    && d.iter().any(|x| x["status"] == "unsupported")
+            },
+        )
+        .await;
+    let kp125m = by_model(&devices, "KP125M")[0];
+    assert_eq!(kp125m["transport"], "klap_v2");
+    assert_eq!(kp125m["has_emeter"], true);
+    assert_eq!(by_model(&devices, "HS100(UK)")[0]["transport"], "klap");
+    assert_eq!(by_model(&devices, "HS100(UK)")[0]["has_emeter"], false);
+    let outlets = of_type(&devices, "strip_outlet");
+    assert!(
+        outlets
+            .iter()
+            .all(|o| o["transport"] == "klap_v2" && o["has_emeter"] == true)
+    );
+    let locked_row = devices
+        .iter()
+        .find(|x| x["status"] == "auth_required")
+        .unwrap();
+    assert_eq!(
+        locked_row["model"], "KP125M(US)",
+        "listed from its 20002 answer"
+    );
+    assert_eq!(locked_row["online"], false);
+    assert!(
+        locked_row["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("authentication required")
+    );
+    let tpap = devices
+        .iter()
+        .find(|x| x["status"] == "unsupported")
+        .unwrap();
+    assert_eq!(tpap["model"], "P125(US)");
+    assert!(
+        tpap["last_error"].as_str().unwrap().contains("TPAP"),
+        "{tpap}"
+    );
+    assert_eq!(locked.stats.answered.load(Ordering::Relaxed), 0);
+
+    // Values are the simulator's, in the right units (60 W constant loads).
+    let (s, live) = app.get("/api/devices/live").await;
+    assert_eq!(s, 200);
+    let kp_live = live["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["device_id"] == kp125m["device_id"])
+        .unwrap();
+    assert_eq!(kp_live["power_w"], 60.0, "{kp_live}");
+
+    // A dropped session costs no reading: the poller handshakes again within the same poll.
+    kp.drop_sessions();
+    let before = kp.stats.refused.load(Ordering::Relaxed);
+    app.wait_devices("a poll after the dropped session", |_| {
+        kp.stats.refused.load(Ordering::Relaxed) > before
+            && kp.stats.handshakes.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    let row = app
+        .wait_devices("KP125M still online", |d| {
+            by_model(d, "KP125M")[0]["status"] == "online"
+        })
+        .await;
+    assert!(by_model(&row, "KP125M")[0]["last_error"].is_null());
+
+    // Switching a SMART plug goes through its session.
+    let id = kp125m["device_id"].as_str().unwrap();
+    let (s, v) = {
+        let r = app
+            .req(reqwest::Method::POST, &format!("/api/devices/{id}/relay"))
+            .json(&json!({"on": false}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(s, 200, "{v}");
+    assert!(!kp.sim.with_device(|d| d.relay_on(0)));
+    let hs_id = by_model(&devices, "HS100(UK)")[0]["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .req(
+            reqwest::Method::POST,
+            &format!("/api/devices/{hs_id}/relay"),
+        )
+        .json(&json!({"on": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(!hs.sim.with_device(|d| d.relay_on(0)));
+
+    // Exports include their readings.
+    let today = chrono::Utc::now().date_naive();
+    let body = json!({"export_type": "device_data", "format": "csv", "devices": "all",
+        "date_range": {"start": today.pred_opt().unwrap().to_string(), "end": today.succ_opt().unwrap().to_string()}});
+    app.wait_devices("stored readings of the KLAP devices", |d| {
+        ["KP125M", "HS100(UK)"]
+            .iter()
+            .all(|m| by_model(d, m)[0]["data_points"].as_u64() > Some(0))
+            && of_type(d, "strip_outlet")
+                .iter()
+                .all(|o| o["data_points"].as_u64() > Some(0))
+    })
+    .await;
+    let v = finished(&app, body).await;
+    let (s, csv, _) = download(&app, v["export_id"].as_str().unwrap()).await;
+    assert_eq!(s, 200);
+    let csv = String::from_utf8(csv).unwrap();
+    for d in [kp125m, by_model(&devices, "HS100(UK)")[0], outlets[0]] {
+        let id = d["device_id"].as_str().unwrap();
+        assert!(
+            csv.lines().any(|l| l.contains(id)),
+            "{id} missing from the export"
+        );
+    }
+    drop(strip);
+    app.stop().await;
+}
+
+/// python-kasa's reading of one device (tests/tools/pykasa_check.py).
+fn python_kasa(h: &KlapHandle, family: &str, lv: u8) -> serde_json::Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/tools/pykasa_check.py"))
+        .args([
+            h.sim.addr.ip().to_string(),
+            h.sim.addr.port().to_string(),
+            family.to_owned(),
+            "KLAP".to_owned(),
+            lv.to_string(),
+            me().username,
+            me().password,
+        ])
+        .output()
+        .expect("python3 runs (scripts/test installs python-kasa 0.12.0)");
+    assert!(
+        out.status.success(),
+        "python-kasa failed on {family} (is python-kasa 0.12.0 installed? scripts/test does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_kasa_reads_the_klap_simulators() {
+    let c = clock::system();
+    let day = Duration::from_secs(86_400);
+    let hs = klap_device(
+        41,
+        Model::Hs100Uk,
+        Version::V1,
+        Family::Iot,
+        me(),
+        day,
+        c.clone(),
+    )
+    .await;
+    let kp = klap_device(
+        42,
+        Model::Kp125m,
+        Version::V2,
+        Family::Smart,
+        me(),
+        day,
+        c.clone(),
+    )
+    .await;
+    let strip = klap_device(
+        43,
+        Model::P316m,
+        Version::V2,
+        Family::Smart,
+        me(),
+        day,
+        c.clone(),
+    )
+    .await;
+    let (hs_v, kp_v, strip_v) = tokio::task::spawn_blocking({
+        let (hs, kp, strip) = (hs.clone(), kp.clone(), strip.clone());
+        move || {
+            (
+                python_kasa(&hs, "IOT.SMARTPLUGSWITCH", 1),
+                python_kasa(&kp, "SMART.KASAPLUG", 2),
+                python_kasa(&strip, "SMART.KASAPLUG", 2),
+            )
+        }
+    })
+    .await
+    .unwrap();
+
+    let alias = |h: &KlapHandle| h.sim.with_device(|d| d.spec().alias.clone());
+    assert_eq!(
+        hs_v["model"], "HS100",
+        "python-kasa drops the region: {hs_v}"
+    );
+    assert_eq!(hs_v["alias"], alias(&hs).as_str());
+    assert_eq!(hs_v["is_on"], true);
+    assert!(
+        hs_v.get("power_w").is_none(),
+        "no meter on the HS100: {hs_v}"
+    );
+
+    assert_eq!(kp_v["model"], "KP125M", "{kp_v}");
+    assert_eq!(kp_v["alias"], alias(&kp).as_str(), "the base64 nickname");
+    assert_eq!(kp_v["is_on"], true);
+    assert_eq!(kp_v["power_w"], 60.0, "{kp_v}");
+    let volts = kp_v["voltage"].as_f64().unwrap();
+    assert!(
+        (119.0..=122.0).contains(&volts),
+        "120.5 V ± 1.5 V, mV read as V: {kp_v}"
+    );
+
+    let kids = strip_v["children"].as_array().unwrap();
+    assert_eq!(kids.len(), 6, "{strip_v}");
+    for (i, k) in kids.iter().enumerate() {
+        let id = strip.sim.with_device(|d| d.child_id(i));
+        let k = kids
+            .iter()
+            .find(|k| k["device_id"] == id.as_str())
+            .unwrap_or(k);
+        assert_eq!(k["device_id"], id.as_str(), "{strip_v}");
+        assert_eq!(k["power_w"], 60.0, "{k}");
+        assert_eq!(k["is_on"], true);
+    }
+    // Our client reads the same devices the same way (the daemon test above).
+    assert!(hs.stats.handshakes.load(Ordering::Relaxed) >= 1);
+    assert!(kp.stats.answered.load(Ordering::Relaxed) >= 1);
 }

@@ -61,6 +61,7 @@ async fn rig(specs: Vec<SimSpec>, extra_targets: &[SocketAddr]) -> Rig {
     };
     let discoverer = Discoverer {
         targets,
+        targets_20002: vec![],
         window: Duration::from_millis(300),
         registry,
         writer: writer.clone(),

@@ -1,0 +1,226 @@
+//! Polling a device that speaks SMART JSON (over KLAP v2): one batch for its components, its
+//! info and its energy; for a strip, the child list and one `control_child` batch per metered
+//! child. A batch the device cannot take falls back to single requests. Energy comes from
+//! `get_emeter_data` where the device has it, else `get_energy_usage` / `get_current_power`
+//! (see [`SmartEnergy::combine`]); missing voltage and current stay empty.
+
+use super::device::Polled;
+use crate::clock::Clock;
+use crate::domain::{DeviceId, DeviceInfo, DeviceType, Family, Reading, Transport};
+use crate::protocol::client::Connection;
+use crate::protocol::smart::{self, SmartEnergy, SmartInfo};
+use crate::protocol::{Error, Result};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+/// Most children read from a paged child list (real strips have up to 6).
+const MAX_CHILDREN: usize = 32;
+
+const ENERGY: [&str; 3] = ["get_energy_usage", "get_emeter_data", "get_current_power"];
+
+/// Sends `methods` as one batch (to the device, or wrapped for `child`); when the device
+/// refuses the batch as a whole, sends them one by one.
+async fn call_many(
+    conn: &mut Connection,
+    child: Option<&str>,
+    methods: &[&str],
+) -> Result<Vec<Result<Value>>> {
+    let wrap = |req: Value| match child {
+        Some(id) => smart::for_child(id, req),
+        None => req,
+    };
+    let unwrap = |resp: &Value| -> Result<Value> {
+        match child {
+            Some(_) => smart::child_result(resp).cloned(),
+            None => Ok(resp.clone()),
+        }
+    };
+    let batch = smart::multiple(methods.iter().map(|m| smart::request(m, None)).collect());
+    let resp = conn.request(&wrap(batch)).await?;
+    match unwrap(&resp).and_then(|r| smart::responses(&r, methods)) {
+        Ok(r) => Ok(r),
+        Err(Error::Device { .. }) => {
+            let mut out = Vec::with_capacity(methods.len());
+            for m in methods {
+                let resp = conn.request(&wrap(smart::request(m, None))).await?;
+                out.push(unwrap(&resp).and_then(|r| smart::result(&r, m).cloned()));
+            }
+            Ok(out)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Energy from the answers to [`ENERGY`]; `None` when the device has no meter. An error other
+/// than "no such method" fails the poll.
+fn energy(answers: &[Result<Value>]) -> Result<Option<SmartEnergy>> {
+    let mut got: [Option<&Value>; 3] = [None; 3];
+    for (slot, a) in got.iter_mut().zip(answers) {
+        match a {
+            Ok(v) => *slot = Some(v),
+            Err(e) if smart::is_optional_miss(e) => {}
+            Err(e) => return Err(Error::Decode(e.to_string())),
+        }
+    }
+    if got.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    Ok(Some(SmartEnergy::combine(got[0], got[1], got[2])))
+}
+
+fn reading(
+    id: DeviceId,
+    ts_ms: i64,
+    e: Option<&SmartEnergy>,
+    on: bool,
+    rssi: Option<i32>,
+) -> Reading {
+    let e = e.cloned().unwrap_or_default();
+    Reading {
+        device_id: id,
+        ts_ms,
+        power_mw: e.power_mw,
+        voltage_mv: e.voltage_mv,
+        current_ma: e.current_ma,
+        counter_wh: e.counter_wh,
+        relay_on: on,
+        rssi,
+    }
+}
+
+/// The children of a strip, following `start_index` / `sum` paging.
+async fn children(conn: &mut Connection) -> Result<Vec<SmartInfo>> {
+    let mut out: Vec<SmartInfo> = Vec::new();
+    loop {
+        let params = (!out.is_empty()).then(|| json!({"start_index": out.len()}));
+        let resp = conn
+            .request(&smart::request("get_child_device_list", params))
+            .await?;
+        let r = smart::result(&resp, "get_child_device_list")?;
+        let list = r
+            .get("child_device_list")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Error::Decode("get_child_device_list has no list".into()))?;
+        for c in list {
+            out.push(SmartInfo::parse(c)?);
+        }
+        let sum = r.get("sum").and_then(Value::as_u64).unwrap_or(0) as usize;
+        if list.is_empty() || out.len() >= sum.min(MAX_CHILDREN) {
+            return Ok(out);
+        }
+    }
+}
+
+/// Polls the SMART device at `addr` over `conn` (already set up for `transport`).
+pub async fn poll(
+    conn: &mut Connection,
+    addr: SocketAddr,
+    transport: Transport,
+    clock: &dyn Clock,
+) -> Result<Polled> {
+    let mut methods = vec!["component_nego", "get_device_info"];
+    methods.extend(ENERGY);
+    let answers = call_many(conn, None, &methods).await?;
+    let ts_ms = clock.now_ms();
+    let mut answers = answers.into_iter();
+    let components = answers
+        .next()
+        .unwrap_or_else(|| Err(Error::Decode("no answer".into())))?;
+    let info = SmartInfo::parse(
+        &answers
+            .next()
+            .unwrap_or_else(|| Err(Error::Decode("no answer".into())))?,
+    )?;
+    let rest: Vec<Result<Value>> = answers.collect();
+    let strip = components
+        .get("component_list")
+        .and_then(Value::as_array)
+        .is_some_and(|l| {
+            l.iter()
+                .any(|c| c["id"] == "child_device" || c["id"] == "control_child")
+        });
+    let id = DeviceId::parse(&info.device_id).map_err(|e| Error::Decode(e.to_string()))?;
+    let mut base = DeviceInfo {
+        device_id: id.clone(),
+        parent_id: None,
+        outlet_index: None,
+        address: addr.to_string(),
+        name: info.nickname.clone(),
+        device_type: if strip {
+            DeviceType::Strip
+        } else {
+            DeviceType::Plug
+        },
+        model: info.model.clone(),
+        hw_ver: info.hw_ver.clone(),
+        sw_ver: info.fw_ver.clone(),
+        transport,
+        family: Family::Smart,
+        has_emeter: false,
+        mac: info.mac.clone(),
+        latitude: None,
+        longitude: None,
+    };
+    if !strip {
+        let e = energy(&rest)?;
+        base.has_emeter = e.is_some();
+        let r = reading(
+            id,
+            ts_ms,
+            e.as_ref(),
+            info.device_on.unwrap_or(false),
+            info.rssi,
+        );
+        return Ok(Polled {
+            infos: vec![base],
+            readings: vec![r],
+            days: Vec::new(),
+            clean: true,
+        });
+    }
+    let kids = children(conn).await?;
+    let mut infos = vec![base.clone()];
+    let mut readings = Vec::with_capacity(kids.len());
+    for (i, k) in kids.iter().enumerate() {
+        let answers = call_many(conn, Some(&k.device_id), &ENERGY).await?;
+        let e = energy(&answers)?;
+        let cid = DeviceId::outlet(&id, &k.device_id).map_err(|e| Error::Decode(e.to_string()))?;
+        infos[0].has_emeter |= e.is_some();
+        infos.push(DeviceInfo {
+            device_id: cid.clone(),
+            parent_id: Some(id.clone()),
+            outlet_index: Some(u8::try_from(i).unwrap_or(u8::MAX)),
+            name: k.nickname.clone(),
+            device_type: DeviceType::StripOutlet,
+            has_emeter: e.is_some(),
+            ..base.clone()
+        });
+        readings.push(reading(
+            cid,
+            ts_ms,
+            e.as_ref(),
+            k.device_on.unwrap_or(false),
+            info.rssi,
+        ));
+    }
+    Ok(Polled {
+        infos,
+        readings,
+        days: Vec::new(),
+        clean: true,
+    })
+}
+
+/// Switches a SMART plug, or one child of a SMART strip.
+pub async fn set_relay(conn: &mut Connection, child: Option<&DeviceId>, on: bool) -> Result<()> {
+    let req = smart::request("set_device_info", Some(json!({"device_on": on})));
+    let req = match child {
+        Some(c) => smart::for_child(c.as_str(), req),
+        None => req,
+    };
+    let resp = conn.request(&req).await?;
+    match child {
+        Some(_) => smart::result(smart::child_result(&resp)?, "set_device_info").map(|_| ()),
+        None => smart::result(&resp, "set_device_info").map(|_| ()),
+    }
+}
