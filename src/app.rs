@@ -235,7 +235,8 @@ pub async fn start_with(
     load_registry(&store, &registry)?;
     let conns = Arc::new(
         crate::poller::conns::ConnPool::new(settings.poll.keep_connections)
-            .with_account(settings.kasa.account()?),
+            .with_account(settings.kasa.account()?)
+            .with_clock(clock.clone()),
     );
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();

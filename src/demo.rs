@@ -1,8 +1,9 @@
 //! `kasad demo`: simulated devices on loopback, the real daemon and API, in one command.
 //!
 //! Starts N simulated legacy devices on 127.0.0.2, 127.0.0.3, … (port 9999 where free) and
-//! three newer ones on the next addresses (an HS100 UK over KLAP v1, a KP125M plug and a P316M
-//! strip speaking SMART over KLAP v2, answering the 20002 probe), points discovery at exactly
+//! four newer ones on the next addresses (an HS100 UK over KLAP v1, a KP125M plug and a P316M
+//! strip speaking SMART over KLAP v2, an EP25 over AES; all answer the 20002 probe), points
+//! discovery at exactly
 //! those addresses (loopback only, enforced), optionally backfills D days of clearly labelled
 //! simulated history of the legacy devices from the same load model, and serves the API.
 
@@ -49,8 +50,9 @@ pub fn fleet(n: u32, start_ms: i64) -> Vec<SimDevice> {
 
 /// Starts the demo's newer devices on the loopback addresses after `n` legacy ones: an HS100
 /// UK over KLAP v1 never bound to an account (blank credentials), a KP125M and a P316M strip
-/// over KLAP v2 bound to the Kasa default account. All answer the 20002 probe on one port
-/// (20002 where free).
+/// over KLAP v2 bound to the Kasa default account, and an EP25 hw 2.6 over AES
+/// securePassthrough (blank credentials). All answer the 20002 probe on one port (20002 where
+/// free).
 pub async fn start_newer(n: u32, clock: SharedClock) -> anyhow::Result<Vec<sim::KlapHandle>> {
     use crate::domain::Family;
     use crate::protocol::klap::{Credentials, Version};
@@ -72,6 +74,13 @@ pub async fn start_newer(n: u32, clock: SharedClock) -> anyhow::Result<Vec<sim::
             vec![Load::Fridge],
         ),
         (
+            Model::Ep25,
+            Version::V2,
+            Family::Smart,
+            Credentials::blank(),
+            vec![Load::Computer],
+        ),
+        (
             Model::P316m,
             Version::V2,
             Family::Smart,
@@ -88,12 +97,14 @@ pub async fn start_newer(n: u32, clock: SharedClock) -> anyhow::Result<Vec<sim::
     ];
     let mut out: Vec<sim::KlapHandle> = Vec::new();
     for (k, (model, version, family, account, loads)) in devices.into_iter().enumerate() {
+        let aes = model == Model::Ep25;
         let i = n + k as u32;
         let spec = KlapSpec {
             version,
             family,
             account,
             session_timeout: std::time::Duration::from_secs(86_400),
+            aes,
         };
         let dev = SimDevice::new(SimSpec::numbered(i, model, loads), now);
         let ip = sim::fleet_ip(i);

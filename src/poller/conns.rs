@@ -10,6 +10,7 @@ use crate::domain::{DeviceId, Family, Transport};
 use crate::protocol::client::Connection;
 use crate::protocol::klap::{self, Credentials, Version};
 use crate::protocol::klap_client::{KlapClient, http_client};
+use crate::protocol::passthrough::AesClient;
 use crate::protocol::{Error, Result, messages};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,12 +43,19 @@ impl Target {
 }
 
 /// Idle connections by device address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnPool {
     idle: Mutex<HashMap<SocketAddr, Connection>>,
     max_idle: usize,
     candidates: Arc<Vec<Credentials>>,
     http: OnceLock<reqwest::Client>,
+    clock: crate::clock::SharedClock,
+}
+
+impl Default for ConnPool {
+    fn default() -> Self {
+        Self::new(0)
+    }
 }
 
 impl ConnPool {
@@ -60,7 +68,14 @@ impl ConnPool {
             max_idle,
             candidates: Arc::new(klap::candidates(None)),
             http: OnceLock::new(),
+            clock: crate::clock::system(),
         }
+    }
+
+    /// Reads time (request timestamps of the AES transport) from `clock`.
+    pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Tries `account` (the TP-Link cloud account) first with KLAP devices.
@@ -85,22 +100,31 @@ impl ConnPool {
             Transport::Xor => return Connection::connect(t.addr, timeout).await,
             Transport::Klap => Version::V1,
             Transport::KlapV2 => Version::V2,
-            Transport::Aes | Transport::Unknown => {
-                return Err(Error::Http(format!(
-                    "the {} transport is not supported",
-                    t.transport.name()
-                )));
+            Transport::Aes => {
+                let a = AesClient::new(
+                    self.http()?,
+                    t.addr,
+                    self.candidates.clone(),
+                    self.clock.clone(),
+                );
+                return Ok(Connection::aes(a, timeout));
+            }
+            Transport::Unknown => {
+                return Err(Error::Http(
+                    "the device's transport is not supported".into(),
+                ));
             }
         };
-        let http = match self.http.get() {
-            Some(h) => h.clone(),
-            None => {
-                let h = http_client(Duration::from_secs(30))?;
-                self.http.get_or_init(|| h).clone()
-            }
-        };
-        let k = KlapClient::new(http, t.addr, version, self.candidates.clone());
+        let k = KlapClient::new(self.http()?, t.addr, version, self.candidates.clone());
         Ok(Connection::klap(k, timeout))
+    }
+
+    fn http(&self) -> Result<reqwest::Client> {
+        if let Some(h) = self.http.get() {
+            return Ok(h.clone());
+        }
+        let h = http_client(Duration::from_secs(30))?;
+        Ok(self.http.get_or_init(|| h).clone())
     }
 
     async fn poll_on(

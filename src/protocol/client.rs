@@ -1,6 +1,7 @@
 //! A connection to one device, whatever its transport: XOR over TCP (one request in flight,
-//! every step bounded by a timeout and every answer by [`MAX_FRAME`]) or KLAP over HTTP. Both
-//! carry JSON requests, so the IOT polling code is the same over either.
+//! every step bounded by a timeout and every answer by [`MAX_FRAME`]), KLAP or AES
+//! securePassthrough over HTTP. All carry JSON requests, so the polling code is the same over
+//! any of them.
 
 use super::{Error, MAX_FRAME, Result, frame};
 use serde_json::Value;
@@ -19,6 +20,7 @@ pub struct Connection {
 enum Inner {
     Xor(TcpStream),
     Klap(Box<super::klap_client::KlapClient>),
+    Aes(Box<super::passthrough::AesClient>),
 }
 
 async fn bounded<T>(
@@ -49,6 +51,15 @@ impl Connection {
         }
     }
 
+    /// An AES securePassthrough connection (the handshake and login happen on the first
+    /// request).
+    pub fn aes(client: super::passthrough::AesClient, timeout: Duration) -> Self {
+        Self {
+            inner: Inner::Aes(Box::new(client)),
+            timeout,
+        }
+    }
+
     /// Sends one request and returns the decoded answer.
     pub async fn request(&mut self, req: &Value) -> Result<Value> {
         let body = serde_json::to_vec(req).map_err(|e| Error::Decode(e.to_string()))?;
@@ -61,6 +72,7 @@ impl Connection {
                 .await?
             }
             Inner::Klap(k) => bounded(self.timeout, k.request(&body)).await?,
+            Inner::Aes(a) => bounded(self.timeout, a.request(&body)).await?,
         };
         serde_json::from_slice(&raw).map_err(|e| Error::Decode(e.to_string()))
     }

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod klap;
 pub mod klap_client;
 pub mod messages;
+pub mod passthrough;
 pub mod port20002;
 pub mod smart;
 

@@ -26,6 +26,8 @@ pub enum Model {
     Kp125m,
     /// P316M(US): a SMART strip with six metered outlets.
     P316m,
+    /// EP25(US) hw 2.6: SMART JSON over AES securePassthrough, with a meter.
+    Ep25,
 }
 
 impl Model {
@@ -40,6 +42,7 @@ impl Model {
             Model::Hs100Uk => "HS100(UK)",
             Model::Kp125m => "KP125M(US)",
             Model::P316m => "P316M(US)",
+            Model::Ep25 => "EP25(US)",
         }
     }
 
@@ -49,6 +52,7 @@ impl Model {
             Model::Hs110V4 => "4.0",
             Model::Hs100Uk => "4.1",
             Model::P316m => "1.6",
+            Model::Ep25 => "2.6",
             _ => "1.0",
         }
     }
@@ -64,6 +68,7 @@ impl Model {
             Model::Hs100Uk => "1.1.0 Build 201016 Rel.175121",
             Model::Kp125m => "1.2.3 Build 240624 Rel.154806",
             Model::P316m => "1.0.5 Build 240911 Rel.191027",
+            Model::Ep25 => "1.0.2 Build 230823 Rel.163437",
         }
     }
 

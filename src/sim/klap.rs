@@ -1,4 +1,4 @@
-//! Simulated KLAP devices: an HTTP server on one loopback address doing the device side of
+//! Simulated KLAP (and AES) devices: an HTTP server on one loopback address doing the device side of
 //! KLAP v1 or v2 (handshake against one cloud account, signature check of every request,
 //! sessions that lapse after `TIMEOUT`), answering IOT JSON from a [`SimDevice`] or SMART JSON
 //! ([`super::smart`]), plus the device's answer to the UDP 20002 discovery probe. Fault modes:
@@ -36,6 +36,9 @@ pub struct KlapSpec {
     pub account: Credentials,
     /// Session lifetime sent as the `TIMEOUT` cookie.
     pub session_timeout: Duration,
+    /// Serve AES securePassthrough (`POST /app`) instead of KLAP; the 20002 answer says `AES`
+    /// and its login version is 2 for [`Version::V2`], else 1.
+    pub aes: bool,
 }
 
 /// What the device saw, for tests.
@@ -60,13 +63,25 @@ struct Live {
     expires: Instant,
 }
 
-struct Device {
+pub(super) struct Device {
     spec: Mutex<KlapSpec>,
-    sim: SimHandle,
-    clock: SharedClock,
+    pub(super) sim: SimHandle,
+    pub(super) clock: SharedClock,
     pending: Mutex<HashMap<String, Pending>>,
     sessions: Mutex<HashMap<String, Live>>,
-    stats: Arc<KlapStats>,
+    pub(super) aes_sessions: Mutex<HashMap<String, super::aes::AesSession>>,
+    pub(super) stats: Arc<KlapStats>,
+}
+
+impl Device {
+    pub(super) fn spec(&self) -> KlapSpec {
+        self.spec.lock().expect("spec lock").clone()
+    }
+}
+
+/// 16 random bytes as hex (session cookies, tokens).
+pub(super) fn random_hex() -> String {
+    random16().iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// A running simulated KLAP device.
@@ -91,9 +106,11 @@ impl std::fmt::Debug for KlapHandle {
 }
 
 impl KlapHandle {
-    /// Forgets every session: the next request of each client gets a 403.
+    /// Forgets every session: the next request of each client gets a 403 (KLAP) or 9999
+    /// (AES).
     pub fn drop_sessions(&self) {
         self.dev.sessions.lock().expect("sessions lock").clear();
+        self.dev.aes_sessions.lock().expect("aes lock").clear();
     }
 
     /// Binds the device to another account (the daemon's credentials stop matching).
@@ -108,7 +125,7 @@ fn random16() -> [u8; 16] {
     b
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(super) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -127,7 +144,7 @@ async fn handshake1(State(d): State<Arc<Device>>, body: Bytes) -> Response {
     let remote = random16();
     let auth = klap::auth_hash(spec.version, &spec.account);
     let server = klap::server_hash(spec.version, &body, &remote, &auth);
-    let cookie: String = random16().iter().map(|b| format!("{b:02X}")).collect();
+    let cookie = random_hex();
     d.pending.lock().expect("pending lock").insert(
         cookie.clone(),
         Pending {
@@ -233,8 +250,8 @@ fn announce(d: &Device, http_port: u16) -> Vec<u8> {
         "device_id": id, "device_type": device_type, "device_model": model,
         "ip": d.sim.addr.ip().to_string(), "mac": mac, "factory_default": false,
         "is_support_iot_cloud": true, "obd_src": "tplink",
-        "mgt_encrypt_schm": {"is_support_https": false, "encrypt_type": "KLAP",
-            "http_port": http_port, "lv": lv},
+        "mgt_encrypt_schm": {"is_support_https": false,
+            "encrypt_type": if spec.aes { "AES" } else { "KLAP" }, "http_port": http_port, "lv": lv},
     }});
     port20002::datagram(1, 0, 0, body.to_string().as_bytes())
 }
@@ -275,13 +292,18 @@ pub async fn start_klap(
         clock,
         pending: Mutex::default(),
         sessions: Mutex::default(),
+        aes_sessions: Mutex::default(),
         stats: stats.clone(),
     });
-    let app = axum::Router::new()
-        .route("/app/handshake1", post(handshake1))
-        .route("/app/handshake2", post(handshake2))
-        .route("/app/request", post(request))
-        .with_state(dev.clone());
+    let app = if dev.spec().aes {
+        axum::Router::new().route("/app", post(super::aes::app))
+    } else {
+        axum::Router::new()
+            .route("/app/handshake1", post(handshake1))
+            .route("/app/handshake2", post(handshake2))
+            .route("/app/request", post(request))
+    }
+    .with_state(dev.clone());
     let cancel = sim.cancel_token();
     tokio::spawn(async move {
         let _ = axum::serve(tcp, app)

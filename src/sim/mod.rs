@@ -9,6 +9,7 @@
 //! `kasad demo`, the tests and the benchmarks. Binds only the addresses it is given; callers
 //! pass 127.0.0.x.
 
+pub mod aes;
 pub mod device;
 pub mod klap;
 pub mod load;

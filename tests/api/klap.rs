@@ -9,6 +9,7 @@ use kasad::domain::{Family, Transport};
 use kasad::protocol::klap::{Credentials, Version, candidates};
 use kasad::protocol::klap_client::{KlapClient, http_client};
 use kasad::protocol::messages::SysInfo;
+use kasad::protocol::passthrough::AesClient;
 use kasad::protocol::{Error, port20002};
 use kasad::sim::{KlapHandle, KlapSpec, Load, Model, SimDevice, SimSpec, start_klap};
 use serde_json::json;
@@ -46,18 +47,47 @@ pub async fn klap_device_at(
     timeout: Duration,
     clock: SharedClock,
 ) -> KlapHandle {
+    let k = KlapSpec {
+        version,
+        family,
+        account,
+        session_timeout: timeout,
+        aes: false,
+    };
+    start_device(host, discovery_port, model, k, clock).await
+}
+
+/// An EP25 hw 2.6 speaking SMART over AES securePassthrough on 127.0.3.`host`.
+pub async fn aes_device(
+    host: u8,
+    discovery_port: u16,
+    account: Credentials,
+    timeout: Duration,
+    clock: SharedClock,
+) -> KlapHandle {
+    let k = KlapSpec {
+        version: Version::V2,
+        family: Family::Smart,
+        account,
+        session_timeout: timeout,
+        aes: true,
+    };
+    start_device(host, discovery_port, Model::Ep25, k, clock).await
+}
+
+async fn start_device(
+    host: u8,
+    discovery_port: u16,
+    model: Model,
+    k: KlapSpec,
+    clock: SharedClock,
+) -> KlapHandle {
     let spec = SimSpec::numbered(
         u32::from(host) + 300,
         model,
         vec![Load::Constant(60_000); 6],
     );
     let d = SimDevice::new(spec, clock.now_ms());
-    let k = KlapSpec {
-        version,
-        family,
-        account,
-        session_timeout: timeout,
-    };
     start_klap(
         d,
         k,
@@ -300,12 +330,13 @@ async fn the_daemon_finds_polls_and_exports_klap_devices_and_flags_the_ones_it_c
     )
     .await;
     tpap_announcer(Ipv4Addr::new(127, 0, 3, 35), port).await;
+    let ep25 = aes_device(36, port, Credentials::blank(), day, c.clone()).await;
 
     let pw_dir = tempfile::tempdir().unwrap();
     let pw = pw_dir.path().join("kasa-password");
     std::fs::write(&pw, "correct horse\n").unwrap();
     let app = TestApp::with_sims(vec![], |s| {
-        s.discovery.targets = (31..=35).map(|h| format!("127.0.3.{h}:9999")).collect();
+        s.discovery.targets = (31..=36).map(|h| format!("127.0.3.{h}:9999")).collect();
         s.discovery.port_20002 = port;
         s.kasa.username = "owner@example.com".into();
         s.kasa.password_file = Some(pw.clone());
@@ -325,6 +356,7 @@ async fn the_daemon_finds_polls_and_exports_klap_devices_and_flags_the_ones_it_c
                         .all(|x| x["status"] == "online")
                     && d.iter().any(|x| x["status"] == "auth_required")
                     && d.iter().any(|x| x["status"] == "unsupported")
+                    && online("EP25")
             },
         )
         .await;
@@ -364,6 +396,10 @@ async fn the_daemon_finds_polls_and_exports_klap_devices_and_flags_the_ones_it_c
         "{tpap}"
     );
     assert_eq!(locked.stats.answered.load(Ordering::Relaxed), 0);
+    let ep25_row = by_model(&devices, "EP25")[0];
+    assert_eq!(ep25_row["transport"], "aes");
+    assert_eq!(ep25_row["has_emeter"], true);
+    assert!(ep25.stats.answered.load(Ordering::Relaxed) > 0);
 
     // Values are the simulator's, in the right units (60 W constant loads).
     let (s, live) = app.get("/api/devices/live").await;
@@ -449,7 +485,7 @@ async fn the_daemon_finds_polls_and_exports_klap_devices_and_flags_the_ones_it_c
 }
 
 /// python-kasa's reading of one device (tests/tools/pykasa_check.py).
-fn python_kasa(h: &KlapHandle, family: &str, lv: u8) -> serde_json::Value {
+fn python_kasa(h: &KlapHandle, family: &str, encryption: &str, lv: u8) -> serde_json::Value {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("python3")
         .arg(root.join("tests/tools/pykasa_check.py"))
@@ -457,7 +493,7 @@ fn python_kasa(h: &KlapHandle, family: &str, lv: u8) -> serde_json::Value {
             h.sim.addr.ip().to_string(),
             h.sim.addr.port().to_string(),
             family.to_owned(),
-            "KLAP".to_owned(),
+            encryption.to_owned(),
             lv.to_string(),
             me().username,
             me().password,
@@ -506,13 +542,15 @@ async fn python_kasa_reads_the_klap_simulators() {
         c.clone(),
     )
     .await;
-    let (hs_v, kp_v, strip_v) = tokio::task::spawn_blocking({
-        let (hs, kp, strip) = (hs.clone(), kp.clone(), strip.clone());
+    let ep25 = aes_device(44, 0, me(), day, c.clone()).await;
+    let (hs_v, kp_v, strip_v, ep25_v) = tokio::task::spawn_blocking({
+        let (hs, kp, strip, ep25) = (hs.clone(), kp.clone(), strip.clone(), ep25.clone());
         move || {
             (
-                python_kasa(&hs, "IOT.SMARTPLUGSWITCH", 1),
-                python_kasa(&kp, "SMART.KASAPLUG", 2),
-                python_kasa(&strip, "SMART.KASAPLUG", 2),
+                python_kasa(&hs, "IOT.SMARTPLUGSWITCH", "KLAP", 1),
+                python_kasa(&kp, "SMART.KASAPLUG", "KLAP", 2),
+                python_kasa(&strip, "SMART.KASAPLUG", "KLAP", 2),
+                python_kasa(&ep25, "SMART.KASAPLUG", "AES", 2),
             )
         }
     })
@@ -553,7 +591,95 @@ async fn python_kasa_reads_the_klap_simulators() {
         assert_eq!(k["power_w"], 60.0, "{k}");
         assert_eq!(k["is_on"], true);
     }
+    assert_eq!(ep25_v["model"], "EP25", "{ep25_v}");
+    assert_eq!(ep25_v["alias"], alias(&ep25).as_str());
+    assert_eq!(ep25_v["power_w"], 60.0, "over AES: {ep25_v}");
     // Our client reads the same devices the same way (the daemon test above).
     assert!(hs.stats.handshakes.load(Ordering::Relaxed) >= 1);
     assert!(kp.stats.answered.load(Ordering::Relaxed) >= 1);
+}
+
+fn aes_client(h: &KlapHandle) -> AesClient {
+    let http = http_client(Duration::from_secs(5)).unwrap();
+    AesClient::new(
+        http,
+        h.sim.addr,
+        Arc::new(candidates(Some(&me()))),
+        clock::system(),
+    )
+}
+
+async fn smart_info(c: &mut AesClient) -> Result<serde_json::Value, Error> {
+    let raw = c.request(br#"{"method":"get_device_info"}"#).await?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    Ok(kasad::protocol::smart::result(&v, "get_device_info")?.clone())
+}
+
+#[tokio::test]
+async fn the_aes_transport_logs_in_and_round_trips_smart_requests() {
+    let day = Duration::from_secs(86_400);
+    for (host, account) in [
+        (51, me()),
+        (52, Credentials::kasa_default()),
+        (53, Credentials::blank()),
+    ] {
+        let h = aes_device(host, 0, account.clone(), day, clock::system()).await;
+        let mut c = aes_client(&h);
+        for _ in 0..3 {
+            let info = smart_info(&mut c).await.unwrap();
+            assert_eq!(info["model"], "EP25", "{account:?}");
+            assert_eq!(info["hw_ver"], "2.6");
+        }
+        assert_eq!(h.stats.answered.load(Ordering::Relaxed), 3);
+        // One handshake per candidate tried (each with both password fields) until one logs in.
+        let tried = match host {
+            51 => 1,
+            52 => 3,
+            _ => 5,
+        };
+        assert_eq!(
+            h.stats.handshakes.load(Ordering::Relaxed),
+            tried,
+            "{account:?}"
+        );
+    }
+    // Someone else's device: every candidate fails.
+    let other = aes_device(
+        54,
+        0,
+        Credentials::new("x@example.com", "y"),
+        day,
+        clock::system(),
+    )
+    .await;
+    let err = smart_info(&mut aes_client(&other)).await.unwrap_err();
+    assert!(matches!(err, Error::Auth(_)), "{err}");
+    assert_eq!(other.stats.answered.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn an_aes_session_lost_mid_way_logs_in_again_and_one_about_to_lapse_is_renewed() {
+    let h = aes_device(55, 0, me(), Duration::from_secs(86_400), clock::system()).await;
+    let mut c = aes_client(&h);
+    smart_info(&mut c).await.unwrap();
+    h.drop_sessions();
+    assert_eq!(smart_info(&mut c).await.unwrap()["model"], "EP25");
+    assert_eq!(
+        h.stats.refused.load(Ordering::Relaxed),
+        1,
+        "the device answered 9999 once"
+    );
+    assert_eq!(h.stats.handshakes.load(Ordering::Relaxed), 2);
+
+    let short = aes_device(56, 0, me(), Duration::from_secs(2), clock::system()).await;
+    let mut c = aes_client(&short);
+    smart_info(&mut c).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    smart_info(&mut c).await.unwrap();
+    assert_eq!(short.stats.handshakes.load(Ordering::Relaxed), 2, "renewed");
+    assert_eq!(
+        short.stats.refused.load(Ordering::Relaxed),
+        0,
+        "before it lapsed"
+    );
 }

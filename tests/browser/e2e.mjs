@@ -105,9 +105,9 @@ try {
   // Operator: live device cards.
   const { context, page } = await session('operator');
   const cards = page.locator('article[data-device-id]');
-  // The demo's 8 legacy devices (7 plugs and a strip with 6 outlets) and its 3 KLAP devices
-  // (2 plugs and a strip with 6 outlets).
-  await page.waitForFunction(() => document.querySelectorAll('article[data-device-id]').length === 23);
+  // The demo's 8 legacy devices (7 plugs and a strip with 6 outlets) and its 4 KLAP/AES devices
+  // (3 plugs and a strip with 6 outlets).
+  await page.waitForFunction(() => document.querySelectorAll('article[data-device-id]').length === 24);
   // The fridge: its power wanders at every hour of the day.
   const metered = cards.filter({ has: page.getByRole('heading', { name: 'Sim HS110(EU) #1' }) });
   const powerEl = metered.getByTestId('power');
@@ -123,8 +123,8 @@ try {
   check(l && l.power_w > 0 && l.today_energy_kwh > 0, 'the live API reports power and today\'s energy for that device');
   const today = await metered.getByTestId('today').textContent();
   check(/^today [\d.]+ kWh · \D*[\d.]+/.test(today), `the card shows today's energy and cost (${today})`);
-  check(await cards.getByRole('button', { name: 'Export Data' }).count() === 23, 'an operator sees Export Data on every card');
-  check(await cards.getByRole('switch').count() === 21, 'an operator sees a relay switch on every plug and outlet (not on the strips)');
+  check(await cards.getByRole('button', { name: 'Export Data' }).count() === 24, 'an operator sees Export Data on every card');
+  check(await cards.getByRole('switch').count() === 22, 'an operator sees a relay switch on every plug and outlet (not on the strips)');
   await shots(page, 'devices');
 
   // Device detail with charts.
@@ -209,7 +209,7 @@ try {
   // Viewer: cards without Export or switches.
   {
     const { context: c, page: p } = await session('viewer');
-    await p.waitForFunction(() => document.querySelectorAll('article[data-device-id]').length === 23);
+    await p.waitForFunction(() => document.querySelectorAll('article[data-device-id]').length === 24);
     await p.waitForFunction(() => [...document.querySelectorAll('[data-testid=power]')].some((e) => / k?W$/.test(e.textContent)));
     check(await p.getByRole('button', { name: 'Export Data' }).count() === 0, 'a viewer sees no Export Data button');
     check(await p.getByRole('switch').count() === 0, 'a viewer sees no relay switch');
