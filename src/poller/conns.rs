@@ -135,7 +135,7 @@ impl ConnPool {
     ) -> Result<Polled> {
         let mut p = match t.family {
             Family::Iot => poll(c, t.addr, t.meter, extra, clock).await?,
-            Family::Smart => super::smart::poll(c, t.addr, t.transport, clock).await?,
+            Family::Smart => super::smart::poll(c, t.addr, t.transport, extra, clock).await?,
         };
         for i in &mut p.infos {
             i.transport = t.transport;
@@ -143,18 +143,19 @@ impl ConnPool {
         Ok(p)
     }
 
-    /// Polls `t`, on a kept connection when there is one. `gap_from_ms`: see [`Extra`]; the
-    /// day totals must be in before three quarters of `timeout` (the caller's limit for the
-    /// whole poll) have passed, so they never cost the readings.
+    /// Polls `t`, on a kept connection when there is one. `gap_from_ms`, `last_seen_ms`: see
+    /// [`Extra`]; the day totals must be in before three quarters of `timeout` (the caller's
+    /// limit for the whole poll) have passed, so they never cost the readings.
     pub async fn poll(
         &self,
         t: &Target,
-        gap_from_ms: Option<i64>,
+        (gap_from_ms, last_seen_ms): (Option<i64>, Option<i64>),
         timeout: Duration,
         clock: &dyn Clock,
     ) -> Result<Polled> {
         let extra = Extra {
             gap_from_ms,
+            last_seen_ms,
             deadline: tokio::time::Instant::now() + timeout * 3 / 4,
         };
         if let Some(mut c) = self.take(t.addr) {

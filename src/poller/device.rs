@@ -34,6 +34,9 @@ pub struct Extra {
     /// When the device was last read (the last successful poll, or the newest stored reading
     /// after a restart), if that is a gap worth shaping ago.
     pub gap_from_ms: Option<i64>,
+    /// When the device was last read, however recently (SMART devices: a device-local month
+    /// that began since then restarts their counter).
+    pub last_seen_ms: Option<i64>,
     /// The day totals must be in by then; past it the gap is spread in proportion to time.
     pub deadline: tokio::time::Instant,
 }

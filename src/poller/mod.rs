@@ -147,8 +147,12 @@ impl Poller {
         let gap_from = last_seen.filter(|&t| meter && self.clock.now_ms() - t >= gap);
         let res = tokio::time::timeout(
             self.cfg.timeout,
-            self.conns
-                .poll(&how, gap_from, self.cfg.timeout, self.clock.as_ref()),
+            self.conns.poll(
+                &how,
+                (gap_from, last_seen),
+                self.cfg.timeout,
+                self.clock.as_ref(),
+            ),
         )
         .await
         .unwrap_or(Err(crate::protocol::Error::Timeout(self.cfg.timeout)));

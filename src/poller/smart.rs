@@ -4,9 +4,10 @@
 //! `get_emeter_data` where the device has it, else `get_energy_usage` / `get_current_power`
 //! (see [`SmartEnergy::combine`]); missing voltage and current stay empty.
 
-use super::device::Polled;
+use super::device::{Extra, Polled};
 use crate::clock::Clock;
-use crate::domain::{DeviceId, DeviceInfo, DeviceType, Family, Reading, Transport};
+use crate::domain::energy::DAY_MS;
+use crate::domain::{DailyEnergy, DeviceId, DeviceInfo, DeviceType, Family, Reading, Transport};
 use crate::protocol::client::Connection;
 use crate::protocol::smart::{self, SmartEnergy, SmartInfo};
 use crate::protocol::{Error, Result};
@@ -15,6 +16,9 @@ use std::net::SocketAddr;
 
 /// Most children read from a paged child list (real strips have up to 6).
 const MAX_CHILDREN: usize = 32;
+
+/// Most days of totals asked for at once (a quarter, as `get_energy_data` allows).
+const MAX_DAYS: i64 = 93;
 
 const ENERGY: [&str; 3] = ["get_energy_usage", "get_emeter_data", "get_current_power"];
 
@@ -111,11 +115,72 @@ async fn children(conn: &mut Connection) -> Result<Vec<SmartInfo>> {
     }
 }
 
+/// The device's own energy per local day since it was last read, when its counter restarted
+/// meanwhile (a device-local month began: `month_energy` and `energy_wh` start again from 0)
+/// or after a gap: the store then counts the old month's last minutes from these day totals
+/// instead of losing them to the counter's restart. `None` when not needed, or when the device
+/// cannot say (`get_energy_data` unknown: the restart then counts as a reset).
+async fn day_totals(
+    conn: &mut Connection,
+    child: Option<&str>,
+    id: &DeviceId,
+    ts_ms: i64,
+    e: &SmartEnergy,
+    extra: Extra,
+) -> Option<DailyEnergy> {
+    use chrono::Datelike;
+    let from = extra.gap_from_ms.or(extra.last_seen_ms)?;
+    let offset = smart::utc_offset_ms(e.local_time.as_deref()?, ts_ms)?;
+    let day = |ms: i64| (ms + offset).div_euclid(DAY_MS);
+    let month =
+        |d: i64| chrono::DateTime::from_timestamp(d * 86_400, 0).map(|t| (t.year(), t.month()));
+    let (first, last) = (day(from), day(ts_ms));
+    if extra.gap_from_ms.is_none() && month(first) == month(last) {
+        return None;
+    }
+    if last < first || last - first >= MAX_DAYS {
+        return None;
+    }
+    let req = smart::energy_data_request(first, last);
+    let req = match child {
+        Some(c) => smart::for_child(c, req),
+        None => req,
+    };
+    let got = tokio::time::timeout_at(extra.deadline, conn.request(&req)).await;
+    let days = usize::try_from(last - first + 1).unwrap_or(0);
+    let res = match got {
+        Ok(Ok(resp)) => match child {
+            Some(_) => smart::child_result(&resp).cloned(),
+            None => Ok(resp),
+        }
+        .and_then(|r| smart::result(&r, "get_energy_data").cloned())
+        .and_then(|r| smart::energy_data(&r, days)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Timeout(std::time::Duration::ZERO)),
+    };
+    match res {
+        Ok(data) => Some(DailyEnergy {
+            device_id: id.clone(),
+            at_ms: ts_ms,
+            days: (first..=last)
+                .zip(data)
+                .map(|(d, wh)| (d * DAY_MS - offset, wh))
+                .collect(),
+        }),
+        Err(err) => {
+            tracing::info!(device = %id, error = %err,
+                "no day totals from the device: its counter restart counts as a reset");
+            None
+        }
+    }
+}
+
 /// Polls the SMART device at `addr` over `conn` (already set up for `transport`).
 pub async fn poll(
     conn: &mut Connection,
     addr: SocketAddr,
     transport: Transport,
+    extra: Extra,
     clock: &dyn Clock,
 ) -> Result<Polled> {
     let mut methods = vec!["component_nego", "get_device_info"];
@@ -164,6 +229,10 @@ pub async fn poll(
     if !strip {
         let e = energy(&rest)?;
         base.has_emeter = e.is_some();
+        let days = match &e {
+            Some(e) => day_totals(conn, None, &id, ts_ms, e, extra).await,
+            None => None,
+        };
         let r = reading(
             id,
             ts_ms,
@@ -174,17 +243,21 @@ pub async fn poll(
         return Ok(Polled {
             infos: vec![base],
             readings: vec![r],
-            days: Vec::new(),
+            days: days.into_iter().collect(),
             clean: true,
         });
     }
     let kids = children(conn).await?;
     let mut infos = vec![base.clone()];
     let mut readings = Vec::with_capacity(kids.len());
+    let mut days = Vec::new();
     for (i, k) in kids.iter().enumerate() {
         let answers = call_many(conn, Some(&k.device_id), &ENERGY).await?;
         let e = energy(&answers)?;
         let cid = DeviceId::outlet(&id, &k.device_id).map_err(|e| Error::Decode(e.to_string()))?;
+        if let Some(e) = &e {
+            days.extend(day_totals(conn, Some(&k.device_id), &cid, ts_ms, e, extra).await);
+        }
         infos[0].has_emeter |= e.is_some();
         infos.push(DeviceInfo {
             device_id: cid.clone(),
@@ -206,7 +279,7 @@ pub async fn poll(
     Ok(Polled {
         infos,
         readings,
-        days: Vec::new(),
+        days,
         clean: true,
     })
 }

@@ -94,6 +94,48 @@ pub fn is_optional_miss(e: &Error) -> bool {
         if module == "smart" && (*code == UNKNOWN_METHOD || *code == PARAMS_ERROR))
 }
 
+/// `get_energy_data` for the device-local days `first..=last` (days since 1970-01-01 in
+/// local time): one Wh value per day. The timestamps are local midnights written as if UTC,
+/// as the tapo crate documents; interval 1440 = daily.
+pub fn energy_data_request(first: i64, last: i64) -> Value {
+    request(
+        "get_energy_data",
+        Some(
+            json!({"start_timestamp": first * 86_400, "end_timestamp": last * 86_400,
+            "interval": 1440}),
+        ),
+    )
+}
+
+/// The daily values of a `get_energy_data` result; exactly `days` of them.
+pub fn energy_data(result: &Value, days: usize) -> Result<Vec<i64>> {
+    let data: Vec<i64> = result
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::Decode("get_energy_data has no data".into()))?
+        .iter()
+        .map(|v| v.as_i64().filter(|&wh| wh >= 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::Decode("get_energy_data holds a value that is no energy".into()))?;
+    if data.len() != days {
+        return Err(Error::Decode(format!(
+            "get_energy_data gave {} days, asked for {days}",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// The device's UTC offset in ms from its `local_time` read at `now_ms`, rounded to 15 minutes
+/// (every zone's offset is a multiple of it); `None` when it is unreadable or further off than
+/// any zone.
+pub fn utc_offset_ms(local_time: &str, now_ms: i64) -> Option<i64> {
+    const QUARTER: i64 = 900_000;
+    let t = chrono::NaiveDateTime::parse_from_str(local_time, "%Y-%m-%d %H:%M:%S").ok()?;
+    let off = (t.and_utc().timestamp_millis() - now_ms + QUARTER / 2).div_euclid(QUARTER) * QUARTER;
+    (off.abs() <= 14 * 3_600_000).then_some(off)
+}
+
 /// What `get_device_info` says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SmartInfo {
@@ -167,6 +209,8 @@ pub struct SmartEnergy {
     pub today_wh: Option<i64>,
     /// `month_energy`, Wh.
     pub month_wh: Option<i64>,
+    /// `get_energy_usage.local_time`: the device's clock, `YYYY-MM-DD HH:MM:SS`.
+    pub local_time: Option<String>,
 }
 
 fn int(v: Option<&Value>, k: &str) -> Option<i64> {
@@ -188,6 +232,10 @@ impl SmartEnergy {
             counter_wh: int(emeter, "energy_wh").or(month_wh),
             today_wh: int(usage, "today_energy"),
             month_wh,
+            local_time: usage
+                .and_then(|u| u.get("local_time"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         }
     }
 }

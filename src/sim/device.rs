@@ -325,6 +325,12 @@ impl SimDevice {
         (day / 3_600_000, month / 3_600_000)
     }
 
+    /// Energy of an outlet on device-local day `day` (days since 1970-01-01 in local time), Wh.
+    pub fn local_day_wh(&mut self, outlet: usize, day: i64, now_ms: i64) -> i64 {
+        self.advance(now_ms);
+        self.outlets[outlet].days.get(&day).copied().unwrap_or(0) / 3_600_000
+    }
+
     /// The device's local time, `YYYY-MM-DD HH:MM:SS`, and its UTC offset in minutes.
     pub fn local_time(&self, now_ms: i64) -> (String, i64) {
         let t = chrono::DateTime::from_timestamp_millis(now_ms + self.offset_s * 1000)

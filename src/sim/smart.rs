@@ -124,6 +124,28 @@ fn call(
                 }
             }
         }
+        // Daily history (interval 1440): timestamps are device-local midnights written as if
+        // UTC, one Wh value per day from the start's day to the end's, at most 93 (a quarter).
+        "get_energy_data" if meter && (!strip || outlet.is_some()) => {
+            let ts = |k: &str| params.get(k).and_then(Value::as_i64);
+            let (Some(start), Some(end), Some(1440)) =
+                (ts("start_timestamp"), ts("end_timestamp"), ts("interval"))
+            else {
+                return error(-1008);
+            };
+            let (first, last) = (start.div_euclid(86_400), end.div_euclid(86_400));
+            if last < first || last - first >= 93 {
+                return error(-1008);
+            }
+            let data: Vec<i64> = (first..=last)
+                .map(|day| d.local_day_wh(o, day, now_ms))
+                .collect();
+            let (local, _) = d.local_time(now_ms);
+            ok(
+                json!({"data": data, "start_timestamp": start, "end_timestamp": end,
+                "interval": 1440, "local_time": local}),
+            )
+        }
         "get_child_device_list" if strip && outlet.is_none() => {
             let list: Vec<Value> = (0..d.outlet_count())
                 .map(|i| device_info(d, Some(i), now_ms))

@@ -683,3 +683,106 @@ async fn an_aes_session_lost_mid_way_logs_in_again_and_one_about_to_lapse_is_ren
         "before it lapsed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smart_counter_restarting_with_the_device_month_loses_and_doubles_nothing() {
+    use kasad::clock::ManualClock;
+    use kasad::poller::discovery::Discoverer;
+    use kasad::poller::registry::Registry;
+    use kasad::poller::{PollConfig, Poller};
+    use kasad::store::{Store, writer};
+    // 2025-11-29T22:53:00Z. The plug's clock is UTC+1, so its days start at 23:00 UTC and its
+    // month ends at 2025-11-30T23:00:00Z. 360 W: 42 Wh every 7 minutes.
+    const START: i64 = 1_764_456_780_000;
+    const STEP: i64 = 7 * 60_000;
+    let clock = Arc::new(ManualClock::new(START));
+    let shared: SharedClock = clock.clone();
+    let mut dev = SimDevice::new(
+        SimSpec::numbered(360, Model::Kp125m, vec![Load::Constant(360_000)]),
+        START,
+    );
+    dev.set_utc_offset_minutes(60);
+    let spec = KlapSpec {
+        version: Version::V2,
+        family: Family::Smart,
+        account: me(),
+        session_timeout: Duration::from_secs(86_400 * 7),
+        aes: false,
+    };
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 3, 60));
+    let h = start_klap(dev, spec, ip, 0, shared.clone()).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.redb"), 8).unwrap();
+    let (w, _task) = writer::spawn(store.clone(), Duration::from_secs(3600), None);
+    let registry = Arc::new(Registry::default());
+    let poller = Poller {
+        cfg: PollConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            concurrency: 4,
+            max_backoff: Duration::from_secs(60),
+            static_hosts: vec![],
+        },
+        registry: registry.clone(),
+        writer: w.clone(),
+        clock: shared.clone(),
+        status: Default::default(),
+        conns: Arc::new(
+            kasad::poller::conns::ConnPool::new(4)
+                .with_account(Some(me()))
+                .with_clock(shared.clone()),
+        ),
+        sent: Default::default(),
+    };
+    let discoverer = Discoverer {
+        targets: vec![],
+        targets_20002: vec![h.discovery_addr],
+        window: Duration::from_millis(300),
+        registry,
+        writer: w.clone(),
+        clock: shared.clone(),
+    };
+    assert_eq!(discoverer.discover_once().await.unwrap(), 1);
+    let polls = 212; // until 2025-11-30T23:30Z, across the plug's month end
+    for _ in 0..polls {
+        let out = poller.poll_once().await;
+        assert!(
+            matches!(out[..], [kasad::poller::Outcome::Ok(_)]),
+            "{out:?}"
+        );
+        clock.advance(STEP);
+    }
+    w.flush().await.unwrap();
+    let id =
+        kasad::domain::DeviceId::parse(&h.sim.with_device(|d| d.spec().device_id.clone())).unwrap();
+    let rows = store.readings(&id, 0, i64::MAX, 1000).unwrap();
+    assert_eq!(rows.len(), polls);
+    let counters: Vec<i64> = rows.iter().map(|r| r.reading.counter_wh.unwrap()).collect();
+    // The counter is the month's energy: it runs through the plug's day change at 23:00 UTC
+    // on the 29th and starts again with December.
+    let restart = counters.windows(2).position(|w| w[1] < w[0]).unwrap() + 1;
+    assert_eq!(
+        counters.windows(2).filter(|w| w[1] < w[0]).count(),
+        1,
+        "{counters:?}"
+    );
+    assert_eq!(rows[restart].reading.ts_ms, START + 207 * STEP);
+    assert_eq!(counters[restart], 12, "2 minutes of December");
+    // Every 7-minute interval is 42 Wh: the restart lost nothing (30 Wh of November were
+    // still to be counted) and counted nothing twice.
+    let energy: Vec<i64> = rows.iter().map(|r| r.energy_wh).collect();
+    assert_eq!(energy[0], 0);
+    assert!(energy[1..].iter().all(|&e| e == 42), "{energy:?}");
+    let buckets = store.buckets(&id, 0, i64::MAX).unwrap();
+    let total: i64 = buckets.iter().map(|b| b.energy_mwh).sum();
+    assert_eq!(total, (polls as i64 - 1) * 42_000);
+    // November's last local day holds all of its 24 hours: 8,640 Wh.
+    let day_start = START + 7 * 60_000; // 2025-11-29T23:00Z: the plug's November 30th
+    let nov30: i64 = buckets
+        .iter()
+        .filter(|b| b.start_ms >= day_start && b.start_ms < day_start + 86_400_000)
+        .map(|b| b.energy_mwh)
+        .sum();
+    assert_eq!(nov30, 8_640_000);
+}
