@@ -25,6 +25,9 @@ pub enum Fault {
     Garbage,
     /// Answer every method with this `err_code`.
     ErrCode(i64),
+    /// SMART devices: refuse `multipleRequest` with −1003 (JSON decode failed), as devices do
+    /// that cannot take a batch.
+    RefuseBatch,
 }
 
 type Shared = Arc<Mutex<SimDevice>>;

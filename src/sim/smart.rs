@@ -25,7 +25,21 @@ pub fn answer(h: &SimHandle, req: &[u8], now_ms: i64) -> Vec<u8> {
         Some(super::Fault::ErrCode(c)) => Some(c),
         _ => None,
     };
-    let resp = h.with_device(|d| call(d, &req, None, forced, now_ms));
+    let refuse_batch = h.fault() == Some(super::Fault::RefuseBatch);
+    let resp = h.with_device(|d| {
+        if refuse_batch && req.get("method").and_then(Value::as_str) == Some("multipleRequest") {
+            return error(-1003);
+        }
+        if refuse_batch
+            && req
+                .pointer("/params/requestData/method")
+                .and_then(Value::as_str)
+                == Some("multipleRequest")
+        {
+            return ok(json!({"responseData": error(-1003)}));
+        }
+        call(d, &req, None, forced, now_ms)
+    });
     resp.to_string().into_bytes()
 }
 

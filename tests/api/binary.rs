@@ -143,6 +143,64 @@ async fn demo_runs_and_stops_cleanly_on_sigterm() {
         (total_points(&v) > first).then_some(())
     })
     .await;
+    // The newer devices: online over each transport, with readings.
+    let newer = wait_for(
+        "KLAP v1, KLAP v2 and AES devices online with readings",
+        async || {
+            let (_, v) = get(&base, "/api/devices").await?;
+            let devs = v["devices"].as_array()?.clone();
+            let ids: Vec<String> = ["klap", "klap_v2", "aes"]
+                .iter()
+                .map(|t| {
+                    devs.iter()
+                        .find(|d| {
+                            d["transport"] == *t
+                                && d["status"] == "online"
+                                && d["data_points"].as_u64() > Some(0)
+                                && d["device_type"] != "strip"
+                        })
+                        .and_then(|d| d["device_id"].as_str().map(str::to_owned))
+                })
+                .collect::<Option<_>>()?;
+            Some(ids)
+        },
+    )
+    .await;
+    let today = chrono::Utc::now().date_naive();
+    let body = serde_json::json!({"export_type": "device_data", "format": "csv", "devices": "all",
+        "date_range": {"start": today.pred_opt().unwrap().to_string(), "end": today.succ_opt().unwrap().to_string()},
+        "performance_options": {"background_processing": false}});
+    let c = reqwest::Client::new();
+    let r: Value = c
+        .post(format!("{}/api/exports/create", base.0))
+        .bearer_auth(&base.1)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "completed", "{r}");
+    let csv = c
+        .get(format!(
+            "{}/api/exports/download/{}",
+            base.0,
+            r["export_id"].as_str().unwrap()
+        ))
+        .bearer_auth(&base.1)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for id in &newer {
+        assert!(
+            csv.lines().any(|l| l.contains(id.as_str())),
+            "{id} missing from the demo's export"
+        );
+    }
     signal(&d, "-TERM");
     let status = wait_for("exit after SIGTERM", async || d.child.try_wait().unwrap()).await;
     assert_eq!(status.code(), Some(0), "clean exit");

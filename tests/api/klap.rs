@@ -331,12 +331,26 @@ async fn the_daemon_finds_polls_and_exports_klap_devices_and_flags_the_ones_it_c
     .await;
     tpap_announcer(Ipv4Addr::new(127, 0, 3, 35), port).await;
     let ep25 = aes_device(36, port, Credentials::blank(), day, c.clone()).await;
+    // A legacy plug among them: one round probes 9999 and 20002.
+    let legacy_dev = SimDevice::new(
+        SimSpec::numbered(337, Model::Hs110V4, vec![Load::Constant(60_000)]),
+        c.now_ms(),
+    );
+    let legacy = kasad::sim::start(
+        legacy_dev,
+        IpAddr::V4(Ipv4Addr::new(127, 0, 3, 37)),
+        0,
+        c.clone(),
+    )
+    .await
+    .unwrap();
 
     let pw_dir = tempfile::tempdir().unwrap();
     let pw = pw_dir.path().join("kasa-password");
     std::fs::write(&pw, "correct horse\n").unwrap();
     let app = TestApp::with_sims(vec![], |s| {
         s.discovery.targets = (31..=36).map(|h| format!("127.0.3.{h}:9999")).collect();
+        s.discovery.targets.push(legacy.addr.to_string());
         s.discovery.port_20002 = port;
         s.kasa.username = "owner@example.com".into();
         s.kasa.password_file = Some(pw.clone());
@@ -357,6 +371,7 @@ async fn the_daemon_finds_polls_and_exports_klap_devices_and_flags_the_ones_it_c
                     && d.iter().any(|x| x["status"] == "auth_required")
                     && d.iter().any(|x| x["status"] == "unsupported")
                     && online("EP25")
+                    && online("HS110(EU)")
             },
         )
         .await;
@@ -396,6 +411,7 @@ async fn the_daemon_finds_polls_and_exports_klap_devices_and_flags_the_ones_it_c
         "{tpap}"
     );
     assert_eq!(locked.stats.answered.load(Ordering::Relaxed), 0);
+    assert_eq!(by_model(&devices, "HS110(EU)")[0]["transport"], "xor");
     let ep25_row = by_model(&devices, "EP25")[0];
     assert_eq!(ep25_row["transport"], "aes");
     assert_eq!(ep25_row["has_emeter"], true);
@@ -785,4 +801,79 @@ async fn a_smart_counter_restarting_with_the_device_month_loses_and_doubles_noth
         .map(|b| b.energy_mwh)
         .sum();
     assert_eq!(nov30, 8_640_000);
+}
+
+#[tokio::test]
+async fn a_smart_device_refusing_batches_is_read_with_single_calls() {
+    use kasad::poller::conns::{ConnPool, Target};
+    let c = clock::system();
+    let day = Duration::from_secs(86_400);
+    let plug = klap_device(
+        61,
+        Model::Kp125m,
+        Version::V2,
+        Family::Smart,
+        me(),
+        day,
+        c.clone(),
+    )
+    .await;
+    let strip = klap_device(
+        62,
+        Model::P316m,
+        Version::V2,
+        Family::Smart,
+        me(),
+        day,
+        c.clone(),
+    )
+    .await;
+    let pool = ConnPool::new(4).with_account(Some(me()));
+    for h in [&plug, &strip] {
+        h.sim.set_fault(Some(kasad::sim::Fault::RefuseBatch));
+        let t = Target {
+            addr: h.sim.addr,
+            transport: Transport::KlapV2,
+            family: Family::Smart,
+            meter: true,
+        };
+        let p = pool
+            .poll(&t, (None, None), Duration::from_secs(5), c.as_ref())
+            .await
+            .unwrap();
+        assert!(!p.readings.is_empty());
+        for r in &p.readings {
+            assert_eq!(r.power_mw, Some(60_000), "{r:?}");
+            assert!(r.voltage_mv.is_some() && r.current_ma.is_some());
+            assert!(r.relay_on);
+        }
+        // Every batch was refused and every method asked on its own.
+        let n = h.stats.answered.load(Ordering::Relaxed);
+        assert!(n >= 5, "{n} answers");
+    }
+    assert_eq!(
+        strip_readings(&pool, &strip, c.clone()).await,
+        6,
+        "each child of the strip through control_child"
+    );
+}
+
+async fn strip_readings(
+    pool: &kasad::poller::conns::ConnPool,
+    h: &KlapHandle,
+    c: SharedClock,
+) -> usize {
+    h.sim.set_fault(None);
+    let t = kasad::poller::conns::Target {
+        addr: h.sim.addr,
+        transport: Transport::KlapV2,
+        family: Family::Smart,
+        meter: true,
+    };
+    let p = pool
+        .poll(&t, (None, None), Duration::from_secs(5), c.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(p.infos.len(), 7, "the strip and its outlets");
+    p.readings.len()
 }
