@@ -42,6 +42,19 @@ pub async fn device_rows(st: &AppState) -> Result<Vec<Value>, ApiError> {
             *strip_points.entry(p.clone()).or_default() += d.data_points;
         }
     }
+    // Devices known only from a 20002 answer (not identified yet: no credential accepted, an
+    // unsupported transport, or not polled yet) are listed from what they announced.
+    let provisional = live.values().filter(|e| e.provisional).map(|e| {
+        let i = &e.info;
+        json!({
+            "device_id": i.device_id, "device_ip": crate::domain::device::host_of(&i.address),
+            "device_name": i.name, "device_type": i.device_type, "model": i.model,
+            "hw_ver": i.hw_ver, "sw_ver": i.sw_ver, "transport": i.transport,
+            "has_emeter": i.has_emeter, "online": false, "status": e.status, "last_seen": null,
+            "data_points": 0, "parent_id": null, "outlet_index": null, "mac": i.mac,
+            "latitude": null, "longitude": null, "last_error": e.last_error,
+        })
+    });
     let out: Vec<Value> = devices
         .iter()
         .map(|d| {
@@ -68,6 +81,7 @@ pub async fn device_rows(st: &AppState) -> Result<Vec<Value>, ApiError> {
                 "last_error": entry.and_then(|e| e.last_error.clone()),
             })
         })
+        .chain(provisional)
         .collect();
     Ok(out)
 }

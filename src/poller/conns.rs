@@ -28,6 +28,8 @@ pub struct Target {
     pub family: Family,
     /// Whether an earlier poll found a meter (IOT: sysinfo and realtime share one request).
     pub meter: bool,
+    /// The login version announced on 20002 (AES: 2 sends `password2`, else `password`).
+    pub login_version: Option<u8>,
 }
 
 impl Target {
@@ -38,6 +40,7 @@ impl Target {
             transport: Transport::Xor,
             family: Family::Iot,
             meter,
+            login_version: None,
         }
     }
 }
@@ -48,6 +51,7 @@ pub struct ConnPool {
     idle: Mutex<HashMap<SocketAddr, Connection>>,
     max_idle: usize,
     candidates: Arc<Vec<Credentials>>,
+    aes_candidates: Arc<Vec<Credentials>>,
     http: OnceLock<reqwest::Client>,
     clock: crate::clock::SharedClock,
 }
@@ -67,6 +71,7 @@ impl ConnPool {
             idle: Mutex::default(),
             max_idle,
             candidates: Arc::new(klap::candidates(None)),
+            aes_candidates: Arc::new(klap::aes_candidates(None)),
             http: OnceLock::new(),
             clock: crate::clock::system(),
         }
@@ -81,6 +86,7 @@ impl ConnPool {
     /// Tries `account` (the TP-Link cloud account) first with KLAP devices.
     pub fn with_account(mut self, account: Option<Credentials>) -> Self {
         self.candidates = Arc::new(klap::candidates(account.as_ref()));
+        self.aes_candidates = Arc::new(klap::aes_candidates(account.as_ref()));
         self
     }
 
@@ -104,7 +110,8 @@ impl ConnPool {
                 let a = AesClient::new(
                     self.http()?,
                     t.addr,
-                    self.candidates.clone(),
+                    t.login_version,
+                    self.aes_candidates.clone(),
                     self.clock.clone(),
                 );
                 return Ok(Connection::aes(a, timeout));

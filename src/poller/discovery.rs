@@ -1,8 +1,8 @@
 //! Discovery rounds: probe the configured targets (the legacy probe on their port, the newer
 //! devices' probe on 20002), register what answers, persist new or changed devices. A newer
-//! device is registered from its 20002 answer with the transport it asks for; its first poll
-//! fills in the rest. One whose transport the daemon does not speak is listed as unsupported
-//! and never polled. Runs at start, every `interval`, and on demand through
+//! device is registered from its 20002 answer with the transport it asks for, provisionally
+//! (that answer carries a hash of its id); its first poll says who it is and stores it. One
+//! whose transport the daemon does not speak is listed as unsupported and never polled. Runs at start, every `interval`, and on demand through
 //! [`DiscoveryHandle`].
 
 use super::registry::{Registry, infos_from_sysinfo};
@@ -83,12 +83,7 @@ impl Discoverer {
         let (answers, announced) = (answers?, announced?);
         let now_ms = self.clock.now_ms();
         for (from, a) in &announced {
-            for info in self.register_announced(*from, a) {
-                self.writer
-                    .send(WriteOp::Device(Box::new(info), now_ms))
-                    .await
-                    .map_err(|_| DiscoveryError::NotRunning)?;
-            }
+            self.register_announced(*from, a);
         }
         for a in &answers {
             match infos_from_sysinfo(a.addr, &a.sysinfo) {
@@ -110,17 +105,18 @@ impl Discoverer {
         Ok(found)
     }
 
-    /// Registers a device that answered the 20002 probe from `from`; returns the record to
-    /// persist when it is new.
-    fn register_announced(&self, from: SocketAddr, a: &port20002::Announce) -> Vec<DeviceInfo> {
+    /// Registers a device that answered the 20002 probe from `from`. A known device (found by
+    /// its MAC: the answer's `device_id` is a hash of the real one) moves and takes the
+    /// transport it announces now; a new one is registered provisionally, unstored, until its
+    /// first poll says who it is.
+    fn register_announced(&self, from: SocketAddr, a: &port20002::Announce) {
         let Ok(id) = DeviceId::parse(&a.device_id) else {
             tracing::warn!(%from, "ignoring device with an invalid id");
-            return Vec::new();
+            return;
         };
         let addr = SocketAddr::new(from.ip(), a.http_port);
-        if self.registry.relocate(&id, addr, Instant::now()) {
-            return Vec::new();
-        }
+        let now = Instant::now();
+        let lv = Some(a.login_version);
         let (transport, unsupported) = match a.transports() {
             Ok(list) => match list.iter().copied().find(|&t| spoken(t)) {
                 Some(t) => (t, None),
@@ -131,6 +127,19 @@ impl Discoverer {
             },
             Err(why) => (Transport::Unknown, Some(why)),
         };
+        let family = a.family().unwrap_or_default();
+        let known = self
+            .registry
+            .find_by_mac(&a.mac)
+            .unwrap_or_else(|| id.clone());
+        if self.registry.relocate(&known, addr, now) {
+            self.registry
+                .update_transport(&known, transport, family, lv, now);
+            if let Some(why) = unsupported {
+                self.registry.mark_unsupported(&known, why);
+            }
+            return;
+        }
         let info = DeviceInfo {
             device_id: id.clone(),
             parent_id: None,
@@ -142,18 +151,17 @@ impl Discoverer {
             hw_ver: String::new(),
             sw_ver: String::new(),
             transport,
-            family: a.family().unwrap_or_default(),
+            family,
             has_emeter: false,
             mac: a.mac.clone(),
             latitude: None,
             longitude: None,
         };
-        let changed = self.registry.upsert(vec![info], Instant::now());
+        self.registry.add_provisional(info, lv, now);
         if let Some(why) = unsupported {
             tracing::warn!(device = %id, model = %a.model, %why, "device not supported");
             self.registry.mark_unsupported(&id, why);
         }
-        changed
     }
 
     /// Starts the loop; returns the handle for on-demand rounds.

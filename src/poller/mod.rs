@@ -156,10 +156,25 @@ impl Poller {
         )
         .await
         .unwrap_or(Err(crate::protocol::Error::Timeout(self.cfg.timeout)));
+        // A device known only from its 20002 answer has said who it is: its real records
+        // replace the provisional entry.
+        if let (Ok(p), Target::Known(entry)) = (&res, &t)
+            && entry.provisional
+            && p.infos[0].device_id != entry.info.device_id
+        {
+            tracing::info!(announced = %entry.info.device_id, device = %p.infos[0].device_id,
+                "new device identified");
+            self.registry.remove(&entry.info.device_id);
+            self.registry.upsert(p.infos.clone(), Instant::now());
+            self.registry
+                .set_login_version(&p.infos[0].device_id, entry.login_version);
+        }
         match (res, t) {
             // Another device now answers at this entry's address (DHCP gave the address away):
             // record who answered, but this entry's device is not reachable there.
-            (Ok(p), Target::Known(entry)) if p.infos[0].device_id != entry.info.device_id => {
+            (Ok(p), Target::Known(entry))
+                if p.infos[0].device_id != entry.info.device_id && !entry.provisional =>
+            {
                 let id = entry.info.device_id;
                 let other = p.infos[0].device_id.clone();
                 self.registry.upsert(p.infos, Instant::now());

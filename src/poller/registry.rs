@@ -3,7 +3,7 @@
 //! Keyed by device id; an address change (DHCP) just moves the entry. Unreachable devices are
 //! retried with exponential backoff and shown offline after [`OFFLINE_AFTER`] failed polls.
 
-use crate::domain::{DeviceId, DeviceInfo, DeviceStatus, DeviceType, Transport};
+use crate::domain::{DeviceId, DeviceInfo, DeviceStatus, DeviceType, Family, Transport};
 use crate::protocol::messages::SysInfo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +38,11 @@ pub struct Entry {
     pub last_error: Option<String>,
     /// Successful polls since the daemon started.
     pub polls_ok: u64,
+    /// Known only from a 20002 answer (whose `device_id` is a hash of the real one): not
+    /// stored; its first successful poll replaces it with the device's real records.
+    pub provisional: bool,
+    /// The login version the device announced on 20002 (AES: which password field to send).
+    pub login_version: Option<u8>,
     /// Failed polls since the daemon started.
     pub polls_failed: u64,
 }
@@ -50,6 +55,7 @@ impl Entry {
             transport: self.info.transport,
             family: self.info.family,
             meter: self.info.has_emeter,
+            login_version: self.login_version,
         }
     }
 }
@@ -58,6 +64,26 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Registry {
     entries: Mutex<HashMap<DeviceId, Entry>>,
+}
+
+/// The wait before the next attempt after `failures` failed polls in a row: none before
+/// [`OFFLINE_AFTER`], then the interval doubling up to `max_backoff`.
+fn backoff(failures: u32, interval: Duration, max_backoff: Duration) -> Duration {
+    match failures.checked_sub(OFFLINE_AFTER) {
+        None => Duration::ZERO,
+        Some(n) => (interval * 2u32.pow(n.min(16))).min(max_backoff),
+    }
+}
+
+/// A MAC address as 12 upper-case hex digits (`50:C7:BF:…`, `50-C7-BF-…` alike); `None`
+/// when it is not one.
+pub fn mac_key(mac: &str) -> Option<String> {
+    let k: String = mac
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (k.len() == 12 && k != "000000000000").then_some(k)
 }
 
 /// Builds the device records (parent first, then outlets) that a sysinfo answer describes.
@@ -129,6 +155,8 @@ impl Registry {
                 last_error: None,
                 polls_ok: 0,
                 polls_failed: 0,
+                provisional: false,
+                login_version: None,
             });
         if e.addr != addr {
             tracing::info!(device = %parent.device_id, from = %e.addr, to = %addr, "device moved");
@@ -192,8 +220,7 @@ impl Registry {
                     tracing::warn!(device = %id, addr = %e.addr, %error, "device offline");
                 }
                 e.status = DeviceStatus::Offline;
-                let exp = (e.failures - OFFLINE_AFTER).min(16);
-                e.next_attempt = now + (interval * 2u32.pow(exp)).min(max_backoff);
+                e.next_attempt = now + backoff(e.failures, interval, max_backoff);
             }
             tracing::debug!(device = %id, failures = e.failures, %error, "poll failed");
             e.last_error = Some(error);
@@ -211,13 +238,16 @@ impl Registry {
         interval: Duration,
         max_backoff: Duration,
     ) {
-        self.mark_failed(id, error, now, interval, max_backoff);
         if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
+            e.failures += 1;
+            e.polls_failed += 1;
             if e.status != DeviceStatus::AuthRequired {
                 tracing::warn!(device = %id, addr = %e.addr,
                     "device rejects every credential: set [kasa] username and password_file");
             }
             e.status = DeviceStatus::AuthRequired;
+            e.next_attempt = now + backoff(e.failures, interval, max_backoff);
+            e.last_error = Some(error);
         }
     }
 
@@ -249,6 +279,82 @@ impl Registry {
     }
 
     /// Whether any known device is at `addr`.
+    /// Registers a device known only from its 20002 answer (see [`Entry::provisional`]),
+    /// unless an entry with that id exists.
+    pub fn add_provisional(&self, info: DeviceInfo, login_version: Option<u8>, now: Instant) {
+        let Ok(addr) = info.address.parse() else {
+            return;
+        };
+        let mut map = self.entries.lock().expect("registry lock");
+        map.entry(info.device_id.clone()).or_insert_with(|| Entry {
+            info,
+            outlets: Vec::new(),
+            addr,
+            status: DeviceStatus::Offline,
+            failures: 0,
+            next_attempt: now,
+            last_seen_ms: None,
+            stored_until_ms: None,
+            last_error: None,
+            polls_ok: 0,
+            polls_failed: 0,
+            provisional: true,
+            login_version,
+        });
+    }
+
+    /// Forgets a device (a provisional entry replaced by the real one).
+    pub fn remove(&self, id: &DeviceId) {
+        self.entries.lock().expect("registry lock").remove(id);
+    }
+
+    /// The id of the device (plug or strip) with this MAC address, in any notation.
+    pub fn find_by_mac(&self, mac: &str) -> Option<DeviceId> {
+        let key = mac_key(mac)?;
+        let map = self.entries.lock().expect("registry lock");
+        map.values()
+            .find(|e| mac_key(&e.info.mac).as_deref() == Some(key.as_str()))
+            .map(|e| e.info.device_id.clone())
+    }
+
+    /// What a 20002 answer says of a known device now: its transport and request family
+    /// (a firmware update moves devices from AES to KLAP) and its login version. A changed
+    /// transport is tried at once.
+    pub fn update_transport(
+        &self,
+        id: &DeviceId,
+        transport: Transport,
+        family: Family,
+        login_version: Option<u8>,
+        now: Instant,
+    ) {
+        if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
+            e.login_version = login_version.or(e.login_version);
+            if e.info.transport != transport || e.info.family != family {
+                tracing::info!(device = %id, from = e.info.transport.name(), to = transport.name(),
+                    "device changed transport");
+                e.info.transport = transport;
+                e.info.family = family;
+                for o in &mut e.outlets {
+                    o.transport = transport;
+                    o.family = family;
+                }
+                e.next_attempt = now;
+                e.failures = 0;
+                if e.status == DeviceStatus::Unsupported {
+                    e.status = DeviceStatus::Offline;
+                }
+            }
+        }
+    }
+
+    /// Keeps what a provisional entry learnt (its login version) for the real one.
+    pub fn set_login_version(&self, id: &DeviceId, login_version: Option<u8>) {
+        if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
+            e.login_version = login_version.or(e.login_version);
+        }
+    }
+
     /// Moves a known device to `addr` (a discovery answer); false when the device is unknown.
     pub fn relocate(&self, id: &DeviceId, addr: SocketAddr, now: Instant) -> bool {
         let mut map = self.entries.lock().expect("registry lock");
@@ -287,6 +393,19 @@ mod tests {
             &json!({"deviceId": id, "alias": "a", "feature": "TIM:ENE", "children": kids}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn mac_addresses_match_in_any_notation() {
+        assert_eq!(mac_key("50:c7:bf:01:02:03"), mac_key("50-C7-BF-01-02-03"));
+        assert_eq!(mac_key("50C7BF010203").as_deref(), Some("50C7BF010203"));
+        assert_eq!(mac_key(""), None);
+        assert_eq!(
+            mac_key("00:00:00:00:00:00"),
+            None,
+            "a zeroed MAC matches nothing"
+        );
+        assert_eq!(mac_key("50:C7:BF:01:02"), None);
     }
 
     #[tokio::test(start_paused = true)]

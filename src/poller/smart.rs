@@ -42,7 +42,16 @@ async fn call_many(
     let batch = smart::multiple(methods.iter().map(|m| smart::request(m, None)).collect());
     let resp = conn.request(&wrap(batch)).await?;
     match unwrap(&resp).and_then(|r| smart::responses(&r, methods)) {
-        Ok(r) => Ok(r),
+        // A method the batch left unanswered is asked on its own (as python-kasa does).
+        Ok(mut r) => {
+            for (m, a) in methods.iter().zip(r.iter_mut()) {
+                if matches!(a, Err(Error::Decode(_))) {
+                    let resp = conn.request(&wrap(smart::request(m, None))).await?;
+                    *a = unwrap(&resp).and_then(|r| smart::result(&r, m).cloned());
+                }
+            }
+            Ok(r)
+        }
         Err(Error::Device { .. }) => {
             let mut out = Vec::with_capacity(methods.len());
             for m in methods {
@@ -141,21 +150,9 @@ async fn day_totals(
     if last < first || last - first >= MAX_DAYS {
         return None;
     }
-    let req = smart::energy_data_request(first, last);
-    let req = match child {
-        Some(c) => smart::for_child(c, req),
-        None => req,
-    };
-    let got = tokio::time::timeout_at(extra.deadline, conn.request(&req)).await;
-    let days = usize::try_from(last - first + 1).unwrap_or(0);
-    let res = match got {
-        Ok(Ok(resp)) => match child {
-            Some(_) => smart::child_result(&resp).cloned(),
-            None => Ok(resp),
-        }
-        .and_then(|r| smart::result(&r, "get_energy_data").cloned())
-        .and_then(|r| smart::energy_data(&r, days)),
-        Ok(Err(e)) => Err(e),
+    let fetch = quarters(conn, child, first, last);
+    let res = match tokio::time::timeout_at(extra.deadline, fetch).await {
+        Ok(r) => r,
         Err(_) => Err(Error::Timeout(std::time::Duration::ZERO)),
     };
     match res {
@@ -173,6 +170,43 @@ async fn day_totals(
             None
         }
     }
+}
+
+/// The device's Wh for each local day `first..=last`: one daily `get_energy_data` per quarter
+/// the days touch (a daily request must start on a quarter's first day).
+async fn quarters(
+    conn: &mut Connection,
+    child: Option<&str>,
+    first: i64,
+    last: i64,
+) -> Result<Vec<i64>> {
+    let mut out = Vec::new();
+    let mut day = first;
+    while day <= last {
+        let q0 = smart::quarter_start(day)
+            .ok_or_else(|| Error::Decode(format!("day {day} is out of range")))?;
+        let next = smart::quarter_start(q0 + 93).unwrap_or(i64::MAX);
+        let upto = last.min(next - 1);
+        let req = smart::energy_data_request(q0, upto);
+        let req = match child {
+            Some(c) => smart::for_child(c, req),
+            None => req,
+        };
+        let resp = conn.request(&req).await?;
+        let r = match child {
+            Some(_) => smart::child_result(&resp)?.clone(),
+            None => resp,
+        };
+        let data = smart::energy_data(smart::result(&r, "get_energy_data")?)?;
+        for d in day..=upto {
+            let i = usize::try_from(d - q0).unwrap_or(usize::MAX);
+            out.push(*data.get(i).ok_or_else(|| {
+                Error::Decode(format!("get_energy_data has no value for day {}", d - q0))
+            })?);
+        }
+        day = upto + 1;
+    }
+    Ok(out)
 }
 
 /// Polls the SMART device at `addr` over `conn` (already set up for `transport`).

@@ -66,6 +66,15 @@ pub fn candidates(configured: Option<&Credentials>) -> Vec<Credentials> {
         .collect()
 }
 
+/// The AES transport's candidates: as for KLAP, with the Tapo default account
+/// (`test@tp-link.net` / `test`, which python-kasa tries after a login error) before blank.
+pub fn aes_candidates(configured: Option<&Credentials>) -> Vec<Credentials> {
+    let mut c = candidates(configured);
+    let blank = c.len() - 1;
+    c.insert(blank, Credentials::new("test@tp-link.net", "test"));
+    c
+}
+
 fn digest<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
     let mut d = D::new();
     for p in parts {

@@ -17,6 +17,40 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// that is shorter.
 const RENEW_BEFORE: Duration = Duration::from_secs(20 * 60);
 
+/// The longest session lifetime believed (a device's `TIMEOUT` beyond it is cut to it).
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+
+/// The session lifetime a `TIMEOUT` cookie gives (a day when absent, at most
+/// [`MAX_TIMEOUT`]).
+pub(super) fn lifetime(timeout_cookie: Option<String>) -> Duration {
+    timeout_cookie
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+        .min(MAX_TIMEOUT)
+}
+
+/// When to renew a session of `lifetime` started now: [`RENEW_BEFORE`] (or half the
+/// lifetime, when shorter) before it lapses.
+pub(super) fn renew_at(lifetime: Duration) -> Instant {
+    Instant::now() + lifetime - RENEW_BEFORE.min(lifetime / 2)
+}
+
+/// The body of an answer, refused once past [`MAX_FRAME`] (read chunk by chunk: a chunked
+/// answer has no length to check first).
+pub(super) async fn bounded_body(mut resp: reqwest::Response) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
+        if out.len() + chunk.len() > MAX_FRAME {
+            return Err(Error::FrameTooLarge {
+                len: out.len() + chunk.len(),
+                max: MAX_FRAME,
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// One HTTP client for all devices (keeps connections, never uses a proxy).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client> {
     crate::schedule::delivery::install_tls();
@@ -45,7 +79,8 @@ pub struct KlapClient {
     live: Option<Live>,
 }
 
-fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
+/// The value of cookie `name` set by `resp` (`TP_SESSIONID`, `TIMEOUT`).
+pub(super) fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
         .get_all(reqwest::header::SET_COOKIE)
         .iter()
@@ -56,24 +91,7 @@ fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-async fn body(resp: reqwest::Response) -> Result<Vec<u8>> {
-    if resp.content_length().unwrap_or(0) > MAX_FRAME as u64 {
-        return Err(Error::FrameTooLarge {
-            len: usize::try_from(resp.content_length().unwrap_or(0)).unwrap_or(usize::MAX),
-            max: MAX_FRAME,
-        });
-    }
-    let b = resp.bytes().await.map_err(http_err)?;
-    if b.len() > MAX_FRAME {
-        return Err(Error::FrameTooLarge {
-            len: b.len(),
-            max: MAX_FRAME,
-        });
-    }
-    Ok(b.to_vec())
-}
-
-fn http_err(e: reqwest::Error) -> Error {
+pub(super) fn http_err(e: reqwest::Error) -> Error {
     if e.is_timeout() {
         Error::Http("the device did not answer in time".into())
     } else {
@@ -126,10 +144,8 @@ impl KlapClient {
             )));
         }
         let cookie = cookie_value(&resp, "TP_SESSIONID").unwrap_or_default();
-        let lifetime = cookie_value(&resp, "TIMEOUT")
-            .and_then(|t| t.parse::<u64>().ok())
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-        let answer = body(resp).await?;
+        let lifetime = lifetime(cookie_value(&resp, "TIMEOUT"));
+        let answer = bounded_body(resp).await?;
         if answer.len() != 48 {
             return Err(Error::Decode(format!(
                 "handshake1 answer of {} bytes, expected 48",
@@ -157,11 +173,10 @@ impl KlapClient {
                 resp.status()
             )));
         }
-        let margin = RENEW_BEFORE.min(lifetime / 2);
         Ok(Live {
             session: Session::new(&local, remote, &auth),
             cookie,
-            renew_at: Instant::now() + lifetime - margin,
+            renew_at: renew_at(lifetime),
         })
     }
 
@@ -179,7 +194,7 @@ impl KlapClient {
                 .await?;
             match resp.status() {
                 StatusCode::OK => {
-                    let answer = body(resp).await?;
+                    let answer = bounded_body(resp).await?;
                     let plain = live.session.open(seq, &answer, false)?;
                     self.live = Some(live);
                     return Ok(plain);

@@ -48,7 +48,6 @@ pub fn time_request() -> Value {
 /// `now_ms`, rounded to 15 minutes (every zone's offset is a multiple of it). An error when
 /// the clock is further off than any zone (the device has no time yet).
 pub fn utc_offset_ms(resp: &Value, now_ms: i64) -> Result<i64> {
-    const QUARTER: i64 = 900_000;
     let t = extract(resp, "time", "get_time")?;
     let field = |k: &str| {
         t.get(k)
@@ -64,15 +63,21 @@ pub fn utc_offset_ms(resp: &Value, now_ms: i64) -> Result<i64> {
     )
     .and_then(|d| d.and_hms_opt(h, m, sec))
     .ok_or_else(|| Error::Decode("time.get_time is not a valid date and time".into()))?;
-    let off = (local.and_utc().timestamp_millis() - now_ms + QUARTER / 2).div_euclid(QUARTER);
-    let off = off * QUARTER;
-    if off.abs() > 14 * 3_600_000 {
-        return Err(Error::Decode(format!(
+    zone_offset_ms(local, now_ms).ok_or_else(|| {
+        Error::Decode(format!(
             "the device clock is {} h off UTC: not set",
-            off / 3_600_000
-        )));
-    }
-    Ok(off)
+            (local.and_utc().timestamp_millis() - now_ms) / 3_600_000
+        ))
+    })
+}
+
+/// The UTC offset of a device whose clock reads `local` at `now_ms`, rounded to 15 minutes
+/// (every zone's offset is a multiple of it); `None` when further off than any zone.
+pub fn zone_offset_ms(local: chrono::NaiveDateTime, now_ms: i64) -> Option<i64> {
+    const QUARTER: i64 = 900_000;
+    let off = (local.and_utc().timestamp_millis() - now_ms + QUARTER / 2).div_euclid(QUARTER);
+    let off = off.checked_mul(QUARTER)?;
+    (off.abs() <= 14 * 3_600_000).then_some(off)
 }
 
 /// `emeter.get_monthstat` for a year.

@@ -5,7 +5,8 @@
 //! `TIMEOUT` lapses; a session timeout (9999) or a 403 logs in again and retries once.
 
 use super::klap::Credentials;
-use super::{Error, MAX_FRAME, Result};
+use super::klap_client::{bounded_body, cookie_value, lifetime, renew_at};
+use super::{Error, Result};
 use crate::clock::SharedClock;
 use aes::Aes128;
 use base64::Engine;
@@ -23,11 +24,6 @@ use tokio::time::Instant;
 pub const LOGIN_ERROR: i64 = -1501;
 /// The device's "session timeout" code (log in again).
 pub const SESSION_TIMEOUT: i64 = 9999;
-
-/// Session lifetime when the device sends no `TIMEOUT` cookie.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(86_400);
-/// Renewal margin, as for KLAP.
-const RENEW_BEFORE: Duration = Duration::from_secs(20 * 60);
 
 /// The client's RSA key pair (1024 bits, as the devices expect), made once per process.
 pub struct KeyPair {
@@ -180,6 +176,7 @@ struct Live {
 pub struct AesClient {
     http: reqwest::Client,
     base: String,
+    login_version: Option<u8>,
     candidates: Arc<Vec<Credentials>>,
     clock: SharedClock,
     live: Option<Live>,
@@ -203,17 +200,6 @@ fn outer(v: &Value, what: &str) -> Result<Value> {
     }
 }
 
-fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-}
-
 fn is_session_lost(e: &Error) -> bool {
     matches!(e, Error::Device { code, .. } if *code == SESSION_TIMEOUT)
         || matches!(e, Error::Http(m) if m.contains("403"))
@@ -221,16 +207,20 @@ fn is_session_lost(e: &Error) -> bool {
 
 impl AesClient {
     /// A client for the device at `addr` (its HTTP port) logging in with the `candidates` in
-    /// order, each with the v2 password field and then the v1 one.
+    /// order. Only a device that announced login version 1 gets the v1 `password` field (the
+    /// password itself, in base64); all others, and one whose version is not known yet, get
+    /// the v2 `password2` (a hash).
     pub fn new(
         http: reqwest::Client,
         addr: SocketAddr,
+        login_version: Option<u8>,
         candidates: Arc<Vec<Credentials>>,
         clock: SharedClock,
     ) -> Self {
         Self {
             http,
             base: format!("http://{addr}/app"),
+            login_version,
             candidates,
             clock,
             live: None,
@@ -261,9 +251,9 @@ impl AesClient {
             .await
             .map_err(|e| Error::Http(e.without_url().to_string()))?;
         if resp.status() != reqwest::StatusCode::OK {
+            // Never the URL: it carries the session token.
             return Err(Error::Http(format!(
-                "{} answered {}",
-                url.rsplit('/').next().unwrap_or(""),
+                "the device answered {}",
                 resp.status()
             )));
         }
@@ -271,16 +261,7 @@ impl AesClient {
     }
 
     async fn json(resp: reqwest::Response) -> Result<Value> {
-        let b = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Http(e.without_url().to_string()))?;
-        if b.len() > MAX_FRAME {
-            return Err(Error::FrameTooLarge {
-                len: b.len(),
-                max: MAX_FRAME,
-            });
-        }
+        let b = bounded_body(resp).await?;
         serde_json::from_slice(&b).map_err(|e| Error::Decode(e.to_string()))
     }
 
@@ -292,9 +273,7 @@ impl AesClient {
         let cookie = cookie_value(&resp, "TP_SESSIONID")
             .or_else(|| cookie_value(&resp, "SESSIONID"))
             .unwrap_or_default();
-        let lifetime = cookie_value(&resp, "TIMEOUT")
-            .and_then(|t| t.parse::<u64>().ok())
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        let lifetime = lifetime(cookie_value(&resp, "TIMEOUT"));
         let r = outer(&Self::json(resp).await?, "handshake")?;
         let key = r
             .get("key")
@@ -328,8 +307,8 @@ impl AesClient {
     /// Handshake and login, trying each candidate (a fresh handshake for each, as python-kasa
     /// does after a login error).
     async fn login(&self) -> Result<Live> {
-        let tries = self.candidates.iter().flat_map(|c| [(c, 2), (c, 1)]);
-        for (c, login_version) in tries {
+        let login_version = self.login_version.unwrap_or(2);
+        for c in self.candidates.iter() {
             let (cipher, cookie, lifetime) = self.handshake().await?;
             let req = json!({"method": "login_device", "params": login_params(c, login_version),
                 "request_time_milis": self.clock.now_ms()});
@@ -349,7 +328,7 @@ impl AesClient {
                         cipher,
                         cookie,
                         token,
-                        renew_at: Instant::now() + lifetime - RENEW_BEFORE.min(lifetime / 2),
+                        renew_at: renew_at(lifetime),
                     });
                 }
                 Some(LOGIN_ERROR) => continue,

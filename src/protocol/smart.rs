@@ -94,46 +94,50 @@ pub fn is_optional_miss(e: &Error) -> bool {
         if module == "smart" && (*code == UNKNOWN_METHOD || *code == PARAMS_ERROR))
 }
 
-/// `get_energy_data` for the device-local days `first..=last` (days since 1970-01-01 in
-/// local time): one Wh value per day. The timestamps are local midnights written as if UTC,
-/// as the tapo crate documents; interval 1440 = daily.
-pub fn energy_data_request(first: i64, last: i64) -> Value {
+/// The first day of the quarter holding device-local `day` (days since 1970-01-01 in local
+/// time); `None` out of range.
+pub fn quarter_start(day: i64) -> Option<i64> {
+    use chrono::Datelike;
+    let d = chrono::DateTime::from_timestamp(day.checked_mul(86_400)?, 0)?.date_naive();
+    let q = chrono::NaiveDate::from_ymd_opt(d.year(), (d.month0() / 3) * 3 + 1, 1)?;
+    Some(
+        q.signed_duration_since(chrono::NaiveDate::default())
+            .num_days(),
+    )
+}
+
+/// `get_energy_data`, daily (interval 1440), for the quarter starting on local day
+/// `quarter_start` up to day `last`. As the tapo crate documents, a daily request must start
+/// on the first day of a quarter and answers one Wh value per day from there; the timestamps
+/// are local midnights written as if UTC.
+pub fn energy_data_request(quarter_start: i64, last: i64) -> Value {
     request(
         "get_energy_data",
         Some(
-            json!({"start_timestamp": first * 86_400, "end_timestamp": last * 86_400,
+            json!({"start_timestamp": quarter_start * 86_400, "end_timestamp": last * 86_400,
             "interval": 1440}),
         ),
     )
 }
 
-/// The daily values of a `get_energy_data` result; exactly `days` of them.
-pub fn energy_data(result: &Value, days: usize) -> Result<Vec<i64>> {
-    let data: Vec<i64> = result
+/// The daily values of a `get_energy_data` result, the first being the requested start's.
+pub fn energy_data(result: &Value) -> Result<Vec<i64>> {
+    result
         .get("data")
         .and_then(Value::as_array)
         .ok_or_else(|| Error::Decode("get_energy_data has no data".into()))?
         .iter()
         .map(|v| v.as_i64().filter(|&wh| wh >= 0))
         .collect::<Option<_>>()
-        .ok_or_else(|| Error::Decode("get_energy_data holds a value that is no energy".into()))?;
-    if data.len() != days {
-        return Err(Error::Decode(format!(
-            "get_energy_data gave {} days, asked for {days}",
-            data.len()
-        )));
-    }
-    Ok(data)
+        .ok_or_else(|| Error::Decode("get_energy_data holds a value that is no energy".into()))
 }
 
 /// The device's UTC offset in ms from its `local_time` read at `now_ms`, rounded to 15 minutes
 /// (every zone's offset is a multiple of it); `None` when it is unreadable or further off than
 /// any zone.
 pub fn utc_offset_ms(local_time: &str, now_ms: i64) -> Option<i64> {
-    const QUARTER: i64 = 900_000;
     let t = chrono::NaiveDateTime::parse_from_str(local_time, "%Y-%m-%d %H:%M:%S").ok()?;
-    let off = (t.and_utc().timestamp_millis() - now_ms + QUARTER / 2).div_euclid(QUARTER) * QUARTER;
-    (off.abs() <= 14 * 3_600_000).then_some(off)
+    super::messages::zone_offset_ms(t, now_ms)
 }
 
 /// What `get_device_info` says.
@@ -269,6 +273,25 @@ mod tests {
         let only_w = SmartEnergy::combine(None, None, Some(&current));
         assert_eq!(only_w.power_mw, Some(1000), "get_current_power is whole W");
         assert_eq!(only_w.counter_wh, None);
+    }
+
+    #[test]
+    fn daily_history_starts_on_the_quarters_first_day() {
+        let day = |y, m, d| {
+            chrono::NaiveDate::from_ymd_opt(y, m, d)
+                .unwrap()
+                .signed_duration_since(chrono::NaiveDate::default())
+                .num_days()
+        };
+        assert_eq!(quarter_start(day(2025, 11, 30)), Some(day(2025, 10, 1)));
+        assert_eq!(quarter_start(day(2025, 12, 1)), Some(day(2025, 10, 1)));
+        assert_eq!(quarter_start(day(2026, 1, 1)), Some(day(2026, 1, 1)));
+        assert_eq!(quarter_start(day(2026, 3, 31)), Some(day(2026, 1, 1)));
+        assert_eq!(quarter_start(i64::MAX), None);
+        let r = json!({"data": [1, 2, 3]});
+        assert_eq!(energy_data(&r).unwrap(), vec![1, 2, 3]);
+        assert!(energy_data(&json!({"data": [1, -2]})).is_err());
+        assert!(energy_data(&json!({})).is_err());
     }
 
     #[test]

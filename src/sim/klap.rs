@@ -230,13 +230,15 @@ async fn request(
 /// The device's answer to a 20002 probe.
 fn announce(d: &Device, http_port: u16) -> Vec<u8> {
     let spec = d.spec.lock().expect("spec lock").clone();
+    // Real devices announce a hash of their id here (python-kasa's KP125M dump), not the id
+    // `get_device_info` gives.
     let (id, model, mac) = d.sim.with_device(|s| {
         let sp = s.spec();
-        (
-            sp.device_id.clone(),
-            sp.model.name(),
-            sp.mac.replace(':', "-"),
-        )
+        let hash: String = <md5::Md5 as md5::Digest>::digest(sp.device_id.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        (hash, sp.model.name(), sp.mac.replace(':', "-"))
     });
     let device_type = match spec.family {
         Family::Iot => "IOT.SMARTPLUGSWITCH",

@@ -139,7 +139,8 @@ fn call(
             }
         }
         // Daily history (interval 1440): timestamps are device-local midnights written as if
-        // UTC, one Wh value per day from the start's day to the end's, at most 93 (a quarter).
+        // UTC; the start must be a quarter's first day; one Wh value per day from there up to
+        // the end's day (today at most).
         "get_energy_data" if meter && (!strip || outlet.is_some()) => {
             let ts = |k: &str| params.get(k).and_then(Value::as_i64);
             let (Some(start), Some(end), Some(1440)) =
@@ -148,13 +149,19 @@ fn call(
                 return error(-1008);
             };
             let (first, last) = (start.div_euclid(86_400), end.div_euclid(86_400));
-            if last < first || last - first >= 93 {
+            let (local, _) = d.local_time(now_ms);
+            let today = chrono::NaiveDateTime::parse_from_str(&local, "%Y-%m-%d %H:%M:%S")
+                .map_or(last, |t| t.and_utc().timestamp().div_euclid(86_400));
+            let last = last.min(today);
+            if crate::protocol::smart::quarter_start(first) != Some(first)
+                || last < first
+                || last - first >= 93
+            {
                 return error(-1008);
             }
             let data: Vec<i64> = (first..=last)
                 .map(|day| d.local_day_wh(o, day, now_ms))
                 .collect();
-            let (local, _) = d.local_time(now_ms);
             ok(
                 json!({"data": data, "start_timestamp": start, "end_timestamp": end,
                 "interval": 1440, "local_time": local}),
