@@ -306,12 +306,28 @@ impl Findings {
         if let Some((b, ctype)) = body {
             r = r.header("content-type", ctype).body(b);
         }
+        if oversized {
+            // Its connection is not reused: the server may close it before reading all of the
+            // body, and the next request on it would then fail ("connection closed before
+            // message completed") through no fault of the route it asked.
+            r = r.header("connection", "close");
+        }
         self.sent += 1;
         let shown = || format!("{method} {}", url.chars().take(160).collect::<String>());
         let resp = match r.send().await {
             Ok(r) => r,
             Err(_) if oversized => return,
-            Err(e) => return self.bad.push(format!("{}: no answer: {e}", shown())),
+            Err(e) => {
+                // The whole cause chain: "error sending request" alone does not say whether
+                // the daemon closed, reset or never accepted the connection.
+                let mut why = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    why.push_str(&format!(": {c}"));
+                    src = c.source();
+                }
+                return self.bad.push(format!("{}: no answer: {why}", shown()));
+            }
         };
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();
