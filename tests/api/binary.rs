@@ -214,7 +214,8 @@ pub(crate) async fn snapshot(base: &(String, String)) -> Vec<(String, BTreeSet<S
         .as_array()
         .unwrap()
         .iter()
-        .filter(|d| d["device_type"] != "strip")
+        // A device listed unidentified (known only from its 20002 answer) has no readings yet.
+        .filter(|d| d["device_type"] != "strip" && d["data_points"].as_u64() > Some(0))
     {
         let id = d["device_id"].as_str().unwrap().to_owned();
         let (_, r) = get(

@@ -220,8 +220,13 @@ async fn state(
 ) -> (BTreeMap<String, Value>, BTreeMap<String, Vec<String>>) {
     let (_, v) = get(base, "/api/devices").await.unwrap();
     let (mut days, mut raw) = (BTreeMap::new(), BTreeMap::new());
+    // Devices without stored history (the demo's KLAP and AES devices have live readings only,
+    // and a device is listed unidentified until its first poll) are no part of the comparison.
     for d in v["devices"].as_array().unwrap() {
         let id = d["device_id"].as_str().unwrap();
+        if d["data_points"].as_u64() == Some(0) {
+            continue;
+        }
         let (s, r) = get(
             base,
             &format!(
@@ -239,6 +244,9 @@ async fn state(
             .iter()
             .map(|p| json!([p["timestamp"], p["energy_kwh"], p["samples"]]))
             .collect();
+        if energy.is_empty() {
+            continue;
+        }
         days.insert(id.to_owned(), json!(energy));
         let mut ts = vec![];
         for (from, to) in [(-13, -9), (-9, -5), (-5, -1)] {
