@@ -48,6 +48,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// After a failed poll (counted already): the error, and the next attempt backed off.
+    fn failed(&mut self, error: String, now: Instant, interval: Duration, max_backoff: Duration) {
+        self.next_attempt = now + backoff(self.failures, interval, max_backoff);
+        self.last_error = Some(error);
+    }
+
     /// How to reach it.
     pub fn target(&self) -> super::conns::Target {
         super::conns::Target {
@@ -220,14 +226,12 @@ impl Registry {
                     tracing::warn!(device = %id, addr = %e.addr, %error, "device offline");
                 }
                 e.status = DeviceStatus::Offline;
-                e.next_attempt = now + backoff(e.failures, interval, max_backoff);
             }
             tracing::debug!(device = %id, failures = e.failures, %error, "poll failed");
-            e.last_error = Some(error);
+            e.failed(error, now, interval, max_backoff);
         }
     }
 
-    /// A copy of every entry.
     /// The device accepted none of the candidate credentials: shown as `auth_required` (not
     /// offline) and retried with the same backoff as an offline device.
     pub fn mark_auth_required(
@@ -246,8 +250,7 @@ impl Registry {
                     "device rejects every credential: set [kasa] username and password_file");
             }
             e.status = DeviceStatus::AuthRequired;
-            e.next_attempt = now + backoff(e.failures, interval, max_backoff);
-            e.last_error = Some(error);
+            e.failed(error, now, interval, max_backoff);
         }
     }
 
@@ -259,6 +262,7 @@ impl Registry {
         }
     }
 
+    /// A copy of every entry.
     pub fn snapshot(&self) -> Vec<Entry> {
         self.entries
             .lock()
