@@ -117,16 +117,20 @@ impl Discoverer {
         let addr = SocketAddr::new(from.ip(), a.http_port);
         let now = Instant::now();
         let lv = Some(a.login_version);
-        let (transport, unsupported) = match a.transports() {
-            Ok(list) => match list.iter().copied().find(|&t| spoken(t)) {
-                Some(t) => (t, None),
-                None => (
-                    list[0],
-                    Some(format!("the {} transport is not supported", list[0].name())),
-                ),
-            },
-            Err(why) => (Transport::Unknown, Some(why)),
+        let (order, unsupported) = match a.transports() {
+            Ok(list) => {
+                let spoken: Vec<Transport> = list.iter().copied().filter(|&t| spoken(t)).collect();
+                match spoken.is_empty() {
+                    false => (spoken, None),
+                    true => {
+                        let why = format!("the {} transport is not supported", list[0].name());
+                        (list, Some(why))
+                    }
+                }
+            }
+            Err(why) => (vec![Transport::Unknown], Some(why)),
         };
+        let (transport, fallback) = (order[0], order[1..].to_vec());
         let family = a.family().unwrap_or_default();
         let known = self
             .registry
@@ -157,7 +161,7 @@ impl Discoverer {
             latitude: None,
             longitude: None,
         };
-        self.registry.add_provisional(info, lv, now);
+        self.registry.add_provisional(info, lv, fallback, now);
         if let Some(why) = unsupported {
             tracing::warn!(device = %id, model = %a.model, %why, "device not supported");
             self.registry.mark_unsupported(&id, why);

@@ -239,6 +239,15 @@ impl Poller {
                     .mark_auth_required(&id, e.to_string(), now, iv, max);
                 Outcome::Failed(id, e.to_string())
             }
+            // A device whose 20002 answer named no transport, failing on the one tried: the
+            // next of its fallback order is tried at once.
+            (Err(e), Target::Known(entry))
+                if self
+                    .registry
+                    .next_transport(&entry.info.device_id, Instant::now()) =>
+            {
+                Outcome::Failed(entry.info.device_id, e.to_string())
+            }
             (Err(e), Target::Known(entry)) => {
                 let id = entry.info.device_id;
                 let c = &self.cfg;

@@ -43,6 +43,9 @@ pub struct Entry {
     pub provisional: bool,
     /// The login version the device announced on 20002 (AES: which password field to send).
     pub login_version: Option<u8>,
+    /// Transports still to try, in order, while a provisional device answers none tried yet
+    /// (its 20002 answer did not name one).
+    pub fallback: Vec<Transport>,
     /// Failed polls since the daemon started.
     pub polls_failed: u64,
 }
@@ -163,6 +166,7 @@ impl Registry {
                 polls_failed: 0,
                 provisional: false,
                 login_version: None,
+                fallback: Vec::new(),
             });
         if e.addr != addr {
             tracing::info!(device = %parent.device_id, from = %e.addr, to = %addr, "device moved");
@@ -285,7 +289,13 @@ impl Registry {
     /// Whether any known device is at `addr`.
     /// Registers a device known only from its 20002 answer (see [`Entry::provisional`]),
     /// unless an entry with that id exists.
-    pub fn add_provisional(&self, info: DeviceInfo, login_version: Option<u8>, now: Instant) {
+    pub fn add_provisional(
+        &self,
+        info: DeviceInfo,
+        login_version: Option<u8>,
+        fallback: Vec<Transport>,
+        now: Instant,
+    ) {
         let Ok(addr) = info.address.parse() else {
             return;
         };
@@ -304,7 +314,26 @@ impl Registry {
             polls_failed: 0,
             provisional: true,
             login_version,
+            fallback,
         });
+    }
+
+    /// Moves a provisional device that failed on its transport to the next one of its
+    /// fallback order, tried at once; false when none is left.
+    pub fn next_transport(&self, id: &DeviceId, now: Instant) -> bool {
+        let mut map = self.entries.lock().expect("registry lock");
+        let Some(e) = map
+            .get_mut(id)
+            .filter(|e| e.provisional && !e.fallback.is_empty())
+        else {
+            return false;
+        };
+        let next = e.fallback.remove(0);
+        tracing::info!(device = %id, from = e.info.transport.name(), to = next.name(),
+            "trying the next transport");
+        e.info.transport = next;
+        e.next_attempt = now;
+        true
     }
 
     /// Forgets a device (a provisional entry replaced by the real one).

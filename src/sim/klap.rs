@@ -70,6 +70,8 @@ pub(super) struct Device {
     pending: Mutex<HashMap<String, Pending>>,
     sessions: Mutex<HashMap<String, Live>>,
     pub(super) aes_sessions: Mutex<HashMap<String, super::aes::AesSession>>,
+    /// The 20002 answer leaves out `encrypt_type` (the client must fall back).
+    hide_scheme: std::sync::atomic::AtomicBool,
     pub(super) stats: Arc<KlapStats>,
 }
 
@@ -116,6 +118,11 @@ impl KlapHandle {
     /// Binds the device to another account (the daemon's credentials stop matching).
     pub fn set_account(&self, account: Credentials) {
         self.dev.spec.lock().expect("spec lock").account = account;
+    }
+
+    /// Leaves `encrypt_type` out of the 20002 answer, as some devices do.
+    pub fn hide_scheme(&self, hide: bool) {
+        self.dev.hide_scheme.store(hide, Ordering::Relaxed);
     }
 }
 
@@ -255,6 +262,14 @@ fn announce(d: &Device, http_port: u16) -> Vec<u8> {
         "mgt_encrypt_schm": {"is_support_https": false,
             "encrypt_type": if spec.aes { "AES" } else { "KLAP" }, "http_port": http_port, "lv": lv},
     }});
+    let mut body = body;
+    if d.hide_scheme.load(Ordering::Relaxed)
+        && let Some(s) = body
+            .pointer_mut("/result/mgt_encrypt_schm")
+            .and_then(|s| s.as_object_mut())
+    {
+        s.remove("encrypt_type");
+    }
     port20002::datagram(1, 0, 0, body.to_string().as_bytes())
 }
 
@@ -295,6 +310,7 @@ pub async fn start_klap(
         pending: Mutex::default(),
         sessions: Mutex::default(),
         aes_sessions: Mutex::default(),
+        hide_scheme: Default::default(),
         stats: stats.clone(),
     });
     let app = if dev.spec().aes {

@@ -902,3 +902,37 @@ async fn strip_readings(
     assert_eq!(p.infos.len(), 7, "the strip and its outlets");
     p.readings.len()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_naming_no_transport_is_tried_in_the_fallback_order() {
+    // A SMART device whose 20002 answer leaves out encrypt_type: KLAP v2 first, then AES.
+    let ep25 = aes_device(
+        70,
+        0,
+        Credentials::blank(),
+        Duration::from_secs(86_400),
+        clock::system(),
+    )
+    .await;
+    ep25.hide_scheme(true);
+    let port = ep25.discovery_addr.port();
+    let app = TestApp::with_sims(vec![], |s| {
+        s.discovery.targets = vec!["127.0.3.70:9999".into()];
+        s.discovery.port_20002 = port;
+    })
+    .await;
+    let d = app
+        .wait_devices("the EP25 online over AES after KLAP v2 failed", |d| {
+            by_model(d, "EP25")
+                .first()
+                .is_some_and(|x| x["status"] == "online" && x["transport"] == "aes")
+        })
+        .await;
+    assert_eq!(
+        d.len(),
+        1,
+        "one device, not a provisional one left behind: {d:?}"
+    );
+    assert!(ep25.stats.answered.load(Ordering::Relaxed) > 0);
+    app.stop().await;
+}
