@@ -130,11 +130,6 @@ pub fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
         let mut infos = vec![parent.record.info.clone()];
         infos.extend(outlets);
         registry.upsert(infos, now);
-        let t = parent.record.info.transport;
-        if !crate::poller::discovery::spoken(t) {
-            let why = format!("the {} transport is not supported", t.name());
-            registry.mark_unsupported(&parent.record.info.device_id, why);
-        }
         if let Some(ts) = last {
             registry.set_stored_until(&parent.record.info.device_id, ts);
         }

@@ -44,46 +44,49 @@ pub async fn device_rows(st: &AppState) -> Result<Vec<Value>, ApiError> {
     }
     // Devices known only from a 20002 answer (not identified yet: no credential accepted, an
     // unsupported transport, or not polled yet) are listed from what they announced.
-    let provisional = live.values().filter(|e| e.provisional).map(|e| {
-        let i = &e.info;
-        json!({
-            "device_id": i.device_id, "device_ip": crate::domain::device::host_of(&i.address),
-            "device_name": i.name, "device_type": i.device_type, "model": i.model,
-            "hw_ver": i.hw_ver, "sw_ver": i.sw_ver, "transport": i.transport,
-            "has_emeter": i.has_emeter, "online": false, "status": e.status, "last_seen": null,
-            "data_points": 0, "parent_id": null, "outlet_index": null, "mac": i.mac,
-            "latitude": null, "longitude": null, "last_error": e.last_error,
-        })
-    });
+    let provisional = live
+        .values()
+        .filter(|e| e.provisional)
+        .map(|e| device_row(&e.info, Some(e), None, 0));
     let out: Vec<Value> = devices
         .iter()
         .map(|d| {
             let i = &d.record.info;
-            let owner = i.parent_id.as_ref().unwrap_or(&i.device_id);
-            let entry = live.get(owner);
-            let status = entry.map_or(DeviceStatus::Offline, |e| e.status);
-            let address = entry.map_or(i.address.clone(), |e| e.addr.to_string());
-            let ip = crate::domain::device::host_of(&address).to_owned();
+            let entry = live.get(i.parent_id.as_ref().unwrap_or(&i.device_id));
             let last_seen = entry.and_then(|e| e.last_seen_ms).or(d.last_reading_ms);
             let points = if i.device_type == DeviceType::Strip {
                 strip_points.get(&i.device_id).copied().unwrap_or(0)
             } else {
                 d.data_points
             };
-            json!({
-                "device_id": i.device_id, "device_ip": ip, "device_name": i.name,
-                "device_type": i.device_type, "model": i.model, "hw_ver": i.hw_ver,
-                "sw_ver": i.sw_ver, "transport": i.transport, "has_emeter": i.has_emeter,
-                "online": status == DeviceStatus::Online, "status": status,
-                "last_seen": last_seen.map(rfc3339), "data_points": points,
-                "parent_id": i.parent_id, "outlet_index": i.outlet_index, "mac": i.mac,
-                "latitude": i.latitude, "longitude": i.longitude,
-                "last_error": entry.and_then(|e| e.last_error.clone()),
-            })
+            device_row(i, entry, last_seen, points)
         })
         .chain(provisional)
         .collect();
     Ok(out)
+}
+
+/// One row of `/api/devices`: the record, with status, address and last error from the live
+/// registry `entry` of the device (or of its strip).
+fn device_row(
+    i: &crate::domain::DeviceInfo,
+    entry: Option<&crate::poller::registry::Entry>,
+    last_seen: Option<i64>,
+    points: u64,
+) -> Value {
+    let status = entry.map_or(DeviceStatus::Offline, |e| e.status);
+    let address = entry.map_or(i.address.clone(), |e| e.addr.to_string());
+    let ip = crate::domain::device::host_of(&address).to_owned();
+    json!({
+        "device_id": i.device_id, "device_ip": ip, "device_name": i.name,
+        "device_type": i.device_type, "model": i.model, "hw_ver": i.hw_ver,
+        "sw_ver": i.sw_ver, "transport": i.transport, "has_emeter": i.has_emeter,
+        "online": status == DeviceStatus::Online, "status": status,
+        "last_seen": last_seen.map(rfc3339), "data_points": points,
+        "parent_id": i.parent_id, "outlet_index": i.outlet_index, "mac": i.mac,
+        "latitude": i.latitude, "longitude": i.longitude,
+        "last_error": entry.and_then(|e| e.last_error.clone()),
+    })
 }
 
 /// `POST /api/devices/discover`: runs a discovery round now.

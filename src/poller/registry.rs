@@ -51,10 +51,24 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// After a failed poll (counted already): the error, and the next attempt backed off.
-    fn failed(&mut self, error: String, now: Instant, interval: Duration, max_backoff: Duration) {
-        self.next_attempt = now + backoff(self.failures, interval, max_backoff);
-        self.last_error = Some(error);
+    /// A device first seen now at `addr`, offline until its first poll.
+    fn new(info: DeviceInfo, addr: SocketAddr, now: Instant) -> Self {
+        Self {
+            info,
+            outlets: Vec::new(),
+            addr,
+            status: DeviceStatus::Offline,
+            failures: 0,
+            next_attempt: now,
+            last_seen_ms: None,
+            stored_until_ms: None,
+            last_error: None,
+            polls_ok: 0,
+            polls_failed: 0,
+            provisional: false,
+            login_version: None,
+            fallback: Vec::new(),
+        }
     }
 
     /// How to reach it.
@@ -152,22 +166,7 @@ impl Registry {
         let is_new = !map.contains_key(&parent.device_id);
         let e = map
             .entry(parent.device_id.clone())
-            .or_insert_with(|| Entry {
-                info: parent.clone(),
-                outlets: Vec::new(),
-                addr,
-                status: DeviceStatus::Offline,
-                failures: 0,
-                next_attempt: now,
-                last_seen_ms: None,
-                stored_until_ms: None,
-                last_error: None,
-                polls_ok: 0,
-                polls_failed: 0,
-                provisional: false,
-                login_version: None,
-                fallback: Vec::new(),
-            });
+            .or_insert_with(|| Entry::new(parent.clone(), addr, now));
         if e.addr != addr {
             tracing::info!(device = %parent.device_id, from = %e.addr, to = %addr, "device moved");
             e.addr = addr;
@@ -180,6 +179,8 @@ impl Registry {
         }
         e.info = parent.clone();
         e.outlets = outlets.to_vec();
+        // Its own answer (a poll, or a stored record) identifies the device.
+        e.provisional = false;
         changed
     }
 
@@ -222,18 +223,41 @@ impl Registry {
         interval: Duration,
         max_backoff: Duration,
     ) {
-        if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
-            e.failures += 1;
-            e.polls_failed += 1;
-            if e.failures >= OFFLINE_AFTER {
-                if e.status != DeviceStatus::Offline {
-                    tracing::warn!(device = %id, addr = %e.addr, %error, "device offline");
-                }
-                e.status = DeviceStatus::Offline;
-            }
-            tracing::debug!(device = %id, failures = e.failures, %error, "poll failed");
-            e.failed(error, now, interval, max_backoff);
+        self.record_failure(id, error, now, (interval, max_backoff), false);
+    }
+
+    /// One failed poll: counted, the status it leads to (`auth_required` when no credential
+    /// was accepted, else offline from [`OFFLINE_AFTER`] failures on), the error, and the next
+    /// attempt backed off.
+    fn record_failure(
+        &self,
+        id: &DeviceId,
+        error: String,
+        now: Instant,
+        (interval, max_backoff): (Duration, Duration),
+        auth: bool,
+    ) {
+        let mut map = self.entries.lock().expect("registry lock");
+        let Some(e) = map.get_mut(id) else {
+            return;
+        };
+        e.failures += 1;
+        e.polls_failed += 1;
+        let status = match auth {
+            true => DeviceStatus::AuthRequired,
+            false if e.failures >= OFFLINE_AFTER => DeviceStatus::Offline,
+            false => e.status,
+        };
+        if status != e.status && auth {
+            tracing::warn!(device = %id, addr = %e.addr,
+                "device rejects every credential: set [kasa] username and password_file");
+        } else if status != e.status {
+            tracing::warn!(device = %id, addr = %e.addr, %error, "device offline");
         }
+        e.status = status;
+        tracing::debug!(device = %id, failures = e.failures, %error, "poll failed");
+        e.next_attempt = now + backoff(e.failures, interval, max_backoff);
+        e.last_error = Some(error);
     }
 
     /// The device accepted none of the candidate credentials: shown as `auth_required` (not
@@ -246,16 +270,7 @@ impl Registry {
         interval: Duration,
         max_backoff: Duration,
     ) {
-        if let Some(e) = self.entries.lock().expect("registry lock").get_mut(id) {
-            e.failures += 1;
-            e.polls_failed += 1;
-            if e.status != DeviceStatus::AuthRequired {
-                tracing::warn!(device = %id, addr = %e.addr,
-                    "device rejects every credential: set [kasa] username and password_file");
-            }
-            e.status = DeviceStatus::AuthRequired;
-            e.failed(error, now, interval, max_backoff);
-        }
+        self.record_failure(id, error, now, (interval, max_backoff), true);
     }
 
     /// Marks a device the daemon cannot talk to (never polled).
@@ -301,20 +316,10 @@ impl Registry {
         };
         let mut map = self.entries.lock().expect("registry lock");
         map.entry(info.device_id.clone()).or_insert_with(|| Entry {
-            info,
-            outlets: Vec::new(),
-            addr,
-            status: DeviceStatus::Offline,
-            failures: 0,
-            next_attempt: now,
-            last_seen_ms: None,
-            stored_until_ms: None,
-            last_error: None,
-            polls_ok: 0,
-            polls_failed: 0,
             provisional: true,
             login_version,
             fallback,
+            ..Entry::new(info, addr, now)
         });
     }
 

@@ -22,6 +22,31 @@ const MAX_DAYS: i64 = 93;
 
 const ENERGY: [&str; 3] = ["get_energy_usage", "get_emeter_data", "get_current_power"];
 
+/// `req` addressed to the device itself, or wrapped for its `child`.
+fn addressed(child: Option<&str>, req: Value) -> Value {
+    match child {
+        Some(id) => smart::for_child(id, req),
+        None => req,
+    }
+}
+
+/// The answer to an [`addressed`] request: the device's own, or unwrapped from
+/// `control_child`.
+fn answer_of(child: Option<&str>, resp: Value) -> Result<Value> {
+    match child {
+        Some(_) => smart::child_result(&resp).cloned(),
+        None => Ok(resp),
+    }
+}
+
+/// Asks `method` alone: the outer error is the exchange's, the inner one the device's.
+async fn single(conn: &mut Connection, child: Option<&str>, method: &str) -> Result<Result<Value>> {
+    let resp = conn
+        .request(&addressed(child, smart::request(method, None)))
+        .await?;
+    Ok(answer_of(child, resp).and_then(|r| smart::result(&r, method).cloned()))
+}
+
 /// Sends `methods` as one batch (to the device, or wrapped for `child`); when the device
 /// refuses the batch as a whole, sends them one by one.
 async fn call_many(
@@ -29,25 +54,14 @@ async fn call_many(
     child: Option<&str>,
     methods: &[&str],
 ) -> Result<Vec<Result<Value>>> {
-    let wrap = |req: Value| match child {
-        Some(id) => smart::for_child(id, req),
-        None => req,
-    };
-    let unwrap = |resp: &Value| -> Result<Value> {
-        match child {
-            Some(_) => smart::child_result(resp).cloned(),
-            None => Ok(resp.clone()),
-        }
-    };
     let batch = smart::multiple(methods.iter().map(|m| smart::request(m, None)).collect());
-    let resp = conn.request(&wrap(batch)).await?;
-    match unwrap(&resp).and_then(|r| smart::responses(&r, methods)) {
+    let resp = conn.request(&addressed(child, batch)).await?;
+    match answer_of(child, resp).and_then(|r| smart::responses(&r, methods)) {
         // A method the batch left unanswered is asked on its own (as python-kasa does).
         Ok(mut r) => {
             for (m, a) in methods.iter().zip(r.iter_mut()) {
                 if matches!(a, Err(Error::Decode(_))) {
-                    let resp = conn.request(&wrap(smart::request(m, None))).await?;
-                    *a = unwrap(&resp).and_then(|r| smart::result(&r, m).cloned());
+                    *a = single(conn, child, m).await?;
                 }
             }
             Ok(r)
@@ -55,8 +69,7 @@ async fn call_many(
         Err(Error::Device { .. }) => {
             let mut out = Vec::with_capacity(methods.len());
             for m in methods {
-                let resp = conn.request(&wrap(smart::request(m, None))).await?;
-                out.push(unwrap(&resp).and_then(|r| smart::result(&r, m).cloned()));
+                out.push(single(conn, child, m).await?);
             }
             Ok(out)
         }
@@ -187,16 +200,8 @@ async fn quarters(
             .ok_or_else(|| Error::Decode(format!("day {day} is out of range")))?;
         let next = smart::quarter_start(q0 + 93).unwrap_or(i64::MAX);
         let upto = last.min(next - 1);
-        let req = smart::energy_data_request(q0, upto);
-        let req = match child {
-            Some(c) => smart::for_child(c, req),
-            None => req,
-        };
-        let resp = conn.request(&req).await?;
-        let r = match child {
-            Some(_) => smart::child_result(&resp)?.clone(),
-            None => resp,
-        };
+        let req = addressed(child, smart::energy_data_request(q0, upto));
+        let r = answer_of(child, conn.request(&req).await?)?;
         let data = smart::energy_data(smart::result(&r, "get_energy_data")?)?;
         for d in day..=upto {
             let i = usize::try_from(d - q0).unwrap_or(usize::MAX);
@@ -320,14 +325,8 @@ pub async fn poll(
 
 /// Switches a SMART plug, or one child of a SMART strip.
 pub async fn set_relay(conn: &mut Connection, child: Option<&DeviceId>, on: bool) -> Result<()> {
+    let child = child.map(DeviceId::as_str);
     let req = smart::request("set_device_info", Some(json!({"device_on": on})));
-    let req = match child {
-        Some(c) => smart::for_child(c.as_str(), req),
-        None => req,
-    };
-    let resp = conn.request(&req).await?;
-    match child {
-        Some(_) => smart::result(smart::child_result(&resp)?, "set_device_info").map(|_| ()),
-        None => smart::result(&resp, "set_device_info").map(|_| ()),
-    }
+    let resp = conn.request(&addressed(child, req)).await?;
+    smart::result(&answer_of(child, resp)?, "set_device_info").map(|_| ())
 }

@@ -48,9 +48,7 @@ pub async fn probe_20002(
     window: Duration,
     rounds: u32,
 ) -> Result<Vec<(SocketAddr, port20002::Announce)>> {
-    let mut serial = [0u8; 4];
-    getrandom::fill(&mut serial)
-        .map_err(|e| super::Error::Io(std::io::Error::other(e.to_string())))?;
+    let serial = crate::auth::random_bytes::<4>();
     let payload = port20002::probe(u32::from_be_bytes(serial));
     probe_with(targets, window, rounds, &payload, |d| {
         let a = port20002::parse_answer(d)?;

@@ -81,8 +81,18 @@ pub struct KlapClient {
 
 /// The value of cookie `name` set by `resp` (`TP_SESSIONID`, `TIMEOUT`).
 pub(super) fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get_all(reqwest::header::SET_COOKIE)
+    cookie_in(resp.headers(), reqwest::header::SET_COOKIE, name)
+}
+
+/// The value of cookie `name` in the `header` lines (`Set-Cookie` from a device, `Cookie`
+/// from a client).
+pub fn cookie_in(
+    headers: &reqwest::header::HeaderMap,
+    header: reqwest::header::HeaderName,
+    name: &str,
+) -> Option<String> {
+    headers
+        .get_all(header)
         .iter()
         .filter_map(|h| h.to_str().ok())
         .flat_map(|h| h.split(';'))
@@ -134,8 +144,7 @@ impl KlapClient {
     }
 
     async fn handshake(&mut self) -> Result<Live> {
-        let mut local = [0u8; 16];
-        getrandom::fill(&mut local).map_err(|e| Error::Http(format!("no random seed: {e}")))?;
+        let local = crate::auth::random_bytes::<16>();
         let resp = self.post("handshake1", None, local.to_vec()).await?;
         if resp.status() != StatusCode::OK {
             return Err(Error::Http(format!(

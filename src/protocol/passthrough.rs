@@ -5,7 +5,7 @@
 //! `TIMEOUT` lapses; a session timeout (9999) or a 403 logs in again and retries once.
 
 use super::klap::Credentials;
-use super::klap_client::{bounded_body, cookie_value, lifetime, renew_at};
+use super::klap_client::{bounded_body, cookie_value, http_err, lifetime, renew_at};
 use super::{Error, Result};
 use crate::clock::SharedClock;
 use aes::Aes128;
@@ -246,10 +246,7 @@ impl AesClient {
         if let Some(c) = cookie {
             req = req.header(reqwest::header::COOKIE, format!("TP_SESSIONID={c}"));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::Http(e.without_url().to_string()))?;
+        let resp = req.send().await.map_err(http_err)?;
         if resp.status() != reqwest::StatusCode::OK {
             // Never the URL: it carries the session token.
             return Err(Error::Http(format!(

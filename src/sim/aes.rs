@@ -52,13 +52,12 @@ fn handshake(d: &Device, req: &Value) -> Response {
     let Ok(public) = crate::protocol::passthrough::public_key_from_pem(pem) else {
         return reply(json!({"error_code": -1010}));
     };
-    let mut material = [0u8; 32];
-    getrandom::fill(&mut material).expect("the OS random number generator is available");
+    let material = crate::auth::random_bytes::<32>();
     let Ok(sealed) = public.pkcs1v15_encrypt(&material) else {
         return reply(json!({"error_code": -1010}));
     };
     let cipher = SessionCipher::from_bytes(&material).expect("32 bytes");
-    let cookie = super::klap::random_hex();
+    let cookie = super::klap::random_id();
     let timeout = d.spec().session_timeout;
     d.aes_sessions.lock().expect("aes lock").insert(
         cookie.clone(),
@@ -117,7 +116,7 @@ async fn passthrough(
                 .is_some_and(|w| w.iter().all(|(k, v)| params.get(k) == Some(v)))
         });
         if ok {
-            let t = super::klap::random_hex();
+            let t = super::klap::random_id();
             if let Some(s) = d.aes_sessions.lock().expect("aes lock").get_mut(&cookie) {
                 s.token = Some(t.clone());
             }

@@ -81,9 +81,9 @@ impl Device {
     }
 }
 
-/// 16 random bytes as hex (session cookies, tokens).
-pub(super) fn random_hex() -> String {
-    random16().iter().map(|b| format!("{b:02X}")).collect()
+/// A random session cookie or token.
+pub(super) fn random_id() -> String {
+    crate::auth::random_token::<16>()
 }
 
 /// A running simulated KLAP device.
@@ -126,21 +126,8 @@ impl KlapHandle {
     }
 }
 
-fn random16() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the OS random number generator is available");
-    b
-}
-
 pub(super) fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == "TP_SESSIONID")
-        .map(|(_, v)| v.to_owned())
+    crate::protocol::klap_client::cookie_in(headers, header::COOKIE, "TP_SESSIONID")
 }
 
 async fn handshake1(State(d): State<Arc<Device>>, body: Bytes) -> Response {
@@ -148,10 +135,10 @@ async fn handshake1(State(d): State<Arc<Device>>, body: Bytes) -> Response {
         return StatusCode::BAD_REQUEST.into_response();
     }
     let spec = d.spec.lock().expect("spec lock").clone();
-    let remote = random16();
+    let remote = crate::auth::random_bytes::<16>();
     let auth = klap::auth_hash(spec.version, &spec.account);
     let server = klap::server_hash(spec.version, &body, &remote, &auth);
-    let cookie = random_hex();
+    let cookie = random_id();
     d.pending.lock().expect("pending lock").insert(
         cookie.clone(),
         Pending {
