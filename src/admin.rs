@@ -7,6 +7,7 @@
 
 use crate::audit::{Event, EventType, Severity};
 use crate::auth::keys::SecretKey;
+use crate::auth::throttle::Throttle;
 use crate::auth::{Permission, Role, password};
 use crate::store::Store;
 use crate::store::audit::Pending;
@@ -53,6 +54,11 @@ pub enum Request {
         /// Login name.
         username: String,
     },
+    /// Clear a username's login throttle (the running daemon's).
+    UserUnlock {
+        /// Login name.
+        username: String,
+    },
     /// Verify the audit chain.
     AuditVerify,
     /// Write a backup (database, staging log, keys) to `out`.
@@ -92,16 +98,22 @@ fn update(
 ) -> Result<(), String> {
     let u = find(store, name)?;
     let ev = event(EventType::UserUpdated, actor, format!("user:{name}"));
+    let f = |u: &mut User| {
+        f(u);
+        Ok(())
+    };
     store
         .update_user(u.id, now_ms, f, Some(Pending::new(key, ev, now_ms)))
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
-/// Runs a request against an open store; `actor` names who asked (for the audit log).
+/// Runs a request against an open store; `actor` names who asked (for the audit log);
+/// `throttle` is the running daemon's (`None` when the command opened the database itself).
 pub fn execute(
     store: &Store,
     key: &SecretKey,
+    throttle: Option<&Throttle>,
     req: Request,
     actor: &str,
     now_ms: i64,
@@ -167,9 +179,23 @@ pub fn execute(
             let u = find(store, &username)?;
             let ev = event(EventType::UserDeleted, actor, format!("user:{username}"));
             store
-                .delete_user(u.id, Some(Pending::new(key, ev, now_ms)))
+                .delete_user(u.id, |_| Ok(()), Some(Pending::new(key, ev, now_ms)))
                 .map_err(err)?;
             Ok(json!({"username": username, "deleted": true}))
+        }
+        Request::UserUnlock { username } => {
+            let Some(t) = throttle else {
+                return Ok(json!({"username": username, "unlocked": false,
+                    "note": "no daemon runs: login throttling lives in the daemon's memory"}));
+            };
+            let had = t.unlock(&username);
+            if had {
+                let ev = event(EventType::UserUpdated, actor, format!("user:{username}"));
+                let mut ev = ev;
+                ev.details = json!({"action": "login throttle cleared"});
+                store.audit_append(key, ev, now_ms).map_err(err)?;
+            }
+            Ok(json!({"username": username, "unlocked": had}))
         }
         Request::AuditVerify => {
             serde_json::to_value(store.audit_verify(key).map_err(err)?).map_err(|e| e.to_string())
@@ -190,6 +216,7 @@ pub async fn serve(
     data_dir: &Path,
     store: Store,
     key: SecretKey,
+    throttle: std::sync::Arc<Throttle>,
     clock: crate::clock::SharedClock,
     writer: crate::store::writer::WeakWriter,
     cancel: CancellationToken,
@@ -209,25 +236,50 @@ pub async fn serve(
             tracing::warn!(?peer, "admin socket: connection from another user refused");
             continue;
         }
-        let (store, key, clock, writer) =
-            (store.clone(), key.clone(), clock.clone(), writer.clone());
+        let (store, key, clock, writer, throttle) = (
+            store.clone(),
+            key.clone(),
+            clock.clone(),
+            writer.clone(),
+            throttle.clone(),
+        );
         tokio::spawn(async move {
             let actor = format!("cli (uid {})", peer.unwrap_or(0));
-            let _ = answer(stream, store, key, clock, writer, actor).await;
+            let _ = answer(
+                stream,
+                Ctx {
+                    store,
+                    key,
+                    clock,
+                    writer,
+                    throttle,
+                },
+                actor,
+            )
+            .await;
         });
     }
     let _ = std::fs::remove_file(&path);
     Ok(())
 }
 
-async fn answer(
-    stream: UnixStream,
+/// What one connection's request runs with.
+struct Ctx {
     store: Store,
     key: SecretKey,
     clock: crate::clock::SharedClock,
     writer: crate::store::writer::WeakWriter,
-    actor: String,
-) -> std::io::Result<()> {
+    throttle: std::sync::Arc<Throttle>,
+}
+
+async fn answer(stream: UnixStream, ctx: Ctx, actor: String) -> std::io::Result<()> {
+    let Ctx {
+        store,
+        key,
+        clock,
+        writer,
+        throttle,
+    } = ctx;
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
@@ -237,9 +289,11 @@ async fn answer(
         }
         Ok(req) => {
             let now = clock.now_ms();
-            tokio::task::spawn_blocking(move || execute(&store, &key, req, &actor, now))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
+            tokio::task::spawn_blocking(move || {
+                execute(&store, &key, Some(&throttle), req, &actor, now)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
         }
         Err(e) => Err(format!("bad request: {e}")),
     };

@@ -273,6 +273,14 @@ pub async fn start_with(
         clock.clone(),
         shutdown.clone(),
     ));
+    let throttle = Arc::new(crate::auth::throttle::Throttle::default());
+    tracker.spawn(api::auth::audit_sweep(
+        throttle.clone(),
+        store.clone(),
+        audit_key.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    ));
     {
         let (dir, st, key, c, w, stop) = (
             settings.data_dir.clone(),
@@ -282,8 +290,9 @@ pub async fn start_with(
             writer.downgrade(),
             shutdown.clone(),
         );
+        let t = throttle.clone();
         tracker.spawn(async move {
-            if let Err(e) = crate::admin::serve(&dir, st, key, c, w, stop).await {
+            if let Err(e) = crate::admin::serve(&dir, st, key, t, c, w, stop).await {
                 tracing::warn!(error = %e, "admin socket unavailable; `kasad user` needs the daemon stopped");
             }
         });
@@ -419,7 +428,11 @@ pub async fn start_with(
         auth: Arc::new(api::AuthState {
             jwt_key,
             audit_key,
-            throttle: Default::default(),
+            throttle,
+            gate: crate::auth::gate::HashGate::new(
+                settings.auth.argon2_concurrency,
+                settings.auth.login_queue,
+            ),
         }),
         metrics: Arc::new(api::metrics::MetricsGate {
             access: settings.metrics.access.clone(),
@@ -430,22 +443,19 @@ pub async fn start_with(
     let addr = listener.local_addr()?;
     let app = api::router(state);
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        // TCP_NODELAY: a response written in two segments (headers, then a file) must not
-        // wait for the client's delayed ACK (40 ms).
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    });
+    let limits = api::server::Limits {
+        header_timeout: settings.http.header_timeout.0,
+        idle_timeout: settings.http.idle_timeout.0,
+        body_timeout: settings.http.body_timeout.0,
+        max_connections: settings.http.max_connections,
+    };
+    let server = tokio::spawn(api::server::serve(
+        listener,
+        app,
+        limits,
+        stop,
+        Duration::from_millis(900),
+    ));
     tracing::info!(%addr, "kasad listening");
 
     let stop = shutdown.clone();

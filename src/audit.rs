@@ -55,11 +55,13 @@ pub enum EventType {
     BackupCreated,
     /// History was imported from another tool.
     DataImported,
+    /// A refresh token was presented after it had been traded: its session was revoked.
+    RefreshTokenReused,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 21] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -80,6 +82,7 @@ impl EventType {
         EventType::DeliveryFailed,
         EventType::BackupCreated,
         EventType::DataImported,
+        EventType::RefreshTokenReused,
     ];
 
     /// The upper-case name.
@@ -167,6 +170,42 @@ impl Event {
             resource: None,
             details: serde_json::Value::Null,
         }
+    }
+}
+
+/// Longest client-supplied string an entry stores, in characters.
+pub const MAX_STRING: usize = 256;
+
+/// `s` cut to [`MAX_STRING`] characters, marked with how much was cut.
+fn cut(s: &mut String) {
+    if let Some((at, _)) = s.char_indices().nth(MAX_STRING) {
+        let total = s.chars().count();
+        s.truncate(at);
+        s.push_str(&format!("…[truncated, {total} characters]"));
+    }
+}
+
+fn cut_value(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => cut(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(cut_value),
+        serde_json::Value::Object(o) => o.values_mut().for_each(cut_value),
+        _ => {}
+    }
+}
+
+impl Event {
+    /// The event with every string (actor, client, resource, each string in the details)
+    /// cut to [`MAX_STRING`] characters, so that no request can make an entry large.
+    pub fn bounded(mut self) -> Self {
+        for s in [&mut self.username, &mut self.client, &mut self.resource]
+            .into_iter()
+            .flatten()
+        {
+            cut(s);
+        }
+        cut_value(&mut self.details);
+        self
     }
 }
 
@@ -336,6 +375,25 @@ mod tests {
         tail.pop();
         assert_eq!(verify(&k, &st, tail).first_bad_seq, Some(5));
         assert!(!verify(&SecretKey::from_bytes([2; 32]), &st, es).ok);
+    }
+
+    #[test]
+    fn long_strings_are_cut_and_marked() {
+        let mut e = Event::new(EventType::LoginFailure, Severity::Warning);
+        e.username = Some("ü".repeat(60_000));
+        e.details = serde_json::json!({"list": ["x".repeat(300), "short"], "n": 1});
+        let b = e.bounded();
+        let name = b.username.unwrap();
+        assert!(name.starts_with(&"ü".repeat(256)));
+        assert!(name.ends_with("…[truncated, 60000 characters]"), "{name}");
+        assert!(name.chars().count() < 300);
+        assert!(
+            b.details["list"][0]
+                .as_str()
+                .unwrap()
+                .contains("truncated, 300")
+        );
+        assert_eq!(b.details["list"][1], "short");
     }
 
     #[test]

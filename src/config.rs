@@ -112,6 +112,15 @@ pub struct Http {
     /// Reverse proxies (addresses or networks, `127.0.0.1`, `10.0.0.0/8`, `::1`) whose
     /// `X-Forwarded-For` names the real client (for login throttling and the audit log).
     pub trusted_proxies: Vec<String>,
+    /// Longest a request's headers may take to arrive, from its first byte (every request on
+    /// a connection, not only the first); a connection that sends nothing is closed after it.
+    pub header_timeout: Dur,
+    /// Longest a kept-alive connection may sit idle between requests.
+    pub idle_timeout: Dur,
+    /// Longest a request body may take to arrive.
+    pub body_timeout: Dur,
+    /// Open HTTP connections at most; further ones wait in the kernel's queue.
+    pub max_connections: usize,
 }
 
 impl Default for Http {
@@ -120,6 +129,55 @@ impl Default for Http {
             listen: SocketAddr::from(([0, 0, 0, 0], 5272)),
             public_url: None,
             trusted_proxies: Vec::new(),
+            header_timeout: Dur(Duration::from_secs(10)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            body_timeout: Dur(Duration::from_secs(30)),
+            max_connections: 512,
+        }
+    }
+}
+
+/// `[auth]`: the cost of password checks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Argon2 checks and hashes running at once (19 MiB each).
+    pub argon2_concurrency: usize,
+    /// Logins waiting for an Argon2 turn; beyond it 503 with `Retry-After`.
+    pub login_queue: usize,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            argon2_concurrency: 2,
+            login_queue: 32,
+        }
+    }
+}
+
+/// `[schedules]`: what one user's scheduled exports may do (admins are exempt).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedules {
+    /// Schedules per user.
+    pub max_per_user: usize,
+    /// Shortest gap between two runs of a schedule (the shortest among its next 1,000).
+    pub min_interval: Dur,
+    /// Runs of one user's schedules per rolling hour; runs beyond it are skipped.
+    pub max_runs_per_hour: usize,
+    /// Share of `[exports] storage_quota_mb` one user's export files may take before their
+    /// scheduled runs are refused, percent.
+    pub quota_share_percent: u8,
+}
+
+impl Default for Schedules {
+    fn default() -> Self {
+        Self {
+            max_per_user: 20,
+            min_interval: Dur(Duration::from_secs(15 * 60)),
+            max_runs_per_hour: 12,
+            quota_share_percent: 25,
         }
     }
 }
@@ -211,6 +269,9 @@ pub struct Kasa {
     pub username: String,
     /// File holding the account's password (first line; mode 0600). Never logged.
     pub password_file: Option<PathBuf>,
+    /// Send the reversible login-version-1 password (AES devices) also to devices kasad has
+    /// not seen before; off by default, when only devices with a known MAC address get it.
+    pub allow_login_v1: bool,
 }
 
 impl Kasa {
@@ -336,6 +397,12 @@ pub struct Exports {
     /// has a glyph wins); characters none of them has use the built-in Helvetica when it can
     /// show them, else appear as `<U+XXXX>`.
     pub pdf_fonts: Vec<PathBuf>,
+    /// Distinct values all `COUNT(DISTINCT …)` sets of one request may hold together.
+    pub distinct_budget: usize,
+    /// Custom fields one request may have.
+    pub max_custom_fields: usize,
+    /// Previews per user per minute.
+    pub preview_rate_per_minute: u32,
 }
 
 impl Default for Exports {
@@ -356,6 +423,9 @@ impl Default for Exports {
                 PathBuf::from("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
                 PathBuf::from("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
             ],
+            distinct_budget: 2_000_000,
+            max_custom_fields: 10,
+            preview_rate_per_minute: 60,
         }
     }
 }
@@ -646,6 +716,10 @@ pub struct Settings {
     pub mqtt: Mqtt,
     /// `[kasa]`.
     pub kasa: Kasa,
+    /// `[auth]`.
+    pub auth: Auth,
+    /// `[schedules]`.
+    pub schedules: Schedules,
 }
 
 impl Default for Settings {
@@ -668,6 +742,8 @@ impl Default for Settings {
             mdns: Mdns::default(),
             mqtt: Mqtt::default(),
             kasa: Kasa::default(),
+            auth: Auth::default(),
+            schedules: Schedules::default(),
         }
     }
 }
@@ -794,6 +870,9 @@ impl Settings {
             ),
             ("delivery.timeout", self.delivery.timeout),
             ("delivery.link_ttl", self.delivery.link_ttl),
+            ("http.header_timeout", self.http.header_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
+            ("http.body_timeout", self.http.body_timeout),
         ] {
             if d.0.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
@@ -812,8 +891,24 @@ impl Settings {
                 format!("{name:?} must be 1 to 63 bytes long (a DNS label)"),
             ));
         }
-        if self.poll.concurrency == 0 {
-            return Err(invalid("poll.concurrency", "must be at least 1"));
+        for (key, v) in [
+            ("poll.concurrency", self.poll.concurrency),
+            ("http.max_connections", self.http.max_connections),
+            ("auth.argon2_concurrency", self.auth.argon2_concurrency),
+            ("exports.distinct_budget", self.exports.distinct_budget),
+            ("exports.max_custom_fields", self.exports.max_custom_fields),
+            ("schedules.max_per_user", self.schedules.max_per_user),
+            (
+                "schedules.max_runs_per_hour",
+                self.schedules.max_runs_per_hour,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if !(1..=100).contains(&self.schedules.quota_share_percent) {
+            return Err(invalid("schedules.quota_share_percent", "must be 1 to 100"));
         }
         let topic_ok = |t: &str| {
             !t.starts_with('$') && !t.contains(['+', '#']) && t.split('/').all(|l| !l.is_empty())

@@ -247,6 +247,12 @@ enum UserCmd {
         /// Login name.
         name: String,
     },
+    /// Clear a username's login throttle in the running daemon (after a stranger's failed
+    /// logins).
+    Unlock {
+        /// Login name.
+        name: String,
+    },
 }
 
 fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
@@ -304,6 +310,7 @@ fn user_request(cmd: UserCmd) -> anyhow::Result<(Request, Option<String>)> {
         }
         UserCmd::Disable { name } => (Request::UserDisable { username: name }, None),
         UserCmd::Delete { name } => (Request::UserDelete { username: name }, None),
+        UserCmd::Unlock { name } => (Request::UserUnlock { username: name }, None),
     })
 }
 
@@ -314,7 +321,7 @@ async fn admin(config: &std::path::Path, req: Request) -> anyhow::Result<serde_j
         Ok(store) => {
             let (_, key) = kasad::app::load_keys(&settings)?;
             let now = kasad::clock::Clock::now_ms(&kasad::clock::SystemClock);
-            kasad::admin::execute(&store, &key, req, "cli (direct)", now)
+            kasad::admin::execute(&store, &key, None, req, "cli (direct)", now)
                 .map_err(anyhow::Error::msg)
         }
         Err(kasad::store::Error::AlreadyOpen(_)) => kasad::admin::call(&settings.data_dir, &req)

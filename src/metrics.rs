@@ -29,6 +29,8 @@ pub struct Inputs {
     pub cycle: (i64, i64, i64, i64),
     /// Readings stored, staging syncs and durable commits, checkpoints, failed writes.
     pub writer: (u64, u64, u64, u64),
+    /// Write transactions begun since start (every kind: readings, logins, audit …).
+    pub write_transactions: u64,
     /// Every export job.
     pub exports: Vec<ExportRecord>,
     /// Size of the database file, bytes.
@@ -253,6 +255,11 @@ pub fn render(i: &Inputs) -> String {
             "kasad_write_failures_total",
             "Failed store transactions since start.",
             write_failures,
+        ),
+        (
+            "kasad_store_write_transactions_total",
+            "Database write transactions begun since start.",
+            i.write_transactions,
         ),
     ] {
         o.counter(name, help, v);

@@ -20,6 +20,7 @@ pub struct ApiError {
     detail: &'static str,
     message: String,
     extra: Map<String, Value>,
+    retry_after_s: Option<i64>,
 }
 
 impl ApiError {
@@ -36,7 +37,30 @@ impl ApiError {
             detail,
             message: message.into(),
             extra: Map::new(),
+            retry_after_s: None,
         }
+    }
+
+    /// Sends `Retry-After: <seconds>` (at least 1).
+    pub fn retry_after(mut self, seconds: i64) -> Self {
+        self.retry_after_s = Some(seconds.max(1));
+        self
+    }
+
+    /// The message shown to the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// 503: the server is busy (a full queue); try again after `retry_s` seconds.
+    pub fn busy(message: impl Into<String>, retry_s: i64) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_BUSY",
+            "Service busy",
+            message,
+        )
+        .retry_after(retry_s)
     }
 
     /// Adds an extra field to the body.
@@ -71,8 +95,19 @@ impl ApiError {
         .with("required_permission", p.name())
     }
 
-    /// 429 with the limit and when to retry.
-    pub fn rate_limited(message: &str, limit: &str, retry_at_ms: i64) -> Self {
+    /// 403 with the reason a privilege rule refused the change.
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Permission denied",
+            reason,
+        )
+    }
+
+    /// 429 with the limit and when to retry (in the body as a time, in `Retry-After` as the
+    /// seconds from `now_ms`).
+    pub fn rate_limited(message: &str, limit: &str, retry_at_ms: i64, now_ms: i64) -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMIT_EXCEEDED",
@@ -81,6 +116,7 @@ impl ApiError {
         )
         .with("limit", limit)
         .with("retry_after", crate::clock::rfc3339(retry_at_ms))
+        .retry_after((retry_at_ms - now_ms + 999).div_euclid(1000))
     }
 
     /// 400 naming the bad field.
@@ -137,6 +173,12 @@ impl IntoResponse for ApiError {
         body.insert("message".into(), self.message.into());
         body.extend(self.extra);
         let mut resp = (self.status, Json(Value::Object(body))).into_response();
+        if let Some(s) = self.retry_after_s
+            && let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -157,6 +199,7 @@ impl From<crate::store::Error> for ApiError {
             crate::store::Error::Conflict(m) => {
                 ApiError::new(StatusCode::CONFLICT, "CONFLICT", "Conflict", m)
             }
+            crate::store::Error::Refused(m) => ApiError::forbidden(m),
             crate::store::Error::ComplianceHold => ApiError::new(
                 StatusCode::CONFLICT,
                 "COMPLIANCE_HOLD",
@@ -247,6 +290,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     "The request body exceeds the size limit",
                 ))
             }
+            Err(JsonRejection::BytesRejection(e)) if timed_out(&e) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "Request timeout",
+                "The request body did not arrive in time",
+            )),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UNSUPPORTED_MEDIA_TYPE",
@@ -256,6 +305,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Err(e) => Err(ApiError::validation(e.body_text())),
         }
     }
+}
+
+/// Whether a body read failed on the server's body timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<super::server::BodyTimeout>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> axum::extract::OptionalFromRequest<S> for ApiJson<T> {

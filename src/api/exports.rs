@@ -123,7 +123,7 @@ fn status_json(st: &AppState, viewer: &CurrentUser, rec: &ExportRecord) -> Value
         v["expired_at"] = json!(rec.expires_ms.map(rfc3339));
     }
     if status == Status::Completed {
-        let (ticket, exp) = issue_ticket(st, &rec.id, &viewer.user, now);
+        let (ticket, exp) = issue_ticket(st, &rec.id, viewer, now);
         let base = st.public_url.clone().unwrap_or_default();
         v["download_link"] = json!(format!("{base}{url}?ticket={ticket}"));
         v["download_link_expires_at"] = json!(rfc3339(exp));
@@ -213,17 +213,13 @@ pub(super) fn create_error(e: CreateError) -> ApiError {
 
 /// The 429 of the export rate limit, with `Retry-After`.
 pub(super) fn rate_limited(st: &AppState, retry_at_ms: i64, limit: u32) -> Response {
-    let wait_s = ((retry_at_ms - st.clock.now_ms()).max(1) + 999) / 1000;
-    let mut resp = ApiError::rate_limited(
+    ApiError::rate_limited(
         "Export rate limit exceeded. Please try again later.",
         &format!("{limit} per hour"),
         retry_at_ms,
+        st.clock.now_ms(),
     )
-    .into_response();
-    if let Ok(v) = HeaderValue::from_str(&wait_s.to_string()) {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    resp
+    .into_response()
 }
 
 /// `POST /api/exports/create`.

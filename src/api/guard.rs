@@ -165,12 +165,13 @@ pub(super) async fn authenticate(
         .map_err(|e| ApiError::unauthorized(format!("Invalid token: {e}")))?;
     // Two point reads, microseconds from redb's cache: done here rather than handed to the
     // blocking pool, which would cost more than the reads on every request.
-    let (user, revoked) = (
+    let (user, revoked, open) = (
         st.store.user(claims.sub)?,
         st.store.is_revoked(&claims.jti)?,
+        st.store.session_open(claims.fam, now)?,
     );
     let user = user
-        .filter(|u| !u.disabled && u.token_version == claims.ver && !revoked)
+        .filter(|u| !u.disabled && u.token_version == claims.ver && !revoked && open)
         .ok_or_else(|| ApiError::unauthorized("Invalid token: no longer valid"))?;
     Ok(CurrentUser {
         user,
@@ -225,22 +226,34 @@ fn ticket_param(query: Option<&str>) -> Option<String> {
 /// Lifetime of a download ticket.
 pub const TICKET_TTL_S: i64 = 15 * 60;
 
-fn ticket_mac(key: &SecretKey, resource: &str, user: &User, exp_s: i64) -> String {
+fn ticket_mac(key: &SecretKey, resource: &str, user: &User, exp_s: i64, family: u64) -> String {
     use hmac::{KeyInit, Mac};
     let mut m =
         <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("any key length");
-    // The token version is included: a password change or disabling voids open tickets.
+    // The token version is included: a password change or disabling voids open tickets; a
+    // ticket of a session names it and dies with it (logout).
     let (id, ver) = (user.id, user.token_version);
     m.update(format!("download-ticket\0{resource}\0{id}\0{ver}\0{exp_s}").as_bytes());
+    if family != 0 {
+        m.update(format!("\0{family}").as_bytes());
+    }
     let tag = m.finalize().into_bytes();
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..20])
 }
 
-/// A ticket for `resource` (an export id) and `user`, valid [`TICKET_TTL_S`] from `now_ms`:
-/// `<user id>.<expiry s>.<mac>`.
-pub fn issue_ticket(st: &AppState, resource: &str, user: &User, now_ms: i64) -> (String, i64) {
-    ticket(&st.auth.jwt_key, resource, user, now_ms, TICKET_TTL_S)
+/// A ticket for `resource` (an export id) and the signed-in user, valid [`TICKET_TTL_S`]
+/// from `now_ms` and only while the user's session lasts:
+/// `<user id>.<session hex>.<expiry s>.<mac>`.
+pub fn issue_ticket(st: &AppState, resource: &str, cu: &CurrentUser, now_ms: i64) -> (String, i64) {
+    let exp_s = now_ms / 1000 + TICKET_TTL_S;
+    let family = cu.claims.fam;
+    let mac = ticket_mac(&st.auth.jwt_key, resource, &cu.user, exp_s, family);
+    let t = match family {
+        0 => format!("{}.{exp_s}.{mac}", cu.user.id),
+        f => format!("{}.{f:x}.{exp_s}.{mac}", cu.user.id),
+    };
+    (t, exp_s * 1000)
 }
 
 /// A ticket signed with `key` (the JWT key) valid `ttl_s` seconds; returns it and its expiry
@@ -253,7 +266,7 @@ pub fn ticket(
     ttl_s: i64,
 ) -> (String, i64) {
     let exp_s = now_ms / 1000 + ttl_s;
-    let mac = ticket_mac(key, resource, user, exp_s);
+    let mac = ticket_mac(key, resource, user, exp_s, 0);
     (format!("{}.{exp_s}.{mac}", user.id), exp_s * 1000)
 }
 
@@ -264,25 +277,30 @@ async fn by_ticket(
     client: Option<String>,
 ) -> Result<CurrentUser, ApiError> {
     let invalid = || ApiError::unauthorized("Invalid or expired download ticket");
-    let mut parts = ticket.splitn(3, '.');
-    let (Some(uid), Some(exp), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(invalid());
+    let parts: Vec<&str> = ticket.split('.').collect();
+    let (uid, family, exp, mac) = match parts[..] {
+        [uid, exp, mac] => (uid, "0", exp, mac),
+        [uid, fam, exp, mac] => (uid, fam, exp, mac),
+        _ => return Err(invalid()),
     };
-    let (uid, exp_s): (u32, i64) = (
+    let (uid, exp_s, family): (u32, i64, u64) = (
         uid.parse().map_err(|_| invalid())?,
         exp.parse().map_err(|_| invalid())?,
+        u64::from_str_radix(family, 16).map_err(|_| invalid())?,
     );
     if st.clock.now_ms() / 1000 >= exp_s {
         return Err(invalid());
     }
     let store = st.store.clone();
-    let user = tokio::task::spawn_blocking(move || store.user(uid))
-        .await
-        .map_err(ApiError::internal)??
-        .filter(|u| !u.disabled)
-        .ok_or_else(invalid)?;
+    let now = st.clock.now_ms();
+    let (user, open) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::Error>((store.user(uid)?, store.session_open(family, now)?))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let user = user.filter(|u| !u.disabled && open).ok_or_else(invalid)?;
     let resource = path.rsplit('/').next().unwrap_or_default();
-    let want = ticket_mac(&st.auth.jwt_key, resource, &user, exp_s);
+    let want = ticket_mac(&st.auth.jwt_key, resource, &user, exp_s, family);
     let same = want.len() == mac.len()
         && want
             .bytes()
@@ -301,6 +319,7 @@ async fn by_ticket(
             iat: 0,
             exp: exp_s,
             typ: "ticket".into(),
+            fam: family,
         },
         user,
         client,

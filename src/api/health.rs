@@ -91,5 +91,7 @@ fn detail_body(
             "last_cycle_failed": st.poller.last_cycle_failed.load(Ordering::Relaxed),
             "cycles": st.poller.cycles.load(Ordering::Relaxed),
             "skipped_cycles": st.poller.skipped_cycles.load(Ordering::Relaxed)},
+        "throttle": st.auth.throttle.counts(now),
+        "password_checks_waiting": st.auth.gate.waiting(),
     })
 }

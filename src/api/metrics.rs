@@ -107,6 +107,7 @@ async fn gather(st: &AppState, gate: &MetricsGate) -> Result<Inputs, ApiError> {
             w.checkpoints.load(Ordering::Relaxed),
             w.failures.load(Ordering::Relaxed),
         ),
+        write_transactions: st.store.write_transactions(),
         exports,
         db_bytes,
         started_ms: st.started_ms,

@@ -17,11 +17,13 @@ pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod schedules;
+pub mod server;
 pub mod tariffs;
 pub mod users;
 
 use crate::audit::Event;
 use crate::auth::Permission;
+use crate::auth::gate::HashGate;
 use crate::auth::keys::SecretKey;
 use crate::auth::throttle::Throttle;
 use crate::clock::SharedClock;
@@ -51,7 +53,9 @@ pub struct AuthState {
     /// Chains audit entries.
     pub audit_key: SecretKey,
     /// Login throttling.
-    pub throttle: Throttle,
+    pub throttle: Arc<Throttle>,
+    /// Bounds concurrent and queued Argon2 work.
+    pub gate: HashGate,
 }
 
 /// What handlers share.

@@ -4,7 +4,7 @@ use super::AppState;
 use super::error::{ApiError, ApiJson};
 use super::guard::CurrentUser;
 use crate::audit::{EventType, Severity};
-use crate::auth::{Permission, Role, password};
+use crate::auth::{Holder, Permission, Role, check_change, password};
 use crate::store::audit::Pending;
 use crate::store::users::User;
 use axum::extract::State;
@@ -30,11 +30,32 @@ pub fn valid_username(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
 }
 
-async fn hash(pw: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || password::hash(&pw))
+async fn hash(st: &AppState, pw: String) -> Result<String, ApiError> {
+    st.auth
+        .gate
+        .run(move || password::hash(&pw))
         .await
-        .map_err(ApiError::internal)?
+        .map_err(|busy| ApiError::busy(busy.to_string(), 2))?
         .map_err(|e| ApiError::validation(format!("password: {e}")))
+}
+
+fn holder(u: &User) -> Holder<'_> {
+    Holder {
+        id: u.id,
+        role: u.role,
+        extra: &u.permissions,
+    }
+}
+
+/// Audits a change the privilege rules refused and answers 403 with the reason.
+async fn denied(st: &AppState, cu: &CurrentUser, target: String, e: ApiError) -> ApiError {
+    if e.status() == StatusCode::FORBIDDEN {
+        let mut ev = cu.event(EventType::PermissionDenied, Severity::Warning);
+        ev.resource = Some(target);
+        ev.details = json!({"reason": e.message()});
+        st.audit(ev).await;
+    }
+    e
 }
 
 /// `GET /api/users`.
@@ -65,16 +86,26 @@ pub async fn create(
     Extension(cu): Extension<CurrentUser>,
     ApiJson(b): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    super::auth::check_credentials(&b.username, &b.password)?;
     if !valid_username(&b.username) {
         return Err(ApiError::validation(
             "username: 1-64 characters of letters, digits, '.', '_', '-', '@'",
         ));
     }
+    let new = Holder {
+        id: 0,
+        role: b.role,
+        extra: &b.permissions,
+    };
+    if let Err(why) = check_change(holder(&cu.user), None, Some(new)) {
+        let e = ApiError::forbidden(why);
+        return Err(denied(&st, &cu, format!("user:{}", b.username), e).await);
+    }
     let now = st.clock.now_ms();
     let u = User {
         id: 0,
         username: b.username,
-        password_hash: hash(b.password).await?,
+        password_hash: hash(&st, b.password).await?,
         role: b.role,
         permissions: b.permissions,
         disabled: false,
@@ -111,8 +142,14 @@ pub async fn update(
     super::error::ApiPath(id): super::error::ApiPath<u32>,
     ApiJson(p): ApiJson<Patch>,
 ) -> Result<Json<Value>, ApiError> {
+    if p.password
+        .as_ref()
+        .is_some_and(|pw| pw.len() > super::auth::MAX_PASSWORD)
+    {
+        return Err(ApiError::validation("password: at most 1024 bytes"));
+    }
     let new_hash = match p.password {
-        Some(pw) => Some(hash(pw).await?),
+        Some(pw) => Some(hash(&st, pw).await?),
         None => None,
     };
     let now = st.clock.now_ms();
@@ -120,12 +157,13 @@ pub async fn update(
     ev.resource = Some(format!("user:{id}"));
     ev.details = json!({"role": p.role, "permissions": p.permissions, "disabled": p.disabled,
         "password_changed": new_hash.is_some()});
-    let (store, s2) = (st.store.clone(), st.clone());
-    let u = tokio::task::spawn_blocking(move || {
+    let (store, s2, actor) = (st.store.clone(), st.clone(), cu.user.clone());
+    let res = tokio::task::spawn_blocking(move || {
         store.update_user(
             id,
             now,
             |u| {
+                let before = u.clone();
                 if let Some(r) = p.role {
                     u.role = r;
                 }
@@ -138,13 +176,18 @@ pub async fn update(
                 if let Some(h) = new_hash {
                     u.password_hash = h;
                 }
+                check_change(holder(&actor), Some(holder(&before)), Some(holder(u)))
+                    .map_err(crate::store::Error::Refused)
             },
             Some(Pending::new(&s2.auth.audit_key, ev, now)),
         )
     })
     .await
-    .map_err(ApiError::internal)??;
-    Ok(Json(view(&u)))
+    .map_err(ApiError::internal)?;
+    match res {
+        Ok(u) => Ok(Json(view(&u))),
+        Err(e) => Err(denied(&st, &cu, format!("user:{id}"), e.into()).await),
+    }
 }
 
 /// `DELETE /api/users/{user_id}`.
@@ -161,12 +204,23 @@ pub async fn remove(
     let now = st.clock.now_ms();
     let mut ev = cu.event(EventType::UserDeleted, Severity::Warning);
     ev.resource = Some(format!("user:{id}"));
-    let (store, s2) = (st.store.clone(), st.clone());
-    let u = tokio::task::spawn_blocking(move || {
-        store.delete_user(id, Some(Pending::new(&s2.auth.audit_key, ev, now)))
+    let (store, s2, actor) = (st.store.clone(), st.clone(), cu.user.clone());
+    let res = tokio::task::spawn_blocking(move || {
+        store.delete_user(
+            id,
+            |u| {
+                check_change(holder(&actor), Some(holder(u)), None)
+                    .map_err(crate::store::Error::Refused)
+            },
+            Some(Pending::new(&s2.auth.audit_key, ev, now)),
+        )
     })
     .await
-    .map_err(ApiError::internal)??;
+    .map_err(ApiError::internal)?;
+    let u = match res {
+        Ok(u) => u,
+        Err(e) => return Err(denied(&st, &cu, format!("user:{id}"), e.into()).await),
+    };
     Ok(Json(
         json!({"deleted": true, "user_id": u.id, "username": u.username}),
     ))

@@ -28,6 +28,10 @@ pub struct Claims {
     pub exp: i64,
     /// Always `"access"`.
     pub typ: String,
+    /// The session (refresh-token family) it was issued in; 0 for none. Logout ends the
+    /// session, and with it the download tickets issued in it.
+    #[serde(default)]
+    pub fam: u64,
 }
 
 /// Why a token is refused (the API shows one generic message; the reason is for logs/tests).
@@ -119,6 +123,7 @@ mod tests {
             iat: 100,
             exp,
             typ: "access".into(),
+            fam: 0,
         }
     }
 

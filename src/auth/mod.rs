@@ -1,6 +1,7 @@
 //! Identity: roles and permissions, password hashing, signed tokens, secret keys and login
 //! throttling. No routing here: the API turns these into extractors and middleware.
 
+pub mod gate;
 pub mod jwt;
 pub mod keys;
 pub mod password;
@@ -94,6 +95,65 @@ impl Role {
     }
 }
 
+/// Who holds what: the part of a user account the privilege rules look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder<'a> {
+    /// User id.
+    pub id: u32,
+    /// Role.
+    pub role: Role,
+    /// Extra permissions.
+    pub extra: &'a [Permission],
+}
+
+impl Holder<'_> {
+    /// Whether `p` is held (by the role or a grant).
+    pub fn has(&self, p: Permission) -> bool {
+        self.role.permissions().contains(&p) || self.extra.contains(&p)
+    }
+}
+
+/// The privilege rules of user management (through the API; root on the admin socket is
+/// exempt): nobody grants a role or permission they do not hold themselves, only admins
+/// change or delete admins, and nobody changes their own role or permissions. `before` is
+/// `None` for a new user, `after` `None` for a deletion. The reason when refused.
+pub fn check_change(
+    actor: Holder<'_>,
+    before: Option<Holder<'_>>,
+    after: Option<Holder<'_>>,
+) -> Result<(), String> {
+    let is_admin = actor.role == Role::Admin;
+    if let Some(b) = before {
+        if b.role == Role::Admin && !is_admin {
+            return Err("only an admin may change or delete an admin".into());
+        }
+        if let Some(a) = after
+            && b.id == actor.id
+            && (a.role != b.role || !same_set(a.extra, b.extra))
+        {
+            return Err("you cannot change your own role or permissions".into());
+        }
+    }
+    let Some(a) = after else { return Ok(()) };
+    if a.role == Role::Admin && before.is_none_or(|b| b.role != Role::Admin) && !is_admin {
+        return Err("only an admin may make a user admin".into());
+    }
+    for p in Permission::ALL {
+        if a.has(p) && !before.is_some_and(|b| b.has(p)) && !actor.has(p) {
+            return Err(format!(
+                "you cannot grant {} (role {:?} or a permission) without holding it yourself",
+                p.name(),
+                a.role
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn same_set(a: &[Permission], b: &[Permission]) -> bool {
+    a.iter().all(|p| b.contains(p)) && b.iter().all(|p| a.contains(p))
+}
+
 /// Random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -132,6 +192,79 @@ mod tests {
             Some(Permission::DataExport)
         );
         assert_eq!(Permission::parse("EVERYTHING"), None);
+    }
+
+    #[test]
+    fn privilege_rules() {
+        let um = [Permission::UserManage];
+        let viewer_um = Holder {
+            id: 7,
+            role: Role::Viewer,
+            extra: &um,
+        };
+        let admin = Holder {
+            id: 1,
+            role: Role::Admin,
+            extra: &[],
+        };
+        let as_admin = Holder {
+            role: Role::Admin,
+            ..viewer_um
+        };
+        // Self-promotion and any change of one's own role or permissions.
+        assert!(check_change(viewer_um, Some(viewer_um), Some(as_admin)).is_err());
+        let all = Permission::ALL;
+        let more = Holder {
+            extra: &all,
+            ..viewer_um
+        };
+        assert!(check_change(viewer_um, Some(viewer_um), Some(more)).is_err());
+        assert!(
+            check_change(
+                admin,
+                Some(admin),
+                Some(Holder {
+                    role: Role::Viewer,
+                    ..admin
+                })
+            )
+            .is_err()
+        );
+        // Admins are changed and deleted by admins only.
+        assert!(check_change(viewer_um, Some(admin), Some(admin)).is_err());
+        assert!(check_change(viewer_um, Some(admin), None).is_err());
+        assert!(check_change(admin, Some(viewer_um), None).is_ok());
+        // Grants only of what one holds.
+        let new_viewer = Holder {
+            id: 9,
+            role: Role::Viewer,
+            extra: &[],
+        };
+        assert!(check_change(viewer_um, None, Some(new_viewer)).is_ok());
+        let op = Holder {
+            role: Role::Operator,
+            ..new_viewer
+        };
+        assert!(check_change(viewer_um, None, Some(op)).is_err());
+        assert!(check_change(viewer_um, Some(new_viewer), Some(op)).is_err());
+        let um_grant = Holder {
+            extra: &um,
+            ..new_viewer
+        };
+        assert!(check_change(viewer_um, Some(new_viewer), Some(um_grant)).is_ok());
+        assert!(
+            check_change(
+                admin,
+                None,
+                Some(Holder {
+                    role: Role::Admin,
+                    ..new_viewer
+                })
+            )
+            .is_ok()
+        );
+        // Taking a permission away grants nothing.
+        assert!(check_change(viewer_um, Some(op), Some(new_viewer)).is_ok());
     }
 
     #[test]

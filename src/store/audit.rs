@@ -32,7 +32,7 @@ impl<'a> Pending<'a> {
         let mut e = Entry {
             seq: st.last_seq + 1,
             ts_ms: self.ts_ms,
-            event: self.event,
+            event: self.event.bounded(),
             prev,
             mac: String::new(),
         };

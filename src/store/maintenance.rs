@@ -143,6 +143,7 @@ impl Store {
             reserve: self.reserve,
             records: self.records,
             audit_queue: self.audit_queue,
+            writes: self.writes,
         })
     }
 

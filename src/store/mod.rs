@@ -60,6 +60,9 @@ pub enum Error {
     /// A unique name is taken.
     #[error("{0}")]
     Conflict(String),
+    /// The change is not allowed to the one asking (privilege rules); nothing was written.
+    #[error("{0}")]
+    Refused(String),
     /// Audit retention is blocked by a compliance hold.
     #[error("a compliance hold is active; audit entries cannot be removed")]
     ComplianceHold,
@@ -156,6 +159,8 @@ pub struct Store {
     records: Arc<RecordCache>,
     /// Audit events waiting to be appended together.
     audit_queue: Arc<audit::AuditQueue>,
+    /// Write transactions begun since the store was opened (`/metrics`).
+    writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The device table, decoded once: every export plan and preview needs all records, and they
@@ -191,6 +196,7 @@ impl Store {
             reserve: 0,
             records: Arc::default(),
             audit_queue: Arc::default(),
+            writes: Arc::default(),
         })
     }
 
@@ -205,13 +211,25 @@ impl Store {
     /// runs out of space, so none is begun that could.
     pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction> {
         self.check_space(self.reserve / 4)?;
+        self.count_write();
         Ok(self.db.begin_write()?)
+    }
+
+    fn count_write(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Write transactions begun since the store was opened.
+    pub fn write_transactions(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A bulk write transaction (readings, imports): refused below the whole reserve, so that
     /// logins, audit entries and export records still fit while readings wait.
     pub(crate) fn begin_bulk_write(&self) -> Result<redb::WriteTransaction> {
         self.check_space(self.reserve)?;
+        self.count_write();
         Ok(self.db.begin_write()?)
     }
 

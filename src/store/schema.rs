@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 8;
+pub const SCHEMA_VERSION: u64 = 9;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -25,8 +25,10 @@ pub const DEVICE_STATE: TableDefinition<u32, &[u8]> = TableDefinition::new("devi
 pub const USERS: TableDefinition<u32, &[u8]> = TableDefinition::new("users");
 /// lower-case username → user id.
 pub const USERNAMES: TableDefinition<&str, u32> = TableDefinition::new("usernames");
-/// SHA-256 (hex) of a refresh token → JSON `(user id, expires ms)`.
+/// SHA-256 (hex) of a refresh token → JSON `RefreshRow` (before 9: `(user id, expires ms)`).
 pub const REFRESH: TableDefinition<&str, &[u8]> = TableDefinition::new("refresh_tokens");
+/// refresh-token family (one per login) → JSON `(user id, expires ms)`; gone at logout.
+pub const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
 /// revoked access-token id → its expiry, ms.
 pub const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_tokens");
 /// sequence number → JSON audit entry.
@@ -120,6 +122,12 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         // kasad before 8 cannot read. Blocks written before keep their mode and decode as
         // stored, so nothing is rewritten.
         v = 8;
+    }
+    if v < 9 {
+        // 8 → 9: refresh-token families (sessions). Tokens stored before have none: the next
+        // refresh starts one.
+        txn.open_table(SESSIONS)?;
+        v = 9;
     }
     meta.insert("schema_version", v)?;
     Ok(())

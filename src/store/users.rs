@@ -1,9 +1,9 @@
 //! Users, refresh tokens and revoked access tokens.
 
-use super::schema::{REFRESH, REVOKED, USERNAMES, USERS};
+use super::schema::{REFRESH, REVOKED, SESSIONS, USERNAMES, USERS};
 use super::{Error, Result, Store};
 use crate::auth::{Permission, Role};
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 /// A user account.
@@ -94,12 +94,106 @@ fn put(txn: &WriteTransaction, u: &User) -> Result<()> {
     Ok(())
 }
 
+/// A stored refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRow {
+    /// Whose.
+    pub user_id: u32,
+    /// Expiry, UTC ms.
+    pub expires_ms: i64,
+    /// The session (login) it belongs to; 0 for tokens stored before sessions existed.
+    #[serde(default)]
+    pub family: u64,
+    /// When it was traded for a new one; a used token presented again revokes its family.
+    #[serde(default)]
+    pub used_ms: Option<i64>,
+}
+
+/// How long a used refresh token is kept to recognise a replay, ms.
+pub const REUSE_WINDOW_MS: i64 = 86_400_000;
+
+fn decode_refresh(b: &[u8]) -> Result<RefreshRow> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Row(RefreshRow),
+        Old(u32, i64),
+    }
+    match serde_json::from_slice(b).map_err(|e| Error::Corrupt(format!("refresh token: {e}")))? {
+        Stored::Row(r) => Ok(r),
+        Stored::Old(user_id, expires_ms) => Ok(RefreshRow {
+            user_id,
+            expires_ms,
+            family: 0,
+            used_ms: None,
+        }),
+    }
+}
+
+fn put_refresh_row(txn: &WriteTransaction, hash: &str, r: &RefreshRow) -> Result<()> {
+    let v = serde_json::to_vec(r).map_err(|e| Error::Corrupt(e.to_string()))?;
+    txn.open_table(REFRESH)?.insert(hash, v.as_slice())?;
+    Ok(())
+}
+
+fn put_session(txn: &WriteTransaction, family: u64, user_id: u32, expires_ms: i64) -> Result<()> {
+    let v =
+        serde_json::to_vec(&(user_id, expires_ms)).map_err(|e| Error::Corrupt(e.to_string()))?;
+    txn.open_table(SESSIONS)?.insert(family, v.as_slice())?;
+    Ok(())
+}
+
+/// Removes a session and every refresh token of it.
+fn end_session(txn: &WriteTransaction, family: u64) -> Result<()> {
+    if family == 0 {
+        return Ok(());
+    }
+    txn.open_table(SESSIONS)?.remove(family)?;
+    txn.open_table(REFRESH)?
+        .retain(|_, v| decode_refresh(v).map_or(true, |r| r.family != family))?;
+    Ok(())
+}
+
 fn drop_refresh_tokens(txn: &WriteTransaction, user_id: u32) -> Result<()> {
-    let mut t = txn.open_table(REFRESH)?;
-    t.retain(|_, v| {
+    txn.open_table(REFRESH)?
+        .retain(|_, v| decode_refresh(v).map_or(true, |r| r.user_id != user_id))?;
+    txn.open_table(SESSIONS)?.retain(|_, v| {
         serde_json::from_slice::<(u32, i64)>(v).map_or(true, |(uid, _)| uid != user_id)
     })?;
     Ok(())
+}
+
+/// What trading a refresh token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Traded: the old token is spent, the new one stored in the same session.
+    Rotated {
+        /// Whose.
+        user_id: u32,
+        /// The session.
+        family: u64,
+    },
+    /// The token had been traded before: a copy is in someone else's hands. Its whole
+    /// session was revoked.
+    Reused {
+        /// Whose.
+        user_id: u32,
+        /// The revoked session.
+        family: u64,
+    },
+    /// Unknown or expired.
+    Invalid,
+}
+
+/// What the auth purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Refresh tokens (expired, or used longer ago than [`REUSE_WINDOW_MS`]).
+    pub refresh: usize,
+    /// Sessions past their expiry.
+    pub sessions: usize,
+    /// Revoked access-token ids past their expiry.
+    pub revoked: usize,
 }
 
 impl Store {
@@ -161,13 +255,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Changes a user with `f`; bumps the token version (and drops refresh tokens) when the
+    /// Changes a user with `f`, which sees the stored record and may refuse (nothing is
+    /// written then); bumps the token version (and drops refresh tokens and sessions) when the
     /// password changed or the user was disabled.
     pub fn update_user(
         &self,
         id: u32,
         now_ms: i64,
-        f: impl FnOnce(&mut User),
+        f: impl FnOnce(&mut User) -> Result<()>,
         audit: Option<super::audit::Pending<'_>>,
     ) -> Result<User> {
         let txn = self.begin_write()?;
@@ -179,7 +274,7 @@ impl Store {
             decode(v.value())?
         };
         let mut u = old.clone();
-        f(&mut u);
+        f(&mut u)?;
         u.id = old.id;
         u.username = old.username.clone();
         u.updated_ms = now_ms;
@@ -196,8 +291,13 @@ impl Store {
         Ok(u)
     }
 
-    /// Deletes a user and their refresh tokens.
-    pub fn delete_user(&self, id: u32, audit: Option<super::audit::Pending<'_>>) -> Result<User> {
+    /// Deletes a user and their refresh tokens, unless `check` (shown the user) refuses.
+    pub fn delete_user(
+        &self,
+        id: u32,
+        check: impl FnOnce(&User) -> Result<()>,
+        audit: Option<super::audit::Pending<'_>>,
+    ) -> Result<User> {
         let txn = self.begin_write()?;
         let u = {
             let mut t = txn.open_table(USERS)?;
@@ -206,6 +306,7 @@ impl Store {
                     .ok_or_else(|| Error::NotFound(format!("user {id}")))?
                     .value(),
             )?;
+            check(&u)?;
             txn.open_table(USERNAMES)?
                 .remove(key(&u.username).as_str())?;
             u
@@ -219,29 +320,157 @@ impl Store {
         Ok(u)
     }
 
-    /// Stores a refresh token (by its hash) for a user until `expires_ms`.
-    pub fn put_refresh(&self, token_hash: &str, user_id: u32, expires_ms: i64) -> Result<()> {
+    /// Starts a session for `user_id` with its first refresh token (by hash); returns the
+    /// session (family) id.
+    pub fn session_start(&self, token_hash: &str, user_id: u32, expires_ms: i64) -> Result<u64> {
+        let family = u64::from_le_bytes(crate::auth::random_bytes::<8>()) | 1;
         let txn = self.begin_write()?;
-        let v = serde_json::to_vec(&(user_id, expires_ms))
-            .map_err(|e| Error::Corrupt(e.to_string()))?;
-        txn.open_table(REFRESH)?.insert(token_hash, v.as_slice())?;
+        put_session(&txn, family, user_id, expires_ms)?;
+        put_refresh_row(
+            &txn,
+            token_hash,
+            &RefreshRow {
+                user_id,
+                expires_ms,
+                family,
+                used_ms: None,
+            },
+        )?;
+        txn.commit()?;
+        Ok(family)
+    }
+
+    /// A refresh token by hash, read only (a random token costs no write).
+    pub fn refresh_lookup(&self, token_hash: &str) -> Result<Option<RefreshRow>> {
+        let txn = self.db().begin_read()?;
+        let t = txn.open_table(REFRESH)?;
+        t.get(token_hash)?
+            .map(|v| decode_refresh(v.value()))
+            .transpose()
+    }
+
+    /// Trades refresh token `old` for `new` (expiring `expires_ms`) at `now_ms`, checking
+    /// again inside the write transaction: of two parallel trades of one token, one rotates
+    /// and the other is a reuse. A reuse revokes the session.
+    pub fn refresh_rotate(
+        &self,
+        old: &str,
+        new: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Rotation> {
+        let txn = self.begin_write()?;
+        let row = {
+            let t = txn.open_table(REFRESH)?;
+            t.get(old)?.map(|v| decode_refresh(v.value())).transpose()?
+        };
+        let outcome = match row {
+            None => Rotation::Invalid,
+            Some(r) if r.used_ms.is_some() => {
+                end_session(&txn, r.family)?;
+                txn.open_table(REFRESH)?.remove(old)?;
+                Rotation::Reused {
+                    user_id: r.user_id,
+                    family: r.family,
+                }
+            }
+            Some(r) if r.expires_ms <= now_ms => {
+                txn.open_table(REFRESH)?.remove(old)?;
+                Rotation::Invalid
+            }
+            Some(r) => {
+                let family = match r.family {
+                    0 => u64::from_le_bytes(crate::auth::random_bytes::<8>()) | 1,
+                    f => f,
+                };
+                put_refresh_row(
+                    &txn,
+                    old,
+                    &RefreshRow {
+                        used_ms: Some(now_ms),
+                        family,
+                        ..r
+                    },
+                )?;
+                put_refresh_row(
+                    &txn,
+                    new,
+                    &RefreshRow {
+                        user_id: r.user_id,
+                        expires_ms,
+                        family,
+                        used_ms: None,
+                    },
+                )?;
+                put_session(&txn, family, r.user_id, expires_ms)?;
+                Rotation::Rotated {
+                    user_id: r.user_id,
+                    family,
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(outcome)
+    }
+
+    /// Ends session `family` (logout): its refresh tokens and download tickets stop working.
+    pub fn session_end(&self, family: u64) -> Result<()> {
+        let txn = self.begin_write()?;
+        end_session(&txn, family)?;
         txn.commit()?;
         Ok(())
     }
 
-    /// Removes a refresh token and returns its user and expiry (rotation and logout).
-    pub fn take_refresh(&self, token_hash: &str) -> Result<Option<(u32, i64)>> {
+    /// Removes one refresh token (logout of a session from before sessions existed).
+    pub fn refresh_remove(&self, token_hash: &str) -> Result<()> {
         let txn = self.begin_write()?;
-        let got = txn
-            .open_table(REFRESH)?
-            .remove(token_hash)?
-            .map(|v| {
-                serde_json::from_slice::<(u32, i64)>(v.value())
-                    .map_err(|e| Error::Corrupt(e.to_string()))
-            })
-            .transpose()?;
+        txn.open_table(REFRESH)?.remove(token_hash)?;
         txn.commit()?;
-        Ok(got)
+        Ok(())
+    }
+
+    /// Whether session `family` is still open at `now_ms` (0, no session, always is).
+    pub fn session_open(&self, family: u64, now_ms: i64) -> Result<bool> {
+        if family == 0 {
+            return Ok(true);
+        }
+        let txn = self.db().begin_read()?;
+        let t = txn.open_table(SESSIONS)?;
+        Ok(match t.get(family)? {
+            Some(v) => {
+                serde_json::from_slice::<(u32, i64)>(v.value()).is_ok_and(|(_, exp)| exp > now_ms)
+            }
+            None => false,
+        })
+    }
+
+    /// The daily purge: expired refresh tokens and sessions, used tokens past the reuse
+    /// window, revoked access-token ids past their expiry.
+    pub fn purge_auth(&self, now_ms: i64) -> Result<Purged> {
+        let txn = self.begin_write()?;
+        let mut p = Purged::default();
+        {
+            let mut t = txn.open_table(REFRESH)?;
+            let before = t.len()?;
+            t.retain(|_, v| {
+                decode_refresh(v).map_or(true, |r| {
+                    r.expires_ms > now_ms && r.used_ms.is_none_or(|u| now_ms - u < REUSE_WINDOW_MS)
+                })
+            })?;
+            p.refresh = usize::try_from(before - t.len()?).unwrap_or(0);
+            let mut s = txn.open_table(SESSIONS)?;
+            let before = s.len()?;
+            s.retain(|_, v| {
+                serde_json::from_slice::<(u32, i64)>(v).map_or(true, |(_, exp)| exp > now_ms)
+            })?;
+            p.sessions = usize::try_from(before - s.len()?).unwrap_or(0);
+            let mut r = txn.open_table(REVOKED)?;
+            let before = r.len()?;
+            r.retain(|_, exp| exp > now_ms)?;
+            p.revoked = usize::try_from(before - r.len()?).unwrap_or(0);
+        }
+        txn.commit()?;
+        Ok(p)
     }
 
     /// Revokes an access token id until its expiry; forgets revocations that have expired.

@@ -163,6 +163,14 @@ impl TestApp {
         Self::start(sims, clock::system(), tweak).await
     }
 
+    /// A daemon without devices reading time from `clock`.
+    pub async fn with_clock(
+        clock: kasad::clock::SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        Self::start(vec![], clock, tweak).await
+    }
+
     /// A daemon on `data_dir` (already holding data), no devices on the network, reading time
     /// from `clock`.
     pub async fn on_data(

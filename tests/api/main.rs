@@ -13,6 +13,7 @@ mod diskfull;
 mod energy;
 mod excel;
 mod exports;
+mod hardening;
 mod helpers;
 mod import;
 mod interop;
