@@ -433,6 +433,7 @@ pub async fn start_with(
                 settings.auth.argon2_concurrency,
                 settings.auth.login_queue,
             ),
+            previews: Default::default(),
         }),
         metrics: Arc::new(api::metrics::MetricsGate {
             access: settings.metrics.access.clone(),

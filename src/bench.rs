@@ -315,6 +315,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize, formats: &[String]) -> any
                 Limits {
                     max_records: u64::MAX,
                     max_bytes: u64::MAX,
+                    distinct_budget: usize::MAX,
                 },
                 &Control::default(),
             )?;
@@ -374,6 +375,7 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         let limits = Limits {
             max_records: u64::MAX,
             max_bytes: u64::MAX,
+            distinct_budget: usize::MAX,
         };
         let r = render::render(&store, &with, &meta, &file, "report.pdf", limits, &ctl)?;
         times.push(t.elapsed().as_secs_f64());
@@ -427,6 +429,7 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         let limits = Limits {
             max_records: u64::MAX,
             max_bytes: u64::MAX,
+            distinct_budget: usize::MAX,
         };
         let file = dir.join("cost.json");
         let r = render::render(&store, &with, &cmeta, &file, "cost.json", limits, &ctl)?;

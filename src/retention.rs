@@ -1,5 +1,7 @@
 //! Retention jobs: raw readings (`[storage] raw_retention`; rollups are kept forever) and the
-//! audit log (`[audit] retention_days`, blocked by `[audit] compliance_hold`). Each job is a `*_once` function plus a daily loop.
+//! audit log (`[audit] retention_days`, blocked by `[audit] compliance_hold`), and expired
+//! refresh tokens, sessions and token revocations. Each job is a `*_once` function (the token
+//! purge is `Store::purge_auth`) plus a daily loop.
 
 use crate::auth::keys::SecretKey;
 use crate::clock::SharedClock;
@@ -88,6 +90,12 @@ pub async fn run(
             Ok(Ok(_)) => tracing::debug!(keep_ms = keep, "raw-data retention: nothing to remove"),
             Ok(Err(e)) => tracing::error!(error = %e, "raw-data retention failed"),
             Err(e) => tracing::error!(error = %e, "raw-data retention task failed"),
+        }
+        let (s, now) = (store.clone(), clock.now_ms());
+        match tokio::task::spawn_blocking(move || s.purge_auth(now)).await {
+            Ok(Ok(p)) => tracing::debug!(?p, "expired tokens and sessions purged"),
+            Ok(Err(e)) => tracing::error!(error = %e, "token purge failed"),
+            Err(e) => tracing::error!(error = %e, "token purge task failed"),
         }
     }
 }

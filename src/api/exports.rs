@@ -196,16 +196,18 @@ pub(super) fn create_error(e: CreateError) -> ApiError {
             };
             ApiError::new(status, r.code, detail, r.message)
         }
-        CreateError::Quota(_) | CreateError::DiskFull { .. } => ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            if matches!(e, CreateError::Quota(_)) {
-                "EXPORT_QUOTA_EXCEEDED"
-            } else {
-                "INSUFFICIENT_STORAGE"
-            },
-            "Insufficient storage",
-            e.to_string(),
-        ),
+        CreateError::Quota(_) | CreateError::UserQuota(_) | CreateError::DiskFull { .. } => {
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                if matches!(e, CreateError::Quota(_) | CreateError::UserQuota(_)) {
+                    "EXPORT_QUOTA_EXCEEDED"
+                } else {
+                    "INSUFFICIENT_STORAGE"
+                },
+                "Insufficient storage",
+                e.to_string(),
+            )
+        }
         CreateError::Store(s) => s.into(),
         CreateError::RateLimited { .. } => ApiError::internal("rate limit mapped elsewhere"),
     }
@@ -445,6 +447,7 @@ fn split(s: Option<String>) -> Option<Vec<String>> {
 /// `GET /api/exports/preview?export_type&devices&start&end&fields&aggregation&timezone&limit`.
 pub async fn preview_get(
     State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
     ApiQuery(q): ApiQuery<PreviewQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let body = CreateRequest {
@@ -463,16 +466,17 @@ pub async fn preview_get(
         }),
         ..CreateRequest::default()
     };
-    preview(st, body, q.limit).await
+    preview(st, &cu, body, q.limit).await
 }
 
 /// `POST /api/exports/preview` with a create body (`?limit=`, default 5).
 pub async fn preview_post(
     State(st): State<AppState>,
+    Extension(cu): Extension<CurrentUser>,
     ApiQuery(q): ApiQuery<PreviewLimit>,
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    preview(st, body, q.limit).await
+    preview(st, &cu, body, q.limit).await
 }
 
 /// `?limit=` of the POST preview.
@@ -483,9 +487,32 @@ pub struct PreviewLimit {
 
 async fn preview(
     st: AppState,
+    cu: &CurrentUser,
     mut body: CreateRequest,
     limit: Option<usize>,
 ) -> Result<Json<Value>, ApiError> {
+    let per_minute = st
+        .exporter
+        .config()
+        .settings
+        .exports
+        .preview_rate_per_minute;
+    let now = st.clock.now_ms();
+    if let Err(l) = st.auth.previews.hit(cu.user.id, now, per_minute, 60_000) {
+        if l.first {
+            let mut ev = cu.event(EventType::RateLimitExceeded, Severity::Warning);
+            ev.resource = Some("/api/exports/preview".into());
+            ev.details = json!({"limit": format!("{per_minute} previews per minute"),
+                "note": "further refusals until the next allowed preview are not logged"});
+            st.audit(ev).await;
+        }
+        return Err(ApiError::rate_limited(
+            "Preview rate limit exceeded. Please try again shortly.",
+            &format!("{per_minute} per minute"),
+            l.retry_at_ms,
+            now,
+        ));
+    }
     let limit = limit.unwrap_or(5);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -509,11 +536,16 @@ async fn preview(
     let cancel = CancelOnDrop::default();
     let ctl = cancel.0.clone();
     let exporter = st.exporter.clone();
-    let cap = exporter.config().settings.exports.max_records_per_export;
+    let s = &exporter.config().settings.exports;
+    let limits = crate::export::render::Limits {
+        max_records: s.max_records_per_export,
+        max_bytes: u64::MAX,
+        distinct_budget: s.distinct_budget,
+    };
     let preview = move || {
         let plan = exporter.plan_to_render(&body, None)?;
-        let limit = limit.min(usize::try_from(cap).unwrap_or(usize::MAX));
-        crate::export::render::preview(&st.store, &plan, limit, cap, &ctl).map_err(|e| match e {
+        let limit = limit.min(usize::try_from(limits.max_records).unwrap_or(usize::MAX));
+        crate::export::render::preview(&st.store, &plan, limit, limits, &ctl).map_err(|e| match e {
             crate::export::render::RenderError::Store(s) => CreateError::Store(s),
             other => CreateError::Invalid(crate::export::request::RequestError {
                 code: "VALIDATION_ERROR",

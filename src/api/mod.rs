@@ -56,6 +56,8 @@ pub struct AuthState {
     pub throttle: Arc<Throttle>,
     /// Bounds concurrent and queued Argon2 work.
     pub gate: HashGate,
+    /// Previews per user per minute.
+    pub previews: crate::auth::rate::Rolling,
 }
 
 /// What handlers share.

@@ -31,8 +31,37 @@ fn bad(e: Invalid) -> ApiError {
     ApiError::bad_request(e.code, e.message)
 }
 
-fn view(st: &AppState, s: &ScheduleRecord) -> Value {
+/// What the `over_limit` flags are computed from: every schedule, and which owners are
+/// admins (exempt from the caps).
+struct Caps {
+    all: Vec<ScheduleRecord>,
+    admins: std::collections::HashSet<u32>,
+}
+
+async fn caps(st: &AppState) -> Result<Caps, ApiError> {
+    let store = st.store.clone();
+    let (all, users) =
+        blocking(move || Ok::<_, crate::store::Error>((store.schedules()?, store.users()?)))
+            .await??;
+    let admins = users
+        .iter()
+        .filter(|u| u.role == crate::auth::Role::Admin)
+        .map(|u| u.id)
+        .collect();
+    Ok(Caps { all, admins })
+}
+
+fn view(st: &AppState, s: &ScheduleRecord, caps: &Caps) -> Value {
+    let over = crate::schedule::limits::over_limit(
+        s,
+        caps.admins.contains(&s.user_id),
+        &caps.all,
+        &st.scheduler.settings().schedules,
+        st.clock.now_ms(),
+    );
     json!({
+        "over_limit": over.is_some(),
+        "over_limit_reason": over,
         "schedule_id": s.id,
         "name": s.name,
         "schedule": s.schedule,
@@ -52,11 +81,52 @@ fn view(st: &AppState, s: &ScheduleRecord) -> Value {
     })
 }
 
-/// Checks everything a schedule says, as the user `cu` saving it.
-async fn validate(st: &AppState, cu: &CurrentUser, s: &ScheduleRecord) -> Result<(), ApiError> {
+/// Checks everything a schedule says, as the user `cu` saving it (`new_delivery`: the
+/// request sets the delivery), with the caps of its owner (none for an admin's).
+async fn validate(
+    st: &AppState,
+    cu: &CurrentUser,
+    s: &ScheduleRecord,
+    new_delivery: bool,
+) -> Result<(), ApiError> {
     let (cron, tz) =
         crate::schedule::check_timing(&s.name, &s.schedule, &s.timezone).map_err(bad)?;
     crate::schedule::check_fires(&cron, tz, st.clock.now_ms()).map_err(bad)?;
+    if new_delivery
+        && matches!(
+            s.delivery,
+            Delivery::Directory {
+                require_mount: Some(false),
+                ..
+            }
+        )
+        && !cu.user.has(crate::auth::Permission::SystemConfig)
+    {
+        let mut ev = cu.event(EventType::PermissionDenied, Severity::Warning);
+        ev.resource = Some(format!("schedule:{}", s.id));
+        ev.details =
+            json!({"reason": "require_mount: false", "required_permission": "SYSTEM_CONFIG"});
+        st.audit(ev).await;
+        return Err(
+            ApiError::permission_denied(crate::auth::Permission::SystemConfig).with(
+                "reason",
+                "delivery.require_mount: false writes to an unmounted directory",
+            ),
+        );
+    }
+    if !owner_is_admin(st, cu, s.user_id).await?
+        && let Some(why) = crate::schedule::limits::too_often(
+            &cron,
+            tz,
+            st.clock.now_ms(),
+            &st.scheduler.settings().schedules,
+        )
+    {
+        return Err(ApiError::bad_request(
+            "INVALID_SCHEDULE",
+            format!("schedule: {why}"),
+        ));
+    }
     let req = crate::schedule::request_at(&s.export_config, st.clock.now_ms(), tz).map_err(bad)?;
     type_permission(cu, &req.export_type)?;
     s.delivery
@@ -67,6 +137,16 @@ async fn validate(st: &AppState, cu: &CurrentUser, s: &ScheduleRecord) -> Result
         .await?
         .map_err(create_error)?;
     Ok(())
+}
+
+/// Whether user `owner` is an admin (exempt from the caps).
+async fn owner_is_admin(st: &AppState, cu: &CurrentUser, owner: u32) -> Result<bool, ApiError> {
+    if owner == cu.user.id {
+        return Ok(is_admin(cu));
+    }
+    let store = st.store.clone();
+    let u = blocking(move || store.user(owner)).await??;
+    Ok(u.is_some_and(|u| u.role == crate::auth::Role::Admin))
 }
 
 /// The schedule `id` if `cu` owns it (or is an admin).
@@ -135,9 +215,19 @@ pub async fn create(
         last_run: None,
         revision: 0,
     };
-    validate(&st, &cu, &s).await?;
+    validate(&st, &cu, &s, true).await?;
+    let mut c = caps(&st).await?;
+    if !is_admin(&cu) {
+        let owned = c.all.iter().filter(|x| x.user_id == cu.user.id).count();
+        if let Some(why) =
+            crate::schedule::limits::too_many(owned, &st.scheduler.settings().schedules)
+        {
+            return Err(ApiError::bad_request("SCHEDULE_LIMIT_EXCEEDED", why));
+        }
+    }
     insert(&st, &cu, &s).await?;
-    Ok((StatusCode::CREATED, Json(view(&st, &s))).into_response())
+    c.all.push(s.clone());
+    Ok((StatusCode::CREATED, Json(view(&st, &s, &c))).into_response())
 }
 
 /// `GET /api/exports/schedules`: the caller's schedules (an admin's: everyone's).
@@ -145,12 +235,12 @@ pub async fn list(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
 ) -> Result<Json<Value>, ApiError> {
-    let store = st.store.clone();
-    let all = blocking(move || store.schedules()).await??;
-    let list: Vec<Value> = all
+    let c = caps(&st).await?;
+    let list: Vec<Value> = c
+        .all
         .iter()
         .filter(|s| is_admin(&cu) || s.user_id == cu.user.id)
-        .map(|s| view(&st, s))
+        .map(|s| view(&st, s, &c))
         .collect();
     Ok(Json(json!({"schedules": list, "total": list.len()})))
 }
@@ -162,7 +252,7 @@ pub async fn get(
     super::error::ApiPath(id): super::error::ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let s = owned(&st, &cu, &id).await?;
-    Ok(Json(view(&st, &s)))
+    Ok(Json(view(&st, &s, &caps(&st).await?)))
 }
 
 /// `s` with the fields of `body`: a changed expression or zone, or re-enabling, counts from
@@ -211,7 +301,7 @@ pub async fn update(
     let cur = owned(&st, &cu, &id).await?;
     let now = st.clock.now_ms();
     let seen = cur.revision;
-    validate(&st, &cu, &merged(cur, &body, now)).await?;
+    validate(&st, &cu, &merged(cur, &body, now), body.delivery.is_some()).await?;
     // Applied again to the record as it is now, in one transaction with the audit entry: a
     // run recorded meanwhile is kept, and a schedule deleted meanwhile stays deleted.
     let mut ev = cu.event(EventType::ScheduleChanged, Severity::Info);
@@ -248,7 +338,7 @@ pub async fn update(
     }
     let saved = saved.ok_or_else(|| not_found(&id))?;
     st.scheduler.changed();
-    Ok(Json(view(&st, &saved)))
+    Ok(Json(view(&st, &saved, &caps(&st).await?)))
 }
 
 /// `DELETE /api/exports/schedules/{schedule_id}`: a run already going finishes.
@@ -311,6 +401,13 @@ pub async fn run_now(
                 ),
                 RunError::Invalid(i) => bad(i),
                 RunError::Create(c) => create_error(c),
+                RunError::Limit(m) => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMIT_EXCEEDED",
+                    "Rate limit exceeded",
+                    m,
+                )
+                .retry_after(60),
                 RunError::Owner(m) => ApiError::new(
                     StatusCode::CONFLICT,
                     "SCHEDULE_OWNER_INVALID",

@@ -5,6 +5,7 @@ pub mod gate;
 pub mod jwt;
 pub mod keys;
 pub mod password;
+pub mod rate;
 pub mod throttle;
 
 use serde::{Deserialize, Serialize};

@@ -141,6 +141,11 @@ pub enum FormulaError {
         /// The limit ([`MAX_DISTINCT`]).
         max: usize,
     },
+    /// The `COUNT(DISTINCT …)` sets of one request would hold more than `max` values in all.
+    DistinctBudget {
+        /// The request's budget (`[exports] distinct_budget`).
+        max: usize,
+    },
 }
 
 impl fmt::Display for FormulaError {
@@ -174,6 +179,11 @@ impl fmt::Display for FormulaError {
                 f,
                 "COUNT(DISTINCT ...) found more than {max} distinct values, which is the limit"
             ),
+            Self::DistinctBudget { max } => write!(
+                f,
+                "COUNT(DISTINCT ...) would keep more than {max} distinct values in all \
+                 ([exports] distinct_budget, shared by every custom field of the request)"
+            ),
         }
     }
 }
@@ -188,13 +198,41 @@ pub struct Formula {
     program: Arc<Program>,
 }
 
-/// Streaming state of an aggregate formula: O(1) memory per aggregate call except COUNT(DISTINCT), which keeps a set bounded by MAX_DISTINCT.
+/// Streaming state of an aggregate formula: O(1) memory per aggregate call except COUNT(DISTINCT), which keeps a set bounded by MAX_DISTINCT and by the request's [`DistinctBudget`].
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     program: Arc<Program>,
     states: Vec<AggState>,
     distinct_limit: usize,
-    failed: bool,
+    budget: Option<DistinctBudget>,
+    failed: Option<FormulaError>,
+}
+
+/// How many distinct values all `COUNT(DISTINCT …)` sets of one request may still take: one
+/// budget shared by every aggregator of the request, so that many fields with many sets
+/// cannot hold more than it together.
+#[derive(Debug, Clone)]
+pub struct DistinctBudget {
+    left: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+impl DistinctBudget {
+    /// A budget of `max` values.
+    pub fn new(max: usize) -> Self {
+        Self {
+            left: Arc::new(std::sync::atomic::AtomicUsize::new(max)),
+            max,
+        }
+    }
+
+    fn take(&self) -> Result<(), FormulaError> {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
+            .map(|_| ())
+            .map_err(|_| FormulaError::DistinctBudget { max: self.max })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1018,7 +1056,16 @@ impl Formula {
                 .map(|spec| AggState::new(spec.kind))
                 .collect(),
             distinct_limit: MAX_DISTINCT,
-            failed: false,
+            budget: None,
+            failed: None,
+        }
+    }
+
+    /// An accumulator whose `COUNT(DISTINCT …)` sets draw on `budget`.
+    pub fn aggregator_within(&self, budget: &DistinctBudget) -> Aggregator {
+        Aggregator {
+            budget: Some(budget.clone()),
+            ..self.aggregator()
         }
     }
 }
@@ -1030,8 +1077,8 @@ impl Aggregator {
     /// same error and [`Aggregator::finish`] returns `None`. Does not
     /// allocate except to grow a `COUNT(DISTINCT …)` set.
     pub fn add(&mut self, row: &RowCtx<'_>) -> Result<(), FormulaError> {
-        if self.failed {
-            return Err(FormulaError::TooManyDistinct { max: MAX_DISTINCT });
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
         }
         for (spec, state) in self.program.aggs.iter().zip(self.states.iter_mut()) {
             let value = match &spec.arg {
@@ -1063,11 +1110,20 @@ impl Aggregator {
                 AggState::Distinct(set) => {
                     if let Some(v) = value {
                         let key = normalize_zero(v).to_bits();
-                        if set.len() >= self.distinct_limit && !set.contains(&key) {
-                            self.failed = true;
-                            return Err(FormulaError::TooManyDistinct { max: MAX_DISTINCT });
+                        if !set.contains(&key) {
+                            let taken = match &self.budget {
+                                _ if set.len() >= self.distinct_limit => {
+                                    Err(FormulaError::TooManyDistinct { max: MAX_DISTINCT })
+                                }
+                                Some(b) => b.take(),
+                                None => Ok(()),
+                            };
+                            if let Err(e) = taken {
+                                self.failed = Some(e.clone());
+                                return Err(e);
+                            }
+                            set.insert(key);
                         }
-                        set.insert(key);
                     }
                 }
             }
@@ -1080,7 +1136,7 @@ impl Aggregator {
     /// Also `None` for a row formula and after [`Aggregator::add`] failed.
     /// Can be called at any time and does not consume the state.
     pub fn finish(&self) -> Option<f64> {
-        if self.failed || self.states.is_empty() {
+        if self.failed.is_some() || self.states.is_empty() {
             return None;
         }
         eval(&self.program.root, &Finished(&self.states)).map(normalize_zero)

@@ -44,6 +44,11 @@ pub enum CreateError {
     /// Export files use the whole quota.
     #[error("export storage quota of {0} MB is used up; delete old exports first")]
     Quota(u64),
+    /// The owner's export files use their share of the quota (scheduled runs).
+    #[error(
+        "the schedule owner's exports use their share of the export quota ({0} MB, [schedules] quota_share_percent); delete old exports first"
+    )]
+    UserQuota(u64),
     /// The disk is nearly full.
     #[error(
         "only {free} MB free on the data disk (at least {min} MB are kept free); free space first"
@@ -71,6 +76,8 @@ pub enum Origin<'a> {
         id: &'a str,
         /// Started by hand (`POST …/run`).
         manual: bool,
+        /// The owner's share of the export quota, bytes (`None`: an admin's schedule).
+        share: Option<u64>,
     },
 }
 
@@ -316,12 +323,17 @@ impl Exporter {
             serde_json::to_value(&stored).map_err(|e| store::Error::Corrupt(e.to_string()))?;
         let limit = s.exports.rate_limit_per_hour;
         let quota = s.exports.storage_quota_mb.saturating_mul(1024 * 1024);
+        let share = match origin {
+            Origin::Schedule { share, .. } => share,
+            Origin::Api => None,
+        };
         match self
             .store
-            .export_create(&rec, quota, limit, RATE_WINDOW_MS)?
+            .export_create(&rec, quota, limit, RATE_WINDOW_MS, share)?
         {
             Ok(()) => Ok((rec, plan.background)),
             Err(Refusal::Quota) => Err(CreateError::Quota(s.exports.storage_quota_mb)),
+            Err(Refusal::UserQuota) => Err(CreateError::UserQuota(share.unwrap_or(0) >> 20)),
             Err(Refusal::RateLimited { retry_at_ms, count }) => Err(CreateError::RateLimited {
                 retry_at_ms,
                 count,
@@ -481,6 +493,7 @@ impl Exporter {
         let limits = Limits {
             max_records: s.max_records_per_export,
             max_bytes: s.max_file_size_mb * 1024 * 1024,
+            distinct_budget: s.distinct_budget,
         };
         let inner = rec
             .file_name

@@ -2,7 +2,7 @@
 //! here; Excel and PDF join it), fast number formatting, compression, the size limit, and the
 //! write-to-temp → fsync → hash sequence. Runs on a blocking thread, never on the runtime.
 
-use super::formula::{Aggregator, RowCtx};
+use super::formula::{Aggregator, DistinctBudget, RowCtx};
 use super::localtime::TzCache;
 use super::request::{Agg, Field, IS_ON, Kind, Plan, VALUE_FIELDS};
 use super::rows::{Row, Rows, formula_values};
@@ -697,6 +697,8 @@ pub struct Limits {
     pub max_records: u64,
     /// Largest file, bytes.
     pub max_bytes: u64,
+    /// Distinct values the request's `COUNT(DISTINCT …)` sets may hold together.
+    pub distinct_budget: usize,
 }
 
 /// What a finished render produced.
@@ -1120,9 +1122,10 @@ pub fn preview(
     store: &Store,
     plan: &Plan,
     limit: usize,
-    cap: u64,
+    limits: Limits,
     ctl: &Control,
 ) -> Result<Preview, RenderError> {
+    let cap = limits.max_records;
     let millis = plan.aggregation.is_none();
     let mut sink = PreviewSink {
         json: JsonSink::new(Vec::new(), TzCache::new(plan.tz), millis),
@@ -1140,10 +1143,6 @@ pub fn preview(
     let mut rows = Plain {
         rows: Rows::open(store, plan, &ctl.cancel)?,
         current: None,
-    };
-    let limits = Limits {
-        max_records: cap,
-        max_bytes: u64::MAX,
     };
     sink.begin(&columns(plan), &Value::Null)?;
     let counted = drive(&mut sink, &mut rows, plan, limits, ctl, &AtomicU64::new(0));
@@ -1397,10 +1396,11 @@ fn drive(
     written: &AtomicU64,
 ) -> Result<(u64, Value), RenderError> {
     let dp = plan.decimal_places;
+    let budget = DistinctBudget::new(limits.distinct_budget);
     let mut aggs: Vec<Aggregator> = plan
         .aggregate_fields
         .iter()
-        .map(|c| c.formula.aggregator())
+        .map(|c| c.formula.aggregator_within(&budget))
         .collect();
     let mut cells = CellMaker::new(plan);
     let mut tzc = TzCache::new(plan.tz);
@@ -1425,9 +1425,10 @@ fn drive(
         if !aggs.is_empty() {
             let values = formula_values(row, plan);
             let ctx = row_ctx(&values, &mut tzc, row.ts_ms);
-            for a in &mut aggs {
-                a.add(&ctx)
-                    .map_err(|e| RenderError::Formula(e.to_string()))?;
+            for (a, c) in aggs.iter_mut().zip(&plan.aggregate_fields) {
+                a.add(&ctx).map_err(|e| {
+                    RenderError::Formula(format!("custom_fields {:?}: {e}", c.name))
+                })?;
             }
         }
         match text {

@@ -924,11 +924,14 @@ fn parse_filters(f: Option<&FiltersBody>) -> Result<Filters, RequestError> {
 fn parse_customs(
     list: Option<&Vec<CustomFieldBody>>,
     taken: &[&str],
+    max: usize,
 ) -> Result<(Vec<Custom>, Vec<Custom>), RequestError> {
     let (mut rows, mut aggs) = (Vec::new(), Vec::new());
     let list = list.map(Vec::as_slice).unwrap_or_default();
-    if list.len() > 20 {
-        return Err(bad("custom_fields: at most 20 custom fields"));
+    if list.len() > max {
+        return Err(bad(format!(
+            "custom_fields: at most {max} custom fields ([exports] max_custom_fields)"
+        )));
     }
     let mut names: Vec<&str> = taken.to_vec();
     for (i, c) in list.iter().enumerate() {
@@ -1139,7 +1142,11 @@ pub fn plan(
         }
     };
     let taken: Vec<&str> = all_field_names();
-    let (row_fields, aggregate_fields) = parse_customs(req.custom_fields.as_ref(), &taken)?;
+    let (row_fields, aggregate_fields) = parse_customs(
+        req.custom_fields.as_ref(),
+        &taken,
+        ctx.limits.max_custom_fields,
+    )?;
     let privacy = req.privacy_options.clone().unwrap_or_default();
     let (anon, hash, no_loc) = (
         privacy.anonymize_ip_addresses.unwrap_or(false),

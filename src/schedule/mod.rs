@@ -3,6 +3,7 @@
 //! [`runner`] fires schedules and records their runs; [`delivery`] hands the files over.
 
 pub mod delivery;
+pub mod limits;
 pub mod runner;
 
 use crate::domain::rollup::{Period, local_midnight, period_end, period_start};

@@ -121,6 +121,9 @@ pub enum RunError {
     /// The owner was deleted, disabled or lost a permission.
     #[error("the schedule's owner {0}")]
     Owner(String),
+    /// A cap of `[schedules]` holds the run back.
+    #[error("{0}")]
+    Limit(String),
     /// The previous run is still going.
     #[error("the previous run of this schedule is still going")]
     Busy,
@@ -142,6 +145,8 @@ pub struct Scheduler {
     running: Mutex<HashSet<String>>,
     /// In-memory marks of schedules while the clock stands before their stored mark.
     back: Mutex<std::collections::HashMap<String, i64>>,
+    /// Runs per owner in the rolling hour (`[schedules] max_runs_per_hour`).
+    runs: crate::auth::rate::Rolling,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -176,6 +181,7 @@ impl Scheduler {
             wake: tokio::sync::Notify::new(),
             running: Mutex::default(),
             back: Mutex::default(),
+            runs: Default::default(),
             stop,
             tasks: tokio_util::task::TaskTracker::new(),
         })
@@ -430,6 +436,19 @@ impl Scheduler {
                 return Err(RunError::Owner(format!("lacks {}", p.name())));
             }
         }
+        let caps = &self.settings.schedules;
+        let admin = owner.role == crate::auth::Role::Admin;
+        if !admin {
+            let hour = 3_600_000;
+            let n = u32::try_from(caps.max_runs_per_hour).unwrap_or(u32::MAX);
+            if let Err(l) = self.runs.hit(owner.id, self.clock.now_ms(), n, hour) {
+                return Err(RunError::Limit(format!(
+                    "skipped: the owner's schedules ran {n} times in the last hour \
+                     ([schedules] max_runs_per_hour); the next run may start at {}",
+                    crate::clock::rfc3339(l.retry_at_ms)
+                )));
+            }
+        }
         let audit_body = json!({
             "export_type": req.export_type, "format": req.format, "devices": req.devices,
             "date_range": req.date_range, "schedule_id": s.id, "trigger": trigger,
@@ -437,6 +456,8 @@ impl Scheduler {
         let origin = Origin::Schedule {
             id: &s.id,
             manual: trigger == "manual",
+            share: (!admin)
+                .then(|| super::limits::quota_share(self.settings.exports.storage_quota_mb, caps)),
         };
         let (rec, _) = self
             .exporter

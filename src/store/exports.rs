@@ -10,6 +10,8 @@ use crate::export::{ExportRecord, Status};
 pub enum Refusal {
     /// The export files use the whole quota.
     Quota,
+    /// The owner's files use their share of it (scheduled runs of non-admins).
+    UserQuota,
     /// The owner's rolling-hour limit is reached.
     RateLimited {
         /// When the oldest create leaves the window, UTC ms.
@@ -39,16 +41,20 @@ impl Store {
         quota_bytes: u64,
         limit: u32,
         window_ms: i64,
+        user_quota: Option<u64>,
     ) -> Result<std::result::Result<(), Refusal>> {
         let txn = self.begin_write()?;
         {
             let mut t = txn.open_table(EXPORTS)?;
             let since = rec.created_ms - window_ms;
-            let (mut live, mut recent) = (0u64, Vec::new());
+            let (mut live, mut own, mut recent) = (0u64, 0u64, Vec::new());
             for e in t.iter()? {
                 let r = decode(e?.1.value())?;
                 if r.deleted_ms.is_none() && r.status == Status::Completed {
                     live += r.file_size.unwrap_or(0);
+                    if r.user_id == rec.user_id {
+                        own += r.file_size.unwrap_or(0);
+                    }
                 }
                 if r.user_id == rec.user_id && !r.scheduled && r.created_ms > since {
                     recent.push(r.created_ms);
@@ -56,6 +62,9 @@ impl Store {
             }
             if live >= quota_bytes {
                 return Ok(Err(Refusal::Quota));
+            }
+            if user_quota.is_some_and(|q| own >= q) {
+                return Ok(Err(Refusal::UserQuota));
             }
             let limit_n = limit as usize;
             if !rec.scheduled && limit > 0 && recent.len() >= limit_n {

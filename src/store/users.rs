@@ -491,3 +491,74 @@ impl Store {
         Ok(txn.open_table(REVOKED)?.get(jti)?.is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("k.redb"), 8).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn sessions_rotate_detect_reuse_and_are_purged() {
+        let (_d, s) = store();
+        let fam = s.session_start("t1", 7, 1_000).unwrap();
+        assert!(s.session_open(fam, 0).unwrap());
+        assert_eq!(
+            s.refresh_rotate("t1", "t2", 10, 2_000).unwrap(),
+            Rotation::Rotated {
+                user_id: 7,
+                family: fam
+            }
+        );
+        assert_eq!(s.refresh_lookup("t1").unwrap().unwrap().used_ms, Some(10));
+        // t1 again: a copy is in use elsewhere; the session goes, t2 with it.
+        assert_eq!(
+            s.refresh_rotate("t1", "t3", 20, 2_000).unwrap(),
+            Rotation::Reused {
+                user_id: 7,
+                family: fam
+            }
+        );
+        assert!(!s.session_open(fam, 20).unwrap());
+        assert_eq!(s.refresh_lookup("t2").unwrap(), None);
+        assert_eq!(
+            s.refresh_rotate("nope", "t4", 20, 2_000).unwrap(),
+            Rotation::Invalid
+        );
+        // The purge: expired tokens and sessions, used tokens past the reuse window.
+        let f2 = s.session_start("a", 8, 100).unwrap();
+        s.session_start("b", 8, 10 * REUSE_WINDOW_MS).unwrap();
+        s.refresh_rotate("b", "c", 200, 10 * REUSE_WINDOW_MS)
+            .unwrap();
+        s.revoke_access("jti", 150, 0).unwrap();
+        let p = s.purge_auth(200 + REUSE_WINDOW_MS).unwrap();
+        assert_eq!((p.refresh, p.sessions, p.revoked), (2, 1, 1), "{p:?}");
+        assert!(!s.session_open(f2, 300).unwrap());
+        assert!(s.refresh_lookup("c").unwrap().is_some());
+    }
+
+    #[test]
+    fn tokens_stored_before_sessions_still_trade() {
+        let (_d, s) = store();
+        let txn = s.begin_write().unwrap();
+        txn.open_table(REFRESH)
+            .unwrap()
+            .insert(
+                "old",
+                serde_json::to_vec(&(3u32, 5_000i64)).unwrap().as_slice(),
+            )
+            .unwrap();
+        txn.commit().unwrap();
+        match s.refresh_rotate("old", "new", 1, 9_000).unwrap() {
+            Rotation::Rotated { user_id: 3, family } => {
+                assert_ne!(family, 0);
+                assert!(s.session_open(family, 2).unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

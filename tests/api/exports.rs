@@ -1051,6 +1051,21 @@ async fn downloads_have_ranges_digests_etags_and_tickets() {
         401,
         "a password change voids open tickets"
     );
+    // Logging out voids the tickets issued in that session.
+    let erin = add_user(app, "erin", "operator").await;
+    let (_, d, _) = create(app, &erin, json!({"export_type": "device_data", "format": "csv",
+        "date_range": {"start": "2024-03-09", "end": "2024-03-09"}, "performance_options": {"background_processing": false}})).await;
+    let erin_link = d["download_link"].as_str().unwrap().to_owned();
+    assert_eq!(get_link(erin_link.clone()).await, 200);
+    assert_eq!(
+        app.status_as(Method::POST, "/api/auth/logout", &erin).await,
+        200
+    );
+    assert_eq!(
+        get_link(erin_link).await,
+        401,
+        "logout voids the session's tickets"
+    );
     e.clock.advance(16 * 60_000);
     let r = app
         .client

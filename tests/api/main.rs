@@ -7,6 +7,7 @@ mod auth;
 mod backup;
 mod binary;
 mod browser;
+mod caps;
 mod config_export;
 mod crash;
 mod diskfull;
