@@ -259,6 +259,7 @@ pub async fn start_with(
             registry: registry.clone(),
             writer: writer.clone(),
             clock: clock.clone(),
+            allow_login_v1: settings.kasa.allow_login_v1,
         }
         .spawn(settings.discovery.interval.0, shutdown.clone(), &tracker)
     } else {

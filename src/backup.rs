@@ -320,12 +320,18 @@ pub fn give_to_owner(data_dir: &Path) -> Result<(), BackupError> {
     if me != 0 || owner.uid() == 0 {
         return Ok(());
     }
+    give_to(data_dir, owner.uid(), owner.gid())
+}
+
+/// Gives every entry of `data_dir` to `uid`:`gid`, never through a symbolic link: a link
+/// planted in the data directory is itself given away (`lchown`), not what it points to.
+pub fn give_to(data_dir: &Path, uid: u32, gid: u32) -> Result<(), BackupError> {
     for e in std::fs::read_dir(data_dir)
         .map_err(io_err(data_dir))?
         .flatten()
     {
         let f = e.path();
-        std::os::unix::fs::chown(&f, Some(owner.uid()), Some(owner.gid())).map_err(io_err(&f))?;
+        std::os::unix::fs::lchown(&f, Some(uid), Some(gid)).map_err(io_err(&f))?;
     }
     Ok(())
 }
@@ -333,6 +339,39 @@ pub fn give_to_owner(data_dir: &Path) -> Result<(), BackupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Finding 10: `chown` followed links, so a link planted in the data directory handed its
+    /// target to the daemon's user when root restored a backup.
+    #[test]
+    fn a_planted_link_is_given_away_itself_not_its_target() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("kasad.redb"), b"db").unwrap();
+        let me = std::fs::metadata(&data).unwrap();
+        // A file someone else owns: made so as root, else one of the system's.
+        let victim = if me.uid() == 0 {
+            let v = dir.path().join("victim");
+            std::fs::write(&v, b"secret").unwrap();
+            std::os::unix::fs::chown(&v, Some(4242), Some(4242)).unwrap();
+            v
+        } else {
+            std::path::PathBuf::from("/etc/hostname")
+        };
+        let before = std::fs::metadata(&victim).unwrap();
+        assert_ne!(
+            before.uid(),
+            me.uid(),
+            "the victim must belong to someone else"
+        );
+        std::os::unix::fs::symlink(&victim, data.join("planted")).unwrap();
+        give_to(&data, me.uid(), me.gid()).unwrap();
+        let after = std::fs::metadata(&victim).unwrap();
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        let link = std::fs::symlink_metadata(data.join("planted")).unwrap();
+        assert_eq!(link.uid(), me.uid());
+    }
 
     #[test]
     fn a_backup_restores_byte_for_byte_and_refuses_a_used_directory() {

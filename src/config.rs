@@ -843,6 +843,18 @@ impl Settings {
                 self.http.listen
             ));
         }
+        let m = &self.mqtt;
+        if m.enabled && m.allow_control && (!m.tls || m.username.is_empty()) {
+            let why = match (m.tls, m.username.is_empty()) {
+                (false, true) => "over plain TCP to an anonymous broker",
+                (false, false) => "over plain TCP (the password and commands travel in clear)",
+                _ => "on an anonymous broker",
+            };
+            out.push(format!(
+                "[mqtt] allow_control = true {why}: anyone who can publish to the broker can \
+                 switch your plugs; use tls = true with a username and password_file"
+            ));
+        }
         out
     }
 
@@ -1232,6 +1244,11 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("\"0.0.0.0/0\" trusts X-Forwarded-For from every client"));
         assert!(w[1].contains("nothing is announced"));
+        let s = Settings::from_sources("[mqtt]\nenabled = true\nallow_control = true\n", env(&[]))
+            .unwrap();
+        let w = s.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("plain TCP to an anonymous broker"), "{w:?}");
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Discoverer {
     pub writer: WriterHandle,
     /// Wall clock.
     pub clock: SharedClock,
+    /// `[kasa] allow_login_v1`: AES devices kasad has not polled before may get the
+    /// reversible login-version-1 password.
+    pub allow_login_v1: bool,
 }
 
 type Request = oneshot::Sender<Result<usize, DiscoveryError>>;
@@ -116,7 +119,12 @@ impl Discoverer {
         };
         let addr = SocketAddr::new(from.ip(), a.http_port);
         let now = Instant::now();
-        let lv = Some(a.login_version);
+        let trusted = self.allow_login_v1 || self.registry.known_mac(&a.mac);
+        if a.lv == Some(1) && !trusted {
+            tracing::warn!(%from, model = %a.model,
+                "the device asks for login version 1 (the password, reversibly encoded); kasad sends it only to devices it has polled before or with [kasa] allow_login_v1, and uses version 2");
+        }
+        let lv = Some(a.aes_login_version(trusted));
         let (order, unsupported) = match a.transports() {
             Ok(list) => {
                 let spoken: Vec<Transport> = list.iter().copied().filter(|&t| spoken(t)).collect();

@@ -347,6 +347,18 @@ impl Registry {
     }
 
     /// The id of the device (plug or strip) with this MAC address, in any notation.
+    /// Whether a device kasad has polled (not one known only from a 20002 answer) has MAC
+    /// address `mac`.
+    pub fn known_mac(&self, mac: &str) -> bool {
+        let Some(key) = mac_key(mac) else {
+            return false;
+        };
+        let map = self.entries.lock().expect("registry lock");
+        map.values()
+            .any(|e| !e.provisional && mac_key(&e.info.mac).as_deref() == Some(key.as_str()))
+    }
+
+    /// The device with MAC address `mac`, if any.
     pub fn find_by_mac(&self, mac: &str) -> Option<DeviceId> {
         let key = mac_key(mac)?;
         let map = self.entries.lock().expect("registry lock");

@@ -86,8 +86,11 @@ pub struct Announce {
     pub https: bool,
     /// `mgt_encrypt_schm.http_port` (80 when absent).
     pub http_port: u16,
-    /// `mgt_encrypt_schm.lv` (else the largest of `encrypt_type`; 1 when absent).
+    /// `mgt_encrypt_schm.lv` (else the largest of `encrypt_type`; 1 when absent): orders the
+    /// KLAP versions.
     pub login_version: u8,
+    /// `mgt_encrypt_schm.lv` as announced, when it is.
+    pub lv: Option<u8>,
 }
 
 fn text(v: &Value, k: &str) -> String {
@@ -129,12 +132,11 @@ pub fn parse_answer(d: &[u8]) -> Result<Announce> {
                 .filter_map(|x| x.as_str().and_then(|s| s.parse::<u8>().ok()))
                 .max()
         });
-    let login_version = schm
+    let lv = schm
         .get("lv")
         .and_then(Value::as_u64)
-        .and_then(|lv| u8::try_from(lv).ok())
-        .or(listed_lv)
-        .unwrap_or(1);
+        .and_then(|lv| u8::try_from(lv).ok());
+    let login_version = lv.or(listed_lv).unwrap_or(1);
     Ok(Announce {
         device_id,
         device_type: text(r, "device_type"),
@@ -152,10 +154,22 @@ pub fn parse_answer(d: &[u8]) -> Result<Announce> {
             .filter(|&p| p != 0)
             .unwrap_or(80),
         login_version,
+        lv,
     })
 }
 
 impl Announce {
+    /// The AES `login_device` version to use: the announced `lv`, 2 when there is none, and
+    /// 1 (the reversible password in base64) only for a `trusted` device (one kasad knew
+    /// before, or any with `[kasa] allow_login_v1`); an untrusted device asking for 1 gets 2.
+    pub fn aes_login_version(&self, trusted: bool) -> u8 {
+        match self.lv {
+            Some(1) if trusted => 1,
+            Some(0 | 1) | None => 2,
+            Some(v) => v,
+        }
+    }
+
     /// The request family, from the prefix of `device_type`; `None` for anything else.
     pub fn family(&self) -> Option<Family> {
         match self.device_type.split('.').next() {
@@ -244,6 +258,7 @@ mod tests {
         let a = parse_answer(&kp125m).unwrap();
         assert_eq!(a.family(), Some(Family::Smart));
         assert_eq!((a.http_port, a.login_version), (8080, 2));
+        assert_eq!(a.aes_login_version(false), 2);
         assert_eq!(a.transports().unwrap(), vec![Transport::KlapV2]);
 
         let hs100uk = answer(
@@ -252,6 +267,20 @@ mod tests {
         );
         let a = parse_answer(&hs100uk).unwrap();
         assert_eq!((a.http_port, a.login_version), (80, 1));
+        // Finding 11: no `lv` was read as login version 1 (the password, reversibly encoded,
+        // to whatever answered the probe). AES takes 2 then; 1 only for a trusted device.
+        assert_eq!(a.lv, None);
+        assert_eq!(a.aes_login_version(false), 2);
+        assert_eq!(a.aes_login_version(true), 2);
+        let v1 = parse_answer(&answer(
+            json!({"device_id": "8007", "device_type": "SMART.KASAPLUG",
+            "mgt_encrypt_schm": {"encrypt_type": "AES", "lv": 1}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (v1.aes_login_version(false), v1.aes_login_version(true)),
+            (2, 1)
+        );
         assert_eq!(
             a.transports().unwrap(),
             vec![Transport::Klap, Transport::KlapV2]

@@ -8,6 +8,8 @@ use crate::config::Settings;
 use crate::export::ExportRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Where a schedule's exports go.
@@ -401,8 +403,56 @@ fn to_directory(
     name: &str,
     must_mount: bool,
 ) -> Result<String, DeliveryError> {
+    to_directory_with(src, root, dir, name, must_mount, &|| {})
+}
+
+/// Opens directory `name` inside `dir`, never through a symbolic link and never outside it:
+/// `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or an `O_NOFOLLOW` open where the
+/// kernel has no `openat2` (before Linux 5.6).
+fn open_beneath(dir: &OwnedFd, name: &std::ffi::OsStr) -> rustix::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat2(
+        dir,
+        name,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Err(rustix::io::Errno::NOSYS) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        other => other,
+    }
+}
+
+/// `name` with `-n` before its extension (`report.csv.gz` → `report-2.csv.gz`).
+fn numbered(name: &str, n: u32) -> String {
+    if n == 0 {
+        return name.to_owned();
+    }
+    let ext_at = [".csv", ".json", ".xlsx", ".pdf", ".zip", ".gz"]
+        .iter()
+        .filter_map(|e| name.find(e))
+        .min()
+        .or_else(|| name.rfind('.'))
+        .unwrap_or(name.len());
+    format!("{}-{n}{}", &name[..ext_at], &name[ext_at..])
+}
+
+/// Writes `src` as `name` (or `name-1`, `name-2` … when taken: nothing is ever overwritten)
+/// into `dir` beneath `root`. Every step goes through directory descriptors opened beneath
+/// the root without following links, so a link swapped in at any moment cannot move the
+/// write elsewhere. `before_write` runs between opening the directory and writing (tests).
+fn to_directory_with(
+    src: &Path,
+    root: &Path,
+    dir: &Path,
+    name: &str,
+    must_mount: bool,
+    before_write: &dyn Fn(),
+) -> Result<String, DeliveryError> {
+    use rustix::fs::{Mode, OFlags};
     let shown = dir.display().to_string();
-    let io = |source| DeliveryError::Io {
+    let io = |source: std::io::Error| DeliveryError::Io {
         path: shown.clone(),
         source,
     };
@@ -412,67 +462,115 @@ fn to_directory(
             root.display()
         ))
     };
-    // The deepest existing directory on the way, resolved: it must lie under the resolved
-    // root before anything is created (a link under the root must not lead elsewhere).
-    let existing = dir
-        .ancestors()
-        .find(|a| a.exists())
-        .unwrap_or(Path::new("/"));
-    let real_root = match root.canonicalize() {
-        Ok(r) => r,
-        Err(e) if must_mount && e.kind() == std::io::ErrorKind::NotFound => {
+    let rest = dir.strip_prefix(root).map_err(|_| outside())?;
+    // The root is the administrator's (it may itself be a link, as /media can be).
+    let mut cur = match rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) if must_mount => {
             return Err(DeliveryError::NotMounted(shown));
         }
-        Err(e) => return Err(io(e)),
+        Err(e) => return Err(io(e.into())),
     };
-    let real_existing = existing.canonicalize().map_err(io)?;
-    if !real_existing.starts_with(&real_root) {
-        return Err(outside());
-    }
-    // Never create directories on the SD card's bare mount point; missing folders on the
-    // mounted stick or share are created.
-    if must_mount && !is_mounted(root, &real_existing).map_err(io)? {
-        return Err(DeliveryError::NotMounted(shown));
-    }
-    let rest = dir.strip_prefix(existing).unwrap_or(Path::new(""));
-    let mut real = real_existing;
+    let base_dev = std::fs::metadata(root.parent().unwrap_or(root))
+        .map_err(io)?
+        .dev();
+    let mounted = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| st.st_dev != base_dev);
     for part in rest.components() {
-        real.push(part);
-        match std::fs::create_dir(&real) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(e)),
-        }
-        if std::fs::symlink_metadata(&real).map_err(io)?.is_symlink() {
+        let Component::Normal(part) = part else {
             return Err(outside());
-        }
+        };
+        let fd = match open_beneath(&cur, part) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => {
+                // Never create folders on the SD card's bare mount point; missing folders on
+                // the mounted stick or share are created.
+                if must_mount && !mounted(&cur).map_err(|e| io(e.into()))? {
+                    return Err(DeliveryError::NotMounted(shown));
+                }
+                match rustix::fs::mkdirat(&cur, part, Mode::from_raw_mode(0o750)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(io(e.into())),
+                }
+                open_beneath(&cur, part).map_err(|e| match e {
+                    rustix::io::Errno::LOOP
+                    | rustix::io::Errno::XDEV
+                    | rustix::io::Errno::NOTDIR => outside(),
+                    e => io(e.into()),
+                })?
+            }
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV | rustix::io::Errno::NOTDIR) => {
+                return Err(outside());
+            }
+            Err(e) => return Err(io(e.into())),
+        };
+        cur = fd;
     }
-    if must_mount && !is_mounted(root, &real).map_err(io)? {
+    if must_mount && !mounted(&cur).map_err(|e| io(e.into()))? {
         return Err(DeliveryError::NotMounted(shown));
     }
-    let target = real.join(name);
-    // A fresh, unguessable temp name, created exclusively (never through an existing link);
-    // the rename replaces a link at the target name instead of following it.
-    let tmp = real.join(format!(".kasad-{}.part", crate::auth::random_token::<9>()));
-    let copy = || -> std::io::Result<()> {
-        let mut from = std::fs::File::open(src)?;
-        let mut to = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        std::io::copy(&mut from, &mut to)?;
+    before_write();
+    // A fresh, unguessable temp name, created exclusively (never through an existing link)
+    // in the opened directory, then moved to a free name without replacing anything.
+    let tmp = format!(".kasad-{}.part", crate::auth::random_token::<9>());
+    let write = || -> std::io::Result<String> {
+        let fd = rustix::fs::openat(
+            &cur,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o640),
+        )?;
+        let mut to = std::fs::File::from(fd);
+        std::io::copy(&mut std::fs::File::open(src)?, &mut to)?;
         to.sync_all()?;
-        std::fs::rename(&tmp, &target)
+        for n in 0..1000 {
+            let target = numbered(name, n);
+            match rustix::fs::renameat_with(
+                &cur,
+                tmp.as_str(),
+                &cur,
+                target.as_str(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => return Ok(target),
+                Err(rustix::io::Errno::EXIST) => continue,
+                // File systems without RENAME_NOREPLACE (some network ones): a hard link,
+                // which never replaces either, then the temp name goes.
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    match rustix::fs::linkat(
+                        &cur,
+                        tmp.as_str(),
+                        &cur,
+                        target.as_str(),
+                        rustix::fs::AtFlags::empty(),
+                    ) {
+                        Ok(()) => {
+                            rustix::fs::unlinkat(&cur, tmp.as_str(), rustix::fs::AtFlags::empty())?;
+                            return Ok(target);
+                        }
+                        Err(rustix::io::Errno::EXIST) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "{name} and 999 numbered names are taken"
+        )))
     };
-    copy().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
+    let target = write().map_err(|e| {
+        let _ = rustix::fs::unlinkat(&cur, tmp.as_str(), rustix::fs::AtFlags::empty());
         io(e)
     })?;
     // Some network file systems refuse to fsync a directory; the file itself is synced.
-    if let Err(e) = std::fs::File::open(&real).and_then(|d| d.sync_all()) {
-        tracing::warn!(dir = %real.display(), error = %e, "could not sync the directory");
+    if let Err(e) = rustix::fs::fsync(&cur) {
+        tracing::warn!(dir = %shown, error = %e, "could not sync the directory");
     }
-    Ok(format!("written to {}", target.display()))
+    Ok(format!("written to {}", dir.join(target).display()))
 }
 
 async fn email(
@@ -765,22 +863,69 @@ mod tests {
             0,
             "nothing is created outside"
         );
-        // A file link at the target name is replaced, not written through.
+        // A file link at the target name is neither written through nor replaced: the export
+        // takes the next free name.
         let dir = root.path().join("out");
         std::fs::create_dir(&dir).unwrap();
         let victim = outside.path().join("victim");
         std::fs::write(&victim, b"keep").unwrap();
         std::os::unix::fs::symlink(&victim, dir.join("f.csv")).unwrap();
-        to_directory(&src, root.path(), &dir, "f.csv", false).unwrap();
+        let done = to_directory(&src, root.path(), &dir, "f.csv", false).unwrap();
+        assert!(done.ends_with("f-1.csv"), "{done}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        assert_eq!(std::fs::read(dir.join("f.csv")).unwrap(), b"a,b\r\n");
-        assert!(!dir.join("f.csv").is_symlink());
+        assert_eq!(std::fs::read(dir.join("f-1.csv")).unwrap(), b"a,b\r\n");
+        assert!(dir.join("f.csv").is_symlink());
         let names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
             .map(|d| d.file_name())
             .collect();
-        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+        assert_eq!(names.len(), 2, "no temp file left: {names:?}");
+    }
+
+    /// Finding 9: the directory was checked for links and then written by path, so a link
+    /// swapped in between moved the file elsewhere (the data directory, say).
+    #[test]
+    fn a_link_swapped_in_during_delivery_writes_nothing_outside() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let src = root.path().join("export.csv");
+        std::fs::write(&src, b"data").unwrap();
+        let dir = root.path().join("usb").join("reports");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (real, out) = (dir.clone(), outside.path().to_path_buf());
+        let moved = root.path().join("usb").join("reports.old");
+        let swap = || {
+            // After the checks, before the write: the folder becomes a link to elsewhere.
+            std::fs::rename(&real, &moved).unwrap();
+            std::os::unix::fs::symlink(&out, &real).unwrap();
+        };
+        to_directory_with(&src, root.path(), &dir, "f.csv", false, &swap).unwrap();
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "nothing written outside the root"
+        );
+        // The file went into the folder that was opened (now renamed), inside the root.
+        assert_eq!(std::fs::read(moved.join("f.csv")).unwrap(), b"data");
+    }
+
+    #[test]
+    fn nothing_is_overwritten() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("r.csv.gz"), b"older").unwrap();
+        let src = root.path().join("src");
+        for (i, body) in [b"one", b"two"].iter().enumerate() {
+            std::fs::write(&src, body).unwrap();
+            let done = to_directory(&src, root.path(), &dir, "r.csv.gz", false).unwrap();
+            assert!(done.ends_with(&format!("r-{}.csv.gz", i + 1)), "{done}");
+        }
+        assert_eq!(std::fs::read(dir.join("r.csv.gz")).unwrap(), b"older");
+        assert_eq!(std::fs::read(dir.join("r-2.csv.gz")).unwrap(), b"two");
+        assert_eq!(numbered("report", 3), "report-3");
+        assert_eq!(numbered("a.b.xlsx", 1), "a.b-1.xlsx");
     }
 
     #[test]
@@ -797,8 +942,10 @@ mod tests {
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if let Ok(b) = std::fs::read(dir.join("f.csv")) {
-                        seen.push(sha2::Sha256::digest(&b));
+                    for n in ["f.csv", "f-1.csv", "f-2.csv"] {
+                        if let Ok(b) = std::fs::read(dir.join(n)) {
+                            seen.push(sha2::Sha256::digest(&b));
+                        }
                     }
                 }
                 seen

@@ -84,7 +84,10 @@ pub fn over_limit(
 
 /// The owner's share of `[exports] storage_quota_mb`, bytes.
 pub fn quota_share(storage_quota_mb: u64, caps: &Schedules) -> u64 {
-    storage_quota_mb.saturating_mul(1024 * 1024) / 100 * u64::from(caps.quota_share_percent)
+    storage_quota_mb
+        .saturating_mul(1024 * 1024)
+        .saturating_mul(u64::from(caps.quota_share_percent))
+        / 100
 }
 
 #[cfg(test)]

@@ -776,6 +776,7 @@ async fn a_smart_counter_restarting_with_the_device_month_loses_and_doubles_noth
         registry,
         writer: w.clone(),
         clock: shared.clone(),
+        allow_login_v1: false,
     };
     assert_eq!(discoverer.discover_once().await.unwrap(), 1);
     let polls = 212; // until 2025-11-30T23:30Z, across the plug's month end

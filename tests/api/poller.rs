@@ -66,6 +66,7 @@ async fn rig(specs: Vec<SimSpec>, extra_targets: &[SocketAddr]) -> Rig {
         registry,
         writer: writer.clone(),
         clock: shared,
+        allow_login_v1: false,
     };
     Rig {
         clock,
