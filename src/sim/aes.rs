@@ -110,6 +110,9 @@ async fn passthrough(
     let answer: Vec<u8> = if inner.get("method").and_then(Value::as_str) == Some("login_device") {
         let account = d.spec().account;
         let params = inner.get("params").cloned().unwrap_or(Value::Null);
+        if params.get("password").is_some() {
+            d.stats.v1_logins.fetch_add(1, Ordering::Relaxed);
+        }
         let ok = [1, 2].iter().any(|&lv| {
             let want = login_params(&account, lv);
             want.as_object()

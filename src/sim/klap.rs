@@ -50,6 +50,9 @@ pub struct KlapStats {
     pub refused: AtomicU64,
     /// Requests answered.
     pub answered: AtomicU64,
+    /// AES `login_device` requests that carried the login-version-1 `password` (the
+    /// password itself, base64): a client should send it only to devices it trusts.
+    pub v1_logins: AtomicU64,
 }
 
 struct Pending {
@@ -72,6 +75,8 @@ pub(super) struct Device {
     pub(super) aes_sessions: Mutex<HashMap<String, super::aes::AesSession>>,
     /// The 20002 answer leaves out `encrypt_type` (the client must fall back).
     hide_scheme: std::sync::atomic::AtomicBool,
+    /// The 20002 answer leaves out `lv`.
+    hide_lv: std::sync::atomic::AtomicBool,
     pub(super) stats: Arc<KlapStats>,
 }
 
@@ -123,6 +128,11 @@ impl KlapHandle {
     /// Leaves `encrypt_type` out of the 20002 answer, as some devices do.
     pub fn hide_scheme(&self, hide: bool) {
         self.dev.hide_scheme.store(hide, Ordering::Relaxed);
+    }
+
+    /// Leaves `lv` (the login version) out of the 20002 answer.
+    pub fn hide_lv(&self, hide: bool) {
+        self.dev.hide_lv.store(hide, Ordering::Relaxed);
     }
 }
 
@@ -257,6 +267,13 @@ fn announce(d: &Device, http_port: u16) -> Vec<u8> {
     {
         s.remove("encrypt_type");
     }
+    if d.hide_lv.load(Ordering::Relaxed)
+        && let Some(s) = body
+            .pointer_mut("/result/mgt_encrypt_schm")
+            .and_then(|s| s.as_object_mut())
+    {
+        s.remove("lv");
+    }
     port20002::datagram(1, 0, 0, body.to_string().as_bytes())
 }
 
@@ -298,6 +315,7 @@ pub async fn start_klap(
         sessions: Mutex::default(),
         aes_sessions: Mutex::default(),
         hide_scheme: Default::default(),
+        hide_lv: Default::default(),
         stats: stats.clone(),
     });
     let app = if dev.spec().aes {

@@ -937,3 +937,50 @@ async fn a_device_naming_no_transport_is_tried_in_the_fallback_order() {
     assert!(ep25.stats.answered.load(Ordering::Relaxed) > 0);
     app.stop().await;
 }
+
+/// Finding 11: an AES device that answered the probe without `lv` was sent the account's
+/// password in reversible base64 (login version 1). Now it gets version 2; a device asking
+/// for 1 gets it only when kasad polled it before or `[kasa] allow_login_v1` is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_devices_get_the_reversible_password_only_when_trusted() {
+    for (host, hide_lv, allow, want_v1) in [
+        (80u8, true, false, false),
+        (81, false, false, false),
+        (82, false, true, true),
+    ] {
+        let k = KlapSpec {
+            version: Version::V1, // announces lv 1 unless hidden
+            family: Family::Smart,
+            account: me(),
+            session_timeout: Duration::from_secs(86_400),
+            aes: true,
+        };
+        let ep25 = start_device(host, 0, Model::Ep25, k, clock::system()).await;
+        ep25.hide_lv(hide_lv);
+        let port = ep25.discovery_addr.port();
+        let app = TestApp::with_sims(vec![], |s| {
+            s.discovery.targets = vec![format!("127.0.3.{host}:9999")];
+            s.discovery.port_20002 = port;
+            s.kasa.username = me().username.clone();
+            s.kasa.allow_login_v1 = allow;
+            let pw = s.data_dir.join("kasa-password");
+            std::fs::create_dir_all(&s.data_dir).unwrap();
+            std::fs::write(&pw, "correct horse\n").unwrap();
+            s.kasa.password_file = Some(pw);
+        })
+        .await;
+        app.wait_devices("the EP25 online over AES", |d| {
+            by_model(d, "EP25")
+                .first()
+                .is_some_and(|x| x["status"] == "online" && x["transport"] == "aes")
+        })
+        .await;
+        let v1 = ep25.stats.v1_logins.load(Ordering::Relaxed);
+        assert_eq!(
+            v1 > 0,
+            want_v1,
+            "host {host}: {v1} logins with the reversible password"
+        );
+        app.stop().await;
+    }
+}
