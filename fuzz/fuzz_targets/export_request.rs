@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
                 kasad::poller::registry::infos_from_sysinfo(addr, &s).unwrap()
             })
             .enumerate()
-            .map(|(key, info)| kasad::store::DeviceRecord { info, key: key as u32, first_seen_ms: 0 })
+            .map(|(key, info)| kasad::store::DeviceRecord { info, key: key as u32, first_seen_ms: 0, labels: Default::default(), forgotten_ms: None })
             .collect()
     });
     let limits = kasad::config::Exports::default();

@@ -6,9 +6,11 @@
 
 pub mod device;
 pub mod energy;
+pub mod labels;
 pub mod reading;
 pub mod rollup;
 
 pub use device::{DeviceId, DeviceInfo, DeviceStatus, DeviceType, Family, Transport};
+pub use labels::DeviceLabels;
 pub use reading::{DailyEnergy, Reading};
 pub use rollup::{BUCKET_MS, Bucket};

@@ -1335,6 +1335,8 @@ mod tests {
             info,
             key: 0,
             first_seen_ms: 0,
+            labels: Default::default(),
+            forgotten_ms: None,
         }
     }
 

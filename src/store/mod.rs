@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod block;
 pub mod codec;
+pub mod devices;
 pub mod exports;
 pub mod history;
 pub mod maintenance;
@@ -126,6 +127,36 @@ pub struct DeviceRecord {
     pub key: u32,
     /// First time the device was seen, UTC ms.
     pub first_seen_ms: i64,
+    /// What a person says about it (name, room, rated power, notes).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub labels: crate::domain::DeviceLabels,
+    /// When it was forgotten (`DELETE /api/devices/{id}`): not listed, polled or rediscovered
+    /// until restored; its readings stay unless purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgotten_ms: Option<i64>,
+}
+
+fn is_default(l: &crate::domain::DeviceLabels) -> bool {
+    *l == crate::domain::DeviceLabels::default()
+}
+
+impl DeviceRecord {
+    /// The name shown everywhere: kasad's name when one is set, else the device's alias.
+    pub fn name(&self) -> &str {
+        self.labels.name.as_deref().unwrap_or(&self.info.name)
+    }
+
+    /// Its room: its own, else (an outlet) its strip's in `all`.
+    pub fn room<'a>(&'a self, all: &'a [DeviceRecord]) -> Option<&'a str> {
+        self.labels.room.as_deref().or_else(|| {
+            let p = self.info.parent_id.as_ref()?;
+            all.iter()
+                .find(|d| &d.info.device_id == p)?
+                .labels
+                .room
+                .as_deref()
+        })
+    }
 }
 
 /// A device record with its reading statistics, as listed by the API.
@@ -281,6 +312,21 @@ impl Store {
             let mut slot = self.records.slot.write().expect("record cache");
             *slot = (slot.0 + 1, None);
         }
+    }
+
+    /// Drops device ids from the key cache (before the commit that forgets them: a later
+    /// write then reads their record, and finds them forgotten).
+    pub(crate) fn uncache_keys<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut keys = self.keys.write().expect("key cache");
+        for id in ids {
+            keys.remove(id);
+        }
+    }
+
+    /// After a commit that changed device records outside the writer: drops the cached
+    /// records.
+    pub(crate) fn records_changed(&self) {
+        self.cache_keys(std::iter::empty());
     }
 
     /// Called by a write transaction that changes a device record (before its commit).

@@ -18,14 +18,18 @@ pub fn device(store: &Store, id: &DeviceId) -> Result<Option<DeviceRecord>> {
         .transpose()
 }
 
-/// Every device record, decoded from the table, ordered by id.
+/// Every device record but the forgotten ones, decoded from the table, ordered by id.
 pub(super) fn device_records(store: &Store) -> Result<Vec<DeviceRecord>> {
     let txn = store.db().begin_read()?;
     let t = txn.open_table(DEVICES)?;
     let mut out = Vec::new();
     for entry in t.range::<&str>(..)? {
         let (_, v) = entry?;
-        out.push(serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(e.to_string()))?);
+        let r: DeviceRecord =
+            serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(e.to_string()))?;
+        if r.forgotten_ms.is_none() {
+            out.push(r);
+        }
     }
     Ok(out)
 }

@@ -49,6 +49,8 @@ pub struct Applied {
     pub refused_old: usize,
     /// Readings of a device that has no record.
     pub unknown_device: usize,
+    /// Readings of a forgotten device (still in flight when it was forgotten).
+    pub forgotten: usize,
 }
 
 /// Writes `batch` in one transaction; `durable` makes the commit (and all earlier
@@ -78,6 +80,8 @@ pub(super) fn apply_in(
     for (info, seen) in &batch.devices {
         let id = info.device_id.as_str();
         let rec = match load_record(&devices, id)? {
+            // A forgotten device keeps its tombstone as it is.
+            Some(r) if r.forgotten_ms.is_some() => continue,
             Some(r) if r.info == *info => {
                 keys.insert(id.to_owned(), r.key);
                 continue;
@@ -90,6 +94,8 @@ pub(super) fn apply_in(
                 info: info.clone(),
                 key: next_key(&mut meta)?,
                 first_seen_ms: *seen,
+                labels: Default::default(),
+                forgotten_ms: None,
             },
         };
         keys.insert(id.to_owned(), rec.key);
@@ -114,6 +120,10 @@ pub(super) fn apply_in(
         let key = match keys.get(id).copied().or_else(|| store.cached_key(id)) {
             Some(k) => k,
             None => match load_record(&devices, id)? {
+                Some(rec) if rec.forgotten_ms.is_some() => {
+                    applied.forgotten += 1;
+                    continue;
+                }
                 Some(rec) => {
                     keys.insert(id.to_owned(), rec.key);
                     rec.key
