@@ -110,8 +110,15 @@ pub async fn open_staging(settings: &Settings) -> Option<crate::store::staging::
     }
 }
 
-/// Puts every stored device into the registry so it is polled before discovery finds it.
+/// Puts every stored device into the registry so it is polled before discovery finds it;
+/// forgotten ones are ignored by discovery and polling.
 pub fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
+    let forgotten: Vec<_> = store
+        .forgotten_devices()?
+        .into_iter()
+        .map(|r| r.info)
+        .collect();
+    registry.ignore(&forgotten);
     let devices = store.devices()?;
     let now = tokio::time::Instant::now();
     for parent in devices.iter().filter(|d| d.record.info.parent_id.is_none()) {
@@ -135,6 +142,36 @@ pub fn load_registry(store: &Store, registry: &Registry) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Restores forgotten devices that a static `[[devices]]` entry names again (audited as the
+/// configuration's doing); returns how many.
+pub fn restore_static(
+    store: &Store,
+    audit_key: &SecretKey,
+    hosts: &[SocketAddr],
+    now_ms: i64,
+) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for r in store.forgotten_devices()? {
+        let named = r.info.parent_id.is_none()
+            && r.info
+                .address
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| hosts.contains(&a));
+        if !named {
+            continue;
+        }
+        let mut ev = Event::new(EventType::DeviceRestored, Severity::Info);
+        ev.username = Some("kasad (a static [[devices]] entry)".into());
+        ev.resource = Some(format!("device:{}", r.info.device_id));
+        store.device_restore(&r.info.device_id, |_| {
+            Some(Pending::new(audit_key, ev, now_ms))
+        })?;
+        tracing::info!(device = %r.info.device_id, "a static [[devices]] entry restores a forgotten device");
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Loads (or creates, mode 0600) the token-signing and audit keys in the data directory.
@@ -227,6 +264,15 @@ pub async fn start_with(
     let (writer, writer_task) =
         store::writer::spawn(store.clone(), settings.storage.commit_interval.0, staging);
     let registry = Arc::new(Registry::default());
+    {
+        let (s, k, hosts, now) = (
+            store.clone(),
+            audit_key.clone(),
+            settings.static_hosts()?,
+            clock.now_ms(),
+        );
+        tokio::task::spawn_blocking(move || restore_static(&s, &k, &hosts, now)).await??;
+    }
     load_registry(&store, &registry)?;
     let conns = Arc::new(
         crate::poller::conns::ConnPool::new(settings.poll.keep_connections)
@@ -402,6 +448,7 @@ pub async fn start_with(
         None
     };
     let state = AppState {
+        static_hosts: Arc::new(settings.static_hosts()?),
         mqtt,
         store: store.clone(),
         registry,

@@ -57,11 +57,17 @@ pub enum EventType {
     DataImported,
     /// A refresh token was presented after it had been traded: its session was revoked.
     RefreshTokenReused,
+    /// A device's labels (name, room, rated power, notes) were changed.
+    DeviceUpdated,
+    /// A device was forgotten (with its readings when purged).
+    DeviceDeleted,
+    /// A forgotten device was restored.
+    DeviceRestored,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 24] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -83,6 +89,9 @@ impl EventType {
         EventType::BackupCreated,
         EventType::DataImported,
         EventType::RefreshTokenReused,
+        EventType::DeviceUpdated,
+        EventType::DeviceDeleted,
+        EventType::DeviceRestored,
     ];
 
     /// The upper-case name.

@@ -118,9 +118,9 @@ pub fn snapshot(
         }
     }
     for (l, d) in out.iter_mut().zip(devices) {
+        l.name = d.record.name().to_owned();
         let i = d.record.info;
         l.id = Some(i.device_id);
-        l.name = i.name;
         l.model = i.model;
         l.device_type = Some(i.device_type);
     }

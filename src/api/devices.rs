@@ -21,8 +21,21 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
-/// `GET /api/devices`.
-pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Query of `GET /api/devices`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    forgotten: bool,
+}
+
+/// `GET /api/devices` (`?forgotten=true`: the forgotten ones).
+pub async fn list(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.forgotten {
+        return Ok(Json(super::device_edit::forgotten(&st).await?));
+    }
     Ok(Json(json!({ "devices": device_rows(&st).await? })))
 }
 
@@ -47,7 +60,9 @@ pub async fn device_rows(st: &AppState) -> Result<Vec<Value>, ApiError> {
     let provisional = live
         .values()
         .filter(|e| e.provisional)
-        .map(|e| device_row(&e.info, Some(e), None, 0));
+        .map(|e| device_row(&e.info, None, Some(e), None, 0));
+    let records: Vec<crate::store::DeviceRecord> =
+        devices.iter().map(|d| d.record.clone()).collect();
     let out: Vec<Value> = devices
         .iter()
         .map(|d| {
@@ -59,26 +74,33 @@ pub async fn device_rows(st: &AppState) -> Result<Vec<Value>, ApiError> {
             } else {
                 d.data_points
             };
-            device_row(i, entry, last_seen, points)
+            device_row(i, Some((&d.record, &records)), entry, last_seen, points)
         })
         .chain(provisional)
         .collect();
     Ok(out)
 }
 
-/// One row of `/api/devices`: the record, with status, address and last error from the live
-/// registry `entry` of the device (or of its strip).
+/// One row of `/api/devices`: the record (with its labels, when stored: `rec` and every
+/// record, for an outlet's room), with status, address and last error from the live registry
+/// `entry` of the device (or of its strip).
 fn device_row(
     i: &crate::domain::DeviceInfo,
+    rec: Option<(&crate::store::DeviceRecord, &[crate::store::DeviceRecord])>,
     entry: Option<&crate::poller::registry::Entry>,
     last_seen: Option<i64>,
     points: u64,
 ) -> Value {
+    let labels = rec.map(|(r, _)| r.labels.clone()).unwrap_or_default();
+    let name = rec.map_or(i.name.as_str(), |(r, _)| r.name());
+    let room = rec.and_then(|(r, all)| r.room(all));
     let status = entry.map_or(DeviceStatus::Offline, |e| e.status);
     let address = entry.map_or(i.address.clone(), |e| e.addr.to_string());
     let ip = crate::domain::device::host_of(&address).to_owned();
     json!({
-        "device_id": i.device_id, "device_ip": ip, "device_name": i.name,
+        "device_id": i.device_id, "device_ip": ip, "device_name": name,
+        "device_alias": i.name, "room": room, "rated_power_w": labels.rated_power_w,
+        "notes": labels.notes,
         "device_type": i.device_type, "model": i.model, "hw_ver": i.hw_ver,
         "sw_ver": i.sw_ver, "transport": i.transport, "has_emeter": i.has_emeter,
         "online": status == DeviceStatus::Online, "status": status,

@@ -200,6 +200,7 @@ impl From<crate::store::Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "CONFLICT", "Conflict", m)
             }
             crate::store::Error::Refused(m) => ApiError::forbidden(m),
+            crate::store::Error::Invalid(m) => ApiError::validation(m),
             crate::store::Error::ComplianceHold => ApiError::new(
                 StatusCode::CONFLICT,
                 "COMPLIANCE_HOLD",

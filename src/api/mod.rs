@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod device_edit;
 pub mod devices;
 pub mod error;
 pub mod exports;
@@ -101,6 +102,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<crate::config::Net>>,
     /// MQTT counters (`None` when MQTT is off).
     pub mqtt: Option<Arc<crate::mqtt::MqttStats>>,
+    /// Addresses of the static `[[devices]]` entries (such devices cannot be forgotten).
+    pub static_hosts: Arc<Vec<std::net::SocketAddr>>,
 }
 
 impl AppState {
@@ -229,6 +232,33 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 "Raw or rolled-up readings",
             ),
             get(devices::readings),
+        ),
+        (
+            doc(
+                Method::PATCH,
+                "/devices/{device_id}",
+                Requires(SystemConfig),
+                "Set a device's name, room, rated power or notes (null clears)",
+            ),
+            patch(device_edit::update),
+        ),
+        (
+            doc(
+                Method::DELETE,
+                "/devices/{device_id}",
+                Requires(SystemConfig),
+                "Forget a device (a strip with its outlets); ?purge=true deletes its readings",
+            ),
+            delete(device_edit::forget),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/devices/{device_id}/restore",
+                Requires(SystemConfig),
+                "Restore a forgotten device with the history it kept",
+            ),
+            post(device_edit::restore),
         ),
         (
             doc(

@@ -92,14 +92,22 @@ pub fn rows(
 ) -> store::Result<Vec<Row>> {
     use super::request::{anonymize_ip, hashed_name, pseudonym, rated_power};
     let mut out = Vec::new();
-    for d in store.devices()? {
+    let devices = store.devices()?;
+    let records: Vec<_> = devices.iter().map(|d| d.record.clone()).collect();
+    for d in devices {
         let i = &d.record.info;
-        let rated = rated_power(&settings.exports, i);
+        let room = d.record.room(&records).map(str::to_owned);
+        let rated = rated_power(&settings.exports, &d.record);
+        let name = d.record.name();
         let (id, name, mac) = if privacy.hash_ids {
             let id = pseudonym(key, "id", i.device_id.as_str());
-            (id, hashed_name(key, &i.name), None)
+            (id, hashed_name(key, name), None)
         } else {
-            (i.device_id.to_string(), i.name.clone(), Some(i.mac.clone()))
+            (
+                i.device_id.to_string(),
+                name.to_owned(),
+                Some(i.mac.clone()),
+            )
         };
         let address = if privacy.anonymize_ip {
             anonymize_ip(i.ip())
@@ -112,9 +120,11 @@ pub fn rows(
             "address": address, "has_energy_meter": i.has_emeter,
             "outlet_index": i.outlet_index, "rated_power": rated,
         });
+        v["room"] = json!(room);
         if let Some(mac) = mac {
             v["mac"] = json!(mac);
             v["parent_id"] = json!(i.parent_id);
+            v["alias"] = json!(i.name);
         }
         if !privacy.no_location {
             v["latitude"] = json!(i.latitude);

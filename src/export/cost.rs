@@ -129,6 +129,8 @@ pub struct Breakdown {
     pub time_of_use: bool,
     /// Per rate tier.
     pub rate_tier: bool,
+    /// Per room (devices without one together).
+    pub room: bool,
 }
 
 impl Breakdown {
@@ -142,16 +144,17 @@ impl Breakdown {
         };
         let list = v
             .as_array()
-            .ok_or("breakdown_by must be a list of device, time_of_use, rate_tier")?;
+            .ok_or("breakdown_by must be a list of device, room, time_of_use, rate_tier")?;
         let mut b = Self::default();
         for x in list {
             match x.as_str() {
                 Some("device") => b.device = true,
                 Some("time_of_use") => b.time_of_use = true,
                 Some("rate_tier") => b.rate_tier = true,
+                Some("room") => b.room = true,
                 _ => {
                     return Err(format!(
-                        "breakdown_by: unknown {x}; use device, time_of_use and/or rate_tier"
+                        "breakdown_by: unknown {x}; use device, room, time_of_use and/or rate_tier"
                     ));
                 }
             }
@@ -356,6 +359,32 @@ pub fn money_table(
     t
 }
 
+/// What devices without a room are listed under.
+pub const NO_ROOM: &str = "(no room)";
+
+/// The rooms of a plan's devices, sorted (devices without one last, as [`NO_ROOM`]), and for
+/// each plan device the index of its room.
+pub fn rooms(plan: &Plan) -> (Vec<String>, Vec<usize>) {
+    let mut names: Vec<String> = plan.devices.iter().filter_map(|d| d.room.clone()).collect();
+    names.sort_by_key(|r| r.to_lowercase());
+    names.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    if plan.devices.iter().any(|d| d.room.is_none()) {
+        names.push(NO_ROOM.into());
+    }
+    let of = plan
+        .devices
+        .iter()
+        .map(|d| {
+            let r = d.room.as_deref().unwrap_or(NO_ROOM);
+            names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(r))
+                .unwrap_or(0)
+        })
+        .collect();
+    (names, of)
+}
+
 /// Device labels of a plan: names, with the id added where two devices share a name.
 pub fn device_labels(plan: &Plan) -> Vec<String> {
     plan.devices
@@ -504,6 +533,69 @@ fn cost_chart(
     }
 }
 
+/// Cost per room, and per room and period, with a chart.
+fn room_part(
+    plan: &Plan,
+    costs: &Costs,
+    plabel: &[String],
+    gname: &'static str,
+    labels: Vec<V>,
+) -> Part {
+    let (rooms, of) = rooms(plan);
+    let at = |k: usize, r: usize| {
+        let mut a = Acc::default();
+        for (dev, _) in of.iter().enumerate().filter(|(_, x)| **x == r) {
+            if let Some(x) = costs.by_period_device.get(&(k, dev)) {
+                a.add(x.mwh, x.cost, x.tax);
+            }
+        }
+        a
+    };
+    let mut totals = Vec::new();
+    let mut per = Vec::new();
+    for (r, name) in rooms.iter().enumerate() {
+        let mut sum = Acc::default();
+        for (dev, _) in of.iter().enumerate().filter(|(_, x)| **x == r) {
+            let a = costs.by_device[dev];
+            sum.add(a.mwh, a.cost, a.tax);
+        }
+        totals.push((name.clone(), String::new(), sum));
+        for (k, l) in plabel.iter().enumerate() {
+            per.push((name.clone(), l.clone(), at(k, r)));
+        }
+    }
+    let chart = cost_chart(
+        &format!("Cost per {gname} by room"),
+        costs,
+        labels,
+        &rooms,
+        at,
+    );
+    Part::new(
+        "cost_by_room",
+        "Cost by room",
+        vec![
+            money_table(
+                "by_room",
+                "Cost per room",
+                Some("room"),
+                None,
+                &totals,
+                costs,
+            ),
+            money_table(
+                "by_room_period",
+                &format!("Cost per room and {gname}"),
+                Some("room"),
+                Some(gname),
+                &per,
+                costs,
+            ),
+        ],
+        vec![chart],
+    )
+}
+
 /// The cost_analysis report.
 pub fn report(
     store: &Store,
@@ -595,6 +687,9 @@ pub fn report(
         tables,
         vec![chart],
     ));
+    if breakdown.room {
+        parts.push(room_part(plan, &costs, &plabel, gname, chart_labels(())));
+    }
     if breakdown.time_of_use {
         let bands = &costs.labels.bands;
         let mut totals = Vec::new();

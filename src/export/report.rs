@@ -689,11 +689,41 @@ impl Ctx<'_> {
                 .collect(),
             series,
         };
+        let mut tables = vec![totals, by_device];
+        if self.plan.devices.iter().any(|d| d.room.is_some()) {
+            tables.push(self.by_room(total));
+        }
+        tables.push(by_period);
         Part {
-            tables: vec![totals, by_device, by_period],
+            tables,
             charts: vec![chart],
             ..Part::of(Section::EnergyConsumption)
         }
+    }
+
+    /// Energy per room (devices without one together), when any device has a room.
+    fn by_room(&self, total: i64) -> Table {
+        let (rooms, of) = super::cost::rooms(self.plan);
+        let mut t = Table::new(
+            "by_room",
+            "Energy per room",
+            &[col("energy", "kWh"), col("share", "%"), col("devices", "")],
+        )
+        .items("room");
+        for (r, name) in rooms.iter().enumerate() {
+            let mine = || of.iter().zip(self.accs).filter(move |(x, _)| **x == r);
+            let mwh: i64 = mine().map(|(_, a)| a.energy_mwh).sum();
+            t.push(
+                name,
+                "",
+                vec![
+                    V::Num(kwh(mwh), 3),
+                    pct(mwh as f64, total as f64),
+                    V::Num(mine().count() as f64, 0),
+                ],
+            );
+        }
+        t
     }
 
     fn cost(&self, ctl: &Control) -> Result<Part, RenderError> {

@@ -434,7 +434,9 @@ pub struct DeviceMeta {
     pub ip: String,
     /// Rendered name (hashed when asked).
     pub name: String,
-    /// Rated power, W (config), for formulas.
+    /// Its room (its own or its strip's), if one is set.
+    pub room: Option<String>,
+    /// Rated power, W (stored, else config), for formulas.
     pub rated_power: Option<f64>,
     /// Model, for metadata.
     pub model: String,
@@ -662,11 +664,15 @@ fn parse_hhmm(field: &str, s: &str) -> Result<u32, RequestError> {
     Ok(h * 60 + m)
 }
 
-/// The rated power configured for a device (`[exports.rated_power]`, keyed by id, IP or name).
-pub fn rated_power(limits: &Exports, i: &crate::domain::DeviceInfo) -> Option<f64> {
-    [i.device_id.as_str(), i.ip(), i.name.as_str()]
-        .iter()
-        .find_map(|k| limits.rated_power.get(*k).copied())
+/// The rated power of a device: its stored value (`PATCH /api/devices`), else the default in
+/// `[exports.rated_power]`, keyed by its id, IP, kasad name or alias.
+pub fn rated_power(limits: &Exports, r: &DeviceRecord) -> Option<f64> {
+    let i = &r.info;
+    r.labels.rated_power_w.or_else(|| {
+        [i.device_id.as_str(), i.ip(), r.name(), i.name.as_str()]
+            .iter()
+            .find_map(|k| limits.rated_power.get(*k).copied())
+    })
 }
 
 /// A device name as `hash_device_identifiers` shows it.
@@ -721,8 +727,17 @@ pub fn select_devices<'a>(
     let mut out: Vec<&DeviceRecord> = Vec::new();
     for w in &wanted {
         let w = w.trim();
+        let room = w
+            .get(..5)
+            .filter(|p| p.eq_ignore_ascii_case("room:"))
+            .map(|_| w[5..].trim());
         let hits: Vec<&DeviceRecord> = if w.eq_ignore_ascii_case("all") {
             all.iter().filter(leaves).collect()
+        } else if let Some(room) = room {
+            all.iter()
+                .filter(leaves)
+                .filter(|d| d.room(all).is_some_and(|r| r.eq_ignore_ascii_case(room)))
+                .collect()
         } else {
             let direct: Vec<&DeviceRecord> = all
                 .iter()
@@ -744,9 +759,13 @@ pub fn select_devices<'a>(
                 .collect()
         };
         if hits.is_empty() {
+            let message = match room {
+                Some(r) => format!("devices: no device is in the room {r:?}"),
+                None => format!("devices: no known device has the id or IP {w:?}"),
+            };
             return Err(RequestError {
                 code: "DEVICE_NOT_FOUND",
-                message: format!("devices: no known device has the id or IP {w:?}"),
+                message,
             });
         }
         for h in hits {
@@ -756,8 +775,7 @@ pub fn select_devices<'a>(
         }
     }
     out.sort_by(|a, b| {
-        (a.info.name.as_str(), a.info.device_id.as_str())
-            .cmp(&(b.info.name.as_str(), b.info.device_id.as_str()))
+        (a.name(), a.info.device_id.as_str()).cmp(&(b.name(), b.info.device_id.as_str()))
     });
     Ok(out)
 }
@@ -1157,7 +1175,7 @@ pub fn plan(
         .iter()
         .map(|d| {
             let i = &d.info;
-            let rated = rated_power(ctx.limits, i);
+            let rated = rated_power(ctx.limits, d);
             DeviceMeta {
                 id: i.device_id.clone(),
                 shown_id: if hash {
@@ -1171,10 +1189,11 @@ pub fn plan(
                     i.ip().to_owned()
                 },
                 name: if hash {
-                    hashed_name(ctx.privacy_key, &i.name)
+                    hashed_name(ctx.privacy_key, d.name())
                 } else {
-                    i.name.clone()
+                    d.name().to_owned()
                 },
+                room: d.room(ctx.devices).map(str::to_owned),
                 rated_power: rated,
                 model: i.model.clone(),
                 location: if no_loc {

@@ -87,6 +87,12 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Registry {
     entries: Mutex<HashMap<DeviceId, Entry>>,
+    /// Forgotten devices (by id, and by MAC for their 20002 answers): never registered again
+    /// until restored.
+    ignored: Mutex<(
+        std::collections::HashSet<DeviceId>,
+        std::collections::HashSet<String>,
+    )>,
 }
 
 /// The wait before the next attempt after `failures` failed polls in a row: none before
@@ -158,6 +164,9 @@ impl Registry {
         let Some((parent, outlets)) = infos.split_first() else {
             return Vec::new();
         };
+        if self.is_ignored(&parent.device_id, &parent.mac) {
+            return Vec::new();
+        }
         let addr: SocketAddr = match parent.address.parse() {
             Ok(a) => a,
             Err(_) => return Vec::new(),
@@ -314,6 +323,9 @@ impl Registry {
         let Ok(addr) = info.address.parse() else {
             return;
         };
+        if self.is_ignored(&info.device_id, &info.mac) {
+            return;
+        }
         let mut map = self.entries.lock().expect("registry lock");
         map.entry(info.device_id.clone()).or_insert_with(|| Entry {
             provisional: true,
@@ -344,6 +356,53 @@ impl Registry {
     /// Forgets a device (a provisional entry replaced by the real one).
     pub fn remove(&self, id: &DeviceId) {
         self.entries.lock().expect("registry lock").remove(id);
+    }
+
+    fn is_ignored(&self, id: &DeviceId, mac: &str) -> bool {
+        let ig = self.ignored.lock().expect("registry lock");
+        ig.0.contains(id) || mac_key(mac).is_some_and(|m| ig.1.contains(&m))
+    }
+
+    /// Devices forgotten by a person (`devices`: their records): removed, and ignored by
+    /// discovery and polling until [`Registry::unignore`]. An outlet alone leaves its strip
+    /// polled (the writer drops the outlet's readings).
+    pub fn ignore(&self, devices: &[DeviceInfo]) {
+        let mut ig = self.ignored.lock().expect("registry lock");
+        let mut map = self.entries.lock().expect("registry lock");
+        for d in devices {
+            ig.0.insert(d.device_id.clone());
+            if d.parent_id.is_none() {
+                map.remove(&d.device_id);
+                if let Some(m) = mac_key(&d.mac) {
+                    ig.1.insert(m);
+                }
+            }
+        }
+    }
+
+    /// Devices restored: registered again (as stored, polled at once) and no longer ignored.
+    pub fn unignore(&self, devices: &[DeviceInfo], now: Instant) {
+        {
+            let mut ig = self.ignored.lock().expect("registry lock");
+            for d in devices {
+                ig.0.remove(&d.device_id);
+                if let Some(m) = mac_key(&d.mac) {
+                    ig.1.remove(&m);
+                }
+            }
+        }
+        let parents = devices.iter().filter(|d| d.parent_id.is_none());
+        for p in parents {
+            let mut infos = vec![p.clone()];
+            let mut outlets: Vec<_> = devices
+                .iter()
+                .filter(|d| d.parent_id.as_ref() == Some(&p.device_id))
+                .cloned()
+                .collect();
+            outlets.sort_by_key(|o| o.outlet_index);
+            infos.extend(outlets);
+            self.upsert(infos, now);
+        }
     }
 
     /// The id of the device (plug or strip) with this MAC address, in any notation.

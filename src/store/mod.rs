@@ -64,6 +64,9 @@ pub enum Error {
     /// The change is not allowed to the one asking (privilege rules); nothing was written.
     #[error("{0}")]
     Refused(String),
+    /// A value of the change is invalid (field and reason); nothing was written.
+    #[error("{0}")]
+    Invalid(String),
     /// Audit retention is blocked by a compliance hold.
     #[error("a compliance hold is active; audit entries cannot be removed")]
     ComplianceHold,
