@@ -10,6 +10,7 @@ mod browser;
 mod caps;
 mod config_export;
 mod crash;
+mod device_admin;
 mod diskfull;
 mod energy;
 mod excel;

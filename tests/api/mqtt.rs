@@ -428,3 +428,32 @@ async fn tls_to_the_broker_is_verified_against_the_configured_ca() {
     assert!(!watch.keys().iter().any(|k| k.starts_with("untrusted/")));
     app.stop().await;
 }
+
+/// A kasad name given through the API reaches Home Assistant's discovery (retained config).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_device_is_renamed_in_home_assistant_discovery() {
+    let port = free_port();
+    let broker = Broker::start(port);
+    let app = daemon(port, "kasren", false).await;
+    let id = app.sims[0].with_device(|d| d.spec().device_id.clone());
+    let watch = Watch::start(broker.port);
+    let topic = format!("homeassistant/sensor/kasad_{id}/power/config");
+    let (_, first) = watch.wait(&topic, |_| true).await;
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_ne!(first["device"]["name"], "Fridge");
+    let r = app
+        .req(reqwest::Method::PATCH, &format!("/api/devices/{id}"))
+        .json(&serde_json::json!({"name": "Fridge"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, renamed) = watch
+        .wait(&topic, |p| {
+            serde_json::from_str::<Value>(p).is_ok_and(|v| v["device"]["name"] == "Fridge")
+        })
+        .await;
+    assert!(renamed.contains("Fridge"));
+    app.stop().await;
+    drop(broker);
+}
