@@ -7,6 +7,7 @@
 
 use crate::audit::{Event, EventType, Severity};
 use crate::auth::keys::SecretKey;
+use crate::auth::setup::SetupState;
 use crate::auth::throttle::Throttle;
 use crate::auth::{Permission, Role, password};
 use crate::store::Store;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
@@ -59,6 +61,8 @@ pub enum Request {
         /// Login name.
         username: String,
     },
+    /// The first-run setup code (while no user exists).
+    SetupCode,
     /// Verify the audit chain.
     AuditVerify,
     /// Write a backup (database, staging log, keys) to `out`.
@@ -108,16 +112,21 @@ fn update(
         .map_err(|e| e.to_string())
 }
 
+/// What only the running daemon holds: its login throttle and setup code.
+pub type Live = (Arc<Throttle>, Arc<SetupState>);
+
 /// Runs a request against an open store; `actor` names who asked (for the audit log);
-/// `throttle` is the running daemon's (`None` when the command opened the database itself).
+/// `live` is the running daemon's state (`None` when the command opened the database
+/// itself, with `data_dir` where it lives).
 pub fn execute(
     store: &Store,
     key: &SecretKey,
-    throttle: Option<&Throttle>,
+    live: Option<&Live>,
     req: Request,
     actor: &str,
     now_ms: i64,
 ) -> Result<Value, String> {
+    let throttle = live.map(|l| l.0.as_ref());
     let err = |e: crate::store::Error| e.to_string();
     match req {
         Request::UserAdd {
@@ -197,6 +206,17 @@ pub fn execute(
             }
             Ok(json!({"username": username, "unlocked": had}))
         }
+        Request::SetupCode => {
+            let code = match live {
+                Some((_, setup)) => setup.current().map_err(|e| e.to_string())?,
+                None if store.no_users().map_err(err)? => {
+                    let dir = store.path().parent().unwrap_or(Path::new("."));
+                    Some(crate::auth::setup::load_or_create(dir).map_err(|e| e.to_string())?)
+                }
+                None => None,
+            };
+            Ok(json!({"required": code.is_some(), "setup_code": code}))
+        }
         Request::AuditVerify => {
             serde_json::to_value(store.audit_verify(key).map_err(err)?).map_err(|e| e.to_string())
         }
@@ -216,7 +236,7 @@ pub async fn serve(
     data_dir: &Path,
     store: Store,
     key: SecretKey,
-    throttle: std::sync::Arc<Throttle>,
+    live: Live,
     clock: crate::clock::SharedClock,
     writer: crate::store::writer::WeakWriter,
     cancel: CancellationToken,
@@ -236,12 +256,12 @@ pub async fn serve(
             tracing::warn!(?peer, "admin socket: connection from another user refused");
             continue;
         }
-        let (store, key, clock, writer, throttle) = (
+        let (store, key, clock, writer, live) = (
             store.clone(),
             key.clone(),
             clock.clone(),
             writer.clone(),
-            throttle.clone(),
+            live.clone(),
         );
         tokio::spawn(async move {
             let actor = format!("cli (uid {})", peer.unwrap_or(0));
@@ -252,7 +272,7 @@ pub async fn serve(
                     key,
                     clock,
                     writer,
-                    throttle,
+                    live,
                 },
                 actor,
             )
@@ -269,7 +289,7 @@ struct Ctx {
     key: SecretKey,
     clock: crate::clock::SharedClock,
     writer: crate::store::writer::WeakWriter,
-    throttle: std::sync::Arc<Throttle>,
+    live: Live,
 }
 
 async fn answer(stream: UnixStream, ctx: Ctx, actor: String) -> std::io::Result<()> {
@@ -278,7 +298,7 @@ async fn answer(stream: UnixStream, ctx: Ctx, actor: String) -> std::io::Result<
         key,
         clock,
         writer,
-        throttle,
+        live,
     } = ctx;
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
@@ -290,7 +310,7 @@ async fn answer(stream: UnixStream, ctx: Ctx, actor: String) -> std::io::Result<
         Ok(req) => {
             let now = clock.now_ms();
             tokio::task::spawn_blocking(move || {
-                execute(&store, &key, Some(&throttle), req, &actor, now)
+                execute(&store, &key, Some(&live), req, &actor, now)
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()))

@@ -212,6 +212,33 @@ pub fn ensure_admin(
     Ok(true)
 }
 
+/// The first-run setup code, while no user exists: made (or read) and said in the log.
+async fn first_run(
+    store: &Store,
+    settings: &Settings,
+) -> anyhow::Result<crate::auth::setup::SetupState> {
+    let s = store.clone();
+    if !tokio::task::spawn_blocking(move || s.no_users()).await?? {
+        crate::auth::setup::remove(&settings.data_dir);
+        return Ok(crate::auth::setup::SetupState::new(
+            None,
+            &settings.data_dir,
+        ));
+    }
+    let code = crate::auth::setup::load_or_create(&settings.data_dir)
+        .context("while writing the setup code")?;
+    let file = crate::auth::setup::path(&settings.data_dir);
+    tracing::warn!(
+        setup_code = %code,
+        file = %file.display(),
+        "no user exists yet: open the web pages and create the first administrator with this setup code"
+    );
+    Ok(crate::auth::setup::SetupState::new(
+        Some(code),
+        &settings.data_dir,
+    ))
+}
+
 /// Options for [`start_with`].
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
@@ -321,6 +348,7 @@ pub async fn start_with(
         shutdown.clone(),
     ));
     let throttle = Arc::new(crate::auth::throttle::Throttle::default());
+    let setup = Arc::new(first_run(&store, &settings).await?);
     tracker.spawn(api::auth::audit_sweep(
         throttle.clone(),
         store.clone(),
@@ -337,9 +365,9 @@ pub async fn start_with(
             writer.downgrade(),
             shutdown.clone(),
         );
-        let t = throttle.clone();
+        let (t, su) = (throttle.clone(), setup.clone());
         tracker.spawn(async move {
-            if let Err(e) = crate::admin::serve(&dir, st, key, t, c, w, stop).await {
+            if let Err(e) = crate::admin::serve(&dir, st, key, (t, su), c, w, stop).await {
                 tracing::warn!(error = %e, "admin socket unavailable; `kasad user` needs the daemon stopped");
             }
         });
@@ -482,6 +510,7 @@ pub async fn start_with(
                 settings.auth.login_queue,
             ),
             previews: Default::default(),
+            setup,
         }),
         metrics: Arc::new(api::metrics::MetricsGate {
             access: settings.metrics.access.clone(),

@@ -72,6 +72,12 @@ enum Cmd {
         #[arg(long, global = true, default_value = "/etc/kasad/kasad.toml")]
         config: PathBuf,
     },
+    /// Print the first-run setup code (while no user exists), making one if it was lost.
+    SetupCode {
+        /// Configuration file (TOML).
+        #[arg(long, default_value = "/etc/kasad/kasad.toml")]
+        config: PathBuf,
+    },
     /// Validate a configuration file and exit.
     CheckConfig {
         /// Configuration file (TOML).
@@ -551,6 +557,18 @@ async fn run() -> anyhow::Result<()> {
                 rep.devices,
                 rep.readings
             );
+            Ok(())
+        }
+        Cmd::SetupCode { config } => {
+            let v = admin(&config, Request::SetupCode).await?;
+            match v["setup_code"].as_str() {
+                Some(code) => println!(
+                    "{code}\nOpen kasad's web pages and create the first administrator with this code."
+                ),
+                None => {
+                    println!("kasad is set up: a user exists. Log in, or use `kasad user add`.")
+                }
+            }
             Ok(())
         }
         Cmd::CheckConfig { path } => {

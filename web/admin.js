@@ -5,7 +5,8 @@ import { h, put, notice, errorText, field, select, pager, fmtTime, fmtWait, fmtB
 const ROLES = ['admin', 'operator', 'viewer'].map((r) => [r, r]);
 const EVENTS = ['DATA_EXPORT', 'DATA_EXPORTED', 'DATA_DELETED', 'PERMISSION_DENIED', 'RATE_LIMIT_EXCEEDED', 'LOGIN_SUCCESS',
   'LOGIN_FAILURE', 'LOGOUT', 'DEVICE_CONTROLLED', 'USER_CREATED', 'USER_UPDATED', 'USER_DELETED', 'AUDIT_RETENTION',
-  'EXPORT_EXPIRING', 'TARIFF_CHANGED', 'SCHEDULE_CHANGED', 'EXPORT_DELIVERED', 'DELIVERY_FAILED'];
+  'EXPORT_EXPIRING', 'TARIFF_CHANGED', 'SCHEDULE_CHANGED', 'EXPORT_DELIVERED', 'DELIVERY_FAILED', 'BACKUP_CREATED',
+  'DATA_IMPORTED', 'REFRESH_TOKEN_REUSED', 'DEVICE_UPDATED', 'DEVICE_DELETED', 'DEVICE_RESTORED'];
 const SEVERITY_BADGE = { INFO: '', WARNING: 'warn', ERROR: 'bad', CRITICAL: 'bad' };
 const LIMIT = 20;
 
@@ -20,6 +21,19 @@ const statusLine = () => {
 const input = (attrs, value) => Object.assign(h('input', attrs), { value: value ?? '' });
 // A datetime-local value as an RFC 3339 instant (text the browser could not read is passed on for the API to name).
 const iso = (local) => { const d = new Date(local); return !local ? null : Number.isNaN(d.getTime()) ? local : d.toISOString(); };
+
+/** An audit entry's details as labelled values (nested objects as nested lists). */
+function details(d, depth = 0) {
+  if (d === null || d === undefined) return h('span', { class: 'muted' }, '—');
+  if (Array.isArray(d)) {
+    if (d.every((x) => x === null || typeof x !== 'object')) return d.length ? d.join(', ') : '—';
+    return h('ol', {}, d.map((x) => h('li', {}, details(x, depth + 1))));
+  }
+  if (typeof d !== 'object') return String(d);
+  if (depth > 2) return h('code', { class: 'json' }, JSON.stringify(d));
+  const label = (k) => k.replace(/_/g, ' ');
+  return h('dl', { class: 'details' }, Object.entries(d).map(([k, v]) => [h('dt', {}, label(k)), h('dd', {}, details(v, depth + 1))]));
+}
 
 /** Users: list, create, change role, disable/enable, delete (never yourself). */
 function users(ctx) {
@@ -90,7 +104,7 @@ function audit() {
   const end = input({ type: 'datetime-local' });
   const list = h('div', {});
   const verifyBox = h('div', { 'data-testid': 'audit-verify', 'aria-live': 'polite' });
-  const detail = (d) => (d === null || d === undefined ? '—' : h('code', { class: 'json' }, JSON.stringify(d)));
+  const detail = (d) => (d === null || d === undefined ? '—' : details(d));
   async function load(offset = 0) {
     const q = new URLSearchParams({ limit: LIMIT, offset });
     const add = (k, v) => { if (v) q.set(k, v); };
@@ -103,7 +117,7 @@ function audit() {
         r.entries.map((x) => h('tr', { 'data-seq': x.seq },
           h('td', {}, fmtTime(x.timestamp)), h('td', {}, x.event_type),
           h('td', {}, h('span', { class: `badge ${SEVERITY_BADGE[x.severity] || ''}` }, x.severity)),
-          h('td', {}, x.username || (x.user_id ? `#${x.user_id}` : '—')), h('td', {}, x.resource || '—'),
+          h('td', {}, x.username || (x.user_id ? `#${x.user_id}` : '—')), h('td', { class: 'wrap' }, x.resource || '—'),
           h('td', {}, x.client_address || '—'), h('td', {}, detail(x.details))))),
       pager(r.total, r.offset, LIMIT, load)] : h('p', { class: 'muted' }, 'No entries match these filters.'));
     } catch (e) { say(errorText(e), 'error'); }
@@ -200,6 +214,7 @@ function health() {
       ['Checkpoints since start', n(s.checkpoints)], ['Write failures since start', n(s.write_failures)],
       ['Database size', s.database_bytes == null ? '—' : fmtBytes(s.database_bytes)],
       ['Free space beside it', s.free_bytes == null ? '—' : fmtBytes(s.free_bytes)],
+      ['Refused logins now', r.throttle ? `${n(r.throttle.addresses)} addresses, ${n(r.throttle.usernames)} usernames` : '—'],
     ];
     put(box, h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])), h('p', { class: 'muted' }, `checked ${new Date().toLocaleTimeString()}`));
   }
@@ -207,10 +222,18 @@ function health() {
   return section('admin-health', 'System health', h('div', { class: 'toolbar' }, h('button', { type: 'button', onclick: load }, 'Refresh')), box);
 }
 
-export async function show(root, ctx) {
-  put(root, h('h1', {}, 'Admin'),
-    ctx.can('USER_MANAGE') ? users(ctx) : null,
-    ctx.can('AUDIT_READ') ? audit() : null,
-    ctx.can('SYSTEM_CONFIG') ? tariffs() : null,
-    ctx.can('SYSTEM_CONFIG') ? health() : null);
+const TABS = [
+  { key: 'users', title: 'Users', needs: 'USER_MANAGE', draw: users },
+  { key: 'audit', title: 'Audit log', needs: 'AUDIT_READ', draw: audit },
+  { key: 'tariffs', title: 'Tariffs', needs: 'SYSTEM_CONFIG', draw: tariffs },
+  { key: 'health', title: 'Health', needs: 'SYSTEM_CONFIG', draw: health },
+];
+
+/** One tab at a time (#/admin/<tab>), among those the user's permissions allow. */
+export async function show(root, ctx, tab) {
+  const mine = TABS.filter((t) => ctx.can(t.needs));
+  const current = mine.find((t) => t.key === tab) || mine[0];
+  const tabs = h('nav', { class: 'tabs', 'aria-label': 'Admin sections' },
+    mine.map((t) => h('a', { href: `#/admin/${t.key}`, class: 'tab', 'aria-current': t === current ? 'page' : null }, t.title)));
+  put(root, h('h1', {}, 'Admin'), tabs, current ? current.draw(ctx) : null);
 }

@@ -60,6 +60,10 @@ async function request(path, { method = 'GET', body, auth = true, signal } = {})
   return data;
 }
 
+/** Whether the first administrator is still to be made, and making it with the setup code. */
+export const setupRequired = async () => (await request('/api/setup', { auth: false })).required;
+export const setup = (body) => request('/api/setup', { method: 'POST', body, auth: false });
+
 export async function login(username, password) {
   const g = generation;
   const t = await request('/api/auth/login', { method: 'POST', body: { username, password }, auth: false });

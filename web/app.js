@@ -1,7 +1,7 @@
 // The page shell: login, navigation by permission, and a hash router over the page modules.
 // Each page module exports `show(root, ctx, ...params)`, which draws into `root` and may return
 // a function that stops its timers when the user leaves the page.
-import { api, login, logout, loggedIn, whenLoggedOut } from './api.js';
+import { api, login, logout, loggedIn, whenLoggedOut, setup, setupRequired } from './api.js';
 import { h, put, notice, errorText, field } from './ui.js';
 import * as devices from './devices.js';
 import * as detail from './detail.js';
@@ -29,11 +29,47 @@ const PAGES = [
 ];
 const allowed = (p) => [].concat(p.needs).some(ctx.can);
 
-function showLogin(message) {
+/** The first visit of a new install: the first administrator, made with the setup code. */
+function showSetup() {
+  const code = h('input', { required: true, autocomplete: 'off', autocapitalize: 'characters', spellcheck: 'false' });
+  const user = h('input', { required: true, maxlength: 64, autocomplete: 'username', autocapitalize: 'none', value: 'admin' });
+  const pass = h('input', { type: 'password', required: true, minlength: 8, autocomplete: 'new-password' });
+  const again = h('input', { type: 'password', required: true, minlength: 8, autocomplete: 'new-password' });
+  const status = h('div', { 'aria-live': 'polite' });
+  const button = h('button', { type: 'submit', class: 'primary' }, 'Create administrator');
+  const form = h('form', { class: 'login card', 'aria-labelledby': 'setup-title' },
+    h('h1', { id: 'setup-title' }, 'Create the first administrator'),
+    h('p', { class: 'muted' }, 'kasad has no users yet. Its one-time setup code is in the daemon\'s log and in the file setup-code of its data directory: sudo cat /var/lib/kasad/setup-code (or sudo kasad setup-code).'),
+    field('Setup code', code), field('Username', user, 'letters, digits, . _ - @'),
+    field('Password', pass, 'at least 8 characters'), field('Repeat the password', again), button, status);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    put(status);
+    if (pass.value !== again.value) { put(status, notice('The passwords differ.', 'error')); again.select(); return; }
+    button.disabled = true;
+    try {
+      await setup({ setup_code: code.value, username: user.value.trim(), password: pass.value });
+      await login(user.value.trim(), pass.value);
+      await start();
+    } catch (err) {
+      if (err.status === 409) { showLogin('kasad is set up already: log in.'); return; }
+      put(status, notice(errorText(err), 'error'));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  put(view, form);
+  code.focus();
+}
+
+async function showLogin(message) {
   if (leave) { leave(); leave = null; }
   ctx.me = null;
   put(nav);
   put(who);
+  if (!message) {
+    try { if (await setupRequired()) { showSetup(); return; } } catch { /* the login form says the rest */ }
+  }
   const user = h('input', { autocomplete: 'username', required: true, autocapitalize: 'none' });
   const pass = h('input', { type: 'password', autocomplete: 'current-password', required: true });
   const status = h('div', { 'aria-live': 'polite' }, message ? notice(message, 'error') : null);

@@ -1,7 +1,7 @@
 // The device detail page: facts about one device and its power and energy charts over
 // 24 h / 7 d / 30 d / 1 y, read from the 15-minute rollups in the browser's time zone.
 import { api } from './api.js';
-import { h, put, notice, errorText, fmtPower, fmtKwh, fmtTime } from './ui.js';
+import { h, put, notice, errorText, fmtPower, fmtKwh, fmtTime, field, modal } from './ui.js';
 import { barChart, lineChart } from './chart.js';
 import { openExport } from './export.js';
 import { relayButton } from './devices.js';
@@ -33,17 +33,21 @@ export async function show(root, ctx, id, rangeKey = '24h') {
     const l = live.devices.find((x) => x.device_id === id) || {};
     actions.prepend(relayButton(ctx, d, l.is_on));
   }
+  if (ctx.can('SYSTEM_CONFIG')) actions.append(h('button', { type: 'button', class: 'danger', onclick: () => forget(ctx, d) }, 'Forget'));
   const charts = h('div', { class: 'charts' }, h('p', { class: 'muted' }, 'loading…'));
   const sums = h('p', { class: 'muted', 'data-testid': 'range-summary' });
   put(root,
     h('p', {}, h('a', { href: '#/devices' }, '‹ All devices')),
     h('div', { class: 'page-head' }, h('h1', {}, d.device_name), actions),
     h('dl', { class: 'facts' }, [
+      ['Room', d.room], ['Device\'s own name', d.device_alias !== d.device_name ? d.device_alias : null],
+      ['Rated power', d.rated_power_w ? fmtPower(d.rated_power_w) : null], ['Notes', d.notes],
       ['Model', d.model], ['Type', d.parent_id ? `outlet ${d.outlet_index + 1} of a strip` : d.device_type], ['Address', d.device_ip],
       ['Status', d.status], ['Last seen', fmtTime(d.last_seen)], ['Readings', d.data_points.toLocaleString()],
       ['Firmware', d.sw_ver], ['Protocol', d.transport],
-    ].map(([k, v]) => [h('dt', {}, k), h('dd', {}, v ?? '—')])),
-    tabs, sums, charts);
+    ].filter(([k, v], i) => i > 3 || (v !== null && v !== undefined)).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v ?? '—')])),
+    tabs, sums, charts,
+    ctx.can('SYSTEM_CONFIG') ? editor(ctx, d) : null);
 
   const end = Date.now();
   const start = end - range.ms;
@@ -69,4 +73,50 @@ export async function show(root, ctx, id, rangeKey = '24h') {
   } catch (e) {
     put(charts, notice(errorText(e), 'error'));
   }
+}
+
+/** The settings form (SYSTEM_CONFIG): kasad's name, room, rated power and notes; an empty
+ * field clears its value (the name then falls back to the device's own). */
+function editor(ctx, d) {
+  const val = (attrs, v) => Object.assign(h('input', attrs), { value: v ?? '' });
+  const name = val({ maxlength: 64, placeholder: d.device_alias }, d.device_name !== d.device_alias ? d.device_name : '');
+  const room = val({ maxlength: 64, list: 'rooms' }, d.room);
+  const watts = val({ type: 'number', min: 0, max: 100000, step: 'any', inputmode: 'decimal' }, d.rated_power_w);
+  const notes = Object.assign(h('textarea', { rows: 2, maxlength: 1000 }), { value: d.notes ?? '' });
+  const status = h('div', { 'aria-live': 'polite' });
+  const form = h('form', { class: 'card', 'aria-label': 'Device settings', 'data-testid': 'device-settings' },
+    h('h2', {}, 'Settings'),
+    h('div', { class: 'form-grid' }, field('Name', name, `empty: the device's own (${d.device_alias})`), field('Room', room),
+      field('Rated power (W)', watts, 'for rated_power in export formulas'), field('Notes', notes)),
+    h('button', { type: 'submit', class: 'primary' }, 'Save'), status);
+  const text = (el) => (el.value.trim() === '' ? null : el.value.trim());
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      await api(`/api/devices/${encodeURIComponent(d.device_id)}`, { method: 'PATCH',
+        body: { name: text(name), room: text(room), notes: text(notes), rated_power_w: watts.value === '' ? null : Number(watts.value) } });
+      ctx.go(location.hash);
+    } catch (err) { put(status, notice(errorText(err), 'error')); }
+  });
+  return form;
+}
+
+/** Forget, after a confirmation that says what purging deletes. */
+function forget(ctx, d) {
+  const purge = h('input', { type: 'checkbox' });
+  const status = h('div', { 'aria-live': 'polite' });
+  const what = d.device_type === 'strip' ? 'this strip and its outlets' : 'this device';
+  const go = h('button', { type: 'button', class: 'danger' }, 'Forget');
+  const { close } = modal(`Forget ${d.device_name}?`, h('div', {},
+    h('p', {}, `kasad stops polling ${what} and discovery leaves it alone until you restore it (Devices, Forgotten devices). Its history is kept.`),
+    h('label', {}, purge, ` Also delete its ${d.data_points.toLocaleString()} readings and all its 15-minute totals: this cannot be undone.`),
+    h('div', { class: 'toolbar' }, go, h('button', { type: 'button', onclick: () => close() }, 'Cancel')), status));
+  go.addEventListener('click', async () => {
+    go.disabled = true;
+    try {
+      await api(`/api/devices/${encodeURIComponent(d.device_id)}${purge.checked ? '?purge=true' : ''}`, { method: 'DELETE' });
+      close();
+      ctx.go('#/devices');
+    } catch (err) { go.disabled = false; put(status, notice(errorText(err), 'error')); }
+  });
 }

@@ -5,15 +5,52 @@ import { api } from './api.js';
 import { h, put, notice, errorText, fmtPower, fmtKwh, fmtMoney } from './ui.js';
 import { openExport } from './export.js';
 
-/** Cards in display order: each strip followed by its outlets. */
+/** Cards in display order: by room (devices without one last), each strip followed by its
+ * outlets; an outlet in another room than its strip is shown in its own room. */
 function ordered(devices) {
-  const outlets = devices.filter((d) => d.parent_id);
+  const roomOf = (d) => d.room || '';
+  const rooms = [...new Set(devices.map(roomOf))].sort((a, b) => (!a) - (!b) || a.localeCompare(b));
   const out = [];
-  for (const d of devices.filter((x) => !x.parent_id).sort((a, b) => a.device_name.localeCompare(b.device_name))) {
-    out.push(d);
-    out.push(...outlets.filter((o) => o.parent_id === d.device_id).sort((a, b) => a.outlet_index - b.outlet_index));
+  for (const room of rooms) {
+    const here = devices.filter((d) => roomOf(d) === room);
+    const outlets = here.filter((d) => d.parent_id);
+    const shown = new Set();
+    for (const d of here.filter((x) => !x.parent_id).sort((a, b) => a.device_name.localeCompare(b.device_name))) {
+      out.push(d);
+      for (const o of outlets.filter((x) => x.parent_id === d.device_id).sort((a, b) => a.outlet_index - b.outlet_index)) { out.push(o); shown.add(o); }
+    }
+    out.push(...outlets.filter((o) => !shown.has(o)).sort((a, b) => a.device_name.localeCompare(b.device_name)));
   }
   return out;
+}
+
+/** The grid's children: a heading before each room's cards (when any device has a room). */
+function grouped(devices, cards) {
+  if (!devices.some((d) => d.room)) return devices.map((d) => cards.get(d.device_id).el);
+  const out = [];
+  let room;
+  for (const d of devices) {
+    if ((d.room || '') !== room) {
+      room = d.room || '';
+      out.push(h('h2', { class: 'room', 'data-testid': 'room' }, room || 'No room'));
+    }
+    out.push(cards.get(d.device_id).el);
+  }
+  return out;
+}
+
+/** Forgotten devices with Restore (SYSTEM_CONFIG). */
+async function forgotten(box, ctx, refresh) {
+  const { devices } = await api('/api/devices?forgotten=true');
+  if (!devices.length) { put(box); return; }
+  put(box, h('details', { class: 'card', 'data-testid': 'forgotten' }, h('summary', {}, `Forgotten devices (${devices.length})`),
+    h('ul', {}, devices.filter((d) => !d.parent_id || !devices.some((p) => p.device_id === d.parent_id)).map((d) => h('li', {},
+      `${d.device_name} · ${d.model} · forgotten ${new Date(d.forgotten_at).toLocaleString()} `,
+      h('button', { type: 'button', 'aria-label': `Restore ${d.device_name}`, onclick: async (e) => {
+        e.target.disabled = true;
+        try { await api(`/api/devices/${encodeURIComponent(d.device_id)}/restore`, { method: 'POST' }); } catch (err) { alert(errorText(err)); }
+        refresh();
+      } }, 'Restore'))))));
 }
 
 const statusText = { online: 'online', offline: 'offline', auth_required: 'needs credentials', unsupported: 'unsupported' };
@@ -81,7 +118,8 @@ export async function show(root, ctx) {
       tick();
     } }, 'Discover devices'));
   }
-  put(root, h('div', { class: 'page-head' }, h('h1', {}, 'Devices'), tools), problem, line, grid);
+  const lost = h('div', {});
+  put(root, h('div', { class: 'page-head' }, h('h1', {}, 'Devices'), tools), problem, line, grid, lost);
 
   let cards = new Map();
   let key = '';
@@ -99,11 +137,12 @@ export async function show(root, ctx) {
       const [list, live] = await Promise.all([api('/api/devices'), api('/api/devices/live')]);
       delay = Math.min(10000, Math.max(1000, live.poll_interval_s * 1000));
       const devices = ordered(list.devices);
-      const k = devices.map((d) => d.device_id).join();
+      const k = devices.map((d) => `${d.device_id}:${d.room || ''}:${d.device_name}`).join();
       if (k !== key) {
         key = k;
         cards = new Map(devices.map((d) => [d.device_id, card(ctx, d)]));
-        put(grid, [...cards.values()].map((c) => c.el));
+        put(grid, grouped(devices, cards));
+        if (ctx.can('SYSTEM_CONFIG')) forgotten(lost, ctx, tick).catch((e) => put(lost, notice(errorText(e), 'error')));
         if (!devices.length) put(grid, notice('No devices yet. kasad finds plugs on the LAN by discovery; add static ones in the configuration.'));
       }
       const byId = new Map(live.devices.map((l) => [l.device_id, l]));

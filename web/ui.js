@@ -57,7 +57,7 @@ export function errorText(e) {
     const at = new Date(b.retry_after);
     return `Rate limit reached${b.limit ? ` (${b.limit})` : ''}: try again in ${fmtWait(at - Date.now())}, at ${at.toLocaleTimeString()}.`;
   }
-  if (b.error_code === 'PERMISSION_DENIED') return `You lack the ${b.required_permission || 'needed'} permission.`;
+  if (b.error_code === 'PERMISSION_DENIED') return b.required_permission ? `You lack the ${b.required_permission} permission.` : b.message;
   return b.message || (e && e.message) || String(e);
 }
 

@@ -102,7 +102,7 @@ pub(super) async fn bad_input(st: &AppState, client: &str, route: &str, e: ApiEr
 }
 
 /// The 429 of a throttled login, audited when it is the first of its key's window.
-async fn refused(st: &AppState, mut ev: Event, r: Refusal) -> ApiError {
+pub(super) async fn refused(st: &AppState, mut ev: Event, r: Refusal) -> ApiError {
     if r.audit {
         ev.event_type = EventType::RateLimitExceeded;
         ev.details = json!({"rule": r.rule, "retry_after": crate::clock::rfc3339(r.retry_at_ms),

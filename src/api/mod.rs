@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod pages;
 pub mod schedules;
 pub mod server;
+pub mod setup;
 pub mod tariffs;
 pub mod users;
 
@@ -59,6 +60,8 @@ pub struct AuthState {
     pub gate: HashGate,
     /// Previews per user per minute.
     pub previews: crate::auth::rate::Rolling,
+    /// The first-run setup code, while no user exists.
+    pub setup: Arc<crate::auth::setup::SetupState>,
 }
 
 /// What handlers share.
@@ -160,6 +163,24 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 "Log in: access and refresh token",
             ),
             post(auth::login),
+        ),
+        (
+            doc(
+                Method::GET,
+                "/setup",
+                Open,
+                "Whether the first administrator is still to be created",
+            ),
+            get(setup::status),
+        ),
+        (
+            doc(
+                Method::POST,
+                "/setup",
+                Open,
+                "Create the first administrator with the setup code (only while no user exists)",
+            ),
+            post(setup::create),
         ),
         (
             doc(

@@ -6,6 +6,7 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod rate;
+pub mod setup;
 pub mod throttle;
 
 use serde::{Deserialize, Serialize};

@@ -198,12 +198,37 @@ pub struct Purged {
 
 impl Store {
     /// Creates a user; fails with [`Error::Conflict`] when the name is taken.
-    pub fn create_user(
+    pub fn create_user(&self, u: User, audit: Option<super::audit::Pending<'_>>) -> Result<User> {
+        self.create_user_if(u, audit, |_| Ok(true))
+    }
+
+    /// Creates the first user; fails with [`Error::Conflict`] when any user exists (two
+    /// setups at once: one wins).
+    pub fn create_first_user(
+        &self,
+        u: User,
+        audit: Option<super::audit::Pending<'_>>,
+    ) -> Result<User> {
+        {
+            let txn = self.db().begin_read()?;
+            if !txn.open_table(USERS)?.is_empty()? {
+                return Err(Error::Conflict("kasad is set up already: log in".into()));
+            }
+        }
+        // The write transactions are serial: check again inside one.
+        self.create_user_if(u, audit, |txn| Ok(txn.open_table(USERS)?.is_empty()?))
+    }
+
+    fn create_user_if(
         &self,
         mut u: User,
         audit: Option<super::audit::Pending<'_>>,
+        ok: impl FnOnce(&WriteTransaction) -> Result<bool>,
     ) -> Result<User> {
         let txn = self.begin_write()?;
+        if !ok(&txn)? {
+            return Err(Error::Conflict("kasad is set up already: log in".into()));
+        }
         {
             let mut names = txn.open_table(USERNAMES)?;
             if names.get(key(&u.username).as_str())?.is_some() {
@@ -224,6 +249,12 @@ impl Store {
         }
         txn.commit()?;
         Ok(u)
+    }
+
+    /// Whether no user exists.
+    pub fn no_users(&self) -> Result<bool> {
+        let txn = self.db().begin_read()?;
+        Ok(txn.open_table(USERS)?.is_empty()?)
     }
 
     /// A user by id.

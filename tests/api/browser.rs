@@ -63,6 +63,10 @@ async fn web_pages_in_chromium() {
     .await;
     add_user(&d.base, &d.token, OPERATOR, "operator").await;
     add_user(&d.base, &d.token, VIEWER, "viewer").await;
+    // A second daemon without users: the first-run setup through the page.
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = crate::first_run::fresh(fresh_dir.path()).await;
+    let code = std::fs::read_to_string(fresh.data.join("setup-code")).unwrap();
     // `timeout`: a hung browser fails the test instead of hanging the suite.
     let out = Command::new("timeout")
         .args(["300", "node"])
@@ -72,6 +76,8 @@ async fn web_pages_in_chromium() {
         .env("KASAD_OPERATOR", OPERATOR)
         .env("KASAD_VIEWER", VIEWER)
         .env("KASAD_ADMIN", format!("admin:{ADMIN_PASSWORD}"))
+        .env("KASAD_SETUP_BASE", &fresh.base)
+        .env("KASAD_SETUP_CODE", code.trim())
         .output()
         .expect("node runs (install Node.js)");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -82,7 +88,9 @@ async fn web_pages_in_chromium() {
         out.status
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+    drop(fresh);
     for page in [
+        "setup",
         "login",
         "devices",
         "device-detail",
@@ -90,6 +98,10 @@ async fn web_pages_in_chromium() {
         "history",
         "schedules",
         "admin",
+        "admin-audit",
+        "admin-health",
+        "device-settings",
+        "devices-rooms",
     ] {
         for width in ["desktop", "phone"] {
             let f = shots.join(format!("{page}-{width}.png"));

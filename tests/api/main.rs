@@ -15,6 +15,7 @@ mod diskfull;
 mod energy;
 mod excel;
 mod exports;
+mod first_run;
 mod hardening;
 mod helpers;
 mod import;

@@ -314,3 +314,98 @@ print(json.dumps({"name": g.find("name").text, "wild": g.find("name").get("repla
     assert_eq!(std::fs::read(&file).unwrap(), printed.stdout);
     assert!(!dir.path().join("kasad.service.tmp").exists());
 }
+
+/// What the README's test command installs on a fresh Debian machine, simulated as the script
+/// checks it (every package missing): one apt-get line holding a package for every program
+/// the suite runs. Not as root, the script prints that line and stops.
+#[test]
+fn the_test_command_sets_up_a_fresh_machine() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("scripts/test");
+    let out = Command::new(&script)
+        .arg("--print-setup")
+        .env("KASAD_SETUP_SIMULATE_FRESH", "1")
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let pkgs: Vec<&str> = line
+        .strip_prefix("apt-get install -y ")
+        .unwrap_or_else(|| panic!("not an apt-get line: {line}"))
+        .split_whitespace()
+        .collect();
+    // Every program the tests start, and the package that brings it on Debian 12.
+    let package_of = |cmd: &str| match cmd {
+        "python3" => "python3",
+        "node" => "nodejs",
+        "openssl" => "openssl",
+        "pdftoppm" | "pdftotext" | "pdfinfo" => "poppler-utils",
+        "systemd-analyze" => "systemd",
+        "timeout" => "coreutils",
+        "unshare" | "setpriv" => "util-linux",
+        "kill" => "procps",
+        "ip" => "iproute2",
+        "mosquitto" => "mosquitto",
+        "mosquitto_sub" | "mosquitto_pub" => "mosquitto-clients",
+        // Essential packages of every Debian system.
+        "sh" | "mount" | "umount" => "",
+        other => panic!("tests run {other:?}: add its Debian package to scripts/test and here"),
+    };
+    let mut called = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(root.join("tests/api")).unwrap().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        for part in text.split("Command::new(\"").skip(1) {
+            called.insert(part.split('"').next().unwrap().to_owned());
+        }
+    }
+    for extra in [
+        "pdftotext",
+        "pdfinfo",
+        "ip",
+        "mosquitto",
+        "mosquitto_sub",
+        "mosquitto_pub",
+    ] {
+        called.insert(extra.to_owned());
+    }
+    for cmd in &called {
+        let p = package_of(cmd);
+        assert!(
+            p.is_empty() || pkgs.contains(&p),
+            "{cmd}: {p} is not installed by {line}"
+        );
+    }
+    for p in [
+        "npm",
+        "python3-venv",
+        "chromium",
+        "fonts-wqy-microhei",
+        "fonts-dejavu-core",
+    ] {
+        assert!(pkgs.contains(&p), "{p} missing from {line}");
+    }
+    // Without root: the line to run, and a failure.
+    let mut cmd = if running_as_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&script);
+        c
+    } else {
+        Command::new(&script)
+    };
+    let out = cmd
+        .env("KASAD_SETUP_SIMULATE_FRESH", "1")
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("run:   sudo apt-get install -y nodejs"),
+        "{err}"
+    );
+}
+
+/// Whether the tests run as root (from /proc, without unsafe code).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}

@@ -12,6 +12,9 @@ const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is 
 const BASE = env('KASAD_BASE');
 const SHOTS = env('KASAD_SHOTS');
 const ORIGIN = new URL(BASE).origin;
+// A second daemon without users, for the first-run setup (and its code).
+const SETUP_BASE = env('KASAD_SETUP_BASE');
+const SETUP_CODE = env('KASAD_SETUP_CODE');
 const USERS = { operator: env('KASAD_OPERATOR').split(':'), viewer: env('KASAD_VIEWER').split(':'), admin: env('KASAD_ADMIN').split(':') };
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const DESKTOP = { width: 1280, height: 860 };
@@ -35,7 +38,7 @@ async function session(role) {
   // Every request leaves through here: anything not for the daemon is recorded and refused.
   await context.route('**/*', (route) => {
     const url = route.request().url();
-    if (url.startsWith(ORIGIN + '/') || url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
+    if (url.startsWith(ORIGIN + '/') || url.startsWith(SETUP_BASE + '/') || url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
     foreign.push(url);
     return route.abort();
   });
@@ -88,6 +91,30 @@ async function apiAs(role, p, body) {
 }
 
 try {
+  // First run: a daemon without users shows the setup form; the code makes the first admin.
+  {
+    const context = await browser.newContext({ viewport: DESKTOP });
+    const page = await context.newPage();
+    page.on('pageerror', (e) => pageErrors.push(`setup: ${e.message}`));
+    await page.goto(SETUP_BASE + '/');
+    await page.getByRole('heading', { name: 'Create the first administrator' }).waitFor();
+    await shots(page, 'setup');
+    await page.getByLabel('Setup code').fill('AAAA-WRONG-CODE');
+    await page.getByLabel('Username').fill('owner');
+    await page.getByLabel('Password', { exact: true }).fill('owner-password-1');
+    await page.getByLabel('Repeat the password').fill('owner-password-1');
+    await page.getByRole('button', { name: 'Create administrator' }).click();
+    await page.getByRole('alert').getByText('Wrong setup code').waitFor();
+    check(true, 'a wrong setup code is refused in words');
+    await page.getByLabel('Setup code').fill(SETUP_CODE.toLowerCase());
+    await page.getByRole('button', { name: 'Create administrator' }).click();
+    await page.locator('#who').getByText('owner').waitFor();
+    check((await page.locator('#who').textContent()).includes('admin'), 'the setup code creates the first administrator, who is logged in');
+    await context.close();
+    const again = await (await fetch(`${SETUP_BASE}/api/setup`)).json();
+    check(again.required === false, 'the setup form is gone once an administrator exists');
+  }
+
   // Login page.
   {
     const context = await browser.newContext({ viewport: DESKTOP });
@@ -221,15 +248,57 @@ try {
   // Admin: every page, the audit chain check.
   {
     const { context: c, page: p } = await session('admin');
+    // A device's settings: a kasad name and a room.
+    const plugs = (await apiAs('admin', '/api/devices')).body.devices.filter((d) => d.device_type === 'plug');
+    const [named, lost] = [plugs[1], plugs[2]];
+    await p.goto(`${BASE}/#/device/${encodeURIComponent(named.device_id)}`);
+    const settings = p.getByTestId('device-settings');
+    await settings.getByLabel('Name').fill('Kitchen fridge');
+    await settings.getByLabel('Room').fill('Kitchen');
+    await settings.getByLabel('Rated power (W)').fill('150');
+    await settings.getByRole('button', { name: 'Save' }).click();
+    await p.getByRole('heading', { name: 'Kitchen fridge', level: 1 }).waitFor();
+    check(true, 'a device is renamed from its page');
+    await shots(p, 'device-settings');
+    await p.getByRole('link', { name: '‹ All devices' }).click();
+    await p.getByTestId('room').filter({ hasText: 'Kitchen' }).waitFor();
+    check(await p.locator('article[data-device-id]', { hasText: 'Kitchen fridge' }).count() === 1, 'the devices page groups the renamed device under its room');
+    await shots(p, 'devices-rooms');
+    // Forget one, then restore it from the list of forgotten devices.
+    await p.goto(`${BASE}/#/device/${encodeURIComponent(lost.device_id)}`);
+    await p.getByRole('button', { name: 'Forget' }).click();
+    const confirm = p.getByRole('dialog');
+    check((await confirm.textContent()).includes('cannot be undone'), 'the confirmation says what purging deletes');
+    await confirm.getByRole('button', { name: 'Forget' }).click();
+    await p.waitForFunction(() => document.querySelectorAll('article[data-device-id]').length === 23);
+    check(true, 'a forgotten device leaves the devices page');
+    const box = p.getByTestId('forgotten');
+    await box.locator('summary').click();
+    await box.getByRole('button', { name: `Restore ${lost.device_name}` }).click();
+    await p.waitForFunction(() => document.querySelectorAll('article[data-device-id]').length === 24);
+    check(true, 'a restored device is back on the devices page');
+
+    // Admin: each tab.
     await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Admin' }).click();
     await p.getByTestId('users-table').waitFor();
     check(await p.getByTestId('users-table').getByText(USERS.operator[0]).count() >= 1, 'the admin page lists the users');
+    await shots(p, 'admin');
+    const tabs = p.getByRole('navigation', { name: 'Admin sections' });
+    await tabs.getByRole('link', { name: 'Audit log' }).click();
     await p.getByRole('button', { name: /Verify/ }).click();
     await p.getByTestId('audit-verify').getByText(/intact/i).waitFor();
     check(true, 'the audit chain verifies from the admin page');
+    const renamed = p.getByTestId('audit-table').locator('tr', { hasText: 'DEVICE_UPDATED' }).first();
+    await renamed.waitFor();
+    check(await renamed.locator('dl.details dt').count() > 0 && (await renamed.textContent()).includes('Kitchen fridge'), 'audit details are labelled values (old and new)');
+    await shots(p, 'admin-audit');
+    await tabs.getByRole('link', { name: 'Tariffs' }).click();
+    await p.getByTestId('tariffs-table').waitFor();
+    check(true, 'the tariffs tab');
+    await tabs.getByRole('link', { name: 'Health' }).click();
     await p.getByTestId('health').getByText('Database size').waitFor();
     check(await p.getByTestId('health').getByText(/^ok$/).count() === 1, 'the admin sees the health detail');
-    await shots(p, 'admin');
+    await shots(p, 'admin-health');
     // Schedules: create one in the form, pause it, run it now.
     await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Schedules' }).click();
     await p.getByRole('button', { name: 'New schedule' }).click();
