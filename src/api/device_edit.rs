@@ -218,19 +218,3 @@ pub async fn restore(
     st.registry.unignore(&infos, tokio::time::Instant::now());
     Ok(Json(row_of(&st, &id).await?))
 }
-
-/// `GET /api/devices?forgotten=true`: forgotten devices, with when they were forgotten.
-pub async fn forgotten(st: &AppState) -> Result<Value, ApiError> {
-    let store = st.store.clone();
-    let recs = blocking(move || store.forgotten_devices()).await??;
-    let rows: Vec<Value> = recs
-        .iter()
-        .map(|r| {
-            json!({"device_id": r.info.device_id, "device_name": r.name(),
-                "device_alias": r.info.name, "device_type": r.info.device_type,
-                "model": r.info.model, "parent_id": r.info.parent_id, "room": r.labels.room,
-                "forgotten_at": r.forgotten_ms.map(crate::clock::rfc3339)})
-        })
-        .collect();
-    Ok(json!({"devices": rows}))
-}

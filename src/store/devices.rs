@@ -261,7 +261,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("k.redb"), 8).unwrap();
         let p = info("PLUG", None);
-        super::super::write::apply(&s, &batch(&[p.clone()], 0, 1), true).unwrap();
+        super::super::write::apply(&s, &batch(std::slice::from_ref(&p), 0, 1), true).unwrap();
         let r = s
             .device_relabel(
                 &p.device_id,

@@ -120,6 +120,24 @@ async fn a_kasad_name_and_room_are_used_everywhere() {
         "{metrics:.2000}"
     );
 
+    // The stored rated power is what formulas see (over [exports.rated_power]).
+    let (s, v) = {
+        let r = app
+            .req(Method::POST, "/api/exports/preview")
+            .json(
+                &json!({"export_type": "device_data", "devices": ["LAMP01"], "fields": ["power_w"],
+                "date_range": {"start": "2024-03-09T12:00:00Z", "end": "2024-03-09T12:10:00Z"},
+                "custom_fields": [{"name": "load", "formula": "power_w / rated_power * 100"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(s, 200, "{v}");
+    let load = v["preview"][0]["load"].as_f64().unwrap();
+    assert!((load - 45.2 / 150.0 * 100.0).abs() < 0.01, "{v}");
+
     // room: selects by room; cost_analysis breaks down by room.
     let by_room = json!({"export_type": "device_data", "devices": ["room:kitchen"], "fields": ["device_id"],
         "date_range": {"start": "2024-03-09", "end": "2024-03-09"}});
