@@ -125,7 +125,7 @@ async fn a_kasad_name_and_room_are_used_everywhere() {
         let r = app
             .req(Method::POST, "/api/exports/preview")
             .json(
-                &json!({"export_type": "device_data", "devices": ["LAMP01"], "fields": ["power_w"],
+                &json!({"export_type": "device_data", "format": "csv", "devices": ["LAMP01"], "fields": ["power_w"],
                 "date_range": {"start": "2024-03-09T12:00:00Z", "end": "2024-03-09T12:10:00Z"},
                 "custom_fields": [{"name": "load", "formula": "power_w / rated_power * 100"}]}),
             )
