@@ -12,6 +12,7 @@ mod config_export;
 mod crash;
 mod device_admin;
 mod diskfull;
+mod docs;
 mod energy;
 mod excel;
 mod exports;
