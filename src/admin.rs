@@ -72,6 +72,58 @@ pub enum Request {
     },
 }
 
+/// Why an administrative request failed; over the socket the daemon sends its text and the
+/// command line shows it as [`AdminError::Daemon`].
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No user has that name.
+    #[error("no user named {0:?}")]
+    NoUser(String),
+    /// The username breaks the rules.
+    #[error("username: 1-64 characters of letters, digits, '.', '_', '-', '@'")]
+    BadUsername,
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The password could not be hashed.
+    #[error(transparent)]
+    Password(#[from] password::PasswordError),
+    /// The backup failed.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
+    /// The setup code could not be read or written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A reply could not be written or read as JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The daemon could not commit what it holds before a backup.
+    #[error("the daemon could not commit its pending readings; no backup made")]
+    NotFlushed,
+    /// The request line is not a request.
+    #[error("bad request: {0}")]
+    BadRequest(serde_json::Error),
+    /// The request's task ended abnormally.
+    #[error("{0}")]
+    Task(String),
+    /// The daemon holds the database but its socket does not answer.
+    #[error(
+        "the database is in use but the daemon's admin socket {path} is not reachable: {source}"
+    )]
+    Unreachable {
+        /// The socket.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The daemon closed the connection without an answer (peer credentials refused).
+    #[error("the daemon refused the request (are you root or the daemon's user?)")]
+    Refused,
+    /// The daemon's answer: the error it reported.
+    #[error("{0}")]
+    Daemon(String),
+}
+
 /// The socket path for a data directory.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.sock")
@@ -84,11 +136,10 @@ fn event(t: EventType, who: &str, resource: String) -> Event {
     e
 }
 
-fn find(store: &Store, name: &str) -> Result<User, String> {
+fn find(store: &Store, name: &str) -> Result<User, AdminError> {
     store
-        .user_by_name(name)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no user named {name:?}"))
+        .user_by_name(name)?
+        .ok_or_else(|| AdminError::NoUser(name.to_owned()))
 }
 
 /// Changes user `name` with `f`, audited as USER_UPDATED in the same transaction.
@@ -99,17 +150,15 @@ fn update(
     name: &str,
     now_ms: i64,
     f: impl FnOnce(&mut User),
-) -> Result<(), String> {
+) -> Result<(), AdminError> {
     let u = find(store, name)?;
     let ev = event(EventType::UserUpdated, actor, format!("user:{name}"));
     let f = |u: &mut User| {
         f(u);
         Ok(())
     };
-    store
-        .update_user(u.id, now_ms, f, Some(Pending::new(key, ev, now_ms)))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    store.update_user(u.id, now_ms, f, Some(Pending::new(key, ev, now_ms)))?;
+    Ok(())
 }
 
 /// What only the running daemon holds: its login throttle and setup code.
@@ -125,9 +174,8 @@ pub fn execute(
     req: Request,
     actor: &str,
     now_ms: i64,
-) -> Result<Value, String> {
+) -> Result<Value, AdminError> {
     let throttle = live.map(|l| l.0.as_ref());
-    let err = |e: crate::store::Error| e.to_string();
     match req {
         Request::UserAdd {
             username,
@@ -135,12 +183,10 @@ pub fn execute(
             permissions,
             password: pw,
         } => {
-            if !crate::api::users::valid_username(&username) {
-                return Err(
-                    "username: 1-64 characters of letters, digits, '.', '_', '-', '@'".into(),
-                );
+            if !crate::auth::valid_username(&username) {
+                return Err(AdminError::BadUsername);
             }
-            let hash = password::hash(&pw).map_err(|e| e.to_string())?;
+            let hash = password::hash(&pw)?;
             let u = User {
                 id: 0,
                 username: username.clone(),
@@ -153,13 +199,11 @@ pub fn execute(
                 token_version: 0,
             };
             let ev = event(EventType::UserCreated, actor, format!("user:{username}"));
-            let u = store
-                .create_user(u, Some(Pending::new(key, ev, now_ms)))
-                .map_err(err)?;
+            let u = store.create_user(u, Some(Pending::new(key, ev, now_ms)))?;
             Ok(json!({"user_id": u.id, "username": u.username, "role": u.role}))
         }
         Request::UserList => {
-            let users = store.users().map_err(err)?;
+            let users = store.users()?;
             Ok(json!(
                 users
                     .iter()
@@ -174,7 +218,7 @@ pub fn execute(
             username,
             password: pw,
         } => {
-            let hash = password::hash(&pw).map_err(|e| e.to_string())?;
+            let hash = password::hash(&pw)?;
             update(store, key, actor, &username, now_ms, |u| {
                 u.password_hash = hash
             })?;
@@ -187,9 +231,7 @@ pub fn execute(
         Request::UserDelete { username } => {
             let u = find(store, &username)?;
             let ev = event(EventType::UserDeleted, actor, format!("user:{username}"));
-            store
-                .delete_user(u.id, |_| Ok(()), Some(Pending::new(key, ev, now_ms)))
-                .map_err(err)?;
+            store.delete_user(u.id, |_| Ok(()), Some(Pending::new(key, ev, now_ms)))?;
             Ok(json!({"username": username, "deleted": true}))
         }
         Request::UserUnlock { username } => {
@@ -202,30 +244,28 @@ pub fn execute(
                 let ev = event(EventType::UserUpdated, actor, format!("user:{username}"));
                 let mut ev = ev;
                 ev.details = json!({"action": "login throttle cleared"});
-                store.audit_append(key, ev, now_ms).map_err(err)?;
+                store.audit_append(key, ev, now_ms)?;
             }
             Ok(json!({"username": username, "unlocked": had}))
         }
         Request::SetupCode => {
             let code = match live {
-                Some((_, setup)) => setup.current().map_err(|e| e.to_string())?,
-                None if store.no_users().map_err(err)? => {
+                Some((_, setup)) => setup.current()?,
+                None if store.no_users()? => {
                     let dir = store.path().parent().unwrap_or(Path::new("."));
-                    Some(crate::auth::setup::load_or_create(dir).map_err(|e| e.to_string())?)
+                    Some(crate::auth::setup::load_or_create(dir)?)
                 }
                 None => None,
             };
             Ok(json!({"required": code.is_some(), "setup_code": code}))
         }
-        Request::AuditVerify => {
-            serde_json::to_value(store.audit_verify(key).map_err(err)?).map_err(|e| e.to_string())
-        }
+        Request::AuditVerify => Ok(serde_json::to_value(store.audit_verify(key)?)?),
         Request::Backup { out } => {
-            let m = crate::backup::create(store, &out, now_ms).map_err(|e| e.to_string())?;
+            let m = crate::backup::create(store, &out, now_ms)?;
             let mut ev = event(EventType::BackupCreated, actor, "backup".into());
             ev.details = json!({"files": m.files});
-            store.audit_append(key, ev, now_ms).map_err(err)?;
-            serde_json::to_value(m).map_err(|e| e.to_string())
+            store.audit_append(key, ev, now_ms)?;
+            Ok(serde_json::to_value(m)?)
         }
     }
 }
@@ -304,52 +344,45 @@ async fn answer(stream: UnixStream, ctx: Ctx, actor: String) -> std::io::Result<
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Backup { .. }) if writer.flush().await.is_err() => {
-            Err("the daemon could not commit its pending readings; no backup made".into())
-        }
+        Ok(Request::Backup { .. }) if writer.flush().await.is_err() => Err(AdminError::NotFlushed),
         Ok(req) => {
             let now = clock.now_ms();
             tokio::task::spawn_blocking(move || {
                 execute(&store, &key, Some(&live), req, &actor, now)
             })
             .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+            .unwrap_or_else(|e| Err(AdminError::Task(e.to_string())))
         }
-        Err(e) => Err(format!("bad request: {e}")),
+        Err(e) => Err(AdminError::BadRequest(e)),
     };
     let body = match reply {
         Ok(v) => json!({"ok": true, "result": v}),
-        Err(e) => json!({"ok": false, "error": e}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
     w.write_all(format!("{body}\n").as_bytes()).await?;
     w.shutdown().await
 }
 
 /// Sends a request to the running daemon.
-pub async fn call(data_dir: &Path, req: &Request) -> Result<Value, String> {
+pub async fn call(data_dir: &Path, req: &Request) -> Result<Value, AdminError> {
     let path = socket_path(data_dir);
-    let stream = UnixStream::connect(&path).await.map_err(|e| {
-        format!(
-            "the database is in use but the daemon's admin socket {} is not reachable: {e}",
-            path.display()
-        )
-    })?;
+    let stream = UnixStream::connect(&path)
+        .await
+        .map_err(|source| AdminError::Unreachable {
+            path: path.display().to_string(),
+            source,
+        })?;
     let (r, mut w) = stream.into_split();
-    let body = serde_json::to_string(req).map_err(|e| e.to_string())?;
-    w.write_all(format!("{body}\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    let body = serde_json::to_string(req)?;
+    w.write_all(format!("{body}\n").as_bytes()).await?;
     let mut line = String::new();
-    BufReader::new(r)
-        .read_line(&mut line)
-        .await
-        .map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&line).map_err(|_| {
-        "the daemon refused the request (are you root or the daemon's user?)".to_owned()
-    })?;
+    BufReader::new(r).read_line(&mut line).await?;
+    let v: Value = serde_json::from_str(&line).map_err(|_| AdminError::Refused)?;
     if v["ok"] == true {
         Ok(v["result"].clone())
     } else {
-        Err(v["error"].as_str().unwrap_or("failed").to_owned())
+        Err(AdminError::Daemon(
+            v["error"].as_str().unwrap_or("failed").to_owned(),
+        ))
     }
 }

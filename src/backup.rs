@@ -183,7 +183,7 @@ pub fn create(store: &Store, out: &Path, now_ms: i64) -> Result<Manifest, Backup
             )));
         }
     }
-    let tag = crate::auth::random_token::<6>();
+    let tag = crate::random::random_token::<6>();
     let copies: Vec<(String, TempFile)> = sources
         .iter()
         .map(|(name, _)| {

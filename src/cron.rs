@@ -11,7 +11,20 @@ use std::str::FromStr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// A parsed cron expression.
+/// Why an expression is refused, in words (it names the expression and the field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CronError(String);
+
+impl std::ops::Deref for CronError {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A parsed cron expression (read and written as its text).
 #[derive(Debug, Clone)]
 pub struct Schedule {
     cron: croner::Cron,
@@ -22,7 +35,11 @@ pub struct Schedule {
 
 impl Schedule {
     /// Parses a 5-field expression; the error says what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, CronError> {
+        Self::parse_text(text).map_err(CronError)
+    }
+
+    fn parse_text(text: &str) -> Result<Self, String> {
         if text.split_whitespace().count() != 5 {
             return Err(format!(
                 "{text:?} must have 5 fields: minute hour day-of-month month day-of-week"
@@ -53,7 +70,28 @@ impl Schedule {
     pub fn text(&self) -> &str {
         &self.text
     }
+}
 
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl serde::Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Schedule::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Schedule {
     /// The first run strictly after `after_ms` (UTC ms), in zone `tz`.
     pub fn next_after(&self, after_ms: i64, tz: Tz) -> Option<i64> {
         if self.wall_clock {

@@ -9,7 +9,7 @@
 //! A reading whose time does not parse is skipped and counted. Importing the same file again
 //! adds nothing (see [`Store::import_history`]).
 
-use crate::domain::{DeviceId, DeviceInfo, DeviceType, Reading, Transport};
+use crate::domain::{DeviceId, DeviceInfo, DeviceType, Reading};
 use crate::store::history::Imported;
 use crate::store::{self, Store};
 use rusqlite::types::ValueRef;
@@ -114,26 +114,7 @@ pub fn kasa_monitor(
         } else {
             (None, None, None)
         };
-        let fresh = imported_device(&ip, alias, model, mac);
-        // An earlier import's device first (so a plug found at that IP since does not get
-        // the history a second time), then a plug at that IP — unless both MAC addresses
-        // are known and differ (DHCP gave the address to another plug).
-        let same_mac = |i: &DeviceInfo| {
-            i.mac.is_empty() || fresh.mac.is_empty() || i.mac.eq_ignore_ascii_case(&fresh.mac)
-        };
-        let matched = ours
-            .iter()
-            .find(|d| d.record.info.device_id == fresh.device_id)
-            .or_else(|| {
-                ours.iter().find(|d| {
-                    let i = &d.record.info;
-                    i.device_type == DeviceType::Plug && i.ip() == ip && same_mac(i)
-                })
-            });
-        let (info, created) = match matched {
-            Some(d) => (d.record.info.clone(), false),
-            None => (fresh, true),
-        };
+        let (info, created) = ours_or_new(&ours, &ip, imported_device(&ip, alias, model, mac));
         let mut bad_time = 0u64;
         let res = (|| -> Result<Imported, ImportError> {
             let mut st = db
@@ -150,7 +131,7 @@ pub fn kasa_monitor(
                     let row = match rows.next() {
                         Ok(Some(r)) => r,
                         Ok(None) => return None,
-                        Err(e) => return Some(Err(format!("reading {name}: {e}"))),
+                        Err(e) => return Some(Err(ImportError::Sqlite(name.clone(), e).into())),
                     };
                     done += 1;
                     if done.is_multiple_of(4096) {
@@ -185,6 +166,33 @@ pub fn kasa_monitor(
     Ok(out)
 }
 
+/// The device the history of `fresh` goes to (and whether it is new): an earlier import's
+/// device first (so a plug found at that IP since does not get the history a second time),
+/// then a plug at that IP — unless both MAC addresses are known and differ (DHCP gave the
+/// address to another plug).
+fn ours_or_new(
+    ours: &[crate::store::DeviceSummary],
+    ip: &str,
+    fresh: DeviceInfo,
+) -> (DeviceInfo, bool) {
+    let same_mac = |i: &DeviceInfo| {
+        i.mac.is_empty() || fresh.mac.is_empty() || i.mac.eq_ignore_ascii_case(&fresh.mac)
+    };
+    let matched = ours
+        .iter()
+        .find(|d| d.record.info.device_id == fresh.device_id)
+        .or_else(|| {
+            ours.iter().find(|d| {
+                let i = &d.record.info;
+                i.device_type == DeviceType::Plug && i.ip() == ip && same_mac(i)
+            })
+        });
+    match matched {
+        Some(d) => (d.record.info.clone(), false),
+        None => (fresh, true),
+    }
+}
+
 /// A device for a kasa-monitor IP that matches none of ours.
 fn imported_device(
     ip: &str,
@@ -197,24 +205,16 @@ fn imported_device(
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     DeviceInfo {
-        device_id: DeviceId::parse(&format!("km-{safe}"))
-            .unwrap_or_else(|_| DeviceId::parse("km-device").expect("a valid id")),
-        parent_id: None,
-        outlet_index: None,
-        address: ip.to_owned(),
         name: alias
             .filter(|a| !a.trim().is_empty())
             .unwrap_or_else(|| format!("kasa-monitor {ip}")),
-        device_type: DeviceType::Plug,
         model: model.unwrap_or_else(|| "imported".into()),
-        hw_ver: String::new(),
-        sw_ver: String::new(),
-        transport: Transport::Xor,
-        family: crate::domain::Family::Iot,
-        has_emeter: true,
         mac: mac.unwrap_or_default(),
-        latitude: None,
-        longitude: None,
+        ..DeviceInfo::plug(
+            DeviceId::parse(&format!("km-{safe}"))
+                .unwrap_or_else(|_| DeviceId::parse("km-device").expect("a valid id")),
+        )
+        .at(ip)
     }
 }
 

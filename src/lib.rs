@@ -1,22 +1,22 @@
 //! kasad — a local energy-data appliance for TP-Link Kasa plugs and power strips.
 //!
 //! # Layout
-//! - [`clock`]: the one injectable wall clock.
-//! - [`config`]: settings from TOML + `KASAD_*` environment, validated.
-//! - [`domain`]: pure types and maths (ids, readings, energy accounting, rollups).
-//! - [`auth`]: roles, permissions, passwords, tokens, keys, throttling; [`audit`]: the
-//!   audit vocabulary and hash chain.
-//! - [`protocol`]: the legacy Kasa protocol (XOR cipher, framing, messages, client, discovery).
-//! - [`sim`]: simulated devices speaking the real protocol on loopback (demo, tests, bench).
-//! - [`poller`]: registry, discovery rounds and poll cycles.
-//! - [`store`]: redb persistence (schema, writer task, queries).
-//! - [`series`]: raw and rolled-up reading series for the API.
-//! - [`export`]: the export engine (jobs, rows, formats, retention); [`cron`]: its scheduler.
-//! - [`tariff`]: tariff versions and the cost engine.
-//! - [`api`]: the axum HTTP API.
-//! - [`app`]: composition root and ordered shutdown; [`demo`]: `kasad demo`.
-//! - [`admin`]: `kasad user …` / `kasad audit verify`, directly or over the admin socket.
-//! - [`shutdown`]: OS signals (used by `main` only); [`telemetry`]: logging setup.
+//!
+//! From the bottom up (docs/development.md, "Layers"): a module imports from its own layer
+//! and the layers below, never from above, and no imports close a circle, as
+//! `tests/api/layers.rs` checks.
+//!
+//! - 0 leaves: [`domain`] (pure types and rules), [`clock`] (the one injectable clock),
+//!   [`random`], [`tls`], [`localtime`], [`numfmt`], [`cron`].
+//! - 1 settings: [`config`] (TOML + `KASAD_*` environment, validated).
+//! - 2 wire: [`protocol`] (the Kasa protocols), [`auth`] (identity), [`audit`] (vocabulary and
+//!   hash chain), [`sim`] (simulated devices on loopback).
+//! - 3 storage: [`store`] (redb, one writer task), [`series`] (raw and rolled-up series).
+//! - 4 engines: [`poller`], [`tariff`], [`export`], [`schedule`], [`retention`], [`live`],
+//!   [`import`], [`backup`].
+//! - 5 faces: [`api`] (axum), [`mqtt`], [`metrics`], [`mdns`], [`sdnotify`], [`admin`].
+//! - 6 top: [`app`] (composition, ordered shutdown), [`cli`] (one file per subcommand, the
+//!   demo and the signals among them), [`telemetry`] (logging).
 //!
 //! Data flow: discovery → registry → poller → store writer → API.
 
@@ -26,28 +26,28 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backup;
-pub mod bench;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod cron;
-pub mod demo;
 pub mod domain;
 pub mod export;
-pub mod healthcheck;
 pub mod import;
 pub mod live;
-pub mod loadgen;
+pub mod localtime;
 pub mod mdns;
 pub mod metrics;
 pub mod mqtt;
+pub mod numfmt;
 pub mod poller;
 pub mod protocol;
+pub mod random;
 pub mod retention;
 pub mod schedule;
 pub mod sdnotify;
 pub mod series;
-pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod tariff;
 pub mod telemetry;
+pub mod tls;

@@ -102,6 +102,16 @@ pub fn render(i: &Inputs) -> String {
         1.0,
     );
 
+    devices(&mut o, i);
+    polls(&mut o, i);
+    store(&mut o, i);
+    exports(&mut o, i);
+    process(&mut o, i);
+    o.0
+}
+
+/// Per device: the info series and the newest values.
+fn devices(o: &mut Out, i: &Inputs) {
     type Pick = fn(&Live) -> Option<f64>;
     let per_device: [(&str, &str, Pick); 5] = [
         (
@@ -172,6 +182,10 @@ pub fn render(i: &Inputs) -> String {
             );
         }
     }
+}
+
+/// Reachability, poll counts and the last poll cycle.
+fn polls(o: &mut Out, i: &Inputs) {
     o.family(
         "kasad_device_online",
         "gauge",
@@ -233,7 +247,10 @@ pub fn render(i: &Inputs) -> String {
         &[("result", "failed")],
         failed as f64,
     );
+}
 
+/// The store writer, MQTT and the database file.
+fn store(o: &mut Out, i: &Inputs) {
     let (stored, durable, checkpoints, write_failures) = i.writer;
     for (name, help, v) in [
         (
@@ -297,17 +314,21 @@ pub fn render(i: &Inputs) -> String {
         "Size of the database file.",
     );
     o.sample("kasad_database_size_bytes", &[], i.db_bytes as f64);
+}
 
-    // Export jobs: by type, format and status; durations of the finished ones.
+/// Export jobs: by type, format and status; durations of the finished ones.
+fn exports(o: &mut Out, i: &Inputs) {
     let mut jobs: std::collections::BTreeMap<(String, String, String), u64> = Default::default();
     let mut took: std::collections::BTreeMap<(String, String), (f64, u64)> = Default::default();
     for r in &i.exports {
         let (status, format) = (wire_name(&r.status), wire_name(&r.format));
         *jobs
-            .entry((r.export_type.clone(), format.clone(), status))
+            .entry((r.export_type.name().to_owned(), format.clone(), status))
             .or_default() += 1;
         if let (Some(s), Some(e)) = (r.started_ms, r.completed_ms) {
-            let t = took.entry((r.export_type.clone(), format)).or_default();
+            let t = took
+                .entry((r.export_type.name().to_owned(), format))
+                .or_default();
             t.0 += (e - s).max(0) as f64 / 1e3;
             t.1 += 1;
         }
@@ -343,7 +364,10 @@ pub fn render(i: &Inputs) -> String {
             o.sample(name, &ls, if sum { *secs } else { *n as f64 });
         }
     }
+}
 
+/// The process's own figures (the names Prometheus client libraries use).
+fn process(o: &mut Out, i: &Inputs) {
     let p = Process::read();
     o.family(
         "process_start_time_seconds",
@@ -375,7 +399,6 @@ pub fn render(i: &Inputs) -> String {
         o.family("process_threads", "gauge", "Threads of the process.");
         o.sample("process_threads", &[], v as f64);
     }
-    o.0
 }
 
 /// The process's own figures from `/proc/self` (Linux); absent elsewhere.

@@ -56,6 +56,9 @@ struct Msg {
     retain: bool,
 }
 
+/// The latest message of every topic.
+type Last = Arc<Mutex<BTreeMap<String, Msg>>>;
+
 /// Messages waiting for the broker; the oldest go first when it is full.
 #[derive(Debug)]
 struct Outbox {
@@ -262,25 +265,9 @@ impl Mqtt {
         let me = Arc::new(self);
         let cfg = &me.cfg;
         let status = format!("{}/status", cfg.topic_prefix);
-        let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
-        if !cfg.username.is_empty() {
-            opts.set_credentials(&cfg.username, me.password.clone().unwrap_or_default());
-        }
-        if cfg.tls {
-            match tls(cfg.ca_file.as_deref()) {
-                Ok(c) => {
-                    opts.set_transport(rumqttc::Transport::tls_with_config(
-                        rumqttc::TlsConfiguration::Rustls(Arc::new(c)),
-                    ));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "mqtt: TLS cannot be set up; not connecting");
-                    return;
-                }
-            }
-        }
+        let Some(opts) = me.options(&status) else {
+            return;
+        };
         let (client, mut events) = AsyncClient::new(opts, 64);
         let outbox = Arc::new(Outbox {
             queue: Mutex::new(VecDeque::new()),
@@ -288,84 +275,12 @@ impl Mqtt {
             ready: Notify::new(),
         });
         // The latest message of every topic, published again after each reconnection.
-        let last: Arc<Mutex<BTreeMap<String, Msg>>> = Arc::default();
-        let qos = if cfg.qos == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        };
-        let sender = {
-            let (client, outbox, stats, stop) = (
-                client.clone(),
-                outbox.clone(),
-                me.stats.clone(),
-                cancel.clone(),
-            );
-            tokio::spawn(async move {
-                loop {
-                    while let Some(m) = outbox.take() {
-                        // Waits while the connection's own queue is full (broker away);
-                        // the outbox drops its oldest meanwhile.
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            r = client.publish(m.topic, qos, m.retain, m.payload) => {
-                                if r.is_ok() {
-                                    stats.published.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                    }
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = outbox.ready.notified() => {}
-                    }
-                }
-            })
-        };
-        let snapshots = {
-            let (me, outbox, last, stop) =
-                (me.clone(), outbox.clone(), last.clone(), cancel.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = me.cycles.cycle_done.notified() => {}
-                    }
-                    match me.snapshot().await {
-                        Ok(msgs) => {
-                            for m in msgs {
-                                let new = {
-                                    let mut l = last.lock().expect("last lock");
-                                    l.insert(m.topic.clone(), m.clone()).as_ref() != Some(&m)
-                                };
-                                // Measurements are only worth sending while connected; a
-                                // backlog of old ones would arrive looking current.
-                                let live = me.stats.connected.load(Ordering::Relaxed);
-                                if (new && m.retain) || (!m.retain && live) {
-                                    outbox.push(m, &me.stats, &last);
-                                }
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "mqtt: no device states"),
-                    }
-                }
-            })
-        };
-        // Relay commands, one at a time; more than a few waiting are dropped.
-        let (commands, mut queued) = tokio::sync::mpsc::channel::<(String, String)>(8);
-        let worker = {
-            let (me, outbox, last) = (me.clone(), outbox.clone(), last.clone());
-            tokio::spawn(async move {
-                while let Some((topic, payload)) = queued.recv().await {
-                    if let Some(m) = me.command(&topic, &payload).await {
-                        last.lock()
-                            .expect("last lock")
-                            .insert(m.topic.clone(), m.clone());
-                        outbox.push(m, &me.stats, &last);
-                    }
-                }
-            })
-        };
+        let last: Last = Arc::default();
+        let sender = me.send(client.clone(), outbox.clone(), cancel.clone());
+        let snapshots = me
+            .clone()
+            .snapshots(outbox.clone(), last.clone(), cancel.clone());
+        let (commands, worker) = me.clone().commands(outbox.clone(), last.clone());
         let set_filter = format!("{}/+/relay/set", cfg.topic_prefix);
         let mut backoff = Duration::from_secs(1);
         let mut reported = false;
@@ -382,24 +297,7 @@ impl Mqtt {
                     // Never awaited here: only this loop's polling frees the client's queue.
                     let (c, f) = (client.clone(), set_filter.clone());
                     tokio::spawn(async move { c.subscribe(f, QoS::AtLeastOnce).await });
-                    outbox.push(
-                        Msg {
-                            topic: status.clone(),
-                            payload: "online".into(),
-                            retain: true,
-                        },
-                        &me.stats,
-                        &last,
-                    );
-                    // Retained state again (a broker may have lost it); measurements wait for
-                    // the next cycle rather than going out stale.
-                    let again: Vec<Msg> = (last.lock().expect("last lock").values())
-                        .filter(|m| m.retain)
-                        .cloned()
-                        .collect();
-                    for m in again {
-                        outbox.push(m, &me.stats, &last);
-                    }
+                    me.announce(&status, &outbox, &last);
                 }
                 // A retained command would switch the plug again at every reconnection.
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) if !p.retain => {
@@ -431,11 +329,157 @@ impl Mqtt {
         sender.abort();
         snapshots.abort();
         worker.abort();
-        // A clean stop says so (the will is only for a lost connection). Nothing here waits
-        // on a full queue: then the connection just drops and the broker sends the will.
-        if me.stats.connected.load(Ordering::Relaxed)
+        me.say_goodbye(&client, &mut events, &status).await;
+    }
+
+    /// The connection options: keep-alive, the `offline` will, credentials and TLS; `None`
+    /// (logged) when TLS cannot be set up.
+    fn options(&self, status: &str) -> Option<MqttOptions> {
+        let cfg = &self.cfg;
+        let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_last_will(LastWill::new(status, "offline", QoS::AtLeastOnce, true));
+        if !cfg.username.is_empty() {
+            opts.set_credentials(&cfg.username, self.password.clone().unwrap_or_default());
+        }
+        if cfg.tls {
+            match tls(cfg.ca_file.as_deref()) {
+                Ok(c) => {
+                    opts.set_transport(rumqttc::Transport::tls_with_config(
+                        rumqttc::TlsConfiguration::Rustls(Arc::new(c)),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "mqtt: TLS cannot be set up; not connecting");
+                    return None;
+                }
+            }
+        }
+        Some(opts)
+    }
+
+    /// Publishes the outbox in order until `stop`.
+    fn send(
+        &self,
+        client: AsyncClient,
+        outbox: Arc<Outbox>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let qos = if self.cfg.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            loop {
+                while let Some(m) = outbox.take() {
+                    // Waits while the connection's own queue is full (broker away);
+                    // the outbox drops its oldest meanwhile.
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        r = client.publish(m.topic, qos, m.retain, m.payload) => {
+                            if r.is_ok() {
+                                stats.published.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = outbox.ready.notified() => {}
+                }
+            }
+        })
+    }
+
+    /// After every poll cycle: the states that changed (retained) and the measurements
+    /// (while connected) into the outbox.
+    fn snapshots(
+        self: Arc<Self>,
+        outbox: Arc<Outbox>,
+        last: Last,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = self.cycles.cycle_done.notified() => {}
+                }
+                match self.snapshot().await {
+                    Ok(msgs) => {
+                        for m in msgs {
+                            let new = {
+                                let mut l = last.lock().expect("last lock");
+                                l.insert(m.topic.clone(), m.clone()).as_ref() != Some(&m)
+                            };
+                            // Measurements are only worth sending while connected; a
+                            // backlog of old ones would arrive looking current.
+                            let live = self.stats.connected.load(Ordering::Relaxed);
+                            if (new && m.retain) || (!m.retain && live) {
+                                outbox.push(m, &self.stats, &last);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "mqtt: no device states"),
+                }
+            }
+        })
+    }
+
+    /// Relay commands, one at a time; more than a few waiting are dropped.
+    fn commands(
+        self: Arc<Self>,
+        outbox: Arc<Outbox>,
+        last: Last,
+    ) -> (
+        tokio::sync::mpsc::Sender<(String, String)>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (commands, mut queued) = tokio::sync::mpsc::channel::<(String, String)>(8);
+        let worker = tokio::spawn(async move {
+            while let Some((topic, payload)) = queued.recv().await {
+                if let Some(m) = self.command(&topic, &payload).await {
+                    last.lock()
+                        .expect("last lock")
+                        .insert(m.topic.clone(), m.clone());
+                    outbox.push(m, &self.stats, &last);
+                }
+            }
+        });
+        (commands, worker)
+    }
+
+    /// On (re)connection: `online`, and the retained state again (a broker may have lost
+    /// it); measurements wait for the next cycle rather than going out stale.
+    fn announce(&self, status: &str, outbox: &Outbox, last: &Last) {
+        let online = Msg {
+            topic: status.to_owned(),
+            payload: "online".into(),
+            retain: true,
+        };
+        outbox.push(online, &self.stats, last);
+        let again: Vec<Msg> = (last.lock().expect("last lock").values())
+            .filter(|m| m.retain)
+            .cloned()
+            .collect();
+        for m in again {
+            outbox.push(m, &self.stats, last);
+        }
+    }
+
+    /// A clean stop says so (the will is only for a lost connection). Nothing here waits on
+    /// a full queue: then the connection just drops and the broker sends the will.
+    async fn say_goodbye(
+        &self,
+        client: &AsyncClient,
+        events: &mut rumqttc::EventLoop,
+        status: &str,
+    ) {
+        if self.stats.connected.load(Ordering::Relaxed)
             && client
-                .try_publish(&status, QoS::AtLeastOnce, true, "offline")
+                .try_publish(status, QoS::AtLeastOnce, true, "offline")
                 .is_ok()
             && client.try_disconnect().is_ok()
         {

@@ -21,15 +21,12 @@ pub async fn create(
     // A backup holds the signing and audit keys and every password hash: whoever has one can
     // act as any user, so SYSTEM_CONFIG alone is not enough.
     if cu.user.role != crate::auth::Role::Admin {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "PERMISSION_DENIED",
-            "Permission denied",
+        return Err(ApiError::forbidden(
             "Backups hold the signing keys and password hashes: only admins may download one",
         ));
     }
     // Pending readings first become durable, so that the backup holds them.
-    st.flusher.flush().await?;
+    st.devices.flusher.flush().await?;
     let now = st.clock.now_ms();
     let dir = st
         .store
@@ -39,7 +36,7 @@ pub async fn create(
         .unwrap_or_default();
     let tmp = dir.join(format!(
         ".api-backup-{}.zip",
-        crate::auth::random_token::<9>()
+        crate::random::random_token::<9>()
     ));
     let (store, path) = (st.store.clone(), tmp.clone());
     let made = blocking(move || crate::backup::create(&store, &path, now)).await?;

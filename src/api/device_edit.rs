@@ -12,7 +12,6 @@ use crate::domain::{DeviceId, DeviceLabels};
 use crate::store::DeviceRecord;
 use crate::store::audit::Pending;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -128,7 +127,7 @@ fn is_static(st: &AppState, r: &DeviceRecord, all: &[DeviceRecord]) -> bool {
     let Ok(addr) = host.parse::<std::net::SocketAddr>() else {
         return false;
     };
-    st.static_hosts.contains(&addr)
+    st.devices.static_hosts.contains(&addr)
 }
 
 /// `DELETE /api/devices/{device_id}[?purge=true]`: forgets the device (a strip with its
@@ -148,8 +147,7 @@ pub async fn forget(
         .find(|d| d.info.device_id == id)
         .ok_or_else(|| ApiError::device_not_found(id.as_str()))?;
     if is_static(&st, rec, &all) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(ApiError::conflict(
             "CONFLICT",
             "Conflict",
             "a static [[devices]] entry of the configuration names this device: remove it from the config first",
@@ -174,11 +172,11 @@ pub async fn forget(
     })
     .await??;
     let infos: Vec<_> = gone.iter().map(|r| r.info.clone()).collect();
-    st.registry.ignore(&infos);
+    st.devices.registry.ignore(&infos);
     if purge {
         // Readings already handed to the writer are dropped as they arrive; a checkpoint
         // empties the staging log, so none can come back from it after a crash.
-        if let Err(e) = st.flusher.flush().await {
+        if let Err(e) = st.devices.flusher.flush().await {
             tracing::warn!(error = %e, "no checkpoint after a purge");
         }
     }
@@ -215,6 +213,8 @@ pub async fn restore(
     })
     .await??;
     let infos: Vec<_> = back.iter().map(|r| r.info.clone()).collect();
-    st.registry.unignore(&infos, tokio::time::Instant::now());
+    st.devices
+        .registry
+        .unignore(&infos, tokio::time::Instant::now());
     Ok(Json(row_of(&st, &id).await?))
 }

@@ -7,7 +7,6 @@ use crate::domain::{DeviceId, DeviceStatus, DeviceType};
 use crate::series::{self, Point, Resolution, SeriesError};
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -60,6 +59,7 @@ pub async fn device_rows(st: &AppState) -> Result<Vec<Value>, ApiError> {
     let store = st.store.clone();
     let devices = blocking(move || store.devices()).await??;
     let live: HashMap<DeviceId, _> = st
+        .devices
         .registry
         .snapshot()
         .into_iter()
@@ -129,14 +129,7 @@ fn device_row(
 
 /// `POST /api/devices/discover`: runs a discovery round now.
 pub async fn discover(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let found = st.discovery.discover_now().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "DISCOVERY_UNAVAILABLE",
-            "Discovery unavailable",
-            e.to_string(),
-        )
-    })?;
+    let found = st.devices.discovery.discover_now().await?;
     Ok(Json(json!({ "found": found })))
 }
 
@@ -197,7 +190,7 @@ pub async fn readings(
         Some(t) => t.parse().map_err(|_| {
             ApiError::bad_request("INVALID_TIMEZONE", format!("unknown IANA time zone {t:?}"))
         })?,
-        None => st.timezone,
+        None => st.site.timezone,
     };
     let res_text = q.resolution.as_deref().unwrap_or("raw");
     let res = Resolution::parse(res_text).ok_or_else(|| {
@@ -215,10 +208,7 @@ pub async fn readings(
         None => end - 86_400_000,
     };
     if start >= end {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_DATE_RANGE",
-            "Invalid date range",
+        return Err(ApiError::invalid_date_range(
             "Start date must be before end date",
         ));
     }
@@ -257,6 +247,7 @@ pub async fn relay(
 ) -> Result<Json<Value>, ApiError> {
     let id = DeviceId::parse(&device_id).map_err(|_| ApiError::device_not_found(&device_id))?;
     let entry = st
+        .devices
         .registry
         .find(&id)
         .ok_or_else(|| ApiError::device_not_found(&device_id))?;
@@ -266,8 +257,8 @@ pub async fn relay(
         ));
     }
     let outlet = (entry.info.device_id != id).then_some(&id);
-    let res = (st.conns)
-        .set_relay(&entry.target(), outlet, body.on, st.poll_timeout)
+    let res = (st.devices.conns)
+        .set_relay(&entry.target(), outlet, body.on, st.devices.poll_timeout)
         .await;
     let mut ev = cu.event(
         crate::audit::EventType::DeviceControlled,
@@ -276,14 +267,7 @@ pub async fn relay(
     ev.resource = Some(format!("device:{id}"));
     ev.details = json!({"on": body.on, "ok": res.is_ok(), "error": res.as_ref().err().map(ToString::to_string)});
     st.audit(ev).await;
-    res.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "DEVICE_ERROR",
-            "Device error",
-            format!("The device did not switch: {e}"),
-        )
-    })?;
+    res.map_err(|e| ApiError::device_error(format!("The device did not switch: {e}")))?;
     Ok(Json(json!({"device_id": id, "on": body.on})))
 }
 
@@ -291,7 +275,7 @@ pub async fn relay(
 /// today's energy and cost (taxes included, in the daemon's zone) — what the device cards show.
 /// A strip is the sum of its outlets.
 pub async fn live(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let tz = st.timezone;
+    let tz = st.site.timezone;
     let LiveNow {
         rows,
         now,
@@ -313,7 +297,7 @@ pub async fn live(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
         .collect();
     Ok(Json(json!({
         "at": rfc3339(now), "day_start": rfc3339(day_start), "timezone": tz.name(),
-        "currency": currency, "poll_interval_s": st.poll_interval.as_secs_f64(),
+        "currency": currency, "poll_interval_s": st.devices.poll_interval.as_secs_f64(),
         "devices": devices,
     })))
 }
@@ -338,8 +322,8 @@ pub(super) fn live_now(
     st: &AppState,
 ) -> impl FnOnce() -> Result<LiveNow, ApiError> + Send + 'static {
     let now = st.clock.now_ms();
-    let (tz, interval) = (st.timezone, st.poll_interval);
-    let (store, exporter) = (st.store.clone(), st.exporter.clone());
+    let (tz, interval) = (st.site.timezone, st.devices.poll_interval);
+    let (store, exporter) = (st.store.clone(), st.work.exporter.clone());
     move || {
         let tariffs = exporter.tariffs().map_err(ApiError::internal)?;
         let (rows, day_start) = crate::live::today(&store, &tariffs, now, tz, interval)?;

@@ -95,6 +95,61 @@ impl ApiError {
         .with("required_permission", p.name())
     }
 
+    /// 409 with its code and detail.
+    pub fn conflict(code: &'static str, detail: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail, message)
+    }
+
+    /// 403 for a record of someone else's.
+    pub fn access_denied(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "ACCESS_DENIED",
+            "Access denied",
+            message,
+        )
+    }
+
+    /// 409 while a compliance hold keeps records from being removed.
+    pub fn compliance_hold(message: impl Into<String>) -> Self {
+        Self::conflict("COMPLIANCE_HOLD", "Compliance hold", message)
+    }
+
+    /// 410 for what existed and is gone.
+    pub fn gone(code: &'static str, detail: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, code, detail, message)
+    }
+
+    /// 400 for a range whose start is not before its end.
+    pub fn invalid_date_range(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_DATE_RANGE",
+            "Invalid date range",
+            message,
+        )
+    }
+
+    /// 416 for a `Range` outside a file of `len` bytes.
+    pub fn range_not_satisfiable(len: u64) -> Self {
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "RANGE_NOT_SATISFIABLE",
+            "Range not satisfiable",
+            format!("The file has {len} bytes"),
+        )
+    }
+
+    /// 502 when a device did not do what it was asked.
+    pub fn device_error(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "DEVICE_ERROR",
+            "Device error",
+            message,
+        )
+    }
+
     /// 403 with the reason a privilege rule refused the change.
     pub fn forbidden(reason: impl Into<String>) -> Self {
         Self::new(
@@ -196,15 +251,10 @@ impl From<crate::store::Error> for ApiError {
             crate::store::Error::NotFound(what) => {
                 ApiError::not_found_what("NOT_FOUND", "Not found", format!("No such {what}"))
             }
-            crate::store::Error::Conflict(m) => {
-                ApiError::new(StatusCode::CONFLICT, "CONFLICT", "Conflict", m)
-            }
+            crate::store::Error::Conflict(m) => ApiError::conflict("CONFLICT", "Conflict", m),
             crate::store::Error::Refused(m) => ApiError::forbidden(m),
             crate::store::Error::Invalid(m) => ApiError::validation(m),
-            crate::store::Error::ComplianceHold => ApiError::new(
-                StatusCode::CONFLICT,
-                "COMPLIANCE_HOLD",
-                "Compliance hold",
+            crate::store::Error::ComplianceHold => ApiError::compliance_hold(
                 "A compliance hold is active; audit entries cannot be removed",
             ),
             e @ crate::store::Error::DiskFull { .. } => ApiError::new(
@@ -214,6 +264,86 @@ impl From<crate::store::Error> for ApiError {
                 e.to_string(),
             ),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::poller::discovery::DiscoveryError> for ApiError {
+    fn from(e: crate::poller::discovery::DiscoveryError) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DISCOVERY_UNAVAILABLE",
+            "Discovery unavailable",
+            e.to_string(),
+        )
+    }
+}
+
+impl From<crate::export::jobs::CreateError> for ApiError {
+    fn from(e: crate::export::jobs::CreateError) -> Self {
+        use crate::export::jobs::CreateError;
+        match e {
+            CreateError::Invalid(r) => {
+                let status = if r.code == "DEVICE_NOT_FOUND" {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                let detail = match r.code {
+                    "INVALID_DATE_RANGE" => "Invalid date range",
+                    "DEVICE_NOT_FOUND" => "Device not found",
+                    _ => "Invalid request",
+                };
+                ApiError::new(status, r.code, detail, r.message)
+            }
+            CreateError::Quota(_) | CreateError::UserQuota(_) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "EXPORT_QUOTA_EXCEEDED",
+                "Insufficient storage",
+                e.to_string(),
+            ),
+            CreateError::DiskFull { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "INSUFFICIENT_STORAGE",
+                "Insufficient storage",
+                e.to_string(),
+            ),
+            CreateError::Store(s) => s.into(),
+            CreateError::RateLimited { .. } => ApiError::internal("rate limit mapped elsewhere"),
+        }
+    }
+}
+
+impl From<crate::schedule::Invalid> for ApiError {
+    fn from(e: crate::schedule::Invalid) -> Self {
+        ApiError::bad_request(e.code, e.message)
+    }
+}
+
+impl From<crate::schedule::runner::RunError> for ApiError {
+    fn from(e: crate::schedule::runner::RunError) -> Self {
+        use crate::schedule::runner::RunError;
+        match e {
+            RunError::Busy => ApiError::conflict(
+                "SCHEDULE_RUNNING",
+                "Schedule running",
+                "The previous run of this schedule is still going",
+            ),
+            RunError::Invalid(i) => i.into(),
+            RunError::Create(c) => c.into(),
+            RunError::Limit(m) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMIT_EXCEEDED",
+                "Rate limit exceeded",
+                m,
+            )
+            .retry_after(60),
+            RunError::Owner(m) => ApiError::conflict(
+                "SCHEDULE_OWNER_INVALID",
+                "Schedule owner invalid",
+                format!("the schedule's owner {m}"),
+            ),
+            RunError::Store(s) => s.into(),
         }
     }
 }

@@ -60,15 +60,12 @@ async fn owned(st: &AppState, cu: &CurrentUser, id: &str) -> Result<ExportRecord
         ev.details =
             json!({"user_id": cu.user.id, "attempted_export": id, "export_owner": rec.username});
         st.audit(ev).await;
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "ACCESS_DENIED",
-            "Access denied",
-            "You don't have access to this export",
-        )
-        .with("export_owner", rec.username));
+        return Err(
+            ApiError::access_denied("You don't have access to this export")
+                .with("export_owner", rec.username),
+        );
     }
-    type_permission(cu, &rec.export_type)?;
+    type_permission(cu, rec.export_type.name())?;
     Ok(rec)
 }
 
@@ -88,7 +85,7 @@ fn status_json(st: &AppState, viewer: &CurrentUser, rec: &ExportRecord) -> Value
     let now = st.clock.now_ms();
     let expired = rec.is_expired(now);
     let status = if expired { Status::Expired } else { rec.status };
-    let running = st.exporter.progress(&rec.id);
+    let running = st.work.exporter.progress(&rec.id);
     let progress = match status {
         Status::Completed => 100,
         Status::Processing => running.unwrap_or(rec.progress),
@@ -124,7 +121,7 @@ fn status_json(st: &AppState, viewer: &CurrentUser, rec: &ExportRecord) -> Value
     }
     if status == Status::Completed {
         let (ticket, exp) = issue_ticket(st, &rec.id, viewer, now);
-        let base = st.public_url.clone().unwrap_or_default();
+        let base = st.site.public_url.clone().unwrap_or_default();
         v["download_link"] = json!(format!("{base}{url}?ticket={ticket}"));
         v["download_link_expires_at"] = json!(rfc3339(exp));
     }
@@ -181,38 +178,6 @@ pub async fn metrics() -> Json<Value> {
     }))
 }
 
-pub(super) fn create_error(e: CreateError) -> ApiError {
-    match e {
-        CreateError::Invalid(r) => {
-            let status = if r.code == "DEVICE_NOT_FOUND" {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            let detail = match r.code {
-                "INVALID_DATE_RANGE" => "Invalid date range",
-                "DEVICE_NOT_FOUND" => "Device not found",
-                _ => "Invalid request",
-            };
-            ApiError::new(status, r.code, detail, r.message)
-        }
-        CreateError::Quota(_) | CreateError::UserQuota(_) | CreateError::DiskFull { .. } => {
-            ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                if matches!(e, CreateError::Quota(_) | CreateError::UserQuota(_)) {
-                    "EXPORT_QUOTA_EXCEEDED"
-                } else {
-                    "INSUFFICIENT_STORAGE"
-                },
-                "Insufficient storage",
-                e.to_string(),
-            )
-        }
-        CreateError::Store(s) => s.into(),
-        CreateError::RateLimited { .. } => ApiError::internal("rate limit mapped elsewhere"),
-    }
-}
-
 /// The 429 of the export rate limit, with `Retry-After`.
 pub(super) fn rate_limited(st: &AppState, retry_at_ms: i64, limit: u32) -> Response {
     ApiError::rate_limited(
@@ -231,7 +196,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> Result<Response, ApiError> {
     type_permission(&cu, &body.export_type)?;
-    let exporter = st.exporter.clone();
+    let exporter = st.work.exporter.clone();
     let (uid, name) = (cu.user.id, cu.user.username.clone());
     let audit_body = json!({
         "export_type": body.export_type, "format": body.format, "devices": body.devices,
@@ -252,7 +217,7 @@ pub async fn create(
             st.audit(ev).await;
             return Ok(rate_limited(&st, retry_at_ms, limit));
         }
-        Err(e) => return Err(create_error(e)),
+        Err(e) => return Err(e.into()),
     };
     let mut ev = cu.event(EventType::DataExport, Severity::Info);
     ev.resource = Some(format!("export:{}", rec.id));
@@ -261,7 +226,7 @@ pub async fn create(
     details["user"] = json!(cu.user.username);
     ev.details = details;
     st.audit(ev).await;
-    let job = st.exporter.spawn(rec.id.clone());
+    let job = st.work.exporter.spawn(rec.id.clone());
     let rec = if background {
         rec
     } else {
@@ -290,15 +255,12 @@ pub async fn remove(
     super::error::ApiPath(id): super::error::ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     owned(&st, &cu, &id).await?;
-    let exporter = st.exporter.clone();
+    let exporter = st.work.exporter.clone();
     let key = id.clone();
     let rec = blocking(move || exporter.delete(&key))
         .await?
         .map_err(|e| match e {
-            crate::store::Error::ComplianceHold => ApiError::new(
-                StatusCode::CONFLICT,
-                "COMPLIANCE_HOLD",
-                "Compliance hold",
+            crate::store::Error::ComplianceHold => ApiError::compliance_hold(
                 "This export is under a compliance hold and cannot be deleted",
             ),
             other => other.into(),
@@ -391,7 +353,7 @@ pub async fn stats(
     let month_start = crate::domain::rollup::period_start(
         st.clock.now_ms(),
         crate::domain::rollup::Period::Month,
-        st.timezone,
+        st.site.timezone,
     );
     let mut types: BTreeMap<String, u64> = crate::export::EXPORT_TYPES
         .iter()
@@ -400,7 +362,7 @@ pub async fn stats(
     let mut formats: BTreeMap<String, u64> = FORMATS.iter().map(|f| (f.id.to_owned(), 0)).collect();
     let mut bytes = 0;
     for r in &all {
-        *types.entry(r.export_type.clone()).or_default() += 1;
+        *types.entry(r.export_type.name().to_owned()).or_default() += 1;
         *formats.entry(r.format.info().id.to_owned()).or_default() += 1;
         if r.status == Status::Completed || r.status == Status::Expired {
             bytes += r.file_size.unwrap_or(0);
@@ -492,6 +454,7 @@ async fn preview(
     limit: Option<usize>,
 ) -> Result<Json<Value>, ApiError> {
     let per_minute = st
+        .work
         .exporter
         .config()
         .settings
@@ -532,10 +495,10 @@ async fn preview(
     // A preview reads every row of the request: it waits for a preview slot (as many as
     // export slots, apart from them, so it never queues behind running exports), stops
     // counting at max_records_per_export, and stops when the client goes away.
-    let _slot = st.exporter.preview_slot().await;
+    let _slot = st.work.exporter.preview_slot().await;
     let cancel = CancelOnDrop::default();
     let ctl = cancel.0.clone();
-    let exporter = st.exporter.clone();
+    let exporter = st.work.exporter.clone();
     let s = &exporter.config().settings.exports;
     let limits = crate::export::render::Limits {
         max_records: s.max_records_per_export,
@@ -556,7 +519,7 @@ async fn preview(
     let out = in_background("kasad-preview", PREVIEW_NICE, preview)
         .await
         .map_err(ApiError::internal)?
-        .map_err(create_error)?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({
         "preview": out.rows,
         "total_records": out.total,
@@ -622,8 +585,7 @@ pub async fn download(
     let rec = owned(&st, &cu, &id).await?;
     let now = st.clock.now_ms();
     if rec.is_expired(now) {
-        return Err(ApiError::new(
-            StatusCode::GONE,
+        return Err(ApiError::gone(
             "EXPORT_EXPIRED",
             "Export expired",
             "Export file has expired and is no longer available",
@@ -631,8 +593,7 @@ pub async fn download(
         .with("expired_at", rec.expires_ms.map(rfc3339)));
     }
     if rec.status != Status::Completed {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(ApiError::conflict(
             "EXPORT_NOT_READY",
             "Export not ready",
             format!(
@@ -645,7 +606,7 @@ pub async fn download(
         )
         .with("status", json!(rec.status)));
     }
-    let path = st.exporter.path_of(&rec);
+    let path = st.work.exporter.path_of(&rec);
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::internal(format!("export file {} missing: {e}", path.display())))?;
@@ -691,13 +652,7 @@ pub async fn download(
     let (status, start, count) = match range {
         Err(()) => {
             set(&mut h, header::CONTENT_RANGE, format!("bytes */{len}"));
-            let mut resp = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "RANGE_NOT_SATISFIABLE",
-                "Range not satisfiable",
-                format!("The file has {len} bytes"),
-            )
-            .into_response();
+            let mut resp = ApiError::range_not_satisfiable(len).into_response();
             resp.headers_mut().extend(h);
             return Ok(resp);
         }
@@ -736,11 +691,11 @@ fn hex_to_b64(hex: &str) -> String {
 
 /// `POST /api/exports/cleanup`: the retention sweep the cron schedule runs, now.
 pub async fn cleanup(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let ex = st.exporter.clone();
+    let ex = st.work.exporter.clone();
     let (expired, notified) = blocking(move || ex.cleanup()).await??;
     let n = notified.len();
     // Notices of scheduled exports go out in the background (each may take a timeout).
-    let sch = st.scheduler.clone();
+    let sch = st.work.scheduler.clone();
     tokio::spawn(async move { sch.notify_expiring(notified).await });
     Ok(Json(json!({"expired": expired, "notified": n})))
 }

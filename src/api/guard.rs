@@ -4,8 +4,7 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::audit::{Event, EventType, Severity};
-use crate::auth::keys::SecretKey;
-use crate::auth::{Permission, jwt};
+use crate::auth::{Permission, jwt, ticket};
 use crate::store::users::User;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
@@ -132,16 +131,17 @@ fn hop_ip(hop: &str) -> Option<std::net::IpAddr> {
 
 /// Middleware: records the [`ClientAddr`] of every request.
 pub async fn real_client(
-    State(trusted): State<std::sync::Arc<Vec<crate::config::Net>>>,
+    State(site): State<std::sync::Arc<super::SiteState>>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let trusted = &site.trusted_proxies;
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     if let Some(peer) = peer {
-        let ip = client_ip(peer, req.headers(), &trusted);
+        let ip = client_ip(peer, req.headers(), trusted);
         req.extensions_mut()
             .insert(ClientAddr(Some(ip.to_string())));
     }
@@ -223,51 +223,15 @@ fn ticket_param(query: Option<&str>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Lifetime of a download ticket.
-pub const TICKET_TTL_S: i64 = 15 * 60;
-
-fn ticket_mac(key: &SecretKey, resource: &str, user: &User, exp_s: i64, family: u64) -> String {
-    use hmac::{KeyInit, Mac};
-    let mut m =
-        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("any key length");
-    // The token version is included: a password change or disabling voids open tickets; a
-    // ticket of a session names it and dies with it (logout).
-    let (id, ver) = (user.id, user.token_version);
-    m.update(format!("download-ticket\0{resource}\0{id}\0{ver}\0{exp_s}").as_bytes());
-    if family != 0 {
-        m.update(format!("\0{family}").as_bytes());
-    }
-    let tag = m.finalize().into_bytes();
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..20])
-}
-
-/// A ticket for `resource` (an export id) and the signed-in user, valid [`TICKET_TTL_S`]
-/// from `now_ms` and only while the user's session lasts:
-/// `<user id>.<session hex>.<expiry s>.<mac>`.
+/// A ticket for `resource` (an export id) and the signed-in user, valid for a page link's
+/// lifetime and only while the user's session lasts.
 pub fn issue_ticket(st: &AppState, resource: &str, cu: &CurrentUser, now_ms: i64) -> (String, i64) {
-    let exp_s = now_ms / 1000 + TICKET_TTL_S;
-    let family = cu.claims.fam;
-    let mac = ticket_mac(&st.auth.jwt_key, resource, &cu.user, exp_s, family);
-    let t = match family {
-        0 => format!("{}.{exp_s}.{mac}", cu.user.id),
-        f => format!("{}.{f:x}.{exp_s}.{mac}", cu.user.id),
+    let h = ticket::Holder {
+        user_id: cu.user.id,
+        token_version: cu.user.token_version,
+        session: cu.claims.fam,
     };
-    (t, exp_s * 1000)
-}
-
-/// A ticket signed with `key` (the JWT key) valid `ttl_s` seconds; returns it and its expiry
-/// (UTC ms). Links in e-mails and webhook notices use a longer lifetime than page links.
-pub fn ticket(
-    key: &SecretKey,
-    resource: &str,
-    user: &User,
-    now_ms: i64,
-    ttl_s: i64,
-) -> (String, i64) {
-    let exp_s = now_ms / 1000 + ttl_s;
-    let mac = ticket_mac(key, resource, user, exp_s, 0);
-    (format!("{}.{exp_s}.{mac}", user.id), exp_s * 1000)
+    ticket::issue(&st.auth.jwt_key, resource, h, now_ms, ticket::TTL_S)
 }
 
 async fn by_ticket(
@@ -277,22 +241,13 @@ async fn by_ticket(
     client: Option<String>,
 ) -> Result<CurrentUser, ApiError> {
     let invalid = || ApiError::unauthorized("Invalid or expired download ticket");
-    let parts: Vec<&str> = ticket.split('.').collect();
-    let (uid, family, exp, mac) = match parts[..] {
-        [uid, exp, mac] => (uid, "0", exp, mac),
-        [uid, fam, exp, mac] => (uid, fam, exp, mac),
-        _ => return Err(invalid()),
-    };
-    let (uid, exp_s, family): (u32, i64, u64) = (
-        uid.parse().map_err(|_| invalid())?,
-        exp.parse().map_err(|_| invalid())?,
-        u64::from_str_radix(family, 16).map_err(|_| invalid())?,
-    );
-    if st.clock.now_ms() / 1000 >= exp_s {
+    let claimed = ticket::parse(ticket).ok_or_else(invalid)?;
+    let now = st.clock.now_ms();
+    let (uid, family, exp_s) = (claimed.user_id, claimed.session, claimed.exp_s);
+    if now / 1000 >= exp_s {
         return Err(invalid());
     }
     let store = st.store.clone();
-    let now = st.clock.now_ms();
     let (user, open) = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::store::Error>((store.user(uid)?, store.session_open(family, now)?))
     })
@@ -300,14 +255,7 @@ async fn by_ticket(
     .map_err(ApiError::internal)??;
     let user = user.filter(|u| !u.disabled && open).ok_or_else(invalid)?;
     let resource = path.rsplit('/').next().unwrap_or_default();
-    let want = ticket_mac(&st.auth.jwt_key, resource, &user, exp_s, family);
-    let same = want.len() == mac.len()
-        && want
-            .bytes()
-            .zip(mac.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if !claimed.valid(&st.auth.jwt_key, resource, user.token_version, now) {
         return Err(invalid());
     }
     Ok(CurrentUser {

@@ -17,7 +17,9 @@ use std::sync::atomic::Ordering;
 pub async fn health(State(st): State<AppState>, req: Request) -> Response {
     let detail = match bearer(req.headers()) {
         None => false,
-        Some(t) if st.metrics.access != "off" && st.metrics.is_scrape_token(Some(t)) => true,
+        Some(t) if st.site.metrics.access != "off" && st.site.metrics.is_scrape_token(Some(t)) => {
+            true
+        }
         Some(t) => match authenticate(&st, Some(t.to_owned()), client_of(&req)).await {
             Ok(cu) => cu.user.has(Permission::SystemConfig),
             Err(e) => return e.into_response(),
@@ -25,7 +27,7 @@ pub async fn health(State(st): State<AppState>, req: Request) -> Response {
     };
     let now = st.clock.now_ms();
     let store = st.store.clone();
-    let db = st.metrics.db_path.clone();
+    let db = st.site.metrics.db_path.clone();
     // The store's answer, and (for the detail) the database's size and the free space beside it.
     let (store_ok, disk) = tokio::task::spawn_blocking(move || {
         let disk = detail.then(|| {
@@ -38,15 +40,15 @@ pub async fn health(State(st): State<AppState>, req: Request) -> Response {
     })
     .await
     .unwrap_or((None, None));
-    let last = st.poller.last_cycle_ms.load(Ordering::Relaxed);
+    let last = st.devices.poller.last_cycle_ms.load(Ordering::Relaxed);
     // Fresh: a cycle finished within three intervals, or the daemon is still starting.
-    let limit = 3 * i64::try_from(st.poll_interval.as_millis()).unwrap_or(i64::MAX / 4);
+    let limit = 3 * i64::try_from(st.devices.poll_interval.as_millis()).unwrap_or(i64::MAX / 4);
     let poller_fresh = if last == 0 {
-        now - st.started_ms < limit
+        now - st.site.started_ms < limit
     } else {
         now - last < limit
     };
-    let write_error = st.writer.failing();
+    let write_error = st.devices.writer.failing();
     let healthy = store_ok.is_some() && poller_fresh && write_error.is_none();
     let status = if healthy { "ok" } else { "degraded" };
     let body = if let Some(disk) = disk {
@@ -71,11 +73,11 @@ fn detail_body(
     poller_fresh: bool,
     last: i64,
 ) -> Value {
-    let w = &st.writer;
+    let w = &st.devices.writer;
     json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": (now - st.started_ms) / 1000,
+        "uptime_s": (now - st.site.started_ms) / 1000,
         "store": {"ok": store_ok.is_some(), "schema_version": store_ok,
             "readings_stored": w.stored.load(Ordering::Relaxed),
             "durable_commits": w.durable_commits.load(Ordering::Relaxed),
@@ -86,11 +88,11 @@ fn detail_body(
             "free_bytes": free_bytes},
         "poller": {"fresh": poller_fresh,
             "last_cycle": (last > 0).then(|| crate::clock::rfc3339(last)),
-            "last_cycle_duration_ms": st.poller.last_cycle_duration_ms.load(Ordering::Relaxed),
-            "last_cycle_ok": st.poller.last_cycle_ok.load(Ordering::Relaxed),
-            "last_cycle_failed": st.poller.last_cycle_failed.load(Ordering::Relaxed),
-            "cycles": st.poller.cycles.load(Ordering::Relaxed),
-            "skipped_cycles": st.poller.skipped_cycles.load(Ordering::Relaxed)},
+            "last_cycle_duration_ms": st.devices.poller.last_cycle_duration_ms.load(Ordering::Relaxed),
+            "last_cycle_ok": st.devices.poller.last_cycle_ok.load(Ordering::Relaxed),
+            "last_cycle_failed": st.devices.poller.last_cycle_failed.load(Ordering::Relaxed),
+            "cycles": st.devices.poller.cycles.load(Ordering::Relaxed),
+            "skipped_cycles": st.devices.poller.skipped_cycles.load(Ordering::Relaxed)},
         "throttle": st.auth.throttle.counts(now),
         "password_checks_waiting": st.auth.gate.waiting(),
     })

@@ -36,7 +36,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// `GET /metrics`.
 pub async fn scrape(State(st): State<AppState>, req: Request) -> Response {
-    let gate = st.metrics.clone();
+    let gate = st.site.metrics.clone();
     match gate.access.as_str() {
         "open" => {}
         "auth" => {
@@ -79,6 +79,7 @@ async fn gather(st: &AppState, gate: &MetricsGate) -> Result<Inputs, ApiError> {
     })
     .await??;
     let polls = st
+        .devices
         .registry
         .snapshot()
         .into_iter()
@@ -91,7 +92,7 @@ async fn gather(st: &AppState, gate: &MetricsGate) -> Result<Inputs, ApiError> {
             (e.info.device_id.to_string(), c)
         })
         .collect();
-    let (p, w) = (&st.poller, &st.writer);
+    let (p, w) = (&st.devices.poller, &st.devices.writer);
     Ok(Inputs {
         live,
         polls,
@@ -110,8 +111,8 @@ async fn gather(st: &AppState, gate: &MetricsGate) -> Result<Inputs, ApiError> {
         write_transactions: st.store.write_transactions(),
         exports,
         db_bytes,
-        started_ms: st.started_ms,
-        mqtt: st.mqtt.as_ref().map(|m| {
+        started_ms: st.site.started_ms,
+        mqtt: st.site.mqtt.as_ref().map(|m| {
             (
                 m.connected.load(Ordering::Relaxed),
                 m.published.load(Ordering::Relaxed),

@@ -64,11 +64,26 @@ pub struct AuthState {
     pub setup: Arc<crate::auth::setup::SetupState>,
 }
 
-/// What handlers share.
+/// What handlers share: the store and the clock, and four groups.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The database.
     pub store: Store,
+    /// Wall clock.
+    pub clock: SharedClock,
+    /// The devices: registry, discovery, poller, writer, connections.
+    pub devices: Arc<DeviceState>,
+    /// The export service and the scheduler.
+    pub work: Arc<WorkState>,
+    /// Keys, throttling, the setup code.
+    pub auth: Arc<AuthState>,
+    /// The daemon as a site: zone, start, links, proxies, metrics, MQTT.
+    pub site: Arc<SiteState>,
+}
+
+/// The devices and what acquires their readings.
+#[derive(Debug)]
+pub struct DeviceState {
     /// Known devices and their reachability.
     pub registry: Arc<Registry>,
     /// On-demand discovery.
@@ -77,36 +92,42 @@ pub struct AppState {
     pub poller: Arc<PollerStatus>,
     /// Writer counters.
     pub writer: Arc<WriterStats>,
-    /// Asks the writer for a durable commit (before a backup).
+    /// Asks the writer for a durable commit (before a backup, after a purge).
     pub flusher: crate::store::writer::WeakWriter,
-    /// Wall clock.
-    pub clock: SharedClock,
+    /// Device connections (relay commands reuse a KLAP device's session).
+    pub conns: Arc<crate::poller::conns::ConnPool>,
     /// Poll interval (health freshness).
     pub poll_interval: Duration,
     /// Per-device timeout (relay control).
     pub poll_timeout: Duration,
-    /// Device connections (relay commands reuse a KLAP device's session).
-    pub conns: Arc<crate::poller::conns::ConnPool>,
+    /// Addresses of the static `[[devices]]` entries (such devices cannot be forgotten).
+    pub static_hosts: Vec<std::net::SocketAddr>,
+}
+
+/// Exports and schedules.
+#[derive(Debug)]
+pub struct WorkState {
+    /// The export service.
+    pub exporter: Arc<crate::export::jobs::Exporter>,
+    /// The scheduler of scheduled exports.
+    pub scheduler: Arc<crate::schedule::runner::Scheduler>,
+}
+
+/// What is said about the daemon as a whole.
+#[derive(Debug)]
+pub struct SiteState {
     /// Default zone for day resolution.
     pub timezone: chrono_tz::Tz,
     /// Start time, UTC ms.
     pub started_ms: i64,
-    /// The export service.
-    pub exporter: Arc<crate::export::jobs::Exporter>,
     /// `[http] public_url`: base of absolute links.
     pub public_url: Option<String>,
-    /// The scheduler of scheduled exports.
-    pub scheduler: Arc<crate::schedule::runner::Scheduler>,
-    /// Keys and throttling.
-    pub auth: Arc<AuthState>,
-    /// `GET /metrics` access.
-    pub metrics: Arc<metrics::MetricsGate>,
     /// `[http] trusted_proxies`.
-    pub trusted_proxies: Arc<Vec<crate::config::Net>>,
+    pub trusted_proxies: Vec<crate::config::Net>,
+    /// `GET /metrics` access.
+    pub metrics: metrics::MetricsGate,
     /// MQTT counters (`None` when MQTT is off).
     pub mqtt: Option<Arc<crate::mqtt::MqttStats>>,
-    /// Addresses of the static `[[devices]]` entries (such devices cannot be forgotten).
-    pub static_hosts: Arc<Vec<std::net::SocketAddr>>,
 }
 
 impl AppState {
@@ -145,394 +166,376 @@ const fn doc(
     }
 }
 
+use Access::{Authenticated, Open, Requires, Ticket};
 use Permission::*;
 
-/// Every API route with its handler.
-pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
-    use Access::{Authenticated, Open, Requires, Ticket};
+/// Every API route with its handler, by area.
+pub fn routes() -> Vec<Route> {
+    [
+        session_routes(),
+        device_routes(),
+        user_routes(),
+        export_routes(),
+        schedule_routes(),
+        admin_routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// One route: what the API description says of it, and its handler.
+type Route = (RouteDoc, MethodRouter<AppState>);
+
+fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    handler: MethodRouter<AppState>,
+) -> Route {
+    (doc(method, path, access, summary), handler)
+}
+
+/// Health, sign-in, first run and this API's description.
+fn session_routes() -> Vec<Route> {
     vec![
-        (
-            doc(Method::GET, "/health", Open, "Store and poller health"),
+        route(
+            Method::GET,
+            "/health",
+            Open,
+            "Store and poller health",
             get(health::health),
         ),
-        (
-            doc(
-                Method::POST,
-                "/auth/login",
-                Open,
-                "Log in: access and refresh token",
-            ),
+        route(
+            Method::POST,
+            "/auth/login",
+            Open,
+            "Log in: access and refresh token",
             post(auth::login),
         ),
-        (
-            doc(
-                Method::GET,
-                "/setup",
-                Open,
-                "Whether the first administrator is still to be created",
-            ),
+        route(
+            Method::GET,
+            "/setup",
+            Open,
+            "Whether the first administrator is still to be created",
             get(setup::status),
         ),
-        (
-            doc(
-                Method::POST,
-                "/setup",
-                Open,
-                "Create the first administrator with the setup code (only while no user exists)",
-            ),
+        route(
+            Method::POST,
+            "/setup",
+            Open,
+            "Create the first administrator with the setup code (only while no user exists)",
             post(setup::create),
         ),
-        (
-            doc(
-                Method::POST,
-                "/auth/refresh",
-                Open,
-                "Trade a refresh token for a new pair",
-            ),
+        route(
+            Method::POST,
+            "/auth/refresh",
+            Open,
+            "Trade a refresh token for a new pair",
             post(auth::refresh),
         ),
-        (
-            doc(
-                Method::POST,
-                "/auth/logout",
-                Authenticated,
-                "Revoke the current tokens",
-            ),
+        route(
+            Method::POST,
+            "/auth/logout",
+            Authenticated,
+            "Revoke the current tokens",
             post(auth::logout),
         ),
-        (
-            doc(
-                Method::GET,
-                "/auth/me",
-                Authenticated,
-                "The signed-in user and permissions",
-            ),
+        route(
+            Method::GET,
+            "/auth/me",
+            Authenticated,
+            "The signed-in user and permissions",
             get(auth::me),
         ),
-        (
-            doc(
-                Method::GET,
-                "/openapi.json",
-                Authenticated,
-                "This API description",
-            ),
+        route(
+            Method::GET,
+            "/openapi.json",
+            Authenticated,
+            "This API description",
             get(openapi::document),
         ),
-        (
-            doc(
-                Method::GET,
-                "/devices",
-                Requires(DeviceRead),
-                "Devices with status and reading counts",
-            ),
+    ]
+}
+
+/// Devices: list, live values, readings, labels, forgetting, switching.
+fn device_routes() -> Vec<Route> {
+    vec![
+        route(
+            Method::GET,
+            "/devices",
+            Requires(DeviceRead),
+            "Devices with status and reading counts",
             get(devices::list),
         ),
-        (
-            doc(
-                Method::GET,
-                "/devices/live",
-                Requires(DeviceRead),
-                "Newest power and today's energy and cost per device",
-            ),
+        route(
+            Method::GET,
+            "/devices/live",
+            Requires(DeviceRead),
+            "Newest power and today's energy and cost per device",
             get(devices::live),
         ),
-        (
-            doc(
-                Method::POST,
-                "/devices/discover",
-                Requires(DeviceControl),
-                "Run a discovery round now",
-            ),
+        route(
+            Method::POST,
+            "/devices/discover",
+            Requires(DeviceControl),
+            "Run a discovery round now",
             post(devices::discover),
         ),
-        (
-            doc(
-                Method::GET,
-                "/devices/{device_id}/readings",
-                Requires(DeviceRead),
-                "Raw or rolled-up readings",
-            ),
+        route(
+            Method::GET,
+            "/devices/{device_id}/readings",
+            Requires(DeviceRead),
+            "Raw or rolled-up readings",
             get(devices::readings),
         ),
-        (
-            doc(
-                Method::PATCH,
-                "/devices/{device_id}",
-                Requires(SystemConfig),
-                "Set a device's name, room, rated power or notes (null clears)",
-            ),
+        route(
+            Method::PATCH,
+            "/devices/{device_id}",
+            Requires(SystemConfig),
+            "Set a device's name, room, rated power or notes (null clears)",
             patch(device_edit::update),
         ),
-        (
-            doc(
-                Method::DELETE,
-                "/devices/{device_id}",
-                Requires(SystemConfig),
-                "Forget a device (a strip with its outlets); ?purge=true deletes its readings",
-            ),
+        route(
+            Method::DELETE,
+            "/devices/{device_id}",
+            Requires(SystemConfig),
+            "Forget a device (a strip with its outlets); ?purge=true deletes its readings",
             delete(device_edit::forget),
         ),
-        (
-            doc(
-                Method::POST,
-                "/devices/{device_id}/restore",
-                Requires(SystemConfig),
-                "Restore a forgotten device with the history it kept",
-            ),
+        route(
+            Method::POST,
+            "/devices/{device_id}/restore",
+            Requires(SystemConfig),
+            "Restore a forgotten device with the history it kept",
             post(device_edit::restore),
         ),
-        (
-            doc(
-                Method::POST,
-                "/devices/{device_id}/relay",
-                Requires(DeviceControl),
-                "Switch a plug or outlet on or off",
-            ),
+        route(
+            Method::POST,
+            "/devices/{device_id}/relay",
+            Requires(DeviceControl),
+            "Switch a plug or outlet on or off",
             post(devices::relay),
         ),
-        (
-            doc(Method::GET, "/users", Requires(UserManage), "List users"),
+    ]
+}
+
+/// Users and their permissions.
+fn user_routes() -> Vec<Route> {
+    vec![
+        route(
+            Method::GET,
+            "/users",
+            Requires(UserManage),
+            "List users",
             get(users::list),
         ),
-        (
-            doc(
-                Method::POST,
-                "/users",
-                Requires(UserManage),
-                "Create a user",
-            ),
+        route(
+            Method::POST,
+            "/users",
+            Requires(UserManage),
+            "Create a user",
             post(users::create),
         ),
-        (
-            doc(
-                Method::PATCH,
-                "/users/{user_id}",
-                Requires(UserManage),
-                "Change role, permissions, password or disabled",
-            ),
+        route(
+            Method::PATCH,
+            "/users/{user_id}",
+            Requires(UserManage),
+            "Change role, permissions, password or disabled",
             patch(users::update),
         ),
-        (
-            doc(
-                Method::DELETE,
-                "/users/{user_id}",
-                Requires(UserManage),
-                "Delete a user",
-            ),
+        route(
+            Method::DELETE,
+            "/users/{user_id}",
+            Requires(UserManage),
+            "Delete a user",
             delete(users::remove),
         ),
-        (
-            doc(
-                Method::GET,
-                "/exports/formats",
-                Requires(DataExport),
-                "Export formats with MIME types and extensions",
-            ),
+    ]
+}
+
+/// Exports: what can be exported, jobs, previews, downloads.
+fn export_routes() -> Vec<Route> {
+    vec![
+        route(
+            Method::GET,
+            "/exports/formats",
+            Requires(DataExport),
+            "Export formats with MIME types and extensions",
             get(exports::formats),
         ),
-        (
-            doc(
-                Method::GET,
-                "/exports/devices",
-                Requires(DataExport),
-                "Devices that can be exported",
-            ),
+        route(
+            Method::GET,
+            "/exports/devices",
+            Requires(DataExport),
+            "Devices that can be exported",
             get(exports::devices),
         ),
-        (
-            doc(
-                Method::GET,
-                "/exports/metrics",
-                Requires(DataExport),
-                "Exportable fields with units",
-            ),
+        route(
+            Method::GET,
+            "/exports/metrics",
+            Requires(DataExport),
+            "Exportable fields with units",
             get(exports::metrics),
         ),
-        (
-            doc(
-                Method::POST,
-                "/exports/create",
-                Requires(DataExport),
-                "Create an export job",
-            ),
+        route(
+            Method::POST,
+            "/exports/create",
+            Requires(DataExport),
+            "Create an export job",
             post(exports::create),
         ),
-        (
-            doc(
-                Method::GET,
-                "/exports/history",
-                Requires(DataExport),
-                "Your exports (admins: all), newest first",
-            ),
+        route(
+            Method::GET,
+            "/exports/history",
+            Requires(DataExport),
+            "Your exports (admins: all), newest first",
             get(exports::history),
         ),
-        (
-            doc(
-                Method::GET,
-                "/exports/stats",
-                Requires(DataExport),
-                "Export statistics",
-            ),
+        route(
+            Method::GET,
+            "/exports/stats",
+            Requires(DataExport),
+            "Export statistics",
             get(exports::stats),
         ),
-        (
-            doc(
-                Method::GET,
-                "/exports/preview",
-                Requires(DataExport),
-                "First rows, total and size of an export (query parameters)",
-            ),
+        route(
+            Method::GET,
+            "/exports/preview",
+            Requires(DataExport),
+            "First rows, total and size of an export (query parameters)",
             get(exports::preview_get),
         ),
-        (
-            doc(
-                Method::POST,
-                "/exports/preview",
-                Requires(DataExport),
-                "First rows, total and size of an export (create body)",
-            ),
+        route(
+            Method::POST,
+            "/exports/preview",
+            Requires(DataExport),
+            "First rows, total and size of an export (create body)",
             post(exports::preview_post),
         ),
-        (
-            doc(
-                Method::POST,
-                "/admin/backup",
-                Requires(SystemConfig),
-                "Download a backup (database, staging log, keys) taken now (admins only)",
-            ),
-            post(backup::create),
-        ),
-        (
-            doc(
-                Method::POST,
-                "/exports/cleanup",
-                Requires(SystemConfig),
-                "Run the export retention sweep now",
-            ),
-            post(exports::cleanup),
-        ),
-        (
-            doc(
-                Method::GET,
-                "/tariffs",
-                Requires(SystemConfig),
-                "Tariff versions and the one in force",
-            ),
-            get(tariffs::get),
-        ),
-        (
-            doc(
-                Method::PUT,
-                "/tariffs",
-                Requires(SystemConfig),
-                "Add a tariff version from its effective_from",
-            ),
-            put(tariffs::put),
-        ),
-        (
-            doc(
-                Method::GET,
-                "/exports/download/{export_id}",
-                Ticket(DataExport),
-                "Download a finished export (Range supported)",
-            ),
+        route(
+            Method::GET,
+            "/exports/download/{export_id}",
+            Ticket(DataExport),
+            "Download a finished export (Range supported)",
             get(exports::download),
         ),
-        (
-            doc(
-                Method::POST,
-                "/exports/schedule",
-                Requires(DataExport),
-                "Create a scheduled export (cron, export_config, delivery)",
-            ),
-            post(schedules::create),
-        ),
-        (
-            doc(
-                Method::GET,
-                "/exports/schedules",
-                Requires(DataExport),
-                "Scheduled exports (own; all for admins)",
-            ),
-            get(schedules::list),
-        ),
-        (
-            doc(
-                Method::GET,
-                "/exports/schedules/{schedule_id}",
-                Requires(DataExport),
-                "One scheduled export with next_run and last_run",
-            ),
-            get(schedules::get),
-        ),
-        (
-            doc(
-                Method::PUT,
-                "/exports/schedules/{schedule_id}",
-                Requires(DataExport),
-                "Change a scheduled export (the fields given)",
-            ),
-            put(schedules::update),
-        ),
-        (
-            doc(
-                Method::DELETE,
-                "/exports/schedules/{schedule_id}",
-                Requires(DataExport),
-                "Delete a scheduled export",
-            ),
-            delete(schedules::remove),
-        ),
-        (
-            doc(
-                Method::POST,
-                "/exports/schedules/{schedule_id}/run",
-                Requires(DataExport),
-                "Run a scheduled export now",
-            ),
-            post(schedules::run_now),
-        ),
-        (
-            doc(
-                Method::GET,
-                "/exports/{export_id}",
-                Requires(DataExport),
-                "Status of an export",
-            ),
+        route(
+            Method::GET,
+            "/exports/{export_id}",
+            Requires(DataExport),
+            "Status of an export",
             get(exports::status),
         ),
-        (
-            doc(
-                Method::DELETE,
-                "/exports/{export_id}",
-                Requires(DataExport),
-                "Delete an export (cancels it when running)",
-            ),
+        route(
+            Method::DELETE,
+            "/exports/{export_id}",
+            Requires(DataExport),
+            "Delete an export (cancels it when running)",
             delete(exports::remove),
         ),
-        (
-            doc(
-                Method::GET,
-                "/audit",
-                Requires(AuditRead),
-                "Query the audit log",
-            ),
+    ]
+}
+
+/// Scheduled exports.
+fn schedule_routes() -> Vec<Route> {
+    vec![
+        route(
+            Method::POST,
+            "/exports/schedule",
+            Requires(DataExport),
+            "Create a scheduled export (cron, export_config, delivery)",
+            post(schedules::create),
+        ),
+        route(
+            Method::GET,
+            "/exports/schedules",
+            Requires(DataExport),
+            "Scheduled exports (own; all for admins)",
+            get(schedules::list),
+        ),
+        route(
+            Method::GET,
+            "/exports/schedules/{schedule_id}",
+            Requires(DataExport),
+            "One scheduled export with next_run and last_run",
+            get(schedules::get),
+        ),
+        route(
+            Method::PUT,
+            "/exports/schedules/{schedule_id}",
+            Requires(DataExport),
+            "Change a scheduled export (the fields given)",
+            put(schedules::update),
+        ),
+        route(
+            Method::DELETE,
+            "/exports/schedules/{schedule_id}",
+            Requires(DataExport),
+            "Delete a scheduled export",
+            delete(schedules::remove),
+        ),
+        route(
+            Method::POST,
+            "/exports/schedules/{schedule_id}/run",
+            Requires(DataExport),
+            "Run a scheduled export now",
+            post(schedules::run_now),
+        ),
+    ]
+}
+
+/// Administration: backups, the retention sweep, tariffs and the audit log.
+fn admin_routes() -> Vec<Route> {
+    vec![
+        route(
+            Method::POST,
+            "/admin/backup",
+            Requires(SystemConfig),
+            "Download a backup (database, staging log, keys) taken now (admins only)",
+            post(backup::create),
+        ),
+        route(
+            Method::POST,
+            "/exports/cleanup",
+            Requires(SystemConfig),
+            "Run the export retention sweep now",
+            post(exports::cleanup),
+        ),
+        route(
+            Method::GET,
+            "/tariffs",
+            Requires(SystemConfig),
+            "Tariff versions and the one in force",
+            get(tariffs::get),
+        ),
+        route(
+            Method::PUT,
+            "/tariffs",
+            Requires(SystemConfig),
+            "Add a tariff version from its effective_from",
+            put(tariffs::put),
+        ),
+        route(
+            Method::GET,
+            "/audit",
+            Requires(AuditRead),
+            "Query the audit log",
             get(audit::list),
         ),
-        (
-            doc(
-                Method::GET,
-                "/audit/verify",
-                Requires(AuditRead),
-                "Verify the audit hash chain",
-            ),
+        route(
+            Method::GET,
+            "/audit/verify",
+            Requires(AuditRead),
+            "Verify the audit hash chain",
             get(audit::verify),
         ),
     ]
 }
 
 async fn headers_and_request_id(req: Request, next: Next) -> Response {
-    let id = crate::auth::random_token::<9>();
+    let id = crate::random::random_token::<9>();
     let path = req.uri().path().to_owned();
     let mut resp = next.run(req).await;
     if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
@@ -589,7 +592,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(headers_and_request_id))
         .layer(middleware::from_fn_with_state(
-            state.trusted_proxies.clone(),
+            state.site.clone(),
             guard::real_client,
         ))
         .with_state(state)

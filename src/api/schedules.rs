@@ -5,13 +5,13 @@
 use super::AppState;
 use super::devices::blocking;
 use super::error::{ApiError, ApiJson};
-use super::exports::{create_error, is_admin, type_permission};
+use super::exports::{is_admin, type_permission};
 use super::guard::CurrentUser;
 use crate::audit::{EventType, Severity};
 use crate::clock::rfc3339;
 use crate::export::jobs::CreateError;
 use crate::schedule::runner::RunError;
-use crate::schedule::{CreateBody, Delivery, Invalid, ScheduleRecord, UpdateBody};
+use crate::schedule::{CreateBody, Delivery, ScheduleRecord, UpdateBody};
 use crate::store::audit::Pending;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,10 +25,6 @@ fn not_found(id: &str) -> ApiError {
         "Schedule not found",
         format!("Schedule with ID '{id}' does not exist or you don't have access"),
     )
-}
-
-fn bad(e: Invalid) -> ApiError {
-    ApiError::bad_request(e.code, e.message)
 }
 
 /// What the `over_limit` flags are computed from: every schedule, and which owners are
@@ -56,7 +52,7 @@ fn view(st: &AppState, s: &ScheduleRecord, caps: &Caps) -> Value {
         s,
         caps.admins.contains(&s.user_id),
         &caps.all,
-        &st.scheduler.settings().schedules,
+        &st.work.scheduler.settings().schedules,
         st.clock.now_ms(),
     );
     json!({
@@ -73,7 +69,7 @@ fn view(st: &AppState, s: &ScheduleRecord, caps: &Caps) -> Value {
         "username": s.username,
         "created_at": rfc3339(s.created_ms),
         "updated_at": rfc3339(s.updated_ms),
-        "next_run": st.scheduler.next_run(s).map(rfc3339),
+        "next_run": st.work.scheduler.next_run(s).map(rfc3339),
         "last_run": s.last_run.as_ref().map(|r| json!({
             "at": rfc3339(r.at_ms), "status": r.status, "export_id": r.export_id,
             "error": r.error, "delivered": r.delivered, "trigger": r.trigger,
@@ -89,9 +85,8 @@ async fn validate(
     s: &ScheduleRecord,
     new_delivery: bool,
 ) -> Result<(), ApiError> {
-    let (cron, tz) =
-        crate::schedule::check_timing(&s.name, &s.schedule, &s.timezone).map_err(bad)?;
-    crate::schedule::check_fires(&cron, tz, st.clock.now_ms()).map_err(bad)?;
+    let (cron, tz) = crate::schedule::check_timing(&s.name, &s.schedule, &s.timezone)?;
+    crate::schedule::check_fires(&cron, tz, st.clock.now_ms())?;
     if new_delivery
         && matches!(
             s.delivery,
@@ -119,7 +114,7 @@ async fn validate(
             &cron,
             tz,
             st.clock.now_ms(),
-            &st.scheduler.settings().schedules,
+            &st.work.scheduler.settings().schedules,
         )
     {
         return Err(ApiError::bad_request(
@@ -127,15 +122,13 @@ async fn validate(
             format!("schedule: {why}"),
         ));
     }
-    let req = crate::schedule::request_at(&s.export_config, st.clock.now_ms(), tz).map_err(bad)?;
+    let req = crate::schedule::request_at(&s.export_config, st.clock.now_ms(), tz)?;
     type_permission(cu, &req.export_type)?;
-    s.delivery
-        .check(st.scheduler.settings(), &s.name)
-        .map_err(bad)?;
-    let ex = st.exporter.clone();
+    s.delivery.check(st.work.scheduler.settings(), &s.name)?;
+    let ex = st.work.exporter.clone();
     blocking(move || ex.plan(&req, None))
         .await?
-        .map_err(create_error)?;
+        .map_err(ApiError::from)?;
     Ok(())
 }
 
@@ -186,7 +179,7 @@ async fn insert(st: &AppState, cu: &CurrentUser, s: &ScheduleRecord) -> Result<(
         st.clock.now_ms(),
     );
     blocking(move || store.schedule_put(&rec, Some(Pending::new(&key, ev, now)))).await??;
-    st.scheduler.changed();
+    st.work.scheduler.changed();
     Ok(())
 }
 
@@ -198,14 +191,14 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let now = st.clock.now_ms();
     let s = ScheduleRecord {
-        id: format!("sch_{}", crate::auth::random_token::<12>()),
+        id: format!("sch_{}", crate::random::random_token::<12>()),
         user_id: cu.user.id,
         username: cu.user.username.clone(),
         name: body.name,
         schedule: body.schedule,
         timezone: body
             .timezone
-            .unwrap_or_else(|| st.timezone.name().to_owned()),
+            .unwrap_or_else(|| st.site.timezone.name().to_owned()),
         enabled: body.enabled.unwrap_or(true),
         export_config: body.export_config,
         delivery: body.delivery.unwrap_or(Delivery::None),
@@ -220,7 +213,7 @@ pub async fn create(
     if !is_admin(&cu) {
         let owned = c.all.iter().filter(|x| x.user_id == cu.user.id).count();
         if let Some(why) =
-            crate::schedule::limits::too_many(owned, &st.scheduler.settings().schedules)
+            crate::schedule::limits::too_many(owned, &st.work.scheduler.settings().schedules)
         {
             return Err(ApiError::bad_request("SCHEDULE_LIMIT_EXCEEDED", why));
         }
@@ -329,15 +322,14 @@ pub async fn update(
     })
     .await??;
     if conflict {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(ApiError::conflict(
             "SCHEDULE_CHANGED",
             "Schedule changed",
             "The schedule was changed by another request meanwhile; read it again and retry",
         ));
     }
     let saved = saved.ok_or_else(|| not_found(&id))?;
-    st.scheduler.changed();
+    st.work.scheduler.changed();
     Ok(Json(view(&st, &saved, &caps(&st).await?)))
 }
 
@@ -360,7 +352,7 @@ pub async fn remove(
     blocking(move || store.schedule_delete(&sid, Some(Pending::new(&key, ev, now))))
         .await??
         .ok_or_else(|| not_found(&id))?;
-    st.scheduler.changed();
+    st.work.scheduler.changed();
     Ok(Json(json!({
         "message": "Schedule deleted successfully",
         "schedule_id": id,
@@ -377,7 +369,7 @@ pub async fn run_now(
 ) -> Result<Response, ApiError> {
     let s = owned(&st, &cu, &id).await?;
     let now = st.clock.now_ms();
-    let rec = match st.scheduler.start(s, "manual", now).await {
+    let rec = match st.work.scheduler.start(s, "manual", now).await {
         Ok(rec) => rec,
         // A run started by hand counts against the rate limit like any create.
         Err(RunError::Create(CreateError::RateLimited {
@@ -391,32 +383,7 @@ pub async fn run_now(
             st.audit(ev).await;
             return Ok(super::exports::rate_limited(&st, retry_at_ms, limit));
         }
-        Err(e) => {
-            return Err(match e {
-                RunError::Busy => ApiError::new(
-                    StatusCode::CONFLICT,
-                    "SCHEDULE_RUNNING",
-                    "Schedule running",
-                    "The previous run of this schedule is still going",
-                ),
-                RunError::Invalid(i) => bad(i),
-                RunError::Create(c) => create_error(c),
-                RunError::Limit(m) => ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "RATE_LIMIT_EXCEEDED",
-                    "Rate limit exceeded",
-                    m,
-                )
-                .retry_after(60),
-                RunError::Owner(m) => ApiError::new(
-                    StatusCode::CONFLICT,
-                    "SCHEDULE_OWNER_INVALID",
-                    "Schedule owner invalid",
-                    format!("the schedule's owner {m}"),
-                ),
-                RunError::Store(s) => s.into(),
-            });
-        }
+        Err(e) => return Err(e.into()),
     };
     Ok((
         StatusCode::ACCEPTED,

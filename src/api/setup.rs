@@ -31,12 +31,7 @@ pub async fn status(State(st): State<AppState>) -> Json<Value> {
 }
 
 fn done() -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "CONFLICT",
-        "Conflict",
-        "kasad is set up already: log in",
-    )
+    ApiError::conflict("CONFLICT", "Conflict", "kasad is set up already: log in")
 }
 
 /// `POST /api/setup`: creates the first administrator.
@@ -52,7 +47,7 @@ pub async fn create(
     }
     let checked = body.and_then(|ApiJson(b)| {
         check_credentials(&b.username, &b.password)?;
-        if !super::users::valid_username(&b.username) {
+        if !crate::auth::valid_username(&b.username) {
             return Err(ApiError::validation(
                 "username: 1-64 characters of letters, digits, '.', '_', '-', '@'",
             ));

@@ -38,7 +38,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// `GET /api/tariffs`.
 pub async fn get(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let ex = st.exporter.clone();
+    let ex = st.work.exporter.clone();
     let versions = blocking(move || ex.tariffs())
         .await?
         .map_err(ApiError::internal)?;
@@ -53,7 +53,7 @@ pub async fn put(
     ApiJson(body): ApiJson<Tariff>,
 ) -> Result<Json<Value>, ApiError> {
     let now = st.clock.now_ms();
-    let tz = st.timezone;
+    let tz = st.site.timezone;
     if body.effective_from.is_none() {
         return Err(invalid(
             "effective_from: say when the new prices start (YYYY-MM-DD or RFC 3339)",
@@ -67,7 +67,7 @@ pub async fn put(
         ));
     }
     let pinned = new.pinned();
-    let ex = st.exporter.clone();
+    let ex = st.work.exporter.clone();
     let (store, key) = (st.store.clone(), st.auth.audit_key.clone());
     let mut ev = cu.event(EventType::TariffChanged, Severity::Warning);
     ev.resource = Some("tariffs".into());
@@ -76,22 +76,20 @@ pub async fn put(
         let seed = ex.tariffs().map_err(ApiError::internal)?.0[0].pinned();
         // Keep the configured tariff as version 1 before the first change.
         store.tariffs_seed(&seed)?;
-        let check = |old: &[Tariff]| {
+        let check = |old: &[Tariff]| -> Result<(), ApiError> {
             let mut all = old.to_vec();
             all.push(pinned.clone());
-            let v = Versions::compile_with(&all, tz, true).map_err(|e| e.to_string())?;
+            let v = Versions::compile_with(&all, tz, true).map_err(|e| invalid(e.to_string()))?;
             let before = &v.0[v.0.len() - 2];
             if before.source.currency != new.source.currency {
-                return Err(format!(
+                return Err(invalid(format!(
                     "currency: stays {} (a cost analysis adds amounts across versions)",
                     before.source.currency
-                ));
+                )));
             }
             Ok(())
         };
-        store
-            .tariff_append(&pinned, check, Some(Pending::new(&key, ev, now)))?
-            .map_err(invalid)?;
+        store.tariff_append(&pinned, check, Some(Pending::new(&key, ev, now)))??;
         ex.tariffs().map_err(ApiError::internal)
     })
     .await??;

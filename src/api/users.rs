@@ -22,14 +22,6 @@ fn view(u: &User) -> Value {
     })
 }
 
-/// Validates a new username: 1–64 characters of letters, digits, `.`, `_`, `-`, `@`.
-pub fn valid_username(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
-}
-
 async fn hash(st: &AppState, pw: String) -> Result<String, ApiError> {
     st.auth
         .gate
@@ -87,7 +79,7 @@ pub async fn create(
     ApiJson(b): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     super::auth::check_credentials(&b.username, &b.password)?;
-    if !valid_username(&b.username) {
+    if !crate::auth::valid_username(&b.username) {
         return Err(ApiError::validation(
             "username: 1-64 characters of letters, digits, '.', '_', '-', '@'",
         ));
@@ -98,7 +90,7 @@ pub async fn create(
         extra: &b.permissions,
     };
     if let Err(why) = check_change(holder(&cu.user), None, Some(new)) {
-        let e = ApiError::forbidden(why);
+        let e = ApiError::forbidden(why.to_string());
         return Err(denied(&st, &cu, format!("user:{}", b.username), e).await);
     }
     let now = st.clock.now_ms();
@@ -177,7 +169,7 @@ pub async fn update(
                     u.password_hash = h;
                 }
                 check_change(holder(&actor), Some(holder(&before)), Some(holder(u)))
-                    .map_err(crate::store::Error::Refused)
+                    .map_err(|e| crate::store::Error::Refused(e.to_string()))
             },
             Some(Pending::new(&s2.auth.audit_key, ev, now)),
         )
@@ -210,7 +202,7 @@ pub async fn remove(
             id,
             |u| {
                 check_change(holder(&actor), Some(holder(u)), None)
-                    .map_err(crate::store::Error::Refused)
+                    .map_err(|e| crate::store::Error::Refused(e.to_string()))
             },
             Some(Pending::new(&s2.auth.audit_key, ev, now)),
         )

@@ -50,7 +50,7 @@ pub fn load(path: &Path) -> std::io::Result<SecretKey> {
 pub fn load_or_create(path: &Path) -> std::io::Result<SecretKey> {
     match load(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = super::random_bytes::<32>();
+            let key = crate::random::random_bytes::<32>();
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -8,6 +8,7 @@ pub mod password;
 pub mod rate;
 pub mod setup;
 pub mod throttle;
+pub mod ticket;
 
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +98,14 @@ impl Role {
     }
 }
 
+/// Whether `s` is a valid new username: 1–64 characters of letters, digits, `.`, `_`, `-`, `@`.
+pub fn valid_username(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+}
+
 /// Who holds what: the part of a user account the privilege rules look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Holder<'a> {
@@ -123,50 +132,60 @@ pub fn check_change(
     actor: Holder<'_>,
     before: Option<Holder<'_>>,
     after: Option<Holder<'_>>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let is_admin = actor.role == Role::Admin;
     if let Some(b) = before {
         if b.role == Role::Admin && !is_admin {
-            return Err("only an admin may change or delete an admin".into());
+            return Err(Refused::AdminsOnly);
         }
         if let Some(a) = after
             && b.id == actor.id
             && (a.role != b.role || !same_set(a.extra, b.extra))
         {
-            return Err("you cannot change your own role or permissions".into());
+            return Err(Refused::OwnRights);
         }
     }
     let Some(a) = after else { return Ok(()) };
     if a.role == Role::Admin && before.is_none_or(|b| b.role != Role::Admin) && !is_admin {
-        return Err("only an admin may make a user admin".into());
+        return Err(Refused::MakeAdmin);
     }
     for p in Permission::ALL {
         if a.has(p) && !before.is_some_and(|b| b.has(p)) && !actor.has(p) {
-            return Err(format!(
-                "you cannot grant {} (role {:?} or a permission) without holding it yourself",
-                p.name(),
-                a.role
-            ));
+            return Err(Refused::NotHeld {
+                permission: p.name(),
+                role: a.role,
+            });
         }
     }
     Ok(())
 }
 
+/// Why [`check_change`] refused a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// A non-admin touched an admin.
+    #[error("only an admin may change or delete an admin")]
+    AdminsOnly,
+    /// Someone changed their own role or permissions.
+    #[error("you cannot change your own role or permissions")]
+    OwnRights,
+    /// A non-admin made someone admin.
+    #[error("only an admin may make a user admin")]
+    MakeAdmin,
+    /// Someone granted what they do not hold.
+    #[error(
+        "you cannot grant {permission} (role {role:?} or a permission) without holding it yourself"
+    )]
+    NotHeld {
+        /// The permission granted.
+        permission: &'static str,
+        /// The role of the user after the change.
+        role: Role,
+    },
+}
+
 fn same_set(a: &[Permission], b: &[Permission]) -> bool {
     a.iter().all(|p| b.contains(p)) && b.iter().all(|p| a.contains(p))
-}
-
-/// Random bytes from the operating system.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).expect("the OS random number generator is available");
-    b
-}
-
-/// A random URL-safe token of `N` bytes of entropy.
-pub fn random_token<const N: usize>() -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<N>())
 }
 
 #[cfg(test)]
@@ -267,11 +286,5 @@ mod tests {
         );
         // Taking a permission away grants nothing.
         assert!(check_change(viewer_um, Some(op), Some(new_viewer)).is_ok());
-    }
-
-    #[test]
-    fn tokens_are_random() {
-        assert_ne!(random_token::<32>(), random_token::<32>());
-        assert_eq!(random_token::<32>().len(), 43);
     }
 }

@@ -29,7 +29,7 @@ pub fn base32(bytes: &[u8]) -> String {
 
 /// A fresh code: 128 random bits in base32 (26 characters).
 pub fn new_code() -> String {
-    base32(&super::random_bytes::<16>())
+    base32(&crate::random::random_bytes::<16>())
 }
 
 /// A code as typed: upper case, without spaces and dashes.
@@ -69,7 +69,10 @@ pub fn load_or_create(data_dir: &Path) -> std::io::Result<String> {
 
 /// Writes `code` to the file (0600, complete or not at all).
 fn write(data_dir: &Path, code: &str) -> std::io::Result<()> {
-    let tmp = data_dir.join(format!(".setup-code.{}", super::random_token::<6>()));
+    let tmp = data_dir.join(format!(
+        ".setup-code.{}",
+        crate::random::random_token::<6>()
+    ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

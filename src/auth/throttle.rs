@@ -168,7 +168,7 @@ impl Throttle {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            salt: super::random_bytes::<16>(),
+            salt: crate::random::random_bytes::<16>(),
             state: Mutex::default(),
         }
     }

@@ -6,6 +6,11 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The legacy protocol's port (TCP and UDP).
+pub const DEFAULT_PORT: u16 = 9999;
+/// The newer devices' discovery port (UDP).
+pub const PORT_20002: u16 = 20002;
+
 /// Longest device id accepted (IOT ids are 40 hex chars, outlet ids 42).
 pub const MAX_ID_LEN: usize = 64;
 
@@ -173,6 +178,54 @@ pub struct DeviceInfo {
 }
 
 impl DeviceInfo {
+    /// A metered plug speaking the legacy protocol, with only its id known: where a record
+    /// starts (imports, tests, benches), finished with the setters below or struct update
+    /// syntax.
+    pub fn plug(device_id: DeviceId) -> Self {
+        Self {
+            device_id,
+            parent_id: None,
+            outlet_index: None,
+            address: String::new(),
+            name: String::new(),
+            device_type: DeviceType::Plug,
+            model: String::new(),
+            hw_ver: String::new(),
+            sw_ver: String::new(),
+            transport: Transport::Xor,
+            family: Family::Iot,
+            has_emeter: true,
+            mac: String::new(),
+            latitude: None,
+            longitude: None,
+        }
+    }
+
+    /// At `address` (`ip:port`).
+    pub fn at(mut self, address: impl Into<String>) -> Self {
+        self.address = address.into();
+        self
+    }
+
+    /// Named `name`.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Of `model`, hardware `hw_ver`, firmware `sw_ver`.
+    pub fn made(mut self, model: &str, hw_ver: &str, sw_ver: &str) -> Self {
+        (self.model, self.hw_ver, self.sw_ver) = (model.into(), hw_ver.into(), sw_ver.into());
+        self
+    }
+
+    /// Outlet `index` of strip `parent`.
+    pub fn outlet_of(mut self, parent: DeviceId, index: u8) -> Self {
+        (self.parent_id, self.outlet_index) = (Some(parent), Some(index));
+        self.device_type = DeviceType::StripOutlet;
+        self
+    }
+
     /// The IP part of the address.
     pub fn ip(&self) -> &str {
         host_of(&self.address)

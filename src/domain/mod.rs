@@ -6,9 +6,12 @@
 
 pub mod device;
 pub mod energy;
+pub mod export;
 pub mod labels;
 pub mod reading;
 pub mod rollup;
+pub mod schedule;
+pub mod tariff;
 
 pub use device::{DeviceId, DeviceInfo, DeviceStatus, DeviceType, Family, Transport};
 pub use labels::DeviceLabels;

@@ -189,10 +189,61 @@ pub struct Exported {
     pub chain: String,
 }
 
+/// Why an exported audit file cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    /// Not text.
+    #[error("the file is not UTF-8 text (CSV or JSON)")]
+    NotText,
+    /// JSON that does not parse.
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    /// JSON without the export's `data` list.
+    #[error("no \"data\" list: not an audit_logs export")]
+    NoData,
+    /// CSV without the header row.
+    #[error("no header row starting with \"seq\": not an audit_logs export with headers")]
+    NoHeader,
+    /// Nothing in it.
+    #[error("the file is empty")]
+    Empty,
+    /// A column is missing from the header row.
+    #[error("no {0:?} column: not an audit_logs export with its header row")]
+    NoColumn(&'static str),
+    /// A row that is not an entry.
+    #[error("row {row}: {problem}")]
+    Row {
+        /// 1-based row number.
+        row: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// How an exported audit file was changed, by entry `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Tampered {
+    /// An entry's MAC does not match.
+    #[error(
+        "entry {0} does not match its MAC: it was changed after it was recorded, or it comes from another appliance"
+    )]
+    Mac(u64),
+    /// An entry does not link to its predecessor.
+    #[error("entry {0} does not link to entry {1}")]
+    Link(u64, u64),
+    /// Entries out of order.
+    #[error("entry {0} is out of order")]
+    Order(u64),
+    /// The file's chain value does not match.
+    #[error(
+        "the rows before entry {0} were removed, added or reordered (its chain value does not match)"
+    )]
+    Chain(u64),
+}
+
 /// The rows of an exported file (CSV with a header row, or JSON).
-pub fn parse_export(bytes: &[u8]) -> Result<Vec<Exported>, String> {
-    let text =
-        std::str::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text (CSV or JSON)")?;
+pub fn parse_export(bytes: &[u8]) -> Result<Vec<Exported>, FileError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| FileError::NotText)?;
     let rows: Vec<Vec<Option<String>>> = if text.trim_start().starts_with('{') {
         json_rows(text)?
     } else {
@@ -201,20 +252,20 @@ pub fn parse_export(bytes: &[u8]) -> Result<Vec<Exported>, String> {
     rows.iter()
         .enumerate()
         .map(|(i, r)| {
-            let entry = entry_of(r).map_err(|e| format!("row {}: {e}", i + 1))?;
-            let chain = r[12]
-                .clone()
-                .ok_or(format!("row {}: chain is empty", i + 1))?;
+            let row = |problem: String| FileError::Row {
+                row: i + 1,
+                problem,
+            };
+            let entry = entry_of(r).map_err(row)?;
+            let chain = r[12].clone().ok_or_else(|| row("chain is empty".into()))?;
             Ok(Exported { entry, chain })
         })
         .collect()
 }
 
-fn json_rows(text: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let data = doc["data"]
-        .as_array()
-        .ok_or("no \"data\" list: not an audit_logs export")?;
+fn json_rows(text: &str) -> Result<Vec<Vec<Option<String>>>, FileError> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| FileError::Json(e.to_string()))?;
+    let data = doc["data"].as_array().ok_or(FileError::NoData)?;
     Ok(data
         .iter()
         .map(|r| {
@@ -232,11 +283,11 @@ fn json_rows(text: &str) -> Result<Vec<Vec<Option<String>>>, String> {
 
 /// RFC 4180 records (quoted fields may hold delimiters, quotes and line breaks); the
 /// delimiter is the one after the header's first column, `seq`.
-fn csv_rows(text: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+fn csv_rows(text: &str) -> Result<Vec<Vec<Option<String>>>, FileError> {
     let delimiter = text
         .strip_prefix("seq")
         .and_then(|t| t.chars().next())
-        .ok_or("no header row starting with \"seq\": not an audit_logs export with headers")?;
+        .ok_or(FileError::NoHeader)?;
     let mut records: Vec<Vec<String>> = Vec::new();
     let (mut rec, mut field, mut quoted, mut in_quotes) = (Vec::new(), String::new(), false, false);
     let mut chars = text.chars().peekable();
@@ -268,14 +319,10 @@ fn csv_rows(text: &str) -> Result<Vec<Vec<Option<String>>>, String> {
         rec.push(unguard(field, quoted));
         records.push(rec);
     }
-    let header = records.first().ok_or("the file is empty")?;
+    let header = records.first().ok_or(FileError::Empty)?;
     let at: Vec<usize> = COLUMNS
         .iter()
-        .map(|c| {
-            header.iter().position(|h| h == c).ok_or(format!(
-                "no {c:?} column: not an audit_logs export with its header row"
-            ))
-        })
+        .map(|c| (header.iter().position(|h| h == c)).ok_or(FileError::NoColumn(c)))
         .collect::<Result<_, _>>()?;
     Ok(records[1..]
         .iter()
@@ -348,32 +395,26 @@ fn entry_of(r: &[Option<String>]) -> Result<Entry, String> {
 
 /// Checks every entry's MAC, the links between consecutive entries and the file's chain; the
 /// number checked.
-pub fn verify(key: &SecretKey, rows: &[Exported]) -> Result<usize, String> {
+pub fn verify(key: &SecretKey, rows: &[Exported]) -> Result<usize, Tampered> {
     let mut last: Option<&Entry> = None;
     let mut chain = String::new();
     for r in rows {
         let e = &r.entry;
         if audit::compute_mac(key, e) != e.mac {
-            return Err(format!(
-                "entry {} does not match its MAC: it was changed after it was recorded, or it comes from another appliance",
-                e.seq
-            ));
+            return Err(Tampered::Mac(e.seq));
         }
         if let Some(p) = last
             && e.seq == p.seq + 1
             && e.prev != p.mac
         {
-            return Err(format!("entry {} does not link to entry {}", e.seq, p.seq));
+            return Err(Tampered::Link(e.seq, p.seq));
         }
         if last.is_some_and(|p| e.seq <= p.seq) {
-            return Err(format!("entry {} is out of order", e.seq));
+            return Err(Tampered::Order(e.seq));
         }
         chain = chain_link(key, &chain, &e.mac);
         if chain != r.chain {
-            return Err(format!(
-                "the rows before entry {} were removed, added or reordered (its chain value does not match)",
-                e.seq
-            ));
+            return Err(Tampered::Chain(e.seq));
         }
         last = Some(e);
     }

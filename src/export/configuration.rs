@@ -160,9 +160,9 @@ pub fn rows(
     };
     // The policies in force for every type, configured or default.
     rest.remove("retention");
-    for t in super::EXPORT_TYPES {
+    for t in super::ExportType::ALL {
         let p = serde_json::to_value(settings.retention.policy(t)).unwrap_or_default();
-        flatten(&mut out, "retention", t, "", &p);
+        flatten(&mut out, "retention", t.name(), "", &p);
     }
     let notice = json!(settings.retention.notification_before_deletion);
     flatten(

@@ -32,19 +32,29 @@ pub enum Grouping {
     Year,
 }
 
+/// Why a cost analysis option is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    /// An unknown `grouping`.
+    #[error("grouping must be daily, weekly, monthly or yearly; got {0:?}")]
+    Grouping(String),
+    /// `breakdown_by` is not a list.
+    #[error("breakdown_by must be a list of device, room, time_of_use, rate_tier")]
+    NotAList,
+    /// An unknown `breakdown_by` entry (as JSON).
+    #[error("breakdown_by: unknown {0}; use device, room, time_of_use and/or rate_tier")]
+    Breakdown(String),
+}
+
 impl Grouping {
     /// Parses `grouping` (default monthly).
-    pub fn parse(s: Option<&str>) -> Result<Self, String> {
+    pub fn parse(s: Option<&str>) -> Result<Self, OptionError> {
         Ok(match s.unwrap_or("monthly") {
             "daily" => Grouping::Day,
             "weekly" => Grouping::Week,
             "monthly" => Grouping::Month,
             "yearly" => Grouping::Year,
-            other => {
-                return Err(format!(
-                    "grouping must be daily, weekly, monthly or yearly; got {other:?}"
-                ));
-            }
+            other => return Err(OptionError::Grouping(other.to_owned())),
         })
     }
 
@@ -135,16 +145,14 @@ pub struct Breakdown {
 
 impl Breakdown {
     /// Parses `breakdown_by` (default: by device).
-    pub fn parse(v: Option<&serde_json::Value>) -> Result<Self, String> {
+    pub fn parse(v: Option<&serde_json::Value>) -> Result<Self, OptionError> {
         let Some(v) = v.filter(|v| !v.is_null()) else {
             return Ok(Self {
                 device: true,
                 ..Self::default()
             });
         };
-        let list = v
-            .as_array()
-            .ok_or("breakdown_by must be a list of device, room, time_of_use, rate_tier")?;
+        let list = v.as_array().ok_or(OptionError::NotAList)?;
         let mut b = Self::default();
         for x in list {
             match x.as_str() {
@@ -152,11 +160,7 @@ impl Breakdown {
                 Some("time_of_use") => b.time_of_use = true,
                 Some("rate_tier") => b.rate_tier = true,
                 Some("room") => b.room = true,
-                _ => {
-                    return Err(format!(
-                        "breakdown_by: unknown {x}; use device, room, time_of_use and/or rate_tier"
-                    ));
-                }
+                _ => return Err(OptionError::Breakdown(x.to_string())),
             }
         }
         Ok(b)

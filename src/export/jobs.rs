@@ -110,7 +110,7 @@ pub struct Exporter {
 }
 
 fn new_id() -> String {
-    format!("exp_{}", crate::auth::random_token::<18>())
+    format!("exp_{}", crate::random::random_token::<18>())
 }
 
 /// Download file name: `kasad_device_data_20240101-20240131_<id tail>.csv`.
@@ -264,6 +264,7 @@ impl Exporter {
         origin: Origin<'_>,
     ) -> Result<(ExportRecord, bool), CreateError> {
         let plan = self.plan(&body, None)?;
+        let export_type = super::request::check_type(&body)?;
         let s = &self.cfg.settings;
         if let Some(free) = crate::store::free_bytes(&self.dir).map(|b| b >> 20)
             && free < s.exports.min_free_disk_mb
@@ -274,7 +275,7 @@ impl Exporter {
             });
         }
         let now = self.clock.now_ms();
-        let policy = s.retention.policy(&body.export_type);
+        let policy = s.retention.policy(export_type);
         // A rough guess: 10 s polls, 400 k rows/s on a Pi.
         let rows = (plan.end_ms - plan.start_ms) / 10_000 * plan.devices.len() as i64;
         let guess = if plan.aggregation.is_some() {
@@ -286,7 +287,7 @@ impl Exporter {
             id: new_id(),
             user_id,
             username: username.to_owned(),
-            export_type: body.export_type.clone(),
+            export_type,
             format: plan.format,
             compression: plan.compression,
             status: Status::Queued,

@@ -11,9 +11,9 @@
 //! it, and otherwise appears as `<U+XXXX>` — never dropped silently. A PDF is built in memory,
 //! so PDF exports hold at most [`MAX_ROWS`] rows (about 450 pages): reports, not dumps.
 
-use super::localtime::TzCache;
 use super::render::{Cell, Sink, Totals, push_num};
 use super::report::{self, Chart, ChartKind, Report, Table, V};
+use crate::localtime::TzCache;
 use printpdf::{
     BuiltinFont, Color, Line, LinePoint, Op, PaintMode, ParsedFont, PdfDocument, PdfFontHandle,
     PdfPage, PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem,

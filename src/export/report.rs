@@ -21,10 +21,10 @@
 //! section.
 
 use super::cost::Grouping;
-use super::localtime::TzCache;
 use super::render::{Cell, Control, CsvSink, Limits, RenderError, Sink, push_num, round_to};
 use super::request::Plan;
 use crate::domain::DeviceStatus;
+use crate::localtime::TzCache;
 use crate::poller::registry::Registry;
 use crate::store::Store;
 use serde_json::{Map, Value, json};
@@ -888,7 +888,7 @@ impl Ctx<'_> {
         .items("export_type");
         let mut by_type: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
         for e in &exports {
-            let c = by_type.entry(&e.export_type).or_default();
+            let c = by_type.entry(e.export_type.name()).or_default();
             match e.status {
                 super::Status::Completed => {
                     c.0 += 1;

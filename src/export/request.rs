@@ -31,6 +31,12 @@ fn bad(message: impl Into<String>) -> RequestError {
     }
 }
 
+impl From<super::cost::OptionError> for RequestError {
+    fn from(e: super::cost::OptionError) -> Self {
+        bad(e.to_string())
+    }
+}
+
 fn bad_range(message: impl Into<String>) -> RequestError {
     RequestError {
         code: "INVALID_DATE_RANGE",
@@ -854,14 +860,14 @@ pub fn format_of(req: &CreateRequest) -> Result<(Format, Compression), RequestEr
 }
 
 /// Checks the export type; only [`super::RENDERED_TYPES`] are produced by this build.
-pub fn check_type(req: &CreateRequest) -> Result<(), RequestError> {
-    if !super::EXPORT_TYPES.contains(&req.export_type.as_str()) {
+pub fn check_type(req: &CreateRequest) -> Result<super::ExportType, RequestError> {
+    let Some(t) = super::ExportType::parse(&req.export_type) else {
         return Err(bad(format!(
             "export_type must be one of {}; got {:?}",
             super::EXPORT_TYPES.join(", "),
             req.export_type
         )));
-    }
+    };
     if !super::RENDERED_TYPES.contains(&req.export_type.as_str()) {
         return Err(RequestError {
             code: "UNSUPPORTED_EXPORT_TYPE",
@@ -871,7 +877,7 @@ pub fn check_type(req: &CreateRequest) -> Result<(), RequestError> {
             ),
         });
     }
-    Ok(())
+    Ok(t)
 }
 
 fn parse_filters(f: Option<&FiltersBody>) -> Result<Filters, RequestError> {
@@ -1036,9 +1042,8 @@ pub fn plan(
             Kind::CostAnalysis {
                 grouping: super::cost::Grouping::parse(
                     req.grouping.as_ref().and_then(|v| v.as_str()),
-                )
-                .map_err(bad)?,
-                breakdown: super::cost::Breakdown::parse(req.breakdown_by.as_ref()).map_err(bad)?,
+                )?,
+                breakdown: super::cost::Breakdown::parse(req.breakdown_by.as_ref())?,
                 report: None,
             }
         }
@@ -1334,21 +1339,13 @@ mod tests {
 
     fn summary(id: &str, ip: &str, kind: DeviceType, parent: Option<&str>) -> DeviceRecord {
         let info = crate::domain::DeviceInfo {
-            device_id: DeviceId::parse(id).unwrap(),
             parent_id: parent.map(|p| DeviceId::parse(p).unwrap()),
             outlet_index: parent.map(|_| 0),
-            address: format!("{ip}:9999"),
-            name: id.into(),
             device_type: kind,
-            model: "HS300(US)".into(),
-            hw_ver: "1.0".into(),
-            sw_ver: "1".into(),
-            transport: crate::domain::Transport::Xor,
-            family: crate::domain::Family::Iot,
-            has_emeter: true,
-            mac: String::new(),
-            latitude: None,
-            longitude: None,
+            ..crate::domain::DeviceInfo::plug(DeviceId::parse(id).unwrap())
+                .at(format!("{ip}:9999"))
+                .named(id)
+                .made("HS300(US)", "1.0", "1")
         };
         DeviceRecord {
             info,

@@ -12,10 +12,10 @@
 //! - `exclude_outliers` drops rows whose power lies more than 3 standard deviations from
 //!   that device's mean power over the rows the other filters kept (z-score, two passes).
 
-use super::localtime::TzCache;
 use super::request::{Agg, ENERGY, IS_ON, POWER, Plan};
 use crate::domain::Bucket;
 use crate::domain::rollup::period_start;
+use crate::localtime::TzCache;
 use crate::store::codec::Sample;
 use crate::store::{self, Store};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -189,47 +189,7 @@ impl Poller {
                 );
                 Outcome::Failed(id, msg)
             }
-            (Ok(p), _) => {
-                let id = p.infos[0].device_id.clone();
-                self.registry.upsert(p.infos.clone(), Instant::now());
-                let seen = p
-                    .readings
-                    .first()
-                    .map_or_else(|| self.clock.now_ms(), |r| r.ts_ms);
-                self.registry.mark_ok(&id, seen);
-                // A new or changed record is sent by the same task right before the readings,
-                // so readings never reach the writer ahead of their device record.
-                let changed: Vec<_> = {
-                    let mut sent = self.sent.lock().expect("sent lock");
-                    let mut changed = Vec::new();
-                    for i in p.infos {
-                        if sent.get(&i.device_id) != Some(&i) {
-                            sent.insert(i.device_id.clone(), i.clone());
-                            changed.push(i);
-                        }
-                    }
-                    changed
-                };
-                for info in changed {
-                    if self
-                        .writer
-                        .send(WriteOp::Device(Box::new(info), seen))
-                        .await
-                        .is_err()
-                    {
-                        return Outcome::Failed(id, "store writer stopped".into());
-                    }
-                }
-                if self
-                    .writer
-                    .send(WriteOp::Readings(p.readings, p.days))
-                    .await
-                    .is_err()
-                {
-                    return Outcome::Failed(id, "store writer stopped".into());
-                }
-                Outcome::Ok(id)
-            }
+            (Ok(p), _) => self.record(p).await,
             (Err(e @ crate::protocol::Error::Auth(_)), Target::Known(entry)) => {
                 let id = entry.info.device_id;
                 let c = &self.cfg;
@@ -265,6 +225,50 @@ impl Poller {
                 Outcome::StaticFailed(a, e.to_string())
             }
         }
+    }
+
+    /// A good poll: the registry marks the device seen, and the writer gets its new or
+    /// changed records, then its readings.
+    async fn record(&self, p: device::Polled) -> Outcome {
+        let id = p.infos[0].device_id.clone();
+        self.registry.upsert(p.infos.clone(), Instant::now());
+        let seen = p
+            .readings
+            .first()
+            .map_or_else(|| self.clock.now_ms(), |r| r.ts_ms);
+        self.registry.mark_ok(&id, seen);
+        // A new or changed record is sent by the same task right before the readings,
+        // so readings never reach the writer ahead of their device record.
+        let changed: Vec<_> = {
+            let mut sent = self.sent.lock().expect("sent lock");
+            let mut changed = Vec::new();
+            for i in p.infos {
+                if sent.get(&i.device_id) != Some(&i) {
+                    sent.insert(i.device_id.clone(), i.clone());
+                    changed.push(i);
+                }
+            }
+            changed
+        };
+        for info in changed {
+            if self
+                .writer
+                .send(WriteOp::Device(Box::new(info), seen))
+                .await
+                .is_err()
+            {
+                return Outcome::Failed(id, "store writer stopped".into());
+            }
+        }
+        if self
+            .writer
+            .send(WriteOp::Readings(p.readings, p.days))
+            .await
+            .is_err()
+        {
+            return Outcome::Failed(id, "store writer stopped".into());
+        }
+        Outcome::Ok(id)
     }
 
     /// Runs poll cycles every `interval` until `cancel` fires.

@@ -48,7 +48,7 @@ pub async fn probe_20002(
     window: Duration,
     rounds: u32,
 ) -> Result<Vec<(SocketAddr, port20002::Announce)>> {
-    let serial = crate::auth::random_bytes::<4>();
+    let serial = crate::random::random_bytes::<4>();
     let payload = port20002::probe(u32::from_be_bytes(serial));
     probe_with(targets, window, rounds, &payload, |d| {
         let a = port20002::parse_answer(d)?;

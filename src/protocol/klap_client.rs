@@ -53,7 +53,7 @@ pub(super) async fn bounded_body(mut resp: reqwest::Response) -> Result<Vec<u8>>
 
 /// One HTTP client for all devices (keeps connections, never uses a proxy).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client> {
-    crate::schedule::delivery::install_tls();
+    crate::tls::install_tls();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(timeout)
@@ -144,7 +144,7 @@ impl KlapClient {
     }
 
     async fn handshake(&mut self) -> Result<Live> {
-        let local = crate::auth::random_bytes::<16>();
+        let local = crate::random::random_bytes::<16>();
         let resp = self.post("handshake1", None, local.to_vec()).await?;
         if resp.status() != StatusCode::OK {
             return Err(Error::Http(format!(

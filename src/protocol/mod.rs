@@ -21,7 +21,7 @@ pub mod smart;
 pub const MAX_FRAME: usize = 64 * 1024;
 
 /// The default port of the legacy protocol (TCP and UDP).
-pub const DEFAULT_PORT: u16 = 9999;
+pub use crate::domain::device::DEFAULT_PORT;
 
 /// Everything that can go wrong talking to a device.
 #[derive(Debug, thiserror::Error)]

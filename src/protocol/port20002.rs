@@ -7,7 +7,7 @@ use crate::domain::{Family, Transport};
 use serde_json::{Value, json};
 
 /// The default discovery port of KLAP and AES devices.
-pub const DEFAULT_PORT: u16 = 20002;
+pub use crate::domain::device::PORT_20002 as DEFAULT_PORT;
 
 /// Length of the header in front of every probe and answer.
 pub const HEADER_LEN: usize = 16;

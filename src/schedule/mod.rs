@@ -10,10 +10,10 @@ use crate::domain::rollup::{Period, local_midnight, period_end, period_start};
 use crate::export::request::{CreateRequest, DateRange};
 use chrono::{Datelike, TimeZone};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
-pub use delivery::Delivery;
+pub use crate::domain::schedule::{Delivery, LastRun, RunStatus, ScheduleRecord};
 
 /// Relative ranges accepted as `export_config.date_range`.
 pub const RELATIVE_RANGES: [&str; 9] = [
@@ -27,72 +27,6 @@ pub const RELATIVE_RANGES: [&str; 9] = [
     "this_year",
     "last_year",
 ];
-
-/// A stored schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScheduleRecord {
-    /// `sch_…`.
-    pub id: String,
-    /// Owner (the creator); runs export as this user.
-    pub user_id: u32,
-    /// Owner's name at creation.
-    pub username: String,
-    /// Display name (also `{{name}}` in templates).
-    pub name: String,
-    /// 5-field cron expression.
-    pub schedule: String,
-    /// IANA zone of the expression and of relative ranges.
-    pub timezone: String,
-    /// Paused when false.
-    pub enabled: bool,
-    /// The export request, `date_range` possibly relative.
-    pub export_config: Value,
-    /// Where the file goes.
-    pub delivery: Delivery,
-    /// Created, UTC ms.
-    pub created_ms: i64,
-    /// Last changed, UTC ms.
-    pub updated_ms: i64,
-    /// Occurrences at or before this time (UTC ms) have been handled (run or skipped).
-    pub handled_ms: i64,
-    /// The latest run.
-    pub last_run: Option<LastRun>,
-    /// Bumped by every change through the API (the runner's records do not bump it), so a
-    /// writer can tell that the schedule changed under it.
-    #[serde(default)]
-    pub revision: u64,
-}
-
-/// How a run ended (or that it is still going).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Exporting or delivering.
-    Running,
-    /// Exported and delivered.
-    Completed,
-    /// The export failed (or could not be created).
-    Failed,
-    /// Exported, but every delivery attempt failed; the export stays downloadable.
-    DeliveryFailed,
-}
-
-/// The latest run of a schedule: `{"at","status","export_id","error"}` plus what delivery did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastRun {
-    /// Start, UTC ms.
-    pub at_ms: i64,
-    /// Outcome.
-    pub status: RunStatus,
-    /// The export it made.
-    pub export_id: Option<String>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// What delivery did ("written to …", "sent to …", "webhook answered 200").
-    pub delivered: Option<String>,
-    /// `schedule`, `missed` (caught up after a stop) or `manual` (run now).
-    pub trigger: String,
-}
 
 /// `POST /api/exports/schedule` body.
 #[derive(Debug, Clone, Deserialize)]

@@ -596,7 +596,12 @@ impl Scheduler {
                 owner.map(|u| {
                     let ttl = i64::try_from(self.settings.delivery.link_ttl.0.as_secs())
                         .unwrap_or(i64::MAX / 2_000);
-                    let (t, _) = crate::api::guard::ticket(&self.ticket_key, &rec.id, &u, now, ttl);
+                    let h = crate::auth::ticket::Holder {
+                        user_id: u.id,
+                        token_version: u.token_version,
+                        session: 0,
+                    };
+                    let (t, _) = crate::auth::ticket::issue(&self.ticket_key, &rec.id, h, now, ttl);
                     format!(
                         "{}/api/exports/download/{}?ticket={t}",
                         base.trim_end_matches('/'),
@@ -611,7 +616,7 @@ impl Scheduler {
             vars: Vars {
                 name: s.name.clone(),
                 date,
-                export_type: rec.export_type.clone(),
+                export_type: rec.export_type.name().to_owned(),
                 format: json!(rec.format).as_str().unwrap_or_default().to_owned(),
             },
             schedule_id: s.id.clone(),

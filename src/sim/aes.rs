@@ -52,7 +52,7 @@ fn handshake(d: &Device, req: &Value) -> Response {
     let Ok(public) = crate::protocol::passthrough::public_key_from_pem(pem) else {
         return reply(json!({"error_code": -1010}));
     };
-    let material = crate::auth::random_bytes::<32>();
+    let material = crate::random::random_bytes::<32>();
     let Ok(sealed) = public.pkcs1v15_encrypt(&material) else {
         return reply(json!({"error_code": -1010}));
     };

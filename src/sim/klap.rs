@@ -88,7 +88,7 @@ impl Device {
 
 /// A random session cookie or token.
 pub(super) fn random_id() -> String {
-    crate::auth::random_token::<16>()
+    crate::random::random_token::<16>()
 }
 
 /// A running simulated KLAP device.
@@ -145,7 +145,7 @@ async fn handshake1(State(d): State<Arc<Device>>, body: Bytes) -> Response {
         return StatusCode::BAD_REQUEST.into_response();
     }
     let spec = d.spec.lock().expect("spec lock").clone();
-    let remote = crate::auth::random_bytes::<16>();
+    let remote = crate::random::random_bytes::<16>();
     let auth = klap::auth_hash(spec.version, &spec.account);
     let server = klap::server_hash(spec.version, &body, &remote, &auth);
     let cookie = random_id();

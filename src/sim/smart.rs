@@ -120,52 +120,10 @@ fn call(
         "get_energy_usage" | "get_current_power" | "get_emeter_data"
             if meter && (!strip || outlet.is_some()) =>
         {
-            let (p, v, c, _) = d.meter(o, now_ms);
-            let (today, month) = d.day_and_month_wh(o, now_ms);
-            match method {
-                "get_energy_usage" => {
-                    let (local, _) = d.local_time(now_ms);
-                    ok(
-                        json!({"current_power": p, "today_energy": today, "month_energy": month,
-                        "today_runtime": d.on_time_s(o, now_ms).min(1440 * 60) / 60,
-                        "month_runtime": d.on_time_s(o, now_ms) / 60, "local_time": local,
-                        "electricity_charge": [0, 0, 0]}),
-                    )
-                }
-                "get_current_power" => ok(json!({"current_power": p / 1000})),
-                _ => {
-                    ok(json!({"power_mw": p, "voltage_mv": v, "current_ma": c, "energy_wh": month}))
-                }
-            }
+            meter_data(d, method, o, now_ms)
         }
-        // Daily history (interval 1440): timestamps are device-local midnights written as if
-        // UTC; the start must be a quarter's first day; one Wh value per day from there up to
-        // the end's day (today at most).
         "get_energy_data" if meter && (!strip || outlet.is_some()) => {
-            let ts = |k: &str| params.get(k).and_then(Value::as_i64);
-            let (Some(start), Some(end), Some(1440)) =
-                (ts("start_timestamp"), ts("end_timestamp"), ts("interval"))
-            else {
-                return error(-1008);
-            };
-            let (first, last) = (start.div_euclid(86_400), end.div_euclid(86_400));
-            let (local, _) = d.local_time(now_ms);
-            let today = chrono::NaiveDateTime::parse_from_str(&local, "%Y-%m-%d %H:%M:%S")
-                .map_or(last, |t| t.and_utc().timestamp().div_euclid(86_400));
-            let last = last.min(today);
-            if crate::protocol::smart::quarter_start(first) != Some(first)
-                || last < first
-                || last - first >= 93
-            {
-                return error(-1008);
-            }
-            let data: Vec<i64> = (first..=last)
-                .map(|day| d.local_day_wh(o, day, now_ms))
-                .collect();
-            ok(
-                json!({"data": data, "start_timestamp": start, "end_timestamp": end,
-                "interval": 1440, "local_time": local}),
-            )
+            energy_data(d, params, o, now_ms)
         }
         "get_child_device_list" if strip && outlet.is_none() => {
             let list: Vec<Value> = (0..d.outlet_count())
@@ -186,6 +144,55 @@ fn call(
         }
         _ => error(UNKNOWN_METHOD),
     }
+}
+
+/// `get_energy_usage`, `get_current_power` and `get_emeter_data` of outlet `o`.
+fn meter_data(d: &mut SimDevice, method: &str, o: usize, now_ms: i64) -> Value {
+    let (p, v, c, _) = d.meter(o, now_ms);
+    let (today, month) = d.day_and_month_wh(o, now_ms);
+    match method {
+        "get_energy_usage" => {
+            let (local, _) = d.local_time(now_ms);
+            ok(
+                json!({"current_power": p, "today_energy": today, "month_energy": month,
+                "today_runtime": d.on_time_s(o, now_ms).min(1440 * 60) / 60,
+                "month_runtime": d.on_time_s(o, now_ms) / 60, "local_time": local,
+                "electricity_charge": [0, 0, 0]}),
+            )
+        }
+        "get_current_power" => ok(json!({"current_power": p / 1000})),
+        _ => ok(json!({"power_mw": p, "voltage_mv": v, "current_ma": c, "energy_wh": month})),
+    }
+}
+
+/// `get_energy_data`: daily history (interval 1440). Timestamps are device-local midnights
+/// written as if UTC; the start must be a quarter's first day; one Wh value per day from
+/// there up to the end's day (today at most).
+fn energy_data(d: &mut SimDevice, params: &Value, o: usize, now_ms: i64) -> Value {
+    let ts = |k: &str| params.get(k).and_then(Value::as_i64);
+    let (Some(start), Some(end), Some(1440)) =
+        (ts("start_timestamp"), ts("end_timestamp"), ts("interval"))
+    else {
+        return error(-1008);
+    };
+    let (first, last) = (start.div_euclid(86_400), end.div_euclid(86_400));
+    let (local, _) = d.local_time(now_ms);
+    let today = chrono::NaiveDateTime::parse_from_str(&local, "%Y-%m-%d %H:%M:%S")
+        .map_or(last, |t| t.and_utc().timestamp().div_euclid(86_400));
+    let last = last.min(today);
+    if crate::protocol::smart::quarter_start(first) != Some(first)
+        || last < first
+        || last - first >= 93
+    {
+        return error(-1008);
+    }
+    let data: Vec<i64> = (first..=last)
+        .map(|day| d.local_day_wh(o, day, now_ms))
+        .collect();
+    ok(
+        json!({"data": data, "start_timestamp": start, "end_timestamp": end,
+        "interval": 1440, "local_time": local}),
+    )
 }
 
 /// The components a device (or one child) announces, and whether it has a meter.

@@ -154,29 +154,16 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DeviceInfo, DeviceType, Family, Reading, Transport};
+    use crate::domain::{DeviceInfo, DeviceType, Reading};
 
     fn info(id: &str, parent: Option<&str>) -> DeviceInfo {
-        DeviceInfo {
-            device_id: DeviceId::parse(id).unwrap(),
-            parent_id: parent.map(|p| DeviceId::parse(p).unwrap()),
-            outlet_index: parent.map(|_| 0),
-            address: "127.0.0.9:9999".into(),
-            name: id.into(),
-            device_type: if parent.is_some() {
-                DeviceType::StripOutlet
-            } else {
-                DeviceType::Plug
-            },
-            model: "HS300(US)".into(),
-            hw_ver: "1.0".into(),
-            sw_ver: "1".into(),
-            transport: Transport::Xor,
-            family: Family::Iot,
-            has_emeter: true,
-            mac: String::new(),
-            latitude: None,
-            longitude: None,
+        let plug = DeviceInfo::plug(DeviceId::parse(id).unwrap())
+            .at("127.0.0.9:9999")
+            .named(id)
+            .made("HS300(US)", "1.0", "1");
+        match parent {
+            Some(p) => plug.outlet_of(DeviceId::parse(p).unwrap(), 0),
+            None => plug,
         }
     }
 

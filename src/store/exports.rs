@@ -3,7 +3,7 @@
 
 use super::schema::EXPORTS;
 use super::{Error, Result, Store};
-use crate::export::{ExportRecord, Status};
+use crate::domain::export::{ExportRecord, Status};
 
 /// Why [`Store::export_create`] did not store an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

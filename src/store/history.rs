@@ -11,7 +11,7 @@ use super::{Error, Result, Store};
 
 /// A reading of the history, or why the source could not give it (the import then stops
 /// and writes nothing).
-pub type Source = std::result::Result<Reading, String>;
+pub type Source = std::result::Result<Reading, Box<dyn std::error::Error + Send + Sync>>;
 use crate::domain::energy::{RULE, bucket_start};
 use crate::domain::{DeviceInfo, Reading};
 use redb::{Durability, ReadableTable};
@@ -51,7 +51,7 @@ impl Store {
             None => {
                 let first = match readings.peek() {
                     None => return Ok(Imported::default()),
-                    Some(Err(e)) => return Err(Error::Import(e.clone())),
+                    Some(Err(e)) => return Err(Error::Import(e.to_string())),
                     Some(Ok(r)) => r.ts_ms,
                 };
                 let batch = Batch {
@@ -96,7 +96,7 @@ impl Store {
         let mut batch = Batch::default();
         let mut prev = i64::MIN;
         for r in readings {
-            let r = r.map_err(Error::Import)?;
+            let r = r.map_err(|e| Error::Import(e.to_string()))?;
             if r.ts_ms <= prev {
                 done.skipped += 1;
                 continue;
@@ -201,23 +201,10 @@ mod tests {
     const T0: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
 
     fn info() -> DeviceInfo {
-        DeviceInfo {
-            device_id: DeviceId::parse("P1").unwrap(),
-            parent_id: None,
-            outlet_index: None,
-            address: "192.168.1.100".into(),
-            name: "Lamp".into(),
-            device_type: crate::domain::DeviceType::Plug,
-            model: "HS110(EU)".into(),
-            hw_ver: String::new(),
-            sw_ver: String::new(),
-            transport: crate::domain::Transport::Xor,
-            family: crate::domain::Family::Iot,
-            has_emeter: true,
-            mac: String::new(),
-            latitude: None,
-            longitude: None,
-        }
+        DeviceInfo::plug(DeviceId::parse("P1").unwrap())
+            .at("192.168.1.100")
+            .named("Lamp")
+            .made("HS110(EU)", "", "")
     }
 
     /// A 360 W load read every minute: its counter gains 6 Wh a minute.
@@ -306,7 +293,7 @@ mod tests {
         let failing = minutes(0, 100)
             .into_iter()
             .map(Ok)
-            .chain([Err("disk I/O error".to_string())]);
+            .chain([Err("disk I/O error".into())]);
         let e = store.import_history(&info(), failing).unwrap_err();
         assert_eq!(e.to_string(), "disk I/O error");
         assert!(store.devices().unwrap().is_empty());

@@ -3,7 +3,7 @@
 use super::audit::Pending;
 use super::schema::SCHEDULES;
 use super::{Error, Result, Store};
-use crate::schedule::ScheduleRecord;
+use crate::domain::schedule::ScheduleRecord;
 use redb::{ReadableDatabase, ReadableTable};
 
 fn decode(b: &[u8]) -> Result<ScheduleRecord> {

@@ -89,7 +89,7 @@ fn record(epoch: u32, payload: &[u8]) -> Vec<u8> {
 
 /// A new epoch, different from `old`.
 fn new_epoch(old: u32) -> u32 {
-    let r = u32::from_le_bytes(crate::auth::random_bytes::<4>());
+    let r = u32::from_le_bytes(crate::random::random_bytes::<4>());
     if r == old { r.wrapping_add(1) } else { r }
 }
 
@@ -475,23 +475,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging.log");
         let (mut log, _) = Staging::open(&path).unwrap();
-        let mut info = crate::domain::DeviceInfo {
-            device_id: DeviceId::parse("PLUG01").unwrap(),
-            parent_id: None,
-            outlet_index: None,
-            address: "127.0.0.9:9999".into(),
-            name: "Lamp".into(),
-            device_type: crate::domain::DeviceType::Plug,
-            model: "HS110".into(),
-            hw_ver: "1".into(),
-            sw_ver: "1".into(),
-            transport: crate::domain::Transport::Xor,
-            family: crate::domain::Family::Iot,
-            has_emeter: true,
-            mac: String::new(),
-            latitude: None,
-            longitude: None,
-        };
+        let mut info = crate::domain::DeviceInfo::plug(DeviceId::parse("PLUG01").unwrap())
+            .at("127.0.0.9:9999")
+            .named("Lamp")
+            .made("HS110", "1", "1");
         log.append(&Batch {
             devices: vec![(info.clone(), 5)],
             readings: vec![reading(0)],

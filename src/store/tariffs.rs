@@ -4,7 +4,7 @@
 
 use super::schema::TARIFFS;
 use super::{Error, Result, Store};
-use crate::tariff::Tariff;
+use crate::domain::tariff::Tariff;
 use redb::{ReadableDatabase, ReadableTable};
 
 fn decode(b: &[u8]) -> Result<Tariff> {
@@ -36,12 +36,12 @@ impl Store {
     /// Appends a version if `check` accepts it after the stored ones (checked inside the
     /// write transaction, so two concurrent changes cannot both pass); `Ok(Err(why))` when
     /// refused.
-    pub fn tariff_append(
+    pub fn tariff_append<E>(
         &self,
         version: &Tariff,
-        check: impl FnOnce(&[Tariff]) -> std::result::Result<(), String>,
+        check: impl FnOnce(&[Tariff]) -> std::result::Result<(), E>,
         audit: Option<super::audit::Pending<'_>>,
-    ) -> Result<std::result::Result<u64, String>> {
+    ) -> Result<std::result::Result<u64, E>> {
         let txn = self.begin_write()?;
         let n = {
             let mut t = txn.open_table(TARIFFS)?;

@@ -354,7 +354,7 @@ impl Store {
     /// Starts a session for `user_id` with its first refresh token (by hash); returns the
     /// session (family) id.
     pub fn session_start(&self, token_hash: &str, user_id: u32, expires_ms: i64) -> Result<u64> {
-        let family = u64::from_le_bytes(crate::auth::random_bytes::<8>()) | 1;
+        let family = u64::from_le_bytes(crate::random::random_bytes::<8>()) | 1;
         let txn = self.begin_write()?;
         put_session(&txn, family, user_id, expires_ms)?;
         put_refresh_row(
@@ -411,7 +411,7 @@ impl Store {
             }
             Some(r) => {
                 let family = match r.family {
-                    0 => u64::from_le_bytes(crate::auth::random_bytes::<8>()) | 1,
+                    0 => u64::from_le_bytes(crate::random::random_bytes::<8>()) | 1,
                     f => f,
                 };
                 put_refresh_row(

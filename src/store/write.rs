@@ -68,18 +68,19 @@ pub fn apply(store: &Store, batch: &Batch, durable: bool) -> Result<Applied> {
     Ok(applied)
 }
 
-pub(super) fn apply_in(
+/// Stores new and changed device records (never over a forgotten one's tombstone) and
+/// notes every device's key in `keys`.
+fn record_devices(
     store: &Store,
     txn: &WriteTransaction,
-    batch: &Batch,
+    devices: &mut Table<&str, &[u8]>,
+    seen: &[(DeviceInfo, i64)],
     keys: &mut HashMap<String, u32>,
-) -> Result<Applied> {
-    let mut devices = txn.open_table(DEVICES)?;
+) -> Result<()> {
     let mut meta = txn.open_table(META)?;
-    let mut applied = Applied::default();
-    for (info, seen) in &batch.devices {
+    for (info, seen) in seen {
         let id = info.device_id.as_str();
-        let rec = match load_record(&devices, id)? {
+        let rec = match load_record(devices, id)? {
             // A forgotten device keeps its tombstone as it is.
             Some(r) if r.forgotten_ms.is_some() => continue,
             Some(r) if r.info == *info => {
@@ -103,6 +104,18 @@ pub(super) fn apply_in(
         let json = serde_json::to_vec(&rec).map_err(|e| Error::Corrupt(e.to_string()))?;
         devices.insert(id, json.as_slice())?;
     }
+    Ok(())
+}
+
+pub(super) fn apply_in(
+    store: &Store,
+    txn: &WriteTransaction,
+    batch: &Batch,
+    keys: &mut HashMap<String, u32>,
+) -> Result<Applied> {
+    let mut devices = txn.open_table(DEVICES)?;
+    record_devices(store, txn, &mut devices, &batch.devices, keys)?;
+    let mut applied = Applied::default();
 
     let mut readings = txn.open_table(READINGS)?;
     let mut rollups = txn.open_table(ROLLUPS)?;

@@ -257,6 +257,111 @@ fn apply_chunks(s: &Store, pending: &mut Batch, durable: bool) -> Result<Applied
     Ok(total)
 }
 
+/// When the writer last made its data durable and when it must next: written but not yet
+/// durable (`unsynced`), durable in the staging log but not yet checkpointed (`unchecked`).
+struct Cadence {
+    every: Duration,
+    checkpoint_every: Duration,
+    last_sync: Instant,
+    last_checkpoint: Instant,
+    unsynced: bool,
+    unchecked: bool,
+}
+
+impl Cadence {
+    /// When the next sync or checkpoint is due; `None` while everything is durable.
+    fn deadline(&self) -> Option<Instant> {
+        let (sync, checkpoint) = (
+            self.last_sync + self.every,
+            self.last_checkpoint + self.checkpoint_every,
+        );
+        match (self.unsynced, self.unchecked) {
+            (false, false) => None,
+            (true, _) => Some(sync.min(checkpoint)),
+            (false, true) => Some(checkpoint),
+        }
+    }
+
+    /// What a commit now should end with, `unchecked` meaning something awaits a checkpoint.
+    fn due(&self, unchecked: bool) -> End {
+        if unchecked && self.last_checkpoint.elapsed() >= self.checkpoint_every {
+            End::Checkpoint
+        } else if self.last_sync.elapsed() >= self.every {
+            End::Sync
+        } else {
+            End::Nothing
+        }
+    }
+
+    /// After a failure: the next sync after `every`, and the next checkpoint too.
+    fn retry(&mut self) {
+        let now = Instant::now();
+        self.last_sync = now;
+        self.last_checkpoint = now
+            .checked_sub(self.checkpoint_every - self.every)
+            .unwrap_or(now);
+    }
+
+    /// Notes how a commit that ended with `end` went (`logged`: a staging log is kept).
+    fn committed(&mut self, ok: bool, end: End, logged: bool) {
+        match (ok, end) {
+            // Only a failed sync or checkpoint pushes the deadlines back: a failed batch alone
+            // must not postpone the log's sync (it keeps what the database cannot take).
+            (false, End::Nothing) => (self.unsynced, self.unchecked) = (true, true),
+            (false, _) => {
+                (self.unsynced, self.unchecked) = (true, true);
+                self.retry();
+            }
+            (true, End::Nothing) => (self.unsynced, self.unchecked) = (true, true),
+            (true, End::Sync) if logged => {
+                (self.unsynced, self.unchecked) = (false, true);
+                self.last_sync = Instant::now();
+            }
+            (true, _) => {
+                (self.unsynced, self.unchecked) = (false, false);
+                (self.last_sync, self.last_checkpoint) = (Instant::now(), Instant::now());
+            }
+        }
+    }
+
+    /// Notes a commit made because the deadline passed with nothing new.
+    fn timed_out(&mut self, ok: bool, end: End, logged: bool) {
+        if !ok {
+            self.retry();
+            return;
+        }
+        (self.unsynced, self.last_sync) = (false, Instant::now());
+        if end == End::Checkpoint || !logged {
+            (self.unchecked, self.last_checkpoint) = (false, Instant::now());
+        }
+    }
+}
+
+/// `first` and whatever else is queued, up to [`MAX_BATCH`] readings: one batch, and the
+/// flushes waiting for it.
+fn gather(
+    first: WriteOp,
+    rx: &mut mpsc::Receiver<WriteOp>,
+) -> (Batch, Vec<oneshot::Sender<Result<()>>>) {
+    let mut batch = Batch::default();
+    let mut waiters = Vec::new();
+    let mut op = Some(first);
+    while let Some(o) = op.take() {
+        match o {
+            WriteOp::Device(info, seen) => batch.devices.push((*info, seen)),
+            WriteOp::Readings(r, d) => {
+                batch.readings.extend(r);
+                batch.days.extend(d);
+            }
+            WriteOp::Flush(w) => waiters.push(w),
+        }
+        if batch.readings.len() < MAX_BATCH {
+            op = rx.try_recv().ok();
+        }
+    }
+    (batch, waiters)
+}
+
 async fn run(
     store: Store,
     mut rx: mpsc::Receiver<WriteOp>,
@@ -270,98 +375,42 @@ async fn run(
     };
     let log = log.as_ref();
     let mut held = Batch::default();
-    let (mut last_sync, mut last_checkpoint) = (Instant::now(), Instant::now());
-    // Written but not yet durable; durable but not yet checkpointed.
-    let (mut unsynced, mut unchecked) = (false, false);
-    // After a failure: the next sync after `every`, and the next checkpoint too.
-    let retry = |last_sync: &mut Instant, last_checkpoint: &mut Instant| {
-        let now = Instant::now();
-        *last_sync = now;
-        *last_checkpoint = now.checked_sub(checkpoint_every - every).unwrap_or(now);
-    };
-    let due = |last_sync: Instant, last_checkpoint: Instant, unchecked: bool| {
-        if unchecked && last_checkpoint.elapsed() >= checkpoint_every {
-            End::Checkpoint
-        } else if last_sync.elapsed() >= every {
-            End::Sync
-        } else {
-            End::Nothing
-        }
+    let mut c = Cadence {
+        every,
+        checkpoint_every,
+        last_sync: Instant::now(),
+        last_checkpoint: Instant::now(),
+        unsynced: false,
+        unchecked: false,
     };
     loop {
-        let deadline = match (unsynced, unchecked) {
-            (false, false) => None,
-            (true, _) => Some((last_sync + every).min(last_checkpoint + checkpoint_every)),
-            (false, true) => Some(last_checkpoint + checkpoint_every),
-        };
-        let first = match deadline {
+        let first = match c.deadline() {
             Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
                 Ok(op) => op,
                 Err(_) => {
-                    let mut end = due(last_sync, last_checkpoint, unchecked);
-                    if end == End::Nothing {
-                        end = End::Sync;
-                    }
-                    if commit(&store, log, &mut held, Batch::default(), end, &stats)
-                        .await
-                        .is_ok()
-                    {
-                        (unsynced, last_sync) = (false, Instant::now());
-                        if end == End::Checkpoint || log.is_none() {
-                            (unchecked, last_checkpoint) = (false, Instant::now());
-                        }
-                    } else {
-                        retry(&mut last_sync, &mut last_checkpoint);
-                    }
+                    let end = match c.due(c.unchecked) {
+                        End::Nothing => End::Sync,
+                        end => end,
+                    };
+                    let res = commit(&store, log, &mut held, Batch::default(), end, &stats).await;
+                    c.timed_out(res.is_ok(), end, log.is_some());
                     continue;
                 }
             },
             None => rx.recv().await,
         };
         let Some(first) = first else { break };
-        let mut batch = Batch::default();
-        let mut waiters = Vec::new();
-        let mut op = Some(first);
-        while let Some(o) = op.take() {
-            match o {
-                WriteOp::Device(info, seen) => batch.devices.push((*info, seen)),
-                WriteOp::Readings(r, d) => {
-                    batch.readings.extend(r);
-                    batch.days.extend(d);
-                }
-                WriteOp::Flush(w) => waiters.push(w),
-            }
-            if batch.readings.len() < MAX_BATCH {
-                op = rx.try_recv().ok();
-            }
-        }
-        let pending = unchecked || !batch.is_empty();
+        let (batch, waiters) = gather(first, &mut rx);
         let end = if !waiters.is_empty() {
             End::Checkpoint
         } else {
-            due(last_sync, last_checkpoint, pending)
+            c.due(c.unchecked || !batch.is_empty())
         };
         if batch.is_empty() && end == End::Nothing {
             continue;
         }
         let res = commit(&store, log, &mut held, batch, end, &stats).await;
-        match (&res, end) {
-            // Only a failed sync or checkpoint pushes the deadlines back: a failed batch alone
-            // must not postpone the log's sync (it keeps what the database cannot take).
-            (Err(_), End::Nothing) => (unsynced, unchecked) = (true, true),
-            (Err(_), _) => {
-                (unsynced, unchecked) = (true, true);
-                retry(&mut last_sync, &mut last_checkpoint);
-            }
-            (Ok(()), End::Nothing) => (unsynced, unchecked) = (true, true),
-            (Ok(()), End::Sync) if log.is_some() => {
-                (unsynced, unchecked, last_sync) = (false, true, Instant::now());
-            }
-            (Ok(()), _) => {
-                (unsynced, unchecked) = (false, false);
-                (last_sync, last_checkpoint) = (Instant::now(), Instant::now());
-            }
-        }
+        c.committed(res.is_ok(), end, log.is_some());
         for w in waiters {
             let _ = w.send(match &res {
                 Ok(()) => Ok(()),
@@ -369,7 +418,7 @@ async fn run(
             });
         }
     }
-    if (unsynced || unchecked)
+    if (c.unsynced || c.unchecked)
         && let Err(e) = commit(
             &store,
             log,
@@ -410,26 +459,13 @@ pub fn replay(store: &Store, log: &mut Staging, batches: Vec<Batch>) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DeviceId, DeviceType, Transport};
+    use crate::domain::DeviceId;
 
     fn plug() -> DeviceInfo {
-        DeviceInfo {
-            device_id: DeviceId::parse("PLUG01").unwrap(),
-            parent_id: None,
-            outlet_index: None,
-            address: "127.0.0.9:9999".into(),
-            name: "Plug".into(),
-            device_type: DeviceType::Plug,
-            model: "KP115(US)".into(),
-            hw_ver: "1.0".into(),
-            sw_ver: "1".into(),
-            transport: Transport::Xor,
-            family: crate::domain::Family::Iot,
-            has_emeter: true,
-            mac: String::new(),
-            latitude: None,
-            longitude: None,
-        }
+        DeviceInfo::plug(DeviceId::parse("PLUG01").unwrap())
+            .at("127.0.0.9:9999")
+            .named("Plug")
+            .made("KP115(US)", "1.0", "1")
     }
 
     fn readings(n: i64) -> Vec<Reading> {

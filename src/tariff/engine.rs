@@ -14,7 +14,7 @@
 
 use super::{Compiled, Micro, Model, Per, Versions};
 use crate::domain::DeviceId;
-use crate::export::localtime::TzCache;
+use crate::localtime::TzCache;
 use crate::store::{self, Store};
 use chrono::NaiveDate;
 use std::collections::HashMap;

@@ -505,7 +505,7 @@ async fn trusted_proxies_forward_the_real_client_address() {
     for (trusted, want) in [(true, "203.0.113.7"), (false, "127.0.0.1")] {
         let app = TestApp::spawn_with(vec![], move |s| {
             if trusted {
-                s.http.trusted_proxies = vec!["127.0.0.0/8".into()];
+                s.http.trusted_proxies = vec![kasad::config::Net::parse("127.0.0.0/8").unwrap()];
             }
         })
         .await;

@@ -48,14 +48,29 @@ fn the_readme_is_short_and_every_relative_link_resolves() {
     let n = readme.lines().count();
     assert!(n <= 200, "README has {n} lines");
     for (i, l) in readme.lines().enumerate() {
-        assert!(l.chars().count() <= 120, "README line {} is {} characters", i + 1, l.chars().count());
+        assert!(
+            l.chars().count() <= 120,
+            "README line {} is {} characters",
+            i + 1,
+            l.chars().count()
+        );
     }
-    let pages = ["devices", "storage", "exports", "api", "operations", "development"];
+    let pages = [
+        "devices",
+        "storage",
+        "exports",
+        "api",
+        "operations",
+        "development",
+    ];
     let mut files: Vec<PathBuf> = vec![root().join("README.md")];
     for p in pages {
         let f = root().join("docs").join(format!("{p}.md"));
         assert!(f.exists(), "{} is missing", f.display());
-        assert!(readme.contains(&format!("docs/{p}.md")), "the README does not link docs/{p}.md");
+        assert!(
+            readme.contains(&format!("docs/{p}.md")),
+            "the README does not link docs/{p}.md"
+        );
         files.push(f);
     }
     let mut broken = Vec::new();
@@ -81,5 +96,33 @@ fn the_readme_is_short_and_every_relative_link_resolves() {
             }
         }
     }
-    assert!(broken.is_empty(), "broken links:\n  {}", broken.join("\n  "));
+    assert!(
+        broken.is_empty(),
+        "broken links:\n  {}",
+        broken.join("\n  ")
+    );
+}
+
+#[test]
+fn where_things_live_names_every_module() {
+    let doc = root().join("docs/development.md");
+    let text = std::fs::read_to_string(&doc).unwrap();
+    let start = text
+        .find("\n## Where things live")
+        .expect("docs/development.md has no \"## Where things live\" section");
+    let rest = &text[start + 1..];
+    let section = rest.find("\n## ").map_or(rest, |end| &rest[..end]);
+    let mut files = Vec::new();
+    crate::layers::rust_files(&root().join("src"), &mut files);
+    files.sort();
+    let missing: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(root()).unwrap().display().to_string())
+        .filter(|f| !section.contains(&format!("`{f}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/development.md, \"Where things live\", does not name (as `path`):\n  {}",
+        missing.join("\n  ")
+    );
 }

@@ -11,13 +11,11 @@ const T0: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z, a bucket boundary
 const MIN: i64 = 60_000;
 
 fn info(id: &str, parent: Option<&str>) -> DeviceInfo {
-    let mut i = crate::helpers::plug_info(id);
-    i.parent_id = parent.map(|p| DeviceId::parse(p).unwrap());
-    i.outlet_index = parent.map(|_| 0);
-    if parent.is_some() {
-        i.device_type = DeviceType::StripOutlet;
+    let plug = crate::helpers::plug_info(id);
+    match parent {
+        Some(p) => plug.outlet_of(DeviceId::parse(p).unwrap(), 0),
+        None => plug,
     }
-    i
 }
 
 fn reading(id: &str, ts_ms: i64, counter_wh: i64, power_mw: i64) -> Reading {

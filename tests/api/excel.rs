@@ -6,8 +6,8 @@
 
 use crate::exports::{env, export_as};
 use kasad::export::excel::ExcelSink;
-use kasad::export::localtime::TzCache;
 use kasad::export::render::{Cell, Sink};
+use kasad::localtime::TzCache;
 use serde_json::{Value, json};
 use std::path::Path;
 

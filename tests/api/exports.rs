@@ -18,10 +18,7 @@ const STEP: i64 = 600_000; // one reading per device every 10 minutes
 const N: i64 = 432; // three days
 
 fn device(id: &str, name: &str, addr: &str) -> DeviceInfo {
-    let mut d = crate::helpers::plug_info(id);
-    d.name = name.into();
-    d.address = addr.into();
-    d
+    crate::helpers::plug_info(id).named(name).at(addr)
 }
 
 /// Two plugs over 2024-03-09..11 UTC: a lamp (45.2 W from 06:00 to 22:00 UTC, off otherwise,

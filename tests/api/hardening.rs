@@ -32,7 +32,7 @@ fn now_ms() -> i64 {
 }
 
 fn proxied(s: &mut kasad::config::Settings) {
-    s.http.trusted_proxies = vec!["127.0.0.0/8".into()];
+    s.http.trusted_proxies = vec![kasad::config::Net::parse("127.0.0.0/8").unwrap()];
 }
 
 /// Finding 1: a throttled username made every login write its raw (60 KB) name into the
@@ -418,7 +418,7 @@ async fn random_refresh_tokens_cost_no_write_and_are_throttled() {
     let before = write_transactions(&app).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let token = kasad::auth::random_token::<32>();
+        let token = kasad::random::random_token::<32>();
         let r = app
             .client
             .post(&url)
@@ -439,7 +439,7 @@ async fn random_refresh_tokens_cost_no_write_and_are_throttled() {
         let r = app
             .client
             .post(&url)
-            .json(&json!({"refresh_token": kasad::auth::random_token::<32>()}))
+            .json(&json!({"refresh_token": kasad::random::random_token::<32>()}))
             .send()
             .await
             .unwrap();

@@ -20,7 +20,7 @@ pub const ADMIN_PASSWORD: &str = "test-admin-password";
 /// An HTTP client. reqwest shares the daemon's TLS features (rustls without a built-in
 /// crypto provider), so the provider is installed first.
 pub fn client() -> reqwest::Client {
-    kasad::schedule::delivery::install_tls();
+    kasad::tls::install_tls();
     reqwest::Client::new()
 }
 
@@ -46,23 +46,10 @@ pub async fn login(client: &reqwest::Client, base: &str, user: &str, password: &
 
 /// A metered plug record for store-level tests.
 pub fn plug_info(id: &str) -> kasad::domain::DeviceInfo {
-    kasad::domain::DeviceInfo {
-        device_id: kasad::domain::DeviceId::parse(id).unwrap(),
-        parent_id: None,
-        outlet_index: None,
-        address: "127.0.0.9:9999".into(),
-        name: id.into(),
-        device_type: kasad::domain::DeviceType::Plug,
-        model: "KP115(US)".into(),
-        hw_ver: "1.0".into(),
-        sw_ver: "1".into(),
-        transport: kasad::domain::Transport::Xor,
-        family: kasad::domain::Family::Iot,
-        has_emeter: true,
-        mac: String::new(),
-        latitude: None,
-        longitude: None,
-    }
+    kasad::domain::DeviceInfo::plug(kasad::domain::DeviceId::parse(id).unwrap())
+        .at("127.0.0.9:9999")
+        .named(id)
+        .made("KP115(US)", "1.0", "1")
 }
 
 /// Runs the real `kasad` binary with `args`; whether it succeeded, and stdout + stderr.
@@ -116,7 +103,7 @@ pub fn settings(dir: &std::path::Path, targets: &[SocketAddr]) -> Settings {
 
 /// `n` fleet devices whose simulated state starts now.
 pub fn fleet(n: u32) -> Vec<SimDevice> {
-    kasad::demo::fleet(n, clock::SystemClock.now_ms())
+    kasad::cli::demo::fleet(n, clock::SystemClock.now_ms())
 }
 
 /// Starts simulated devices on 127.0.0.2… with ephemeral ports.
@@ -326,4 +313,101 @@ pub fn day(offset: i64) -> String {
     (*START.get_or_init(chrono::Utc::now) + chrono::Duration::days(offset))
         .format("%Y-%m-%d")
         .to_string()
+}
+
+/// A simulated KLAP or AES device on 127.0.3.`host` (each test its own addresses), built
+/// from a day-long session on the account `owner@example.com` / `correct horse`, the
+/// system clock and an ephemeral 20002 port; [`SimBuilder::start`] starts it.
+pub struct SimBuilder {
+    host: u8,
+    model: kasad::sim::Model,
+    spec: kasad::sim::KlapSpec,
+    probe_port: u16,
+    clock: kasad::clock::SharedClock,
+}
+
+/// An IOT device of `model` speaking KLAP `version` (see [`SimBuilder`]).
+pub fn klap_sim(
+    host: u8,
+    model: kasad::sim::Model,
+    version: kasad::protocol::klap::Version,
+) -> SimBuilder {
+    SimBuilder {
+        host,
+        model,
+        spec: kasad::sim::KlapSpec {
+            version,
+            family: kasad::domain::Family::Iot,
+            account: kasad::protocol::klap::Credentials::new("owner@example.com", "correct horse"),
+            session_timeout: std::time::Duration::from_secs(86_400),
+            aes: false,
+        },
+        probe_port: 0,
+        clock: kasad::clock::system(),
+    }
+}
+
+/// An EP25 hw 2.6 speaking SMART over AES securePassthrough (see [`SimBuilder`]).
+pub fn aes_sim(host: u8) -> SimBuilder {
+    let mut b = klap_sim(
+        host,
+        kasad::sim::Model::Ep25,
+        kasad::protocol::klap::Version::V2,
+    )
+    .smart();
+    b.spec.aes = true;
+    b
+}
+
+impl SimBuilder {
+    /// Speaks SMART inside the transport.
+    pub fn smart(mut self) -> Self {
+        self.spec.family = kasad::domain::Family::Smart;
+        self
+    }
+
+    /// The KLAP generation (for AES: the login version its probe answer announces).
+    pub fn version(mut self, v: kasad::protocol::klap::Version) -> Self {
+        self.spec.version = v;
+        self
+    }
+
+    /// Bound to `account`.
+    pub fn account(mut self, account: kasad::protocol::klap::Credentials) -> Self {
+        self.spec.account = account;
+        self
+    }
+
+    /// Sessions lapse after `timeout`.
+    pub fn session(mut self, timeout: std::time::Duration) -> Self {
+        self.spec.session_timeout = timeout;
+        self
+    }
+
+    /// Answers the 20002 probe on `port` (0: ephemeral).
+    pub fn probe_port(mut self, port: u16) -> Self {
+        self.probe_port = port;
+        self
+    }
+
+    /// Runs on `clock`.
+    pub fn clock(mut self, clock: kasad::clock::SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Starts it, with six 60 W loads (one per outlet of a strip).
+    pub async fn start(self) -> kasad::sim::KlapHandle {
+        use kasad::sim::{Load, SimDevice, SimSpec};
+        let spec = SimSpec::numbered(
+            u32::from(self.host) + 300,
+            self.model,
+            vec![Load::Constant(60_000); 6],
+        );
+        let d = SimDevice::new(spec, self.clock.now_ms());
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 3, self.host));
+        kasad::sim::start_klap(d, self.spec, ip, self.probe_port, self.clock)
+            .await
+            .unwrap()
+    }
 }

@@ -3,7 +3,7 @@
 //! before a session lapses) and the 20002 probe and answer.
 
 use crate::exports::{download, finished};
-use crate::helpers::{TestApp, of_type};
+use crate::helpers::{TestApp, aes_sim, klap_sim, of_type};
 use kasad::clock::{self, SharedClock};
 use kasad::domain::{Family, Transport};
 use kasad::protocol::klap::{Credentials, Version, aes_candidates, candidates};
@@ -20,83 +20,6 @@ use std::time::Duration;
 
 fn me() -> Credentials {
     Credentials::new("owner@example.com", "correct horse")
-}
-
-/// A KLAP device on 127.0.3.`host` (each test its own addresses).
-pub async fn klap_device(
-    host: u8,
-    model: Model,
-    version: Version,
-    family: Family,
-    account: Credentials,
-    timeout: Duration,
-    clock: SharedClock,
-) -> KlapHandle {
-    klap_device_at(host, 0, model, version, family, account, timeout, clock).await
-}
-
-/// Like [`klap_device`], answering the 20002 probe on `discovery_port` (0 = ephemeral).
-#[allow(clippy::too_many_arguments)]
-pub async fn klap_device_at(
-    host: u8,
-    discovery_port: u16,
-    model: Model,
-    version: Version,
-    family: Family,
-    account: Credentials,
-    timeout: Duration,
-    clock: SharedClock,
-) -> KlapHandle {
-    let k = KlapSpec {
-        version,
-        family,
-        account,
-        session_timeout: timeout,
-        aes: false,
-    };
-    start_device(host, discovery_port, model, k, clock).await
-}
-
-/// An EP25 hw 2.6 speaking SMART over AES securePassthrough on 127.0.3.`host`.
-pub async fn aes_device(
-    host: u8,
-    discovery_port: u16,
-    account: Credentials,
-    timeout: Duration,
-    clock: SharedClock,
-) -> KlapHandle {
-    let k = KlapSpec {
-        version: Version::V2,
-        family: Family::Smart,
-        account,
-        session_timeout: timeout,
-        aes: true,
-    };
-    start_device(host, discovery_port, Model::Ep25, k, clock).await
-}
-
-async fn start_device(
-    host: u8,
-    discovery_port: u16,
-    model: Model,
-    k: KlapSpec,
-    clock: SharedClock,
-) -> KlapHandle {
-    let spec = SimSpec::numbered(
-        u32::from(host) + 300,
-        model,
-        vec![Load::Constant(60_000); 6],
-    );
-    let d = SimDevice::new(spec, clock.now_ms());
-    start_klap(
-        d,
-        k,
-        IpAddr::V4(Ipv4Addr::new(127, 0, 3, host)),
-        discovery_port,
-        clock,
-    )
-    .await
-    .unwrap()
 }
 
 fn client(h: &KlapHandle, v: Version) -> KlapClient {
@@ -121,16 +44,10 @@ async fn both_klap_versions_accept_each_candidate_credential() {
     for v in [Version::V1, Version::V2] {
         for account in [me(), Credentials::kasa_default(), Credentials::blank()] {
             host += 1;
-            let h = klap_device(
-                host,
-                Model::Hs100Uk,
-                v,
-                Family::Iot,
-                account.clone(),
-                Duration::from_secs(86_400),
-                clock::system(),
-            )
-            .await;
+            let h = klap_sim(host, Model::Hs100Uk, v)
+                .account(account.clone())
+                .start()
+                .await;
             let mut c = client(&h, v);
             for _ in 0..3 {
                 let s = sysinfo(&mut c).await.unwrap();
@@ -151,16 +68,10 @@ async fn both_klap_versions_accept_each_candidate_credential() {
 #[tokio::test]
 async fn a_device_bound_to_another_account_is_an_authentication_error() {
     let other = Credentials::new("someone@example.com", "secret");
-    let h = klap_device(
-        21,
-        Model::Hs100Uk,
-        Version::V2,
-        Family::Iot,
-        other,
-        Duration::from_secs(86_400),
-        clock::system(),
-    )
-    .await;
+    let h = klap_sim(21, Model::Hs100Uk, Version::V2)
+        .account(other)
+        .start()
+        .await;
     let err = sysinfo(&mut client(&h, Version::V2)).await.unwrap_err();
     assert!(matches!(err, Error::Auth(_)), "{err}");
     assert!(!err.to_string().contains("correct horse"), "{err}");
@@ -174,16 +85,7 @@ async fn a_device_bound_to_another_account_is_an_authentication_error() {
 
 #[tokio::test]
 async fn a_403_mid_session_handshakes_again_and_the_request_succeeds() {
-    let h = klap_device(
-        22,
-        Model::Hs100Uk,
-        Version::V1,
-        Family::Iot,
-        me(),
-        Duration::from_secs(86_400),
-        clock::system(),
-    )
-    .await;
+    let h = klap_sim(22, Model::Hs100Uk, Version::V1).start().await;
     let mut c = client(&h, Version::V1);
     sysinfo(&mut c).await.unwrap();
     h.drop_sessions();
@@ -201,16 +103,10 @@ async fn a_403_mid_session_handshakes_again_and_the_request_succeeds() {
 async fn a_session_is_renewed_before_it_lapses() {
     // TIMEOUT=2 s: the client renews once half of it has passed, before the device would
     // refuse the session.
-    let h = klap_device(
-        23,
-        Model::Hs100Uk,
-        Version::V2,
-        Family::Iot,
-        me(),
-        Duration::from_secs(2),
-        clock::system(),
-    )
-    .await;
+    let h = klap_sim(23, Model::Hs100Uk, Version::V2)
+        .session(Duration::from_secs(2))
+        .start()
+        .await;
     let mut c = client(&h, Version::V2);
     sysinfo(&mut c).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
@@ -225,16 +121,10 @@ async fn a_session_is_renewed_before_it_lapses() {
 
 #[tokio::test]
 async fn the_20002_probe_gets_the_device_and_its_transport() {
-    let h = klap_device(
-        24,
-        Model::Kp125m,
-        Version::V2,
-        Family::Smart,
-        me(),
-        Duration::from_secs(86_400),
-        clock::system(),
-    )
-    .await;
+    let h = klap_sim(24, Model::Kp125m, Version::V2)
+        .smart()
+        .start()
+        .await;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // A probe with a broken CRC is ignored, as devices do.
     let mut bad = port20002::probe(7);
@@ -280,57 +170,42 @@ fn by_model<'a>(d: &'a [serde_json::Value], model: &str) -> Vec<&'a serde_json::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_finds_polls_and_exports_klap_devices_and_flags_the_ones_it_cannot_use() {
     let c = clock::system();
-    let day = Duration::from_secs(86_400);
     // Our account on a KP125M; an HS100 UK never bound (blank); a P316M strip on the Kasa
     // default; another KP125M bound to someone else's account; and a TPAP device.
-    let kp = klap_device_at(
-        31,
-        0,
-        Model::Kp125m,
-        Version::V2,
-        Family::Smart,
-        me(),
-        day,
-        c.clone(),
-    )
-    .await;
+    let kp = klap_sim(31, Model::Kp125m, Version::V2)
+        .smart()
+        .clock(c.clone())
+        .start()
+        .await;
     let port = kp.discovery_addr.port();
-    let hs = klap_device_at(
-        32,
-        port,
-        Model::Hs100Uk,
-        Version::V1,
-        Family::Iot,
-        Credentials::blank(),
-        day,
-        c.clone(),
-    )
-    .await;
-    let strip = klap_device_at(
-        33,
-        port,
-        Model::P316m,
-        Version::V2,
-        Family::Smart,
-        Credentials::kasa_default(),
-        day,
-        c.clone(),
-    )
-    .await;
+    let hs = klap_sim(32, Model::Hs100Uk, Version::V1)
+        .probe_port(port)
+        .account(Credentials::blank())
+        .clock(c.clone())
+        .start()
+        .await;
+    let strip = klap_sim(33, Model::P316m, Version::V2)
+        .smart()
+        .probe_port(port)
+        .account(Credentials::kasa_default())
+        .clock(c.clone())
+        .start()
+        .await;
     let other = Credentials::new("neighbour@example.com", "theirs");
-    let locked = klap_device_at(
-        34,
-        port,
-        Model::Kp125m,
-        Version::V2,
-        Family::Smart,
-        other,
-        day,
-        c.clone(),
-    )
-    .await;
+    let locked = klap_sim(34, Model::Kp125m, Version::V2)
+        .smart()
+        .probe_port(port)
+        .account(other)
+        .clock(c.clone())
+        .start()
+        .await;
     tpap_announcer(Ipv4Addr::new(127, 0, 3, 35), port).await;
-    let ep25 = aes_device(36, port, Credentials::blank(), day, c.clone()).await;
+    let ep25 = aes_sim(36)
+        .probe_port(port)
+        .account(Credentials::blank())
+        .clock(c.clone())
+        .start()
+        .await;
     // A legacy plug among them: one round probes 9999 and 20002.
     let legacy_dev = SimDevice::new(
         SimSpec::numbered(337, Model::Hs110V4, vec![Load::Constant(60_000)]),
@@ -544,38 +419,21 @@ fn python_kasa(h: &KlapHandle, family: &str, encryption: &str, lv: u8) -> serde_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_kasa_reads_the_klap_simulators() {
     let c = clock::system();
-    let day = Duration::from_secs(86_400);
-    let hs = klap_device(
-        41,
-        Model::Hs100Uk,
-        Version::V1,
-        Family::Iot,
-        me(),
-        day,
-        c.clone(),
-    )
-    .await;
-    let kp = klap_device(
-        42,
-        Model::Kp125m,
-        Version::V2,
-        Family::Smart,
-        me(),
-        day,
-        c.clone(),
-    )
-    .await;
-    let strip = klap_device(
-        43,
-        Model::P316m,
-        Version::V2,
-        Family::Smart,
-        me(),
-        day,
-        c.clone(),
-    )
-    .await;
-    let ep25 = aes_device(44, 0, me(), day, c.clone()).await;
+    let hs = klap_sim(41, Model::Hs100Uk, Version::V1)
+        .clock(c.clone())
+        .start()
+        .await;
+    let kp = klap_sim(42, Model::Kp125m, Version::V2)
+        .smart()
+        .clock(c.clone())
+        .start()
+        .await;
+    let strip = klap_sim(43, Model::P316m, Version::V2)
+        .smart()
+        .clock(c.clone())
+        .start()
+        .await;
+    let ep25 = aes_sim(44).clock(c.clone()).start().await;
     let (hs_v, kp_v, strip_v, ep25_v) = tokio::task::spawn_blocking({
         let (hs, kp, strip, ep25) = (hs.clone(), kp.clone(), strip.clone(), ep25.clone());
         move || {
@@ -651,13 +509,12 @@ async fn smart_info(c: &mut AesClient) -> Result<serde_json::Value, Error> {
 
 #[tokio::test]
 async fn the_aes_transport_logs_in_and_round_trips_smart_requests() {
-    let day = Duration::from_secs(86_400);
     for (host, account) in [
         (51, me()),
         (52, Credentials::kasa_default()),
         (53, Credentials::blank()),
     ] {
-        let h = aes_device(host, 0, account.clone(), day, clock::system()).await;
+        let h = aes_sim(host).account(account.clone()).start().await;
         let mut c = aes_client(&h);
         for _ in 0..3 {
             let info = smart_info(&mut c).await.unwrap();
@@ -678,14 +535,10 @@ async fn the_aes_transport_logs_in_and_round_trips_smart_requests() {
         );
     }
     // Someone else's device: every candidate fails.
-    let other = aes_device(
-        54,
-        0,
-        Credentials::new("x@example.com", "y"),
-        day,
-        clock::system(),
-    )
-    .await;
+    let other = aes_sim(54)
+        .account(Credentials::new("x@example.com", "y"))
+        .start()
+        .await;
     let err = smart_info(&mut aes_client(&other)).await.unwrap_err();
     assert!(matches!(err, Error::Auth(_)), "{err}");
     assert_eq!(other.stats.answered.load(Ordering::Relaxed), 0);
@@ -693,7 +546,7 @@ async fn the_aes_transport_logs_in_and_round_trips_smart_requests() {
 
 #[tokio::test]
 async fn an_aes_session_lost_mid_way_logs_in_again_and_one_about_to_lapse_is_renewed() {
-    let h = aes_device(55, 0, me(), Duration::from_secs(86_400), clock::system()).await;
+    let h = aes_sim(55).start().await;
     let mut c = aes_client(&h);
     smart_info(&mut c).await.unwrap();
     h.drop_sessions();
@@ -705,7 +558,7 @@ async fn an_aes_session_lost_mid_way_logs_in_again_and_one_about_to_lapse_is_ren
     );
     assert_eq!(h.stats.handshakes.load(Ordering::Relaxed), 2);
 
-    let short = aes_device(56, 0, me(), Duration::from_secs(2), clock::system()).await;
+    let short = aes_sim(56).session(Duration::from_secs(2)).start().await;
     let mut c = aes_client(&short);
     smart_info(&mut c).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
@@ -826,27 +679,16 @@ async fn a_smart_counter_restarting_with_the_device_month_loses_and_doubles_noth
 async fn a_smart_device_refusing_batches_is_read_with_single_calls() {
     use kasad::poller::conns::{ConnPool, Target};
     let c = clock::system();
-    let day = Duration::from_secs(86_400);
-    let plug = klap_device(
-        61,
-        Model::Kp125m,
-        Version::V2,
-        Family::Smart,
-        me(),
-        day,
-        c.clone(),
-    )
-    .await;
-    let strip = klap_device(
-        62,
-        Model::P316m,
-        Version::V2,
-        Family::Smart,
-        me(),
-        day,
-        c.clone(),
-    )
-    .await;
+    let plug = klap_sim(61, Model::Kp125m, Version::V2)
+        .smart()
+        .clock(c.clone())
+        .start()
+        .await;
+    let strip = klap_sim(62, Model::P316m, Version::V2)
+        .smart()
+        .clock(c.clone())
+        .start()
+        .await;
     let pool = ConnPool::new(4).with_account(Some(me()));
     for h in [&plug, &strip] {
         h.sim.set_fault(Some(kasad::sim::Fault::RefuseBatch));
@@ -907,14 +749,7 @@ async fn strip_readings(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_naming_no_transport_is_tried_in_the_fallback_order() {
     // A SMART device whose 20002 answer leaves out encrypt_type: KLAP v2 first, then AES.
-    let ep25 = aes_device(
-        70,
-        0,
-        Credentials::blank(),
-        Duration::from_secs(86_400),
-        clock::system(),
-    )
-    .await;
+    let ep25 = aes_sim(70).account(Credentials::blank()).start().await;
     ep25.hide_scheme(true);
     let port = ep25.discovery_addr.port();
     let app = TestApp::with_sims(vec![], |s| {
@@ -948,14 +783,8 @@ async fn aes_devices_get_the_reversible_password_only_when_trusted() {
         (81, false, false, false),
         (82, false, true, true),
     ] {
-        let k = KlapSpec {
-            version: Version::V1, // announces lv 1 unless hidden
-            family: Family::Smart,
-            account: me(),
-            session_timeout: Duration::from_secs(86_400),
-            aes: true,
-        };
-        let ep25 = start_device(host, 0, Model::Ep25, k, clock::system()).await;
+        // KLAP generation 1: the probe's answer announces lv 1 unless hidden.
+        let ep25 = aes_sim(host).version(Version::V1).start().await;
         ep25.hide_lv(hide_lv);
         let port = ep25.discovery_addr.port();
         let app = TestApp::with_sims(vec![], |s| {

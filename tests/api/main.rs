@@ -22,6 +22,7 @@ mod helpers;
 mod import;
 mod interop;
 mod klap;
+mod layers;
 mod mdns;
 mod metrics;
 mod mqtt;

@@ -268,7 +268,7 @@ async fn a_ten_device_year_report_renders() {
         )
         .unwrap();
         // One reading an hour: the report reads the rollups, whose shape this gives.
-        kasad::bench::generate(10, 365, 3_600_000, start, |readings| {
+        kasad::cli::benchmarks::generate(10, 365, 3_600_000, start, |readings| {
             apply(
                 &store,
                 &Batch {

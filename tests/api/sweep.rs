@@ -400,7 +400,7 @@ async fn every_route_answers_bad_input_with_a_clear_4xx_and_writes_nothing_outsi
         s.exports.preview_rate_per_minute = 1_000_000;
         // Every request names its own client (below): bad input counts against its address's
         // login throttle (tested in `auth`), which must not mask a route's own answer here.
-        s.http.trusted_proxies = vec!["127.0.0.0/8".into()];
+        s.http.trusted_proxies = vec![kasad::config::Net::parse("127.0.0.0/8").unwrap()];
     })
     .await;
     let ds = app

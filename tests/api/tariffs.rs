@@ -66,7 +66,10 @@ fn seed(dir: &Path, devices: &[(&str, i64)], from: i64, to: i64, tariffs: &[Tari
     if let Some((first, rest)) = tariffs.split_first() {
         store.tariffs_seed(first).unwrap();
         for t in rest {
-            store.tariff_append(t, |_| Ok(()), None).unwrap().unwrap();
+            store
+                .tariff_append(t, |_| Ok::<(), String>(()), None)
+                .unwrap()
+                .unwrap();
         }
     }
 }
@@ -87,7 +90,7 @@ async fn app(dir: &Path, zone: &str, now: i64) -> TestApp {
     let zone = zone.to_owned();
     TestApp::on_data(dir, clock, move |s| {
         s.exports.rate_limit_per_hour = 1000;
-        s.timezone = zone;
+        s.timezone = zone.parse().unwrap();
     })
     .await
 }

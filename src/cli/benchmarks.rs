@@ -9,7 +9,7 @@
 //! RSS sampled while each runs (peak minus the RSS just before).
 
 use crate::domain::rollup::Period;
-use crate::domain::{DeviceId, DeviceInfo, DeviceType, Reading, Transport};
+use crate::domain::{DeviceId, DeviceInfo, Reading};
 use crate::series::{self, Resolution};
 use crate::sim::load::{Load, mix, noise};
 use crate::store::Store;
@@ -19,23 +19,10 @@ use std::path::Path;
 use std::time::Instant;
 
 fn info(i: u32) -> DeviceInfo {
-    DeviceInfo {
-        device_id: DeviceId::parse(&format!("BENCH{i:04}")).expect("valid"),
-        parent_id: None,
-        outlet_index: None,
-        address: format!("127.0.0.{}:9999", 2 + i),
-        name: format!("Bench plug {i}"),
-        device_type: DeviceType::Plug,
-        model: "KP115(US)".into(),
-        hw_ver: "1.0".into(),
-        sw_ver: "bench".into(),
-        transport: Transport::Xor,
-        family: crate::domain::Family::Iot,
-        has_emeter: true,
-        mac: String::new(),
-        latitude: None,
-        longitude: None,
-    }
+    DeviceInfo::plug(DeviceId::parse(&format!("BENCH{i:04}")).expect("valid"))
+        .at(format!("127.0.0.{}:9999", 2 + i))
+        .named(format!("Bench plug {i}"))
+        .made("KP115(US)", "1.0", "bench")
 }
 
 /// Generates `days` of readings every `step_ms` for `devices` devices, in time order

@@ -233,7 +233,7 @@ pub async fn run(
     let (password, shown) = match &opts.admin_password {
         Some(p) => (p.clone(), "as given by --admin-password".to_owned()),
         None => {
-            let p = crate::auth::random_token::<12>();
+            let p = crate::random::random_token::<12>();
             (p.clone(), p)
         }
     };
@@ -283,4 +283,40 @@ pub async fn run(
     }
     drop(tmp);
     res
+}
+
+/// Arguments of `kasad demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// HTTP address.
+    #[arg(long, default_value = "127.0.0.1:5272")]
+    listen: std::net::SocketAddr,
+    /// Number of simulated devices (one HS300 strip and one HS100 in every eight).
+    #[arg(long, default_value_t = 8)]
+    devices: u32,
+    /// Data directory (default: a fresh temporary directory).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Days of simulated history to backfill into an empty database.
+    #[arg(long, default_value_t = 1)]
+    history_days: u32,
+    /// Time between backfilled readings, e.g. `5m` (default: the poll interval).
+    #[arg(long, value_parser = super::parse_dur)]
+    history_step: Option<crate::config::Dur>,
+    /// Password for the `admin` user created on first start (default: random, printed).
+    #[arg(long)]
+    admin_password: Option<String>,
+}
+
+/// Runs the demo until SIGTERM or Ctrl-C.
+pub async fn main(a: Args) -> anyhow::Result<()> {
+    let opts = DemoOptions {
+        listen: a.listen,
+        devices: a.devices,
+        data_dir: a.data_dir,
+        history_days: a.history_days,
+        history_step: a.history_step.map(|d| d.0),
+        admin_password: a.admin_password,
+    };
+    run(opts, crate::clock::system(), super::shutdown::signal()).await
 }

@@ -104,3 +104,49 @@ mod tests {
         assert!(matches!(e, Unhealthy::Unreachable(..)), "{e}");
     }
 }
+
+/// Arguments of `kasad healthcheck`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Configuration file (TOML), for the listen address.
+    #[arg(long, default_value = super::DEFAULT_CONFIG)]
+    config: std::path::PathBuf,
+    /// Ask this address instead (e.g. 127.0.0.1:5272).
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+/// Asks the daemon; exit 0 when healthy.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    use crate::config::Settings;
+    let (config, addr, timeout) = (a.config, a.addr, a.timeout);
+    // With --addr the configuration is optional; it only lends the scrape token.
+    let (addr, settings) = match addr {
+        Some(a) => (a, Settings::load(Some(&config)).ok()),
+        None => {
+            let s = Settings::load(Some(&config))?;
+            (target(s.http.listen), Some(s))
+        }
+    };
+    // The scrape token (if readable) brings the detail: version and uptime.
+    let token = settings
+        .filter(|s| s.metrics.access != "off")
+        .and_then(|s| crate::app::metrics_token(&s).ok().flatten());
+    let report = check(
+        addr,
+        std::time::Duration::from_secs(timeout),
+        token.as_deref(),
+    )
+    .await?;
+    match report["version"].as_str() {
+        Some(v) => println!(
+            "kasad on {addr}: ok (version {v}, up {} s)",
+            report["uptime_s"]
+        ),
+        None => println!("kasad on {addr}: ok"),
+    }
+    Ok(())
+}

@@ -100,17 +100,15 @@ async fn poller(c: &reqwest::Client, base: &str, token: &str) -> Result<Value, L
     Ok(v["poller"].clone())
 }
 
-/// Runs the load; returns the report.
-pub async fn run(o: LoadOptions) -> Result<Value, LoadError> {
-    crate::schedule::delivery::install_tls();
-    let c = reqwest::Client::builder()
-        .pool_max_idle_per_host(o.clients + o.exports)
-        .build()
-        .map_err(|e| fail("client", e))?;
-    let base = o.base.trim_end_matches('/').to_owned();
+/// Signs in as `admin`; returns the token and the device ids.
+async fn sign_in(
+    c: &reqwest::Client,
+    base: &str,
+    password: &str,
+) -> Result<(String, Vec<String>), LoadError> {
     let login = json_of(
         c.post(format!("{base}/api/auth/login"))
-            .json(&json!({"username": "admin", "password": o.password})),
+            .json(&json!({"username": "admin", "password": password})),
         "login",
     )
     .await?;
@@ -134,6 +132,66 @@ pub async fn run(o: LoadOptions) -> Result<Value, LoadError> {
     if ids.is_empty() {
         return Err(fail("devices", "the daemon has no devices yet"));
     }
+    Ok((token, ids))
+}
+
+/// One client's requests, round robin over [`KINDS`] and the devices, until `end`: the
+/// latencies by kind and the errors.
+async fn one_client(
+    n: usize,
+    c: &reqwest::Client,
+    base: &str,
+    token: &str,
+    ids: &[String],
+    download: &str,
+    end: Instant,
+) -> (Vec<Vec<f64>>, Vec<String>) {
+    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
+    let mut errors: Vec<String> = Vec::new();
+    let mut i = n;
+    while Instant::now() < end {
+        let kind = i % KINDS.len();
+        let id = &ids[(i / KINDS.len()) % ids.len()];
+        let url = match KINDS[kind] {
+            "health" => format!("{base}/api/health"),
+            "export_status" => format!("{base}/api/exports/{download}"),
+            "export_history" => format!("{base}/api/exports/history?limit=20"),
+            "readings" => format!("{base}/api/devices/{id}/readings?resolution=hour"),
+            "preview" => {
+                format!("{base}/api/exports/preview?export_type=device_data&devices={id}&limit=10")
+            }
+            _ => format!("{base}/api/exports/download/{download}"),
+        };
+        let t = Instant::now();
+        let ok = match c.get(&url).bearer_auth(token).send().await {
+            Ok(r) => {
+                let status = r.status();
+                match r.bytes().await {
+                    Ok(_) if status.is_success() => Ok(()),
+                    Ok(_) => Err(format!("{} {status}", KINDS[kind])),
+                    Err(e) => Err(format!("{} {e}", KINDS[kind])),
+                }
+            }
+            Err(e) => Err(format!("{} {e}", KINDS[kind])),
+        };
+        lat[kind].push(t.elapsed().as_secs_f64() * 1000.0);
+        if let Err(e) = ok {
+            errors.push(e);
+        }
+        i += 1;
+    }
+    (lat, errors)
+}
+
+/// Runs the load; returns the report.
+pub async fn run(o: LoadOptions) -> Result<Value, LoadError> {
+    crate::tls::install_tls();
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.clients + o.exports)
+        .build()
+        .map_err(|e| fail("client", e))?;
+    let base = o.base.trim_end_matches('/').to_owned();
+    let (token, ids) = sign_in(&c, &base, &o.password).await?;
     let day = |d: i64| {
         (chrono::Utc::now() + chrono::Duration::days(d))
             .format("%Y-%m-%d")
@@ -169,41 +227,7 @@ pub async fn run(o: LoadOptions) -> Result<Value, LoadError> {
         let (c, base, token) = (c.clone(), base.clone(), token.clone());
         let (ids, download) = (ids.clone(), download.clone());
         clients.push(tokio::spawn(async move {
-            let mut lat: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
-            let mut errors: Vec<String> = Vec::new();
-            let mut i = n;
-            while Instant::now() < end {
-                let kind = i % KINDS.len();
-                let id = &ids[(i / KINDS.len()) % ids.len()];
-                let url = match KINDS[kind] {
-                    "health" => format!("{base}/api/health"),
-                    "export_status" => format!("{base}/api/exports/{download}"),
-                    "export_history" => format!("{base}/api/exports/history?limit=20"),
-                    "readings" => format!("{base}/api/devices/{id}/readings?resolution=hour"),
-                    "preview" => format!(
-                        "{base}/api/exports/preview?export_type=device_data&devices={id}&limit=10"
-                    ),
-                    _ => format!("{base}/api/exports/download/{download}"),
-                };
-                let t = Instant::now();
-                let ok = match c.get(&url).bearer_auth(token.as_str()).send().await {
-                    Ok(r) => {
-                        let status = r.status();
-                        match r.bytes().await {
-                            Ok(_) if status.is_success() => Ok(()),
-                            Ok(_) => Err(format!("{} {status}", KINDS[kind])),
-                            Err(e) => Err(format!("{} {e}", KINDS[kind])),
-                        }
-                    }
-                    Err(e) => Err(format!("{} {e}", KINDS[kind])),
-                };
-                lat[kind].push(t.elapsed().as_secs_f64() * 1000.0);
-                if let Err(e) = ok {
-                    errors.push(e);
-                }
-                i += 1;
-            }
-            (lat, errors)
+            one_client(n, &c, &base, &token, &ids, &download, end).await
         }));
     }
     let mut lat: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];

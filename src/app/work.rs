@@ -1,0 +1,96 @@
+//! Stage 3: the export engine and the scheduler. Exports interrupted by the last stop are
+//! queued again; the expired-export cleanup runs on its cron expression.
+
+use super::open::Base;
+use super::{SHUTDOWN_GRACE, Tasks};
+use crate::auth::keys;
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::export::jobs::Exporter;
+use crate::poller::registry::Registry;
+use crate::schedule::runner::Scheduler;
+use anyhow::Context;
+use std::sync::Arc;
+
+/// The export service and the scheduler.
+pub(super) struct Work {
+    pub exporter: Arc<Exporter>,
+    pub scheduler: Arc<Scheduler>,
+}
+
+/// Starts the exporter (re-queueing interrupted jobs), the scheduler and the cleanup.
+pub(super) async fn start(
+    settings: &Settings,
+    base: &Base,
+    clock: &SharedClock,
+    registry: &Arc<Registry>,
+    tasks: &Tasks,
+) -> anyhow::Result<Work> {
+    let store = &base.store;
+    let privacy_key = keys::load_or_create(&settings.data_dir.join("export.key"))
+        .context("while loading export.key")?;
+    let exporter = Exporter::new(
+        store.clone(),
+        clock.clone(),
+        &settings.data_dir,
+        crate::export::jobs::ExportConfig {
+            settings: settings.clone(),
+            tz: settings.tz(),
+            runtime: Some(crate::export::report::Runtime {
+                started_ms: clock.now_ms(),
+                registry: registry.clone(),
+                poll_interval_ms: i64::try_from(settings.poll.interval.0.as_millis())
+                    .unwrap_or(i64::MAX),
+                db_path: settings.db_path(),
+            }),
+        },
+        privacy_key,
+        base.audit_key.clone(),
+    )
+    .context("while creating the exports directory")?;
+    {
+        let ex = exporter.clone();
+        let n = tokio::task::spawn_blocking(move || ex.recover()).await??;
+        if n > 0 {
+            tracing::info!(jobs = n, "re-queued exports interrupted by the last stop");
+        }
+    }
+    let scheduler = Scheduler::new(
+        store.clone(),
+        exporter.clone(),
+        clock.clone(),
+        settings.clone(),
+        base.audit_key.clone(),
+        base.jwt_key.clone(),
+        tasks.stop.clone(),
+    );
+    tasks.tracker.spawn(scheduler.clone().run());
+    let (ex, sch) = (exporter.clone(), scheduler.clone());
+    tasks.tracker.spawn(crate::cron::run(
+        settings.exports.cleanup_schedule.clone(),
+        settings.tz(),
+        clock.clone(),
+        tasks.stop.clone(),
+        move || {
+            let (ex, sch) = (ex.clone(), sch.clone());
+            async move {
+                match tokio::task::spawn_blocking(move || ex.cleanup()).await {
+                    Ok(Ok((expired, notices))) => {
+                        tracing::info!(expired, notices = notices.len(), "export cleanup done");
+                        sch.notify_expiring(notices).await;
+                    }
+                    other => tracing::error!(?other, "export cleanup failed"),
+                }
+            }
+        },
+    ));
+    let (ex, stop) = (exporter.clone(), tasks.stop.clone());
+    tasks.tracker.spawn(async move {
+        stop.cancelled().await;
+        ex.shutdown(SHUTDOWN_GRACE / 2).await;
+    });
+    Ok(Work {
+        exporter,
+        scheduler,
+    })
+}

@@ -1,0 +1,129 @@
+//! The hidden benchmark commands `scripts/bench` runs: `bench-store`, `bench-export`,
+//! `bench-report`, `bench-wear` (on generated data, see [`super::benchmarks`]) and
+//! `bench-load` (API load against a running daemon, see [`super::loadgen`]). Each prints one
+//! JSON object.
+
+use std::path::PathBuf;
+
+/// Storage benchmark on a generated data set.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Scratch directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Devices.
+    #[arg(long, default_value_t = 10)]
+    devices: u32,
+    /// Days of 10-second readings.
+    #[arg(long, default_value_t = 30)]
+    days: i64,
+}
+
+/// Export benchmark: device_data CSV and JSON of N raw rows.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Scratch directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Rows (10 devices, one reading per minute each).
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Runs per format (median time, largest RSS).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Formats to export, comma-separated.
+    #[arg(long, default_value = "csv,json,excel", value_delimiter = ',')]
+    formats: Vec<String>,
+}
+
+/// API load against a running daemon: concurrent clients while exports run.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// The daemon, e.g. http://127.0.0.1:5272.
+    #[arg(long)]
+    base: String,
+    /// The `admin` user's password.
+    #[arg(long)]
+    password: String,
+    /// Concurrent API clients.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Export jobs kept running.
+    #[arg(long, default_value_t = 3)]
+    exports: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+}
+
+/// The system report benchmark (PDF of 10 devices × 1 year).
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Scratch directory (the PDF is left there as report.pdf).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Runs (median time).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// Storage wear: bytes written per day for 10 devices polled every 10 s.
+#[derive(Debug, clap::Args)]
+pub struct WearArgs {
+    /// Scratch directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Simulated hours.
+    #[arg(long, default_value_t = 2)]
+    hours: i64,
+    /// Durable checkpoint every this many simulated seconds (30 or less: no staging log).
+    #[arg(long, default_value_t = 21_600)]
+    checkpoint_s: i64,
+    /// Database page cache, MiB (the daemon's default is 16).
+    #[arg(long, default_value_t = 16)]
+    cache_mb: usize,
+}
+
+/// Runs `f` on a blocking thread and prints its JSON.
+async fn print_blocking(
+    f: impl FnOnce() -> anyhow::Result<serde_json::Value> + Send + 'static,
+) -> anyhow::Result<()> {
+    let v = tokio::task::spawn_blocking(f).await??;
+    println!("{v}");
+    Ok(())
+}
+
+/// `kasad bench-store`.
+pub async fn store(a: StoreArgs) -> anyhow::Result<()> {
+    print_blocking(move || super::benchmarks::run(&a.dir, a.devices, a.days)).await
+}
+
+/// `kasad bench-export`.
+pub async fn export(a: ExportArgs) -> anyhow::Result<()> {
+    print_blocking(move || super::benchmarks::run_export(&a.dir, a.rows, a.runs, &a.formats)).await
+}
+
+/// `kasad bench-report`.
+pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
+    print_blocking(move || super::benchmarks::run_report(&a.dir, a.runs)).await
+}
+
+/// `kasad bench-wear`.
+pub async fn wear(a: WearArgs) -> anyhow::Result<()> {
+    print_blocking(move || super::benchmarks::run_wear(&a.dir, a.hours, a.checkpoint_s, a.cache_mb))
+        .await
+}
+
+/// `kasad bench-load`.
+pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
+    let v = super::loadgen::run(super::loadgen::LoadOptions {
+        base: a.base,
+        password: a.password,
+        clients: a.clients,
+        exports: a.exports,
+        duration: std::time::Duration::from_secs(a.seconds),
+    })
+    .await?;
+    println!("{v}");
+    Ok(())
+}
