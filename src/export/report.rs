@@ -87,25 +87,36 @@ impl Section {
     }
 }
 
+/// The names of the sections, for messages.
+fn section_names() -> String {
+    SECTIONS.map(Section::name).join(", ")
+}
+
+/// Why `report_sections` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SectionsError {
+    /// Not a non-empty list (the known names).
+    #[error("report_sections must be a non-empty list of: {0}")]
+    NotAList(String),
+    /// An unknown entry (as JSON), and the known names.
+    #[error("report_sections: unknown section {0}; known: {1}")]
+    Unknown(String, String),
+}
+
 /// Parses `report_sections`: absent means all; otherwise a non-empty list of known names
 /// (duplicates ignored), rendered in report order.
-pub fn sections_of(v: Option<&Value>) -> Result<Vec<Section>, String> {
-    let names = SECTIONS.map(Section::name).join(", ");
+pub fn sections_of(v: Option<&Value>) -> Result<Vec<Section>, SectionsError> {
     let list = match v {
         None | Some(Value::Null) => return Ok(SECTIONS.to_vec()),
         Some(Value::Array(a)) if !a.is_empty() => a,
-        Some(_) => {
-            return Err(format!(
-                "report_sections must be a non-empty list of: {names}"
-            ));
-        }
+        Some(_) => return Err(SectionsError::NotAList(section_names())),
     };
     let mut out = Vec::new();
     for s in list {
         let sec = s
             .as_str()
             .and_then(Section::parse)
-            .ok_or_else(|| format!("report_sections: unknown section {s}; known: {names}"))?;
+            .ok_or_else(|| SectionsError::Unknown(s.to_string(), section_names()))?;
         out.push(sec);
     }
     out.sort();

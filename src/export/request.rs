@@ -37,6 +37,12 @@ impl From<super::cost::OptionError> for RequestError {
     }
 }
 
+impl From<super::report::SectionsError> for RequestError {
+    fn from(e: super::report::SectionsError) -> Self {
+        bad(e.to_string())
+    }
+}
+
 fn bad_range(message: impl Into<String>) -> RequestError {
     RequestError {
         code: "INVALID_DATE_RANGE",
@@ -1030,7 +1036,7 @@ pub fn plan(
         "system_report" => {
             refuse_row_options(req, "use devices, report_sections and privacy_options")?;
             Kind::SystemReport {
-                sections: super::report::sections_of(req.report_sections.as_ref()).map_err(bad)?,
+                sections: super::report::sections_of(req.report_sections.as_ref())?,
                 report: None,
             }
         }
