@@ -110,3 +110,59 @@ const PAIRS: [u8; 200] = {
     }
     t
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(x: f64, d: u8) -> String {
+        let mut v = Vec::new();
+        push_num(&mut v, x, d);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn numbers_render_exactly_and_trim() {
+        assert_eq!(num(45.2, 3), "45.2");
+        assert_eq!(num(45.0, 3), "45");
+        assert_eq!(num(0.045, 6), "0.045");
+        assert_eq!(num(-1.5, 0), "-2");
+        assert_eq!(num(1.005, 2), "1"); // 1.005 is 1.00499999… in binary
+        assert_eq!(num(0.000001, 6), "0.000001");
+        assert_eq!(num(123.456789, 2), "123.46");
+        assert_eq!(num(-0.0004, 3), "0");
+        assert_eq!(num(1e300, 2).len(), 304);
+        assert_eq!(num(f64::NAN, 2), "");
+        assert_eq!(num(2.5, 0), "3");
+        assert_eq!(num(-2.5, 0), "-3");
+        assert_eq!(num(0.0005, 3), "0.001");
+        assert_eq!(num(12.000_25, 4), "12.0003"); // 120002.5 after scaling: away from zero
+        assert_eq!(num(7.0, 9), "7");
+    }
+
+    #[test]
+    fn numbers_match_rounding_by_the_float_library() {
+        // The integer rounding in `fixed` against f64::round on the same scaled value.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x % 4_000_000_000) as f64 / 997.0 - 2_000_000.0;
+            for d in [0u8, 1, 2, 3, 4, 6, 9] {
+                let scaled = (v * 10f64.powi(i32::from(d))).round();
+                let want = if scaled == 0.0 {
+                    "0".to_string()
+                } else {
+                    let s = format!("{:.*}", usize::from(d), scaled / 10f64.powi(i32::from(d)));
+                    if s.contains('.') {
+                        s.trim_end_matches('0').trim_end_matches('.').to_string()
+                    } else {
+                        s
+                    }
+                };
+                assert_eq!(num(v, d), want, "{v} with {d} decimals");
+            }
+        }
+    }
+}

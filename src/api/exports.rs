@@ -500,7 +500,7 @@ async fn preview(
     let ctl = cancel.0.clone();
     let exporter = st.work.exporter.clone();
     let s = &exporter.config().settings.exports;
-    let limits = crate::export::render::Limits {
+    let limits = crate::export::pipeline::Limits {
         max_records: s.max_records_per_export,
         max_bytes: u64::MAX,
         distinct_budget: s.distinct_budget,
@@ -508,8 +508,9 @@ async fn preview(
     let preview = move || {
         let plan = exporter.plan_to_render(&body, None)?;
         let limit = limit.min(usize::try_from(limits.max_records).unwrap_or(usize::MAX));
-        crate::export::render::preview(&st.store, &plan, limit, limits, &ctl).map_err(|e| match e {
-            crate::export::render::RenderError::Store(s) => CreateError::Store(s),
+        crate::export::pipeline::preview(&st.store, &plan, limit, limits, &ctl).map_err(|e| match e
+        {
+            crate::export::pipeline::RenderError::Store(s) => CreateError::Store(s),
             other => CreateError::Invalid(crate::export::request::RequestError {
                 code: "VALIDATION_ERROR",
                 message: other.to_string(),
@@ -533,7 +534,7 @@ async fn preview(
 
 /// Sets its flag when dropped (a handler future dropped because the client went away).
 #[derive(Debug, Default)]
-struct CancelOnDrop(std::sync::Arc<crate::export::render::Control>);
+struct CancelOnDrop(std::sync::Arc<crate::export::pipeline::Control>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {

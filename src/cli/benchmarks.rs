@@ -249,7 +249,7 @@ fn flat_tariff() -> anyhow::Result<crate::tariff::Versions> {
 
 /// Runs the export benchmark in `dir` with `rows` readings (10 devices), `runs` times.
 pub fn run_export(dir: &Path, rows: u64, runs: usize, formats: &[String]) -> anyhow::Result<Value> {
-    use crate::export::render::{self, Control, Limits};
+    use crate::export::pipeline::{self as render, Control, Limits};
     let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
     let devices = 10;
     let minutes = rows.div_ceil(u64::from(devices)) as i64;
@@ -328,7 +328,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize, formats: &[String]) -> any
 /// kept as `dir/report.pdf`), and a monthly cost_analysis (JSON) of the year by device and
 /// time-of-use period under a tariff with two periods, a fixed charge and a tax.
 pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
-    use crate::export::render::{self, Control, Limits};
+    use crate::export::pipeline::{self as render, Control, Limits};
     use crate::export::request::Kind;
     let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
     let now = start + 366 * 86_400_000;

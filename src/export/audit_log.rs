@@ -7,7 +7,8 @@
 //! chain[i-1] ‖ mac[i])` from an empty start, so removing, adding or reordering rows anywhere
 //! but at the very end breaks the chain of the next row.
 
-use super::render::{Cell, Control, Limits, RenderError, Sink};
+use super::format::{Cell, Sink};
+use super::pipeline::{Control, Limits, RenderError};
 use super::request::{CreateRequest, RequestError};
 use crate::audit::{self, Entry, Event, EventType, Severity};
 use crate::auth::keys::SecretKey;

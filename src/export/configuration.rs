@@ -8,7 +8,8 @@
 //! `anonymize_ip_addresses` zeroes the last octet of device addresses and
 //! `hash_device_identifiers` replaces ids and names with keyed hashes (and drops MACs).
 
-use super::render::{Cell, Control, Limits, RenderError, Sink};
+use super::format::{Cell, Sink};
+use super::pipeline::{Control, Limits, RenderError};
 use crate::config::Settings;
 use crate::store::{self, Store};
 use serde_json::{Map, Value, json};

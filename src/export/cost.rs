@@ -7,7 +7,7 @@
 //! its rows add up to the rounded total (largest remainder), the bill's lines are energy,
 //! fixed charges and taxes, and its total is their sum.
 
-use super::render::{Control, RenderError};
+use super::pipeline::{Control, RenderError};
 use super::report::{Chart, ChartKind, Column, Part, Report, Table, V};
 use super::request::Plan;
 use crate::domain::rollup::{Period, local_midnight, period_end, period_start};

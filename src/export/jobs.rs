@@ -6,7 +6,7 @@
 //! renamed, so a download never sees a partial file; a crash leaves only temp files, which the
 //! next start removes before re-running the interrupted jobs.
 
-use super::render::{self, Control, Limits, RenderError};
+use super::pipeline::{self as render, Control, Limits, RenderError};
 use super::request::{self, CreateRequest, Plan, PlanCtx, RequestError, StoredRequest};
 use super::{ExportRecord, Status, configuration};
 use crate::audit::{Event, EventType, Severity};

@@ -18,11 +18,11 @@
 pub mod audit_log;
 pub mod configuration;
 pub mod cost;
-pub mod excel;
+pub mod format;
 pub mod formula;
 pub mod jobs;
-pub mod pdf;
-pub mod render;
+pub mod output;
+pub mod pipeline;
 pub mod report;
 pub mod request;
 pub mod rows;

@@ -21,10 +21,12 @@
 //! section.
 
 use super::cost::Grouping;
-use super::render::{Cell, Control, CsvSink, Limits, RenderError, Sink, push_num, round_to};
+use super::format::{Cell, CsvSink, Sink};
+use super::pipeline::{Control, Limits, RenderError};
 use super::request::Plan;
 use crate::domain::DeviceStatus;
 use crate::localtime::TzCache;
+use crate::numfmt::{push_num, round_to};
 use crate::poller::registry::Registry;
 use crate::store::Store;
 use serde_json::{Map, Value, json};
@@ -1130,7 +1132,7 @@ pub fn write<W: Write + Send>(
     let rows = report.rows();
     // A PDF is built in memory: it holds at most pdf::MAX_ROWS rows, as for device_data.
     let max = match plan.format {
-        super::Format::Pdf => limits.max_records.min(super::pdf::MAX_ROWS),
+        super::Format::Pdf => limits.max_records.min(super::format::pdf::MAX_ROWS),
         _ => limits.max_records,
     };
     if rows > max {
@@ -1154,12 +1156,12 @@ pub fn write<W: Write + Send>(
             Ok(rows)
         }
         super::Format::Excel => {
-            super::excel::write_report(out, temp_dir, tzc, metadata, report)?;
+            super::format::excel::write_report(out, temp_dir, tzc, metadata, report)?;
             Ok(rows)
         }
         super::Format::Pdf => {
             let generated = metadata["created_at"].as_str().unwrap_or_default();
-            super::pdf::write_report(out, &plan.pdf, generated, tzc, metadata, report)?;
+            super::format::pdf::write_report(out, &plan.pdf, generated, tzc, metadata, report)?;
             Ok(rows)
         }
     }

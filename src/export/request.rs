@@ -535,7 +535,7 @@ pub struct Plan {
     /// What the rows are.
     pub kind: Kind,
     /// PDF page size and fonts.
-    pub pdf: super::pdf::Style,
+    pub pdf: super::format::pdf::Style,
     /// The audit key, for the chain column of audit_logs exports (set by the job runner).
     pub audit_key: Option<crate::auth::keys::SecretKey>,
 }
@@ -1258,7 +1258,7 @@ pub fn plan(
             .unwrap_or(true),
         include_charts,
         kind,
-        pdf: super::pdf::Style {
+        pdf: super::format::pdf::Style {
             letter: ctx.limits.pdf_page_size == "Letter",
             fonts: ctx.limits.pdf_fonts.clone(),
         },

@@ -5,8 +5,8 @@
 //! daily energy of the rollups (equal to the daily CSV export's energy).
 
 use crate::exports::{env, export_as};
-use kasad::export::excel::ExcelSink;
-use kasad::export::render::{Cell, Sink};
+use kasad::export::format::excel::ExcelSink;
+use kasad::export::format::{Cell, Sink};
 use kasad::localtime::TzCache;
 use serde_json::{Value, json};
 use std::path::Path;

@@ -7,12 +7,13 @@
 //! per device (from the rollups, not from the raw rows) and a native column chart over it.
 //! A system report ([`write_report`]) is a small workbook: a sheet per table and per chart.
 
-use super::render::{Cell, Sink, Totals, round_to};
-use super::report::{self, Chart, ChartKind, Report, V};
-use super::request::{Agg, ENERGY, Field, Plan};
-use super::rows::Rows;
+use super::{Cell, Sink, Totals};
 use crate::domain::rollup::Period;
+use crate::export::report::{self, Chart, ChartKind, Report, V};
+use crate::export::request::{Agg, ENERGY, Field, Plan};
+use crate::export::rows::Rows;
 use crate::localtime::TzCache;
+use crate::numfmt::round_to;
 use crate::store::{self, Store};
 use rust_xlsxwriter::{ChartType, Format, Workbook, Worksheet, XlsxError};
 use serde_json::Value;

@@ -11,9 +11,10 @@
 //! it, and otherwise appears as `<U+XXXX>` — never dropped silently. A PDF is built in memory,
 //! so PDF exports hold at most [`MAX_ROWS`] rows (about 450 pages): reports, not dumps.
 
-use super::render::{Cell, Sink, Totals, push_num};
-use super::report::{self, Chart, ChartKind, Report, Table, V};
+use super::{Cell, Sink, Totals};
+use crate::export::report::{self, Chart, ChartKind, Report, Table, V};
 use crate::localtime::TzCache;
+use crate::numfmt::push_num;
 use printpdf::{
     BuiltinFont, Color, Line, LinePoint, Op, PaintMode, ParsedFont, PdfDocument, PdfFontHandle,
     PdfPage, PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem,
@@ -613,7 +614,7 @@ impl<W: Write> Sink for PdfSink<W> {
         let numeric = columns
             .iter()
             .map(|c| {
-                super::request::VALUE_FIELDS
+                crate::export::request::VALUE_FIELDS
                     .iter()
                     .any(|f| f.0 == c && c != "is_on")
                     || matches!(c.as_str(), "seq" | "ts_ms" | "user_id")

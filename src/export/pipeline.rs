@@ -1,0 +1,703 @@
+//! Rendering a plan into a file, on a blocking thread (never on the runtime): reader threads
+//! take every other device and format rows, this thread merges them by time into the format's
+//! [`Sink`], and a writer thread compresses, hashes and writes the file ([`super::output`]).
+//! The limits (records, bytes), cancellation and progress are checked on the way.
+
+use super::format::preview::PreviewSink;
+use super::format::{Cell, CsvSink, JsonSink, RowFormat, Sink, excel, pdf};
+use super::formula::{Aggregator, DistinctBudget, RowCtx};
+use super::output::{CHUNK, Chunks, Output};
+use super::request::{Agg, Field, IS_ON, Kind, Plan, VALUE_FIELDS};
+use super::rows::{Row, Rows, formula_values};
+use super::{Format, audit_log, configuration};
+use crate::localtime::TzCache;
+use crate::numfmt::push_num;
+use crate::store::{self, Store};
+use serde_json::{Map, Value, json};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+/// Why rendering stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// Deleted while running.
+    #[error("cancelled")]
+    Cancelled,
+    /// Over `max_records_per_export`.
+    #[error(
+        "the export holds more than {0} records; choose a shorter date range, fewer devices or an aggregation"
+    )]
+    TooManyRecords(u64),
+    /// Over `max_file_size_mb`.
+    #[error(
+        "the export file exceeds {0} MB; choose a shorter date range, fewer fields, an aggregation or compression"
+    )]
+    TooLarge(u64),
+    /// A custom field failed.
+    #[error("custom field: {0}")]
+    Formula(String),
+    /// The stored request no longer validates (e.g. its devices are gone).
+    #[error("the export request is no longer valid: {0}")]
+    Invalid(String),
+    /// Reading the store failed.
+    #[error("reading the data failed: {0}")]
+    Store(#[from] store::Error),
+    /// Writing the file failed.
+    #[error("writing the file failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Shared progress and cancellation of a running render.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// 0–99 while running.
+    pub progress: AtomicU8,
+    /// Set to stop.
+    pub cancel: AtomicBool,
+}
+
+/// Limits checked while rendering.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most data rows.
+    pub max_records: u64,
+    /// Largest file, bytes.
+    pub max_bytes: u64,
+    /// Distinct values the request's `COUNT(DISTINCT …)` sets may hold together.
+    pub distinct_budget: usize,
+}
+
+/// What a finished render produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// Data rows.
+    pub record_count: u64,
+    /// File size.
+    pub file_size: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// Aggregate custom fields.
+    pub summary: Value,
+}
+
+/// Column names of a plan.
+pub fn columns(plan: &Plan) -> Vec<String> {
+    match plan.kind {
+        Kind::DeviceData => {}
+        Kind::SystemReport { .. } | Kind::CostAnalysis { .. } => {
+            return super::report::CSV_COLUMNS.map(str::to_owned).to_vec();
+        }
+        Kind::AuditLogs(_) => return audit_log::COLUMNS.map(str::to_owned).to_vec(),
+        Kind::Configuration { .. } => {
+            return configuration::COLUMNS.map(str::to_owned).to_vec();
+        }
+    }
+    plan.fields
+        .iter()
+        .map(|f| f.name().to_owned())
+        .chain(plan.row_fields.iter().map(|c| c.name.clone()))
+        .collect()
+}
+
+/// Whether `is_on` renders as a boolean (its function keeps 0/1 values).
+fn on_is_bool(plan: &Plan) -> bool {
+    plan.aggregation.is_none()
+        || matches!(
+            plan.functions[IS_ON],
+            Agg::Min | Agg::Max | Agg::First | Agg::Last
+        )
+}
+
+/// Units and functions of the columns, for metadata.
+pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>) -> Value {
+    if plan.kind != Kind::DeviceData && plan.kind.document().is_none() {
+        let mut m = json!({
+            "export_id": export_id,
+            "created_at": created,
+            "timezone": plan.tz.name(),
+            "fields": columns(plan),
+        });
+        match &plan.kind {
+            Kind::AuditLogs(f) => {
+                m["export_type"] = json!("audit_logs");
+                m["date_range"] = json!({"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)});
+                m["filters"] = json!({
+                    "event_types": f.event_types.iter().map(|t| t.name()).collect::<Vec<_>>(),
+                    "severity_levels": f.severities,
+                    "users": f.users,
+                });
+                m["verification"] = json!(
+                    "each row carries its sequence number, exact time (ts_ms), the previous entry's MAC (prev) and its own (mac); check a file with `kasad audit verify-export FILE` on the appliance"
+                );
+            }
+            _ => m["export_type"] = json!("configuration"),
+        }
+        if let (Some(u), false) = (user, plan.exclude_user_data) {
+            m["created_by"] = json!(u);
+        }
+        return m;
+    }
+    let devices: Vec<Value> = plan
+        .devices
+        .iter()
+        .map(|d| {
+            let mut v = json!({"device_id": d.shown_id, "device_ip": d.ip, "device_name": d.name, "model": d.model});
+            if let Some(p) = d.rated_power {
+                v["rated_power"] = json!(p);
+            }
+            if let Some((lat, lon)) = d.location {
+                v["latitude"] = json!(lat);
+                v["longitude"] = json!(lon);
+            }
+            v
+        })
+        .collect();
+    let mut units = Map::new();
+    let mut functions = Map::new();
+    for f in &plan.fields {
+        if let Field::Value(i) = f {
+            units.insert(VALUE_FIELDS[*i].0.into(), json!(VALUE_FIELDS[*i].3));
+            if plan.aggregation.is_some() {
+                functions.insert(VALUE_FIELDS[*i].0.into(), json!(plan.functions[*i].name()));
+            }
+        }
+    }
+    let custom: Vec<Value> = plan
+        .row_fields
+        .iter()
+        .chain(&plan.aggregate_fields)
+        .map(|c| json!({"name": c.name, "formula": c.text, "unit": c.unit, "aggregate": c.formula.is_aggregate()}))
+        .collect();
+    if plan.kind.document().is_some() {
+        let mut m = json!({
+            "export_id": export_id,
+            "created_at": created,
+            "timezone": plan.tz.name(),
+            "date_range": {"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)},
+            "currency": plan.currency,
+            "price_per_kwh": plan.price_per_kwh,
+            "tariff": plan.tariffs.at(plan.end_ms - 1).describe(),
+            "currency_symbol": plan.tariffs.at(plan.end_ms - 1).source.symbol,
+            "devices": devices,
+        });
+        match &plan.kind {
+            Kind::SystemReport { sections, .. } => {
+                m["export_type"] = json!("system_report");
+                m["sections"] = json!(sections.iter().map(|s| s.name()).collect::<Vec<_>>());
+            }
+            Kind::CostAnalysis {
+                grouping,
+                breakdown,
+                ..
+            } => {
+                m["export_type"] = json!("cost_analysis");
+                m["grouping"] = json!(grouping.name());
+                let b = [
+                    ("device", breakdown.device),
+                    ("time_of_use", breakdown.time_of_use),
+                    ("rate_tier", breakdown.rate_tier),
+                ];
+                m["breakdown_by"] =
+                    json!(b.iter().filter(|x| x.1).map(|x| x.0).collect::<Vec<_>>());
+            }
+            _ => {}
+        }
+        if let (Some(u), false) = (user, plan.exclude_user_data) {
+            m["created_by"] = json!(u);
+        }
+        return m;
+    }
+    let mut m = json!({
+        "export_id": export_id,
+        "export_type": "device_data",
+        "created_at": created,
+        "timezone": plan.tz.name(),
+        "date_range": {"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)},
+        "aggregation": plan.aggregation_name,
+        "fields": columns(plan),
+        "units": units,
+        "currency": plan.currency,
+        "price_per_kwh": plan.price_per_kwh,
+        "devices": devices,
+        "custom_fields": custom,
+    });
+    if plan.aggregation.is_some() {
+        m["aggregation_functions"] = Value::Object(functions);
+    }
+    if let (Some(u), false) = (user, plan.exclude_user_data) {
+        m["created_by"] = json!(u);
+    }
+    m
+}
+
+/// Renders `plan` into `path` (overwritten), fsyncs it and returns its size and SHA-256.
+/// `progress(ts)` is reported through `ctl` as the share of the range already written.
+pub fn render(
+    store: &Store,
+    plan: &Plan,
+    metadata: &Value,
+    path: &Path,
+    inner_name: &str,
+    limits: Limits,
+    ctl: &Control,
+) -> Result<Rendered, RenderError> {
+    if let Some(report) = plan.kind.document() {
+        let report =
+            report.ok_or_else(|| RenderError::Invalid("the report was not computed".into()))?;
+        let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let n = super::report::write(report, plan, metadata, &mut out, dir, limits)?;
+        let sha256 = out.close()?;
+        return checked(path, limits, n, sha256, json!({}));
+    }
+    let chart = match plan.format {
+        Format::Excel | Format::Pdf if plan.include_charts && plan.kind == Kind::DeviceData => {
+            Some(excel::daily_energy(store, plan, &ctl.cancel)?)
+        }
+        _ => None,
+    };
+    let limits = match plan.format {
+        Format::Pdf => Limits {
+            max_records: limits.max_records.min(pdf::MAX_ROWS),
+            ..limits
+        },
+        _ => limits,
+    };
+    let (out, count) = Output::create(path, plan.compression, inner_name)?;
+    let millis = plan.aggregation.is_none();
+    let tzc = TzCache::new(plan.tz);
+    // Reading and formatting rows are the heaviest stages: two readers take every other device.
+    let parts = match plan.kind {
+        Kind::DeviceData => plan.devices.len().clamp(1, 2),
+        _ => 0,
+    };
+    let readers = (0..parts)
+        .map(|k| Rows::open_part(store, plan, &ctl.cancel, k, parts))
+        .collect::<store::Result<Vec<_>>>()?;
+    // Stages on their own threads, joined by short bounded queues: reading, merging and
+    // (for text formats) formatting rows; putting the document together (this thread);
+    // compressing, hashing and writing the file.
+    let (n, summary, sha256) = std::thread::scope(|scope| {
+        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let writer = scope.spawn(move || -> io::Result<String> {
+            let mut out = out;
+            for chunk in chunk_rx {
+                out.write_all(&chunk)?;
+            }
+            out.close()
+        });
+        let chunks = Chunks {
+            tx: chunk_tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let sink: io::Result<Box<dyn Sink + '_>> = match plan.format {
+            Format::Csv => Ok(Box::new(CsvSink::new(
+                chunks,
+                plan.delimiter,
+                plan.include_headers,
+                tzc,
+                millis,
+            ))),
+            Format::Json => Ok(Box::new(JsonSink::new(chunks, tzc, millis))),
+            Format::Excel => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                excel::ExcelSink::new(chunks, dir, tzc, millis, chart, excel::ROWS_PER_SHEET)
+                    .map(|s| Box::new(s) as Box<dyn Sink>)
+            }
+            Format::Pdf => {
+                let title = match plan.kind {
+                    Kind::DeviceData => "Device data export",
+                    Kind::AuditLogs(_) => "Audit log export",
+                    _ => "Configuration export",
+                };
+                let generated = metadata["created_at"].as_str().unwrap_or_default();
+                Ok(Box::new(pdf::PdfSink::new(
+                    chunks, &plan.pdf, title, generated, tzc, millis, chart,
+                )))
+            }
+        };
+        let mut sink = sink?;
+        let formatted = sink
+            .begin(&columns(plan), metadata)
+            .map_err(RenderError::from)
+            .and_then(|()| {
+                match &plan.kind {
+                    Kind::DeviceData => {}
+                    Kind::AuditLogs(f) => {
+                        let key = plan.audit_key.as_ref().ok_or_else(|| {
+                            RenderError::Invalid("no audit key to chain the rows with".into())
+                        })?;
+                        return audit_log::write(store, f, key, &mut *sink, limits, ctl, &count);
+                    }
+                    Kind::Configuration { rows, .. } => {
+                        return configuration::write(rows, &mut *sink, limits, ctl);
+                    }
+                    // Rendered as documents before this pipeline starts.
+                    Kind::SystemReport { .. } | Kind::CostAnalysis { .. } => {
+                        return Err(RenderError::Invalid("not a row export".into()));
+                    }
+                }
+                let mut inputs = Vec::new();
+                for rows in readers {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<store::Result<Batch>>(4);
+                    let fmt = sink.row_format();
+                    scope.spawn(move || produce(rows, plan, fmt, &tx));
+                    inputs.push(Cursor {
+                        rx,
+                        batch: Batch::default(),
+                        next: 0,
+                    });
+                }
+                drive(
+                    &mut *sink,
+                    &mut MergeParts { inputs },
+                    plan,
+                    limits,
+                    ctl,
+                    &count,
+                )
+            });
+        // Every sender is gone now: the writer finishes (or has stopped on an error).
+        drop(sink);
+        let sha = writer
+            .join()
+            .map_err(|_| io::Error::other("the file writer panicked"))?;
+        match (formatted, sha) {
+            (Ok((n, s)), Ok(sha)) => Ok((n, s, sha)),
+            // A failed write (disk full) is the real cause of "the file writer stopped".
+            (_, Err(e)) => Err(RenderError::Io(e)),
+            (Err(e), Ok(_)) => Err(e),
+        }
+    })?;
+    checked(path, limits, n, sha256, summary)
+}
+
+/// The result of a render whose file is at `path`, unless the file is over the size limit.
+fn checked(
+    path: &Path,
+    limits: Limits,
+    record_count: u64,
+    sha256: String,
+    summary: Value,
+) -> Result<Rendered, RenderError> {
+    let file_size = std::fs::metadata(path)?.len();
+    if file_size > limits.max_bytes {
+        return Err(RenderError::TooLarge(limits.max_bytes / (1024 * 1024)));
+    }
+    Ok(Rendered {
+        record_count,
+        file_size,
+        sha256,
+        summary,
+    })
+}
+
+const BATCH: usize = 2048;
+
+/// Rows of one reader, with their text when the format has a [`RowFormat`] (`ends[i]` is where
+/// row `i`'s text ends).
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Row>,
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// Sends the rows (formatted by `fmt` if given) in batches until they end, an error occurs or
+/// the receiver is gone.
+fn produce(
+    rows: Rows<'_>,
+    plan: &Plan,
+    mut fmt: Option<RowFormat>,
+    tx: &std::sync::mpsc::SyncSender<store::Result<Batch>>,
+) {
+    let mut cells = CellMaker::new(plan);
+    // Text buffers start at the size the previous batch needed, so they rarely grow (a
+    // growing buffer copies its text again).
+    let ends = if fmt.is_some() { BATCH } else { 0 };
+    let new_batch = |text: usize| Batch {
+        rows: Vec::with_capacity(BATCH),
+        text: Vec::with_capacity(text),
+        ends: Vec::with_capacity(ends),
+    };
+    let mut batch = new_batch(0);
+    for r in rows {
+        match r {
+            Ok(r) => {
+                if let Some(f) = &mut fmt {
+                    f.row(cells.of(&r), &mut batch.text);
+                    batch.ends.push(batch.text.len());
+                }
+                batch.rows.push(r);
+                if batch.rows.len() == BATCH {
+                    let next = new_batch(batch.text.len() + batch.text.len() / 8);
+                    if tx.send(Ok(std::mem::replace(&mut batch, next))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+    if !batch.rows.is_empty() {
+        let _ = tx.send(Ok(batch));
+    }
+}
+
+/// Rows in output order, each with its text if a reader formatted it.
+trait Source {
+    fn next_row(&mut self) -> Option<SourceRow<'_>>;
+}
+
+type SourceRow<'a> = store::Result<(&'a Row, Option<&'a [u8]>)>;
+
+/// Rows straight from a scan, unformatted.
+struct Plain<I> {
+    rows: I,
+    current: Option<Row>,
+}
+
+impl<I: Iterator<Item = store::Result<Row>>> Source for Plain<I> {
+    fn next_row(&mut self) -> Option<SourceRow<'_>> {
+        match self.rows.next()? {
+            Ok(r) => Some(Ok((self.current.insert(r), None))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// The receiving end of one [`produce`].
+struct Cursor {
+    rx: std::sync::mpsc::Receiver<store::Result<Batch>>,
+    batch: Batch,
+    next: usize,
+}
+
+impl Cursor {
+    /// The (time, device index) of the next row; `None` at the end.
+    fn peek(&mut self) -> Option<store::Result<(i64, usize)>> {
+        while self.next == self.batch.rows.len() {
+            match self.rx.recv().ok()? {
+                Ok(b) => (self.batch, self.next) = (b, 0),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let r = &self.batch.rows[self.next];
+        Some(Ok((r.ts_ms, r.dev)))
+    }
+}
+
+/// Merges the readers' batches by (time, device index).
+struct MergeParts {
+    inputs: Vec<Cursor>,
+}
+
+impl Source for MergeParts {
+    fn next_row(&mut self) -> Option<SourceRow<'_>> {
+        let mut best: Option<(usize, (i64, usize))> = None;
+        for (i, c) in self.inputs.iter_mut().enumerate() {
+            match c.peek() {
+                Some(Ok(k)) if best.is_none_or(|(_, b)| k < b) => best = Some((i, k)),
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => return Some(Err(e)),
+            }
+        }
+        let c = &mut self.inputs[best?.0];
+        let (b, i) = (&c.batch, c.next);
+        c.next += 1;
+        let text = (!b.ends.is_empty())
+            .then(|| &b.text[i.checked_sub(1).map_or(0, |j| b.ends[j])..b.ends[i]]);
+        Some(Ok((&b.rows[i], text)))
+    }
+}
+
+/// Builds the cells of rows: the plan's fields, then its per-row custom fields.
+struct CellMaker<'p> {
+    plan: &'p Plan,
+    on_bool: bool,
+    tzc: TzCache,
+    cells: Vec<Cell<'p>>,
+}
+
+impl<'p> CellMaker<'p> {
+    fn new(plan: &'p Plan) -> Self {
+        Self {
+            plan,
+            on_bool: on_is_bool(plan),
+            tzc: TzCache::new(plan.tz),
+            cells: Vec::with_capacity(plan.fields.len() + plan.row_fields.len()),
+        }
+    }
+
+    fn of(&mut self, row: &Row) -> &[Cell<'p>] {
+        let plan = self.plan;
+        let dp = plan.decimal_places;
+        let dev = &plan.devices[row.dev];
+        self.cells.clear();
+        for f in &plan.fields {
+            self.cells.push(match *f {
+                Field::Timestamp => Cell::Time(row.ts_ms),
+                Field::DeviceIp => Cell::Label(&dev.ip, 3 * row.dev),
+                Field::DeviceId => Cell::Label(&dev.shown_id, 3 * row.dev + 1),
+                Field::DeviceName => Cell::Label(&dev.name, 3 * row.dev + 2),
+                Field::Value(i) => match row.get(i) {
+                    None => Cell::Null,
+                    Some(v) if i == IS_ON && self.on_bool => Cell::Bool(v > 0.0),
+                    Some(v) => Cell::Num(
+                        v,
+                        dp.unwrap_or(VALUE_FIELDS[i].4.max(if i == IS_ON { 4 } else { 0 })),
+                    ),
+                },
+            });
+        }
+        if !plan.row_fields.is_empty() {
+            let values = formula_values(row, plan);
+            let ctx = row_ctx(&values, &mut self.tzc, row.ts_ms);
+            for c in &plan.row_fields {
+                self.cells.push(match c.formula.eval_row(&ctx) {
+                    Some(v) => Cell::Num(v, dp.unwrap_or(6)),
+                    None => Cell::Null,
+                });
+            }
+        }
+        &self.cells
+    }
+}
+
+/// The formula context of a row at `ts_ms`.
+fn row_ctx<'v>(values: &'v [Option<f64>], tzc: &mut TzCache, ts_ms: i64) -> RowCtx<'v> {
+    let l = tzc.local(ts_ms);
+    RowCtx {
+        values,
+        day: l.day,
+        hour: l.hour,
+        weekday: l.weekday,
+        month: l.month,
+    }
+}
+
+/// Writes the rows of `rows` to `sink` (after its `begin`), checking the limits and the
+/// cancel flag and reporting progress; folds the aggregate custom fields; finishes the sink.
+fn drive(
+    sink: &mut dyn Sink,
+    rows: &mut dyn Source,
+    plan: &Plan,
+    limits: Limits,
+    ctl: &Control,
+    written: &AtomicU64,
+) -> Result<(u64, Value), RenderError> {
+    let dp = plan.decimal_places;
+    let budget = DistinctBudget::new(limits.distinct_budget);
+    let mut aggs: Vec<Aggregator> = plan
+        .aggregate_fields
+        .iter()
+        .map(|c| c.formula.aggregator_within(&budget))
+        .collect();
+    let mut cells = CellMaker::new(plan);
+    let mut tzc = TzCache::new(plan.tz);
+    let span = (plan.end_ms - plan.start_ms).max(1) as f64;
+    let mut n: u64 = 0;
+    while let Some(item) = rows.next_row() {
+        let (row, text) = item?;
+        n += 1;
+        if n > limits.max_records {
+            return Err(RenderError::TooManyRecords(limits.max_records));
+        }
+        if n.is_multiple_of(4096) {
+            if ctl.cancel.load(Ordering::Relaxed) {
+                return Err(RenderError::Cancelled);
+            }
+            if written.load(Ordering::Relaxed) > limits.max_bytes {
+                return Err(RenderError::TooLarge(limits.max_bytes / (1024 * 1024)));
+            }
+            let pct = ((row.ts_ms - plan.start_ms) as f64 / span * 100.0).clamp(0.0, 99.0);
+            ctl.progress.store(pct as u8, Ordering::Relaxed);
+        }
+        if !aggs.is_empty() {
+            let values = formula_values(row, plan);
+            let ctx = row_ctx(&values, &mut tzc, row.ts_ms);
+            for (a, c) in aggs.iter_mut().zip(&plan.aggregate_fields) {
+                a.add(&ctx).map_err(|e| {
+                    RenderError::Formula(format!("custom_fields {:?}: {e}", c.name))
+                })?;
+            }
+        }
+        match text {
+            Some(t) => sink.formatted_row(t)?,
+            None => sink.row(cells.of(row))?,
+        }
+    }
+    if ctl.cancel.load(Ordering::Relaxed) {
+        // The scans may have stopped early: what was written is not the whole export.
+        return Err(RenderError::Cancelled);
+    }
+    let mut summary = Map::new();
+    for (c, a) in plan.aggregate_fields.iter().zip(&aggs) {
+        let v = a.finish().map(|x| {
+            let mut b = Vec::new();
+            push_num(&mut b, x, dp.unwrap_or(6));
+            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null)
+        });
+        summary.insert(
+            c.name.clone(),
+            json!({"value": v, "unit": c.unit, "formula": c.text}),
+        );
+    }
+    let summary = Value::Object(summary);
+    sink.finish(n, &summary)?;
+    Ok((n, summary))
+}
+
+/// A preview: the first rows as JSON objects, the total count, and the size the CSV would have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// First rows.
+    pub rows: Vec<Value>,
+    /// Rows of the request (at most the cap).
+    pub total: u64,
+    /// The count stopped at the cap: the export holds more rows than that.
+    pub capped: bool,
+    /// Bytes of the uncompressed CSV (of the rows counted): exact for a few hundred rows,
+    /// estimated from a sample of the rows past them.
+    pub csv_bytes: u64,
+    /// Aggregate custom fields over all rows (null when capped).
+    pub summary: Value,
+}
+
+/// The first `limit` rows of `plan`, the number of rows (counting stops after `cap`) and the
+/// CSV size; stops early when `ctl.cancel` is set.
+pub fn preview(
+    store: &Store,
+    plan: &Plan,
+    limit: usize,
+    limits: Limits,
+    ctl: &Control,
+) -> Result<Preview, RenderError> {
+    let cap = limits.max_records;
+    let millis = plan.aggregation.is_none();
+    let mut sink = PreviewSink::new(plan.tz, millis, plan.delimiter, plan.include_headers, limit);
+    let mut rows = Plain {
+        rows: Rows::open(store, plan, &ctl.cancel)?,
+        current: None,
+    };
+    sink.begin(&columns(plan), &Value::Null)?;
+    let counted = drive(&mut sink, &mut rows, plan, limits, ctl, &AtomicU64::new(0));
+    let (total, capped, summary) = match counted {
+        Ok((n, s)) => (n, false, s),
+        Err(RenderError::TooManyRecords(_)) => (cap, true, Value::Null),
+        Err(e) => return Err(e),
+    };
+    let csv_bytes = sink.csv_bytes();
+    let rows = sink.into_rows()?;
+    Ok(Preview {
+        rows,
+        total,
+        capped,
+        csv_bytes,
+        summary,
+    })
+}
