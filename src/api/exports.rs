@@ -9,10 +9,9 @@ use super::guard::{CurrentUser, issue_ticket};
 use crate::audit::{EventType, Severity};
 use crate::auth::Role;
 use crate::clock::rfc3339;
+use crate::export::fields::{TEXT_FIELDS, VALUE_FIELDS};
 use crate::export::jobs::{CreateError, PREVIEW_NICE, in_background};
-use crate::export::request::{
-    CreateRequest, DateRange, Devices, OptionsBody, TEXT_FIELDS, VALUE_FIELDS,
-};
+use crate::export::request::{CreateRequest, DateRange, Devices, OptionsBody};
 use crate::export::{ExportRecord, FORMATS, Status};
 use axum::Extension;
 use axum::Json;
@@ -157,24 +156,28 @@ pub async fn devices(State(st): State<AppState>) -> Result<Json<Value>, ApiError
 pub async fn metrics() -> Json<Value> {
     let mut list: Vec<Value> = TEXT_FIELDS
         .iter()
-        .map(|(f, name, desc)| {
-            let t = if *f == "timestamp" {
+        .map(|f| {
+            let t = if f.name == "timestamp" {
                 "datetime"
             } else {
                 "string"
             };
-            json!({"field": f, "name": name, "description": desc, "data_type": t, "unit": null})
+            json!({"field": f.name, "name": f.title, "description": f.description, "data_type": t, "unit": null})
         })
         .collect();
-    list.extend(VALUE_FIELDS.iter().map(|(f, name, desc, unit, _, agg)| {
-        let t = if *f == "is_on" { "boolean" } else { "float" };
-        json!({"field": f, "name": name, "description": desc, "data_type": t,
-               "unit": if unit.is_empty() { None } else { Some(unit) },
-               "default_aggregation": agg.name()})
+    list.extend(VALUE_FIELDS.iter().map(|f| {
+        let t = if f.name == "is_on" {
+            "boolean"
+        } else {
+            "float"
+        };
+        json!({"field": f.name, "name": f.title, "description": f.description, "data_type": t,
+               "unit": if f.unit.is_empty() { None } else { Some(f.unit) },
+               "default_aggregation": f.default_agg.name()})
     }));
     Json(json!({
         "metrics": list,
-        "formula_variables": crate::export::request::FORMULA_VARS,
+        "formula_variables": crate::export::fields::FORMULA_VARS,
     }))
 }
 

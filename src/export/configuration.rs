@@ -91,7 +91,7 @@ pub fn rows(
     privacy: &Privacy,
     key: &[u8],
 ) -> store::Result<Vec<Row>> {
-    use super::request::{anonymize_ip, hashed_name, pseudonym, rated_power};
+    use super::devices::{anonymize_ip, hashed_name, pseudonym, rated_power};
     let mut out = Vec::new();
     let devices = store.devices()?;
     let records: Vec<_> = devices.iter().map(|d| d.record.clone()).collect();

@@ -18,6 +18,9 @@
 pub mod audit_log;
 pub mod configuration;
 pub mod cost;
+pub mod devices;
+pub mod fields;
+pub mod filters;
 pub mod format;
 pub mod formula;
 pub mod jobs;

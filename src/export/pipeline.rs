@@ -3,11 +3,12 @@
 //! [`Sink`], and a writer thread compresses, hashes and writes the file ([`super::output`]).
 //! The limits (records, bytes), cancellation and progress are checked on the way.
 
+use super::fields::{Agg, Field, IS_ON, VALUE_FIELDS};
 use super::format::preview::PreviewSink;
 use super::format::{Cell, CsvSink, JsonSink, RowFormat, Sink, excel, pdf};
 use super::formula::{Aggregator, DistinctBudget, RowCtx};
 use super::output::{CHUNK, Chunks, Output};
-use super::request::{Agg, Field, IS_ON, Kind, Plan, VALUE_FIELDS};
+use super::request::{Kind, Plan};
 use super::rows::{Row, Rows, formula_values};
 use super::{Format, audit_log, configuration};
 use crate::localtime::TzCache;
@@ -157,9 +158,12 @@ pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>)
     let mut functions = Map::new();
     for f in &plan.fields {
         if let Field::Value(i) = f {
-            units.insert(VALUE_FIELDS[*i].0.into(), json!(VALUE_FIELDS[*i].3));
+            units.insert(VALUE_FIELDS[*i].name.into(), json!(VALUE_FIELDS[*i].unit));
             if plan.aggregation.is_some() {
-                functions.insert(VALUE_FIELDS[*i].0.into(), json!(plan.functions[*i].name()));
+                functions.insert(
+                    VALUE_FIELDS[*i].name.into(),
+                    json!(plan.functions[*i].name()),
+                );
             }
         }
     }
@@ -549,7 +553,7 @@ impl<'p> CellMaker<'p> {
                     Some(v) if i == IS_ON && self.on_bool => Cell::Bool(v > 0.0),
                     Some(v) => Cell::Num(
                         v,
-                        dp.unwrap_or(VALUE_FIELDS[i].4.max(if i == IS_ON { 4 } else { 0 })),
+                        dp.unwrap_or(VALUE_FIELDS[i].decimals.max(if i == IS_ON { 4 } else { 0 })),
                     ),
                 },
             });

@@ -524,7 +524,7 @@ impl Ctx<'_> {
 
     /// Whether privacy options changed the device's id or address (then its poll errors,
     /// which name them, are withheld).
-    fn private(&self, d: &super::request::DeviceMeta) -> bool {
+    fn private(&self, d: &super::devices::DeviceMeta) -> bool {
         let ip = self
             .stored
             .get(&d.id)
@@ -587,12 +587,12 @@ impl Ctx<'_> {
         })
     }
 
-    fn status(&self, d: &super::request::DeviceMeta) -> Option<crate::poller::registry::Entry> {
+    fn status(&self, d: &super::devices::DeviceMeta) -> Option<crate::poller::registry::Entry> {
         self.runtime?.registry.find(&d.id)
     }
 
     /// Reachability as `/api/devices` shows it (offline when the poller does not know it).
-    fn status_of(&self, d: &super::request::DeviceMeta) -> DeviceStatus {
+    fn status_of(&self, d: &super::devices::DeviceMeta) -> DeviceStatus {
         self.status(d).map_or(DeviceStatus::Offline, |e| e.status)
     }
 

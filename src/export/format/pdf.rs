@@ -614,9 +614,9 @@ impl<W: Write> Sink for PdfSink<W> {
         let numeric = columns
             .iter()
             .map(|c| {
-                crate::export::request::VALUE_FIELDS
+                crate::export::fields::VALUE_FIELDS
                     .iter()
-                    .any(|f| f.0 == c && c != "is_on")
+                    .any(|f| f.name == c && c != "is_on")
                     || matches!(c.as_str(), "seq" | "ts_ms" | "user_id")
             })
             .collect();
