@@ -36,7 +36,7 @@ pub(super) async fn start(
         crate::export::jobs::ExportConfig {
             settings: settings.clone(),
             tz: settings.tz(),
-            runtime: Some(crate::export::report::Runtime {
+            runtime: Some(crate::export::kind::system_report::Runtime {
                 started_ms: clock.now_ms(),
                 registry: registry.clone(),
                 poll_interval_ms: i64::try_from(settings.poll.interval.0.as_millis())

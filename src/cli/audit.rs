@@ -54,9 +54,9 @@ fn verify_export(config: &std::path::Path, file: &std::path::Path) -> anyhow::Re
     let key = crate::auth::keys::load(&settings.data_dir.join("audit.key"))
         .context("while reading the audit key (run as the kasad user or root)")?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let entries = crate::export::audit_log::parse_export(&bytes)
+    let entries = crate::export::kind::audit_logs::parse_export(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    match crate::export::audit_log::verify(&key, &entries) {
+    match crate::export::kind::audit_logs::verify(&key, &entries) {
         Ok(n) => {
             println!("audit export OK: {n} entries verified");
             Ok(())

@@ -353,7 +353,9 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     for _ in 0..runs {
         let t = Instant::now();
         let ctl = Control::default();
-        let report = crate::export::report::build(&store, &plan, sections, None, now, None, &ctl)?;
+        let report = crate::export::kind::system_report::build(
+            &store, &plan, sections, None, now, None, &ctl,
+        )?;
         let mut with = plan.clone();
         with.kind = Kind::SystemReport {
             sections: sections.clone(),
@@ -406,7 +408,8 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     for _ in 0..runs.max(3) {
         let t = Instant::now();
         let ctl = Control::default();
-        let report = crate::export::cost::report(&store, &cplan, grouping, breakdown, &ctl)?;
+        let report =
+            crate::export::kind::cost_analysis::report(&store, &cplan, grouping, breakdown, &ctl)?;
         let mut with = cplan.clone();
         with.kind = Kind::CostAnalysis {
             grouping,

@@ -232,7 +232,7 @@ pub struct Custom {
     pub formula: Formula,
 }
 
-/// Formula variable names in the order of [`super::rows::formula_values`].
+/// Formula variable names in the order of [`super::kind::device_data::formula_values`].
 pub const FORMULA_VARS: [&str; 10] = [
     "power_w",
     "energy_kwh",

@@ -6,9 +6,10 @@
 //! renamed, so a download never sees a partial file; a crash leaves only temp files, which the
 //! next start removes before re-running the interrupted jobs.
 
+use super::kind::configuration;
 use super::pipeline::{self as render, Control, Limits, RenderError};
 use super::request::{self, CreateRequest, Plan, PlanCtx, RequestError, StoredRequest};
-use super::{ExportRecord, Status, configuration};
+use super::{ExportRecord, Status};
 use crate::audit::{Event, EventType, Severity};
 use crate::auth::keys::SecretKey;
 use crate::clock::{SharedClock, rfc3339};
@@ -89,7 +90,7 @@ pub struct ExportConfig {
     /// Default time zone.
     pub tz: chrono_tz::Tz,
     /// The running daemon, for system reports (None in tools and tests without a daemon).
-    pub runtime: Option<super::report::Runtime>,
+    pub runtime: Option<super::kind::system_report::Runtime>,
 }
 
 /// The export service; one per daemon, shared by the API and the cleanup task.
@@ -459,7 +460,7 @@ impl Exporter {
                     .user(rec.user_id)?
                     .is_some_and(|u| u.role == crate::auth::Role::Admin);
                 let owner = (!admin).then_some(rec.user_id);
-                Some(super::report::build(
+                Some(super::kind::system_report::build(
                     &self.store,
                     &plan,
                     sections,
@@ -473,7 +474,7 @@ impl Exporter {
                 grouping,
                 breakdown,
                 ..
-            } => Some(super::cost::report(
+            } => Some(super::kind::cost_analysis::report(
                 &self.store,
                 &plan,
                 *grouping,

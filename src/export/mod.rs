@@ -15,20 +15,17 @@
 //!   [`cost`]: the cost_analysis export on the same model.
 //! - [`jobs`]: the queue, the runner, restart recovery, deletion and expiry cleanup.
 
-pub mod audit_log;
-pub mod configuration;
-pub mod cost;
 pub mod devices;
 pub mod fields;
 pub mod filters;
 pub mod format;
 pub mod formula;
 pub mod jobs;
+pub mod kind;
 pub mod output;
 pub mod pipeline;
 pub mod report;
 pub mod request;
-pub mod rows;
 
 pub use crate::domain::export::{
     Compression, EXPORT_TYPES, ExportRecord, ExportType, FORMATS, Format, FormatInfo,

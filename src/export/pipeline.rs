@@ -3,14 +3,15 @@
 //! [`Sink`], and a writer thread compresses, hashes and writes the file ([`super::output`]).
 //! The limits (records, bytes), cancellation and progress are checked on the way.
 
+use super::Format;
 use super::fields::{Agg, Field, IS_ON, VALUE_FIELDS};
 use super::format::preview::PreviewSink;
 use super::format::{Cell, CsvSink, JsonSink, RowFormat, Sink, excel, pdf};
 use super::formula::{Aggregator, DistinctBudget, RowCtx};
+use super::kind::device_data::{Row, Rows, formula_values};
+use super::kind::{audit_logs as audit_log, configuration};
 use super::output::{CHUNK, Chunks, Output};
 use super::request::{Kind, Plan};
-use super::rows::{Row, Rows, formula_values};
-use super::{Format, audit_log, configuration};
 use crate::localtime::TzCache;
 use crate::numfmt::push_num;
 use crate::store::{self, Store};

@@ -33,14 +33,14 @@ pub(super) fn bad(message: impl Into<String>) -> RequestError {
     }
 }
 
-impl From<super::cost::OptionError> for RequestError {
-    fn from(e: super::cost::OptionError) -> Self {
+impl From<super::kind::cost_analysis::OptionError> for RequestError {
+    fn from(e: super::kind::cost_analysis::OptionError) -> Self {
         bad(e.to_string())
     }
 }
 
-impl From<super::report::SectionsError> for RequestError {
-    fn from(e: super::report::SectionsError) -> Self {
+impl From<super::kind::system_report::SectionsError> for RequestError {
+    fn from(e: super::kind::system_report::SectionsError) -> Self {
         bad(e.to_string())
     }
 }
@@ -267,25 +267,25 @@ pub enum Kind {
     /// The system report; `report` is computed by the job runner, which knows the daemon.
     SystemReport {
         /// Sections, in report order.
-        sections: Vec<super::report::Section>,
+        sections: Vec<super::kind::system_report::Section>,
         /// The computed report.
         report: Option<super::report::Report>,
     },
     /// The cost analysis; `report` is computed by the job runner.
     CostAnalysis {
         /// Periods.
-        grouping: super::cost::Grouping,
+        grouping: super::kind::cost_analysis::Grouping,
         /// Breakdowns.
-        breakdown: super::cost::Breakdown,
+        breakdown: super::kind::cost_analysis::Breakdown,
         /// The computed report.
         report: Option<super::report::Report>,
     },
     /// The configuration; `rows` are filled in by the job runner, which has the settings.
     Configuration {
         /// The privacy options.
-        privacy: super::configuration::Privacy,
+        privacy: super::kind::configuration::Privacy,
         /// The rows.
-        rows: Vec<super::configuration::Row>,
+        rows: Vec<super::kind::configuration::Row>,
     },
 }
 
@@ -492,12 +492,12 @@ pub fn plan(
         None => resolve_range(req, tz, ctx.limits, ctx.now_ms)?,
     };
     let kind = match req.export_type.as_str() {
-        "audit_logs" => Kind::AuditLogs(super::audit_log::filter_of(req, start_ms, end_ms)?),
+        "audit_logs" => Kind::AuditLogs(super::kind::audit_logs::filter_of(req, start_ms, end_ms)?),
         "configuration" => {
             refuse_device_options(req, "use privacy_options")?;
             let p = req.privacy_options.clone().unwrap_or_default();
             Kind::Configuration {
-                privacy: super::configuration::Privacy {
+                privacy: super::kind::configuration::Privacy {
                     no_location: p.remove_location_data.unwrap_or(false),
                     no_users: p.exclude_user_data.unwrap_or(false),
                     anonymize_ip: p.anonymize_ip_addresses.unwrap_or(false),
@@ -509,7 +509,7 @@ pub fn plan(
         "system_report" => {
             refuse_row_options(req, "use devices, report_sections and privacy_options")?;
             Kind::SystemReport {
-                sections: super::report::sections_of(req.report_sections.as_ref())?,
+                sections: super::kind::system_report::sections_of(req.report_sections.as_ref())?,
                 report: None,
             }
         }
@@ -519,10 +519,10 @@ pub fn plan(
                 "use devices, grouping, breakdown_by and include_charts",
             )?;
             Kind::CostAnalysis {
-                grouping: super::cost::Grouping::parse(
+                grouping: super::kind::cost_analysis::Grouping::parse(
                     req.grouping.as_ref().and_then(|v| v.as_str()),
                 )?,
-                breakdown: super::cost::Breakdown::parse(req.breakdown_by.as_ref())?,
+                breakdown: super::kind::cost_analysis::Breakdown::parse(req.breakdown_by.as_ref())?,
                 report: None,
             }
         }

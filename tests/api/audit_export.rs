@@ -3,7 +3,7 @@
 //! tampering with one row makes verification fail, and the export needs AUDIT_READ.
 
 use crate::exports::{add_user, download, env, finished, refused};
-use kasad::export::audit_log::{parse_export, verify};
+use kasad::export::kind::audit_logs::{parse_export, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
 

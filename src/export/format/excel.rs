@@ -10,9 +10,9 @@
 use super::{Cell, Sink, Totals};
 use crate::domain::rollup::Period;
 use crate::export::fields::{Agg, ENERGY, Field};
+use crate::export::kind::device_data::Rows;
 use crate::export::report::{self, Chart, ChartKind, Report, V};
 use crate::export::request::Plan;
-use crate::export::rows::Rows;
 use crate::localtime::TzCache;
 use crate::numfmt::round_to;
 use crate::store::{self, Store};

@@ -7,11 +7,11 @@
 //! chain[i-1] ‖ mac[i])` from an empty start, so removing, adding or reordering rows anywhere
 //! but at the very end breaks the chain of the next row.
 
-use super::format::{Cell, Sink};
-use super::pipeline::{Control, Limits, RenderError};
-use super::request::{CreateRequest, RequestError};
 use crate::audit::{self, Entry, Event, EventType, Severity};
 use crate::auth::keys::SecretKey;
+use crate::export::format::{Cell, Sink};
+use crate::export::pipeline::{Control, Limits, RenderError};
+use crate::export::request::{CreateRequest, RequestError};
 use crate::store::Store;
 use crate::store::audit::AuditFilter;
 use serde_json::{Value, json};
@@ -89,7 +89,7 @@ pub fn filter_of(
     start_ms: i64,
     end_ms: i64,
 ) -> Result<AuditFilter, RequestError> {
-    super::request::refuse_device_options(
+    crate::export::request::refuse_device_options(
         req,
         "use event_types, severity_levels, users and date_range",
     )?;

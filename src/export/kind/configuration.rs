@@ -8,9 +8,9 @@
 //! `anonymize_ip_addresses` zeroes the last octet of device addresses and
 //! `hash_device_identifiers` replaces ids and names with keyed hashes (and drops MACs).
 
-use super::format::{Cell, Sink};
-use super::pipeline::{Control, Limits, RenderError};
 use crate::config::Settings;
+use crate::export::format::{Cell, Sink};
+use crate::export::pipeline::{Control, Limits, RenderError};
 use crate::store::{self, Store};
 use serde_json::{Map, Value, json};
 use std::sync::atomic::Ordering;
@@ -91,7 +91,7 @@ pub fn rows(
     privacy: &Privacy,
     key: &[u8],
 ) -> store::Result<Vec<Row>> {
-    use super::devices::{anonymize_ip, hashed_name, pseudonym, rated_power};
+    use crate::export::devices::{anonymize_ip, hashed_name, pseudonym, rated_power};
     let mut out = Vec::new();
     let devices = store.devices()?;
     let records: Vec<_> = devices.iter().map(|d| d.record.clone()).collect();
@@ -161,7 +161,7 @@ pub fn rows(
     };
     // The policies in force for every type, configured or default.
     rest.remove("retention");
-    for t in super::ExportType::ALL {
+    for t in crate::export::ExportType::ALL {
         let p = serde_json::to_value(settings.retention.policy(t)).unwrap_or_default();
         flatten(&mut out, "retention", t.name(), "", &p);
     }

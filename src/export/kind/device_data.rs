@@ -12,16 +12,16 @@
 //! - `exclude_outliers` drops rows whose power lies more than 3 standard deviations from
 //!   that device's mean power over the rows the other filters kept (z-score, two passes).
 
-use super::fields::{Agg, ENERGY, IS_ON, POWER};
-use super::request::Plan;
 use crate::domain::Bucket;
 use crate::domain::rollup::period_start;
+use crate::export::fields::{Agg, ENERGY, IS_ON, POWER};
+use crate::export::request::Plan;
 use crate::localtime::TzCache;
 use crate::store::codec::Sample;
 use crate::store::{self, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Number of numeric fields ([`super::fields::VALUE_FIELDS`]).
+/// Number of numeric fields ([`crate::export::fields::VALUE_FIELDS`]).
 pub const NV: usize = 7;
 const COST: usize = 4;
 const VOLTAGE: usize = 2;
@@ -62,7 +62,7 @@ pub struct Sub {
     pub ts_ms: i64,
     /// Device index in the plan.
     pub dev: usize,
-    /// Fields by [`super::fields::VALUE_FIELDS`] index.
+    /// Fields by [`crate::export::fields::VALUE_FIELDS`] index.
     pub vals: [Option<Val>; NV],
 }
 
@@ -78,7 +78,7 @@ pub struct Row {
 }
 
 impl Row {
-    /// A row from optional values by [`super::fields::VALUE_FIELDS`] index.
+    /// A row from optional values by [`crate::export::fields::VALUE_FIELDS`] index.
     pub fn new(ts_ms: i64, dev: usize, vals: [Option<f64>; NV]) -> Self {
         Self {
             ts_ms,
@@ -87,7 +87,7 @@ impl Row {
         }
     }
 
-    /// Field `i` ([`super::fields::VALUE_FIELDS`] index), if present.
+    /// Field `i` ([`crate::export::fields::VALUE_FIELDS`] index), if present.
     pub fn get(&self, i: usize) -> Option<f64> {
         let v = self.vals[i];
         (!v.is_nan()).then_some(v)
@@ -433,7 +433,7 @@ impl Iterator for Rows<'_> {
     }
 }
 
-/// The formula variables of a row, in [`super::fields::FORMULA_VARS`] order.
+/// The formula variables of a row, in [`crate::export::fields::FORMULA_VARS`] order.
 pub fn formula_values(row: &Row, plan: &Plan) -> [Option<f64>; 10] {
     let d = &plan.devices[row.dev];
     let v = |i| row.get(i);

@@ -7,10 +7,10 @@
 //! its rows add up to the rounded total (largest remainder), the bill's lines are energy,
 //! fixed charges and taxes, and its total is their sum.
 
-use super::pipeline::{Control, RenderError};
-use super::report::{Chart, ChartKind, Column, Part, Report, Table, V};
-use super::request::Plan;
 use crate::domain::rollup::{Period, local_midnight, period_end, period_start};
+use crate::export::pipeline::{Control, RenderError};
+use crate::export::report::{Chart, ChartKind, Column, Part, Report, Table, V};
+use crate::export::request::Plan;
 use crate::store::Store;
 use crate::tariff::Per;
 use crate::tariff::engine::{self, FixedLine, Labels, Pico, minor_value, round_parts, to_minor};
@@ -349,7 +349,7 @@ pub fn money_table(
     let tax = round_parts(&rows.iter().map(|r| r.2.tax).collect::<Vec<_>>(), d);
     for (i, (it, p, a)) in rows.iter().enumerate() {
         let money = |m: i64| V::Num(minor_value(m, d), d);
-        t.rows.push(super::report::Line {
+        t.rows.push(crate::export::report::Line {
             item: it.clone(),
             period: p.clone(),
             values: vec![
@@ -431,7 +431,7 @@ fn summary(costs: &Costs, plan: &Plan) -> Part {
         rows: Vec::new(),
         vertical: true,
     };
-    bill.rows.push(super::report::Line {
+    bill.rows.push(crate::export::report::Line {
         item: String::new(),
         period: String::new(),
         values: vec![
@@ -459,7 +459,7 @@ fn summary(costs: &Costs, plan: &Plan) -> Part {
     let amounts = round_parts(&costs.fixed.iter().map(|f| f.cost).collect::<Vec<_>>(), d);
     let taxes = round_parts(&costs.fixed.iter().map(|f| f.tax).collect::<Vec<_>>(), d);
     for (i, f) in costs.fixed.iter().enumerate() {
-        fixed.rows.push(super::report::Line {
+        fixed.rows.push(crate::export::report::Line {
             item: f.name.clone(),
             period: String::new(),
             values: vec![
@@ -488,7 +488,7 @@ fn summary(costs: &Costs, plan: &Plan) -> Part {
         } else {
             Grouping::Day.label(c.from_ms.max(a), c.tz)
         };
-        versions.rows.push(super::report::Line {
+        versions.rows.push(crate::export::report::Line {
             item: from,
             period: String::new(),
             values: vec![
