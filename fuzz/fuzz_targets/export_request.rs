@@ -1,7 +1,8 @@
 //! An export request body: deserialized as the API does, then planned (validation, date
 //! ranges, devices, fields, filters, custom fields, privacy) against a small device list.
 #![no_main]
-use kasad::export::request::{CreateRequest, PlanCtx, plan};
+use kasad::export::plan::{PlanCtx, plan};
+use kasad::export::request::CreateRequest;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

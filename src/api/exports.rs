@@ -509,16 +509,8 @@ async fn preview(
         distinct_budget: s.distinct_budget,
     };
     let preview = move || {
-        let plan = exporter.plan_to_render(&body, None)?;
         let limit = limit.min(usize::try_from(limits.max_records).unwrap_or(usize::MAX));
-        crate::export::pipeline::preview(&st.store, &plan, limit, limits, &ctl).map_err(|e| match e
-        {
-            crate::export::pipeline::RenderError::Store(s) => CreateError::Store(s),
-            other => CreateError::Invalid(crate::export::request::RequestError {
-                code: "VALIDATION_ERROR",
-                message: other.to_string(),
-            }),
-        })
+        exporter.preview(&body, limit, limits, &ctl)
     };
     let out = in_background("kasad-preview", PREVIEW_NICE, preview)
         .await

@@ -10,10 +10,12 @@
 
 use crate::domain::rollup::Period;
 use crate::domain::{DeviceId, DeviceInfo, Reading};
+use crate::export::kind::Inputs;
 use crate::series::{self, Resolution};
 use crate::sim::load::{Load, mix, noise};
 use crate::store::Store;
 use crate::store::write::{Batch, apply};
+use crate::tariff::engine::Prices;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Instant;
@@ -227,8 +229,9 @@ fn bench_plan(
     limits: &crate::config::Exports,
     body: Value,
     now_ms: i64,
-) -> anyhow::Result<crate::export::request::Plan> {
-    use crate::export::request::{self, CreateRequest, PlanCtx};
+) -> anyhow::Result<crate::export::plan::Plan> {
+    use crate::export::plan::{self, PlanCtx};
+    use crate::export::request::CreateRequest;
     let body: CreateRequest = serde_json::from_value(body)?;
     let ctx = PlanCtx {
         devices: records,
@@ -238,7 +241,7 @@ fn bench_plan(
         privacy_key: &[0; 32],
         now_ms,
     };
-    request::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))
+    plan::plan(&body, &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The default (flat) tariff.
@@ -274,7 +277,8 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize, formats: &[String]) -> any
             "options": {"timezone": "UTC"},
         });
         let plan = bench_plan(&records, &tariff, &limits_cfg, body, end)?;
-        let meta = render::metadata(&plan, "bench", "bench", None);
+        let meta = crate::export::kind::metadata(&plan, "bench", "bench", None);
+        let inputs = Inputs::Rows(std::sync::Arc::new(Prices::Const(plan.price_per_kwh)));
         let (mut times, mut cpu, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
         let mut last = None;
         for _ in 0..runs {
@@ -296,6 +300,7 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize, formats: &[String]) -> any
             let r = render::render(
                 &store,
                 &plan,
+                &inputs,
                 &meta,
                 &file,
                 "out",
@@ -328,8 +333,8 @@ pub fn run_export(dir: &Path, rows: u64, runs: usize, formats: &[String]) -> any
 /// kept as `dir/report.pdf`), and a monthly cost_analysis (JSON) of the year by device and
 /// time-of-use period under a tariff with two periods, a fixed charge and a tax.
 pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
+    use crate::export::kind::KindPlan;
     use crate::export::pipeline::{self as render, Control, Limits};
-    use crate::export::request::Kind;
     let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
     let now = start + 366 * 86_400_000;
     let path = dir.join("report.redb");
@@ -343,10 +348,10 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         "options": {"timezone": "America/New_York"},
     });
     let plan = bench_plan(&records, &flat_tariff()?, &limits_cfg, body, now)?;
-    let Kind::SystemReport { sections, .. } = &plan.kind else {
+    let KindPlan::SystemReport(sections) = &plan.kind else {
         anyhow::bail!("not a report plan");
     };
-    let meta = render::metadata(&plan, "bench", "bench", None);
+    let meta = crate::export::kind::metadata(&plan, "bench", "bench", None);
     let file = dir.join("report.pdf");
     let mut times = Vec::new();
     let mut last = None;
@@ -356,17 +361,22 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         let report = crate::export::kind::system_report::build(
             &store, &plan, sections, None, now, None, &ctl,
         )?;
-        let mut with = plan.clone();
-        with.kind = Kind::SystemReport {
-            sections: sections.clone(),
-            report: Some(report),
-        };
+        let inputs = Inputs::Document(report);
         let limits = Limits {
             max_records: u64::MAX,
             max_bytes: u64::MAX,
             distinct_budget: usize::MAX,
         };
-        let r = render::render(&store, &with, &meta, &file, "report.pdf", limits, &ctl)?;
+        let r = render::render(
+            &store,
+            &plan,
+            &inputs,
+            &meta,
+            &file,
+            "report.pdf",
+            limits,
+            &ctl,
+        )?;
         times.push(t.elapsed().as_secs_f64());
         last = Some(r);
     }
@@ -394,15 +404,11 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         "options": {"timezone": "America/New_York"},
     });
     let cplan = bench_plan(&records, &tariffs, &limits_cfg, body, now)?;
-    let Kind::CostAnalysis {
-        grouping,
-        breakdown,
-        ..
-    } = cplan.kind
-    else {
+    let KindPlan::CostAnalysis(options) = cplan.kind else {
         anyhow::bail!("not a cost plan");
     };
-    let cmeta = render::metadata(&cplan, "bench", "bench", None);
+    let (grouping, breakdown) = (options.grouping, options.breakdown);
+    let cmeta = crate::export::kind::metadata(&cplan, "bench", "bench", None);
     let mut cost_times = Vec::new();
     let mut cost_rows = 0;
     for _ in 0..runs.max(3) {
@@ -410,19 +416,23 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         let ctl = Control::default();
         let report =
             crate::export::kind::cost_analysis::report(&store, &cplan, grouping, breakdown, &ctl)?;
-        let mut with = cplan.clone();
-        with.kind = Kind::CostAnalysis {
-            grouping,
-            breakdown,
-            report: Some(report),
-        };
+        let inputs = Inputs::Document(report);
         let limits = Limits {
             max_records: u64::MAX,
             max_bytes: u64::MAX,
             distinct_budget: usize::MAX,
         };
         let file = dir.join("cost.json");
-        let r = render::render(&store, &with, &cmeta, &file, "cost.json", limits, &ctl)?;
+        let r = render::render(
+            &store,
+            &cplan,
+            &inputs,
+            &cmeta,
+            &file,
+            "cost.json",
+            limits,
+            &ctl,
+        )?;
         cost_times.push(t.elapsed().as_secs_f64());
         cost_rows = r.record_count;
     }

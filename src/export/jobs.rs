@@ -6,9 +6,10 @@
 //! renamed, so a download never sees a partial file; a crash leaves only temp files, which the
 //! next start removes before re-running the interrupted jobs.
 
-use super::kind::configuration;
+use super::kind::{self, Inputs, KindPlan, configuration};
 use super::pipeline::{self as render, Control, Limits, RenderError};
-use super::request::{self, CreateRequest, Plan, PlanCtx, RequestError, StoredRequest};
+use super::plan::{self, Plan, PlanCtx, Resolved, StoredRequest};
+use super::request::{CreateRequest, RequestError};
 use super::{ExportRecord, Status};
 use crate::audit::{Event, EventType, Severity};
 use crate::auth::keys::SecretKey;
@@ -16,6 +17,7 @@ use crate::clock::{SharedClock, rfc3339};
 use crate::config::Settings;
 use crate::store::exports::Refusal;
 use crate::store::{self, Store};
+use crate::tariff::engine::Prices;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -190,7 +192,7 @@ impl Exporter {
     pub fn plan(
         &self,
         body: &CreateRequest,
-        resolved: Option<&request::Resolved>,
+        resolved: Option<&Resolved>,
     ) -> Result<Plan, CreateError> {
         let devices = self.store.device_records()?;
         let s = &self.cfg.settings;
@@ -203,34 +205,60 @@ impl Exporter {
             privacy_key: self.privacy_key.bytes(),
             now_ms: self.clock.now_ms(),
         };
-        Ok(request::plan(body, &ctx, resolved)?)
+        Ok(plan::plan(body, &ctx, resolved)?)
     }
 
-    /// A plan ready to render: `plan` of `body`, with device_data rows priced per bucket when
-    /// the price varies over the range (validation alone does not need the prices).
-    pub fn plan_to_render(
+    /// The price of a kWh per bucket over the plan's range: one constant when one flat price
+    /// covers it, else read from the tariff versions bucket by bucket.
+    pub fn prices(&self, plan: &Plan) -> Result<Arc<Prices>, CreateError> {
+        if !plan.price_per_kwh.is_nan() || !matches!(plan.kind, KindPlan::DeviceData(_)) {
+            return Ok(Arc::new(Prices::Const(plan.price_per_kwh)));
+        }
+        let ids: Vec<_> = self
+            .store
+            .device_records()?
+            .iter()
+            .map(|d| d.info.device_id.clone())
+            .collect();
+        let prices = crate::tariff::engine::prices(
+            &self.store,
+            &plan.tariffs,
+            &ids,
+            plan.start_ms,
+            plan.end_ms,
+        )?;
+        Ok(Arc::new(prices))
+    }
+
+    /// A preview of a device_data body: its first `limit` rows, how many it holds, and the
+    /// size of its CSV.
+    pub fn preview(
         &self,
         body: &CreateRequest,
-        resolved: Option<&request::Resolved>,
-    ) -> Result<Plan, CreateError> {
-        let mut plan = self.plan(body, resolved)?;
-        if plan.kind == request::Kind::DeviceData && plan.price_per_kwh.is_nan() {
-            let ids: Vec<_> = self
-                .store
-                .device_records()?
-                .iter()
-                .map(|d| d.info.device_id.clone())
-                .collect();
-            let prices = crate::tariff::engine::prices(
-                &self.store,
-                &plan.tariffs,
-                &ids,
-                plan.start_ms,
-                plan.end_ms,
-            )?;
-            plan.prices = Arc::new(prices);
-        }
-        Ok(plan)
+        limit: usize,
+        limits: Limits,
+        ctl: &Control,
+    ) -> Result<super::pipeline::Preview, CreateError> {
+        let plan = self.plan(body, None)?;
+        let prices = self.prices(&plan)?;
+        let KindPlan::DeviceData(data) = &plan.kind else {
+            return Err(CreateError::Invalid(RequestError {
+                code: "VALIDATION_ERROR",
+                message: "previews show device_data; create the export to see other types".into(),
+            }));
+        };
+        let run = kind::device_data::Run {
+            plan: &plan,
+            data,
+            prices: &prices,
+        };
+        super::pipeline::preview(&self.store, run, limit, limits, ctl).map_err(|e| match e {
+            RenderError::Store(s) => CreateError::Store(s),
+            other => CreateError::Invalid(RequestError {
+                code: "VALIDATION_ERROR",
+                message: other.to_string(),
+            }),
+        })
     }
 
     /// The tariff versions (the configured tariff when none is stored yet).
@@ -265,7 +293,7 @@ impl Exporter {
         origin: Origin<'_>,
     ) -> Result<(ExportRecord, bool), CreateError> {
         let plan = self.plan(&body, None)?;
-        let export_type = super::request::check_type(&body)?;
+        let export_type = plan.kind.export_type();
         let s = &self.cfg.settings;
         if let Some(free) = crate::store::free_bytes(&self.dir).map(|b| b >> 20)
             && free < s.exports.min_free_disk_mb
@@ -279,10 +307,9 @@ impl Exporter {
         let policy = s.retention.policy(export_type);
         // A rough guess: 10 s polls, 400 k rows/s on a Pi.
         let rows = (plan.end_ms - plan.start_ms) / 10_000 * plan.devices.len() as i64;
-        let guess = if plan.aggregation.is_some() {
-            1_000
-        } else {
-            1_000 + rows / 400
+        let guess = match &plan.kind {
+            KindPlan::DeviceData(d) if d.aggregation.is_none() => 1_000 + rows / 400,
+            _ => 1_000,
         };
         let mut rec = ExportRecord {
             id: new_id(),
@@ -440,57 +467,12 @@ impl Exporter {
     fn render(&self, rec: &ExportRecord, ctl: &Control) -> Result<render::Rendered, RenderError> {
         let stored: StoredRequest = serde_json::from_value(rec.request.clone())
             .map_err(|e| store::Error::Corrupt(e.to_string()))?;
-        let mut plan = match self.plan_to_render(&stored.body, Some(&stored.resolved)) {
+        let plan = match self.plan(&stored.body, Some(&stored.resolved)) {
             Ok(p) => p,
             Err(CreateError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(RenderError::Invalid(e.to_string())),
         };
-        plan.audit_key = Some(self.audit_key.clone());
-        if let request::Kind::Configuration { privacy, rows } = &mut plan.kind {
-            let (settings, key) = (&self.cfg.settings, self.privacy_key.bytes());
-            *rows = configuration::rows(&self.store, settings, privacy, key)?;
-        }
-        let built = match &plan.kind {
-            request::Kind::SystemReport { sections, .. } => {
-                let rt = self.cfg.runtime.as_ref();
-                let now = self.clock.now_ms();
-                // The health section counts the requester's exports (everyone's for admins).
-                let admin = self
-                    .store
-                    .user(rec.user_id)?
-                    .is_some_and(|u| u.role == crate::auth::Role::Admin);
-                let owner = (!admin).then_some(rec.user_id);
-                Some(super::kind::system_report::build(
-                    &self.store,
-                    &plan,
-                    sections,
-                    rt,
-                    now,
-                    owner,
-                    ctl,
-                )?)
-            }
-            request::Kind::CostAnalysis {
-                grouping,
-                breakdown,
-                ..
-            } => Some(super::kind::cost_analysis::report(
-                &self.store,
-                &plan,
-                *grouping,
-                *breakdown,
-                ctl,
-            )?),
-            _ => None,
-        };
-        if let (
-            Some(b),
-            request::Kind::SystemReport { report, .. } | request::Kind::CostAnalysis { report, .. },
-        ) = (built, &mut plan.kind)
-        {
-            *report = Some(b);
-        }
-
+        let inputs = self.inputs(&plan, rec, ctl)?;
         let s = &self.cfg.settings.exports;
         let limits = Limits {
             max_records: s.max_records_per_export,
@@ -508,7 +490,7 @@ impl Exporter {
             } else {
                 ""
             };
-        let meta = render::metadata(
+        let meta = kind::metadata(
             &plan,
             &rec.id,
             &rfc3339(rec.created_ms),
@@ -517,12 +499,61 @@ impl Exporter {
         render::render(
             &self.store,
             &plan,
+            &inputs,
             &meta,
             &self.tmp_path(&rec.id),
             &inner,
             limits,
             ctl,
         )
+    }
+
+    /// What the render of `plan` reads besides it: the prices, the computed document, the
+    /// audit key or the configuration's rows.
+    fn inputs(
+        &self,
+        plan: &Plan,
+        rec: &ExportRecord,
+        ctl: &Control,
+    ) -> Result<Inputs, RenderError> {
+        let not_planned = |e: CreateError| match e {
+            CreateError::Store(e) => RenderError::Store(e),
+            e => RenderError::Invalid(e.to_string()),
+        };
+        Ok(match &plan.kind {
+            KindPlan::DeviceData(_) => Inputs::Rows(self.prices(plan).map_err(not_planned)?),
+            KindPlan::AuditLogs(_) => Inputs::AuditLog(self.audit_key.clone()),
+            KindPlan::Configuration(privacy) => {
+                let (settings, key) = (&self.cfg.settings, self.privacy_key.bytes());
+                Inputs::Configuration(configuration::rows(&self.store, settings, privacy, key)?)
+            }
+            KindPlan::SystemReport(sections) => {
+                let rt = self.cfg.runtime.as_ref();
+                let now = self.clock.now_ms();
+                // The health section counts the requester's exports (everyone's for admins).
+                let admin = self
+                    .store
+                    .user(rec.user_id)?
+                    .is_some_and(|u| u.role == crate::auth::Role::Admin);
+                let owner = (!admin).then_some(rec.user_id);
+                Inputs::Document(kind::system_report::build(
+                    &self.store,
+                    plan,
+                    sections,
+                    rt,
+                    now,
+                    owner,
+                    ctl,
+                )?)
+            }
+            KindPlan::CostAnalysis(o) => Inputs::Document(kind::cost_analysis::report(
+                &self.store,
+                plan,
+                o.grouping,
+                o.breakdown,
+                ctl,
+            )?),
+        })
     }
 
     fn finish(

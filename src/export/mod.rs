@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod kind;
 pub mod output;
 pub mod pipeline;
+pub mod plan;
 pub mod report;
 pub mod request;
 

@@ -4,14 +4,13 @@
 //! The limits (records, bytes), cancellation and progress are checked on the way.
 
 use super::Format;
-use super::fields::{Agg, Field, IS_ON, VALUE_FIELDS};
 use super::format::preview::PreviewSink;
-use super::format::{Cell, CsvSink, JsonSink, RowFormat, Sink, excel, pdf};
-use super::formula::{Aggregator, DistinctBudget, RowCtx};
-use super::kind::device_data::{Row, Rows, formula_values};
-use super::kind::{audit_logs as audit_log, configuration};
+use super::format::{CsvSink, JsonSink, RowFormat, Sink, excel, pdf};
+use super::formula::{Aggregator, DistinctBudget};
+use super::kind::device_data::{self, CellMaker, Row, Rows, Run, formula_values, row_ctx};
+use super::kind::{self, Inputs, KindPlan, audit_logs, configuration};
 use super::output::{CHUNK, Chunks, Output};
-use super::request::{Kind, Plan};
+use super::plan::Plan;
 use crate::localtime::TzCache;
 use crate::numfmt::push_num;
 use crate::store::{self, Store};
@@ -83,182 +82,33 @@ pub struct Rendered {
     pub summary: Value,
 }
 
-/// Column names of a plan.
-pub fn columns(plan: &Plan) -> Vec<String> {
-    match plan.kind {
-        Kind::DeviceData => {}
-        Kind::SystemReport { .. } | Kind::CostAnalysis { .. } => {
-            return super::report::CSV_COLUMNS.map(str::to_owned).to_vec();
-        }
-        Kind::AuditLogs(_) => return audit_log::COLUMNS.map(str::to_owned).to_vec(),
-        Kind::Configuration { .. } => {
-            return configuration::COLUMNS.map(str::to_owned).to_vec();
-        }
-    }
-    plan.fields
-        .iter()
-        .map(|f| f.name().to_owned())
-        .chain(plan.row_fields.iter().map(|c| c.name.clone()))
-        .collect()
-}
-
-/// Whether `is_on` renders as a boolean (its function keeps 0/1 values).
-fn on_is_bool(plan: &Plan) -> bool {
-    plan.aggregation.is_none()
-        || matches!(
-            plan.functions[IS_ON],
-            Agg::Min | Agg::Max | Agg::First | Agg::Last
-        )
-}
-
-/// Units and functions of the columns, for metadata.
-pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>) -> Value {
-    if plan.kind != Kind::DeviceData && plan.kind.document().is_none() {
-        let mut m = json!({
-            "export_id": export_id,
-            "created_at": created,
-            "timezone": plan.tz.name(),
-            "fields": columns(plan),
-        });
-        match &plan.kind {
-            Kind::AuditLogs(f) => {
-                m["export_type"] = json!("audit_logs");
-                m["date_range"] = json!({"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)});
-                m["filters"] = json!({
-                    "event_types": f.event_types.iter().map(|t| t.name()).collect::<Vec<_>>(),
-                    "severity_levels": f.severities,
-                    "users": f.users,
-                });
-                m["verification"] = json!(
-                    "each row carries its sequence number, exact time (ts_ms), the previous entry's MAC (prev) and its own (mac); check a file with `kasad audit verify-export FILE` on the appliance"
-                );
-            }
-            _ => m["export_type"] = json!("configuration"),
-        }
-        if let (Some(u), false) = (user, plan.exclude_user_data) {
-            m["created_by"] = json!(u);
-        }
-        return m;
-    }
-    let devices: Vec<Value> = plan
-        .devices
-        .iter()
-        .map(|d| {
-            let mut v = json!({"device_id": d.shown_id, "device_ip": d.ip, "device_name": d.name, "model": d.model});
-            if let Some(p) = d.rated_power {
-                v["rated_power"] = json!(p);
-            }
-            if let Some((lat, lon)) = d.location {
-                v["latitude"] = json!(lat);
-                v["longitude"] = json!(lon);
-            }
-            v
-        })
-        .collect();
-    let mut units = Map::new();
-    let mut functions = Map::new();
-    for f in &plan.fields {
-        if let Field::Value(i) = f {
-            units.insert(VALUE_FIELDS[*i].name.into(), json!(VALUE_FIELDS[*i].unit));
-            if plan.aggregation.is_some() {
-                functions.insert(
-                    VALUE_FIELDS[*i].name.into(),
-                    json!(plan.functions[*i].name()),
-                );
-            }
-        }
-    }
-    let custom: Vec<Value> = plan
-        .row_fields
-        .iter()
-        .chain(&plan.aggregate_fields)
-        .map(|c| json!({"name": c.name, "formula": c.text, "unit": c.unit, "aggregate": c.formula.is_aggregate()}))
-        .collect();
-    if plan.kind.document().is_some() {
-        let mut m = json!({
-            "export_id": export_id,
-            "created_at": created,
-            "timezone": plan.tz.name(),
-            "date_range": {"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)},
-            "currency": plan.currency,
-            "price_per_kwh": plan.price_per_kwh,
-            "tariff": plan.tariffs.at(plan.end_ms - 1).describe(),
-            "currency_symbol": plan.tariffs.at(plan.end_ms - 1).source.symbol,
-            "devices": devices,
-        });
-        match &plan.kind {
-            Kind::SystemReport { sections, .. } => {
-                m["export_type"] = json!("system_report");
-                m["sections"] = json!(sections.iter().map(|s| s.name()).collect::<Vec<_>>());
-            }
-            Kind::CostAnalysis {
-                grouping,
-                breakdown,
-                ..
-            } => {
-                m["export_type"] = json!("cost_analysis");
-                m["grouping"] = json!(grouping.name());
-                let b = [
-                    ("device", breakdown.device),
-                    ("time_of_use", breakdown.time_of_use),
-                    ("rate_tier", breakdown.rate_tier),
-                ];
-                m["breakdown_by"] =
-                    json!(b.iter().filter(|x| x.1).map(|x| x.0).collect::<Vec<_>>());
-            }
-            _ => {}
-        }
-        if let (Some(u), false) = (user, plan.exclude_user_data) {
-            m["created_by"] = json!(u);
-        }
-        return m;
-    }
-    let mut m = json!({
-        "export_id": export_id,
-        "export_type": "device_data",
-        "created_at": created,
-        "timezone": plan.tz.name(),
-        "date_range": {"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)},
-        "aggregation": plan.aggregation_name,
-        "fields": columns(plan),
-        "units": units,
-        "currency": plan.currency,
-        "price_per_kwh": plan.price_per_kwh,
-        "devices": devices,
-        "custom_fields": custom,
-    });
-    if plan.aggregation.is_some() {
-        m["aggregation_functions"] = Value::Object(functions);
-    }
-    if let (Some(u), false) = (user, plan.exclude_user_data) {
-        m["created_by"] = json!(u);
-    }
-    m
-}
-
-/// Renders `plan` into `path` (overwritten), fsyncs it and returns its size and SHA-256.
-/// `progress(ts)` is reported through `ctl` as the share of the range already written.
+/// Renders `plan` with its `inputs` into `path` (overwritten), fsyncs it and returns its size
+/// and SHA-256. Progress is reported through `ctl` as the share of the range already written.
+#[allow(clippy::too_many_arguments)]
 pub fn render(
     store: &Store,
     plan: &Plan,
+    inputs: &Inputs,
     metadata: &Value,
     path: &Path,
     inner_name: &str,
     limits: Limits,
     ctl: &Control,
 ) -> Result<Rendered, RenderError> {
-    if let Some(report) = plan.kind.document() {
-        let report =
-            report.ok_or_else(|| RenderError::Invalid("the report was not computed".into()))?;
+    if let Inputs::Document(report) = inputs {
         let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let n = super::report::write(report, plan, metadata, &mut out, dir, limits)?;
         let sha256 = out.close()?;
         return checked(path, limits, n, sha256, json!({}));
     }
-    let chart = match plan.format {
-        Format::Excel | Format::Pdf if plan.include_charts && plan.kind == Kind::DeviceData => {
-            Some(excel::daily_energy(store, plan, &ctl.cancel)?)
+    let run = match (&plan.kind, inputs) {
+        (KindPlan::DeviceData(data), Inputs::Rows(prices)) => Some(Run { plan, data, prices }),
+        _ => None,
+    };
+    let chart = match (plan.format, run) {
+        (Format::Excel | Format::Pdf, Some(run)) if plan.include_charts => {
+            Some(device_data::daily_energy(store, run, &ctl.cancel)?)
         }
         _ => None,
     };
@@ -270,16 +120,15 @@ pub fn render(
         _ => limits,
     };
     let (out, count) = Output::create(path, plan.compression, inner_name)?;
-    let millis = plan.aggregation.is_none();
-    let tzc = TzCache::new(plan.tz);
     // Reading and formatting rows are the heaviest stages: two readers take every other device.
-    let parts = match plan.kind {
-        Kind::DeviceData => plan.devices.len().clamp(1, 2),
-        _ => 0,
+    let parts = run.map_or(0, |r| r.plan.devices.len().clamp(1, 2));
+    let readers = match run {
+        Some(run) => (0..parts)
+            .map(|k| Rows::open_part(store, run, &ctl.cancel, k, parts))
+            .collect::<store::Result<Vec<_>>>()?,
+        None => Vec::new(),
     };
-    let readers = (0..parts)
-        .map(|k| Rows::open_part(store, plan, &ctl.cancel, k, parts))
-        .collect::<store::Result<Vec<_>>>()?;
+    let millis = run.is_none_or(|r| r.data.aggregation.is_none());
     // Stages on their own threads, joined by short bounded queues: reading, merging and
     // (for text formats) formatting rows; putting the document together (this thread);
     // compressing, hashing and writing the file.
@@ -296,72 +145,35 @@ pub fn render(
             tx: chunk_tx,
             buf: Vec::with_capacity(CHUNK),
         };
-        let sink: io::Result<Box<dyn Sink + '_>> = match plan.format {
-            Format::Csv => Ok(Box::new(CsvSink::new(
-                chunks,
-                plan.delimiter,
-                plan.include_headers,
-                tzc,
-                millis,
-            ))),
-            Format::Json => Ok(Box::new(JsonSink::new(chunks, tzc, millis))),
-            Format::Excel => {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                excel::ExcelSink::new(chunks, dir, tzc, millis, chart, excel::ROWS_PER_SHEET)
-                    .map(|s| Box::new(s) as Box<dyn Sink>)
-            }
-            Format::Pdf => {
-                let title = match plan.kind {
-                    Kind::DeviceData => "Device data export",
-                    Kind::AuditLogs(_) => "Audit log export",
-                    _ => "Configuration export",
-                };
-                let generated = metadata["created_at"].as_str().unwrap_or_default();
-                Ok(Box::new(pdf::PdfSink::new(
-                    chunks, &plan.pdf, title, generated, tzc, millis, chart,
-                )))
-            }
-        };
-        let mut sink = sink?;
+        let mut sink = sink_of(plan, chunks, path, metadata, millis, chart)?;
         let formatted = sink
-            .begin(&columns(plan), metadata)
+            .begin(&kind::columns(plan), metadata)
             .map_err(RenderError::from)
-            .and_then(|()| {
-                match &plan.kind {
-                    Kind::DeviceData => {}
-                    Kind::AuditLogs(f) => {
-                        let key = plan.audit_key.as_ref().ok_or_else(|| {
-                            RenderError::Invalid("no audit key to chain the rows with".into())
-                        })?;
-                        return audit_log::write(store, f, key, &mut *sink, limits, ctl, &count);
-                    }
-                    Kind::Configuration { rows, .. } => {
-                        return configuration::write(rows, &mut *sink, limits, ctl);
-                    }
-                    // Rendered as documents before this pipeline starts.
-                    Kind::SystemReport { .. } | Kind::CostAnalysis { .. } => {
-                        return Err(RenderError::Invalid("not a row export".into()));
-                    }
+            .and_then(|()| match (&plan.kind, inputs, run) {
+                (KindPlan::AuditLogs(f), Inputs::AuditLog(key), _) => {
+                    audit_logs::write(store, f, key, &mut *sink, limits, ctl, &count)
                 }
-                let mut inputs = Vec::new();
-                for rows in readers {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<store::Result<Batch>>(4);
-                    let fmt = sink.row_format();
-                    scope.spawn(move || produce(rows, plan, fmt, &tx));
-                    inputs.push(Cursor {
-                        rx,
-                        batch: Batch::default(),
-                        next: 0,
-                    });
+                (KindPlan::Configuration(_), Inputs::Configuration(rows), _) => {
+                    configuration::write(rows, &mut *sink, limits, ctl)
                 }
-                drive(
-                    &mut *sink,
-                    &mut MergeParts { inputs },
-                    plan,
-                    limits,
-                    ctl,
-                    &count,
-                )
+                (_, _, Some(run)) => {
+                    let mut inputs = Vec::new();
+                    for rows in readers {
+                        let (tx, rx) = std::sync::mpsc::sync_channel::<store::Result<Batch>>(4);
+                        let fmt = sink.row_format();
+                        scope.spawn(move || produce(rows, run, fmt, &tx));
+                        inputs.push(Cursor {
+                            rx,
+                            batch: Batch::default(),
+                            next: 0,
+                        });
+                    }
+                    let mut merged = MergeParts { inputs };
+                    drive(&mut *sink, &mut merged, run, limits, ctl, &count)
+                }
+                _ => Err(RenderError::Invalid(
+                    "the export's inputs do not match its kind".into(),
+                )),
             });
         // Every sender is gone now: the writer finishes (or has stopped on an error).
         drop(sink);
@@ -376,6 +188,50 @@ pub fn render(
         }
     })?;
     checked(path, limits, n, sha256, summary)
+}
+
+/// The sink of the plan's format, writing into `chunks`.
+fn sink_of<'a>(
+    plan: &'a Plan,
+    chunks: Chunks,
+    path: &Path,
+    metadata: &Value,
+    millis: bool,
+    chart: Option<super::report::Chart>,
+) -> io::Result<Box<dyn Sink + 'a>> {
+    let tzc = TzCache::new(plan.tz);
+    Ok(match plan.format {
+        Format::Csv => Box::new(CsvSink::new(
+            chunks,
+            plan.delimiter,
+            plan.include_headers,
+            tzc,
+            millis,
+        )),
+        Format::Json => Box::new(JsonSink::new(chunks, tzc, millis)),
+        Format::Excel => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            Box::new(excel::ExcelSink::new(
+                chunks,
+                dir,
+                tzc,
+                millis,
+                chart,
+                excel::ROWS_PER_SHEET,
+            )?)
+        }
+        Format::Pdf => {
+            let title = match plan.kind {
+                KindPlan::DeviceData(_) => "Device data export",
+                KindPlan::AuditLogs(_) => "Audit log export",
+                _ => "Configuration export",
+            };
+            let generated = metadata["created_at"].as_str().unwrap_or_default();
+            Box::new(pdf::PdfSink::new(
+                chunks, &plan.pdf, title, generated, tzc, millis, chart,
+            ))
+        }
+    })
 }
 
 /// The result of a render whose file is at `path`, unless the file is over the size limit.
@@ -413,11 +269,11 @@ struct Batch {
 /// the receiver is gone.
 fn produce(
     rows: Rows<'_>,
-    plan: &Plan,
+    run: Run<'_>,
     mut fmt: Option<RowFormat>,
     tx: &std::sync::mpsc::SyncSender<store::Result<Batch>>,
 ) {
-    let mut cells = CellMaker::new(plan);
+    let mut cells = CellMaker::new(run);
     // Text buffers start at the size the previous batch needed, so they rarely grow (a
     // growing buffer copies its text again).
     let ends = if fmt.is_some() { BATCH } else { 0 };
@@ -520,91 +376,27 @@ impl Source for MergeParts {
     }
 }
 
-/// Builds the cells of rows: the plan's fields, then its per-row custom fields.
-struct CellMaker<'p> {
-    plan: &'p Plan,
-    on_bool: bool,
-    tzc: TzCache,
-    cells: Vec<Cell<'p>>,
-}
-
-impl<'p> CellMaker<'p> {
-    fn new(plan: &'p Plan) -> Self {
-        Self {
-            plan,
-            on_bool: on_is_bool(plan),
-            tzc: TzCache::new(plan.tz),
-            cells: Vec::with_capacity(plan.fields.len() + plan.row_fields.len()),
-        }
-    }
-
-    fn of(&mut self, row: &Row) -> &[Cell<'p>] {
-        let plan = self.plan;
-        let dp = plan.decimal_places;
-        let dev = &plan.devices[row.dev];
-        self.cells.clear();
-        for f in &plan.fields {
-            self.cells.push(match *f {
-                Field::Timestamp => Cell::Time(row.ts_ms),
-                Field::DeviceIp => Cell::Label(&dev.ip, 3 * row.dev),
-                Field::DeviceId => Cell::Label(&dev.shown_id, 3 * row.dev + 1),
-                Field::DeviceName => Cell::Label(&dev.name, 3 * row.dev + 2),
-                Field::Value(i) => match row.get(i) {
-                    None => Cell::Null,
-                    Some(v) if i == IS_ON && self.on_bool => Cell::Bool(v > 0.0),
-                    Some(v) => Cell::Num(
-                        v,
-                        dp.unwrap_or(VALUE_FIELDS[i].decimals.max(if i == IS_ON { 4 } else { 0 })),
-                    ),
-                },
-            });
-        }
-        if !plan.row_fields.is_empty() {
-            let values = formula_values(row, plan);
-            let ctx = row_ctx(&values, &mut self.tzc, row.ts_ms);
-            for c in &plan.row_fields {
-                self.cells.push(match c.formula.eval_row(&ctx) {
-                    Some(v) => Cell::Num(v, dp.unwrap_or(6)),
-                    None => Cell::Null,
-                });
-            }
-        }
-        &self.cells
-    }
-}
-
-/// The formula context of a row at `ts_ms`.
-fn row_ctx<'v>(values: &'v [Option<f64>], tzc: &mut TzCache, ts_ms: i64) -> RowCtx<'v> {
-    let l = tzc.local(ts_ms);
-    RowCtx {
-        values,
-        day: l.day,
-        hour: l.hour,
-        weekday: l.weekday,
-        month: l.month,
-    }
-}
-
 /// Writes the rows of `rows` to `sink` (after its `begin`), checking the limits and the
 /// cancel flag and reporting progress; folds the aggregate custom fields; finishes the sink.
 fn drive(
     sink: &mut dyn Sink,
     rows: &mut dyn Source,
-    plan: &Plan,
+    run: Run<'_>,
     limits: Limits,
     ctl: &Control,
     written: &AtomicU64,
 ) -> Result<(u64, Value), RenderError> {
-    let dp = plan.decimal_places;
+    let dp = run.plan.decimal_places;
     let budget = DistinctBudget::new(limits.distinct_budget);
-    let mut aggs: Vec<Aggregator> = plan
+    let mut aggs: Vec<Aggregator> = run
+        .data
         .aggregate_fields
         .iter()
         .map(|c| c.formula.aggregator_within(&budget))
         .collect();
-    let mut cells = CellMaker::new(plan);
-    let mut tzc = TzCache::new(plan.tz);
-    let span = (plan.end_ms - plan.start_ms).max(1) as f64;
+    let mut cells = CellMaker::new(run);
+    let mut tzc = TzCache::new(run.plan.tz);
+    let span = (run.plan.end_ms - run.plan.start_ms).max(1) as f64;
     let mut n: u64 = 0;
     while let Some(item) = rows.next_row() {
         let (row, text) = item?;
@@ -619,13 +411,13 @@ fn drive(
             if written.load(Ordering::Relaxed) > limits.max_bytes {
                 return Err(RenderError::TooLarge(limits.max_bytes / (1024 * 1024)));
             }
-            let pct = ((row.ts_ms - plan.start_ms) as f64 / span * 100.0).clamp(0.0, 99.0);
+            let pct = ((row.ts_ms - run.plan.start_ms) as f64 / span * 100.0).clamp(0.0, 99.0);
             ctl.progress.store(pct as u8, Ordering::Relaxed);
         }
         if !aggs.is_empty() {
-            let values = formula_values(row, plan);
+            let values = formula_values(row, run);
             let ctx = row_ctx(&values, &mut tzc, row.ts_ms);
-            for (a, c) in aggs.iter_mut().zip(&plan.aggregate_fields) {
+            for (a, c) in aggs.iter_mut().zip(&run.data.aggregate_fields) {
                 a.add(&ctx).map_err(|e| {
                     RenderError::Formula(format!("custom_fields {:?}: {e}", c.name))
                 })?;
@@ -641,7 +433,7 @@ fn drive(
         return Err(RenderError::Cancelled);
     }
     let mut summary = Map::new();
-    for (c, a) in plan.aggregate_fields.iter().zip(&aggs) {
+    for (c, a) in run.data.aggregate_fields.iter().zip(&aggs) {
         let v = a.finish().map(|x| {
             let mut b = Vec::new();
             push_num(&mut b, x, dp.unwrap_or(6));
@@ -677,20 +469,20 @@ pub struct Preview {
 /// CSV size; stops early when `ctl.cancel` is set.
 pub fn preview(
     store: &Store,
-    plan: &Plan,
+    run: Run<'_>,
     limit: usize,
     limits: Limits,
     ctl: &Control,
 ) -> Result<Preview, RenderError> {
     let cap = limits.max_records;
-    let millis = plan.aggregation.is_none();
+    let (plan, millis) = (run.plan, run.data.aggregation.is_none());
     let mut sink = PreviewSink::new(plan.tz, millis, plan.delimiter, plan.include_headers, limit);
     let mut rows = Plain {
-        rows: Rows::open(store, plan, &ctl.cancel)?,
+        rows: Rows::open(store, run, &ctl.cancel)?,
         current: None,
     };
-    sink.begin(&columns(plan), &Value::Null)?;
-    let counted = drive(&mut sink, &mut rows, plan, limits, ctl, &AtomicU64::new(0));
+    sink.begin(&kind::columns(plan), &Value::Null)?;
+    let counted = drive(&mut sink, &mut rows, run, limits, ctl, &AtomicU64::new(0));
     let (total, capped, summary) = match counted {
         Ok((n, s)) => (n, false, s),
         Err(RenderError::TooManyRecords(_)) => (cap, true, Value::Null),

@@ -6,7 +6,7 @@
 
 use super::format::{Cell, CsvSink, Sink};
 use super::pipeline::{Limits, RenderError};
-use super::request::Plan;
+use super::plan::Plan;
 use crate::localtime::TzCache;
 use crate::numfmt::{push_num, round_to};
 use serde_json::{Map, Value, json};

@@ -1,16 +1,11 @@
-//! The create body of `POST /api/exports/create` (and of `POST /api/exports/preview`), with
-//! every option the spec names, validated into a [`Plan`] the renderer can run without further
-//! checks. Every mistake becomes a [`RequestError`] naming the field.
+//! The create body of `POST /api/exports/create` (and of `POST /api/exports/preview`) with
+//! every option the spec names, and the checks every kind shares (type, format, zone, range);
+//! [`super::plan`] turns a body into a plan. Every mistake becomes a [`RequestError`] naming
+//! the field.
 
-use super::devices::{
-    DeviceMeta, anonymize_ip, hashed_name, pseudonym, rated_power, select_devices,
-};
-use super::fields::{Agg, Custom, Field, VALUE_FIELDS, all_field_names, parse_customs};
-use super::filters::{Filters, parse_filters};
 use super::{Compression, Format};
 use crate::config::Exports;
-use crate::domain::rollup::{Period, local_midnight};
-use crate::store::DeviceRecord;
+use crate::domain::rollup::local_midnight;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -200,108 +195,6 @@ pub struct CreateRequest {
     pub users: Option<serde_json::Value>,
 }
 
-/// A validated device_data export.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// Output format.
-    pub format: Format,
-    /// Compression.
-    pub compression: Compression,
-    /// Devices in output order.
-    pub devices: Vec<DeviceMeta>,
-    /// Range start, UTC ms (inclusive).
-    pub start_ms: i64,
-    /// Range end, UTC ms (exclusive).
-    pub end_ms: i64,
-    /// Zone of timestamps and local periods.
-    pub tz: Tz,
-    /// Columns.
-    pub fields: Vec<Field>,
-    /// `None` = raw readings.
-    pub aggregation: Option<Period>,
-    /// Name as requested (`raw`, `hourly`, …).
-    pub aggregation_name: String,
-    /// Function per value field.
-    pub functions: [Agg; 7],
-    /// Filters.
-    pub filters: Filters,
-    /// CSV header row.
-    pub include_headers: bool,
-    /// Rounding at render time.
-    pub decimal_places: Option<u8>,
-    /// CSV delimiter byte.
-    pub delimiter: u8,
-    /// Row formulas (extra columns).
-    pub row_fields: Vec<Custom>,
-    /// Aggregate formulas (summary).
-    pub aggregate_fields: Vec<Custom>,
-    /// Leave user data out of metadata.
-    pub exclude_user_data: bool,
-    /// Price of a kWh with taxes when one flat tariff covers the range (NaN otherwise).
-    pub price_per_kwh: f64,
-    /// Currency code.
-    pub currency: String,
-    /// Tariff versions.
-    pub tariffs: std::sync::Arc<crate::tariff::Versions>,
-    /// Price of a kWh per bucket, for `cost`.
-    pub prices: std::sync::Arc<crate::tariff::engine::Prices>,
-    /// Wait for the result in the create call.
-    pub background: bool,
-    /// Native charts (Excel) from the rollups.
-    pub include_charts: bool,
-    /// What the rows are.
-    pub kind: Kind,
-    /// PDF page size and fonts.
-    pub pdf: super::format::pdf::Style,
-    /// The audit key, for the chain column of audit_logs exports (set by the job runner).
-    pub audit_key: Option<crate::auth::keys::SecretKey>,
-}
-
-/// What an export's rows are.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
-    /// Readings or their aggregates, per device.
-    DeviceData,
-    /// Audit log entries matching a filter.
-    AuditLogs(crate::store::audit::AuditFilter),
-    /// The system report; `report` is computed by the job runner, which knows the daemon.
-    SystemReport {
-        /// Sections, in report order.
-        sections: Vec<super::kind::system_report::Section>,
-        /// The computed report.
-        report: Option<super::report::Report>,
-    },
-    /// The cost analysis; `report` is computed by the job runner.
-    CostAnalysis {
-        /// Periods.
-        grouping: super::kind::cost_analysis::Grouping,
-        /// Breakdowns.
-        breakdown: super::kind::cost_analysis::Breakdown,
-        /// The computed report.
-        report: Option<super::report::Report>,
-    },
-    /// The configuration; `rows` are filled in by the job runner, which has the settings.
-    Configuration {
-        /// The privacy options.
-        privacy: super::kind::configuration::Privacy,
-        /// The rows.
-        rows: Vec<super::kind::configuration::Row>,
-    },
-}
-
-impl Kind {
-    /// For the types rendered as a document (system_report, cost_analysis): the report, once
-    /// computed.
-    pub fn document(&self) -> Option<Option<&super::report::Report>> {
-        match self {
-            Kind::SystemReport { report, .. } | Kind::CostAnalysis { report, .. } => {
-                Some(report.as_ref())
-            }
-            _ => None,
-        }
-    }
-}
-
 /// Refuses options that only apply to device_data in a request of another type.
 pub fn refuse_device_options(req: &CreateRequest, hint: &str) -> Result<(), RequestError> {
     if req.devices.is_some() {
@@ -314,7 +207,7 @@ pub fn refuse_device_options(req: &CreateRequest, hint: &str) -> Result<(), Requ
 }
 
 /// Refuses the row options of device_data (fields, aggregation, filters, custom fields).
-fn refuse_row_options(req: &CreateRequest, hint: &str) -> Result<(), RequestError> {
+pub fn refuse_row_options(req: &CreateRequest, hint: &str) -> Result<(), RequestError> {
     let device_only = [
         ("fields", req.fields.is_some()),
         ("aggregation", req.aggregation.is_some()),
@@ -329,23 +222,6 @@ fn refuse_row_options(req: &CreateRequest, hint: &str) -> Result<(), RequestErro
         ))),
         None => Ok(()),
     }
-}
-
-/// What planning needs besides the body.
-#[derive(Debug)]
-pub struct PlanCtx<'a> {
-    /// Stored devices.
-    pub devices: &'a [DeviceRecord],
-    /// Daemon time zone.
-    pub default_tz: Tz,
-    /// Limits.
-    pub limits: &'a Exports,
-    /// Tariff versions.
-    pub tariffs: &'a crate::tariff::Versions,
-    /// Key for hashed identifiers.
-    pub privacy_key: &'a [u8],
-    /// Now, UTC ms.
-    pub now_ms: i64,
 }
 
 /// Parses RFC 3339, or a date (local midnight in `tz`, or the next midnight when `end_of_day`).
@@ -383,7 +259,7 @@ fn parse_any(field: &str, s: &str, tz: Tz, end_of_day: bool) -> Result<i64, Requ
     })
 }
 
-fn tz_of(req: &CreateRequest, default: Tz) -> Result<Tz, RequestError> {
+pub fn tz_of(req: &CreateRequest, default: Tz) -> Result<Tz, RequestError> {
     match req.options.as_ref().and_then(|o| o.timezone.as_deref()) {
         Some(t) => t.parse().map_err(|_| RequestError {
             code: "INVALID_TIMEZONE",
@@ -475,299 +351,6 @@ pub fn check_type(req: &CreateRequest) -> Result<super::ExportType, RequestError
         });
     }
     Ok(t)
-}
-
-/// Validates a device_data request. `resolved` carries the device ids and range fixed at
-/// creation, so a job rendered after a restart exports exactly what was asked.
-pub fn plan(
-    req: &CreateRequest,
-    ctx: &PlanCtx<'_>,
-    resolved: Option<&Resolved>,
-) -> Result<Plan, RequestError> {
-    check_type(req)?;
-    let (format, compression) = format_of(req)?;
-    let tz = tz_of(req, ctx.default_tz)?;
-    let (start_ms, end_ms) = match resolved {
-        Some(r) => (r.start_ms, r.end_ms),
-        None => resolve_range(req, tz, ctx.limits, ctx.now_ms)?,
-    };
-    let kind = match req.export_type.as_str() {
-        "audit_logs" => Kind::AuditLogs(super::kind::audit_logs::filter_of(req, start_ms, end_ms)?),
-        "configuration" => {
-            refuse_device_options(req, "use privacy_options")?;
-            let p = req.privacy_options.clone().unwrap_or_default();
-            Kind::Configuration {
-                privacy: super::kind::configuration::Privacy {
-                    no_location: p.remove_location_data.unwrap_or(false),
-                    no_users: p.exclude_user_data.unwrap_or(false),
-                    anonymize_ip: p.anonymize_ip_addresses.unwrap_or(false),
-                    hash_ids: p.hash_device_identifiers.unwrap_or(false),
-                },
-                rows: Vec::new(),
-            }
-        }
-        "system_report" => {
-            refuse_row_options(req, "use devices, report_sections and privacy_options")?;
-            Kind::SystemReport {
-                sections: super::kind::system_report::sections_of(req.report_sections.as_ref())?,
-                report: None,
-            }
-        }
-        "cost_analysis" => {
-            refuse_row_options(
-                req,
-                "use devices, grouping, breakdown_by and include_charts",
-            )?;
-            Kind::CostAnalysis {
-                grouping: super::kind::cost_analysis::Grouping::parse(
-                    req.grouping.as_ref().and_then(|v| v.as_str()),
-                )?,
-                breakdown: super::kind::cost_analysis::Breakdown::parse(req.breakdown_by.as_ref())?,
-                report: None,
-            }
-        }
-        _ => Kind::DeviceData,
-    };
-    if req
-        .grouping
-        .as_ref()
-        .is_some_and(|g| !g.is_string() && !g.is_null())
-    {
-        return Err(bad("grouping must be daily, weekly, monthly or yearly"));
-    }
-    if !matches!(kind, Kind::CostAnalysis { .. })
-        && (req.grouping.is_some() || req.breakdown_by.is_some())
-    {
-        return Err(bad(format!(
-            "grouping and breakdown_by apply to cost_analysis exports, not to {}",
-            req.export_type
-        )));
-    }
-    if !matches!(kind, Kind::AuditLogs(_)) {
-        let audit_only = [
-            ("event_types", req.event_types.is_some()),
-            ("severity_levels", req.severity_levels.is_some()),
-            ("users", req.users.is_some()),
-        ];
-        if let Some((name, _)) = audit_only.iter().find(|(_, set)| *set) {
-            return Err(bad(format!(
-                "{name} applies to audit_logs exports, not to {}",
-                req.export_type
-            )));
-        }
-    }
-    if !matches!(kind, Kind::SystemReport { .. }) && req.report_sections.is_some() {
-        return Err(bad(format!(
-            "report_sections applies to system_report exports, not to {}",
-            req.export_type
-        )));
-    }
-    let other_type = kind != Kind::DeviceData;
-    let with_devices = !other_type || kind.document().is_some();
-    let selected: Vec<&DeviceRecord> = match resolved {
-        _ if !with_devices => Vec::new(),
-        Some(r) => r
-            .device_ids
-            .iter()
-            .filter_map(|id| ctx.devices.iter().find(|d| d.info.device_id.as_str() == id))
-            .collect(),
-        // A report or cost analysis of a daemon with no devices yet is still a document.
-        None if kind.document().is_some() && req.devices.is_none() && ctx.devices.is_empty() => {
-            Vec::new()
-        }
-        None => select_devices(req.devices.as_ref(), ctx.devices)?,
-    };
-    let fields: Vec<Field> = match &req.fields {
-        _ if other_type => Vec::new(),
-        None => all_field_names()
-            .iter()
-            .filter_map(|f| Field::parse(f))
-            .collect(),
-        Some(list) if list.is_empty() => return Err(bad("fields: list at least one field")),
-        Some(list) => list
-            .iter()
-            .map(|f| {
-                Field::parse(f).ok_or_else(|| {
-                    bad(format!(
-                        "fields: unknown field {f:?}; known fields: {}",
-                        all_field_names().join(", ")
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let agg_name = req.aggregation.clone().unwrap_or_else(|| "raw".into());
-    let aggregation = match agg_name.as_str() {
-        "raw" => None,
-        "15m" | "quarter_hourly" => Some(Period::Quarter),
-        "hourly" => Some(Period::Hour),
-        "daily" => Some(Period::Day),
-        "weekly" => Some(Period::Week),
-        "monthly" => Some(Period::Month),
-        other => {
-            return Err(bad(format!(
-                "aggregation must be raw, 15m, hourly, daily, weekly or monthly; got {other:?}"
-            )));
-        }
-    };
-    let mut functions = VALUE_FIELDS.map(|f| f.default_agg);
-    for (field, func) in req.aggregation_functions.iter().flatten() {
-        let i = VALUE_FIELDS
-            .iter()
-            .position(|f| f.name == field)
-            .ok_or_else(|| {
-                bad(format!(
-                    "aggregation_functions: {field:?} is not a numeric field ({})",
-                    VALUE_FIELDS.map(|f| f.name).join(", ")
-                ))
-            })?;
-        functions[i] = Agg::parse(func).ok_or_else(|| {
-            bad(format!(
-                "aggregation_functions.{field}: use average, sum, min, max, first, last or count; got {func:?}"
-            ))
-        })?;
-    }
-    let filters = parse_filters(req.filters.as_ref())?;
-    let opts = req.options.clone().unwrap_or_default();
-    if opts.decimal_places.is_some_and(|d| d > 9) {
-        return Err(bad("options.decimal_places must be between 0 and 9"));
-    }
-    let delimiter = match opts.delimiter.as_deref() {
-        None | Some(",") => b',',
-        Some(";") => b';',
-        Some("|") => b'|',
-        Some("\t" | "\\t") => b'\t',
-        Some(d) => {
-            return Err(bad(format!(
-                "options.delimiter must be one of \",\", \";\", \"|\" or a tab (\"\\t\"), got {d:?}"
-            )));
-        }
-    };
-    let taken: Vec<&str> = all_field_names();
-    let (row_fields, aggregate_fields) = parse_customs(
-        req.custom_fields.as_ref(),
-        &taken,
-        ctx.limits.max_custom_fields,
-    )?;
-    let privacy = req.privacy_options.clone().unwrap_or_default();
-    let (anon, hash, no_loc) = (
-        privacy.anonymize_ip_addresses.unwrap_or(false),
-        privacy.hash_device_identifiers.unwrap_or(false),
-        privacy.remove_location_data.unwrap_or(false),
-    );
-    let devices = selected
-        .iter()
-        .map(|d| {
-            let i = &d.info;
-            let rated = rated_power(ctx.limits, d);
-            DeviceMeta {
-                id: i.device_id.clone(),
-                shown_id: if hash {
-                    pseudonym(ctx.privacy_key, "id", i.device_id.as_str())
-                } else {
-                    i.device_id.to_string()
-                },
-                ip: if anon {
-                    anonymize_ip(i.ip())
-                } else {
-                    i.ip().to_owned()
-                },
-                name: if hash {
-                    hashed_name(ctx.privacy_key, d.name())
-                } else {
-                    d.name().to_owned()
-                },
-                room: d.room(ctx.devices).map(str::to_owned),
-                rated_power: rated,
-                model: i.model.clone(),
-                location: if no_loc {
-                    None
-                } else {
-                    i.latitude.zip(i.longitude)
-                },
-            }
-        })
-        .collect();
-    let include_charts = match &req.include_charts {
-        // A report is a document: charts unless asked not to.
-        None | Some(serde_json::Value::Null) => kind.document().is_some(),
-        Some(serde_json::Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(bad(format!(
-                "include_charts must be true or false, got {other}"
-            )));
-        }
-    };
-    let constant = crate::tariff::engine::constant(ctx.tariffs, start_ms, end_ms);
-    Ok(Plan {
-        format,
-        compression,
-        devices,
-        start_ms,
-        end_ms,
-        tz,
-        fields,
-        aggregation,
-        aggregation_name: agg_name,
-        functions,
-        filters,
-        include_headers: opts.include_headers.unwrap_or(true),
-        decimal_places: opts.decimal_places,
-        delimiter,
-        row_fields,
-        aggregate_fields,
-        exclude_user_data: privacy.exclude_user_data.unwrap_or(false),
-        price_per_kwh: constant.unwrap_or(f64::NAN),
-        currency: ctx.tariffs.at(end_ms - 1).source.currency.clone(),
-        tariffs: std::sync::Arc::new(ctx.tariffs.clone()),
-        // Per bucket when the price varies: filled in from the store by the export service.
-        prices: std::sync::Arc::new(crate::tariff::engine::Prices::Const(
-            constant.unwrap_or(f64::NAN),
-        )),
-        background: req
-            .performance_options
-            .as_ref()
-            .and_then(|p| p.background_processing)
-            .unwrap_or(true),
-        include_charts,
-        kind,
-        pdf: super::format::pdf::Style {
-            letter: ctx.limits.pdf_page_size == "Letter",
-            fonts: ctx.limits.pdf_fonts.clone(),
-        },
-        audit_key: None,
-    })
-}
-
-/// What creation fixed: device ids and the absolute range.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Resolved {
-    /// Device ids in output order.
-    pub device_ids: Vec<String>,
-    /// Range start, UTC ms.
-    pub start_ms: i64,
-    /// Range end (exclusive), UTC ms.
-    pub end_ms: i64,
-}
-
-/// What a job stores: the body as sent and what creation resolved.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredRequest {
-    /// The create body.
-    pub body: CreateRequest,
-    /// Fixed at creation.
-    pub resolved: Resolved,
-}
-
-impl Plan {
-    /// The resolution to store with the job.
-    pub fn resolved(&self) -> Resolved {
-        Resolved {
-            device_ids: self.devices.iter().map(|d| d.id.to_string()).collect(),
-            start_ms: self.start_ms,
-            end_ms: self.end_ms,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,68 +8,19 @@
 //! A system report ([`write_report`]) is a small workbook: a sheet per table and per chart.
 
 use super::{Cell, Sink, Totals};
-use crate::domain::rollup::Period;
-use crate::export::fields::{Agg, ENERGY, Field};
-use crate::export::kind::device_data::Rows;
 use crate::export::report::{self, Chart, ChartKind, Report, V};
-use crate::export::request::Plan;
 use crate::localtime::TzCache;
 use crate::numfmt::round_to;
-use crate::store::{self, Store};
 use rust_xlsxwriter::{ChartType, Format, Workbook, Worksheet, XlsxError};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 /// Data rows per worksheet: Excel's 1,048,576 rows less the header.
 pub const ROWS_PER_SHEET: u32 = 1_048_575;
 
 /// Days from Excel's epoch (1899-12-30) to 1970-01-01.
 const EXCEL_EPOCH_DAYS: f64 = 25_569.0;
-
-/// Daily energy of the plan's devices over its range, from the rollups (the plan's filters
-/// apply, as they do to the rows).
-pub fn daily_energy(store: &Store, plan: &Plan, cancel: &AtomicBool) -> store::Result<Chart> {
-    let mut functions = plan.functions;
-    functions[ENERGY] = Agg::Sum;
-    let daily = Plan {
-        fields: vec![Field::Timestamp, Field::Value(ENERGY)],
-        aggregation: Some(Period::Day),
-        aggregation_name: "daily".into(),
-        functions,
-        row_fields: Vec::new(),
-        aggregate_fields: Vec::new(),
-        ..plan.clone()
-    };
-    let mut by_day: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-    let n = daily.devices.len();
-    for row in Rows::open(store, &daily, cancel)? {
-        let row = row?;
-        by_day.entry(row.ts_ms).or_insert_with(|| vec![0.0; n])[row.dev] +=
-            row.get(ENERGY).unwrap_or(0.0);
-    }
-    let mut kwh = vec![Vec::with_capacity(by_day.len()); n];
-    for values in by_day.values() {
-        for (d, v) in values.iter().enumerate() {
-            kwh[d].push(round_to(*v, 6));
-        }
-    }
-    Ok(Chart {
-        title: "Daily energy per device (kWh)".into(),
-        unit: "kWh",
-        kind: ChartKind::StackedBars,
-        label_name: "date",
-        labels: by_day.into_keys().map(V::Time).collect(),
-        series: plan
-            .devices
-            .iter()
-            .map(|d| d.name.clone())
-            .zip(kwh)
-            .collect(),
-    })
-}
 
 fn xlsx(e: XlsxError) -> io::Error {
     io::Error::other(format!("Excel writer: {e}"))

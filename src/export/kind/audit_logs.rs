@@ -82,6 +82,18 @@ fn names<T>(
         .collect()
 }
 
+/// The audit_logs part of the metadata: its filters and how to verify the file.
+pub fn metadata(f: &AuditFilter) -> Value {
+    json!({
+        "filters": {
+            "event_types": f.event_types.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            "severity_levels": f.severities,
+            "users": f.users,
+        },
+        "verification": "each row carries its sequence number, exact time (ts_ms), the previous entry's MAC (prev) and its own (mac); check a file with `kasad audit verify-export FILE` on the appliance",
+    })
+}
+
 /// The entries an audit_logs request selects: its filters and `[start, end)`. Options that
 /// only apply to device data are refused rather than ignored.
 pub fn filter_of(

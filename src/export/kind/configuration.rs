@@ -11,6 +11,7 @@
 use crate::config::Settings;
 use crate::export::format::{Cell, Sink};
 use crate::export::pipeline::{Control, Limits, RenderError};
+use crate::export::request::{CreateRequest, RequestError, refuse_device_options};
 use crate::store::{self, Store};
 use serde_json::{Map, Value, json};
 use std::sync::atomic::Ordering;
@@ -29,6 +30,18 @@ pub struct Privacy {
     pub anonymize_ip: bool,
     /// `hash_device_identifiers`: device ids and names as keyed hashes, no MAC addresses.
     pub hash_ids: bool,
+}
+
+/// The privacy options of a configuration export (it takes no devices or row options).
+pub fn privacy_of(req: &CreateRequest) -> Result<Privacy, RequestError> {
+    refuse_device_options(req, "use privacy_options")?;
+    let p = req.privacy_options.clone().unwrap_or_default();
+    Ok(Privacy {
+        no_location: p.remove_location_data.unwrap_or(false),
+        no_users: p.exclude_user_data.unwrap_or(false),
+        anonymize_ip: p.anonymize_ip_addresses.unwrap_or(false),
+        hash_ids: p.hash_device_identifiers.unwrap_or(false),
+    })
 }
 
 /// One setting.

@@ -9,8 +9,9 @@
 
 use crate::domain::rollup::{Period, local_midnight, period_end, period_start};
 use crate::export::pipeline::{Control, RenderError};
+use crate::export::plan::Plan;
 use crate::export::report::{Chart, ChartKind, Column, Part, Report, Table, V};
-use crate::export::request::Plan;
+use crate::export::request::{CreateRequest, RequestError, refuse_row_options};
 use crate::store::Store;
 use crate::tariff::Per;
 use crate::tariff::engine::{self, FixedLine, Labels, Pico, minor_value, round_parts, to_minor};
@@ -44,6 +45,40 @@ pub enum OptionError {
     /// An unknown `breakdown_by` entry (as JSON).
     #[error("breakdown_by: unknown {0}; use device, room, time_of_use and/or rate_tier")]
     Breakdown(String),
+}
+
+/// What a cost analysis asks: its periods and breakdowns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Periods.
+    pub grouping: Grouping,
+    /// Breakdowns.
+    pub breakdown: Breakdown,
+}
+
+/// The options of a cost_analysis body (it takes devices but no row options).
+pub fn options_of(req: &CreateRequest) -> Result<Options, RequestError> {
+    refuse_row_options(
+        req,
+        "use devices, grouping, breakdown_by and include_charts",
+    )?;
+    Ok(Options {
+        grouping: Grouping::parse(req.grouping.as_ref().and_then(|v| v.as_str()))?,
+        breakdown: Breakdown::parse(req.breakdown_by.as_ref())?,
+    })
+}
+
+/// The cost_analysis part of the metadata: its periods and breakdowns.
+pub fn metadata(o: &Options) -> serde_json::Value {
+    let b = [
+        ("device", o.breakdown.device),
+        ("time_of_use", o.breakdown.time_of_use),
+        ("rate_tier", o.breakdown.rate_tier),
+    ];
+    serde_json::json!({
+        "grouping": o.grouping.name(),
+        "breakdown_by": b.iter().filter(|x| x.1).map(|x| x.0).collect::<Vec<_>>(),
+    })
 }
 
 impl Grouping {

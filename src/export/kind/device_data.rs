@@ -12,14 +12,167 @@
 //! - `exclude_outliers` drops rows whose power lies more than 3 standard deviations from
 //!   that device's mean power over the rows the other filters kept (z-score, two passes).
 
+use crate::config::Exports;
 use crate::domain::Bucket;
+use crate::domain::rollup::Period;
 use crate::domain::rollup::period_start;
 use crate::export::fields::{Agg, ENERGY, IS_ON, POWER};
-use crate::export::request::Plan;
+use crate::export::fields::{Custom, Field, VALUE_FIELDS, all_field_names, parse_customs};
+use crate::export::filters::{Filters, parse_filters};
+use crate::export::format::Cell;
+use crate::export::formula::RowCtx;
+use crate::export::plan::Plan;
+use crate::export::report::{Chart, ChartKind, V};
+use crate::export::request::{CreateRequest, RequestError, bad};
 use crate::localtime::TzCache;
+use crate::numfmt::round_to;
 use crate::store::codec::Sample;
 use crate::store::{self, Store};
+use crate::tariff::engine::Prices;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What a device_data export asks: its columns, aggregation, filters and custom fields.
+#[derive(Debug, Clone)]
+pub struct DataPlan {
+    /// Columns.
+    pub fields: Vec<Field>,
+    /// `None` = raw readings.
+    pub aggregation: Option<Period>,
+    /// Name as requested (`raw`, `hourly`, …).
+    pub aggregation_name: String,
+    /// Function per value field.
+    pub functions: [Agg; NV],
+    /// Filters.
+    pub filters: Filters,
+    /// Row formulas (extra columns).
+    pub row_fields: Vec<Custom>,
+    /// Aggregate formulas (summary).
+    pub aggregate_fields: Vec<Custom>,
+}
+
+/// Validates the device_data part of a body.
+pub fn plan(req: &CreateRequest, limits: &Exports) -> Result<DataPlan, RequestError> {
+    let fields: Vec<Field> = match &req.fields {
+        None => all_field_names()
+            .iter()
+            .filter_map(|f| Field::parse(f))
+            .collect(),
+        Some(list) if list.is_empty() => return Err(bad("fields: list at least one field")),
+        Some(list) => list
+            .iter()
+            .map(|f| {
+                Field::parse(f).ok_or_else(|| {
+                    bad(format!(
+                        "fields: unknown field {f:?}; known fields: {}",
+                        all_field_names().join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let agg_name = req.aggregation.clone().unwrap_or_else(|| "raw".into());
+    let aggregation = match agg_name.as_str() {
+        "raw" => None,
+        "15m" | "quarter_hourly" => Some(Period::Quarter),
+        "hourly" => Some(Period::Hour),
+        "daily" => Some(Period::Day),
+        "weekly" => Some(Period::Week),
+        "monthly" => Some(Period::Month),
+        other => {
+            return Err(bad(format!(
+                "aggregation must be raw, 15m, hourly, daily, weekly or monthly; got {other:?}"
+            )));
+        }
+    };
+    let mut functions = VALUE_FIELDS.map(|f| f.default_agg);
+    for (field, func) in req.aggregation_functions.iter().flatten() {
+        let i = VALUE_FIELDS
+            .iter()
+            .position(|f| f.name == field)
+            .ok_or_else(|| {
+                bad(format!(
+                    "aggregation_functions: {field:?} is not a numeric field ({})",
+                    VALUE_FIELDS.map(|f| f.name).join(", ")
+                ))
+            })?;
+        functions[i] = Agg::parse(func).ok_or_else(|| {
+            bad(format!(
+                "aggregation_functions.{field}: use average, sum, min, max, first, last or count; got {func:?}"
+            ))
+        })?;
+    }
+    let filters = parse_filters(req.filters.as_ref())?;
+    let (row_fields, aggregate_fields) = parse_customs(
+        req.custom_fields.as_ref(),
+        &all_field_names(),
+        limits.max_custom_fields,
+    )?;
+    Ok(DataPlan {
+        fields,
+        aggregation,
+        aggregation_name: agg_name,
+        functions,
+        filters,
+        row_fields,
+        aggregate_fields,
+    })
+}
+
+/// The column names: the fields, then the per-row custom fields.
+pub fn columns(data: &DataPlan) -> Vec<String> {
+    data.fields
+        .iter()
+        .map(|f| f.name().to_owned())
+        .chain(data.row_fields.iter().map(|c| c.name.clone()))
+        .collect()
+}
+
+/// The device_data part of the metadata: aggregation, columns with units and functions,
+/// custom fields.
+pub fn metadata(data: &DataPlan) -> Value {
+    let mut units = Map::new();
+    let mut functions = Map::new();
+    for f in &data.fields {
+        if let Field::Value(i) = f {
+            units.insert(VALUE_FIELDS[*i].name.into(), json!(VALUE_FIELDS[*i].unit));
+            if data.aggregation.is_some() {
+                functions.insert(
+                    VALUE_FIELDS[*i].name.into(),
+                    json!(data.functions[*i].name()),
+                );
+            }
+        }
+    }
+    let custom: Vec<Value> = data
+        .row_fields
+        .iter()
+        .chain(&data.aggregate_fields)
+        .map(|c| json!({"name": c.name, "formula": c.text, "unit": c.unit, "aggregate": c.formula.is_aggregate()}))
+        .collect();
+    let mut m = json!({
+        "aggregation": data.aggregation_name,
+        "fields": columns(data),
+        "units": units,
+        "custom_fields": custom,
+    });
+    if data.aggregation.is_some() {
+        m["aggregation_functions"] = Value::Object(functions);
+    }
+    m
+}
+
+/// A device_data export being rendered: its plan, its kind's part, and the prices read for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// Its device_data part.
+    pub data: &'a DataPlan,
+    /// The price of a kWh per bucket.
+    pub prices: &'a Prices,
+}
 
 /// Number of numeric fields ([`crate::export::fields::VALUE_FIELDS`]).
 pub const NV: usize = 7;
@@ -142,9 +295,9 @@ fn bucket_sub(b: &Bucket, dev: usize, price: f64) -> Sub {
 }
 
 /// The plan's filters as one predicate over (time, power, relay state).
-fn keeper(plan: &Plan) -> impl FnMut(i64, Option<f64>, bool) -> bool + Send + '_ {
-    let f = &plan.filters;
-    let mut tzc = f.has_time().then(|| TzCache::new(plan.tz));
+fn keeper(run: Run<'_>) -> impl FnMut(i64, Option<f64>, bool) -> bool + Send + '_ {
+    let f = &run.data.filters;
+    let mut tzc = f.has_time().then(|| TzCache::new(run.plan.tz));
     move |ts, power, on| {
         f.value_ok(power, on)
             && tzc.as_mut().is_none_or(|c| {
@@ -189,13 +342,13 @@ impl<I: Iterator> Iterator for Cancellable<'_, I> {
 /// `items` that pass the plan's filters; `key` gives an item's (time, power, relay on).
 fn filtered<'a, T: 'a>(
     items: impl Iterator<Item = store::Result<T>> + Send + 'a,
-    plan: &'a Plan,
+    run: Run<'a>,
     key: impl Fn(&T) -> (i64, Option<f64>, bool) + Send + 'a,
 ) -> Stream<'a, T> {
-    if plan.filters.passes_all() {
+    if run.data.filters.passes_all() {
         return Box::new(items);
     }
-    let mut keep = keeper(plan);
+    let mut keep = keeper(run);
     Box::new(items.filter(move |x| match x {
         Ok(x) => {
             let (ts, power, on) = key(x);
@@ -208,16 +361,20 @@ fn filtered<'a, T: 'a>(
 /// Raw rows of device `dev` that pass the filters (outliers not yet removed).
 fn raw_rows<'a>(
     store: &Store,
-    plan: &'a Plan,
+    run: Run<'a>,
     dev: usize,
     cancel: &'a AtomicBool,
 ) -> store::Result<Stream<'a, Row>> {
-    let prices = &*plan.prices;
-    let scan = store.scan_samples(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
+    let prices = run.prices;
+    let scan = store.scan_samples(
+        &run.plan.devices[dev].id,
+        run.plan.start_ms,
+        run.plan.end_ms,
+    )?;
     let rows = Cancellable::new(scan, cancel)
         // A reading's energy is that of the interval ending at it: the bucket before its time.
         .map(move |r| r.map(|r| raw_row(&r, dev, prices.at(r.ts_ms - 1))));
-    Ok(filtered(rows, plan, |r: &Row| {
+    Ok(filtered(rows, run, |r: &Row| {
         (r.ts_ms, r.get(POWER), r.get(IS_ON).is_some_and(|v| v > 0.0))
     }))
 }
@@ -226,15 +383,19 @@ fn raw_rows<'a>(
 /// bucket, local start time).
 fn bucket_subs<'a>(
     store: &Store,
-    plan: &'a Plan,
+    run: Run<'a>,
     dev: usize,
     cancel: &'a AtomicBool,
 ) -> store::Result<Stream<'a, Sub>> {
-    let prices = &*plan.prices;
-    let scan = store.scan_buckets(&plan.devices[dev].id, plan.start_ms, plan.end_ms)?;
+    let prices = run.prices;
+    let scan = store.scan_buckets(
+        &run.plan.devices[dev].id,
+        run.plan.start_ms,
+        run.plan.end_ms,
+    )?;
     let subs = Cancellable::new(scan, cancel)
         .map(move |b| b.map(|b| bucket_sub(&b, dev, prices.at(b.start_ms))));
-    Ok(filtered(subs, plan, |s: &Sub| {
+    Ok(filtered(subs, run, |s: &Sub| {
         let power = s.vals[POWER].map(|v| v.mean);
         (s.ts_ms, power, s.vals[IS_ON].is_some_and(|v| v.mean > 0.0))
     }))
@@ -314,20 +475,20 @@ impl Acc {
 /// Folds consecutive sub-rows of one device into periods of the plan's aggregation.
 struct Aggregate<'a, I: Iterator> {
     subs: std::iter::Peekable<I>,
-    plan: &'a Plan,
+    run: Run<'a>,
 }
 
 impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
     type Item = store::Result<Row>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let p = self.plan.aggregation?;
+        let p = self.run.data.aggregation?;
         let first = match self.subs.next()? {
             Ok(s) => s,
             Err(e) => return Some(Err(e)),
         };
-        let start = period_start(first.ts_ms, p, self.plan.tz);
-        let end = crate::domain::rollup::period_end(start, p, self.plan.tz);
+        let start = period_start(first.ts_ms, p, self.run.plan.tz);
+        let end = crate::domain::rollup::period_end(start, p, self.run.plan.tz);
         let mut acc = [Acc::EMPTY; NV];
         let mut add = |s: &Sub| {
             for (a, v) in acc.iter_mut().zip(&s.vals) {
@@ -346,7 +507,7 @@ impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
         }
         let mut vals = [None; NV];
         for (i, v) in vals.iter_mut().enumerate() {
-            *v = acc[i].finish(self.plan.functions[i]);
+            *v = acc[i].finish(self.run.data.functions[i]);
         }
         Some(Ok(Row::new(start, first.dev, vals)))
     }
@@ -355,32 +516,32 @@ impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
 /// The rows of one device, in time order.
 fn device_rows<'a>(
     store: &Store,
-    plan: &'a Plan,
+    run: Run<'a>,
     dev: usize,
     cancel: &'a AtomicBool,
 ) -> store::Result<Stream<'a, Row>> {
-    let outliers = plan.filters.exclude_outliers;
-    Ok(match plan.aggregation {
+    let outliers = run.data.filters.exclude_outliers;
+    Ok(match run.data.aggregation {
         None => {
-            let rows = raw_rows(store, plan, dev, cancel)?;
+            let rows = raw_rows(store, run, dev, cancel)?;
             if !outliers {
                 return Ok(rows);
             }
             let stats = power_stats(rows.map(|r| r.map(|r| r.get(POWER))))?;
-            without_outliers(raw_rows(store, plan, dev, cancel)?, stats, |r: &Row| {
+            without_outliers(raw_rows(store, run, dev, cancel)?, stats, |r: &Row| {
                 r.get(POWER)
             })
         }
         Some(_) => {
-            let mut subs = bucket_subs(store, plan, dev, cancel)?;
+            let mut subs = bucket_subs(store, run, dev, cancel)?;
             if outliers {
                 let power = |s: &Sub| s.vals[POWER].map(|v| v.mean);
                 let stats = power_stats(subs.map(|s| s.map(|s| power(&s))))?;
-                subs = without_outliers(bucket_subs(store, plan, dev, cancel)?, stats, power);
+                subs = without_outliers(bucket_subs(store, run, dev, cancel)?, stats, power);
             }
             Box::new(Aggregate {
                 subs: subs.peekable(),
-                plan,
+                run,
             })
         }
     })
@@ -395,8 +556,8 @@ impl<'a> Rows<'a> {
     /// Opens one stream per device (read transactions are snapshots: rows written while the
     /// export runs are not included).
     /// Scans stop early once `cancel` is set (the caller then reports the cancellation).
-    pub fn open(store: &Store, plan: &'a Plan, cancel: &'a AtomicBool) -> store::Result<Self> {
-        Self::open_part(store, plan, cancel, 0, 1)
+    pub fn open(store: &Store, run: Run<'a>, cancel: &'a AtomicBool) -> store::Result<Self> {
+        Self::open_part(store, run, cancel, 0, 1)
     }
 
     /// Like [`Self::open`] for the devices whose index `% parts == part` only. Each part is
@@ -404,14 +565,14 @@ impl<'a> Rows<'a> {
     /// [`Self::open`].
     pub fn open_part(
         store: &Store,
-        plan: &'a Plan,
+        run: Run<'a>,
         cancel: &'a AtomicBool,
         part: usize,
         parts: usize,
     ) -> store::Result<Self> {
-        let streams = (0..plan.devices.len())
+        let streams = (0..run.plan.devices.len())
             .filter(|d| d % parts.max(1) == part)
-            .map(|d| device_rows(store, plan, d, cancel).map(Iterator::peekable))
+            .map(|d| device_rows(store, run, d, cancel).map(Iterator::peekable))
             .collect::<store::Result<_>>()?;
         Ok(Self { streams })
     }
@@ -434,8 +595,8 @@ impl Iterator for Rows<'_> {
 }
 
 /// The formula variables of a row, in [`crate::export::fields::FORMULA_VARS`] order.
-pub fn formula_values(row: &Row, plan: &Plan) -> [Option<f64>; 10] {
-    let d = &plan.devices[row.dev];
+pub fn formula_values(row: &Row, run: Run<'_>) -> [Option<f64>; 10] {
+    let d = &run.plan.devices[row.dev];
     let v = |i| row.get(i);
     [
         v(POWER),
@@ -447,11 +608,137 @@ pub fn formula_values(row: &Row, plan: &Plan) -> [Option<f64>; 10] {
         v(IS_ON),
         d.rated_power,
         // The price the row's cost was computed with (its average when it varies).
-        match (&*plan.prices, v(COST), v(ENERGY)) {
+        match (run.prices, v(COST), v(ENERGY)) {
             (crate::tariff::engine::Prices::Const(p), _, _) => Some(*p),
             (_, Some(c), Some(e)) if e > 0.0 => Some(c / e),
             (p, _, _) => Some(p.at(row.ts_ms)),
         },
         Some(row.dev as f64),
     ]
+}
+
+/// Daily energy of the plan's devices over its range, from the rollups (the plan's filters
+/// apply, as they do to the rows).
+pub fn daily_energy(store: &Store, run: Run<'_>, cancel: &AtomicBool) -> store::Result<Chart> {
+    let mut functions = run.data.functions;
+    functions[ENERGY] = Agg::Sum;
+    let daily = DataPlan {
+        fields: vec![Field::Timestamp, Field::Value(ENERGY)],
+        aggregation: Some(Period::Day),
+        aggregation_name: "daily".into(),
+        functions,
+        row_fields: Vec::new(),
+        aggregate_fields: Vec::new(),
+        ..run.data.clone()
+    };
+    let mut by_day: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    let n = run.plan.devices.len();
+    for row in Rows::open(
+        store,
+        Run {
+            data: &daily,
+            ..run
+        },
+        cancel,
+    )? {
+        let row = row?;
+        by_day.entry(row.ts_ms).or_insert_with(|| vec![0.0; n])[row.dev] +=
+            row.get(ENERGY).unwrap_or(0.0);
+    }
+    let mut kwh = vec![Vec::with_capacity(by_day.len()); n];
+    for values in by_day.values() {
+        for (d, v) in values.iter().enumerate() {
+            kwh[d].push(round_to(*v, 6));
+        }
+    }
+    Ok(Chart {
+        title: "Daily energy per device (kWh)".into(),
+        unit: "kWh",
+        kind: ChartKind::StackedBars,
+        label_name: "date",
+        labels: by_day.into_keys().map(V::Time).collect(),
+        series: run
+            .plan
+            .devices
+            .iter()
+            .map(|d| d.name.clone())
+            .zip(kwh)
+            .collect(),
+    })
+}
+
+/// Builds the cells of rows: the plan's fields, then its per-row custom fields.
+pub struct CellMaker<'p> {
+    run: Run<'p>,
+    on_bool: bool,
+    tzc: TzCache,
+    cells: Vec<Cell<'p>>,
+}
+
+impl<'p> CellMaker<'p> {
+    /// A cell maker for `run`'s rows.
+    pub fn new(run: Run<'p>) -> Self {
+        Self {
+            run,
+            on_bool: on_is_bool(run.data),
+            tzc: TzCache::new(run.plan.tz),
+            cells: Vec::with_capacity(run.data.fields.len() + run.data.row_fields.len()),
+        }
+    }
+
+    /// The cells of `row`.
+    pub fn of(&mut self, row: &Row) -> &[Cell<'p>] {
+        let run = self.run;
+        let dp = run.plan.decimal_places;
+        let dev = &run.plan.devices[row.dev];
+        self.cells.clear();
+        for f in &run.data.fields {
+            self.cells.push(match *f {
+                Field::Timestamp => Cell::Time(row.ts_ms),
+                Field::DeviceIp => Cell::Label(&dev.ip, 3 * row.dev),
+                Field::DeviceId => Cell::Label(&dev.shown_id, 3 * row.dev + 1),
+                Field::DeviceName => Cell::Label(&dev.name, 3 * row.dev + 2),
+                Field::Value(i) => match row.get(i) {
+                    None => Cell::Null,
+                    Some(v) if i == IS_ON && self.on_bool => Cell::Bool(v > 0.0),
+                    Some(v) => Cell::Num(
+                        v,
+                        dp.unwrap_or(VALUE_FIELDS[i].decimals.max(if i == IS_ON { 4 } else { 0 })),
+                    ),
+                },
+            });
+        }
+        if !run.data.row_fields.is_empty() {
+            let values = formula_values(row, run);
+            let ctx = row_ctx(&values, &mut self.tzc, row.ts_ms);
+            for c in &run.data.row_fields {
+                self.cells.push(match c.formula.eval_row(&ctx) {
+                    Some(v) => Cell::Num(v, dp.unwrap_or(6)),
+                    None => Cell::Null,
+                });
+            }
+        }
+        &self.cells
+    }
+}
+
+/// The formula context of a row at `ts_ms`.
+pub fn row_ctx<'v>(values: &'v [Option<f64>], tzc: &mut TzCache, ts_ms: i64) -> RowCtx<'v> {
+    let l = tzc.local(ts_ms);
+    RowCtx {
+        values,
+        day: l.day,
+        hour: l.hour,
+        weekday: l.weekday,
+        month: l.month,
+    }
+}
+
+/// Whether `is_on` renders as a boolean (its function keeps 0/1 values).
+fn on_is_bool(data: &DataPlan) -> bool {
+    data.aggregation.is_none()
+        || matches!(
+            data.functions[IS_ON],
+            Agg::Min | Agg::Max | Agg::First | Agg::Last
+        )
 }

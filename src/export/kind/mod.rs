@@ -1,5 +1,7 @@
 //! The export kinds, one file each: what a kind's request may hold, what it reads from the
-//! store, and the rows or document it produces.
+//! store, and the rows or document it produces. This file is where they are registered: a
+//! new kind is a new file here, a variant of [`KindPlan`] (and of [`Inputs`] if it reads
+//! something new), and its arms in the matches below and in the pipeline.
 //!
 //! - [`device_data`]: readings or their aggregates per device, filtered, with custom fields.
 //! - [`cost_analysis`]: priced energy per device, period, band and tier.
@@ -12,3 +14,197 @@ pub mod configuration;
 pub mod cost_analysis;
 pub mod device_data;
 pub mod system_report;
+
+use super::ExportType;
+use super::plan::Plan;
+use super::report::Report;
+use super::request::{CreateRequest, RequestError, bad};
+use crate::config::Exports;
+use crate::store::audit::AuditFilter;
+use crate::tariff::engine::Prices;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// What an export's kind asks, validated.
+#[derive(Debug, Clone)]
+pub enum KindPlan {
+    /// Readings or their aggregates, per device.
+    DeviceData(device_data::DataPlan),
+    /// Priced energy.
+    CostAnalysis(cost_analysis::Options),
+    /// The report's sections, in report order.
+    SystemReport(Vec<system_report::Section>),
+    /// Audit log entries matching a filter.
+    AuditLogs(AuditFilter),
+    /// The configuration, with its privacy options.
+    Configuration(configuration::Privacy),
+}
+
+/// What a render reads besides its plan, gathered when the job starts.
+#[derive(Debug, Clone)]
+pub enum Inputs {
+    /// device_data: the price of a kWh per bucket (for `cost`).
+    Rows(Arc<Prices>),
+    /// system_report, cost_analysis: the computed document.
+    Document(Report),
+    /// audit_logs: the key that chains the rows.
+    AuditLog(crate::auth::keys::SecretKey),
+    /// configuration: its rows.
+    Configuration(Vec<configuration::Row>),
+}
+
+impl KindPlan {
+    /// Its export type.
+    pub fn export_type(&self) -> ExportType {
+        match self {
+            KindPlan::DeviceData(_) => ExportType::DeviceData,
+            KindPlan::CostAnalysis(_) => ExportType::CostAnalysis,
+            KindPlan::SystemReport(_) => ExportType::SystemReport,
+            KindPlan::AuditLogs(_) => ExportType::AuditLogs,
+            KindPlan::Configuration(_) => ExportType::Configuration,
+        }
+    }
+
+    /// Whether it is rendered as a document ([`Report`]) rather than rows.
+    pub fn is_document(&self) -> bool {
+        matches!(self, KindPlan::SystemReport(_) | KindPlan::CostAnalysis(_))
+    }
+
+    /// Whether it covers devices.
+    pub fn has_devices(&self) -> bool {
+        matches!(self, KindPlan::DeviceData(_)) || self.is_document()
+    }
+}
+
+/// Validates what the body asks of its kind, and refuses the options of other kinds.
+pub fn plan(
+    t: ExportType,
+    req: &CreateRequest,
+    limits: &Exports,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<KindPlan, RequestError> {
+    let planned = match t {
+        ExportType::AuditLogs => Some(KindPlan::AuditLogs(audit_logs::filter_of(
+            req, start_ms, end_ms,
+        )?)),
+        ExportType::Configuration => Some(KindPlan::Configuration(configuration::privacy_of(req)?)),
+        ExportType::SystemReport => Some(KindPlan::SystemReport(
+            system_report::sections_of_request(req)?,
+        )),
+        ExportType::CostAnalysis => Some(KindPlan::CostAnalysis(cost_analysis::options_of(req)?)),
+        ExportType::DeviceData => None,
+    };
+    refuse_other_kinds(req, t)?;
+    match planned {
+        Some(k) => Ok(k),
+        None => Ok(KindPlan::DeviceData(device_data::plan(req, limits)?)),
+    }
+}
+
+/// Refuses options that belong to another kind than `kind`.
+fn refuse_other_kinds(req: &CreateRequest, t: ExportType) -> Result<(), RequestError> {
+    if req
+        .grouping
+        .as_ref()
+        .is_some_and(|g| !g.is_string() && !g.is_null())
+    {
+        return Err(bad("grouping must be daily, weekly, monthly or yearly"));
+    }
+    if t != ExportType::CostAnalysis && (req.grouping.is_some() || req.breakdown_by.is_some()) {
+        return Err(bad(format!(
+            "grouping and breakdown_by apply to cost_analysis exports, not to {}",
+            req.export_type
+        )));
+    }
+    if t != ExportType::AuditLogs {
+        let audit_only = [
+            ("event_types", req.event_types.is_some()),
+            ("severity_levels", req.severity_levels.is_some()),
+            ("users", req.users.is_some()),
+        ];
+        if let Some((name, _)) = audit_only.iter().find(|(_, set)| *set) {
+            return Err(bad(format!(
+                "{name} applies to audit_logs exports, not to {}",
+                req.export_type
+            )));
+        }
+    }
+    if t != ExportType::SystemReport && req.report_sections.is_some() {
+        return Err(bad(format!(
+            "report_sections applies to system_report exports, not to {}",
+            req.export_type
+        )));
+    }
+    Ok(())
+}
+
+/// The column names of a plan's rows.
+pub fn columns(plan: &Plan) -> Vec<String> {
+    let fixed: &[&str] = match &plan.kind {
+        KindPlan::DeviceData(d) => return device_data::columns(d),
+        KindPlan::SystemReport(_) | KindPlan::CostAnalysis(_) => &super::report::CSV_COLUMNS,
+        KindPlan::AuditLogs(_) => &audit_logs::COLUMNS,
+        KindPlan::Configuration(_) => &configuration::COLUMNS,
+    };
+    fixed.iter().map(|c| (*c).to_owned()).collect()
+}
+
+/// The metadata of an export (the JSON document's `metadata`, the Excel and PDF title
+/// blocks): what every export says of itself, and its kind's part.
+pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>) -> Value {
+    let range = json!({"start": crate::clock::rfc3339(plan.start_ms), "end": crate::clock::rfc3339(plan.end_ms)});
+    let mut m = match &plan.kind {
+        KindPlan::DeviceData(d) => device_data::metadata(d),
+        KindPlan::SystemReport(sections) => json!({
+            "sections": sections.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        }),
+        KindPlan::CostAnalysis(o) => cost_analysis::metadata(o),
+        KindPlan::AuditLogs(f) => audit_logs::metadata(f),
+        KindPlan::Configuration(_) => json!({}),
+    };
+    m["export_id"] = json!(export_id);
+    m["export_type"] = json!(plan.kind.export_type().name());
+    m["created_at"] = json!(created);
+    m["timezone"] = json!(plan.tz.name());
+    match &plan.kind {
+        KindPlan::Configuration(_) => m["fields"] = json!(columns(plan)),
+        KindPlan::AuditLogs(_) => {
+            m["fields"] = json!(columns(plan));
+            m["date_range"] = range;
+        }
+        _ => {
+            m["date_range"] = range;
+            m["currency"] = json!(plan.currency);
+            m["price_per_kwh"] = json!(plan.price_per_kwh);
+            m["devices"] = json!(devices(plan));
+        }
+    }
+    if plan.kind.is_document() {
+        let tariff = plan.tariffs.at(plan.end_ms - 1);
+        m["tariff"] = json!(tariff.describe());
+        m["currency_symbol"] = json!(tariff.source.symbol);
+    }
+    if let (Some(u), false) = (user, plan.exclude_user_data) {
+        m["created_by"] = json!(u);
+    }
+    m
+}
+
+/// The plan's devices as metadata lists them.
+fn devices(plan: &Plan) -> Vec<Value> {
+    plan.devices
+        .iter()
+        .map(|d| {
+            let mut v = json!({"device_id": d.shown_id, "device_ip": d.ip, "device_name": d.name, "model": d.model});
+            if let Some(p) = d.rated_power {
+                v["rated_power"] = json!(p);
+            }
+            if let Some((lat, lon)) = d.location {
+                v["latitude"] = json!(lat);
+                v["longitude"] = json!(lon);
+            }
+            v
+        })
+        .collect()
+}

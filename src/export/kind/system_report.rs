@@ -23,8 +23,9 @@
 use super::cost_analysis::Grouping;
 use crate::domain::DeviceStatus;
 use crate::export::pipeline::{Control, RenderError};
+use crate::export::plan::Plan;
 use crate::export::report::{Chart, ChartKind, Part, Report, Table, V, col};
-use crate::export::request::Plan;
+use crate::export::request::{CreateRequest, RequestError, refuse_row_options};
 use crate::localtime::TzCache;
 use crate::numfmt::round_to;
 use crate::poller::registry::Registry;
@@ -102,6 +103,12 @@ pub enum SectionsError {
     /// An unknown entry (as JSON), and the known names.
     #[error("report_sections: unknown section {0}; known: {1}")]
     Unknown(String, String),
+}
+
+/// The sections a system_report body asks for (it takes devices but no row options).
+pub fn sections_of_request(req: &CreateRequest) -> Result<Vec<Section>, RequestError> {
+    refuse_row_options(req, "use devices, report_sections and privacy_options")?;
+    Ok(sections_of(req.report_sections.as_ref())?)
 }
 
 /// Parses `report_sections`: absent means all; otherwise a non-empty list of known names
