@@ -113,7 +113,7 @@ impl Bucket {
 }
 
 /// Period sizes the API offers on top of the stored buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Period {
     /// The stored 15-minute buckets.
     Quarter,

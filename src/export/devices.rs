@@ -8,7 +8,7 @@ use crate::store::DeviceRecord;
 use hmac::{KeyInit, Mac};
 
 /// A device as it appears in the file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceMeta {
     /// Stored id (for the store scan).
     pub id: DeviceId,

@@ -5,7 +5,7 @@ use super::formula::{Formula, FormulaError};
 use super::request::{CustomFieldBody, RequestError, bad};
 
 /// A device_data column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Field {
     /// Reading time or period start.
     Timestamp,
@@ -173,7 +173,7 @@ pub(super) fn all_field_names() -> Vec<&'static str> {
 }
 
 /// An aggregation function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Agg {
     /// Mean (power, voltage, current: over the readings).
     Average,
@@ -219,8 +219,10 @@ impl Agg {
     }
 }
 
-/// A custom field, parsed.
-#[derive(Debug, Clone)]
+/// A custom field, parsed. Stored as its name, formula text and unit, and parsed again when
+/// read back (the text was checked when the export was created).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "CustomText", try_from = "CustomText")]
 pub struct Custom {
     /// Name.
     pub name: String,
@@ -230,6 +232,38 @@ pub struct Custom {
     pub unit: Option<String>,
     /// Parsed formula.
     pub formula: Formula,
+}
+
+/// A custom field as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CustomText {
+    name: String,
+    text: String,
+    unit: Option<String>,
+}
+
+impl From<Custom> for CustomText {
+    fn from(c: Custom) -> Self {
+        Self {
+            name: c.name,
+            text: c.text,
+            unit: c.unit,
+        }
+    }
+}
+
+impl TryFrom<CustomText> for Custom {
+    type Error = FormulaError;
+
+    fn try_from(c: CustomText) -> Result<Self, FormulaError> {
+        let resolve = |v: &str| FORMULA_VARS.iter().position(|n| *n == v);
+        Ok(Self {
+            formula: Formula::parse(&c.text, &resolve)?,
+            name: c.name,
+            text: c.text,
+            unit: c.unit,
+        })
+    }
 }
 
 /// Formula variable names in the order of [`super::kind::device_data::formula_values`].

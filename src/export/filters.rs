@@ -4,7 +4,7 @@
 use super::request::{FiltersBody, RequestError, bad};
 
 /// Validated filters.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Filters {
     /// W.
     pub min_power: Option<f64>,

@@ -8,7 +8,7 @@
 
 use super::kind::{self, Inputs, KindPlan, configuration};
 use super::pipeline::{self as render, Control, Limits, RenderError};
-use super::plan::{self, Plan, PlanCtx, Resolved, StoredRequest};
+use super::plan::{self, Plan, PlanCtx, Resolved, StoredJob};
 use super::request::{CreateRequest, RequestError};
 use super::{ExportRecord, Status};
 use crate::audit::{Event, EventType, Severity};
@@ -344,9 +344,8 @@ impl Exporter {
             },
         };
         rec.file_name = Some(file_name(&rec, &plan));
-        let stored = StoredRequest {
-            body,
-            resolved: plan.resolved(),
+        let stored = StoredJob::Planned {
+            plan: Box::new(plan.stored()),
         };
         rec.request =
             serde_json::to_value(&stored).map_err(|e| store::Error::Corrupt(e.to_string()))?;
@@ -465,12 +464,21 @@ impl Exporter {
     }
 
     fn render(&self, rec: &ExportRecord, ctl: &Control) -> Result<render::Rendered, RenderError> {
-        let stored: StoredRequest = serde_json::from_value(rec.request.clone())
+        let stored: StoredJob = serde_json::from_value(rec.request.clone())
             .map_err(|e| store::Error::Corrupt(e.to_string()))?;
-        let plan = match self.plan(&stored.body, Some(&stored.resolved)) {
-            Ok(p) => p,
-            Err(CreateError::Store(e)) => return Err(e.into()),
-            Err(e) => return Err(RenderError::Invalid(e.to_string())),
+        let not_planned = |e: CreateError| match e {
+            CreateError::Store(e) => RenderError::Store(e),
+            e => RenderError::Invalid(e.to_string()),
+        };
+        let plan = match stored {
+            StoredJob::Planned { plan } => {
+                let tariffs = self.tariffs().map_err(not_planned)?;
+                Plan::restore(*plan, &tariffs, &self.cfg.settings.exports)
+            }
+            // A job created by a version that stored the body: planned as it was then.
+            StoredJob::Requested(r) => {
+                self.plan(&r.body, Some(&r.resolved)).map_err(not_planned)?
+            }
         };
         let inputs = self.inputs(&plan, rec, ctl)?;
         let s = &self.cfg.settings.exports;

@@ -12,7 +12,7 @@ use super::request::{
     CreateRequest, RequestError, bad, check_type, format_of, resolve_range, tz_of,
 };
 use super::{Compression, Format};
-use crate::config::Exports;
+use crate::config::{Exports, Zone};
 use crate::store::DeviceRecord;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -137,10 +137,7 @@ pub fn plan(
             .and_then(|p| p.background_processing)
             .unwrap_or(true),
         include_charts,
-        pdf: Style {
-            letter: ctx.limits.pdf_page_size == "Letter",
-            fonts: ctx.limits.pdf_fonts.clone(),
-        },
+        pdf: Style::of(ctx.limits),
         kind,
     })
 }
@@ -204,6 +201,41 @@ fn devices_of(
         .collect())
 }
 
+/// What a job stores of its plan, written once when the job is created and read back when it
+/// renders — never planned again: everything but what the render takes from the
+/// configuration and the stored tariffs (the tariff versions with the price and currency they
+/// give, the PDF style).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPlan {
+    format: Format,
+    compression: Compression,
+    devices: Vec<DeviceMeta>,
+    start_ms: i64,
+    end_ms: i64,
+    tz: Zone,
+    include_headers: bool,
+    decimal_places: Option<u8>,
+    delimiter: u8,
+    exclude_user_data: bool,
+    background: bool,
+    include_charts: bool,
+    kind: KindPlan,
+}
+
+/// The `request` of a job record: its stored plan; or, for a job created before plans were
+/// stored, the body and what creation resolved (planned again when it renders).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StoredJob {
+    /// Since plans are stored.
+    Planned {
+        /// The plan.
+        plan: Box<StoredPlan>,
+    },
+    /// Before.
+    Requested(Box<StoredRequest>),
+}
+
 /// What creation fixed: device ids and the absolute range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resolved {
@@ -225,6 +257,49 @@ pub struct StoredRequest {
 }
 
 impl Plan {
+    /// What the job stores of it.
+    pub fn stored(&self) -> StoredPlan {
+        StoredPlan {
+            format: self.format,
+            compression: self.compression,
+            devices: self.devices.clone(),
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            tz: Zone(self.tz),
+            include_headers: self.include_headers,
+            decimal_places: self.decimal_places,
+            delimiter: self.delimiter,
+            exclude_user_data: self.exclude_user_data,
+            background: self.background,
+            include_charts: self.include_charts,
+            kind: self.kind.clone(),
+        }
+    }
+
+    /// The plan a job stored, with the tariff versions and the PDF style of now.
+    pub fn restore(s: StoredPlan, tariffs: &crate::tariff::Versions, limits: &Exports) -> Plan {
+        let constant = crate::tariff::engine::constant(tariffs, s.start_ms, s.end_ms);
+        Plan {
+            format: s.format,
+            compression: s.compression,
+            devices: s.devices,
+            start_ms: s.start_ms,
+            end_ms: s.end_ms,
+            tz: s.tz.0,
+            include_headers: s.include_headers,
+            decimal_places: s.decimal_places,
+            delimiter: s.delimiter,
+            exclude_user_data: s.exclude_user_data,
+            price_per_kwh: constant.unwrap_or(f64::NAN),
+            currency: tariffs.at(s.end_ms - 1).source.currency.clone(),
+            tariffs: Arc::new(tariffs.clone()),
+            background: s.background,
+            include_charts: s.include_charts,
+            pdf: Style::of(limits),
+            kind: s.kind,
+        }
+    }
+
     /// The resolution to store with the job.
     pub fn resolved(&self) -> Resolved {
         Resolved {
@@ -232,5 +307,75 @@ impl Plan {
             start_ms: self.start_ms,
             end_ms: self.end_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DeviceId, DeviceInfo};
+
+    #[test]
+    fn a_stored_plan_reads_back_as_planned_and_an_old_record_as_its_body() {
+        let info = DeviceInfo::plug(DeviceId::parse("P1").unwrap())
+            .at("127.0.0.9:9999")
+            .named("Lamp");
+        let devices = vec![DeviceRecord {
+            info,
+            key: 0,
+            first_seen_ms: 0,
+            labels: Default::default(),
+            forgotten_ms: None,
+        }];
+        let limits = Exports::default();
+        let tariffs =
+            crate::tariff::Versions::compile(&[crate::config::Tariff::default()], Tz::UTC).unwrap();
+        let ctx = PlanCtx {
+            devices: &devices,
+            default_tz: Tz::UTC,
+            limits: &limits,
+            tariffs: &tariffs,
+            privacy_key: &[1; 32],
+            now_ms: 1_735_689_600_000,
+        };
+        let range = serde_json::json!({"start": "2024-12-01", "end": "2024-12-31"});
+        let bodies = [
+            serde_json::json!({"export_type": "device_data", "format": "csv", "date_range": range,
+                "aggregation": "daily", "aggregation_functions": {"power_w": "max"},
+                "filters": {"min_power": 5, "days_of_week": [1, 2]},
+                "custom_fields": [{"name": "load", "formula": "power_w / 100", "unit": "%"},
+                                  {"name": "peak", "formula": "MAX(power_w)"}],
+                "options": {"timezone": "Europe/Berlin", "delimiter": ";"},
+                "privacy_options": {"hash_device_identifiers": true}}),
+            serde_json::json!({"export_type": "cost_analysis", "format": "json", "date_range": range,
+                "grouping": "weekly", "breakdown_by": ["device", "room"]}),
+            serde_json::json!({"export_type": "system_report", "format": "pdf", "date_range": range,
+                "report_sections": ["usage_patterns"]}),
+            serde_json::json!({"export_type": "audit_logs", "format": "csv", "date_range": range,
+                "event_types": ["LOGIN_FAILURE"], "users": ["ann"]}),
+            serde_json::json!({"export_type": "configuration", "format": "json",
+                "privacy_options": {"anonymize_ip_addresses": true}}),
+        ];
+        for body in bodies {
+            let req: CreateRequest = serde_json::from_value(body.clone()).unwrap();
+            let planned = plan(&req, &ctx, None).unwrap();
+            let job = StoredJob::Planned {
+                plan: Box::new(planned.stored()),
+            };
+            let text = serde_json::to_value(&job).unwrap();
+            assert!(text.get("body").is_none(), "the body is not stored: {text}");
+            let StoredJob::Planned { plan: stored } = serde_json::from_value(text).unwrap() else {
+                panic!("{body}: not read back as a plan");
+            };
+            let back = Plan::restore(*stored, &tariffs, &limits);
+            assert_eq!(format!("{back:?}"), format!("{planned:?}"), "{body}");
+        }
+        // A record written before plans were stored: the body and what creation resolved.
+        let old = serde_json::json!({"body": {"export_type": "device_data", "format": "csv"},
+            "resolved": {"device_ids": ["P1"], "start_ms": 0, "end_ms": 86_400_000}});
+        let StoredJob::Requested(r) = serde_json::from_value(old).unwrap() else {
+            panic!("an old record reads as its body");
+        };
+        assert_eq!(r.resolved.device_ids, ["P1"]);
     }
 }

@@ -67,7 +67,7 @@ fn save_state(txn: &WriteTransaction, st: &ChainState) -> Result<()> {
 }
 
 /// Which entries a query returns.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuditFilter {
     /// Only these types (empty = all).
     pub event_types: Vec<EventType>,

@@ -32,5 +32,6 @@ mod poller;
 mod report;
 mod schedules;
 mod storage;
+mod stored_plans;
 mod sweep;
 mod tariffs;

@@ -40,6 +40,16 @@ pub struct Style {
     pub fonts: Vec<PathBuf>,
 }
 
+impl Style {
+    /// The style `[exports]` sets.
+    pub fn of(limits: &crate::config::Exports) -> Self {
+        Self {
+            letter: limits.pdf_page_size == "Letter",
+            fonts: limits.pdf_fonts.clone(),
+        }
+    }
+}
+
 struct Font {
     handle: PdfFontHandle,
     parsed: Option<ParsedFont>,

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 pub const COLUMNS: [&str; 4] = ["section", "item", "key", "value"];
 
 /// The request's privacy options, as they apply to the configuration.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Privacy {
     /// `remove_location_data`: no device coordinates.
     pub no_location: bool,

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 /// Periods of a cost_analysis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Grouping {
     /// Local days.
     Day,
@@ -48,7 +48,7 @@ pub enum OptionError {
 }
 
 /// What a cost analysis asks: its periods and breakdowns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     /// Periods.
     pub grouping: Grouping,
@@ -166,7 +166,7 @@ impl Grouping {
 }
 
 /// What to break the cost down by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Breakdown {
     /// Per device.
     pub device: bool,

@@ -25,8 +25,9 @@ use crate::tariff::engine::Prices;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// What an export's kind asks, validated.
-#[derive(Debug, Clone)]
+/// What an export's kind asks, validated (stored with the job as it is).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "export_type", content = "plan", rename_all = "snake_case")]
 pub enum KindPlan {
     /// Readings or their aggregates, per device.
     DeviceData(device_data::DataPlan),

@@ -37,7 +37,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// A report section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Section {
     /// Devices and their records.
     DeviceSummary,
