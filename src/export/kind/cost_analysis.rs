@@ -635,6 +635,147 @@ fn room_part(
     )
 }
 
+/// Cost per period: per device and period when `by_device`, else of the selected devices.
+fn period_part(
+    costs: &Costs,
+    names: &[String],
+    plabel: &[String],
+    gname: &'static str,
+    by_device: bool,
+    labels: Vec<V>,
+) -> Part {
+    // Per period: by device when asked, else the household of the selected devices.
+    let mut rows = Vec::new();
+    if by_device {
+        for (dev, name) in names.iter().enumerate() {
+            for (k, l) in plabel.iter().enumerate() {
+                let a = costs
+                    .by_period_device
+                    .get(&(k, dev))
+                    .copied()
+                    .unwrap_or_default();
+                rows.push((name.clone(), l.clone(), a));
+            }
+        }
+    } else {
+        for (k, l) in plabel.iter().enumerate() {
+            rows.push((String::new(), l.clone(), costs.period_total(k)));
+        }
+    }
+    let per_period = money_table(
+        "by_period",
+        &format!("Cost per {gname}"),
+        by_device.then_some("device"),
+        Some(gname),
+        &rows,
+        costs,
+    );
+    let series: Vec<String> = if by_device {
+        names.to_vec()
+    } else {
+        vec!["selected devices".into()]
+    };
+    let chart = cost_chart(
+        &format!("Cost per {gname}"),
+        costs,
+        labels,
+        &series,
+        |k, s| {
+            if by_device {
+                costs
+                    .by_period_device
+                    .get(&(k, s))
+                    .copied()
+                    .unwrap_or_default()
+            } else {
+                costs.period_total(k)
+            }
+        },
+    );
+    let mut tables = vec![per_period];
+    if by_device {
+        tables.insert(0, costs.device_table(names));
+    }
+    Part::new(
+        "cost_by_period",
+        if by_device {
+            "Cost by device and period"
+        } else {
+            "Cost by period"
+        },
+        tables,
+        vec![chart],
+    )
+}
+
+/// Cost per time-of-use band: in all, and per period.
+fn tou_part(costs: &Costs, plabel: &[String], gname: &'static str, labels: Vec<V>) -> Part {
+    let bands = &costs.labels.bands;
+    let mut totals = Vec::new();
+    let mut per = Vec::new();
+    for (b, name) in bands.iter().enumerate() {
+        let mut sum = Acc::default();
+        for (k, l) in plabel.iter().enumerate() {
+            let a = costs.by_band.get(&(b, k)).copied().unwrap_or_default();
+            sum.add(a.mwh, a.cost, a.tax);
+            per.push((name.clone(), l.clone(), a));
+        }
+        totals.push((name.clone(), String::new(), sum));
+    }
+    let chart = cost_chart(
+        &format!("Cost per {gname} by time of use"),
+        costs,
+        labels,
+        bands,
+        |k, b| costs.by_band.get(&(b, k)).copied().unwrap_or_default(),
+    );
+    Part::new(
+        "time_of_use",
+        "Cost by time of use",
+        vec![
+            money_table(
+                "by_band",
+                "Per time-of-use period",
+                Some("band"),
+                None,
+                &totals,
+                costs,
+            ),
+            money_table(
+                "by_band_period",
+                &format!("Per time-of-use period and {gname}"),
+                Some("band"),
+                Some(gname),
+                &per,
+                costs,
+            ),
+        ],
+        vec![chart],
+    )
+}
+
+/// Cost per rate tier.
+fn tier_part(costs: &Costs) -> Part {
+    let rows: Vec<_> = costs
+        .by_tier
+        .iter()
+        .map(|(t, a)| (costs.labels.tiers[*t].clone(), String::new(), *a))
+        .collect();
+    Part::new(
+        "rate_tier",
+        "Cost by rate tier",
+        vec![money_table(
+            "by_tier",
+            "Per rate tier",
+            Some("tier"),
+            None,
+            &rows,
+            costs,
+        )],
+        Vec::new(),
+    )
+}
+
 /// The cost_analysis report.
 pub fn report(
     store: &Store,
@@ -662,136 +803,26 @@ pub fn report(
             .collect()
     };
     let names = device_labels(plan);
-    let mut parts = vec![summary(&costs, plan)];
     let gname = grouping.name();
-    // Per period: by device when asked, else the household of the selected devices.
-    let mut rows = Vec::new();
-    if breakdown.device {
-        for (dev, name) in names.iter().enumerate() {
-            for (k, l) in plabel.iter().enumerate() {
-                let a = costs
-                    .by_period_device
-                    .get(&(k, dev))
-                    .copied()
-                    .unwrap_or_default();
-                rows.push((name.clone(), l.clone(), a));
-            }
-        }
-    } else {
-        for (k, l) in plabel.iter().enumerate() {
-            rows.push((String::new(), l.clone(), costs.period_total(k)));
-        }
-    }
-    let per_period = money_table(
-        "by_period",
-        &format!("Cost per {gname}"),
-        breakdown.device.then_some("device"),
-        Some(gname),
-        &rows,
-        &costs,
-    );
-    let series: Vec<String> = if breakdown.device {
-        names.clone()
-    } else {
-        vec!["selected devices".into()]
-    };
-    let chart = cost_chart(
-        &format!("Cost per {gname}"),
-        &costs,
-        chart_labels(()),
-        &series,
-        |k, s| {
-            if breakdown.device {
-                costs
-                    .by_period_device
-                    .get(&(k, s))
-                    .copied()
-                    .unwrap_or_default()
-            } else {
-                costs.period_total(k)
-            }
-        },
-    );
-    let mut tables = vec![per_period];
-    if breakdown.device {
-        tables.insert(0, costs.device_table(&names));
-    }
-    parts.push(Part::new(
-        "cost_by_period",
-        if breakdown.device {
-            "Cost by device and period"
-        } else {
-            "Cost by period"
-        },
-        tables,
-        vec![chart],
-    ));
+    let mut parts = vec![
+        summary(&costs, plan),
+        period_part(
+            &costs,
+            &names,
+            &plabel,
+            gname,
+            breakdown.device,
+            chart_labels(()),
+        ),
+    ];
     if breakdown.room {
         parts.push(room_part(plan, &costs, &plabel, gname, chart_labels(())));
     }
     if breakdown.time_of_use {
-        let bands = &costs.labels.bands;
-        let mut totals = Vec::new();
-        let mut per = Vec::new();
-        for (b, name) in bands.iter().enumerate() {
-            let mut sum = Acc::default();
-            for (k, l) in plabel.iter().enumerate() {
-                let a = costs.by_band.get(&(b, k)).copied().unwrap_or_default();
-                sum.add(a.mwh, a.cost, a.tax);
-                per.push((name.clone(), l.clone(), a));
-            }
-            totals.push((name.clone(), String::new(), sum));
-        }
-        let chart = cost_chart(
-            &format!("Cost per {gname} by time of use"),
-            &costs,
-            chart_labels(()),
-            bands,
-            |k, b| costs.by_band.get(&(b, k)).copied().unwrap_or_default(),
-        );
-        parts.push(Part::new(
-            "time_of_use",
-            "Cost by time of use",
-            vec![
-                money_table(
-                    "by_band",
-                    "Per time-of-use period",
-                    Some("band"),
-                    None,
-                    &totals,
-                    &costs,
-                ),
-                money_table(
-                    "by_band_period",
-                    &format!("Per time-of-use period and {gname}"),
-                    Some("band"),
-                    Some(gname),
-                    &per,
-                    &costs,
-                ),
-            ],
-            vec![chart],
-        ));
+        parts.push(tou_part(&costs, &plabel, gname, chart_labels(())));
     }
     if breakdown.rate_tier {
-        let rows: Vec<_> = costs
-            .by_tier
-            .iter()
-            .map(|(t, a)| (costs.labels.tiers[*t].clone(), String::new(), *a))
-            .collect();
-        parts.push(Part::new(
-            "rate_tier",
-            "Cost by rate tier",
-            vec![money_table(
-                "by_tier",
-                "Per rate tier",
-                Some("tier"),
-                None,
-                &rows,
-                &costs,
-            )],
-            Vec::new(),
-        ));
+        parts.push(tier_part(&costs));
     }
     if !plan.include_charts {
         parts.iter_mut().for_each(|p| p.charts.clear());

@@ -562,8 +562,6 @@ impl Ctx<'_> {
     }
 
     fn health(&self) -> Result<Part, RenderError> {
-        let rt = self.runtime;
-        let stored: Vec<&crate::store::DeviceSummary> = self.stored.values().collect();
         // The requester's exports (all of them for an administrator), not deleted ones.
         let exports: Vec<_> = self
             .store
@@ -571,6 +569,21 @@ impl Ctx<'_> {
             .into_iter()
             .filter(|e| e.deleted_ms.is_none() && self.owner.is_none_or(|o| e.user_id == o))
             .collect();
+        Ok(Part {
+            tables: vec![
+                self.daemon_table(&exports),
+                self.polling_table(),
+                export_counts(&exports),
+            ],
+            charts: Vec::new(),
+            ..part_of(Section::SystemHealth)
+        })
+    }
+
+    /// The daemon: version, uptime, devices, readings, database and disk.
+    fn daemon_table(&self, exports: &[crate::export::ExportRecord]) -> Table {
+        let rt = self.runtime;
+        let stored: Vec<&crate::store::DeviceSummary> = self.stored.values().collect();
         let mut daemon = Table::new(
             "daemon",
             "Daemon",
@@ -588,7 +601,6 @@ impl Ctx<'_> {
             ],
         );
         daemon.vertical = true;
-        let mb = |b: u64| V::Num(b as f64 / (1024.0 * 1024.0), 1);
         // Records on both sides: a strip's outlets are online when the strip answers.
         let online = stored
             .iter()
@@ -623,6 +635,12 @@ impl Ctx<'_> {
                 ),
             ],
         );
+        daemon
+    }
+
+    /// Per device: status, poll success and availability in the range.
+    fn polling_table(&self) -> Table {
+        let rt = self.runtime;
         let mut devices = Table::new(
             "devices",
             "Polling and availability",
@@ -678,40 +696,48 @@ impl Ctx<'_> {
                 ],
             );
         }
-        let mut counts = Table::new(
-            "exports",
-            "Exports",
-            &[
-                col("completed", ""),
-                col("failed", ""),
-                col("other", ""),
-                col("size", "MB"),
-            ],
-        )
-        .items("export_type");
-        let mut by_type: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
-        for e in &exports {
-            let c = by_type.entry(e.export_type.name()).or_default();
-            match e.status {
-                crate::export::Status::Completed => {
-                    c.0 += 1;
-                    c.3 += e.file_size.unwrap_or(0);
-                }
-                crate::export::Status::Failed => c.1 += 1,
-                _ => c.2 += 1,
-            }
-        }
-        for (t, (done, failed, other, size)) in by_type {
-            let n = |x: u64| V::Num(x as f64, 0);
-            counts.push(t, "", vec![n(done), n(failed), n(other), mb(size)]);
-        }
-        Ok(Part {
-            tables: vec![daemon, devices, counts],
-            charts: Vec::new(),
-            ..part_of(Section::SystemHealth)
-        })
+        devices
     }
+}
 
+/// Exports by type: completed, failed, other, and the size of the completed ones.
+fn export_counts(exports: &[crate::export::ExportRecord]) -> Table {
+    let mut counts = Table::new(
+        "exports",
+        "Exports",
+        &[
+            col("completed", ""),
+            col("failed", ""),
+            col("other", ""),
+            col("size", "MB"),
+        ],
+    )
+    .items("export_type");
+    let mut by_type: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
+    for e in exports {
+        let c = by_type.entry(e.export_type.name()).or_default();
+        match e.status {
+            crate::export::Status::Completed => {
+                c.0 += 1;
+                c.3 += e.file_size.unwrap_or(0);
+            }
+            crate::export::Status::Failed => c.1 += 1,
+            _ => c.2 += 1,
+        }
+    }
+    for (t, (done, failed, other, size)) in by_type {
+        let n = |x: u64| V::Num(x as f64, 0);
+        counts.push(t, "", vec![n(done), n(failed), n(other), mb(size)]);
+    }
+    counts
+}
+
+/// Bytes as MB with one decimal.
+fn mb(b: u64) -> V {
+    V::Num(b as f64 / (1024.0 * 1024.0), 1)
+}
+
+impl Ctx<'_> {
     fn usage(&self) -> Part {
         let mut by_hour = Table::new(
             "by_hour",
