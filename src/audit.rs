@@ -180,6 +180,23 @@ impl Event {
             details: serde_json::Value::Null,
         }
     }
+
+    /// An event about export `id`: its resource is `export:<id>`, and `details` (an object)
+    /// gain its `export_id`.
+    pub fn about_export(event_type: EventType, id: &str, mut details: serde_json::Value) -> Self {
+        details["export_id"] = serde_json::json!(id);
+        Self {
+            resource: Some(format!("export:{id}")),
+            details,
+            ..Self::new(event_type, Severity::Info)
+        }
+    }
+
+    /// The same event, done by user `id` (`username`) from `client`.
+    pub fn by(mut self, id: u32, username: &str, client: Option<String>) -> Self {
+        (self.user_id, self.username, self.client) = (Some(id), Some(username.to_owned()), client);
+        self
+    }
 }
 
 /// Longest client-supplied string an entry stores, in characters.

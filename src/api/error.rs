@@ -268,6 +268,23 @@ impl From<crate::store::Error> for ApiError {
     }
 }
 
+impl From<crate::export::download::DownloadError> for ApiError {
+    fn from(e: crate::export::download::DownloadError) -> Self {
+        use crate::export::download::DownloadError;
+        match &e {
+            DownloadError::Expired { expired_at } => {
+                let at = expired_at.clone();
+                Self::gone("EXPORT_EXPIRED", "Export expired", e.to_string()).with("expired_at", at)
+            }
+            DownloadError::NotReady { status, .. } => {
+                let status = status.clone();
+                Self::conflict("EXPORT_NOT_READY", "Export not ready", e.to_string())
+                    .with("status", status)
+            }
+        }
+    }
+}
+
 impl From<crate::poller::discovery::DiscoveryError> for ApiError {
     fn from(e: crate::poller::discovery::DiscoveryError) -> Self {
         Self::new(
@@ -309,6 +326,7 @@ impl From<crate::export::jobs::CreateError> for ApiError {
                 e.to_string(),
             ),
             CreateError::Store(s) => s.into(),
+            CreateError::Tariff(_) | CreateError::Record(_) => ApiError::internal(e),
             CreateError::RateLimited { .. } => ApiError::internal("rate limit mapped elsewhere"),
         }
     }

@@ -6,7 +6,7 @@ use super::AppState;
 use super::devices::blocking;
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::guard::{CurrentUser, issue_ticket};
-use crate::audit::{EventType, Severity};
+use crate::audit::{Event, EventType, Severity};
 use crate::auth::Role;
 use crate::clock::rfc3339;
 use crate::export::fields::{TEXT_FIELDS, VALUE_FIELDS};
@@ -38,7 +38,9 @@ pub(super) fn is_admin(cu: &CurrentUser) -> bool {
 /// Beyond DATA_EXPORT: audit_logs exports need AUDIT_READ, configuration exports (users,
 /// settings) SYSTEM_CONFIG — to create them and, while they exist, to see or download them.
 pub(super) fn type_permission(cu: &CurrentUser, export_type: &str) -> Result<(), ApiError> {
-    match crate::export::extra_permission(export_type).filter(|p| !cu.user.has(*p)) {
+    let extra =
+        crate::export::ExportType::parse(export_type).and_then(crate::export::extra_permission);
+    match extra.filter(|p| !cu.user.has(*p)) {
         Some(p) => Err(ApiError::permission_denied(p)),
         None => Ok(()),
     }
@@ -222,13 +224,10 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut ev = cu.event(EventType::DataExport, Severity::Info);
-    ev.resource = Some(format!("export:{}", rec.id));
     let mut details = audit_body;
-    details["export_id"] = json!(rec.id);
     details["user"] = json!(cu.user.username);
-    ev.details = details;
-    st.audit(ev).await;
+    st.audit(cu.did(Event::about_export(EventType::DataExport, &rec.id, details)))
+        .await;
     let job = st.work.exporter.spawn(rec.id.clone());
     let rec = if background {
         rec
@@ -269,11 +268,10 @@ pub async fn remove(
             other => other.into(),
         })?
         .ok_or_else(|| not_found(&id))?;
-    let mut ev = cu.event(EventType::DataDeleted, Severity::Info);
-    ev.resource = Some(format!("export:{id}"));
-    ev.details = json!({"export_id": id, "filename": rec.file_name, "user": cu.user.username,
+    let details = json!({"filename": rec.file_name, "user": cu.user.username,
         "cancelled": rec.status == Status::Cancelled});
-    st.audit(ev).await;
+    st.audit(cu.did(Event::about_export(EventType::DataDeleted, &id, details)))
+        .await;
     Ok(Json(json!({
         "message": "Export deleted successfully",
         "export_id": id,
@@ -358,9 +356,9 @@ pub async fn stats(
         crate::domain::rollup::Period::Month,
         st.site.timezone,
     );
-    let mut types: BTreeMap<String, u64> = crate::export::EXPORT_TYPES
+    let mut types: BTreeMap<String, u64> = crate::export::ExportType::ALL
         .iter()
-        .map(|t| ((*t).to_owned(), 0))
+        .map(|t| (t.name().to_owned(), 0))
         .collect();
     let mut formats: BTreeMap<String, u64> = FORMATS.iter().map(|f| (f.id.to_owned(), 0)).collect();
     let mut bytes = 0;
@@ -539,150 +537,62 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// One `bytes=` range of a request, resolved against `len`: Ok(None) = whole file.
-fn parse_range(h: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(v) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Ok(None);
-    };
-    let spec = v.strip_prefix("bytes=").ok_or(())?;
-    if spec.contains(',') {
-        return Ok(None); // multiple ranges: send the whole file (allowed by RFC 9110)
-    }
-    let (a, b) = spec.split_once('-').ok_or(())?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().map_err(|_| ())?;
-            if n == 0 {
-                return Err(());
-            }
-            (len.saturating_sub(n), len.saturating_sub(1))
-        }
-        (s, "") => (s.parse().map_err(|_| ())?, len.saturating_sub(1)),
-        (s, e) => (
-            s.parse().map_err(|_| ())?,
-            e.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1)),
-        ),
-    };
-    if start >= len || start > end {
-        return Err(());
-    }
-    Ok(Some((start, end)))
-}
-
 /// `GET /api/exports/download/{export_id}`: the file, streamed, with `Content-Disposition`,
-/// `Content-Length`, `ETag`, `Repr-Digest` and single `Range` support.
+/// `Content-Length`, `ETag`, `Repr-Digest` and single `Range` support
+/// ([`crate::export::download`] decides which).
 pub async fn download(
     State(st): State<AppState>,
     Extension(cu): Extension<CurrentUser>,
     super::error::ApiPath(id): super::error::ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    use crate::export::download::{Answer, Ask, answer, check};
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let rec = owned(&st, &cu, &id).await?;
-    let now = st.clock.now_ms();
-    if rec.is_expired(now) {
-        return Err(ApiError::gone(
-            "EXPORT_EXPIRED",
-            "Export expired",
-            "Export file has expired and is no longer available",
-        )
-        .with("expired_at", rec.expires_ms.map(rfc3339)));
-    }
-    if rec.status != Status::Completed {
-        return Err(ApiError::conflict(
-            "EXPORT_NOT_READY",
-            "Export not ready",
-            format!(
-                "Export '{id}' is {}; download it once it is completed",
-                serde_json::to_value(rec.status)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("not ready")
-            ),
-        )
-        .with("status", json!(rec.status)));
-    }
+    check(&rec, st.clock.now_ms())?;
     let path = st.work.exporter.path_of(&rec);
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::internal(format!("export file {} missing: {e}", path.display())))?;
     let len = file.metadata().await.map_err(ApiError::internal)?.len();
-    let sha = rec.checksum_sha256.clone().unwrap_or_default();
-    let etag = format!("\"{}\"", &sha[..sha.len().min(32)]);
-    let digest = hex_to_b64(&sha);
-    let name = rec.file_name.clone().unwrap_or_else(|| rec.disk_name());
+    let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    let ask = Ask {
+        if_none_match: text(header::IF_NONE_MATCH),
+        // An If-Range that is not text matches no ETag: the whole file.
+        if_range: headers
+            .get(header::IF_RANGE)
+            .map(|v| v.to_str().unwrap_or("\u{0}")),
+        range: text(header::RANGE),
+    };
+    let (answer, list) = answer(&rec, len, ask);
     let mut h = HeaderMap::new();
-    let set = |h: &mut HeaderMap, k: header::HeaderName, v: String| {
+    for (k, v) in list {
         if let Ok(v) = HeaderValue::from_str(&v) {
-            h.insert(k, v);
+            h.insert(header::HeaderName::from_static(k), v);
         }
-    };
-    set(&mut h, header::CONTENT_TYPE, rec.mime_type().to_owned());
-    set(
-        &mut h,
-        header::CONTENT_DISPOSITION,
-        format!("attachment; filename=\"{name}\""),
-    );
-    set(&mut h, header::ETAG, etag.clone());
-    set(&mut h, header::ACCEPT_RANGES, "bytes".into());
-    set(
-        &mut h,
-        header::HeaderName::from_static("repr-digest"),
-        format!("sha-256=:{digest}:"),
-    );
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        == Some(etag.as_str())
-    {
-        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
-    let if_range_ok = headers
-        .get(header::IF_RANGE)
-        .is_none_or(|v| v.to_str().ok() == Some(etag.as_str()));
-    let range = if if_range_ok {
-        parse_range(&headers, len)
-    } else {
-        Ok(None)
-    };
-    let (status, start, count) = match range {
-        Err(()) => {
-            set(&mut h, header::CONTENT_RANGE, format!("bytes */{len}"));
+    let (status, start, count) = match answer {
+        Answer::NotModified => return Ok((StatusCode::NOT_MODIFIED, h).into_response()),
+        Answer::Unsatisfiable => {
             let mut resp = ApiError::range_not_satisfiable(len).into_response();
             resp.headers_mut().extend(h);
             return Ok(resp);
         }
-        Ok(None) => (StatusCode::OK, 0, len),
-        Ok(Some((s, e))) => {
-            set(
-                &mut h,
-                header::CONTENT_RANGE,
-                format!("bytes {s}-{e}/{len}"),
-            );
-            (StatusCode::PARTIAL_CONTENT, s, e - s + 1)
-        }
+        Answer::Whole => (StatusCode::OK, 0, len),
+        Answer::Part { start, count } => (StatusCode::PARTIAL_CONTENT, start, count),
     };
-    set(&mut h, header::CONTENT_LENGTH, count.to_string());
     if start == 0 {
-        let mut ev = cu.event(EventType::DataExported, Severity::Info);
-        ev.resource = Some(format!("export:{id}"));
-        ev.details = json!({"export_id": id, "filename": name, "size": len, "format": rec.format,
+        let name = rec.file_name.clone().unwrap_or_else(|| rec.disk_name());
+        let details = json!({"filename": name, "size": len, "format": rec.format,
             "user": cu.user.username, "range": status == StatusCode::PARTIAL_CONTENT});
-        st.audit(ev).await;
+        st.audit(cu.did(Event::about_export(EventType::DataExported, &id, details)))
+            .await;
     }
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(ApiError::internal)?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 64 * 1024);
     Ok((status, h, Body::from_stream(stream)).into_response())
-}
-
-fn hex_to_b64(hex: &str) -> String {
-    use base64::Engine;
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// `POST /api/exports/cleanup`: the retention sweep the cron schedule runs, now.

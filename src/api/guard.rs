@@ -40,11 +40,12 @@ pub struct CurrentUser {
 impl CurrentUser {
     /// An audit event with this user as actor.
     pub fn event(&self, t: EventType, s: Severity) -> Event {
-        let mut e = Event::new(t, s);
-        e.user_id = Some(self.user.id);
-        e.username = Some(self.user.username.clone());
-        e.client = self.client.clone();
-        e
+        self.did(Event::new(t, s))
+    }
+
+    /// `e`, done by this user from this client.
+    pub fn did(&self, e: Event) -> Event {
+        e.by(self.user.id, &self.user.username, self.client.clone())
     }
 }
 

@@ -6,12 +6,12 @@
 //! renamed, so a download never sees a partial file; a crash leaves only temp files, which the
 //! next start removes before re-running the interrupted jobs.
 
-use super::kind::{self, Inputs, KindPlan, configuration};
+use super::kind::{self, Inputs, KindPlan};
 use super::pipeline::{self as render, Control, Limits, RenderError};
 use super::plan::{self, Plan, PlanCtx, Resolved, StoredJob};
 use super::request::{CreateRequest, RequestError};
 use super::{ExportRecord, Status};
-use crate::audit::{Event, EventType, Severity};
+use crate::audit::{Event, EventType};
 use crate::auth::keys::SecretKey;
 use crate::clock::{SharedClock, rfc3339};
 use crate::config::Settings;
@@ -65,6 +65,25 @@ pub enum CreateError {
     /// Store failure.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// A stored tariff version no longer compiles.
+    #[error("stored tariff: {0}")]
+    Tariff(#[from] crate::tariff::TariffError),
+    /// The job record could not be written.
+    #[error("export record: {0}")]
+    Record(#[from] serde_json::Error),
+}
+
+impl From<CreateError> for RenderError {
+    /// Planning again at render time: the store's and the tariffs' failures stay what they
+    /// are; a body that no longer validates (its devices are gone) is an invalid request.
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Store(e) => RenderError::Store(e),
+            CreateError::Tariff(e) => RenderError::Tariff(e),
+            CreateError::Record(e) => RenderError::Record(e),
+            e => RenderError::Invalid(e.to_string()),
+        }
+    }
 }
 
 /// Who asks for an export: the API, or a schedule (a run on its schedule is not counted by
@@ -208,26 +227,9 @@ impl Exporter {
         Ok(plan::plan(body, &ctx, resolved)?)
     }
 
-    /// The price of a kWh per bucket over the plan's range: one constant when one flat price
-    /// covers it, else read from the tariff versions bucket by bucket.
+    /// The price of a kWh per bucket over the plan's range.
     pub fn prices(&self, plan: &Plan) -> Result<Arc<Prices>, CreateError> {
-        if !plan.price_per_kwh.is_nan() || !matches!(plan.kind, KindPlan::DeviceData(_)) {
-            return Ok(Arc::new(Prices::Const(plan.price_per_kwh)));
-        }
-        let ids: Vec<_> = self
-            .store
-            .device_records()?
-            .iter()
-            .map(|d| d.info.device_id.clone())
-            .collect();
-        let prices = crate::tariff::engine::prices(
-            &self.store,
-            &plan.tariffs,
-            &ids,
-            plan.start_ms,
-            plan.end_ms,
-        )?;
-        Ok(Arc::new(prices))
+        Ok(kind::device_data::prices(&self.store, plan)?)
     }
 
     /// A preview of a device_data body: its first `limit` rows, how many it holds, and the
@@ -267,8 +269,7 @@ impl Exporter {
         if list.is_empty() {
             list.push(self.cfg.settings.tariff.clone());
         }
-        crate::tariff::Versions::compile(&list, self.cfg.tz)
-            .map_err(|e| CreateError::Store(store::Error::Corrupt(format!("stored tariff: {e}"))))
+        Ok(crate::tariff::Versions::compile(&list, self.cfg.tz)?)
     }
 
     /// A preview slot (as many as export slots, apart from them); None once the daemon stops.
@@ -347,8 +348,7 @@ impl Exporter {
         let stored = StoredJob::Planned {
             plan: Box::new(plan.stored()),
         };
-        rec.request =
-            serde_json::to_value(&stored).map_err(|e| store::Error::Corrupt(e.to_string()))?;
+        rec.request = serde_json::to_value(&stored)?;
         let limit = s.exports.rate_limit_per_hour;
         let quota = s.exports.storage_quota_mb.saturating_mul(1024 * 1024);
         let share = match origin {
@@ -464,21 +464,15 @@ impl Exporter {
     }
 
     fn render(&self, rec: &ExportRecord, ctl: &Control) -> Result<render::Rendered, RenderError> {
-        let stored: StoredJob = serde_json::from_value(rec.request.clone())
-            .map_err(|e| store::Error::Corrupt(e.to_string()))?;
-        let not_planned = |e: CreateError| match e {
-            CreateError::Store(e) => RenderError::Store(e),
-            e => RenderError::Invalid(e.to_string()),
-        };
+        let stored: StoredJob =
+            serde_json::from_value(rec.request.clone()).map_err(RenderError::Record)?;
         let plan = match stored {
             StoredJob::Planned { plan } => {
-                let tariffs = self.tariffs().map_err(not_planned)?;
+                let tariffs = self.tariffs()?;
                 Plan::restore(*plan, &tariffs, &self.cfg.settings.exports)
             }
             // A job created by a version that stored the body: planned as it was then.
-            StoredJob::Requested(r) => {
-                self.plan(&r.body, Some(&r.resolved)).map_err(not_planned)?
-            }
+            StoredJob::Requested(r) => self.plan(&r.body, Some(&r.resolved))?,
         };
         let inputs = self.inputs(&plan, rec, ctl)?;
         let s = &self.cfg.settings.exports;
@@ -516,52 +510,23 @@ impl Exporter {
         )
     }
 
-    /// What the render of `plan` reads besides it: the prices, the computed document, the
-    /// audit key or the configuration's rows.
+    /// What the render of `plan` (asked by `rec`'s owner) reads besides it.
     fn inputs(
         &self,
         plan: &Plan,
         rec: &ExportRecord,
         ctl: &Control,
     ) -> Result<Inputs, RenderError> {
-        let not_planned = |e: CreateError| match e {
-            CreateError::Store(e) => RenderError::Store(e),
-            e => RenderError::Invalid(e.to_string()),
+        let daemon = kind::Daemon {
+            store: &self.store,
+            settings: &self.cfg.settings,
+            privacy_key: self.privacy_key.bytes(),
+            audit_key: &self.audit_key,
+            runtime: self.cfg.runtime.as_ref(),
+            now_ms: self.clock.now_ms(),
+            requester: rec.user_id,
         };
-        Ok(match &plan.kind {
-            KindPlan::DeviceData(_) => Inputs::Rows(self.prices(plan).map_err(not_planned)?),
-            KindPlan::AuditLogs(_) => Inputs::AuditLog(self.audit_key.clone()),
-            KindPlan::Configuration(privacy) => {
-                let (settings, key) = (&self.cfg.settings, self.privacy_key.bytes());
-                Inputs::Configuration(configuration::rows(&self.store, settings, privacy, key)?)
-            }
-            KindPlan::SystemReport(sections) => {
-                let rt = self.cfg.runtime.as_ref();
-                let now = self.clock.now_ms();
-                // The health section counts the requester's exports (everyone's for admins).
-                let admin = self
-                    .store
-                    .user(rec.user_id)?
-                    .is_some_and(|u| u.role == crate::auth::Role::Admin);
-                let owner = (!admin).then_some(rec.user_id);
-                Inputs::Document(kind::system_report::build(
-                    &self.store,
-                    plan,
-                    sections,
-                    rt,
-                    now,
-                    owner,
-                    ctl,
-                )?)
-            }
-            KindPlan::CostAnalysis(o) => Inputs::Document(kind::cost_analysis::report(
-                &self.store,
-                plan,
-                o.grouping,
-                o.breakdown,
-                ctl,
-            )?),
-        })
+        kind::inputs(plan, &daemon, ctl)
     }
 
     fn finish(
@@ -696,10 +661,12 @@ impl Exporter {
                     x.status = Status::Expired;
                     true
                 })?;
-                let mut ev = Event::new(EventType::DataDeleted, Severity::Info);
-                ev.resource = Some(format!("export:{}", r.id));
-                ev.details = json!({"export_id": r.id, "filename": r.file_name, "reason": "retention",
-                    "owner": r.username, "expired_at": rfc3339(exp)});
+                let ev = Event::about_export(
+                    EventType::DataDeleted,
+                    &r.id,
+                    json!({"filename": r.file_name, "reason": "retention",
+                        "owner": r.username, "expired_at": rfc3339(exp)}),
+                );
                 self.store.audit_append(&self.audit_key, ev, now)?;
                 expired += 1;
             } else if notice_ms > 0 && !r.notice_sent && exp - now <= notice_ms {
@@ -707,10 +674,12 @@ impl Exporter {
                     x.notice_sent = true;
                     true
                 })?;
-                let mut ev = Event::new(EventType::ExportExpiring, Severity::Info);
-                ev.resource = Some(format!("export:{}", r.id));
-                ev.details = json!({"export_id": r.id, "filename": r.file_name, "owner": r.username,
-                    "user_id": r.user_id, "expires_at": rfc3339(exp)});
+                let ev = Event::about_export(
+                    EventType::ExportExpiring,
+                    &r.id,
+                    json!({"filename": r.file_name, "owner": r.username,
+                        "user_id": r.user_id, "expires_at": rfc3339(exp)}),
+                );
                 self.store.audit_append(&self.audit_key, ev, now)?;
                 notified.push(r);
             }

@@ -16,6 +16,7 @@
 //! - [`jobs`]: the queue, the runner, restart recovery, deletion and expiry cleanup.
 
 pub mod devices;
+pub mod download;
 pub mod fields;
 pub mod filters;
 pub mod format;
@@ -29,16 +30,7 @@ pub mod report;
 pub mod request;
 
 pub use crate::domain::export::{
-    Compression, EXPORT_TYPES, ExportRecord, ExportType, FORMATS, Format, FormatInfo,
-    RENDERED_TYPES, Status,
+    Compression, ExportRecord, ExportType, FORMATS, Format, FormatInfo, Status,
 };
 
-/// The permission an export type needs beyond DATA_EXPORT: audit_logs exports need
-/// AUDIT_READ, configuration exports (users, settings) SYSTEM_CONFIG.
-pub fn extra_permission(export_type: &str) -> Option<crate::auth::Permission> {
-    match export_type {
-        "audit_logs" => Some(crate::auth::Permission::AuditRead),
-        "configuration" => Some(crate::auth::Permission::SystemConfig),
-        _ => None,
-    }
-}
+pub use kind::extra_permission;

@@ -44,6 +44,12 @@ pub enum RenderError {
     /// Reading the store failed.
     #[error("reading the data failed: {0}")]
     Store(#[from] store::Error),
+    /// A stored tariff version no longer compiles.
+    #[error("stored tariff: {0}")]
+    Tariff(crate::tariff::TariffError),
+    /// The job's stored plan cannot be read.
+    #[error("the stored export job cannot be read: {0}")]
+    Record(serde_json::Error),
     /// Writing the file failed.
     #[error("writing the file failed: {0}")]
     Io(#[from] io::Error),

@@ -332,25 +332,17 @@ pub fn format_of(req: &CreateRequest) -> Result<(Format, Compression), RequestEr
     Ok((format, compression))
 }
 
-/// Checks the export type; only [`super::RENDERED_TYPES`] are produced by this build.
+/// Checks the export type.
 pub fn check_type(req: &CreateRequest) -> Result<super::ExportType, RequestError> {
-    let Some(t) = super::ExportType::parse(&req.export_type) else {
-        return Err(bad(format!(
+    super::ExportType::parse(&req.export_type).ok_or_else(|| {
+        bad(format!(
             "export_type must be one of {}; got {:?}",
-            super::EXPORT_TYPES.join(", "),
+            super::ExportType::ALL
+                .map(super::ExportType::name)
+                .join(", "),
             req.export_type
-        )));
-    };
-    if !super::RENDERED_TYPES.contains(&req.export_type.as_str()) {
-        return Err(RequestError {
-            code: "UNSUPPORTED_EXPORT_TYPE",
-            message: format!(
-                "export_type {:?} is not available in this version; use device_data",
-                req.export_type
-            ),
-        });
-    }
-    Ok(t)
+        ))
+    })
 }
 
 #[cfg(test)]

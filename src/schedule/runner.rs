@@ -429,9 +429,10 @@ impl Scheduler {
             .parse()
             .map_err(|_| Invalid::schedule(format!("unknown time zone {:?}", s.timezone)))?;
         let req = super::request_at(&s.export_config, at, tz)?;
-        for p in std::iter::once(Permission::DataExport)
-            .chain(crate::export::extra_permission(&req.export_type))
-        {
+        for p in std::iter::once(Permission::DataExport).chain(
+            crate::export::ExportType::parse(&req.export_type)
+                .and_then(crate::export::extra_permission),
+        ) {
             if !owner.has(p) {
                 return Err(RunError::Owner(format!("lacks {}", p.name())));
             }

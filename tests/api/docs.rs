@@ -126,3 +126,47 @@ fn where_things_live_names_every_module() {
         missing.join("\n  ")
     );
 }
+
+/// The section's text between `heading` and the next `## ` heading.
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let start = text
+        .find(&format!("\n{heading}"))
+        .unwrap_or_else(|| panic!("docs/development.md has no {heading:?} section"));
+    let rest = &text[start + 1..];
+    rest[3..].find("\n## ").map_or(rest, |end| &rest[..end + 3])
+}
+
+#[test]
+fn adding_a_kind_or_a_format_names_files_that_exist_and_every_kind_and_format() {
+    let text = std::fs::read_to_string(root().join("docs/development.md")).unwrap();
+    let s = section(&text, "## The export engine: adding a kind or a format");
+    let named: Vec<&str> = s
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|p| p.starts_with("src/") || p.starts_with("tests/"))
+        .collect();
+    assert!(named.len() >= 10, "{named:?}");
+    for p in &named {
+        assert!(root().join(p).exists(), "{p} is named but does not exist");
+    }
+    for dir in ["src/export/kind", "src/export/format"] {
+        assert!(
+            named.iter().any(|p| p.trim_end_matches('/') == dir),
+            "{dir}"
+        );
+        for e in std::fs::read_dir(root().join(dir)).unwrap().flatten() {
+            let name = e
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_owned();
+            if name != "mod" {
+                assert!(
+                    s.contains(&format!("`{name}`")),
+                    "{dir}/{name}.rs is not named"
+                );
+            }
+        }
+    }
+}

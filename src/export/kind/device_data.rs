@@ -120,6 +120,22 @@ pub fn plan(req: &CreateRequest, limits: &Exports) -> Result<DataPlan, RequestEr
     })
 }
 
+/// The price of a kWh per bucket over the plan's range: one constant when one flat price
+/// covers it, else read from the tariff versions bucket by bucket.
+pub fn prices(store: &Store, plan: &Plan) -> store::Result<std::sync::Arc<Prices>> {
+    if !plan.price_per_kwh.is_nan() || !matches!(plan.kind, super::KindPlan::DeviceData(_)) {
+        return Ok(std::sync::Arc::new(Prices::Const(plan.price_per_kwh)));
+    }
+    let ids: Vec<_> = store
+        .device_records()?
+        .iter()
+        .map(|d| d.info.device_id.clone())
+        .collect();
+    let prices =
+        crate::tariff::engine::prices(store, &plan.tariffs, &ids, plan.start_ms, plan.end_ms)?;
+    Ok(std::sync::Arc::new(prices))
+}
+
 /// The column names: the fields, then the per-row custom fields.
 pub fn columns(data: &DataPlan) -> Vec<String> {
     data.fields

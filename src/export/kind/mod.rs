@@ -77,6 +77,70 @@ impl KindPlan {
     }
 }
 
+/// What gathering a render's inputs needs from the daemon.
+#[derive(Debug)]
+pub struct Daemon<'a> {
+    /// The store.
+    pub store: &'a crate::store::Store,
+    /// The settings.
+    pub settings: &'a crate::config::Settings,
+    /// The key of hashed identifiers.
+    pub privacy_key: &'a [u8],
+    /// The audit key.
+    pub audit_key: &'a crate::auth::keys::SecretKey,
+    /// The running daemon (None in tools).
+    pub runtime: Option<&'a system_report::Runtime>,
+    /// Now, UTC ms.
+    pub now_ms: i64,
+    /// Who asked for the export.
+    pub requester: u32,
+}
+
+/// What the render of `plan` reads besides it: the prices, the computed document, the audit
+/// key or the configuration's rows.
+pub fn inputs(
+    plan: &Plan,
+    d: &Daemon<'_>,
+    ctl: &super::pipeline::Control,
+) -> Result<Inputs, super::pipeline::RenderError> {
+    Ok(match &plan.kind {
+        KindPlan::DeviceData(_) => Inputs::Rows(device_data::prices(d.store, plan)?),
+        KindPlan::AuditLogs(_) => Inputs::AuditLog(d.audit_key.clone()),
+        KindPlan::Configuration(privacy) => Inputs::Configuration(configuration::rows(
+            d.store,
+            d.settings,
+            privacy,
+            d.privacy_key,
+        )?),
+        KindPlan::SystemReport(sections) => {
+            // The health section counts the requester's exports (everyone's for admins).
+            let admin =
+                (d.store.user(d.requester)?).is_some_and(|u| u.role == crate::auth::Role::Admin);
+            let owner = (!admin).then_some(d.requester);
+            Inputs::Document(system_report::build(
+                d.store, plan, sections, d.runtime, d.now_ms, owner, ctl,
+            )?)
+        }
+        KindPlan::CostAnalysis(o) => Inputs::Document(cost_analysis::report(
+            d.store,
+            plan,
+            o.grouping,
+            o.breakdown,
+            ctl,
+        )?),
+    })
+}
+
+/// The permission an export type needs beyond DATA_EXPORT: audit_logs exports need
+/// AUDIT_READ, configuration exports (users, settings) SYSTEM_CONFIG.
+pub fn extra_permission(t: ExportType) -> Option<crate::auth::Permission> {
+    match t {
+        ExportType::AuditLogs => Some(crate::auth::Permission::AuditRead),
+        ExportType::Configuration => Some(crate::auth::Permission::SystemConfig),
+        ExportType::DeviceData | ExportType::CostAnalysis | ExportType::SystemReport => None,
+    }
+}
+
 /// Validates what the body asks of its kind, and refuses the options of other kinds.
 pub fn plan(
     t: ExportType,
