@@ -63,11 +63,13 @@ pub enum EventType {
     DeviceDeleted,
     /// A forgotten device was restored.
     DeviceRestored,
+    /// A setting made through the API changed (the insights' budget).
+    SettingsChanged,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 24] = [
+    pub const ALL: [EventType; 25] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -92,6 +94,7 @@ impl EventType {
         EventType::DeviceUpdated,
         EventType::DeviceDeleted,
         EventType::DeviceRestored,
+        EventType::SettingsChanged,
     ];
 
     /// The upper-case name.

@@ -13,7 +13,7 @@
 //!   hash chain), [`sim`] (simulated devices on loopback).
 //! - 3 storage: [`store`] (redb, one writer task), [`series`] (raw and rolled-up series).
 //! - 4 engines: [`poller`], [`tariff`], [`export`], [`schedule`], [`retention`], [`live`],
-//!   [`import`], [`backup`].
+//!   [`import`], [`backup`], [`insights`].
 //! - 5 faces: [`api`] (axum), [`mqtt`], [`metrics`], [`mdns`], [`sdnotify`], [`admin`].
 //! - 6 top: [`app`] (composition, ordered shutdown), [`cli`] (one file per subcommand, the
 //!   demo and the signals among them), [`telemetry`] (logging).
@@ -33,6 +33,7 @@ pub mod cron;
 pub mod domain;
 pub mod export;
 pub mod import;
+pub mod insights;
 pub mod live;
 pub mod localtime;
 pub mod mdns;

@@ -1,5 +1,5 @@
 //! Managing devices (SYSTEM_CONFIG): labels (`PATCH /api/devices/{id}`: name, room, rated
-//! power, notes), forgetting (`DELETE …`, `?purge=true` with its readings) and restoring
+//! power, notes, load kind and run threshold for the insights), forgetting (`DELETE …`, `?purge=true` with its readings) and restoring
 //! (`POST …/restore`). Every change is audited with the old and new values in the same
 //! transaction. A device a static `[[devices]]` entry names cannot be forgotten (409).
 
@@ -8,6 +8,7 @@ use super::devices::blocking;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::guard::CurrentUser;
 use crate::audit::{EventType, Severity};
+use crate::domain::labels::LoadKind;
 use crate::domain::{DeviceId, DeviceLabels};
 use crate::store::DeviceRecord;
 use crate::store::audit::Pending;
@@ -35,6 +36,10 @@ pub struct LabelsPatch {
     rated_power_w: Option<Option<f64>>,
     #[serde(default, deserialize_with = "given")]
     notes: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    load_kind: Option<Option<LoadKind>>,
+    #[serde(default, deserialize_with = "given")]
+    run_threshold_w: Option<Option<f64>>,
 }
 
 impl LabelsPatch {
@@ -51,6 +56,13 @@ impl LabelsPatch {
         if let Some(v) = self.notes {
             l.notes = v;
         }
+        if let Some(v) = self.load_kind {
+            // `auto` (or null) goes back to learning the kind.
+            l.load_kind = v.filter(|k| *k != LoadKind::Auto);
+        }
+        if let Some(v) = self.run_threshold_w {
+            l.run_threshold_w = v;
+        }
     }
 }
 
@@ -61,7 +73,8 @@ fn parse_id(id: &str) -> Result<DeviceId, ApiError> {
 fn labels_json(r: &DeviceRecord) -> Value {
     json!({"name": r.labels.name, "room": r.labels.room,
         "rated_power_w": r.labels.rated_power_w, "notes": r.labels.notes,
-        "device_alias": r.info.name})
+        "load_kind": r.labels.load_kind.unwrap_or(LoadKind::Auto),
+        "run_threshold_w": r.labels.run_threshold_w, "device_alias": r.info.name})
 }
 
 /// The row `/api/devices` shows for device `id` now.
@@ -105,6 +118,7 @@ pub async fn update(
         )
     })
     .await??;
+    st.work.insights.invalidate();
     Ok(Json(row_of(&st, &id).await?))
 }
 

@@ -117,6 +117,8 @@ fn device_row(
         "device_id": i.device_id, "device_ip": ip, "device_name": name,
         "device_alias": i.name, "room": room, "rated_power_w": labels.rated_power_w,
         "notes": labels.notes,
+        "load_kind": labels.load_kind.unwrap_or(crate::domain::labels::LoadKind::Auto),
+        "run_threshold_w": labels.run_threshold_w,
         "device_type": i.device_type, "model": i.model, "hw_ver": i.hw_ver,
         "sw_ver": i.sw_ver, "transport": i.transport, "has_emeter": i.has_emeter,
         "online": status == DeviceStatus::Online, "status": status,

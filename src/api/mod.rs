@@ -14,6 +14,7 @@ pub mod error;
 pub mod exports;
 pub mod guard;
 pub mod health;
+pub mod insights;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
@@ -104,13 +105,15 @@ pub struct DeviceState {
     pub static_hosts: Vec<std::net::SocketAddr>,
 }
 
-/// Exports and schedules.
+/// Exports, schedules and insights.
 #[derive(Debug)]
 pub struct WorkState {
     /// The export service.
     pub exporter: Arc<crate::export::jobs::Exporter>,
     /// The scheduler of scheduled exports.
     pub scheduler: Arc<crate::schedule::runner::Scheduler>,
+    /// The insights, cached for a poll cycle.
+    pub insights: Arc<crate::insights::Insights>,
 }
 
 /// What is said about the daemon as a whole.
@@ -291,10 +294,38 @@ fn device_routes() -> Vec<Route> {
             get(devices::readings),
         ),
         route(
+            Method::GET,
+            "/insights",
+            Requires(DeviceRead),
+            "Always-on power, cycles, runs, unusual days per device; the cost forecast",
+            get(insights::list),
+        ),
+        route(
+            Method::GET,
+            "/insights/devices/{device_id}",
+            Requires(DeviceRead),
+            "One device's insights",
+            get(insights::one),
+        ),
+        route(
+            Method::GET,
+            "/insights/settings",
+            Requires(SystemConfig),
+            "The budget of a billing period and where it comes from",
+            get(insights::settings),
+        ),
+        route(
+            Method::PUT,
+            "/insights/settings",
+            Requires(SystemConfig),
+            "Set the budget of a billing period (null: none)",
+            put(insights::put_settings),
+        ),
+        route(
             Method::PATCH,
             "/devices/{device_id}",
             Requires(SystemConfig),
-            "Set a device's name, room, rated power or notes (null clears)",
+            "Set a device's name, room, rated power, notes, load kind or run threshold (null clears)",
             patch(device_edit::update),
         ),
         route(

@@ -63,6 +63,7 @@ pub(super) async fn start(
         work: Arc::new(api::WorkState {
             exporter: work.exporter,
             scheduler: work.scheduler,
+            insights: Arc::new(crate::insights::Insights::new(settings.insights.clone())),
         }),
         auth: Arc::new(api::AuthState {
             jwt_key: base.jwt_key,

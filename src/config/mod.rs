@@ -94,6 +94,8 @@ pub struct Settings {
     pub auth: Auth,
     /// `[schedules]`.
     pub schedules: Schedules,
+    /// `[insights]`.
+    pub insights: Insights,
 }
 
 impl Default for Settings {
@@ -118,6 +120,7 @@ impl Default for Settings {
             kasa: Kasa::default(),
             auth: Auth::default(),
             schedules: Schedules::default(),
+            insights: Insights::default(),
         }
     }
 }

@@ -556,3 +556,29 @@ pub struct StaticDevice {
     /// `ip` or `ip:port` (port 9999 by default).
     pub host: String,
 }
+
+/// `[insights]`: the statistics computed from the readings (always-on, cycles, runs, unusual
+/// days, the forecast).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Insights {
+    /// Budget of a billing period in the tariff's currency (`PUT /api/insights/settings` wins
+    /// over it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_budget: Option<f64>,
+    /// Minutes below its threshold that end an appliance run (pauses inside a programme are
+    /// shorter).
+    pub run_end_minutes: u32,
+    /// Smallest difference from the typical day, kWh, that can make a day unusual.
+    pub unusual_min_kwh: f64,
+}
+
+impl Default for Insights {
+    fn default() -> Self {
+        Self {
+            monthly_budget: None,
+            run_end_minutes: 15,
+            unusual_min_kwh: 0.1,
+        }
+    }
+}

@@ -71,6 +71,23 @@ impl Settings {
                 return Err(invalid(key, "must be greater than zero"));
             }
         }
+        if let Some(b) = self.insights.monthly_budget
+            && !(b.is_finite() && b > 0.0)
+        {
+            return Err(invalid(
+                "insights.monthly_budget",
+                "must be a positive amount",
+            ));
+        }
+        if !(1..=240).contains(&self.insights.run_end_minutes) {
+            return Err(invalid(
+                "insights.run_end_minutes",
+                "must be 1 to 240 minutes",
+            ));
+        }
+        if !(self.insights.unusual_min_kwh.is_finite() && self.insights.unusual_min_kwh >= 0.0) {
+            return Err(invalid("insights.unusual_min_kwh", "must be 0 or more kWh"));
+        }
         if !["auto", "builtin", "avahi"].contains(&self.mdns.responder.as_str()) {
             return Err(invalid(
                 "mdns.responder",

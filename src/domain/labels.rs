@@ -1,5 +1,6 @@
 //! What a person says about a device, kept by kasad and never sent to the device: a name
-//! (shown everywhere in place of the device's own alias), a room, the rated power and notes.
+//! (shown everywhere in place of the device's own alias), a room, the rated power, notes, and
+//! for the insights what kind of load it is and the power above which it is running.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,38 @@ pub struct DeviceLabels {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// What kind of load it is (absent: learned from its readings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_kind: Option<LoadKind>,
+    /// Power above which a programme load is running, W (absent: learned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_threshold_w: Option<f64>,
+}
+
+/// What kind of load a device feeds, which decides the insights it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadKind {
+    /// Learned from its readings (never stored).
+    Auto,
+    /// Switches itself on and off all day: a fridge, a freezer, a thermostat heater.
+    Cycling,
+    /// Runs programmes now and then: a washer, a dishwasher, a dryer, a printer.
+    Programme,
+    /// Anything else: a lamp, a TV, a computer.
+    Steady,
+}
+
+impl LoadKind {
+    /// The name used in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadKind::Auto => "auto",
+            LoadKind::Cycling => "cycling",
+            LoadKind::Programme => "programme",
+            LoadKind::Steady => "steady",
+        }
+    }
 }
 
 /// Why labels are refused: the field and what it must be.
@@ -60,7 +93,8 @@ fn text(
 
 impl DeviceLabels {
     /// Checks every field: name and room 1–64 characters of any script without control
-    /// characters, rated power above 0 and at most 100 kW, notes up to 1,000 characters.
+    /// characters, rated power and run threshold above 0 and at most 100 kW, notes up to
+    /// 1,000 characters.
     pub fn check(&self) -> Result<(), LabelError> {
         text("name", &self.name, MAX_NAME, false)?;
         text("room", &self.room, MAX_NAME, false)?;
@@ -71,6 +105,20 @@ impl DeviceLabels {
             return Err(LabelError {
                 field: "rated_power_w",
                 message: format!("a number of watts above 0 and at most {MAX_RATED_W}"),
+            });
+        }
+        if let Some(w) = self.run_threshold_w
+            && !(w.is_finite() && w > 0.0 && w <= MAX_RATED_W)
+        {
+            return Err(LabelError {
+                field: "run_threshold_w",
+                message: format!("a number of watts above 0 and at most {MAX_RATED_W}"),
+            });
+        }
+        if self.load_kind == Some(LoadKind::Auto) {
+            return Err(LabelError {
+                field: "load_kind",
+                message: "auto is the absence of a kind, not a stored one".into(),
             });
         }
         Ok(())
@@ -110,5 +158,13 @@ mod tests {
             assert_eq!(l.check().unwrap_err().field, "rated_power_w", "{w}");
         }
         assert!(DeviceLabels::default().check().is_ok());
+        let l = DeviceLabels {
+            run_threshold_w: Some(0.0),
+            ..DeviceLabels::default()
+        };
+        assert_eq!(l.check().unwrap_err().field, "run_threshold_w");
+        let l: DeviceLabels = serde_json::from_str(r#"{"load_kind":"programme"}"#).unwrap();
+        assert_eq!(l.load_kind, Some(LoadKind::Programme));
+        assert!(l.check().is_ok());
     }
 }

@@ -18,6 +18,39 @@ pub enum Load {
     Computer,
     /// A fixed power in mW.
     Constant(i64),
+    /// A fridge whose compressor runs 24 minutes in every 45 (instead of 15) from Unix second
+    /// `from_s` on: a failing door seal.
+    FridgeDrift {
+        /// When the drift starts, Unix seconds.
+        from_s: i64,
+    },
+    /// A washing machine with one programme a day from 09:00 UTC, two pauses inside:
+    /// see [`WASHER_PROGRAMME`]; 1 W standby otherwise.
+    Washer,
+}
+
+/// The washer's programme: (seconds from its start, mW, noise in mW) for each phase, ending at
+/// the last phase's end: heating, a soak pause, washing, a drain pause, spinning.
+pub const WASHER_PROGRAMME: [(i64, i64, i64); 5] = [
+    (20 * 60, 2_000_000, 20_000),
+    (26 * 60, 3_000, 0),
+    (56 * 60, 200_000, 15_000),
+    (65 * 60, 3_000, 0),
+    (75 * 60, 500_000, 10_000),
+];
+/// Start of the washer's programme, seconds after UTC midnight.
+pub const WASHER_START_S: i64 = 9 * 3_600;
+
+/// A compressor on for `on_s` seconds in every 2,700 with a start-up spike, 1.2 W resting.
+fn fridge(seed: u64, s: i64, on_s: i64) -> i64 {
+    let phase = (s + (seed % 2_700) as i64).rem_euclid(2_700);
+    if phase < 5 {
+        450_000 + noise(seed, s, 20_000)
+    } else if phase < on_s {
+        110_000 + noise(seed, s, 3_000)
+    } else {
+        1_200 + noise(seed, s, 100)
+    }
 }
 
 /// splitmix64: a small, good, deterministic hash for per-second noise.
@@ -42,14 +75,16 @@ impl Load {
         let day_s = s.rem_euclid(86_400);
         let hour = day_s / 3_600;
         match self {
-            Load::Fridge => {
-                let phase = (s + (seed % 2_700) as i64).rem_euclid(2_700);
-                if phase < 5 {
-                    450_000 + noise(seed, s, 20_000)
-                } else if phase < 900 {
-                    110_000 + noise(seed, s, 3_000)
-                } else {
-                    1_200 + noise(seed, s, 100)
+            Load::Fridge => fridge(seed, s, 900),
+            Load::FridgeDrift { from_s } => fridge(seed, s, if s < from_s { 900 } else { 1_440 }),
+            Load::Washer => {
+                let t = day_s - WASHER_START_S;
+                match WASHER_PROGRAMME
+                    .iter()
+                    .find(|(end, _, _)| (0..*end).contains(&t))
+                {
+                    Some((_, mw, spread)) => mw + noise(seed, s, *spread),
+                    None => 1_000,
                 }
             }
             Load::Lamp => {
@@ -99,6 +134,10 @@ mod tests {
             Load::Tv,
             Load::Heater,
             Load::Computer,
+            Load::FridgeDrift {
+                from_s: 1_700_040_000,
+            },
+            Load::Washer,
         ] {
             for s in (1_700_000_000..1_700_086_400).step_by(97) {
                 let p = load.power_mw(7, s);
@@ -114,5 +153,28 @@ mod tests {
             .filter(|s| Load::Fridge.power_mw(1, *s) > 50_000)
             .count();
         assert!((800..1000).contains(&on), "{on}");
+    }
+
+    #[test]
+    fn the_drifting_fridge_runs_longer_from_its_day_and_the_washer_pauses() {
+        let drift = Load::FridgeDrift { from_s: 2_700 * 10 };
+        let on = |from: i64| {
+            (from..from + 2_700)
+                .filter(|s| drift.power_mw(1, *s) > 50_000)
+                .count()
+        };
+        assert!((850..950).contains(&on(0)), "{}", on(0));
+        assert!(
+            (1_400..1_480).contains(&on(2_700 * 20)),
+            "{}",
+            on(2_700 * 20)
+        );
+        let day = 19_700 * 86_400;
+        let w = |m: i64| Load::Washer.power_mw(1, day + WASHER_START_S + m * 60);
+        assert_eq!(w(-1), 1_000);
+        assert!(w(10) > 1_900_000);
+        assert_eq!((w(22), w(60)), (3_000, 3_000));
+        assert!(w(30) > 150_000 && w(70) > 450_000);
+        assert_eq!(w(75), 1_000);
     }
 }

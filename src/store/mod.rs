@@ -20,6 +20,7 @@ pub mod maintenance;
 pub mod query;
 pub mod schedules;
 pub mod schema;
+pub mod settings;
 pub mod staging;
 pub mod tariffs;
 pub mod users;

@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 9;
+pub const SCHEMA_VERSION: u64 = 10;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -42,6 +42,8 @@ pub const EXPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("exports"
 pub const TARIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("tariffs");
 /// schedule id → JSON `ScheduleRecord`.
 pub const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
+/// setting name (`"insights"`) → JSON: what people set through the API over the config file.
+pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 
 /// Why the file cannot be used by this build.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,11 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         // refresh starts one.
         txn.open_table(SESSIONS)?;
         v = 9;
+    }
+    if v < 10 {
+        // 9 → 10: settings made through the API (the insights' budget).
+        txn.open_table(SETTINGS)?;
+        v = 10;
     }
     meta.insert("schema_version", v)?;
     Ok(())

@@ -402,6 +402,27 @@ pub fn constant(v: &Versions, start: i64, end: i64) -> Option<f64> {
     }
 }
 
+/// The mean price of a kWh with taxes that a constant load pays over `[start, end)`, bucket by
+/// bucket (time-of-use bands weighted by their hours); `None` where tiers price a bucket, as
+/// their price depends on the whole household's month.
+pub fn constant_load_price(v: &Versions, start: i64, end: i64) -> Option<f64> {
+    let mut caches: HashMap<usize, TzCache> = HashMap::new();
+    let (mut sum, mut n) = (0.0f64, 0u32);
+    let mut t = start - start.rem_euclid(BUCKET_MS);
+    while t < end {
+        let vi = v.index_at(t);
+        let c = &v.0[vi];
+        let tzc = caches.entry(vi).or_insert_with(|| TzCache::new(c.tz));
+        match rate_at(c, tzc, t) {
+            Rate::Price(_, p) => sum += with_tax(p, c.tax_ppm),
+            Rate::Tiers(..) => return None,
+        }
+        n += 1;
+        t += BUCKET_MS;
+    }
+    (n > 0).then(|| sum / f64::from(n))
+}
+
 /// Prices of `[start, end)`: constant for one flat version; otherwise per bucket (tiered
 /// buckets at the household's effective price of that bucket).
 pub fn prices(
@@ -473,5 +494,24 @@ mod tests {
         assert_eq!(r.iter().sum::<i64>(), 100);
         assert_eq!(to_minor(5_000_000_000, 2), 1); // 0.005 rounds up
         assert_eq!(to_minor(-5_000_000_000, 2), -1);
+    }
+
+    #[test]
+    fn a_constant_load_pays_the_hour_weighted_price() {
+        let t = |v: serde_json::Value| -> Versions {
+            Versions::compile(&[serde_json::from_value(v).unwrap()], chrono_tz::Tz::UTC).unwrap()
+        };
+        let tou = t(serde_json::json!({"rates": {"type": "time_of_use",
+            "default_price_per_kwh": 0.1, "periods": [{"name": "night", "start": "22:00",
+            "end": "06:00", "price_per_kwh": 0.05}]}, "taxes": [{"name": "vat", "percent": 10}]}));
+        let week = 7 * 86_400_000;
+        let p = constant_load_price(&tou, 1_704_067_200_000, 1_704_067_200_000 + week).unwrap();
+        assert!(
+            (p - (16.0 * 0.1 + 8.0 * 0.05) / 24.0 * 1.1).abs() < 1e-12,
+            "{p}"
+        );
+        let tiers = t(serde_json::json!({"rates": {"type": "tiered",
+            "tiers": [{"up_to_kwh": 100, "price_per_kwh": 0.1}, {"price_per_kwh": 0.2}]}}));
+        assert_eq!(constant_load_price(&tiers, 0, week), None);
     }
 }

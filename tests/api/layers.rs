@@ -34,6 +34,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("retention", 4),
     ("live", 4),
     ("import", 4),
+    ("insights", 4),
     ("backup", 4),
     // 5: faces and integrations.
     ("api", 5),

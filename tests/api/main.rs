@@ -20,6 +20,7 @@ mod first_run;
 mod hardening;
 mod helpers;
 mod import;
+mod insights;
 mod interop;
 mod klap;
 mod layers;
