@@ -5,6 +5,7 @@ import { api, login, logout, loggedIn, whenLoggedOut, setup, setupRequired } fro
 import { h, put, notice, errorText, field } from './ui.js';
 import * as devices from './devices.js';
 import * as detail from './detail.js';
+import * as insightsPage from './insights.js';
 import * as historyPage from './history.js';
 import * as schedules from './schedules.js';
 import * as admin from './admin.js';
@@ -23,6 +24,7 @@ const ctx = {
 
 const PAGES = [
   { path: 'devices', title: 'Devices', needs: 'DEVICE_READ', mod: devices },
+  { path: 'insights', title: 'Insights', needs: 'DEVICE_READ', mod: insightsPage },
   { path: 'history', title: 'Exports', needs: 'DATA_EXPORT', mod: historyPage },
   { path: 'schedules', title: 'Schedules', needs: 'DATA_EXPORT', mod: schedules },
   { path: 'admin', title: 'Admin', needs: ['USER_MANAGE', 'AUDIT_READ', 'SYSTEM_CONFIG'], mod: admin },

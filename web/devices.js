@@ -1,6 +1,7 @@
-// The Devices page: a card per plug, strip and outlet with live power (refreshed every poll),
-// today's energy and cost, a relay switch (DEVICE_CONTROL) and an Export Data button
-// (DATA_EXPORT only).
+// The Devices page: the household first (power now, today's energy and cost, this billing
+// period so far and its forecast, the always-on total), then a card per plug, strip and outlet
+// with live power (refreshed every poll), today's energy and cost, its insight line, a relay
+// switch (DEVICE_CONTROL) and an Export Data button (DATA_EXPORT only).
 import { api } from './api.js';
 import { h, put, notice, errorText, fmtPower, fmtKwh, fmtMoney } from './ui.js';
 import { openExport } from './export.js';
@@ -95,14 +96,15 @@ export function updateRelay(b, l) {
 function card(ctx, d) {
   const power = h('div', { class: 'power', 'data-testid': 'power' }, '—');
   const today = h('div', { class: 'muted', 'data-testid': 'today' }, '');
+  const insight = h('div', { class: 'muted insight', 'data-testid': 'insight' }, '');
   const status = h('span', { class: 'badge' }, '');
   const actions = h('div', { class: 'actions' });
   const el = h('article', { class: `card device ${d.parent_id ? 'outlet' : ''}`, 'data-device-id': d.device_id, 'aria-label': d.device_name },
     h('h2', {}, h('a', { href: `#/device/${encodeURIComponent(d.device_id)}` }, d.device_name)),
     h('div', { class: 'muted' }, `${d.model} · ${d.parent_id ? `outlet ${d.outlet_index + 1}` : d.device_type} · ${d.device_ip}`),
     h('div', { class: 'row' }, power, status),
-    today, actions);
-  return { el, power, today, status, actions, d };
+    today, insight, actions);
+  return { el, power, today, insight, status, actions, d };
 }
 
 export async function show(root, ctx) {
@@ -119,7 +121,8 @@ export async function show(root, ctx) {
     } }, 'Discover devices'));
   }
   const lost = h('div', {});
-  put(root, h('div', { class: 'page-head' }, h('h1', {}, 'Devices'), tools), problem, line, grid, lost);
+  const summary = h('section', { class: 'card household', 'data-testid': 'household-summary', 'aria-label': 'Household' });
+  put(root, h('div', { class: 'page-head' }, h('h1', {}, 'Devices'), tools), problem, summary, line, grid, lost);
 
   let cards = new Map();
   let key = '';
@@ -127,6 +130,33 @@ export async function show(root, ctx) {
   let stopped = false;
   let busy = false; // one refresh at a time; a request meanwhile runs right after it
   let again = false;
+  let insights = null; // GET /api/insights, fetched once a minute beside the live values
+  let insightsAt = 0;
+  let now = { power: 0, kwh: 0, cost: 0, currency: 'USD' };
+
+  function paintSummary() {
+    const money = (v) => fmtMoney(v, now.currency);
+    const parts = [h('strong', { 'data-testid': 'household-power' }, fmtPower(now.power)), ' now',
+      ` · today ${fmtKwh(now.kwh)} · ${money(now.cost)}`];
+    if (insights) {
+      const f = insights.forecast;
+      parts.push(h('span', { 'data-testid': 'household-period' },
+        ` · this billing period ${money(f.cost_so_far)}${f.projected_cost !== null ? `, heading for ${money(f.projected_cost)}` : ''}`
+        + `${f.budget ? ` (budget ${money(f.budget)})` : ''}`),
+      h('span', { 'data-testid': 'household-always-on' }, ` · always on ${fmtPower(insights.always_on_total_w)}`));
+    }
+    put(summary, h('p', {}, parts));
+  }
+
+  function paintInsights() {
+    if (!insights) return;
+    const byId = new Map(insights.devices.map((d) => [d.device_id, d]));
+    for (const c of cards.values()) {
+      const i = byId.get(c.d.device_id);
+      c.insight.textContent = i && i.device_type !== 'strip' ? `${i.load_kind}: ${i.summary}` : '';
+    }
+    paintSummary();
+  }
 
   async function tick() {
     if (busy) { again = true; return; }
@@ -164,6 +194,14 @@ export async function show(root, ctx) {
         }
       }
       line.textContent = `${devices.filter((d) => !d.parent_id).length} devices · ${fmtPower(total)} now · updated ${new Date(live.at).toLocaleTimeString()}`;
+      const top = devices.filter((d) => !d.parent_id).map((d) => byId.get(d.device_id) || {});
+      now = { power: total, kwh: top.reduce((a, l) => a + (l.today_energy_kwh || 0), 0),
+        cost: top.reduce((a, l) => a + (l.today_cost || 0), 0), currency: live.currency };
+      paintSummary();
+      if (Date.now() - insightsAt > 60000) {
+        insightsAt = Date.now();
+        api('/api/insights').then((r) => { insights = r; paintInsights(); }).catch(() => { insightsAt = 0; });
+      } else paintInsights();
       if (problem.querySelector('.error')) put(problem);
     } catch (e) {
       put(problem, notice(`Not updated: ${errorText(e)}`, 'error'));

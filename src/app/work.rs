@@ -42,6 +42,7 @@ pub(super) async fn start(
                 poll_interval_ms: i64::try_from(settings.poll.interval.0.as_millis())
                     .unwrap_or(i64::MAX),
                 db_path: settings.db_path(),
+                insights: settings.insights.clone(),
             }),
         },
         privacy_key,

@@ -1,5 +1,5 @@
 //! The hidden benchmark commands `scripts/bench` runs: `bench-store`, `bench-export`,
-//! `bench-report`, `bench-wear` (on generated data, see [`super::benchmarks`]) and
+//! `bench-report`, `bench-insights`, `bench-wear` (on generated data, see [`super::benchmarks`]) and
 //! `bench-load` (API load against a running daemon, see [`super::loadgen`]). Each prints one
 //! JSON object.
 
@@ -67,6 +67,23 @@ pub struct ReportArgs {
     runs: usize,
 }
 
+/// The insights benchmark (50 devices × 1 year of 15-minute rollups).
+#[derive(Debug, clap::Args)]
+pub struct InsightsArgs {
+    /// Scratch directory.
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// Devices.
+    #[arg(long, default_value_t = 50)]
+    pub devices: u32,
+    /// Days of 15-minute readings.
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+    /// Runs from a cold cache (median time).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
 /// Storage wear: bytes written per day for 10 devices polled every 10 s.
 #[derive(Debug, clap::Args)]
 pub struct WearArgs {
@@ -106,6 +123,11 @@ pub async fn export(a: ExportArgs) -> anyhow::Result<()> {
 /// `kasad bench-report`.
 pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
     print_blocking(move || super::benchmarks::run_report(&a.dir, a.runs)).await
+}
+
+/// `kasad bench-insights`.
+pub async fn insights(a: InsightsArgs) -> anyhow::Result<()> {
+    print_blocking(move || super::benchmarks::run_insights(&a.dir, a.devices, a.days, a.runs)).await
 }
 
 /// `kasad bench-wear`.

@@ -443,6 +443,47 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     )
 }
 
+/// Runs the insights benchmark in `dir`: `devices` devices × `days` of readings — one per
+/// 15-minute bucket, and for the last 28 days one every 10 s as the daemon polls by default
+/// (cycles and runs need them) — then the household's insights as of the last day's noon,
+/// `runs` times from a cold cache (median) and once more with the past days' duty cached, as
+/// the daemon answers every request after its first.
+pub fn run_insights(dir: &Path, devices: u32, days: i64, runs: usize) -> anyhow::Result<Value> {
+    use crate::insights::{DayCache, Params, compute::compute};
+    const RAW_DAYS: i64 = 28;
+    let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    let now = start + (days - 1) * 86_400_000 + 12 * 3_600_000;
+    let path = dir.join("insights.redb");
+    let old = (days - RAW_DAYS).max(0);
+    let (n, _) = ingest(&path, devices, old, 900_000, start)?;
+    let (m, _) = ingest(&path, devices, days - old, 10_000, start + old * 86_400_000)?;
+    let n = n + m;
+    let store = Store::open(&path, 16)?;
+    let tariffs = flat_tariff()?;
+    let params = Params::of(&crate::config::Insights::default(), None);
+    let tz = chrono_tz::America::New_York;
+    let mut times = Vec::new();
+    let mut cache = DayCache::new();
+    let mut report = None;
+    for _ in 0..runs.max(1) {
+        cache = DayCache::new();
+        let t = Instant::now();
+        report = Some(compute(&store, &tariffs, &params, now, tz, &mut cache)?);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let t = Instant::now();
+    compute(&store, &tariffs, &params, now, tz, &mut cache)?;
+    let warm = t.elapsed().as_secs_f64();
+    let report = report.ok_or_else(|| anyhow::anyhow!("no run"))?;
+    let kinds = |k| report.devices.iter().filter(|d| d.load_kind == k).count();
+    use crate::domain::labels::LoadKind::{Cycling, Programme, Steady};
+    Ok(
+        json!({"readings_stored": n, "devices": report.devices.len(),
+        "cycling": kinds(Cycling), "programme": kinds(Programme), "steady": kinds(Steady),
+        "cold_seconds": median(times), "warm_seconds": warm}),
+    )
+}
+
 /// `/proc/self/io` counters: (wchar, write_bytes).
 fn io_counters() -> (u64, u64) {
     let t = std::fs::read_to_string("/proc/self/io").unwrap_or_default();

@@ -48,6 +48,25 @@ pub fn fleet(n: u32, start_ms: i64) -> Vec<SimDevice> {
         .collect()
 }
 
+/// The demo's own fleet: [`fleet`] with a washer (a programme a day from 09:00 UTC, pausing
+/// twice) in place of every eighth device's constant load, and a first fridge whose compressor
+/// runs longer from today (UTC) on, so that the insights have runs and a drift to show.
+pub fn demo_fleet(n: u32, start_ms: i64, now_ms: i64) -> Vec<SimDevice> {
+    use sim::Load;
+    let today_s = (now_ms - now_ms.rem_euclid(86_400_000)) / 1_000;
+    (0..n)
+        .map(|i| {
+            let mut spec = sim::fleet_spec(i);
+            if i % 8 == 7 {
+                spec.loads = vec![Load::Washer];
+            } else if i == 0 {
+                spec.loads = vec![Load::FridgeDrift { from_s: today_s }];
+            }
+            SimDevice::new(spec, start_ms)
+        })
+        .collect()
+}
+
 /// Starts the demo's newer devices on the loopback addresses after `n` legacy ones: an HS100
 /// UK over KLAP v1 never bound to an account (blank credentials), a KP125M and a P316M strip
 /// over KLAP v2 bound to the Kasa default account, and an EP25 hw 2.6 over AES
@@ -195,9 +214,10 @@ pub async fn run(
     let from = now - i64::from(opts.history_days) * 86_400_000;
     // Started first, so that the history records where each one really listens (port 9999,
     // or an ephemeral one when another demo holds it).
-    let handles: Vec<SimHandle> = sim::start_fleet(fleet(opts.devices, from), 9999, clock.clone())
-        .await
-        .context("while starting simulated devices on 127.0.0.x")?;
+    let handles: Vec<SimHandle> =
+        sim::start_fleet(demo_fleet(opts.devices, from, now), 9999, clock.clone())
+            .await
+            .context("while starting simulated devices on 127.0.0.x")?;
     if opts.history_days > 0 {
         say(format_args!(
             "backfilling {} days of SIMULATED history (generated from the simulator's load model, not measured)…",

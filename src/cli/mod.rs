@@ -76,6 +76,9 @@ enum Cmd {
     /// Benchmark the system report (PDF of 10 devices × 1 year).
     #[command(hide = true)]
     BenchReport(bench::ReportArgs),
+    /// Benchmark the insights (50 devices × 1 year of 15-minute rollups).
+    #[command(hide = true)]
+    BenchInsights(bench::InsightsArgs),
     /// Benchmark storage wear: bytes written per day for 10 devices polled every 10 s.
     #[command(hide = true)]
     BenchWear(bench::WearArgs),
@@ -117,6 +120,7 @@ pub async fn main() -> anyhow::Result<()> {
         Cmd::BenchExport(a) => bench::export(a).await,
         Cmd::BenchLoad(a) => bench::load(a).await,
         Cmd::BenchReport(a) => bench::report(a).await,
+        Cmd::BenchInsights(a) => bench::insights(a).await,
         Cmd::BenchWear(a) => bench::wear(a).await,
         Cmd::Sim(a) => sim::run(a).await,
     }

@@ -82,23 +82,33 @@ fn run_of(points: &[Point], a: usize, b: usize, threshold: f64, running: bool) -
     }
 }
 
-/// The runs in `points` (oldest first).
+/// The runs in `points` (oldest first). A run ends once the readings have stayed at or below
+/// the threshold for `end_after_ms` from the first such reading (or the readings stop for that
+/// long): how long a pause was is known only to the sampling interval, and measuring from the
+/// first quiet reading never makes a pause look longer than it was.
 pub fn runs(points: &[Point], rule: &RunRule) -> Vec<Run> {
     let mut out = Vec::new();
-    // (first above, last above) of the run being followed.
+    // (first above, last above) of the run being followed, and its first quiet reading since.
     let mut cur: Option<(usize, usize)> = None;
+    let mut quiet_since: Option<i64> = None;
     for (i, p) in points.iter().enumerate() {
-        if let Some((a, b)) = cur
-            && p.ts_ms - points[b].ts_ms >= rule.end_after_ms
-        {
-            let r = run_of(points, a, b, rule.threshold_w, false);
-            if r.duration_ms() >= rule.min_duration_ms {
-                out.push(r);
+        if let Some((a, b)) = cur {
+            let gap = p.ts_ms - points[i - 1].ts_ms >= rule.end_after_ms;
+            let quiet = quiet_since.is_some_and(|t| p.ts_ms - t >= rule.end_after_ms);
+            if gap || quiet {
+                let r = run_of(points, a, b, rule.threshold_w, false);
+                if r.duration_ms() >= rule.min_duration_ms {
+                    out.push(r);
+                }
+                cur = None;
+                quiet_since = None;
             }
-            cur = None;
         }
         if p.power_w > rule.threshold_w {
             cur = Some(cur.map_or((i, i), |(a, _)| (a, i)));
+            quiet_since = None;
+        } else if cur.is_some() && quiet_since.is_none() {
+            quiet_since = Some(p.ts_ms);
         }
     }
     if let Some((a, b)) = cur {
@@ -179,6 +189,22 @@ mod tests {
             ..rule
         };
         assert_eq!(runs(&p, &short).len(), 3);
+    }
+
+    #[test]
+    fn a_pause_read_every_five_minutes_does_not_look_longer_than_it_was() {
+        // The same programme read every 5 minutes at every offset: the 9-minute pause may fall
+        // between readings 15 minutes apart, yet never ends the run.
+        let (p, _) = washer();
+        let rule = RunRule {
+            threshold_w: 11.5,
+            end_after_ms: END_AFTER_MS,
+            min_duration_ms: MIN_DURATION_MS,
+        };
+        for offset in 0..15 {
+            let sampled: Vec<Point> = p.iter().skip(offset).step_by(15).copied().collect();
+            assert_eq!(runs(&sampled, &rule).len(), 1, "offset {offset}");
+        }
     }
 
     #[test]

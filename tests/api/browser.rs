@@ -93,6 +93,7 @@ async fn web_pages_in_chromium() {
         "setup",
         "login",
         "devices",
+        "insights",
         "device-detail",
         "export-modal",
         "history",

@@ -168,7 +168,10 @@ async fn the_simulated_household_gets_its_insights() {
         (Some("steady"), Some(false))
     );
     // A week of buckets (and the one that starts with the reading at this very minute).
-    assert!((168.0..=168.25).contains(&tv["basis_hours"].as_f64().unwrap()), "{tv:#}");
+    assert!(
+        (168.0..=168.25).contains(&tv["basis_hours"].as_f64().unwrap()),
+        "{tv:#}"
+    );
     let per_year = tv["always_on_kwh_per_year"].as_f64().unwrap();
     assert!((per_year - w * 8.766).abs() < 0.01, "{tv:#}");
 

@@ -63,8 +63,29 @@ async fn every_format_carries_the_numbers_of_the_device_data_export() {
             "energy_consumption",
             "cost_breakdown",
             "system_health",
-            "usage_patterns"
+            "usage_patterns",
+            "insights"
         ])
+    );
+    // Insights as of the range's end: the heater never drops below its 200 W state, the lamp
+    // is off every night.
+    let ins = rows(&j, "insights", "always_on");
+    assert_eq!(ins.len(), 2, "{ins:?}");
+    assert_eq!(
+        row(ins, "device", "Garage Heater")["always_on"],
+        200.0,
+        "{ins:?}"
+    );
+    assert_eq!(
+        row(ins, "device", "Living Room Lamp")["always_on"],
+        0.0,
+        "{ins:?}"
+    );
+    let household = rows(&j, "insights", "household");
+    assert_eq!(
+        row(household, "what", "always-on power")["value"],
+        200.0,
+        "{household:?}"
     );
     let energy = rows(&j, "energy_consumption", "by_device");
     let price = j["metadata"]["price_per_kwh"].as_f64().unwrap();

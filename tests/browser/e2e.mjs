@@ -152,7 +152,32 @@ try {
   check(/^today [\d.]+ kWh · \D*[\d.]+/.test(today), `the card shows today's energy and cost (${today})`);
   check(await cards.getByRole('button', { name: 'Export Data' }).count() === 24, 'an operator sees Export Data on every card');
   check(await cards.getByRole('switch').count() === 22, 'an operator sees a relay switch on every plug and outlet (not on the strips)');
+  // The household first, and each card's insight line (both from /api/insights).
+  const household = page.getByTestId('household-summary');
+  await household.getByTestId('household-always-on').waitFor();
+  const hs = await household.textContent();
+  check(/ now · today [\d.]+ kWh/.test(hs) && /this billing period \D*[\d.]+/.test(hs) && /always on [\d.]+ k?W/.test(hs),
+    `the devices page opens with the household: power, today, the billing period, always-on (${hs})`);
+  const insight = await metered.getByTestId('insight').textContent();
+  check(/^cycling: \d+ cycles today, /.test(insight), `the fridge's card says how it cycles (${insight})`);
+  const programmes = await cards.getByTestId('insight').filter({ hasText: /^programme: / }).count();
+  check(programmes >= 1, `the washer's card speaks of its runs (${programmes})`);
   await shots(page, 'devices');
+
+  // The Insights page: always-on, the forecast with its chart, per-device tables.
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Insights' }).click();
+  await page.getByRole('heading', { name: 'Insights', level: 1 }).waitFor();
+  const total = await page.getByTestId('always-on-total').textContent();
+  check(/^[\d.,]+ k?W$/.test(total), `the Insights page leads with the always-on total (${total})`);
+  check(await page.getByTestId('forecast').locator('svg.chart path.line').count() === 1, 'the forecast is drawn as a chart');
+  const api = await apiAs('operator', '/api/insights');
+  const leaves = api.body.devices.filter((d) => d.device_type !== 'strip').length;
+  const rows = await page.getByRole('region', { name: 'Always-on power per device' }).locator('tbody tr').count();
+  check(rows === leaves && rows >= 10, `always-on per device lists every metered plug and outlet (${rows} of ${leaves})`);
+  check(await page.getByRole('button', { name: 'Save budget' }).count() === 0, 'an operator cannot set the budget');
+  await shots(page, 'insights');
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Devices' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('article[data-device-id]').length === 24);
 
   // Device detail with charts.
   await metered.getByRole('link').first().click();

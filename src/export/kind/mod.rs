@@ -13,6 +13,7 @@ pub mod audit_logs;
 pub mod configuration;
 pub mod cost_analysis;
 pub mod device_data;
+pub mod report_insights;
 pub mod system_report;
 
 use super::ExportType;

@@ -51,15 +51,18 @@ pub enum Section {
     SystemHealth,
     /// Load by hour of day, weekday vs weekend, top consumers.
     UsagePatterns,
+    /// Always-on power, cycles, runs, unusual days and the forecast (`report_insights`).
+    Insights,
 }
 
 /// Every section, in report order.
-pub const SECTIONS: [Section; 5] = [
+pub const SECTIONS: [Section; 6] = [
     Section::DeviceSummary,
     Section::EnergyConsumption,
     Section::CostBreakdown,
     Section::SystemHealth,
     Section::UsagePatterns,
+    Section::Insights,
 ];
 
 impl Section {
@@ -71,6 +74,7 @@ impl Section {
             Section::CostBreakdown => "cost_breakdown",
             Section::SystemHealth => "system_health",
             Section::UsagePatterns => "usage_patterns",
+            Section::Insights => super::report_insights::NAME,
         }
     }
 
@@ -82,6 +86,7 @@ impl Section {
             Section::CostBreakdown => "Cost breakdown",
             Section::SystemHealth => "System health",
             Section::UsagePatterns => "Usage patterns",
+            Section::Insights => super::report_insights::TITLE,
         }
     }
 
@@ -145,6 +150,8 @@ pub struct Runtime {
     pub poll_interval_ms: i64,
     /// The database file.
     pub db_path: PathBuf,
+    /// `[insights]`.
+    pub insights: crate::config::Insights,
 }
 
 /// What the rollups say about one device over the range.
@@ -271,6 +278,9 @@ pub fn build(
             Section::CostBreakdown => ctx.cost(ctl)?,
             Section::SystemHealth => ctx.health()?,
             Section::UsagePatterns => ctx.usage(),
+            Section::Insights => {
+                super::report_insights::part(store, plan, &ctx.names, runtime, now_ms)?
+            }
         });
     }
     if !plan.include_charts {
