@@ -147,6 +147,11 @@ async fn every_format_carries_the_numbers_of_the_device_data_export() {
 
     // Excel: a sheet per table with typed numbers; native charts over cells holding the values.
     let book = crate::excel::dump(&export_as(app, &body, "excel").await);
+    let names: Vec<&String> = book["cells"].as_object().unwrap().keys().collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("Always-on power")),
+        "no insights sheet in {names:?}"
+    );
     let sheet = &book["cells"]["Energy per device"];
     assert_eq!(sheet[0][0]["s"], "device");
     assert_eq!(sheet[0][1]["s"], "energy (kWh)");
@@ -190,6 +195,8 @@ async fn every_format_carries_the_numbers_of_the_device_data_export() {
         "Cost breakdown",
         "System health",
         "Usage patterns",
+        "Insights",
+        "Always-on power and what each device does",
         &format!("page {pages} of {pages}"),
     ] {
         assert!(text.contains(t), "{t:?} not in the PDF text");
