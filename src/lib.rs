@@ -10,7 +10,7 @@
 //!   [`random`], [`tls`], [`localtime`], [`numfmt`], [`cron`].
 //! - 1 settings: [`config`] (TOML + `KASAD_*` environment, validated).
 //! - 2 wire: [`protocol`] (the Kasa protocols), [`auth`] (identity), [`audit`] (vocabulary and
-//!   hash chain), [`sim`] (simulated devices on loopback).
+//!   hash chain), [`sim`] (simulated devices on loopback), [`notify`] (e-mail and webhooks).
 //! - 3 storage: [`store`] (redb, one writer task), [`series`] (raw and rolled-up series).
 //! - 4 engines: [`poller`], [`tariff`], [`export`], [`schedule`], [`retention`], [`live`],
 //!   [`import`], [`backup`], [`insights`].
@@ -39,6 +39,7 @@ pub mod localtime;
 pub mod mdns;
 pub mod metrics;
 pub mod mqtt;
+pub mod notify;
 pub mod numfmt;
 pub mod poller;
 pub mod protocol;

@@ -1,9 +1,9 @@
 //! Which devices an export covers and how they appear in it: the `devices` selector (ids,
 //! `all`, `room:`), and the privacy options (hashed ids and names, anonymised addresses).
 
-use super::request::{Devices, RequestError, bad};
+use super::request::{Devices, RequestError};
 use crate::config::Exports;
-use crate::domain::{DeviceId, DeviceType};
+use crate::domain::DeviceId;
 use crate::store::DeviceRecord;
 use hmac::{KeyInit, Mac};
 
@@ -70,83 +70,26 @@ pub fn anonymize_ip(ip: &str) -> String {
     }
 }
 
-/// The stored devices a `devices` value selects, in a stable order (by name, then id). A strip
-/// (by id or IP) selects its outlets; `"all"` selects every device that has readings of its
-/// own (plugs and outlets).
+/// The stored devices a `devices` value selects ([`crate::store::select`]), in a stable order.
 pub fn select_devices<'a>(
     sel: Option<&Devices>,
     all: &'a [DeviceRecord],
 ) -> Result<Vec<&'a DeviceRecord>, RequestError> {
-    let leaves = |d: &&DeviceRecord| d.info.device_type != DeviceType::Strip;
     let wanted: Vec<String> = match sel {
         None => vec!["all".into()],
         Some(Devices::One(s)) => vec![s.clone()],
         Some(Devices::List(v)) => v.clone(),
     };
-    if wanted.is_empty() {
-        return Err(bad(
-            "devices: list at least one device id or IP, or \"all\"",
-        ));
-    }
-    let mut out: Vec<&DeviceRecord> = Vec::new();
-    for w in &wanted {
-        let w = w.trim();
-        let room = w
-            .get(..5)
-            .filter(|p| p.eq_ignore_ascii_case("room:"))
-            .map(|_| w[5..].trim());
-        let hits: Vec<&DeviceRecord> = if w.eq_ignore_ascii_case("all") {
-            all.iter().filter(leaves).collect()
-        } else if let Some(room) = room {
-            all.iter()
-                .filter(leaves)
-                .filter(|d| d.room(all).is_some_and(|r| r.eq_ignore_ascii_case(room)))
-                .collect()
-        } else {
-            let direct: Vec<&DeviceRecord> = all
-                .iter()
-                .filter(|d| d.info.device_id.as_str() == w || d.info.ip() == w)
-                .collect();
-            let parents: Vec<&DeviceId> = direct
-                .iter()
-                .filter(|d| d.info.device_type == DeviceType::Strip)
-                .map(|d| &d.info.device_id)
-                .collect();
-            all.iter()
-                .filter(|d| {
-                    (direct.iter().any(|x| std::ptr::eq(*x, *d)) && leaves(d))
-                        || d.info
-                            .parent_id
-                            .as_ref()
-                            .is_some_and(|p| parents.contains(&p))
-                })
-                .collect()
-        };
-        if hits.is_empty() {
-            let message = match room {
-                Some(r) => format!("devices: no device is in the room {r:?}"),
-                None => format!("devices: no known device has the id or IP {w:?}"),
-            };
-            return Err(RequestError {
-                code: "DEVICE_NOT_FOUND",
-                message,
-            });
-        }
-        for h in hits {
-            if !out.iter().any(|o| std::ptr::eq(*o, h)) {
-                out.push(h);
-            }
-        }
-    }
-    out.sort_by(|a, b| {
-        (a.name(), a.info.device_id.as_str()).cmp(&(b.name(), b.info.device_id.as_str()))
-    });
-    Ok(out)
+    crate::store::select::select(&wanted, all).map_err(|e| RequestError {
+        code: e.code,
+        message: e.message,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::DeviceType;
 
     fn summary(id: &str, ip: &str, kind: DeviceType, parent: Option<&str>) -> DeviceRecord {
         let info = crate::domain::DeviceInfo {

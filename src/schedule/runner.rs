@@ -650,7 +650,9 @@ impl Scheduler {
             let res = match (&s.delivery, allowed) {
                 (_, Err(e)) => Err(e),
                 (Delivery::Webhook { url, secret }, Ok(())) => {
-                    delivery::webhook(url, secret.as_deref(), &notice, &self.settings).await
+                    delivery::webhook(url, secret.as_deref(), &notice, &self.settings)
+                        .await
+                        .map_err(DeliveryError::from)
                 }
                 (Delivery::Email { recipients, .. }, Ok(())) => {
                     self.notice_mail(recipients, &parcel).await

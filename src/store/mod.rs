@@ -20,6 +20,7 @@ pub mod maintenance;
 pub mod query;
 pub mod schedules;
 pub mod schema;
+pub mod select;
 pub mod settings;
 pub mod staging;
 pub mod tariffs;

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth", 2),
     ("audit", 2),
     ("sim", 2),
+    ("notify", 2),
     // 3: persistence.
     ("store", 3),
     ("series", 3),

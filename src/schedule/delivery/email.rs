@@ -66,7 +66,7 @@ pub(super) async fn deliver(
         builder.singlepart(body)
     }
     .map_err(|x| fail(&x))?;
-    send_mail(msg, s).await?;
+    crate::notify::send_mail(msg, s).await?;
     Ok(format!(
         "sent to {}{}",
         recipients.join(", "),
@@ -76,37 +76,4 @@ pub(super) async fn deliver(
             " with a link"
         }
     ))
-}
-
-/// Sends `msg` through `[smtp]`.
-pub async fn send_mail(msg: lettre::Message, s: &Settings) -> Result<(), DeliveryError> {
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-    let fail = |e: &dyn std::fmt::Display| DeliveryError::Email(e.to_string());
-    crate::tls::install_tls();
-    let c = &s.smtp;
-    let builder = match c.tls.as_str() {
-        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host).map_err(|e| fail(&e))?,
-        "starttls" => {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host).map_err(|e| fail(&e))?
-        }
-        _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
-    };
-    let mut builder = builder.port(c.port).timeout(Some(s.delivery.timeout.0));
-    if !c.username.is_empty() {
-        let password = match &c.password_file {
-            Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| DeliveryError::Email(format!("reading {}: {e}", p.display())))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-            None => String::new(),
-        };
-        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
-            c.username.clone(),
-            password,
-        ));
-    }
-    builder.build().send(msg).await.map_err(|e| fail(&e))?;
-    Ok(())
 }

@@ -7,17 +7,15 @@ use super::Invalid;
 use crate::config::Settings;
 use crate::export::ExportRecord;
 use serde_json::{Value, json};
+use crate::notify::origin;
 use std::path::PathBuf;
-use webhook::origin;
 
 mod directory;
 mod email;
-mod webhook;
 
 pub use crate::domain::schedule::Delivery;
 pub use directory::is_mounted;
-pub use email::send_mail;
-pub use webhook::{sign, webhook, webhook_allowed};
+pub use crate::notify::{send_mail, sign, webhook, webhook_allowed};
 
 /// Debug output (logs) shows [`Delivery::summary`]: never a webhook's path or secret.
 impl std::fmt::Debug for Delivery {
@@ -60,6 +58,15 @@ pub enum DeliveryError {
     Webhook(String),
 }
 
+impl From<crate::notify::NotifyError> for DeliveryError {
+    fn from(e: crate::notify::NotifyError) -> Self {
+        match e {
+            crate::notify::NotifyError::Email(m) => DeliveryError::Email(m),
+            crate::notify::NotifyError::Webhook(m) => DeliveryError::Webhook(m),
+        }
+    }
+}
+
 impl Delivery {
     /// Where the data goes, for the audit log: the directory, the recipients, or the
     /// webhook's origin (its path and secret are left out).
@@ -99,55 +106,10 @@ impl Delivery {
                 Ok(())
             }
             Delivery::Email { recipients, .. } => {
-                if s.smtp.host.is_empty() {
-                    return Err(invalid(
-                        "e-mail delivery needs a mail server: set [smtp] host in the configuration",
-                    ));
-                }
-                if recipients.is_empty() || recipients.len() > 20 {
-                    return Err(invalid("recipients must list 1 to 20 addresses"));
-                }
-                for r in recipients {
-                    let mb: lettre::message::Mailbox = r
-                        .parse()
-                        .map_err(|e| invalid(format!("recipient {r:?}: {e}")))?;
-                    let domain = mb.email.domain().to_ascii_lowercase();
-                    if !s
-                        .delivery
-                        .email_allow_domains
-                        .iter()
-                        .any(|d| d.eq_ignore_ascii_case(&domain))
-                    {
-                        return Err(invalid(format!(
-                            "recipient {r:?}: the domain {domain:?} is not in [delivery] email_allow_domains"
-                        )));
-                    }
-                }
-                Ok(())
+                crate::notify::check_recipients(recipients, s).map_err(invalid)
             }
             Delivery::Webhook { url, secret } => {
-                // Messages name only the origin: they end up in last_run and the audit log,
-                // and a webhook's path is often its secret.
-                let u = reqwest::Url::parse(url)
-                    .map_err(|e| invalid(format!("url of {}: {e}", origin(url))))?;
-                if !matches!(u.scheme(), "http" | "https") {
-                    return Err(invalid("url must be http:// or https://"));
-                }
-                if !s
-                    .delivery
-                    .webhook_allow
-                    .iter()
-                    .any(|p| webhook_allowed(&u, p))
-                {
-                    return Err(invalid(format!(
-                        "the url at {} is not under an entry of [delivery] webhook_allow",
-                        origin(url)
-                    )));
-                }
-                if secret.as_ref().is_some_and(|k| k.len() < 16) {
-                    return Err(invalid("secret must have at least 16 characters"));
-                }
-                Ok(())
+                crate::notify::check_webhook(url, secret.as_deref(), s).map_err(invalid)
             }
         }
     }
@@ -272,6 +234,7 @@ pub async fn deliver(d: &Delivery, parcel: &Parcel, s: &Settings) -> Result<Stri
                 s,
             )
             .await
+            .map_err(DeliveryError::from)
         }
     }
 }

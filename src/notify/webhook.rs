@@ -1,7 +1,7 @@
 //! A signed JSON notice POSTed to an allowed webhook: the allow-list rule, the HMAC
 //! signature, and errors that show only the origin (a webhook's path is often its secret).
 
-use super::DeliveryError;
+use super::NotifyError;
 use crate::config::Settings;
 use serde_json::Value;
 
@@ -35,7 +35,7 @@ pub fn webhook_allowed(url: &reqwest::Url, prefix: &str) -> bool {
 
 /// `scheme://host:port` of a URL: what errors and logs may show (a webhook's path is often
 /// its secret).
-pub(super) fn origin(url: &str) -> String {
+pub fn origin(url: &str) -> String {
     reqwest::Url::parse(url)
         .ok()
         .map(|u| {
@@ -55,8 +55,8 @@ pub async fn webhook(
     secret: Option<&str>,
     notice: &Value,
     s: &Settings,
-) -> Result<String, DeliveryError> {
-    let fail = |e: &dyn std::fmt::Display| DeliveryError::Webhook(e.to_string());
+) -> Result<String, NotifyError> {
+    let fail = |e: &dyn std::fmt::Display| NotifyError::Webhook(e.to_string());
     crate::tls::install_tls();
     let client = reqwest::Client::builder()
         .timeout(s.delivery.timeout.0)
@@ -76,10 +76,10 @@ pub async fn webhook(
         .body(body)
         .send()
         .await
-        .map_err(|e| DeliveryError::Webhook(format!("{}: {}", origin(url), e.without_url())))?;
+        .map_err(|e| NotifyError::Webhook(format!("{}: {}", origin(url), e.without_url())))?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(DeliveryError::Webhook(format!(
+        return Err(NotifyError::Webhook(format!(
             "{} answered {status}",
             origin(url)
         )));
