@@ -65,11 +65,19 @@ pub enum EventType {
     DeviceRestored,
     /// A setting made through the API changed (the insights' budget).
     SettingsChanged,
+    /// An alert rule was created, changed or deleted.
+    AlertRuleChanged,
+    /// An alert was raised.
+    AlertRaised,
+    /// An alert's condition cleared.
+    AlertResolved,
+    /// Someone acknowledged an alert.
+    AlertAcknowledged,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 25] = [
+    pub const ALL: [EventType; 29] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -95,6 +103,10 @@ impl EventType {
         EventType::DeviceDeleted,
         EventType::DeviceRestored,
         EventType::SettingsChanged,
+        EventType::AlertRuleChanged,
+        EventType::AlertRaised,
+        EventType::AlertResolved,
+        EventType::AlertAcknowledged,
     ];
 
     /// The upper-case name.

@@ -13,7 +13,7 @@
 //!   hash chain), [`sim`] (simulated devices on loopback), [`notify`] (e-mail and webhooks).
 //! - 3 storage: [`store`] (redb, one writer task), [`series`] (raw and rolled-up series).
 //! - 4 engines: [`poller`], [`tariff`], [`export`], [`schedule`], [`retention`], [`live`],
-//!   [`import`], [`backup`], [`insights`].
+//!   [`import`], [`backup`], [`insights`], [`alerts`].
 //! - 5 faces: [`api`] (axum), [`mqtt`], [`metrics`], [`mdns`], [`sdnotify`], [`admin`].
 //! - 6 top: [`app`] (composition, ordered shutdown), [`cli`] (one file per subcommand, the
 //!   demo and the signals among them), [`telemetry`] (logging).
@@ -21,6 +21,7 @@
 //! Data flow: discovery → registry → poller → store writer → API.
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod audit;

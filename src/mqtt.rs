@@ -10,7 +10,10 @@
 //! - `kasad/<id>/relay/set`: `ON` / `OFF` switches a plug or outlet when allowed, audited
 //!   as DEVICE_CONTROLLED by `mqtt:<host>:<port>`; otherwise ignored with a warning;
 //! - `<discovery_prefix>/sensor|switch/kasad_<id>/<entity>/config`: Home Assistant
-//!   discovery (retained), power W `measurement`, energy kWh `total_increasing`.
+//!   discovery (retained), power W `measurement`, energy kWh `total_increasing`;
+//! - `kasad/alerts/<rule_id>`: each notice of an alert rule with the `mqtt` channel (JSON with
+//!   `event_type` `alert.raised`, `alert.resolved` or `alert.test`), and its Home Assistant
+//!   `event` entity at `<discovery_prefix>/event/kasad_alert_<rule_id>/config` (retained).
 //!
 //! Messages wait in a bounded outbox: a full one drops its oldest message (counted in
 //! `/metrics`) and never holds up polling. While the broker is away only retained state
@@ -118,6 +121,8 @@ pub struct Mqtt {
     pub audit_key: SecretKey,
     /// Counters.
     pub stats: Arc<MqttStats>,
+    /// Notices of alert rules with the `mqtt` channel.
+    pub alerts: tokio::sync::broadcast::Sender<crate::alerts::send::Notice>,
 }
 
 /// A rustls client configuration (ring) trusting `ca_file`'s certificates, or the public web
@@ -281,6 +286,9 @@ impl Mqtt {
             .clone()
             .snapshots(outbox.clone(), last.clone(), cancel.clone());
         let (commands, worker) = me.clone().commands(outbox.clone(), last.clone());
+        let alerts = me
+            .clone()
+            .alert_notices(outbox.clone(), last.clone(), cancel.clone());
         let set_filter = format!("{}/+/relay/set", cfg.topic_prefix);
         let mut backoff = Duration::from_secs(1);
         let mut reported = false;
@@ -329,6 +337,7 @@ impl Mqtt {
         sender.abort();
         snapshots.abort();
         worker.abort();
+        alerts.abort();
         me.say_goodbye(&client, &mut events, &status).await;
     }
 
@@ -423,6 +432,55 @@ impl Mqtt {
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "mqtt: no device states"),
+                }
+            }
+        })
+    }
+
+    /// Alert notices: the event, and its Home Assistant event entity (retained).
+    fn alert_notices(
+        self: Arc<Self>,
+        outbox: Arc<Outbox>,
+        last: Last,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut rx = self.alerts.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let n = tokio::select! {
+                    () = stop.cancelled() => return,
+                    n = rx.recv() => n,
+                };
+                let n = match n {
+                    Ok(n) => n,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => {
+                        tracing::warn!(dropped = k, "mqtt: alert notices dropped");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let (p, d) = (&self.cfg.topic_prefix, &self.cfg.discovery_prefix);
+                let rule = &n.alert.rule_id;
+                let topic = format!("{p}/alerts/{rule}");
+                let config = json!({"name": n.rule_name, "unique_id": format!("kasad_alert_{rule}"),
+                    "state_topic": topic, "event_types": ["alert.raised", "alert.resolved", "alert.test"],
+                    "availability_topic": format!("{p}/status"),
+                    "device": {"identifiers": ["kasad_alerts"], "name": "kasad alerts", "manufacturer": "kasad"}});
+                let mut body = n.json();
+                body["event_type"] = json!(n.event);
+                for m in [
+                    Msg {
+                        topic: format!("{d}/event/kasad_alert_{rule}/config"),
+                        payload: config.to_string(),
+                        retain: true,
+                    },
+                    Msg {
+                        topic,
+                        payload: body.to_string(),
+                        retain: false,
+                    },
+                ] {
+                    outbox.push(m, &self.stats, &last);
                 }
             }
         })

@@ -20,7 +20,8 @@ pub enum AuditSweep {
     Removed(u64),
 }
 
-/// Removes audit entries older than `retention_days` (0 keeps everything).
+/// Removes audit entries (and alerts resolved) older than `retention_days` (0 keeps
+/// everything).
 pub fn audit_sweep_once(
     store: &Store,
     key: &SecretKey,
@@ -31,6 +32,8 @@ pub fn audit_sweep_once(
         return Ok(AuditSweep::Disabled);
     }
     let before = now_ms - i64::from(retention_days) * 86_400_000;
+    // Resolved alerts are kept as long as the audit entries that tell of them.
+    store.alerts_retain(before)?;
     match store.audit_retain(key, before, now_ms) {
         Ok(n) => Ok(AuditSweep::Removed(n)),
         Err(store::Error::ComplianceHold) => Ok(AuditSweep::Held),

@@ -93,6 +93,7 @@ fn detail_body(
             "last_cycle_failed": st.devices.poller.last_cycle_failed.load(Ordering::Relaxed),
             "cycles": st.devices.poller.cycles.load(Ordering::Relaxed),
             "skipped_cycles": st.devices.poller.skipped_cycles.load(Ordering::Relaxed)},
+        "alerts": {"evaluations": st.work.alerts.evaluations()},
         "throttle": st.auth.throttle.counts(now),
         "password_checks_waiting": st.auth.gate.waiting(),
     })

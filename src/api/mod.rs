@@ -5,6 +5,7 @@
 //! request ids, security headers and the body limit. Handlers are thin: they parse, call the
 //! store / registry / discovery, and map results; every error is an [`error::ApiError`].
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod backup;
@@ -105,7 +106,7 @@ pub struct DeviceState {
     pub static_hosts: Vec<std::net::SocketAddr>,
 }
 
-/// Exports, schedules and insights.
+/// Exports, schedules, insights and alerts.
 #[derive(Debug)]
 pub struct WorkState {
     /// The export service.
@@ -114,6 +115,8 @@ pub struct WorkState {
     pub scheduler: Arc<crate::schedule::runner::Scheduler>,
     /// The insights, cached for a poll cycle.
     pub insights: Arc<crate::insights::Insights>,
+    /// Alert rules and alerts.
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 /// What is said about the daemon as a whole.
@@ -180,6 +183,7 @@ pub fn routes() -> Vec<Route> {
         user_routes(),
         export_routes(),
         schedule_routes(),
+        alert_routes(),
         admin_routes(),
     ]
     .into_iter()
@@ -513,6 +517,75 @@ fn schedule_routes() -> Vec<Route> {
             Requires(DataExport),
             "Run a scheduled export now",
             post(schedules::run_now),
+        ),
+    ]
+}
+
+/// Alert rules and alerts.
+fn alert_routes() -> Vec<Route> {
+    vec![
+        route(
+            Method::GET,
+            "/alerts/rules",
+            Requires(DeviceRead),
+            "Alert rules",
+            get(alerts::list_rules),
+        ),
+        route(
+            Method::POST,
+            "/alerts/rules",
+            Requires(SystemConfig),
+            "Create an alert rule",
+            post(alerts::create_rule),
+        ),
+        route(
+            Method::GET,
+            "/alerts/rules/{rule_id}",
+            Requires(DeviceRead),
+            "One alert rule",
+            get(alerts::get_rule),
+        ),
+        route(
+            Method::PUT,
+            "/alerts/rules/{rule_id}",
+            Requires(SystemConfig),
+            "Replace an alert rule",
+            put(alerts::put_rule),
+        ),
+        route(
+            Method::DELETE,
+            "/alerts/rules/{rule_id}",
+            Requires(SystemConfig),
+            "Delete an alert rule (its open alerts resolve)",
+            delete(alerts::delete_rule),
+        ),
+        route(
+            Method::POST,
+            "/alerts/rules/{rule_id}/test",
+            Requires(SystemConfig),
+            "Send a test notice on every channel of a rule",
+            post(alerts::test_rule),
+        ),
+        route(
+            Method::GET,
+            "/alerts",
+            Requires(DeviceRead),
+            "Alerts, newest first, by state",
+            get(alerts::list),
+        ),
+        route(
+            Method::POST,
+            "/alerts/{alert_id}/acknowledge",
+            Requires(DeviceControl),
+            "Acknowledge an alert",
+            post(alerts::acknowledge),
+        ),
+        route(
+            Method::POST,
+            "/alerts/{alert_id}/snooze",
+            Requires(DeviceControl),
+            "Snooze an alert's notices for some minutes",
+            post(alerts::snooze),
         ),
     ]
 }

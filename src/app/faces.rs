@@ -64,6 +64,7 @@ pub(super) async fn start(
             exporter: work.exporter,
             scheduler: work.scheduler,
             insights: Arc::new(crate::insights::Insights::new(settings.insights.clone())),
+            alerts: work.alerts.clone(),
         }),
         auth: Arc::new(api::AuthState {
             jwt_key: base.jwt_key,
@@ -168,6 +169,7 @@ fn mqtt(
         clock: clock.clone(),
         audit_key: base.audit_key.clone(),
         stats: stats.clone(),
+        alerts: work.alerts.mqtt.clone(),
     };
     tasks.tracker.spawn(m.run(tasks.stop.clone()));
     Ok(Some(stats))

@@ -77,7 +77,8 @@ pub async fn start_with(
     };
     let store = base.store.clone();
     let (acq, writer_task) = acquire::start(&settings, &base, &clock, &tasks).await?;
-    let work = work::start(&settings, &base, &clock, &acq.registry, &tasks).await?;
+    let cycles = acq.status.cycle_seq.subscribe();
+    let work = work::start(&settings, &base, &clock, &acq.registry, cycles, &tasks).await?;
     let (addr, server) = faces::start(&settings, base, &clock, acq, work, &tasks, listener).await?;
     let shutdown = tasks.stop.clone();
     let done = tokio::spawn(stop(tasks, server, writer_task, store));

@@ -1,5 +1,6 @@
-//! Stage 3: the export engine and the scheduler. Exports interrupted by the last stop are
-//! queued again; the expired-export cleanup runs on its cron expression.
+//! Stage 3: the export engine, the scheduler and the alerts. Exports interrupted by the last
+//! stop are queued again; the expired-export cleanup runs on its cron expression; alerts are
+//! evaluated after each poll cycle.
 
 use super::open::Base;
 use super::{SHUTDOWN_GRACE, Tasks};
@@ -12,10 +13,11 @@ use crate::schedule::runner::Scheduler;
 use anyhow::Context;
 use std::sync::Arc;
 
-/// The export service and the scheduler.
+/// The export service, the scheduler and the alerts.
 pub(super) struct Work {
     pub exporter: Arc<Exporter>,
     pub scheduler: Arc<Scheduler>,
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 /// Starts the exporter (re-queueing interrupted jobs), the scheduler and the cleanup.
@@ -24,6 +26,7 @@ pub(super) async fn start(
     base: &Base,
     clock: &SharedClock,
     registry: &Arc<Registry>,
+    cycles: tokio::sync::watch::Receiver<u64>,
     tasks: &Tasks,
 ) -> anyhow::Result<Work> {
     let store = &base.store;
@@ -90,8 +93,18 @@ pub(super) async fn start(
         stop.cancelled().await;
         ex.shutdown(SHUTDOWN_GRACE / 2).await;
     });
+    let alerts = Arc::new(crate::alerts::Alerts::new(
+        store.clone(),
+        clock.clone(),
+        Arc::new(settings.clone()),
+        base.audit_key.clone(),
+    ));
+    tasks
+        .tracker
+        .spawn(alerts.clone().run(cycles, tasks.stop.clone()));
     Ok(Work {
         exporter,
         scheduler,
+        alerts,
     })
 }

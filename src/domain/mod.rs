@@ -4,6 +4,7 @@
 //! device identity rules and the energy/rollup maths. Must not do I/O, and must not import
 //! tokio, axum or redb — everything here is unit- and property-tested in isolation.
 
+pub mod alert;
 pub mod device;
 pub mod energy;
 pub mod export;

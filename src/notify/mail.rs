@@ -15,9 +15,8 @@ pub fn check_recipients(recipients: &[String], s: &Settings) -> Result<(), Strin
         return Err("recipients must list 1 to 20 addresses".into());
     }
     for r in recipients {
-        let mb: lettre::message::Mailbox = r
-            .parse()
-            .map_err(|e| format!("recipient {r:?}: {e}"))?;
+        let mb: lettre::message::Mailbox =
+            r.parse().map_err(|e| format!("recipient {r:?}: {e}"))?;
         let domain = mb.email.domain().to_ascii_lowercase();
         if !s
             .delivery

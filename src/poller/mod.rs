@@ -61,6 +61,8 @@ pub struct PollerStatus {
     pub skipped_cycles: std::sync::atomic::AtomicU64,
     /// Notified at the end of every cycle (MQTT publishes then).
     pub cycle_done: tokio::sync::Notify,
+    /// The number of finished cycles, for every other listener (alerts evaluate then).
+    pub cycle_seq: tokio::sync::watch::Sender<u64>,
 }
 
 /// Outcome of one device in a cycle, in completion order.
@@ -132,6 +134,7 @@ impl Poller {
             .store(end - started, Ordering::Relaxed);
         s.last_cycle_ms.store(end, Ordering::Relaxed);
         s.cycle_done.notify_one();
+        s.cycle_seq.send_modify(|n| *n += 1);
         outcomes
     }
 

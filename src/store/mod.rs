@@ -10,6 +10,7 @@
 //! functions of [`Store`] and [`writer::WriterHandle`], so the storage-engine work can replace
 //! it without touching them.
 
+pub mod alerts;
 pub mod audit;
 pub mod block;
 pub mod codec;

@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 10;
+pub const SCHEMA_VERSION: u64 = 11;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -44,6 +44,10 @@ pub const TARIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("tariffs")
 pub const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
 /// setting name (`"insights"`) → JSON: what people set through the API over the config file.
 pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// rule id → JSON alert `Rule`.
+pub const ALERT_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_rules");
+/// alert id → JSON `Alert` (resolved ones kept for the audit retention).
+pub const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
 
 /// Why the file cannot be used by this build.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +139,12 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         // 9 → 10: settings made through the API (the insights' budget).
         txn.open_table(SETTINGS)?;
         v = 10;
+    }
+    if v < 11 {
+        // 10 → 11: alert rules and alerts.
+        txn.open_table(ALERT_RULES)?;
+        txn.open_table(ALERTS)?;
+        v = 11;
     }
     meta.insert("schema_version", v)?;
     Ok(())

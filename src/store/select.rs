@@ -83,4 +83,3 @@ pub fn select<'a>(
     });
     Ok(out)
 }
-

@@ -108,10 +108,18 @@ pub fn fleet(n: u32) -> Vec<SimDevice> {
 
 /// Starts simulated devices on 127.0.0.2… with ephemeral ports.
 pub async fn start_sims(devices: Vec<SimDevice>) -> Vec<SimHandle> {
+    start_sims_with(devices, clock::system()).await
+}
+
+/// Starts simulated devices on 127.0.0.2… with ephemeral ports, reading time from `clock`.
+pub async fn start_sims_with(
+    devices: Vec<SimDevice>,
+    clock: kasad::clock::SharedClock,
+) -> Vec<SimHandle> {
     let mut out = Vec::new();
     for (i, d) in devices.into_iter().enumerate() {
         out.push(
-            sim::start(d, sim::fleet_ip(i as u32), 0, clock::system())
+            sim::start(d, sim::fleet_ip(i as u32), 0, clock.clone())
                 .await
                 .expect("simulator binds a loopback port"),
         );
@@ -148,6 +156,15 @@ impl TestApp {
     /// A daemon that discovers already running simulated devices.
     pub async fn with_sims(sims: Vec<SimHandle>, tweak: impl FnOnce(&mut Settings)) -> Self {
         Self::start(sims, clock::system(), tweak).await
+    }
+
+    /// A daemon that discovers running simulated devices and reads time from `clock`.
+    pub async fn with_sims_and_clock(
+        sims: Vec<SimHandle>,
+        clock: kasad::clock::SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        Self::start(sims, clock, tweak).await
     }
 
     /// A daemon without devices reading time from `clock`.

@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("live", 4),
     ("import", 4),
     ("insights", 4),
+    ("alerts", 4),
     ("backup", 4),
     // 5: faces and integrations.
     ("api", 5),

@@ -1,5 +1,6 @@
 //! kasad's integration tests: one binary, one module per area.
 
+mod alerts;
 mod api;
 mod audit_export;
 mod audit_log;

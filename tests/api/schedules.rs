@@ -404,9 +404,9 @@ async fn every_minute_into_a_directory_never_shows_a_partial_file() {
 }
 
 /// aiosmtpd on loopback, storing messages in a Maildir; killed on drop.
-struct Smtp {
+pub(crate) struct Smtp {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     maildir: tempfile::TempDir,
 }
 
@@ -417,7 +417,7 @@ impl Drop for Smtp {
     }
 }
 
-async fn smtp_server() -> Smtp {
+pub(crate) async fn smtp_server() -> Smtp {
     let maildir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = std::process::Command::new("python3")
@@ -456,7 +456,7 @@ async fn smtp_server() -> Smtp {
     panic!("aiosmtpd never listened on {port}");
 }
 
-fn mails(smtp: &Smtp) -> Value {
+pub(crate) fn mails(smtp: &Smtp) -> Value {
     let out = std::process::Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

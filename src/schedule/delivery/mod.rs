@@ -6,16 +6,16 @@
 use super::Invalid;
 use crate::config::Settings;
 use crate::export::ExportRecord;
-use serde_json::{Value, json};
 use crate::notify::origin;
+use serde_json::{Value, json};
 use std::path::PathBuf;
 
 mod directory;
 mod email;
 
 pub use crate::domain::schedule::Delivery;
-pub use directory::is_mounted;
 pub use crate::notify::{send_mail, sign, webhook, webhook_allowed};
+pub use directory::is_mounted;
 
 /// Debug output (logs) shows [`Delivery::summary`]: never a webhook's path or secret.
 impl std::fmt::Debug for Delivery {
@@ -226,16 +226,14 @@ pub async fn deliver(d: &Delivery, parcel: &Parcel, s: &Settings) -> Result<Stri
             recipients,
             subject,
         } => email::deliver(recipients, subject.as_deref(), parcel, s).await,
-        Delivery::Webhook { url, secret } => {
-            webhook(
-                url,
-                secret.as_deref(),
-                &parcel.notice("export.completed"),
-                s,
-            )
-            .await
-            .map_err(DeliveryError::from)
-        }
+        Delivery::Webhook { url, secret } => webhook(
+            url,
+            secret.as_deref(),
+            &parcel.notice("export.completed"),
+            s,
+        )
+        .await
+        .map_err(DeliveryError::from),
     }
 }
 
