@@ -6,6 +6,7 @@ import { h, put, notice, errorText, field } from './ui.js';
 import * as devices from './devices.js';
 import * as detail from './detail.js';
 import * as insightsPage from './insights.js';
+import * as alertsPage from './alerts.js';
 import * as historyPage from './history.js';
 import * as schedules from './schedules.js';
 import * as admin from './admin.js';
@@ -25,6 +26,7 @@ const ctx = {
 const PAGES = [
   { path: 'devices', title: 'Devices', needs: 'DEVICE_READ', mod: devices },
   { path: 'insights', title: 'Insights', needs: 'DEVICE_READ', mod: insightsPage },
+  { path: 'alerts', title: 'Alerts', needs: 'DEVICE_READ', mod: alertsPage },
   { path: 'history', title: 'Exports', needs: 'DATA_EXPORT', mod: historyPage },
   { path: 'schedules', title: 'Schedules', needs: 'DATA_EXPORT', mod: schedules },
   { path: 'admin', title: 'Admin', needs: ['USER_MANAGE', 'AUDIT_READ', 'SYSTEM_CONFIG'], mod: admin },
@@ -97,10 +99,15 @@ async function showLogin(message) {
   user.focus();
 }
 
+let theBell = null; // made once per login; refreshed at every navigation
+
 function drawNav(current) {
   put(nav, PAGES.filter(allowed).map((p) =>
     h('a', { href: `#/${p.path}`, 'aria-current': p.path === current ? 'page' : null }, p.title)));
+  if (!theBell && ctx.can('DEVICE_READ')) theBell = alertsPage.bell(ctx);
+  else if (theBell) theBell.refresh();
   put(who,
+    theBell ? theBell.el : null,
     h('span', { class: 'muted' }, `${ctx.me.username} · ${ctx.me.role}`),
     h('button', { type: 'button', onclick: () => logout() }, 'Log out'));
 }

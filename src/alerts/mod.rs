@@ -238,25 +238,29 @@ impl Alerts {
         ch: &mut Changes,
     ) -> store::Result<()> {
         let end_after = i64::from(self.settings.insights.run_end_minutes) * 60_000;
+        let mut cover: HashMap<String, Vec<String>> = HashMap::new();
+        let set: HashMap<&str, f64> = records
+            .iter()
+            .filter_map(|r| Some((r.info.device_id.as_str(), r.labels.run_threshold_w?)))
+            .collect();
         for rule in rules
             .iter()
             .filter(|r| !r.body.kind.daily() && r.body.kind != Kind::BudgetForecast)
         {
-            for id in Self::covered(rule, records) {
-                let Some(d) = devices.get(&id) else { continue };
-                let k = key(&rule.rule_id, Some(&id));
+            // Rules that name the same devices share one selection.
+            let ids = cover
+                .entry(rule.body.devices.to_string())
+                .or_insert_with(|| Self::covered(rule, records));
+            for id in ids.iter() {
+                let Some(d) = devices.get(id) else { continue };
+                let k = key(&rule.rule_id, Some(id));
                 let (mut finished, mut running) = (None, false);
                 if rule.body.kind == Kind::ApplianceFinished {
                     let threshold = rule
                         .body
                         .threshold_w
-                        .or_else(|| {
-                            records
-                                .iter()
-                                .find(|r| r.info.device_id.as_str() == id)
-                                .and_then(|r| r.labels.run_threshold_w)
-                        })
-                        .or_else(|| inner.learned.get(&id).copied())
+                        .or_else(|| set.get(id.as_str()).copied())
+                        .or_else(|| inner.learned.get(id).copied())
                         .unwrap_or(DEFAULT_RUN_THRESHOLD_W);
                     let t = inner.trackers.entry(k.clone()).or_default();
                     if let (Some(ts), Some(p)) = (d.last_reading_ms, d.power_w) {
@@ -265,7 +269,7 @@ impl Alerts {
                     running = t.running();
                 }
                 let cond = eval::live(rule, d, now, finished.as_ref(), running);
-                self.apply(inner, rule, Some(&id), cond, now, ch)?;
+                self.apply(inner, rule, Some(id), cond, now, ch)?;
             }
         }
         Ok(())
@@ -375,6 +379,8 @@ impl Alerts {
         let open = self.loaded(inner)?;
         match open.get_mut(&k) {
             Some(a) => {
+                // The message follows the condition in memory (and is stored with the next
+                // change); an event is a change of its own.
                 a.message = message;
                 a.value = value;
                 if is_event {
@@ -383,8 +389,8 @@ impl Alerts {
                     a.notified_ms = None;
                     a.state = State::Open;
                     a.acknowledged_ms = None;
+                    ch.alerts.push(a.clone());
                 }
-                ch.alerts.push(a.clone());
             }
             None if now - since >= delay => {
                 let a = Alert {

@@ -18,6 +18,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("devices.js", JS, include_str!("../../web/devices.js")),
     ("detail.js", JS, include_str!("../../web/detail.js")),
     ("insights.js", JS, include_str!("../../web/insights.js")),
+    ("alerts.js", JS, include_str!("../../web/alerts.js")),
     ("export.js", JS, include_str!("../../web/export.js")),
     ("history.js", JS, include_str!("../../web/history.js")),
     ("schedules.js", JS, include_str!("../../web/schedules.js")),

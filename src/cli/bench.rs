@@ -1,5 +1,5 @@
 //! The hidden benchmark commands `scripts/bench` runs: `bench-store`, `bench-export`,
-//! `bench-report`, `bench-insights`, `bench-wear` (on generated data, see [`super::benchmarks`]) and
+//! `bench-report`, `bench-insights`, `bench-alerts`, `bench-wear` (on generated data, see [`super::benchmarks`]) and
 //! `bench-load` (API load against a running daemon, see [`super::loadgen`]). Each prints one
 //! JSON object.
 
@@ -84,6 +84,23 @@ pub struct InsightsArgs {
     pub runs: usize,
 }
 
+/// The alerts benchmark (200 devices, 50 rules).
+#[derive(Debug, clap::Args)]
+pub struct AlertsArgs {
+    /// Scratch directory.
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// Devices.
+    #[arg(long, default_value_t = 200)]
+    pub devices: u32,
+    /// Rules.
+    #[arg(long, default_value_t = 50)]
+    pub rules: usize,
+    /// Poll cycles (median time).
+    #[arg(long, default_value_t = 30)]
+    pub cycles: usize,
+}
+
 /// Storage wear: bytes written per day for 10 devices polled every 10 s.
 #[derive(Debug, clap::Args)]
 pub struct WearArgs {
@@ -128,6 +145,12 @@ pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
 /// `kasad bench-insights`.
 pub async fn insights(a: InsightsArgs) -> anyhow::Result<()> {
     print_blocking(move || super::benchmarks::run_insights(&a.dir, a.devices, a.days, a.runs)).await
+}
+
+/// `kasad bench-alerts`.
+pub async fn alerts(a: AlertsArgs) -> anyhow::Result<()> {
+    print_blocking(move || super::benchmarks::run_alerts(&a.dir, a.devices, a.rules, a.cycles))
+        .await
 }
 
 /// `kasad bench-wear`.

@@ -18,6 +18,7 @@ use crate::store::write::{Batch, apply};
 use crate::tariff::engine::Prices;
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 fn info(i: u32) -> DeviceInfo {
@@ -481,6 +482,85 @@ pub fn run_insights(dir: &Path, devices: u32, days: i64, runs: usize) -> anyhow:
         json!({"readings_stored": n, "devices": report.devices.len(),
         "cycling": kinds(Cycling), "programme": kinds(Programme), "steady": kinds(Steady),
         "cold_seconds": median(times), "warm_seconds": warm}),
+    )
+}
+
+/// Runs the alerts benchmark in `dir`: `devices` devices with an hour of 10-second readings and
+/// `rules` rules over all of them (power above and below, offline, energy today, appliance
+/// runs), then `cycles` poll cycles: the evaluation alone (median ms, from the devices' state as
+/// a cycle leaves it), and the whole evaluation as the daemon runs it after a cycle (reading
+/// that state from the store, storing what changed).
+pub fn run_alerts(dir: &Path, devices: u32, rules: usize, cycles: usize) -> anyhow::Result<Value> {
+    use crate::alerts::{Alerts, eval::DeviceNow};
+    use crate::domain::alert::{Rule, RuleBody};
+    let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    let path = dir.join("alerts.redb");
+    let (n, _) = ingest(&path, devices, 1, 10_000, start)?;
+    let store = Store::open(&path, 16)?;
+    let now = start + 86_400_000 - 10_000;
+    let kinds = [
+        json!({"kind": "power_above", "threshold_w": 1_000, "for_minutes": 5}),
+        json!({"kind": "power_below", "threshold_w": 1, "for_minutes": 30}),
+        json!({"kind": "device_offline", "for_minutes": 10}),
+        json!({"kind": "daily_energy_above", "kwh": 5}),
+        json!({"kind": "appliance_finished"}),
+    ];
+    for i in 0..rules {
+        let mut b = kinds[i % kinds.len()].clone();
+        b["name"] = json!(format!("rule {i}"));
+        b["channels"] = json!(["page"]);
+        let body: RuleBody = serde_json::from_value(b)?;
+        let rule = Rule {
+            rule_id: format!("ar_bench{i:03}"),
+            body,
+            created_ms: now,
+            updated_ms: now,
+        };
+        store.alert_rule_put(&rule, None)?;
+    }
+    let clock = Arc::new(crate::clock::ManualClock::new(now));
+    let shared: crate::clock::SharedClock = clock.clone();
+    let key = crate::auth::keys::SecretKey::from_bytes([7; 32]);
+    let alerts = Alerts::new(
+        store.clone(),
+        shared,
+        Arc::new(crate::config::Settings::default()),
+        key,
+    );
+    let list = store.alert_rules()?;
+    let records = store.device_records()?;
+    let mut eval_ms = Vec::new();
+    let mut whole_ms = Vec::new();
+    let mut raised = 0;
+    for c in 0..cycles {
+        let t = now + c as i64 * 10_000;
+        clock.set(t);
+        let devices: std::collections::HashMap<String, DeviceNow> = records
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                let id = r.info.device_id.to_string();
+                let p = crate::sim::load::noise(k as u64, t / 1_000, 1_500).abs() as f64;
+                let d = DeviceNow {
+                    id: id.clone(),
+                    name: r.name().to_owned(),
+                    last_reading_ms: Some(t),
+                    power_w: Some(p),
+                    today_kwh: 3.0 + k as f64 / 50.0,
+                };
+                (id, d)
+            })
+            .collect();
+        let s = Instant::now();
+        raised += alerts.evaluate_live(&list, &records, &devices, t)?;
+        eval_ms.push(s.elapsed().as_secs_f64() * 1_000.0);
+        let s = Instant::now();
+        alerts.cycle()?;
+        whole_ms.push(s.elapsed().as_secs_f64() * 1_000.0);
+    }
+    Ok(
+        json!({"readings_stored": n, "devices": devices, "rules": rules, "cycles": cycles,
+        "changes": raised, "evaluate_ms": median(eval_ms), "cycle_ms": median(whole_ms)}),
     )
 }
 

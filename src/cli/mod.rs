@@ -79,6 +79,9 @@ enum Cmd {
     /// Benchmark the insights (50 devices × 1 year of 15-minute rollups).
     #[command(hide = true)]
     BenchInsights(bench::InsightsArgs),
+    /// Benchmark the alert rules' evaluation (200 devices, 50 rules).
+    #[command(hide = true)]
+    BenchAlerts(bench::AlertsArgs),
     /// Benchmark storage wear: bytes written per day for 10 devices polled every 10 s.
     #[command(hide = true)]
     BenchWear(bench::WearArgs),
@@ -121,6 +124,7 @@ pub async fn main() -> anyhow::Result<()> {
         Cmd::BenchLoad(a) => bench::load(a).await,
         Cmd::BenchReport(a) => bench::report(a).await,
         Cmd::BenchInsights(a) => bench::insights(a).await,
+        Cmd::BenchAlerts(a) => bench::alerts(a).await,
         Cmd::BenchWear(a) => bench::wear(a).await,
         Cmd::Sim(a) => sim::run(a).await,
     }

@@ -67,16 +67,11 @@ async fn env(at: i64, devices: Vec<SimDevice>, hook: &str, smtp_port: u16) -> En
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let data = dir.path().to_path_buf();
     let d = data.clone();
+    let hook_port = reqwest::Url::parse(&hook).unwrap().port().unwrap();
+    let root = d.clone();
     let app = TestApp::with_sims_and_clock(sims.clone(), shared, move |s| {
+        crate::schedules::hooks(s, &root, smtp_port, hook_port);
         s.data_dir = d;
-        s.delivery.webhook_allow = vec![hook];
-        s.delivery.email_allow_domains = vec!["example.com".into()];
-        s.delivery.retries = 1;
-        s.delivery.retry_backoff = kasad::config::Dur(std::time::Duration::from_millis(50));
-        s.smtp.host = "127.0.0.1".into();
-        s.smtp.port = smtp_port;
-        s.smtp.tls = "none".into();
-        s.smtp.from = "kasad <kasad@example.com>".into();
     })
     .await;
     let n = sims.len();
@@ -112,11 +107,6 @@ impl Env {
             crate::helpers::ADMIN_PASSWORD,
         )
         .await;
-        let evaluations = async |app: &TestApp| {
-            app.get("/api/health").await.1["alerts"]["evaluations"]
-                .as_u64()
-                .unwrap()
-        };
         // A reading at the new time is in the database (unless every device is away)…
         for _ in 0..ATTEMPTS {
             if self.away || points(app).await > before {
@@ -125,14 +115,7 @@ impl Env {
             tokio::time::sleep(STEP).await;
         }
         // …and two evaluations ran after it.
-        let start = evaluations(app).await;
-        for _ in 0..ATTEMPTS {
-            if evaluations(app).await >= start + 2 {
-                return;
-            }
-            tokio::time::sleep(STEP).await;
-        }
-        panic!("no alert evaluation after the clock moved");
+        app.two_evaluations().await;
     }
 
     fn fault(&mut self, f: Option<Fault>) {
@@ -151,18 +134,6 @@ impl Env {
         let (s, v): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
         assert_eq!(s, 201, "{v}");
         v["rule_id"].as_str().unwrap().to_owned()
-    }
-
-    async fn alerts(&self, rule: &str) -> Vec<Value> {
-        let (s, v) = self.app.get("/api/alerts?limit=1000").await;
-        assert_eq!(s, 200, "{v}");
-        v["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["rule_id"] == rule)
-            .cloned()
-            .collect()
     }
 }
 
@@ -207,7 +178,7 @@ async fn a_washer_programme_is_one_appliance_finished_by_mail_and_webhook() {
     for _ in 0..50 {
         e.advance(2 * MIN).await;
     }
-    let list = e.alerts(&rule).await;
+    let list = e.app.alerts_of(&rule).await;
     assert_eq!(
         list.len(),
         1,
@@ -237,7 +208,7 @@ async fn a_washer_programme_is_one_appliance_finished_by_mail_and_webhook() {
     assert!(m[0]["text"].as_str().unwrap().contains("finished"), "{m}");
     // Nothing more while the washer rests.
     e.advance(30 * MIN).await;
-    assert_eq!(e.alerts(&rule).await.len(), 1);
+    assert_eq!(e.app.alerts_of(&rule).await.len(), 1);
     assert_eq!(raised(&hooks, &rule, "alert.raised"), 1);
     // Acknowledged by someone: audited.
     let id = a["alert_id"].as_str().unwrap();
@@ -280,12 +251,20 @@ async fn power_above_waits_its_minutes_and_cool_down_and_quiet_hours_hold_notice
     hooks_reach(&hooks, &slow, "alert.test", 1).await;
     e.advance(MIN).await;
     // Quiet hours until 06:30: raised and listed, not sent.
-    assert_eq!(e.alerts(&quiet).await.len(), 1);
+    assert_eq!(e.app.alerts_of(&quiet).await.len(), 1);
     assert_eq!(raised(&hooks, &quiet, "alert.raised"), 0);
     e.advance(4 * MIN).await;
-    assert_eq!(e.alerts(&slow).await.len(), 0, "not before 10 minutes");
+    assert_eq!(
+        e.app.alerts_of(&slow).await.len(),
+        0,
+        "not before 10 minutes"
+    );
     e.advance(6 * MIN).await;
-    assert_eq!(e.alerts(&slow).await.len(), 1, "raised after 10 minutes");
+    assert_eq!(
+        e.app.alerts_of(&slow).await.len(),
+        1,
+        "raised after 10 minutes"
+    );
     hooks_reach(&hooks, &slow, "alert.raised", 1).await;
     // The cool-down: nothing again before 30 minutes, once after.
     e.advance(20 * MIN).await;
@@ -295,12 +274,12 @@ async fn power_above_waits_its_minutes_and_cool_down_and_quiet_hours_hold_notice
     e.advance(12 * MIN).await;
     hooks_reach(&hooks, &slow, "alert.raised", 2).await;
     assert_eq!(
-        e.alerts(&slow).await.len(),
+        e.app.alerts_of(&slow).await.len(),
         1,
         "still one alert, told again"
     );
     // Snoozed: no notice after the next cool-down.
-    let id = e.alerts(&slow).await[0]["alert_id"]
+    let id = e.app.alerts_of(&slow).await[0]["alert_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -333,10 +312,10 @@ async fn device_offline_raises_and_resolves_and_a_restart_notifies_nothing_again
         )
         .await;
     e.advance(MIN).await;
-    assert!(e.alerts(&rule).await.is_empty());
+    assert!(e.app.alerts_of(&rule).await.is_empty());
     e.fault(Some(Fault::Garbage));
     e.advance(6 * MIN).await;
-    let list = e.alerts(&rule).await;
+    let list = e.app.alerts_of(&rule).await;
     assert_eq!(
         (list.len(), &list[0]["state"]),
         (1, &json!("open")),
@@ -346,14 +325,15 @@ async fn device_offline_raises_and_resolves_and_a_restart_notifies_nothing_again
     e.fault(None);
     // Back within the poller's longest back-off (5 minutes): its readings clear the alert.
     e.advance(6 * MIN).await;
-    assert_eq!(e.alerts(&rule).await[0]["state"], "resolved");
+    assert_eq!(e.app.alerts_of(&rule).await[0]["state"], "resolved");
     hooks_reach(&hooks, &rule, "alert.resolved", 1).await;
     // Away again; then the daemon restarts while the alert is open.
     e.fault(Some(Fault::Garbage));
     e.advance(6 * MIN).await;
     hooks_reach(&hooks, &rule, "alert.raised", 2).await;
     let open: Vec<Value> = e
-        .alerts(&rule)
+        .app
+        .alerts_of(&rule)
         .await
         .into_iter()
         .filter(|a| a["state"] == "open")
@@ -384,7 +364,8 @@ async fn device_offline_raises_and_resolves_and_a_restart_notifies_nothing_again
     e.advance(MIN).await;
     e.advance(MIN).await;
     let after: Vec<Value> = e
-        .alerts(&rule)
+        .app
+        .alerts_of(&rule)
         .await
         .into_iter()
         .filter(|a| a["state"] == "open")

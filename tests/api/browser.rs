@@ -94,6 +94,7 @@ async fn web_pages_in_chromium() {
         "login",
         "devices",
         "insights",
+        "alerts",
         "device-detail",
         "export-modal",
         "history",

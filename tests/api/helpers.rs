@@ -428,3 +428,36 @@ impl SimBuilder {
             .unwrap()
     }
 }
+
+impl TestApp {
+    /// The alerts of rule `rule`, newest first.
+    pub async fn alerts_of(&self, rule: &str) -> Vec<Value> {
+        let (s, v) = self.get("/api/alerts?limit=1000").await;
+        assert_eq!(s, 200, "{v}");
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule_id"] == rule)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (bounded) until two alert evaluations have finished after now: the second one
+    /// surely began after whatever the caller changed.
+    pub async fn two_evaluations(&self) {
+        let n = async || {
+            self.get("/api/health").await.1["alerts"]["evaluations"]
+                .as_u64()
+                .unwrap()
+        };
+        let start = n().await;
+        for _ in 0..ATTEMPTS {
+            if n().await >= start + 2 {
+                return;
+            }
+            tokio::time::sleep(STEP).await;
+        }
+        panic!("no alert evaluation");
+    }
+}

@@ -386,3 +386,86 @@ async fn the_kind_and_the_budget_can_be_set_and_are_audited() {
         "{a:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_alert_kinds_are_checked_once_a_day_from_the_insights() {
+    let before = DRIFT_DAY - 12 * 3_600_000;
+    let mut e = env(before, DRIFT_DAY + 12 * 3_600_000).await;
+    let tv = devices()[0].0.clone();
+    let fridge = devices()[2].0.clone();
+    let r = e
+        .app
+        .req(Method::PUT, "/api/insights/settings")
+        .json(&json!({"monthly_budget": 0.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rule = async |body: Value| {
+        let r = e
+            .app
+            .req(Method::POST, "/api/alerts/rules")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["rule_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let standby = rule(
+        json!({"name": "TV standby", "kind": "standby_above", "threshold_w": 0.3,
+        "devices": [tv], "channels": ["page"]}),
+    )
+    .await;
+    let quiet_tv = rule(
+        json!({"name": "TV standby high", "kind": "standby_above", "threshold_w": 5,
+        "devices": [tv], "channels": ["page"]}),
+    )
+    .await;
+    let drift = rule(
+        json!({"name": "Fridge drift", "kind": "cycle_drift", "percent": 25,
+        "devices": [fridge], "channels": ["page"]}),
+    )
+    .await;
+    let budget =
+        rule(json!({"name": "Budget", "kind": "budget_forecast", "channels": ["page"]})).await;
+    let unusual =
+        rule(json!({"name": "Odd day", "kind": "unusual_day", "channels": ["page"]})).await;
+    e.app.two_evaluations().await;
+    assert_eq!(
+        e.app.alerts_of(&standby).await.len(),
+        1,
+        "0.5 W standby is above 0.3 W"
+    );
+    assert!(e.app.alerts_of(&quiet_tv).await.is_empty());
+    assert!(
+        e.app.alerts_of(&drift).await.is_empty(),
+        "no drift before its day"
+    );
+    let b = e.app.alerts_of(&budget).await;
+    assert_eq!(
+        (b.len(), &b[0]["device_id"]),
+        (1, &Value::Null),
+        "the household is over 0.50: {b:?}"
+    );
+    assert!(
+        e.app.alerts_of(&unusual).await.is_empty(),
+        "yesterday (a Saturday) was usual"
+    );
+    // The drift day: the next daily check raises the drift.
+    e.clock.advance(DAY);
+    e.app.token = crate::helpers::login(
+        &e.app.client,
+        &e.app.base,
+        "admin",
+        crate::helpers::ADMIN_PASSWORD,
+    )
+    .await;
+    e.app.two_evaluations().await;
+    let d = e.app.alerts_of(&drift).await;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0]["value"].as_f64().unwrap() > 25.0, "{d:?}");
+}

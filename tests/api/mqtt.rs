@@ -457,3 +457,59 @@ async fn a_renamed_device_is_renamed_in_home_assistant_discovery() {
     app.stop().await;
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_notices_reach_mqtt_with_a_home_assistant_event_entity() {
+    let port = free_port();
+    let broker = Broker::start(port);
+    let app = daemon(port, "kasalert", false).await;
+    let watch = Watch::start(broker.port);
+    app.wait_devices("the lamp polled", |d| {
+        d.len() == 1 && d[0]["data_points"].as_u64() > Some(0)
+    })
+    .await;
+    // The lamp draws 45.2 W: a rule over 10 W raises at the next evaluation.
+    let r = app
+        .req(reqwest::Method::POST, "/api/alerts/rules")
+        .json(
+            &serde_json::json!({"name": "Lamp left on", "kind": "power_above",
+            "threshold_w": 10, "channels": ["mqtt"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rule = r.json::<Value>().await.unwrap()["rule_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config_topic = format!("homeassistant/event/kasad_alert_{rule}/config");
+    let (_, config) = watch.wait(&config_topic, |_| true).await;
+    let config: Value = serde_json::from_str(&config).unwrap();
+    // A subscriber that comes later gets it from the broker: it is retained.
+    let later = Watch::start(broker.port);
+    let (retained, _) = later.wait(&config_topic, |_| true).await;
+    assert!(retained, "the event entity's config is retained");
+    assert_eq!(config["state_topic"], format!("kasalert/alerts/{rule}"));
+    assert_eq!(config["name"], "Lamp left on");
+    let (_, notice) = watch
+        .wait(&format!("kasalert/alerts/{rule}"), |p| {
+            p.contains("alert.raised")
+        })
+        .await;
+    let notice: Value = serde_json::from_str(&notice).unwrap();
+    assert_eq!(
+        (&notice["event_type"], &notice["kind"], &notice["state"]),
+        (
+            &serde_json::json!("alert.raised"),
+            &serde_json::json!("power_above"),
+            &serde_json::json!("open")
+        )
+    );
+    assert!(
+        notice["message"].as_str().unwrap().contains("45.2 W"),
+        "{notice}"
+    );
+    app.stop().await;
+    drop(broker);
+}

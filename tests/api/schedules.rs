@@ -22,7 +22,7 @@ fn delivery(s: &mut kasad::config::Settings, root: &Path, smtp_port: u16) {
     hooks(s, root, smtp_port, 9);
 }
 
-fn hooks(s: &mut kasad::config::Settings, root: &Path, smtp_port: u16, hook_port: u16) {
+pub(crate) fn hooks(s: &mut kasad::config::Settings, root: &Path, smtp_port: u16, hook_port: u16) {
     s.exports.rate_limit_per_hour = 1000;
     s.delivery.directory_roots = vec![root.to_path_buf()];
     s.delivery.webhook_allow = vec![format!("http://127.0.0.1:{hook_port}/hook")];

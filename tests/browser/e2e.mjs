@@ -273,6 +273,30 @@ try {
   // Admin: every page, the audit chain check.
   {
     const { context: c, page: p } = await session('admin');
+    // Alerts: a rule over the fridge (never below 1 W) raises an alert; the bell shows it and
+    // acknowledging it from the bell clears it.
+    const rule = await apiAs('admin', '/api/alerts/rules', { name: 'Fridge drawing', kind: 'power_above',
+      threshold_w: 0.5, devices: [deviceId], channels: ['page'] });
+    check(rule.status === 201, `an alert rule is made (${rule.status})`);
+    let open = [];
+    for (let i = 0; i < 100 && !open.length; i += 1) {
+      open = (await apiAs('admin', '/api/alerts?state=open')).body.alerts.filter((a) => a.rule_id === rule.body.rule_id);
+      if (!open.length) await p.waitForTimeout(200);
+    }
+    check(open.length === 1, 'the rule raised one alert');
+    await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Alerts' }).click();
+    await p.getByRole('heading', { name: 'Alerts', level: 1 }).waitFor();
+    check(await p.getByRole('button', { name: 'Send test: Fridge drawing' }).count() === 1, 'the Alerts page lists the rule with Send test');
+    await p.getByTestId('bell-count').filter({ hasText: /^[1-9]/ }).waitFor();
+    check(true, `the bell shows the open alert (${await p.getByTestId('bell-count').textContent()})`);
+    await shots(p, 'alerts');
+    await p.getByTestId('bell').click();
+    const item = p.locator(`dialog [data-alert-id="${open[0].alert_id}"]`);
+    await item.getByRole('button', { name: 'Acknowledge' }).click();
+    await item.waitFor({ state: 'detached' });
+    const after = (await apiAs('admin', '/api/alerts?state=acknowledged')).body.alerts.filter((a) => a.alert_id === open[0].alert_id);
+    check(after.length === 1, 'acknowledged from the bell');
+    await p.keyboard.press('Escape');
     // A device's settings: a kasad name and a room.
     const plugs = (await apiAs('admin', '/api/devices')).body.devices.filter((d) => d.device_type === 'plug');
     const [named, lost] = [plugs[1], plugs[2]];
