@@ -72,7 +72,7 @@ function ruleForm(done) {
   const percent = h('input', { type: 'number', step: 'any', min: '0' });
   const kwh = h('input', { type: 'number', step: 'any', min: '0' });
   const email = h('input', { type: 'text', placeholder: 'me@example.org, …' });
-  const webhook = h('input', { type: 'url', placeholder: 'https://…' });
+  const webhook = h('input', { type: 'url', placeholder: 'under [delivery] webhook_allow' });
   const mqtt = h('input', { type: 'checkbox' });
   const quietFrom = h('input', { type: 'time' });
   const quietTo = h('input', { type: 'time' });

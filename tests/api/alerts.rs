@@ -122,19 +122,6 @@ impl Env {
         self.away = f.is_some();
         self.sims[0].set_fault(f);
     }
-
-    async fn rule(&self, body: Value) -> String {
-        let r = self
-            .app
-            .req(Method::POST, "/api/alerts/rules")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let (s, v): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
-        assert_eq!(s, 201, "{v}");
-        v["rule_id"].as_str().unwrap().to_owned()
-    }
 }
 
 fn raised(hooks: &Hooks, rule: &str, event: &str) -> usize {
@@ -167,7 +154,8 @@ async fn a_washer_programme_is_one_appliance_finished_by_mail_and_webhook() {
     let start = DAY0 + WASHER_START_S * 1_000 - 4 * MIN;
     let mut e = env(start, vec![plug(60, Load::Washer)], &hook, smtp.port).await;
     let rule = e
-        .rule(
+        .app
+        .alert_rule(
             json!({"name": "Washer done", "kind": "appliance_finished", "devices": "all",
             "channels": ["page", {"method": "email", "recipients": ["me@example.com"]},
                 {"method": "webhook", "url": hook}]}),
@@ -234,13 +222,15 @@ async fn power_above_waits_its_minutes_and_cool_down_and_quiet_hours_hold_notice
     .await;
     let web = json!({"method": "webhook", "url": hook});
     let slow = e
-        .rule(
+        .app
+        .alert_rule(
             json!({"name": "Heater on", "kind": "power_above", "threshold_w": 50, "for_minutes": 10,
             "cooldown_minutes": 30, "channels": [web]}),
         )
         .await;
     let quiet = e
-        .rule(
+        .app
+        .alert_rule(
             json!({"name": "At night", "kind": "power_above", "threshold_w": 50,
             "quiet_hours": {"start": "22:00", "end": "06:30"}, "channels": [web]}),
         )
@@ -306,7 +296,8 @@ async fn device_offline_raises_and_resolves_and_a_restart_notifies_nothing_again
     )
     .await;
     let rule = e
-        .rule(
+        .app
+        .alert_rule(
             json!({"name": "Freezer gone", "kind": "device_offline", "for_minutes": 5,
             "channels": ["page", {"method": "webhook", "url": hook}]}),
         )

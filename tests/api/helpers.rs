@@ -430,6 +430,19 @@ impl SimBuilder {
 }
 
 impl TestApp {
+    /// Creates alert rule `body` (201 expected); its id.
+    pub async fn alert_rule(&self, body: Value) -> String {
+        let r = self
+            .req(reqwest::Method::POST, "/api/alerts/rules")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (s, v): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
+        assert_eq!(s, 201, "{v}");
+        v["rule_id"].as_str().unwrap().to_owned()
+    }
+
     /// The alerts of rule `rule`, newest first.
     pub async fn alerts_of(&self, rule: &str) -> Vec<Value> {
         let (s, v) = self.get("/api/alerts?limit=1000").await;

@@ -401,20 +401,7 @@ async fn daily_alert_kinds_are_checked_once_a_day_from_the_insights() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let rule = async |body: Value| {
-        let r = e
-            .app
-            .req(Method::POST, "/api/alerts/rules")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        r.json::<Value>().await.unwrap()["rule_id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let rule = async |body: Value| e.app.alert_rule(body).await;
     let standby = rule(
         json!({"name": "TV standby", "kind": "standby_above", "threshold_w": 0.3,
         "devices": [tv], "channels": ["page"]}),
