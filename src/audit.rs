@@ -73,11 +73,13 @@ pub enum EventType {
     AlertResolved,
     /// Someone acknowledged an alert.
     AlertAcknowledged,
+    /// A utility bill was recorded, changed or deleted.
+    BillChanged,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 29] = [
+    pub const ALL: [EventType; 30] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -107,6 +109,7 @@ impl EventType {
         EventType::AlertRaised,
         EventType::AlertResolved,
         EventType::AlertAcknowledged,
+        EventType::BillChanged,
     ];
 
     /// The upper-case name.

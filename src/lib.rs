@@ -13,7 +13,7 @@
 //!   hash chain), [`sim`] (simulated devices on loopback), [`notify`] (e-mail and webhooks).
 //! - 3 storage: [`store`] (redb, one writer task), [`series`] (raw and rolled-up series).
 //! - 4 engines: [`poller`], [`tariff`], [`export`], [`schedule`], [`retention`], [`live`],
-//!   [`import`], [`backup`], [`insights`], [`alerts`].
+//!   [`import`], [`backup`], [`insights`], [`alerts`], [`bills`].
 //! - 5 faces: [`api`] (axum), [`mqtt`], [`metrics`], [`mdns`], [`sdnotify`], [`admin`].
 //! - 6 top: [`app`] (composition, ordered shutdown), [`cli`] (one file per subcommand, the
 //!   demo and the signals among them), [`telemetry`] (logging).
@@ -27,6 +27,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod bills;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod bills;
 pub mod device_edit;
 pub mod devices;
 pub mod error;
@@ -184,6 +185,7 @@ pub fn routes() -> Vec<Route> {
         export_routes(),
         schedule_routes(),
         alert_routes(),
+        bill_routes(),
         admin_routes(),
     ]
     .into_iter()
@@ -521,6 +523,47 @@ fn schedule_routes() -> Vec<Route> {
     ]
 }
 
+/// Utility bills, reconciled with what the plugs measured.
+fn bill_routes() -> Vec<Route> {
+    vec![
+        route(
+            Method::GET,
+            "/bills",
+            Requires(SystemConfig),
+            "Bills with their reconciliation",
+            get(bills::list),
+        ),
+        route(
+            Method::POST,
+            "/bills",
+            Requires(SystemConfig),
+            "Record a bill",
+            post(bills::create),
+        ),
+        route(
+            Method::GET,
+            "/bills/{bill_id}",
+            Requires(SystemConfig),
+            "One bill with its reconciliation",
+            get(bills::get),
+        ),
+        route(
+            Method::PUT,
+            "/bills/{bill_id}",
+            Requires(SystemConfig),
+            "Replace a bill",
+            put(bills::put),
+        ),
+        route(
+            Method::DELETE,
+            "/bills/{bill_id}",
+            Requires(SystemConfig),
+            "Delete a bill",
+            delete(bills::delete),
+        ),
+    ]
+}
+
 /// Alert rules and alerts.
 fn alert_routes() -> Vec<Route> {
     vec![
@@ -620,6 +663,13 @@ fn admin_routes() -> Vec<Route> {
             Requires(SystemConfig),
             "Add a tariff version from its effective_from",
             put(tariffs::put),
+        ),
+        route(
+            Method::POST,
+            "/tariffs/compare",
+            Requires(SystemConfig),
+            "Price a period's history under several tariffs (what-if)",
+            post(tariffs::compare),
         ),
         route(
             Method::GET,

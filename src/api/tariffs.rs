@@ -1,6 +1,7 @@
 //! `GET /api/tariffs` (the versions and the one in force) and `PUT /api/tariffs` (a new
 //! version from its `effective_from`; earlier versions never change). Both need SYSTEM_CONFIG;
-//! a change is audited in the same transaction that stores it.
+//! a change is audited in the same transaction that stores it. `POST /api/tariffs/compare`
+//! (SYSTEM_CONFIG) prices a period's history under several tariffs (what-if).
 
 use super::AppState;
 use super::devices::blocking;
@@ -94,4 +95,143 @@ pub async fn put(
     })
     .await??;
     Ok(Json(view(&versions, now)))
+}
+
+/// Most tariffs one comparison takes.
+pub const MAX_COMPARE: usize = 10;
+/// Longest period a comparison prices, days.
+pub const MAX_COMPARE_DAYS: i64 = 400;
+
+/// `POST /api/tariffs/compare` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareBody {
+    date_range: CompareRange,
+    #[serde(default)]
+    devices: Option<Value>,
+    tariffs: Vec<Value>,
+}
+
+/// `date_range` of a comparison: dates (inclusive) or RFC 3339 times.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareRange {
+    start: String,
+    end: String,
+}
+
+/// A tariff of the comparison: its name (or `tariff N`) and its compiled form.
+fn compare_tariff(i: usize, v: &Value, tz: chrono_tz::Tz) -> Result<(String, Compiled), ApiError> {
+    let (name, body) = match v.get("tariff") {
+        Some(t) => (
+            v.get("name").and_then(Value::as_str).map(str::to_owned),
+            t.clone(),
+        ),
+        None => (None, v.clone()),
+    };
+    let t: Tariff =
+        serde_json::from_value(body).map_err(|e| invalid(format!("tariffs[{i}]: {e}")))?;
+    let c = Compiled::new(&t, tz).map_err(|e| invalid(format!("tariffs[{i}].{e}")))?;
+    let name = name
+        .filter(|n| !n.trim().is_empty() && n.chars().count() <= 100)
+        .unwrap_or_else(|| format!("tariff {}", i + 1));
+    Ok((name, c))
+}
+
+/// `POST /api/tariffs/compare`: the stored history of a period priced under each tariff.
+pub async fn compare(
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<CompareBody>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::domain::bill::instant;
+    let tz = st.site.timezone;
+    if body.tariffs.is_empty() || body.tariffs.len() > MAX_COMPARE {
+        return Err(invalid(format!("tariffs: 1 to {MAX_COMPARE} tariffs")));
+    }
+    let when = |f, s: &str, end| {
+        instant(f, s, tz, end)
+            .map_err(|e| ApiError::bad_request("INVALID_DATE_RANGE", e.to_string()))
+    };
+    let start = when("date_range.start", &body.date_range.start, false)?;
+    let end = when("date_range.end", &body.date_range.end, true)?;
+    if end <= start || end - start > MAX_COMPARE_DAYS * 86_400_000 + 3_600_000 {
+        return Err(ApiError::bad_request(
+            "INVALID_DATE_RANGE",
+            format!("date_range: the end after the start, at most {MAX_COMPARE_DAYS} days"),
+        ));
+    }
+    let tariffs: Vec<(String, Compiled)> = body
+        .tariffs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| compare_tariff(i, v, tz))
+        .collect::<Result<_, _>>()?;
+    let currency = tariffs[0].1.source.currency.clone();
+    if tariffs.iter().any(|(_, c)| c.source.currency != currency) {
+        return Err(invalid(
+            "tariffs: every tariff of a comparison uses one currency",
+        ));
+    }
+    let wanted: Vec<String> = match &body.devices {
+        None => vec!["all".into()],
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.len() <= 100 => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+        Some(_) => {
+            return Err(invalid(
+                "devices: \"all\" or a list of up to 100 device ids, IPs or room: names",
+            ));
+        }
+    };
+    let store = st.store.clone();
+    let decimals = tariffs[0].1.decimals;
+    let results = blocking(move || -> Result<Vec<Value>, ApiError> {
+        let records = store.device_records()?;
+        let chosen = crate::store::select::select(&wanted, &records)
+            .map_err(|e| ApiError::bad_request(e.code, e.message))?;
+        let ids: Vec<_> = chosen.iter().map(|r| r.info.device_id.clone()).collect();
+        let mut out = Vec::new();
+        for (name, c) in &tariffs {
+            let p = crate::tariff::compare::price_under(&store, c, &ids, start, end, tz)?;
+            let money = |m: i64| crate::tariff::engine::minor_value(m, p.decimals);
+            let mut per_device: Vec<Value> = chosen
+                .iter()
+                .zip(&p.per_device)
+                .map(|(r, m)| json!({"device_id": r.info.device_id, "device_name": r.name(), "cost": money(*m)}))
+                .collect();
+            per_device.push(json!({"device_id": null, "device_name": "fixed charges", "cost": money(p.per_device[ids.len()])}));
+            let per_month: Vec<Value> = p
+                .per_month
+                .iter()
+                .map(|(t, m)| {
+                    use chrono::TimeZone;
+                    let d = tz.timestamp_millis_opt(*t).unwrap().date_naive();
+                    json!({"month": d.format("%Y-%m").to_string(), "cost": money(*m)})
+                })
+                .collect();
+            out.push(json!({"name": name, "total": money(p.total), "energy_cost": money(p.energy_cost),
+                "fixed_charges": money(p.fixed_charges), "taxes": money(p.taxes),
+                "per_device": per_device, "per_month": per_month, "minor_total": p.total}));
+        }
+        Ok(out)
+    })
+    .await??;
+    let first = results[0]["minor_total"].as_i64().unwrap_or(0);
+    let cheapest = (0..results.len())
+        .min_by_key(|i| results[*i]["minor_total"].as_i64().unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|mut r| {
+            let m = r["minor_total"].as_i64().unwrap_or(0);
+            r["savings"] = json!(crate::tariff::engine::minor_value(first - m, decimals));
+            r.as_object_mut().map(|o| o.remove("minor_total"));
+            r
+        })
+        .collect();
+    Ok(Json(json!({"currency": currency,
+        "date_range": {"start": crate::clock::rfc3339(start), "end": crate::clock::rfc3339(end)},
+        "results": results, "cheapest": {"index": cheapest, "name": results[cheapest]["name"]}})))
 }

@@ -1,5 +1,5 @@
 //! The hidden benchmark commands `scripts/bench` runs: `bench-store`, `bench-export`,
-//! `bench-report`, `bench-insights`, `bench-alerts`, `bench-wear` (on generated data, see [`super::benchmarks`]) and
+//! `bench-report`, `bench-insights`, `bench-alerts`, `bench-whatif`, `bench-wear` (on generated data, see [`super::benchmarks`]) and
 //! `bench-load` (API load against a running daemon, see [`super::loadgen`]). Each prints one
 //! JSON object.
 
@@ -101,6 +101,17 @@ pub struct AlertsArgs {
     pub cycles: usize,
 }
 
+/// The what-if benchmark (3 tariffs over 20 devices × 1 year).
+#[derive(Debug, clap::Args)]
+pub struct WhatifArgs {
+    /// Scratch directory.
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// Runs (median time).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
 /// Storage wear: bytes written per day for 10 devices polled every 10 s.
 #[derive(Debug, clap::Args)]
 pub struct WearArgs {
@@ -151,6 +162,11 @@ pub async fn insights(a: InsightsArgs) -> anyhow::Result<()> {
 pub async fn alerts(a: AlertsArgs) -> anyhow::Result<()> {
     print_blocking(move || super::benchmarks::run_alerts(&a.dir, a.devices, a.rules, a.cycles))
         .await
+}
+
+/// `kasad bench-whatif`.
+pub async fn whatif(a: WhatifArgs) -> anyhow::Result<()> {
+    print_blocking(move || super::benchmarks::run_whatif(&a.dir, a.runs)).await
 }
 
 /// `kasad bench-wear`.

@@ -564,6 +564,52 @@ pub fn run_alerts(dir: &Path, devices: u32, rules: usize, cycles: usize) -> anyh
     )
 }
 
+/// Runs the what-if benchmark in `dir`: 20 devices × a year of 15-minute readings priced under
+/// three tariffs (flat; time-of-use with a standing charge and a tax; tiered), `runs` times
+/// (median of the three together).
+pub fn run_whatif(dir: &Path, runs: usize) -> anyhow::Result<Value> {
+    let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    let end = start + 365 * 86_400_000;
+    let path = dir.join("whatif.redb");
+    let (n, _) = ingest(&path, 20, 365, 900_000, start)?;
+    let store = Store::open(&path, 16)?;
+    let tz = chrono_tz::Tz::UTC;
+    let tariffs: Vec<crate::tariff::Tariff> = vec![
+        serde_json::from_value(json!({"price_per_kwh": 0.2}))?,
+        serde_json::from_value(
+            json!({"rates": {"type": "time_of_use", "default_price_per_kwh": 0.3,
+            "periods": [{"name": "night", "start": "22:00", "end": "06:00", "price_per_kwh": 0.1}]},
+            "fixed_charges": [{"name": "standing", "amount": 0.5, "per": "day"}],
+            "taxes": [{"name": "VAT", "percent": 5}]}),
+        )?,
+        serde_json::from_value(json!({"rates": {"type": "tiered", "tiers": [
+            {"up_to_kwh": 300, "price_per_kwh": 0.15}, {"price_per_kwh": 0.25}]}}))?,
+    ];
+    let compiled: Vec<crate::tariff::Compiled> = tariffs
+        .iter()
+        .map(|t| crate::tariff::Compiled::new(t, tz))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ids: Vec<DeviceId> = (0..20).map(|i| info(i).device_id).collect();
+    let mut times = Vec::new();
+    let mut totals = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        totals = compiled
+            .iter()
+            .map(|c| {
+                crate::tariff::compare::price_under(&store, c, &ids, start, end, tz)
+                    .map(|p| p.total)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(
+        json!({"readings_stored": n, "devices": 20, "tariffs": compiled.len(), "totals_minor": totals,
+        "seconds": median(times)}),
+    )
+}
+
 /// `/proc/self/io` counters: (wchar, write_bytes).
 fn io_counters() -> (u64, u64) {
     let t = std::fs::read_to_string("/proc/self/io").unwrap_or_default();

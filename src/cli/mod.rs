@@ -82,6 +82,9 @@ enum Cmd {
     /// Benchmark the alert rules' evaluation (200 devices, 50 rules).
     #[command(hide = true)]
     BenchAlerts(bench::AlertsArgs),
+    /// Benchmark the what-if comparison (3 tariffs over 20 devices × 1 year).
+    #[command(hide = true)]
+    BenchWhatif(bench::WhatifArgs),
     /// Benchmark storage wear: bytes written per day for 10 devices polled every 10 s.
     #[command(hide = true)]
     BenchWear(bench::WearArgs),
@@ -125,6 +128,7 @@ pub async fn main() -> anyhow::Result<()> {
         Cmd::BenchReport(a) => bench::report(a).await,
         Cmd::BenchInsights(a) => bench::insights(a).await,
         Cmd::BenchAlerts(a) => bench::alerts(a).await,
+        Cmd::BenchWhatif(a) => bench::whatif(a).await,
         Cmd::BenchWear(a) => bench::wear(a).await,
         Cmd::Sim(a) => sim::run(a).await,
     }

@@ -5,6 +5,7 @@
 //! tokio, axum or redb — everything here is unit- and property-tested in isolation.
 
 pub mod alert;
+pub mod bill;
 pub mod device;
 pub mod energy;
 pub mod export;

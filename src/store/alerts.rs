@@ -2,57 +2,10 @@
 
 use super::audit::Pending;
 use super::schema::{ALERT_RULES, ALERTS};
-use super::{Error, Result, Store};
+use super::{Result, Store};
 use crate::domain::alert::{Alert, Rule, State};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-type Table = TableDefinition<'static, &'static str, &'static [u8]>;
-
-fn decode<T: DeserializeOwned>(what: &str, b: &[u8]) -> Result<T> {
-    serde_json::from_slice(b).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
-}
 
 impl Store {
-    fn records<T: DeserializeOwned>(&self, table: Table, what: &str) -> Result<Vec<T>> {
-        let txn = self.db().begin_read()?;
-        let t = txn.open_table(table)?;
-        t.iter()?.map(|e| decode(what, e?.1.value())).collect()
-    }
-
-    fn record<T: DeserializeOwned>(&self, table: Table, what: &str, id: &str) -> Result<Option<T>> {
-        let txn = self.db().begin_read()?;
-        let t = txn.open_table(table)?;
-        t.get(id)?.map(|v| decode(what, v.value())).transpose()
-    }
-
-    /// Stores records (new or replaced) and removes `gone`, with `audit`, in one transaction.
-    fn put_records<T: Serialize>(
-        &self,
-        table: Table,
-        put: &[(&str, &T)],
-        gone: &[&str],
-        audit: Vec<Pending<'_>>,
-    ) -> Result<()> {
-        let txn = self.begin_write()?;
-        {
-            let mut t = txn.open_table(table)?;
-            for (id, rec) in put {
-                let b = serde_json::to_vec(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
-                t.insert(*id, b.as_slice())?;
-            }
-            for id in gone {
-                t.remove(*id)?;
-            }
-        }
-        for a in audit {
-            a.append_in(&txn)?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
     /// Every alert rule, by id.
     pub fn alert_rules(&self) -> Result<Vec<Rule>> {
         self.records(ALERT_RULES, "alert rule")

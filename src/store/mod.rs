@@ -12,6 +12,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod bills;
 pub mod block;
 pub mod codec;
 pub mod devices;
@@ -19,6 +20,7 @@ pub mod exports;
 pub mod history;
 pub mod maintenance;
 pub mod query;
+mod records;
 pub mod schedules;
 pub mod schema;
 pub mod select;

@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 11;
+pub const SCHEMA_VERSION: u64 = 12;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -48,6 +48,8 @@ pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("setting
 pub const ALERT_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_rules");
 /// alert id → JSON `Alert` (resolved ones kept for the audit retention).
 pub const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
+/// bill id → JSON `Bill`.
+pub const BILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("bills");
 
 /// Why the file cannot be used by this build.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,11 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         txn.open_table(ALERT_RULES)?;
         txn.open_table(ALERTS)?;
         v = 11;
+    }
+    if v < 12 {
+        // 11 → 12: utility bills.
+        txn.open_table(BILLS)?;
+        v = 12;
     }
     meta.insert("schema_version", v)?;
     Ok(())

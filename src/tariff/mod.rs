@@ -11,6 +11,7 @@
 //! - [`engine`]: cost per device per 15-minute bucket, tiers over the billing month, fixed
 //!   charges, exact apportioning.
 
+pub mod compare;
 pub mod engine;
 
 use chrono_tz::Tz;

@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("insights", 4),
     ("alerts", 4),
     ("backup", 4),
+    ("bills", 4),
     // 5: faces and integrations.
     ("api", 5),
     ("mqtt", 5),
