@@ -405,7 +405,7 @@ pub fn run_report(dir: &Path, runs: usize) -> anyhow::Result<Value> {
         "options": {"timezone": "America/New_York"},
     });
     let cplan = bench_plan(&records, &tariffs, &limits_cfg, body, now)?;
-    let KindPlan::CostAnalysis(options) = cplan.kind else {
+    let KindPlan::CostAnalysis(options) = &cplan.kind else {
         anyhow::bail!("not a cost plan");
     };
     let (grouping, breakdown) = (options.grouping, options.breakdown);

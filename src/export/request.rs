@@ -185,6 +185,9 @@ pub struct CreateRequest {
     pub include_charts: Option<serde_json::Value>,
     /// cost_analysis (tariff issue).
     pub breakdown_by: Option<serde_json::Value>,
+    /// cost_analysis: a bill shared out to the devices (bills issue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<serde_json::Value>,
     /// system_report (formats issue).
     pub report_sections: Option<serde_json::Value>,
     /// audit_logs (formats issue).

@@ -160,3 +160,135 @@ async fn bad_bills_and_strangers_are_refused() {
     let token = login(&app.client, &app.base, "otto", "operator-password-1").await;
     assert_eq!(app.status_as(Method::GET, "/api/bills", &token).await, 403);
 }
+
+/// The allocation lines of a cost_analysis with `allocation` of `bill` by `method`.
+async fn allocation(app: &crate::helpers::TestApp, bill: &str, method: Value) -> Vec<Value> {
+    let body = json!({"export_type": "cost_analysis", "date_range": {"start": "2024-03-09", "end": "2024-03-11"},
+        "allocation": {"bill_id": bill, "method": method}});
+    let j: Value = serde_json::from_slice(&export_as(app, &body, "json").await).unwrap();
+    j["report"]["allocation"]["tables"]["allocation"]["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no allocation in {j}"))
+        .clone()
+}
+
+fn line<'a>(rows: &'a [Value], name: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r["line"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {rows:?}"))
+}
+
+fn cents(v: &Value) -> i64 {
+    (v.as_f64().unwrap() * 100.0).round() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bill_shared_out_adds_up_to_its_total_under_every_method() {
+    let e = env().await;
+    let app = &e.app;
+    let post = |body: Value| async move {
+        let r = app
+            .req(Method::POST, "/api/bills")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()
+    };
+    let b = post(json!({"start": "2024-03-09", "end": "2024-03-11", "kwh": 100, "total": 30, "standing_charge": 6})).await;
+    let id = b["bill_id"].as_str().unwrap();
+    let measured = b["measured_kwh"].as_f64().unwrap();
+    let weights = json!({"weights": {"HEATER01": 3, "LAMP01": 1}});
+    for method in [json!("by_energy"), json!("equal"), weights.clone()] {
+        let rows = allocation(app, id, method.clone()).await;
+        let lines: i64 = rows
+            .iter()
+            .filter(|r| r["line"] != "bill total")
+            .map(|r| cents(&r["total"]))
+            .sum();
+        assert_eq!(
+            lines, 3_000,
+            "{method}: the lines add up to the bill: {rows:#?}"
+        );
+        assert_eq!(cents(&line(&rows, "bill total")["total"]), 3_000);
+        let standing: i64 = rows
+            .iter()
+            .filter(|r| r["line"] != "bill total")
+            .map(|r| cents(&r["standing_charge"]))
+            .sum();
+        assert_eq!(standing, 600, "{method}");
+        let u = line(&rows, "untracked");
+        assert!(
+            (u["energy"].as_f64().unwrap() - (100.0 - measured)).abs() < 0.002,
+            "{u}"
+        );
+        // Energy at the bill's effective price, 0.24.
+        assert!(
+            (u["energy_cost"].as_f64().unwrap() - (100.0 - measured) * 0.24).abs() <= 0.01,
+            "{u}"
+        );
+        let (heater, lamp) = (
+            line(&rows, "Garage Heater"),
+            line(&rows, "Living Room Lamp"),
+        );
+        match method.as_str() {
+            Some("by_energy") => {
+                let share = heater["standing_charge"].as_f64().unwrap() / 6.0;
+                assert!(
+                    (share - heater["energy"].as_f64().unwrap() / 100.0).abs() < 0.002,
+                    "{rows:#?}"
+                );
+            }
+            Some("equal") => {
+                assert_eq!(
+                    (
+                        cents(&heater["standing_charge"]),
+                        cents(&lamp["standing_charge"])
+                    ),
+                    (300, 300)
+                );
+                assert_eq!(cents(&u["standing_charge"]), 0);
+            }
+            _ => assert_eq!(
+                (
+                    cents(&heater["standing_charge"]),
+                    cents(&lamp["standing_charge"])
+                ),
+                (450, 150)
+            ),
+        }
+    }
+    // Billed less than the plugs measured: the negative remainder is shown, at no cost, and the
+    // lines still add up.
+    let low = post(json!({"start": "2024-03-09", "end": "2024-03-11", "kwh": 50, "total": 20, "standing_charge": 2})).await;
+    let rows = allocation(app, low["bill_id"].as_str().unwrap(), json!("by_energy")).await;
+    let u = line(&rows, "untracked");
+    assert!(
+        u["energy"].as_f64().unwrap() < 0.0 && cents(&u["total"]) == 0,
+        "{u}"
+    );
+    let lines: i64 = rows
+        .iter()
+        .filter(|r| r["line"] != "bill total")
+        .map(|r| cents(&r["total"]))
+        .sum();
+    assert_eq!(lines, 2_000);
+    // A bill that does not exist, or a malformed allocation, is refused.
+    let bad = json!({"export_type": "cost_analysis", "format": "json", "allocation": {"bill_id": id, "method": "by_magic"}});
+    let r = app
+        .req(Method::POST, "/api/exports/create")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let other = json!({"export_type": "device_data", "format": "csv", "allocation": {"bill_id": id, "method": "equal"}});
+    let r = app
+        .req(Method::POST, "/api/exports/create")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -47,13 +47,16 @@ pub enum OptionError {
     Breakdown(String),
 }
 
-/// What a cost analysis asks: its periods and breakdowns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What a cost analysis asks: its periods, breakdowns and a bill to share out.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     /// Periods.
     pub grouping: Grouping,
     /// Breakdowns.
     pub breakdown: Breakdown,
+    /// A bill shared out to the devices (stored plans before it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<super::cost_allocation::Allocation>,
 }
 
 /// The options of a cost_analysis body (it takes devices but no row options).
@@ -65,6 +68,7 @@ pub fn options_of(req: &CreateRequest) -> Result<Options, RequestError> {
     Ok(Options {
         grouping: Grouping::parse(req.grouping.as_ref().and_then(|v| v.as_str()))?,
         breakdown: Breakdown::parse(req.breakdown_by.as_ref())?,
+        allocation: super::cost_allocation::parse(req.allocation.as_ref())?,
     })
 }
 
@@ -75,10 +79,14 @@ pub fn metadata(o: &Options) -> serde_json::Value {
         ("time_of_use", o.breakdown.time_of_use),
         ("rate_tier", o.breakdown.rate_tier),
     ];
-    serde_json::json!({
+    let mut m = serde_json::json!({
         "grouping": o.grouping.name(),
         "breakdown_by": b.iter().filter(|x| x.1).map(|x| x.0).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(a) = &o.allocation {
+        m["allocation"] = serde_json::json!(a);
+    }
+    m
 }
 
 impl Grouping {

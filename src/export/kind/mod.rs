@@ -11,6 +11,7 @@
 
 pub mod audit_logs;
 pub mod configuration;
+pub mod cost_allocation;
 pub mod cost_analysis;
 pub mod device_data;
 pub mod report_insights;
@@ -122,13 +123,22 @@ pub fn inputs(
                 d.store, plan, sections, d.runtime, d.now_ms, owner, ctl,
             )?)
         }
-        KindPlan::CostAnalysis(o) => Inputs::Document(cost_analysis::report(
-            d.store,
-            plan,
-            o.grouping,
-            o.breakdown,
-            ctl,
-        )?),
+        KindPlan::CostAnalysis(o) => {
+            let mut r = cost_analysis::report(d.store, plan, o.grouping, o.breakdown, ctl)?;
+            if let Some(a) = &o.allocation {
+                let names = cost_analysis::device_labels(plan);
+                let c = plan.tariffs.at(plan.start_ms);
+                r.parts.push(cost_allocation::part(
+                    d.store,
+                    plan,
+                    &names,
+                    a,
+                    c.decimals,
+                    &c.source.currency,
+                )?);
+            }
+            Inputs::Document(r)
+        }
     })
 }
 
@@ -176,6 +186,12 @@ fn refuse_other_kinds(req: &CreateRequest, t: ExportType) -> Result<(), RequestE
         .is_some_and(|g| !g.is_string() && !g.is_null())
     {
         return Err(bad("grouping must be daily, weekly, monthly or yearly"));
+    }
+    if t != ExportType::CostAnalysis && req.allocation.is_some() {
+        return Err(bad(format!(
+            "allocation applies to cost_analysis exports, not to {}",
+            req.export_type
+        )));
     }
     if t != ExportType::CostAnalysis && (req.grouping.is_some() || req.breakdown_by.is_some()) {
         return Err(bad(format!(
