@@ -188,7 +188,38 @@ function tariffs() {
   });
   api('/api/tariffs').then(draw, (e) => put(list, notice(errorText(e), 'error')));
   return section('admin-tariffs', 'Tariffs', list, status, flat,
-    h('details', {}, h('summary', {}, 'Advanced: add a version as JSON'), advanced));
+    h('details', {}, h('summary', {}, 'Advanced: add a version as JSON'), advanced),
+    compareForm(() => newest));
+}
+
+/** What if: the last 30 days (or any range) priced under the tariff in force and another one. */
+function compareForm(current) {
+  const today = new Date();
+  const day = (d) => d.toISOString().slice(0, 10);
+  const start = input({ type: 'date', required: true }, day(new Date(today - 30 * 86400000)));
+  const end = input({ type: 'date', required: true }, day(new Date(today - 86400000)));
+  const other = h('textarea', { rows: 8, spellcheck: 'false' }, '{"price_per_kwh": 0.25}');
+  const out = h('div', { 'aria-live': 'polite' });
+  const form = h('form', { 'aria-label': 'Compare tariffs' }, h('h3', {}, 'What if: compare with another tariff'),
+    h('div', { class: 'form-grid' }, field('From', start), field('To', end)),
+    field('Other tariff (JSON)', other, 'a whole tariff, as for a new version; effective_from is ignored'),
+    h('button', { type: 'submit' }, 'Compare'), out);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    let tariff;
+    try { tariff = JSON.parse(other.value); } catch (err) { put(out, notice(`The JSON does not parse: ${err.message}`, 'error')); return; }
+    const now = { ...(current() || {}) };
+    delete now.effective_from;
+    try {
+      const r = await api('/api/tariffs/compare', { method: 'POST', body: { date_range: { start: start.value, end: end.value },
+        tariffs: [{ name: 'In force', tariff: now }, { name: 'Other', tariff }] } });
+      put(out, table('compare-table', 'Tariffs compared', ['Tariff', 'Energy', 'Fixed charges', 'Taxes', 'Total', 'Savings'],
+        r.results.map((x) => h('tr', {}, h('td', {}, x.name), ...[x.energy_cost, x.fixed_charges, x.taxes, x.total, x.savings]
+          .map((v) => h('td', {}, Number(v).toFixed(2)))))),
+      h('p', {}, `Cheapest: ${r.cheapest.name} (${r.currency}).`));
+    } catch (err) { put(out, notice(errorText(err), 'error')); }
+  });
+  return form;
 }
 
 /** System health as a definition list; a degraded daemon answers 503 with the same body. */

@@ -188,6 +188,9 @@ pub struct CreateRequest {
     /// cost_analysis: a bill shared out to the devices (bills issue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation: Option<serde_json::Value>,
+    /// cost_analysis: other tariffs priced on the same history (bills issue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_tariffs: Option<serde_json::Value>,
     /// system_report (formats issue).
     pub report_sections: Option<serde_json::Value>,
     /// audit_logs (formats issue).

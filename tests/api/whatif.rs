@@ -193,3 +193,57 @@ async fn bad_comparisons_are_refused() {
         assert_eq!(s, status, "{what}: {v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_analysis_compares_tariffs_in_a_table_and_a_chart() {
+    let (app, _data) = app().await;
+    let tou = json!({"rates": {"type": "time_of_use", "default_price_per_kwh": 0.30,
+        "periods": [{"name": "night", "start": "22:00", "end": "06:00", "price_per_kwh": 0.10}]},
+        "fixed_charges": [{"name": "standing", "amount": 0.5, "per": "day"}]});
+    let body = json!({"export_type": "cost_analysis", "grouping": "monthly",
+        "date_range": {"start": "2024-03-16", "end": "2024-04-14"},
+        "compare_tariffs": [{"name": "Flat", "tariff": {"price_per_kwh": 0.20}}, {"name": "Night saver", "tariff": tou}]});
+    let j: Value =
+        serde_json::from_slice(&crate::exports::export_as(&app, &body, "json").await).unwrap();
+    let part = &j["report"]["what_if"];
+    let rows = part["tables"]["what_if"]["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{j}"));
+    assert_eq!(
+        (
+            &rows[0]["tariff"],
+            cents(&rows[0]["total"]),
+            cents(&rows[0]["savings"])
+        ),
+        (&json!("Flat"), 5_040, 0)
+    );
+    assert_eq!(
+        (
+            &rows[1]["tariff"],
+            cents(&rows[1]["total"]),
+            cents(&rows[1]["savings"])
+        ),
+        (&json!("Night saver"), 4_980, 60)
+    );
+    assert_eq!(
+        part["charts"][0]["series"].as_array().unwrap().len(),
+        2,
+        "{part}"
+    );
+    assert_eq!(
+        j["metadata"]["compare_tariffs"],
+        json!(["Flat", "Night saver"])
+    );
+    // The same part renders in a PDF.
+    let pdf = crate::exports::export_as(&app, &body, "pdf").await;
+    assert!(pdf.starts_with(b"%PDF"));
+    // Bad lists are refused when the export is created.
+    let bad = json!({"export_type": "cost_analysis", "format": "json", "compare_tariffs": []});
+    let r = app
+        .req(Method::POST, "/api/exports/create")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

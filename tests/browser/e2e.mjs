@@ -344,6 +344,14 @@ try {
     await tabs.getByRole('link', { name: 'Tariffs' }).click();
     await p.getByTestId('tariffs-table').waitFor();
     check(true, 'the tariffs tab');
+    // What if: the demo's history priced under the tariff in force and a dearer flat one.
+    const compareForm = p.getByRole('form', { name: 'Compare tariffs' });
+    await compareForm.getByLabel('Other tariff (JSON)').fill('{"price_per_kwh": 9.99}');
+    await compareForm.getByRole('button', { name: 'Compare' }).click();
+    const compared = p.getByTestId('compare-table');
+    await compared.waitFor();
+    check(await compared.locator('tbody tr').count() === 2 && (await p.getByText(/^Cheapest: In force/).count()) === 1,
+      'the tariffs tab compares the tariff in force with another on the history');
     await tabs.getByRole('link', { name: 'Health' }).click();
     await p.getByTestId('health').getByText('Database size').waitFor();
     check(await p.getByTestId('health').getByText(/^ok$/).count() === 1, 'the admin sees the health detail');

@@ -57,6 +57,9 @@ pub struct Options {
     /// A bill shared out to the devices (stored plans before it have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation: Option<super::cost_allocation::Allocation>,
+    /// Other tariffs priced on the same history.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compare_tariffs: Vec<super::cost_compare::Named>,
 }
 
 /// The options of a cost_analysis body (it takes devices but no row options).
@@ -69,6 +72,7 @@ pub fn options_of(req: &CreateRequest) -> Result<Options, RequestError> {
         grouping: Grouping::parse(req.grouping.as_ref().and_then(|v| v.as_str()))?,
         breakdown: Breakdown::parse(req.breakdown_by.as_ref())?,
         allocation: super::cost_allocation::parse(req.allocation.as_ref())?,
+        compare_tariffs: super::cost_compare::parse(req.compare_tariffs.as_ref())?,
     })
 }
 
@@ -85,6 +89,9 @@ pub fn metadata(o: &Options) -> serde_json::Value {
     });
     if let Some(a) = &o.allocation {
         m["allocation"] = serde_json::json!(a);
+    }
+    if !o.compare_tariffs.is_empty() {
+        m["compare_tariffs"] = o.compare_tariffs.iter().map(|n| n.name.clone()).collect();
     }
     m
 }

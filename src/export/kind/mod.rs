@@ -13,6 +13,7 @@ pub mod audit_logs;
 pub mod configuration;
 pub mod cost_allocation;
 pub mod cost_analysis;
+pub mod cost_compare;
 pub mod device_data;
 pub mod report_insights;
 pub mod system_report;
@@ -137,6 +138,10 @@ pub fn inputs(
                     &c.source.currency,
                 )?);
             }
+            if !o.compare_tariffs.is_empty() {
+                r.parts
+                    .push(cost_compare::part(d.store, plan, &o.compare_tariffs)?);
+            }
             Inputs::Document(r)
         }
     })
@@ -187,9 +192,10 @@ fn refuse_other_kinds(req: &CreateRequest, t: ExportType) -> Result<(), RequestE
     {
         return Err(bad("grouping must be daily, weekly, monthly or yearly"));
     }
-    if t != ExportType::CostAnalysis && req.allocation.is_some() {
+    if t != ExportType::CostAnalysis && (req.allocation.is_some() || req.compare_tariffs.is_some())
+    {
         return Err(bad(format!(
-            "allocation applies to cost_analysis exports, not to {}",
+            "allocation and compare_tariffs apply to cost_analysis exports, not to {}",
             req.export_type
         )));
     }
