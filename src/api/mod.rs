@@ -20,6 +20,7 @@ pub mod insights;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
+pub mod prices;
 pub mod schedules;
 pub mod server;
 pub mod setup;
@@ -670,6 +671,27 @@ fn admin_routes() -> Vec<Route> {
             Requires(SystemConfig),
             "Price a period's history under several tariffs (what-if)",
             post(tariffs::compare),
+        ),
+        route(
+            Method::PUT,
+            "/tariffs/prices/{series}",
+            Requires(SystemConfig),
+            "Store a price series for dynamic tariffs (?layout=csv, json, awattar, octopus)",
+            put(prices::upload),
+        ),
+        route(
+            Method::GET,
+            "/tariffs/prices/{series}",
+            Requires(SystemConfig),
+            "A price series over a range, with its gaps",
+            get(prices::list),
+        ),
+        route(
+            Method::POST,
+            "/tariffs/prices/{series}/fetch",
+            Requires(SystemConfig),
+            "Fetch a price series from an allowed URL now",
+            post(prices::fetch_now),
         ),
         route(
             Method::GET,

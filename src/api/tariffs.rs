@@ -211,7 +211,12 @@ pub async fn compare(
                     json!({"month": d.format("%Y-%m").to_string(), "cost": money(*m)})
                 })
                 .collect();
-            out.push(json!({"name": name, "total": money(p.total), "energy_cost": money(p.energy_cost),
+            let by_band: Vec<Value> = p
+                .by_band
+                .iter()
+                .map(|(b, mwh, m)| json!({"band": b, "kwh": *mwh as f64 / 1e6, "cost": money(*m)}))
+                .collect();
+            out.push(json!({"name": name, "total": money(p.total), "energy_cost": money(p.energy_cost), "by_band": by_band,
                 "fixed_charges": money(p.fixed_charges), "taxes": money(p.taxes),
                 "per_device": per_device, "per_month": per_month, "minor_total": p.total}));
         }

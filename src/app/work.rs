@@ -93,6 +93,33 @@ pub(super) async fn start(
         stop.cancelled().await;
         ex.shutdown(SHUTDOWN_GRACE / 2).await;
     });
+    for (i, feed) in settings.price_feeds.iter().enumerate() {
+        crate::notify::check_webhook(&feed.url, None, settings)
+            .map_err(|m| anyhow::anyhow!("price_feeds[{i}].url: {m}"))?;
+        let (store, key, clock2, s) = (
+            store.clone(),
+            base.audit_key.clone(),
+            clock.clone(),
+            Arc::new(settings.clone()),
+        );
+        let feed2 = feed.clone();
+        tasks.tracker.spawn(crate::cron::run(
+            feed.schedule.clone(),
+            settings.tz(),
+            clock.clone(),
+            tasks.stop.clone(),
+            move || {
+                let (store, key, clock, s, f) = (
+                    store.clone(),
+                    key.clone(),
+                    clock2.clone(),
+                    s.clone(),
+                    feed2.clone(),
+                );
+                async move { fetch_feed(&store, &key, clock.now_ms(), &s, &f).await }
+            },
+        ));
+    }
     let alerts = Arc::new(crate::alerts::Alerts::new(
         store.clone(),
         clock.clone(),
@@ -107,4 +134,40 @@ pub(super) async fn start(
         scheduler,
         alerts,
     })
+}
+
+/// One scheduled fetch of a `[[price_feeds]]` entry, stored and audited; failures are logged.
+async fn fetch_feed(
+    store: &crate::store::Store,
+    key: &crate::auth::keys::SecretKey,
+    now: i64,
+    s: &Settings,
+    f: &crate::config::PriceFeed,
+) {
+    use crate::audit::{Event, EventType, Severity};
+    let Some(layout) = crate::tariff::prices::Layout::parse(&f.layout) else {
+        return;
+    };
+    match crate::tariff::prices::fetch(&f.url, layout, s).await {
+        Ok(points) => {
+            let mut ev = Event::new(EventType::TariffChanged, Severity::Info);
+            ev.username = Some("kasad (price feed)".into());
+            ev.resource = Some(format!("prices:{}", f.series));
+            ev.details = serde_json::json!({"series": f.series, "intervals": points.len(),
+                "source": crate::notify::origin(&f.url)});
+            let (store, key, series) = (store.clone(), key.clone(), f.series.clone());
+            let r = tokio::task::spawn_blocking(move || {
+                store.prices_put(
+                    &series,
+                    &points,
+                    crate::store::audit::Pending::new(&key, ev, now),
+                )
+            })
+            .await;
+            if !matches!(r, Ok(Ok(()))) {
+                tracing::warn!(series = %f.series, "price feed: storing failed");
+            }
+        }
+        Err(e) => tracing::warn!(series = %f.series, error = %e, "price feed: fetch failed"),
+    }
 }

@@ -96,6 +96,8 @@ pub struct Settings {
     pub schedules: Schedules,
     /// `[insights]`.
     pub insights: Insights,
+    /// `[[price_feeds]]`.
+    pub price_feeds: Vec<PriceFeed>,
 }
 
 impl Default for Settings {
@@ -121,6 +123,7 @@ impl Default for Settings {
             auth: Auth::default(),
             schedules: Schedules::default(),
             insights: Insights::default(),
+            price_feeds: Vec::new(),
         }
     }
 }

@@ -582,3 +582,17 @@ impl Default for Insights {
         }
     }
 }
+
+/// `[[price_feeds]]`: a price series fetched on a schedule for dynamic tariffs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceFeed {
+    /// The series it fills.
+    pub series: String,
+    /// Where from (under an entry of `[delivery] webhook_allow`).
+    pub url: String,
+    /// `csv`, `json`, `awattar` or `octopus`.
+    pub layout: String,
+    /// When (5-field cron in `timezone`), e.g. `"15 14 * * *"` after a day-ahead auction.
+    pub schedule: crate::cron::Schedule,
+}

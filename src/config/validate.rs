@@ -5,6 +5,26 @@ use super::{ConfigError, Settings, invalid};
 use std::time::Duration;
 
 impl Settings {
+    /// `[[price_feeds]]`: a series name and a layout (the URL is checked against `[delivery]
+    /// webhook_allow` at start and at every fetch).
+    fn check_price_feeds(&self) -> Result<(), ConfigError> {
+        for (i, f) in self.price_feeds.iter().enumerate() {
+            if !crate::domain::tariff::series_name_ok(&f.series) {
+                return Err(invalid(
+                    &format!("price_feeds[{i}].series"),
+                    "1 to 64 letters, digits, '-' or '_'",
+                ));
+            }
+            if !["csv", "json", "awattar", "octopus"].contains(&f.layout.as_str()) {
+                return Err(invalid(
+                    &format!("price_feeds[{i}].layout"),
+                    "csv, json, awattar or octopus",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Valid but probably unintended settings, in words (`check-config` and the daemon's start
     /// say them).
     pub fn warnings(&self) -> Vec<String> {
@@ -88,6 +108,7 @@ impl Settings {
         if !(self.insights.unusual_min_kwh.is_finite() && self.insights.unusual_min_kwh >= 0.0) {
             return Err(invalid("insights.unusual_min_kwh", "must be 0 or more kWh"));
         }
+        self.check_price_feeds()?;
         if !["auto", "builtin", "avahi"].contains(&self.mdns.responder.as_str()) {
             return Err(invalid(
                 "mdns.responder",

@@ -89,6 +89,18 @@ pub enum Rates {
         /// Tiers in order; the last has no `up_to_kwh`.
         tiers: Vec<Tier>,
     },
+    /// Each interval at the price of a stored series (day-ahead prices), plus a markup.
+    Dynamic {
+        /// The price series (`PUT /api/tariffs/prices/{series}`).
+        series: String,
+        /// Added to every interval's price, per kWh.
+        #[serde(default)]
+        markup_per_kwh: f64,
+        /// Price of a bucket the series has no price for (absent: such buckets are priced 0
+        /// and named `missing price`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback_price_per_kwh: Option<f64>,
+    },
 }
 
 /// A time-of-use period.
@@ -250,6 +262,13 @@ impl Band {
     }
 }
 
+/// Whether `s` may name a price series: 1 to 64 letters, digits, `-` or `_`.
+pub fn series_name_ok(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Rates, compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Model {
@@ -259,6 +278,37 @@ pub enum Model {
     Tou(Vec<Band>, String, Micro),
     /// (upper bound in mWh or none, price), in order.
     Tiered(Vec<(Option<i64>, Micro)>),
+    /// (series, markup, fallback price).
+    Dynamic(String, Micro, Option<Micro>),
+}
+
+/// A dynamic rate, checked: the series name, the markup and the fallback price.
+fn dynamic(
+    field: &str,
+    series: &str,
+    markup: f64,
+    fallback: Option<f64>,
+) -> Result<Model, TariffError> {
+    if !series_name_ok(series) {
+        return Err(err(
+            format!("{field}.series"),
+            "1 to 64 letters, digits, '-' or '_'",
+        ));
+    }
+    if !(markup.is_finite() && markup.abs() <= 1_000.0) {
+        return Err(err(
+            format!("{field}.markup_per_kwh"),
+            "a number between -1000 and 1000",
+        ));
+    }
+    let fallback = fallback
+        .map(|p| price(&format!("{field}.fallback_price_per_kwh"), p))
+        .transpose()?;
+    Ok(Model::Dynamic(
+        series.to_owned(),
+        (markup * 1e6).round() as Micro,
+        fallback,
+    ))
 }
 
 fn compile_rates(field: &str, r: &Rates) -> Result<Model, TariffError> {
@@ -319,6 +369,11 @@ fn compile_rates(field: &str, r: &Rates) -> Result<Model, TariffError> {
                 )?,
             )
         }
+        Rates::Dynamic {
+            series,
+            markup_per_kwh,
+            fallback_price_per_kwh,
+        } => dynamic(field, series, *markup_per_kwh, *fallback_price_per_kwh)?,
         Rates::Tiered { tiers } => {
             let mut out = Vec::new();
             let mut last = 0i64;
@@ -528,6 +583,17 @@ impl Compiled {
             || self.seasons.iter().any(|s| matches!(s.3, Model::Tiered(_)))
     }
 
+    /// The price series its dynamic rates read.
+    pub fn series(&self) -> Vec<&str> {
+        std::iter::once(&self.base)
+            .chain(self.seasons.iter().map(|s| &s.3))
+            .filter_map(|m| match m {
+                Model::Dynamic(name, _, _) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Start (UTC ms) of the billing period holding `ts_ms`.
     pub fn billing_start(&self, ts_ms: i64) -> i64 {
         use chrono::TimeZone;
@@ -558,6 +624,7 @@ impl Compiled {
             Model::Flat(p) => format!("flat {}", micro_text(*p)),
             Model::Tou(b, _, _) => format!("time-of-use, {} periods", b.len()),
             Model::Tiered(t) => format!("tiered, {} tiers", t.len()),
+            Model::Dynamic(name, _, _) => format!("dynamic prices of {name}"),
         };
         let mut s = model(&self.base);
         for (_, _, name, m) in &self.seasons {

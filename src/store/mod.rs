@@ -19,6 +19,7 @@ pub mod devices;
 pub mod exports;
 pub mod history;
 pub mod maintenance;
+pub mod prices;
 pub mod query;
 mod records;
 pub mod schedules;

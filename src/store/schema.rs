@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 12;
+pub const SCHEMA_VERSION: u64 = 13;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -50,6 +50,8 @@ pub const ALERT_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("aler
 pub const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
 /// bill id → JSON `Bill`.
 pub const BILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("bills");
+/// (price series, interval start ms) → (interval end ms, price per kWh in micro-units).
+pub const PRICES: TableDefinition<(&str, i64), (i64, i64)> = TableDefinition::new("prices");
 
 /// Why the file cannot be used by this build.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,11 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         // 11 → 12: utility bills.
         txn.open_table(BILLS)?;
         v = 12;
+    }
+    if v < 13 {
+        // 12 → 13: price series of dynamic tariffs.
+        txn.open_table(PRICES)?;
+        v = 13;
     }
     meta.insert("schema_version", v)?;
     Ok(())

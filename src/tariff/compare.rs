@@ -26,6 +26,9 @@ pub struct Priced {
     pub per_month: Vec<(i64, i64)>,
     /// Decimals of the minor unit.
     pub decimals: u8,
+    /// Energy (mWh) and its cost with taxes (minor units) per band: time-of-use periods, and
+    /// for dynamic rates `dynamic`, `fallback price` and `missing price` buckets.
+    pub by_band: Vec<(String, i64, i64)>,
 }
 
 /// The local months (in `tz`) that `[start, end)` touches, as (start, end) within it.
@@ -59,12 +62,18 @@ pub fn price_under(
     let (mut energy, mut energy_tax) = (0 as Pico, 0 as Pico);
     let mut per_device: Vec<Pico> = vec![0; devices.len() + 1];
     let mut per_month: Vec<Pico> = vec![0; spans.len()];
-    engine::price(store, &v, devices, start, end, |p| {
+    let mut bands: Vec<(i64, Pico)> = Vec::new();
+    let labels = engine::price(store, &v, devices, start, end, |p| {
         energy += p.cost;
         energy_tax += p.tax;
         per_device[p.dev] += p.cost + p.tax;
         let k = spans.partition_point(|s| s.0 <= p.t).saturating_sub(1);
         per_month[k] += p.cost + p.tax;
+        if bands.len() <= p.band {
+            bands.resize(p.band + 1, (0, 0));
+        }
+        bands[p.band].0 += p.mwh;
+        bands[p.band].1 += p.cost + p.tax;
     })?;
     let (mut fixed, mut fixed_tax) = (0 as Pico, 0 as Pico);
     for (k, (a, b)) in spans.iter().enumerate() {
@@ -90,6 +99,16 @@ pub fn price_under(
             .zip(engine::round_parts(&per_month, d))
             .collect(),
         decimals: d,
+        by_band: labels
+            .bands
+            .iter()
+            .zip(&bands)
+            .zip(engine::round_parts(
+                &bands.iter().map(|b| b.1).collect::<Vec<_>>(),
+                d,
+            ))
+            .map(|((name, b), m)| (name.clone(), b.0, m))
+            .collect(),
     })
 }
 

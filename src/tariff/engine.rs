@@ -162,8 +162,41 @@ enum Rate<'a> {
     Tiers(&'a str, &'a [(Option<i64>, Micro)]),
 }
 
+/// Price series by name, for dynamic rates: the intervals of the range being priced.
+pub type Series = HashMap<String, Vec<crate::store::prices::PricePoint>>;
+
+/// Band name of a dynamic bucket priced from its series.
+pub const DYNAMIC: &str = "dynamic";
+/// Band name of a dynamic bucket its series has no price for, priced at the fallback.
+pub const FALLBACK: &str = "fallback price";
+/// Band name of a dynamic bucket without a price and without a fallback (priced 0).
+pub const MISSING: &str = "missing price";
+
+/// The series the versions in force in `[start, end)` read, loaded from the store.
+pub fn series_of(store: &Store, v: &Versions, start: i64, end: i64) -> store::Result<Series> {
+    let mut out = Series::new();
+    for (c, a, b) in v.spans(start, end) {
+        for name in c.series() {
+            let pts = store.price_points(name, a, b)?;
+            out.entry(name.to_owned()).or_default().extend(pts);
+        }
+    }
+    for pts in out.values_mut() {
+        pts.sort_by_key(|p| p.start_ms);
+        pts.dedup_by_key(|p| p.start_ms);
+    }
+    Ok(out)
+}
+
+/// The price of series `name` for the bucket starting at `t`.
+fn series_price(series: &Series, name: &str, t: i64) -> Option<Micro> {
+    let pts = series.get(name)?;
+    let i = pts.partition_point(|p| p.start_ms <= t).checked_sub(1)?;
+    (pts[i].end_ms > t).then_some(pts[i].micro)
+}
+
 /// The rate of version `c` for the bucket starting at `t`.
-fn rate_at<'a>(c: &'a Compiled, tzc: &mut TzCache, t: i64) -> Rate<'a> {
+fn rate_at<'a>(c: &'a Compiled, tzc: &mut TzCache, t: i64, series: &Series) -> Rate<'a> {
     let l = tzc.local(t);
     let date = date_of(l.day);
     let (model, season) = c.model_on(date);
@@ -178,6 +211,11 @@ fn rate_at<'a>(c: &'a Compiled, tzc: &mut TzCache, t: i64) -> Rate<'a> {
             }
         }
         Model::Tiered(tiers) => Rate::Tiers(season.unwrap_or("tiered"), tiers),
+        Model::Dynamic(name, markup, fallback) => match (series_price(series, name, t), fallback) {
+            (Some(p), _) => Rate::Price(DYNAMIC, p + markup),
+            (None, Some(f)) => Rate::Price(FALLBACK, *f),
+            (None, None) => Rate::Price(MISSING, 0),
+        },
     }
 }
 
@@ -198,6 +236,7 @@ pub fn price(
     } else {
         start
     };
+    let series = series_of(store, v, from, end)?;
     let mut all: Vec<(i64, usize, i64)> = Vec::new();
     for (k, id) in devices.iter().enumerate() {
         for b in store.scan_buckets(id, from, end)? {
@@ -220,7 +259,7 @@ pub fn price(
         let vi = v.index_at(t);
         let c = &v.0[vi];
         let tzc = caches.entry(vi).or_insert_with(|| TzCache::new(c.tz));
-        match rate_at(c, tzc, t) {
+        match rate_at(c, tzc, t, &series) {
             Rate::Price(band_name, p) => {
                 let band = labels.band(band_name);
                 if t < start {
@@ -406,6 +445,13 @@ pub fn constant(v: &Versions, start: i64, end: i64) -> Option<f64> {
 /// bucket (time-of-use bands weighted by their hours); `None` where tiers price a bucket, as
 /// their price depends on the whole household's month.
 pub fn constant_load_price(v: &Versions, start: i64, end: i64) -> Option<f64> {
+    if v.spans(start, end)
+        .iter()
+        .any(|(c, _, _)| !c.series().is_empty())
+    {
+        return None;
+    }
+    let no_series = Series::new();
     let mut caches: HashMap<usize, TzCache> = HashMap::new();
     let (mut sum, mut n) = (0.0f64, 0u32);
     let mut t = start - start.rem_euclid(BUCKET_MS);
@@ -413,7 +459,7 @@ pub fn constant_load_price(v: &Versions, start: i64, end: i64) -> Option<f64> {
         let vi = v.index_at(t);
         let c = &v.0[vi];
         let tzc = caches.entry(vi).or_insert_with(|| TzCache::new(c.tz));
-        match rate_at(c, tzc, t) {
+        match rate_at(c, tzc, t, &no_series) {
             Rate::Price(_, p) => sum += with_tax(p, c.tax_ppm),
             Rate::Tiers(..) => return None,
         }
@@ -438,6 +484,7 @@ pub fn prices(
     let spans = v.spans(start, end);
     // From the bucket before the range: a reading at its start used energy in that one.
     let t0 = start - start.rem_euclid(BUCKET_MS) - BUCKET_MS;
+    let series = series_of(store, v, t0, end)?;
     let mut table = Vec::new();
     let mut caches: HashMap<usize, TzCache> = HashMap::new();
     let mut t = t0;
@@ -445,7 +492,7 @@ pub fn prices(
         let vi = v.index_at(t);
         let c = &v.0[vi];
         let tzc = caches.entry(vi).or_insert_with(|| TzCache::new(c.tz));
-        table.push(match rate_at(c, tzc, t) {
+        table.push(match rate_at(c, tzc, t, &series) {
             Rate::Price(_, p) => with_tax(p, c.tax_ppm),
             // Replaced below where the household used energy.
             Rate::Tiers(_, tiers) => with_tax(tiers[0].1, c.tax_ppm),

@@ -13,6 +13,7 @@
 
 pub mod compare;
 pub mod engine;
+pub mod prices;
 
 use chrono_tz::Tz;
 

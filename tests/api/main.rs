@@ -15,6 +15,7 @@ mod crash;
 mod device_admin;
 mod diskfull;
 mod docs;
+mod dynamic;
 mod energy;
 mod excel;
 mod exports;
