@@ -456,6 +456,41 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A text body (a price upload): 413 over the limit, 408 when it does not arrive in time, 400
+/// when it is not UTF-8 — all in the API's error body.
+#[derive(Debug)]
+pub struct ApiText(pub String);
+
+impl<S: Send + Sync> FromRequest<S> for ApiText {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "Request body too large",
+                    "The request body exceeds the size limit",
+                ));
+            }
+            Err(e) if timed_out(&e) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "REQUEST_TIMEOUT",
+                    "Request timeout",
+                    "The request body did not arrive in time",
+                ));
+            }
+            Err(e) => return Err(ApiError::validation(e.body_text())),
+        };
+        String::from_utf8(bytes.to_vec())
+            .map(ApiText)
+            .map_err(|_| ApiError::validation("The body is not UTF-8 text"))
+    }
+}
+
 /// Whether a body read failed on the server's body timeout.
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);

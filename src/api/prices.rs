@@ -5,7 +5,7 @@
 
 use super::AppState;
 use super::devices::blocking;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiText};
 use super::guard::CurrentUser;
 use crate::audit::{EventType, Severity};
 use crate::clock::rfc3339;
@@ -70,7 +70,7 @@ pub async fn upload(
     Extension(cu): Extension<CurrentUser>,
     ApiPath(series): ApiPath<String>,
     ApiQuery(q): ApiQuery<UploadQuery>,
-    body: String,
+    ApiText(body): ApiText,
 ) -> Result<Json<Value>, ApiError> {
     series_ok(&series)?;
     let layout = layout_of(q.layout.as_deref())?;
