@@ -401,20 +401,7 @@ async fn viewers_cannot_make_rules_and_hostile_bodies_are_refused() {
             .await,
         200
     );
-    let post = |body: String| async move {
-        let r = app
-            .req(Method::POST, "/api/alerts/rules")
-            .header("content-type", "application/json")
-            .header("connection", "close")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (
-            r.status().as_u16(),
-            r.json::<Value>().await.unwrap_or(Value::Null),
-        )
-    };
+    let post = |body: String| app.post_raw("/api/alerts/rules", body);
     let with = |k: &str, v: Value| {
         let mut b = ok.clone();
         b[k] = v;

@@ -109,20 +109,7 @@ async fn a_bill_is_reconciled_with_what_the_plugs_measured() {
 async fn bad_bills_and_strangers_are_refused() {
     let e = env().await;
     let app = &e.app;
-    let post = |body: String| async move {
-        let r = app
-            .req(Method::POST, "/api/bills")
-            .header("content-type", "application/json")
-            .header("connection", "close")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (
-            r.status().as_u16(),
-            r.json::<Value>().await.unwrap_or(Value::Null),
-        )
-    };
+    let post = |body: String| app.post_raw("/api/bills", body);
     let ok = json!({"start": "2024-03-01", "end": "2024-03-31", "kwh": 10, "total": 5});
     let with = |k: &str, v: Value| {
         let mut b = ok.clone();

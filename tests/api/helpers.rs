@@ -430,6 +430,23 @@ impl SimBuilder {
 }
 
 impl TestApp {
+    /// POSTs `body` as JSON text, as it is (a hostile body: too big, malformed), on a
+    /// connection closed after it; the status and the JSON answer (`null` when none).
+    pub async fn post_raw(&self, path: &str, body: String) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .header("connection", "close")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    }
+
     /// Creates alert rule `body` (201 expected); its id.
     pub async fn alert_rule(&self, body: Value) -> String {
         let r = self

@@ -68,15 +68,7 @@ async fn app() -> (TestApp, tempfile::TempDir) {
 }
 
 async fn compare(app: &TestApp, body: String) -> (u16, Value) {
-    let r = app
-        .req(Method::POST, "/api/tariffs/compare")
-        .header("content-type", "application/json")
-        .header("connection", "close")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    app.post_raw("/api/tariffs/compare", body).await
 }
 
 fn cents(v: &Value) -> i64 {
