@@ -37,8 +37,9 @@ pub const DEFAULT_RUN_THRESHOLD_W: f64 = 10.0;
 struct Inner {
     /// Open and acknowledged alerts by key (`rule|device`), read from the store at start.
     open: Option<HashMap<String, Alert>>,
-    /// When a condition started to hold, by key (for `for_minutes`).
-    since: HashMap<String, i64>,
+    /// When a condition started to hold and when it was last seen holding, by key (for
+    /// `for_minutes`).
+    since: HashMap<String, (i64, i64)>,
     /// Appliance runs by key.
     trackers: HashMap<String, Tracker>,
     /// The local day the daily kinds were last checked.
@@ -142,12 +143,14 @@ impl Alerts {
         }
         let records = self.store.device_records()?;
         let devices = self.devices_now(now)?;
+        // Held through the commit: an acknowledgement meanwhile sees the stored state.
         let mut inner = self.lock();
         let mut ch = Changes::default();
-        self.daily(&mut inner, &rules, &records, now, &mut ch)?;
+        if let Err(e) = self.daily(&mut inner, &rules, &records, now, &mut ch) {
+            tracing::warn!(error = %e, "alerts: the daily check failed; it runs again next cycle");
+        }
         self.live(&mut inner, &rules, &records, &devices, now, &mut ch)?;
         self.notify_due(&mut inner, &rules, now, &mut ch)?;
-        drop(inner);
         self.commit(ch)
     }
 
@@ -216,16 +219,19 @@ impl Alerts {
         Ok(out)
     }
 
-    /// The devices a rule covers, by id.
+    /// The devices a rule covers, by id: an entry that names no device any more (a moved
+    /// address, an empty room) covers nothing, the others still count.
     fn covered(rule: &Rule, records: &[DeviceRecord]) -> Vec<String> {
-        let wanted = rule.body.check().unwrap_or_default();
-        store::select::select(&wanted, records)
-            .map(|v| {
-                v.into_iter()
-                    .map(|r| r.info.device_id.to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let mut out: Vec<String> = Vec::new();
+        for w in rule.body.check().unwrap_or_default() {
+            for r in store::select::select(std::slice::from_ref(&w), records).unwrap_or_default() {
+                let id = r.info.device_id.to_string();
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        out
     }
 
     fn live(
@@ -239,6 +245,7 @@ impl Alerts {
     ) -> store::Result<()> {
         let end_after = i64::from(self.settings.insights.run_end_minutes) * 60_000;
         let mut cover: HashMap<String, Vec<String>> = HashMap::new();
+        let mut checked: std::collections::HashSet<String> = Default::default();
         let set: HashMap<&str, f64> = records
             .iter()
             .filter_map(|r| Some((r.info.device_id.as_str(), r.labels.run_threshold_w?)))
@@ -269,8 +276,24 @@ impl Alerts {
                     running = t.running();
                 }
                 let cond = eval::live(rule, d, now, finished.as_ref(), running);
+                checked.insert(k.clone());
                 self.apply(inner, rule, Some(id), cond, now, ch)?;
             }
+        }
+        // An open alert of a live rule whose device it no longer covers (the rule changed, the
+        // device was forgotten) resolves rather than staying open for good.
+        let stale: Vec<(Rule, String)> = self
+            .loaded(inner)?
+            .iter()
+            .filter(|(k, _)| !checked.contains(*k))
+            .filter_map(|(_, a)| {
+                let r = rules.iter().find(|r| r.rule_id == a.rule_id)?;
+                let live = !r.body.kind.daily() && r.body.kind != Kind::BudgetForecast;
+                Some((r.clone(), a.device_id.clone()?)).filter(|_| live)
+            })
+            .collect();
+        for (rule, device) in stale {
+            self.apply(inner, &rule, Some(&device), Cond::Clear, now, ch)?;
         }
         Ok(())
     }
@@ -288,13 +311,14 @@ impl Alerts {
         if inner.last_daily == Some(today) {
             return Ok(());
         }
-        inner.last_daily = Some(today);
         let wanted: Vec<&Rule> = rules.iter().filter(|r| r.body.kind.daily()).collect();
         let needs_runs = rules.iter().any(|r| r.body.kind == Kind::ApplianceFinished);
         if wanted.is_empty() && !needs_runs {
+            inner.last_daily = Some(today);
             return Ok(());
         }
         let report = self.insights(now)?;
+        inner.last_daily = Some(today);
         for d in &report.devices {
             if let Some(r) = &d.runs {
                 inner.learned.insert(d.id.to_string(), r.threshold_w);
@@ -363,11 +387,17 @@ impl Alerts {
             Cond::Keep => return Ok(()),
             Cond::Clear => {
                 inner.since.remove(&k);
+                let quiet = self.quiet(rule, now);
                 if let Some(mut a) = self.loaded(inner)?.remove(&k) {
                     a.state = State::Resolved;
                     a.resolved_ms = Some(now);
                     ch.events.push(event(EventType::AlertResolved, &a));
-                    ch.notices.push(Notice::new("alert.resolved", &a, rule));
+                    // Only an alert that was told is told resolved, and not in quiet hours or
+                    // while snoozed (the alert list has it either way).
+                    let snoozed = a.snoozed_until_ms.is_some_and(|t| now < t);
+                    if a.notified_ms.is_some() && !quiet && !snoozed {
+                        ch.notices.push(Notice::new("alert.resolved", &a, rule));
+                    }
                     ch.alerts.push(a);
                 }
                 return Ok(());
@@ -375,7 +405,14 @@ impl Alerts {
             Cond::Holds { message, value } => (message, value, false),
             Cond::Event { message, value } => (message, value, true),
         };
-        let since = *inner.since.entry(k.clone()).or_insert(now);
+        // Seen holding again after longer than `for_minutes` without a reading (an outage):
+        // the wait starts again.
+        let seen = inner.since.entry(k.clone()).or_insert((now, now));
+        if delay > 0 && now - seen.1 > delay {
+            *seen = (now, now);
+        }
+        seen.1 = now;
+        let since = seen.0;
         let open = self.loaded(inner)?;
         match open.get_mut(&k) {
             Some(a) => {
@@ -416,6 +453,17 @@ impl Alerts {
         Ok(())
     }
 
+    /// Whether `rule`'s quiet hours hold at `now` (the daemon's zone).
+    fn quiet(&self, rule: &Rule, now: i64) -> bool {
+        use chrono::{TimeZone, Timelike};
+        let local = self.tz.timestamp_millis_opt(now).unwrap();
+        let minute = local.hour() * 60 + local.minute();
+        rule.body
+            .quiet_hours
+            .as_ref()
+            .is_some_and(|q| q.holds(minute))
+    }
+
     /// Notices for open alerts never told (quiet hours or a snooze over) or due again after
     /// the cool-down.
     fn notify_due(
@@ -440,8 +488,12 @@ impl Alerts {
             let snoozed = a.snoozed_until_ms.is_some_and(|t| now < t);
             let due = match a.notified_ms {
                 None => true,
+                // Events are told once each; daily kinds once a day at most (their check).
                 Some(t) => {
-                    rule.body.kind != Kind::ApplianceFinished && now - t >= rule.body.cooldown_ms()
+                    rule.body.kind != Kind::ApplianceFinished
+                        && !rule.body.kind.daily()
+                        && rule.body.kind != Kind::BudgetForecast
+                        && now - t >= rule.body.cooldown_ms()
                 }
             };
             if a.state != State::Open || quiet || snoozed || !due {
@@ -484,10 +536,10 @@ impl Alerts {
         let now = self.clock.now_ms();
         let mut inner = self.lock();
         let open = self.loaded(&mut inner)?;
-        let mut a = match open.values().find(|a| a.alert_id == id) {
-            Some(a) => a.clone(),
+        let (mut a, was_open) = match open.values().find(|a| a.alert_id == id) {
+            Some(a) => (a.clone(), true),
             None => match self.store.alert(id)? {
-                Some(a) => a,
+                Some(a) => (a, false),
                 None => return Ok(None),
             },
         };
@@ -498,13 +550,14 @@ impl Alerts {
             "state": a.state, "snoozed_until": a.snoozed_until_ms.map(crate::clock::rfc3339)});
         self.store
             .alerts_put(&[&a], vec![Pending::new(&self.audit_key, by, now)])?;
-        if a.state != State::Resolved {
+        if was_open {
             open.insert(key(&a.rule_id, a.device_id.as_deref()), a.clone());
         }
         Ok(Some(a))
     }
 
-    /// Resolves every open alert of rule `rule_id` (it was deleted).
+    /// Resolves every open alert of rule `rule_id` and forgets its timers and runs (it was
+    /// deleted or changed).
     pub fn forget_rule(&self, rule_id: &str) -> store::Result<()> {
         let now = self.clock.now_ms();
         let mut inner = self.lock();

@@ -18,12 +18,14 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// A rule as the API shows it: webhook secrets are never returned.
+/// A rule as the API shows it: a webhook shows only its origin (its path is often its
+/// token) and whether it is signed, never its secret.
 fn rule_json(r: &Rule) -> Value {
     let mut v = json!(r.body);
     if let Some(cs) = v["channels"].as_array_mut() {
         for (c, orig) in cs.iter_mut().zip(&r.body.channels) {
-            if let Channel::Out(Out::Webhook { secret, .. }) = orig {
+            if let Channel::Out(Out::Webhook { url, secret }) = orig {
+                c["url"] = json!(crate::notify::origin(url));
                 c["secret"] = Value::Null;
                 c["signed"] = json!(secret.is_some());
             }
@@ -135,6 +137,9 @@ pub async fn put_rule(
         ..old.clone()
     };
     store_rule(&st, &cu, Some(old), new.clone()).await?;
+    // A changed rule starts again: its open alerts resolve, its runs and timers are forgotten.
+    let (alerts, rid) = (st.work.alerts.clone(), new.rule_id.clone());
+    blocking(move || alerts.forget_rule(&rid)).await??;
     Ok(Json(rule_json(&new)))
 }
 

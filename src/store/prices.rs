@@ -4,7 +4,7 @@
 use super::audit::Pending;
 use super::schema::PRICES;
 use super::{Result, Store};
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 /// One interval of a price series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,16 +47,39 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores `points` into `series`, with `audit`, in one transaction.
+    /// Stores `points` (in order, not overlapping) into `series`, with `audit`, in one
+    /// transaction: what was stored for their span is replaced, and an earlier interval that
+    /// ran into it is cut short, so intervals never overlap.
     pub fn prices_put(
         &self,
         series: &str,
         points: &[PricePoint],
         audit: Pending<'_>,
     ) -> Result<()> {
+        let (Some(first), Some(last)) = (points.first(), points.last()) else {
+            return Ok(());
+        };
+        let (from, to) = (first.start_ms, last.end_ms);
         let txn = self.begin_write()?;
         {
             let mut t = txn.open_table(PRICES)?;
+            let before = t
+                .range((series, i64::MIN)..(series, from))?
+                .next_back()
+                .transpose()?
+                .map(|(k, v)| (k.value().1, v.value()));
+            if let Some((start, (end, micro))) = before
+                && end > from
+            {
+                t.insert((series, start), (from, micro))?;
+            }
+            let old: Vec<i64> = t
+                .range((series, from)..(series, to))?
+                .map(|e| e.map(|(k, _)| k.value().1))
+                .collect::<std::result::Result<_, _>>()?;
+            for start in old {
+                t.remove((series, start))?;
+            }
             for p in points {
                 t.insert((series, p.start_ms), (p.end_ms, p.micro))?;
             }

@@ -235,6 +235,10 @@ async fn power_above_waits_its_minutes_and_cool_down_and_quiet_hours_hold_notice
             "quiet_hours": {"start": "22:00", "end": "06:30"}, "channels": [web]}),
         )
         .await;
+    // The rule shows its webhook's origin only (a webhook's path is often its token).
+    let (_, shown) = e.app.get(&format!("/api/alerts/rules/{slow}")).await;
+    let origin = hook.trim_end_matches("/hook");
+    assert_eq!(shown["channels"][0]["url"], origin, "{shown}");
     // "Send test": a test notice on every channel now.
     let (s, v) = e.app.post(&format!("/api/alerts/rules/{slow}/test")).await;
     assert_eq!((s, &v["results"][0]["ok"]), (200, &json!(true)), "{v}");

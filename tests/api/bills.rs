@@ -270,6 +270,14 @@ async fn the_bill_shared_out_adds_up_to_its_total_under_every_method() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let huge = json!({"export_type": "cost_analysis", "format": "json", "allocation": {"bill_id": id, "method": {"weights": {"HEATER01": 1e20}}}});
+    let r = app
+        .req(Method::POST, "/api/exports/create")
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a weight that would overflow is refused");
     let other = json!({"export_type": "device_data", "format": "csv", "allocation": {"bill_id": id, "method": "equal"}});
     let r = app
         .req(Method::POST, "/api/exports/create")

@@ -262,6 +262,29 @@ async fn a_feed_is_fetched_from_an_allowed_url_and_refused_elsewhere() {
         v["message"].as_str().unwrap().contains("webhook_allow"),
         "{v}"
     );
+    // A coarser upload replaces what was stored for its span: four quarter-hours, then the hour.
+    let quarters = "start,price_per_kwh\n2024-06-01T00:00:00Z,0.1\n2024-06-01T00:15:00Z,0.2\n2024-06-01T00:30:00Z,0.3\n2024-06-01T00:45:00Z,0.4\n";
+    let (s, _) = send(
+        app,
+        Method::PUT,
+        "/api/tariffs/prices/fix?layout=csv",
+        quarters.into(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = send(
+        app,
+        Method::PUT,
+        "/api/tariffs/prices/fix?layout=csv",
+        "start,price_per_kwh\n2024-06-01T00:00:00Z,0.5\n".into(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, list) = app
+        .get("/api/tariffs/prices/fix?start=2024-06-01T00:00:00Z&end=2024-06-01T01:00:00Z")
+        .await;
+    assert_eq!(list["prices"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["prices"][0]["price_per_kwh"], 0.5);
     // Bad uploads are refused.
     for (layout, body) in [
         ("csv", "start,price_per_kwh\nnot a time,1"),

@@ -53,10 +53,13 @@ pub fn parse(v: Option<&serde_json::Value>) -> Result<Option<Allocation>, Reques
         ))
     })?;
     if let Method::Weights(w) = &a.method
-        && (w.is_empty() || w.len() > 200 || w.values().any(|x| !(x.is_finite() && *x >= 0.0)))
+        && (w.is_empty()
+            || w.len() > 200
+            || w.values()
+                .any(|x| !(x.is_finite() && (0.0..=1e6).contains(x))))
     {
         return Err(bad(
-            "allocation.method.weights: 1 to 200 weights of 0 or more",
+            "allocation.method.weights: 1 to 200 weights from 0 to 1000000",
         ));
     }
     Ok(Some(a))
