@@ -142,7 +142,7 @@ impl Alerts {
             return Ok(Vec::new());
         }
         let records = self.store.device_records()?;
-        let devices = self.devices_now(now)?;
+        let devices = self.devices_now(now, &rules)?;
         // Held through the commit: an acknowledgement meanwhile sees the stored state.
         let mut inner = self.lock();
         let mut ch = Changes::default();
@@ -182,9 +182,14 @@ impl Alerts {
         Ok(ch.notices)
     }
 
-    /// The devices' newest state: last reading, fresh power, energy since local midnight.
-    fn devices_now(&self, now: i64) -> store::Result<HashMap<String, DeviceNow>> {
+    /// The devices' newest state: last reading, and what the `rules` read of it — fresh power
+    /// (power and run rules), energy since local midnight (energy rules); nothing is read that
+    /// no rule needs, as this runs after every poll cycle.
+    fn devices_now(&self, now: i64, rules: &[Rule]) -> store::Result<HashMap<String, DeviceNow>> {
         use crate::domain::rollup::{Period, period_start};
+        let needs = |kinds: &[Kind]| rules.iter().any(|r| kinds.contains(&r.body.kind));
+        let power = needs(&[Kind::PowerAbove, Kind::PowerBelow, Kind::ApplianceFinished]);
+        let energy = needs(&[Kind::DailyEnergyAbove]);
         let fresh = 3 * i64::try_from(self.settings.poll.interval.0.as_millis()).unwrap_or(60_000);
         let day0 = period_start(now, Period::Day, self.tz);
         let summaries = self.store.devices()?;
@@ -195,16 +200,22 @@ impl Alerts {
                 continue;
             }
             let id = &r.info.device_id;
-            let newest = self
-                .store
-                .scan_samples(id, now - fresh, now + 1)?
-                .last()
-                .transpose()?;
-            let today: i64 = self
-                .store
-                .scan_buckets(id, day0, now + 1)?
-                .map(|b| b.map(|b| b.energy_mwh))
-                .sum::<store::Result<i64>>()?;
+            let newest = if power {
+                self.store
+                    .scan_samples(id, now - fresh, now + 1)?
+                    .last()
+                    .transpose()?
+            } else {
+                None
+            };
+            let today: i64 = if energy {
+                self.store
+                    .scan_buckets(id, day0, now + 1)?
+                    .map(|b| b.map(|b| b.energy_mwh))
+                    .sum::<store::Result<i64>>()?
+            } else {
+                0
+            };
             out.insert(
                 id.to_string(),
                 DeviceNow {
@@ -348,16 +359,12 @@ impl Alerts {
 
     /// The household's insights now (for the daily kinds).
     fn insights(&self, now: i64) -> store::Result<crate::insights::Report> {
-        let mut list = self.store.tariffs()?;
-        if list.is_empty() {
-            list.push(self.settings.tariff.clone());
-        }
-        let tariffs = crate::tariff::Versions::compile(&list, self.tz)
-            .map_err(|e| store::Error::Invalid(e.to_string()))?;
-        let stored: Option<crate::insights::Stored> =
-            self.store.setting(crate::insights::SETTING)?;
-        let params =
-            crate::insights::Params::of(&self.settings.insights, stored.map(|s| s.monthly_budget));
+        let tariffs = crate::tariff::Versions::load(&self.store, &self.settings.tariff, self.tz)
+            .map_err(|e| match e {
+                crate::tariff::LoadError::Store(e) => e,
+                e => store::Error::Invalid(e.to_string()),
+            })?;
+        let params = crate::insights::Params::in_force(&self.settings.insights, &self.store)?;
         crate::insights::compute::compute(
             &self.store,
             &tariffs,

@@ -120,17 +120,8 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     series_ok(&series)?;
     let tz = st.site.timezone;
-    let when = |f, s: &str, end| {
-        crate::domain::bill::instant(f, s, tz, end)
-            .map_err(|e| ApiError::bad_request("INVALID_DATE_RANGE", e.to_string()))
-    };
-    let (start, end) = (when("start", &q.start, false)?, when("end", &q.end, true)?);
-    if end <= start || end - start > 400 * 86_400_000 {
-        return Err(ApiError::bad_request(
-            "INVALID_DATE_RANGE",
-            "end after start, at most 400 days",
-        ));
-    }
+    let (start, end) = crate::domain::bill::period(("start", "end"), &q.start, &q.end, tz, 400)
+        .map_err(|e| ApiError::bad_request("INVALID_DATE_RANGE", e.to_string()))?;
     let (store, s) = (st.store.clone(), series.clone());
     let pts = blocking(move || store.price_points(&s, start, end)).await??;
     let mut gaps = Vec::new();

@@ -97,8 +97,6 @@ pub async fn put(
     Ok(Json(view(&versions, now)))
 }
 
-/// Most tariffs one comparison takes.
-pub const MAX_COMPARE: usize = 10;
 /// Longest period a comparison prices, days.
 pub const MAX_COMPARE_DAYS: i64 = 400;
 
@@ -120,52 +118,33 @@ pub struct CompareRange {
     end: String,
 }
 
-/// A tariff of the comparison: its name (or `tariff N`) and its compiled form.
-fn compare_tariff(i: usize, v: &Value, tz: chrono_tz::Tz) -> Result<(String, Compiled), ApiError> {
-    let (name, body) = match v.get("tariff") {
-        Some(t) => (
-            v.get("name").and_then(Value::as_str).map(str::to_owned),
-            t.clone(),
-        ),
-        None => (None, v.clone()),
-    };
-    let t: Tariff =
-        serde_json::from_value(body).map_err(|e| invalid(format!("tariffs[{i}]: {e}")))?;
-    let c = Compiled::new(&t, tz).map_err(|e| invalid(format!("tariffs[{i}].{e}")))?;
-    let name = name
-        .filter(|n| !n.trim().is_empty() && n.chars().count() <= 100)
-        .unwrap_or_else(|| format!("tariff {}", i + 1));
-    Ok((name, c))
-}
-
 /// `POST /api/tariffs/compare`: the stored history of a period priced under each tariff.
 pub async fn compare(
     State(st): State<AppState>,
     ApiJson(body): ApiJson<CompareBody>,
 ) -> Result<Json<Value>, ApiError> {
-    use crate::domain::bill::instant;
+    use crate::domain::bill::period;
     let tz = st.site.timezone;
-    if body.tariffs.is_empty() || body.tariffs.len() > MAX_COMPARE {
-        return Err(invalid(format!("tariffs: 1 to {MAX_COMPARE} tariffs")));
-    }
-    let when = |f, s: &str, end| {
-        instant(f, s, tz, end)
-            .map_err(|e| ApiError::bad_request("INVALID_DATE_RANGE", e.to_string()))
-    };
-    let start = when("date_range.start", &body.date_range.start, false)?;
-    let end = when("date_range.end", &body.date_range.end, true)?;
-    if end <= start || end - start > MAX_COMPARE_DAYS * 86_400_000 + 3_600_000 {
-        return Err(ApiError::bad_request(
-            "INVALID_DATE_RANGE",
-            format!("date_range: the end after the start, at most {MAX_COMPARE_DAYS} days"),
-        ));
-    }
-    let tariffs: Vec<(String, Compiled)> = body
-        .tariffs
-        .iter()
-        .enumerate()
-        .map(|(i, v)| compare_tariff(i, v, tz))
-        .collect::<Result<_, _>>()?;
+    let r = &body.date_range;
+    let (start, end) = period(
+        ("date_range.start", "date_range.end"),
+        &r.start,
+        &r.end,
+        tz,
+        MAX_COMPARE_DAYS,
+    )
+    .map_err(|e| ApiError::bad_request("INVALID_DATE_RANGE", e.to_string()))?;
+    let tariffs: Vec<(String, Compiled)> =
+        crate::tariff::compare::named(&body.tariffs, "tariffs", tz)
+            .map_err(invalid)?
+            .into_iter()
+            .map(|n| {
+                Ok((
+                    n.name,
+                    Compiled::new(&n.tariff, tz).map_err(|e| invalid(e.to_string()))?,
+                ))
+            })
+            .collect::<Result<_, ApiError>>()?;
     let currency = tariffs[0].1.source.currency.clone();
     if tariffs.iter().any(|(_, c)| c.source.currency != currency) {
         return Err(invalid(

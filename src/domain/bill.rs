@@ -53,8 +53,8 @@ fn err(field: &'static str, message: impl Into<String>) -> BillError {
 }
 
 /// A date (its local midnight, or the next one for an inclusive `end`) or an RFC 3339 time;
-/// how bills and tariff comparisons read their periods.
-pub fn instant(field: &'static str, s: &str, tz: Tz, end: bool) -> Result<i64, BillError> {
+/// how [`period`] reads its two ends.
+fn instant(field: &'static str, s: &str, tz: Tz, end: bool) -> Result<i64, BillError> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         let d = if end { d.succ_opt().unwrap_or(d) } else { d };
         return Ok(crate::domain::rollup::local_midnight(d, tz));
@@ -62,6 +62,30 @@ pub fn instant(field: &'static str, s: &str, tz: Tz, end: bool) -> Result<i64, B
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
         .map_err(|_| err(field, "a date YYYY-MM-DD or an RFC 3339 time"))
+}
+
+/// A period `[start, end)` from a start and an inclusive end (dates or RFC 3339 times, dates
+/// read in `tz`), at most `max_days` long (an hour more across a DST change); `fields` name
+/// the two in errors. How bills, tariff comparisons and price listings read their periods.
+pub fn period(
+    fields: (&'static str, &'static str),
+    start: &str,
+    end: &str,
+    tz: Tz,
+    max_days: i64,
+) -> Result<(i64, i64), BillError> {
+    let a = instant(fields.0, start, tz, false)?;
+    let b = instant(fields.1, end, tz, true)?;
+    if b <= a {
+        return Err(err(fields.1, "after start"));
+    }
+    if b - a > max_days * 86_400_000 + 3_600_000 {
+        return Err(err(
+            fields.1,
+            format!("at most {max_days} days after start"),
+        ));
+    }
+    Ok((a, b))
 }
 
 fn amount(field: &'static str, v: f64, zero: bool) -> Result<(), BillError> {
@@ -75,14 +99,7 @@ fn amount(field: &'static str, v: f64, zero: bool) -> Result<(), BillError> {
 impl BillBody {
     /// Checks every field; the period `[start, end)` in UTC ms, dates read in `tz`.
     pub fn check(&self, tz: Tz) -> Result<(i64, i64), BillError> {
-        let start = instant("start", &self.start, tz, false)?;
-        let end = instant("end", &self.end, tz, true)?;
-        if end <= start {
-            return Err(err("end", "after start"));
-        }
-        if end - start > MAX_DAYS * 86_400_000 + 3_600_000 {
-            return Err(err("end", format!("at most {MAX_DAYS} days after start")));
-        }
+        let (start, end) = period(("start", "end"), &self.start, &self.end, tz, MAX_DAYS)?;
         amount("kwh", self.kwh, false)?;
         amount("total", self.total, true)?;
         if let Some(s) = self.standing_charge {

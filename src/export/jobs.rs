@@ -265,11 +265,11 @@ impl Exporter {
 
     /// The tariff versions (the configured tariff when none is stored yet).
     pub fn tariffs(&self) -> Result<crate::tariff::Versions, CreateError> {
-        let mut list = self.store.tariffs()?;
-        if list.is_empty() {
-            list.push(self.cfg.settings.tariff.clone());
-        }
-        Ok(crate::tariff::Versions::compile(&list, self.cfg.tz)?)
+        use crate::tariff::{LoadError, Versions};
+        Versions::load(&self.store, &self.cfg.settings.tariff, self.cfg.tz).map_err(|e| match e {
+            LoadError::Store(e) => CreateError::Store(e),
+            LoadError::Tariff(e) => CreateError::Tariff(e),
+        })
     }
 
     /// A preview slot (as many as export slots, apart from them); None once the daemon stops.

@@ -213,6 +213,15 @@ pub struct Params {
 }
 
 impl Params {
+    /// The parameters in force: `config`'s, with a budget set through the API over it.
+    pub fn in_force(
+        config: &crate::config::Insights,
+        store: &crate::store::Store,
+    ) -> crate::store::Result<Self> {
+        let stored: Option<Stored> = store.setting(SETTING)?;
+        Ok(Self::of(config, stored.map(|s| s.monthly_budget)))
+    }
+
     /// From the `[insights]` settings and a budget set through the API (which wins).
     pub fn of(s: &crate::config::Insights, stored_budget: Option<Option<f64>>) -> Self {
         Self {
@@ -257,10 +266,9 @@ impl Insights {
         }
     }
 
-    /// The parameters in force: the config file's, with a budget set through the API over it.
+    /// The parameters in force (see [`Params::in_force`]).
     pub fn params(&self, store: &crate::store::Store) -> crate::store::Result<Params> {
-        let stored: Option<Stored> = store.setting(SETTING)?;
-        Ok(Params::of(&self.config, stored.map(|s| s.monthly_budget)))
+        Params::in_force(&self.config, store)
     }
 
     /// The report as of `now_ms`: the cached one when younger than `max_age_ms` and not from

@@ -9,6 +9,46 @@ use crate::domain::rollup::{Period, period_start};
 use crate::store::{self, Store};
 use chrono_tz::Tz;
 
+/// Most tariffs one comparison takes.
+pub const MAX_TARIFFS: usize = 10;
+
+/// A tariff to compare, with its name.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Named {
+    /// Its name (`tariff N` when none was given).
+    pub name: String,
+    /// The tariff.
+    pub tariff: super::Tariff,
+}
+
+/// Reads the tariffs of a comparison (`field` names them in errors): 1 to [`MAX_TARIFFS`],
+/// each a tariff body or `{"name", "tariff"}`, checked as `PUT /api/tariffs` checks a version
+/// (in `tz`; the `effective_from` aside).
+pub fn named(list: &[serde_json::Value], field: &str, tz: Tz) -> Result<Vec<Named>, String> {
+    if list.is_empty() || list.len() > MAX_TARIFFS {
+        return Err(format!("{field}: a list of 1 to {MAX_TARIFFS} tariffs"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (name, body) = match t.get("tariff") {
+                Some(b) => (
+                    t.get("name").and_then(|n| n.as_str()).map(str::to_owned),
+                    b.clone(),
+                ),
+                None => (None, t.clone()),
+            };
+            let tariff: super::Tariff =
+                serde_json::from_value(body).map_err(|e| format!("{field}[{i}]: {e}"))?;
+            Compiled::new(&tariff, tz).map_err(|e| format!("{field}[{i}].{e}"))?;
+            let name = name
+                .filter(|n| !n.trim().is_empty() && n.chars().count() <= 100)
+                .unwrap_or_else(|| format!("tariff {}", i + 1));
+            Ok(Named { name, tariff })
+        })
+        .collect()
+}
+
 /// One tariff's price of the history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Priced {

@@ -23,6 +23,17 @@ pub use crate::domain::tariff::{
     TouPeriod, micro_text, parse_start,
 };
 
+/// Why the versions in force cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// A stored version does not compile.
+    #[error("stored tariff: {0}")]
+    Tariff(#[from] TariffError),
+}
+
 /// Tariff versions in force over time, oldest first; each applies until the next begins.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versions(pub Vec<Compiled>);
@@ -91,6 +102,16 @@ impl Versions {
             }
         }
         out
+    }
+
+    /// The versions in force: the stored ones, or `seed` (the config file's tariff) before any
+    /// was stored.
+    pub fn load(store: &crate::store::Store, seed: &Tariff, tz: Tz) -> Result<Self, LoadError> {
+        let mut list = store.tariffs()?;
+        if list.is_empty() {
+            list.push(seed.clone());
+        }
+        Ok(Self::compile(&list, tz)?)
     }
 
     /// The newest version.

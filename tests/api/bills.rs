@@ -263,27 +263,12 @@ async fn the_bill_shared_out_adds_up_to_its_total_under_every_method() {
     assert_eq!(lines, 2_000);
     // A bill that does not exist, or a malformed allocation, is refused.
     let bad = json!({"export_type": "cost_analysis", "format": "json", "allocation": {"bill_id": id, "method": "by_magic"}});
-    let r = app
-        .req(Method::POST, "/api/exports/create")
-        .json(&bad)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let (s, v) = app.post_raw("/api/exports/create", bad.to_string()).await;
+    assert_eq!(s, 400, "{v}");
     let huge = json!({"export_type": "cost_analysis", "format": "json", "allocation": {"bill_id": id, "method": {"weights": {"HEATER01": 1e20}}}});
-    let r = app
-        .req(Method::POST, "/api/exports/create")
-        .json(&huge)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400, "a weight that would overflow is refused");
+    let (s, v) = app.post_raw("/api/exports/create", huge.to_string()).await;
+    assert_eq!(s, 400, "a weight that would overflow is refused: {v}");
     let other = json!({"export_type": "device_data", "format": "csv", "allocation": {"bill_id": id, "method": "equal"}});
-    let r = app
-        .req(Method::POST, "/api/exports/create")
-        .json(&other)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let (s, v) = app.post_raw("/api/exports/create", other.to_string()).await;
+    assert_eq!(s, 400, "{v}");
 }

@@ -7,7 +7,6 @@ use kasad::clock::{ManualClock, SharedClock};
 use kasad::domain::{DeviceId, Reading};
 use kasad::store::Store;
 use kasad::store::write::{Batch, apply};
-use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -231,11 +230,6 @@ async fn a_cost_analysis_compares_tariffs_in_a_table_and_a_chart() {
     assert!(pdf.starts_with(b"%PDF"));
     // Bad lists are refused when the export is created.
     let bad = json!({"export_type": "cost_analysis", "format": "json", "compare_tariffs": []});
-    let r = app
-        .req(Method::POST, "/api/exports/create")
-        .json(&bad)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let (s, v) = app.post_raw("/api/exports/create", bad.to_string()).await;
+    assert_eq!(s, 400, "{v}");
 }

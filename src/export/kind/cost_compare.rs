@@ -7,53 +7,19 @@ use crate::export::plan::Plan;
 use crate::export::report::{Chart, ChartKind, Line, Part, Table, V, col};
 use crate::export::request::{RequestError, bad};
 use crate::store::Store;
+use crate::tariff::Compiled;
 use crate::tariff::compare::price_under;
 use crate::tariff::engine::minor_value;
-use crate::tariff::{Compiled, Tariff};
-use serde::{Deserialize, Serialize};
 
-/// Most tariffs one comparison takes.
-pub const MAX: usize = 10;
+pub use crate::tariff::compare::Named;
 
-/// A tariff to compare, with its name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Named {
-    /// Its name (`tariff N` when none was given).
-    pub name: String,
-    /// The tariff.
-    pub tariff: Tariff,
-}
-
-/// Parses `compare_tariffs`: 1 to 10 tariffs, each a tariff body or `{"name", "tariff"}`,
-/// checked as `PUT /api/tariffs` checks them (the `effective_from` aside).
+/// Parses `compare_tariffs` ([`crate::tariff::compare::named`]; absent: none).
 pub fn parse(v: Option<&serde_json::Value>) -> Result<Vec<Named>, RequestError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(Vec::new());
     };
-    let list = v
-        .as_array()
-        .filter(|a| !a.is_empty() && a.len() <= MAX)
-        .ok_or_else(|| bad(format!("compare_tariffs: a list of 1 to {MAX} tariffs")))?;
-    list.iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let (name, body) = match t.get("tariff") {
-                Some(b) => (
-                    t.get("name").and_then(|n| n.as_str()).map(str::to_owned),
-                    b.clone(),
-                ),
-                None => (None, t.clone()),
-            };
-            let tariff: Tariff = serde_json::from_value(body)
-                .map_err(|e| bad(format!("compare_tariffs[{i}]: {e}")))?;
-            Compiled::new(&tariff, chrono_tz::Tz::UTC)
-                .map_err(|e| bad(format!("compare_tariffs[{i}].{e}")))?;
-            let name = name
-                .filter(|n| !n.trim().is_empty() && n.chars().count() <= 100)
-                .unwrap_or_else(|| format!("tariff {}", i + 1));
-            Ok(Named { name, tariff })
-        })
-        .collect()
+    let list = v.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    crate::tariff::compare::named(list, "compare_tariffs", chrono_tz::Tz::UTC).map_err(bad)
 }
 
 /// The "What if" part.

@@ -7,7 +7,7 @@ use super::system_report::Runtime;
 use crate::export::pipeline::RenderError;
 use crate::export::plan::Plan;
 use crate::export::report::{Part, Table, V, col};
-use crate::insights::{DayCache, Params, Stored, compute::compute};
+use crate::insights::{DayCache, Params, compute::compute};
 use crate::store::Store;
 
 /// Name and title of the section.
@@ -28,8 +28,7 @@ pub fn part(
     now_ms: i64,
 ) -> Result<Part, RenderError> {
     let config = runtime.map(|r| r.insights.clone()).unwrap_or_default();
-    let stored: Option<Stored> = store.setting(crate::insights::SETTING)?;
-    let params = Params::of(&config, stored.map(|s| s.monthly_budget));
+    let params = Params::in_force(&config, store)?;
     let at = now_ms.min(plan.end_ms - 1);
     let rep = compute(
         store,
