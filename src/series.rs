@@ -1,6 +1,7 @@
 //! Reading series for the API and exports: raw rows or rollups at 15 minutes, hours or local
 //! days, for a plug, an outlet, or a whole strip (the sum of its outlets).
 
+use crate::domain::provenance::{Source, Unmeasured};
 use crate::domain::rollup::{Period, aggregate, period_start};
 use crate::domain::{Bucket, DeviceId, DeviceType};
 use crate::store::{self, RawRow, Store};
@@ -72,6 +73,24 @@ pub struct Point {
     pub on_ms: Option<i64>,
     /// Readings in the period.
     pub samples: u32,
+    /// The energy that was not measured (raw: all of an imported reading's).
+    pub unmeasured: Unmeasured,
+}
+
+impl Point {
+    /// A raw reading's source (`measured` or `imported`); a period's quality (`measured` or
+    /// `mixed`).
+    pub fn quality(&self, raw: bool) -> &'static str {
+        match (raw, self.unmeasured.single()) {
+            (true, Some(s)) => s.name(),
+            _ => self.unmeasured.quality(),
+        }
+    }
+
+    /// The share of the period's energy that was measured (0–1).
+    pub fn measured_share(&self) -> f64 {
+        self.unmeasured.measured_share(self.energy_mwh)
+    }
 }
 
 fn from_raw(r: &RawRow) -> Point {
@@ -88,6 +107,7 @@ fn from_raw(r: &RawRow) -> Point {
         is_on: r.reading.relay_on,
         on_ms: None,
         samples: 1,
+        unmeasured: raw_source(r),
     }
 }
 
@@ -105,7 +125,17 @@ fn from_bucket(b: &Bucket) -> Point {
         is_on: b.on_ms > 0,
         on_ms: Some(b.on_ms),
         samples: b.samples,
+        unmeasured: b.unmeasured,
     }
+}
+
+/// What a raw row says of its energy's source.
+pub fn raw_source(r: &RawRow) -> Unmeasured {
+    let mut u = Unmeasured::default();
+    if r.imported {
+        u.add(Source::Imported, r.energy_wh * 1000);
+    }
+    u
 }
 
 /// Sums strip outlets that share timestamps: power, current and energy add; voltage is the
@@ -137,6 +167,7 @@ fn sum_points(parts: Vec<Vec<Point>>) -> Vec<Point> {
                 acc.current_ma = add(acc.current_ma, p.current_ma);
                 acc.voltage_mv = add(acc.voltage_mv, p.voltage_mv);
                 acc.energy_mwh += p.energy_mwh;
+                acc.unmeasured.merge(&p.unmeasured);
                 acc.is_on |= p.is_on;
                 acc.on_ms = acc.on_ms.max(p.on_ms);
                 acc.samples = acc.samples.max(p.samples);

@@ -171,8 +171,10 @@ fn point_json(p: &Point, rollup: bool) -> Value {
         "power_w": unit(p.power_mw), "voltage": unit(p.voltage_mv), "current": unit(p.current_ma),
         "energy_kwh": kwh(p.energy_mwh), "total_kwh": p.counter_wh.map(|c| c as f64 / 1000.0),
         "is_on": p.is_on,
+        "quality": p.quality(!rollup),
     });
     if rollup {
+        v["measured_share"] = json!(p.measured_share());
         v["power_min_w"] = json!(p.power_min_mw.map(|x| x as f64 / 1000.0));
         v["power_max_w"] = json!(p.power_max_mw.map(|x| x as f64 / 1000.0));
         v["on_seconds"] = json!(p.on_ms.map(|x| x / 1000));

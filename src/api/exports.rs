@@ -9,7 +9,7 @@ use super::guard::{CurrentUser, issue_ticket};
 use crate::audit::{Event, EventType, Severity};
 use crate::auth::Role;
 use crate::clock::rfc3339;
-use crate::export::fields::{TEXT_FIELDS, VALUE_FIELDS};
+use crate::export::fields::{PROVENANCE_FIELDS, TEXT_FIELDS, VALUE_FIELDS};
 use crate::export::jobs::{CreateError, PREVIEW_NICE, in_background};
 use crate::export::request::{CreateRequest, DateRange, Devices, OptionsBody};
 use crate::export::{ExportRecord, FORMATS, Status};
@@ -176,6 +176,12 @@ pub async fn metrics() -> Json<Value> {
         json!({"field": f.name, "name": f.title, "description": f.description, "data_type": t,
                "unit": if f.unit.is_empty() { None } else { Some(f.unit) },
                "default_aggregation": f.default_agg.name()})
+    }));
+    // Opt-in: named in `fields`, never among the default columns.
+    list.extend(PROVENANCE_FIELDS.iter().map(|f| {
+        let t = if f.name == "quality" { "string" } else { "float" };
+        json!({"field": f.name, "name": f.title, "description": f.description, "data_type": t,
+               "unit": null, "default": false})
     }));
     Json(json!({
         "metrics": list,

@@ -10,6 +10,7 @@ pub mod device;
 pub mod energy;
 pub mod export;
 pub mod labels;
+pub mod provenance;
 pub mod reading;
 pub mod rollup;
 pub mod schedule;

@@ -4,6 +4,7 @@
 //! 15 minutes divides every UTC offset in use (including +05:45 and +12:45), so every local
 //! hour and day is an exact union of buckets, including 23- and 25-hour DST days.
 
+use super::provenance::{Source, Unmeasured};
 use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 
@@ -68,6 +69,8 @@ pub struct Bucket {
     pub on_ms: i64,
     /// Device counter at the last reading in the period, Wh (-1 when unknown).
     pub counter_last_wh: i64,
+    /// The part of the energy that was not measured, by source.
+    pub unmeasured: Unmeasured,
 }
 
 impl Bucket {
@@ -100,10 +103,17 @@ impl Bucket {
         self.meter_samples += o.meter_samples;
         self.samples += o.samples;
         self.energy_mwh += o.energy_mwh;
+        self.unmeasured.merge(&o.unmeasured);
         self.on_ms += o.on_ms;
         if o.counter_last_wh >= 0 {
             self.counter_last_wh = o.counter_last_wh;
         }
+    }
+
+    /// Adds `mwh` of energy obtained from `source`.
+    pub fn add_energy(&mut self, source: Source, mwh: i64) {
+        self.energy_mwh += mwh;
+        self.unmeasured.add(source, mwh);
     }
 
     /// Mean of a stat over the meter samples, if any.

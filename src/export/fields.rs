@@ -17,6 +17,10 @@ pub enum Field {
     DeviceName,
     /// A numeric value, index into [`VALUE_FIELDS`].
     Value(usize),
+    /// How the row's energy was obtained (opt-in, [`PROVENANCE_FIELDS`]).
+    Quality,
+    /// The share of an aggregated row's energy that was measured (opt-in).
+    MeasuredShare,
 }
 
 /// A numeric column.
@@ -140,6 +144,20 @@ pub const TEXT_FIELDS: [TextField; 4] = [
     },
 ];
 
+/// The provenance fields: named in `fields` only (never in the default columns).
+pub const PROVENANCE_FIELDS: [TextField; 2] = [
+    TextField {
+        name: "quality",
+        title: "Quality",
+        description: "How the row's energy was obtained: per reading measured or imported; per aggregated row measured when all of it was, otherwise mixed",
+    },
+    TextField {
+        name: "measured_share",
+        title: "Measured share",
+        description: "Aggregated rows: the share (0-1) of the row's energy that was measured rather than backfilled, spread over a gap or imported",
+    },
+];
+
 impl Field {
     /// Parses a field name.
     pub fn parse(s: &str) -> Option<Self> {
@@ -148,6 +166,8 @@ impl Field {
             "device_ip" => Field::DeviceIp,
             "device_id" => Field::DeviceId,
             "device_name" => Field::DeviceName,
+            "quality" => Field::Quality,
+            "measured_share" => Field::MeasuredShare,
             _ => Field::Value(VALUE_FIELDS.iter().position(|f| f.name == s)?),
         })
     }
@@ -160,11 +180,21 @@ impl Field {
             Field::DeviceId => "device_id",
             Field::DeviceName => "device_name",
             Field::Value(i) => VALUE_FIELDS[i].name,
+            Field::Quality => "quality",
+            Field::MeasuredShare => "measured_share",
         }
     }
 }
 
-pub(super) fn all_field_names() -> Vec<&'static str> {
+/// Every field a request may name: the default columns and the opt-in provenance fields.
+pub(super) fn known_field_names() -> Vec<&'static str> {
+    let mut names = default_field_names();
+    names.extend(PROVENANCE_FIELDS.iter().map(|f| f.name));
+    names
+}
+
+/// The columns of a request that names no `fields`.
+pub(super) fn default_field_names() -> Vec<&'static str> {
     TEXT_FIELDS
         .iter()
         .map(|f| f.name)

@@ -170,6 +170,7 @@ const METER: u64 = 1;
 const RELAY: u64 = 2;
 const RSSI: u64 = 4;
 const COUNTER: u64 = 8;
+const IMPORTED: u64 = 16;
 /// Energy modes: derived from the counters by [`CounterRule::AnyDecreaseResets`] (blocks of
 /// schema 7 and before), stored explicitly, or derived by [`CounterRule::HalfDropResets`].
 const DERIVED_ANY_DECREASE: u64 = 0;
@@ -202,8 +203,10 @@ fn energies_by(rule: CounterRule, first: i64, counters: &[Option<i64>]) -> Vec<i
     out
 }
 
-fn flags(r: &Reading) -> u64 {
-    (if r.power_mw.is_some() { METER } else { 0 })
+fn flags(row: &RawRow) -> u64 {
+    let r = &row.reading;
+    (if row.imported { IMPORTED } else { 0 })
+        | (if r.power_mw.is_some() { METER } else { 0 })
         | (if r.relay_on { RELAY } else { 0 })
         | (if r.rssi.is_some() { RSSI } else { 0 })
         | (if r.counter_wh.is_some() { COUNTER } else { 0 })
@@ -241,7 +244,7 @@ pub fn encode(rows: &[RawRow]) -> Vec<u8> {
     // Flags, run-length encoded.
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for r in rows {
-        let f = flags(&r.reading);
+        let f = flags(r);
         match runs.last_mut() {
             Some((v, c)) if *v == f => *c += 1,
             _ => runs.push((f, 1)),
@@ -344,6 +347,7 @@ impl Columns {
             counter_wh: (f & COUNTER != 0).then_some(c[3][i]),
             relay_on: f & RELAY != 0,
             energy_wh: self.energy[i],
+            imported: f & IMPORTED != 0,
         }
     }
 
@@ -362,6 +366,7 @@ impl Columns {
                 rssi: (self.flags[i] & RSSI != 0).then_some(self.cols[4][i] as i32),
             },
             energy_wh: s.energy_wh,
+            imported: s.imported,
         }
     }
 }
@@ -462,6 +467,7 @@ mod tests {
                 rssi,
             },
             energy_wh: e,
+            imported: false,
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! Values are plain byte strings so the layout is explicit and versioned with the schema.
 
+use crate::domain::provenance::Unmeasured;
 use crate::domain::rollup::Stat;
 use crate::domain::{Bucket, DeviceId, Reading};
 
@@ -43,6 +44,7 @@ const METER: u8 = 1;
 const RELAY: u8 = 2;
 const RSSI: u8 = 4;
 const COUNTER: u8 = 8;
+const IMPORTED: u8 = 16;
 
 /// A stored raw reading with the interval energy the store derived for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub struct RawRow {
     pub reading: Reading,
     /// Energy of the interval ending at this reading, Wh (0 for the first reading).
     pub energy_wh: i64,
+    /// Came from another tool's history (else measured).
+    pub imported: bool,
 }
 
 /// A reading's values and interval energy without the device id: what bulk readers (exports)
@@ -71,6 +75,8 @@ pub struct Sample {
     pub relay_on: bool,
     /// Energy of the interval ending at this reading, Wh.
     pub energy_wh: i64,
+    /// Came from another tool's history.
+    pub imported: bool,
 }
 
 impl From<&RawRow> for Sample {
@@ -84,13 +90,14 @@ impl From<&RawRow> for Sample {
             counter_wh: g.counter_wh,
             relay_on: g.relay_on,
             energy_wh: r.energy_wh,
+            imported: r.imported,
         }
     }
 }
 
-/// Encodes a reading and its interval energy.
-pub fn encode_reading(r: &Reading, energy_wh: i64) -> Vec<u8> {
-    let mut flags = 0;
+/// Encodes a reading, its interval energy and whether it was imported.
+pub fn encode_reading(r: &Reading, energy_wh: i64, imported: bool) -> Vec<u8> {
+    let mut flags = if imported { IMPORTED } else { 0 };
     if r.power_mw.is_some() {
         flags |= METER;
     }
@@ -133,6 +140,7 @@ pub fn decode_reading(device_id: DeviceId, ts_ms: i64, b: &[u8]) -> RawRow {
             rssi: (flags & RSSI != 0).then_some(i32::from(rssi)),
         },
         energy_wh: e,
+        imported: flags & IMPORTED != 0,
     }
 }
 
@@ -203,6 +211,14 @@ pub fn encode_bucket(b: &Bucket) -> Vec<u8> {
             varint(&mut out, zz(s.max - mean));
         }
     }
+    // Provenance: nothing more for a wholly measured bucket.
+    let u = &b.unmeasured;
+    if !u.is_measured() {
+        varint(&mut out, u64::from(u.marks));
+        varint(&mut out, zz(u.backfilled_mwh));
+        varint(&mut out, zz(u.spread_mwh));
+        varint(&mut out, zz(u.imported_mwh));
+    }
     out
 }
 
@@ -226,6 +242,16 @@ pub fn decode_bucket(start_ms: i64, b: &[u8]) -> Bucket {
             s.max = mean + r.i();
         }
     }
+    // Buckets written before schema 14 end here: wholly measured (see the migration).
+    let marks = r.u() as u8;
+    if marks != 0 {
+        out.unmeasured = Unmeasured {
+            backfilled_mwh: r.i(),
+            spread_mwh: r.i(),
+            imported_mwh: r.i(),
+            marks,
+        };
+    }
     out
 }
 
@@ -242,6 +268,7 @@ pub fn decode_bucket_v3(start_ms: i64, b: &[u8]) -> Bucket {
         current: get_stat(&mut r),
         on_ms: r.i64(),
         counter_last_wh: r.i64(),
+        unmeasured: Unmeasured::default(),
     }
 }
 
@@ -308,7 +335,7 @@ mod tests {
                 rssi: None,
             },
         ] {
-            let back = decode_reading(id.clone(), 5, &encode_reading(&r, 7));
+            let back = decode_reading(id.clone(), 5, &encode_reading(&r, 7, false));
             assert_eq!(back.reading, r);
             assert_eq!(back.energy_wh, 7);
         }

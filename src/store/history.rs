@@ -58,7 +58,7 @@ impl Store {
                     devices: vec![(info.clone(), first)],
                     ..Batch::default()
                 };
-                apply_in(self, &txn, &batch, &mut keys)?;
+                apply_in(self, &txn, &batch, &mut keys, true)?;
                 keys[id]
             }
         };
@@ -104,7 +104,7 @@ impl Store {
             prev = r.ts_ms;
             batch.readings.push(r);
             if batch.readings.len() == CHUNK {
-                let a = apply_in(self, &txn, &batch, &mut keys)?;
+                let a = apply_in(self, &txn, &batch, &mut keys, true)?;
                 (done.after, done.skipped) = (
                     done.after + a.stored as u64,
                     done.skipped + a.refused_old as u64,
@@ -112,7 +112,7 @@ impl Store {
                 batch.readings.clear();
             }
         }
-        let a = apply_in(self, &txn, &batch, &mut keys)?;
+        let a = apply_in(self, &txn, &batch, &mut keys, true)?;
         done.after += a.stored as u64;
         done.skipped += a.refused_old as u64;
         txn.commit()?;
@@ -156,7 +156,7 @@ fn prepend(
         }
         let step = r.counter_wh.map(|c| RULE.step(prev.last_counter_wh, c));
         let energy_wh = step.map_or(0, |s| s.0);
-        update_rollups(&mut rollups, key, &prev, &r, energy_wh, None)?;
+        update_rollups(&mut rollups, key, &prev, &r, energy_wh, None, true)?;
         prev = DeviceState {
             count: prev.count + 1,
             last_ts: r.ts_ms,
@@ -166,6 +166,7 @@ fn prepend(
         rows.push(RawRow {
             reading: r,
             energy_wh,
+            imported: true,
         });
         n += 1;
         // Whole hours go out as blocks; the hour in progress stays for the next ones.

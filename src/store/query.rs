@@ -128,6 +128,23 @@ impl Store {
         Ok(BucketScan { range, _txn: txn })
     }
 
+    /// The energy of `id`'s buckets from `start` to `end` (mWh) and the part of it that was
+    /// not measured, by source.
+    pub fn provenance(
+        &self,
+        id: &DeviceId,
+        start: i64,
+        end: i64,
+    ) -> Result<(i64, crate::domain::provenance::Unmeasured)> {
+        let mut out = (0, crate::domain::provenance::Unmeasured::default());
+        for b in self.scan_buckets(id, start, end)? {
+            let b = b?;
+            out.0 += b.energy_mwh;
+            out.1.merge(&b.unmeasured);
+        }
+        Ok(out)
+    }
+
     /// Newest reading time over all devices.
     pub fn newest_reading_ms(&self) -> Result<Option<i64>> {
         Ok(self

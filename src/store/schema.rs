@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 13;
+pub const SCHEMA_VERSION: u64 = 14;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -160,6 +160,77 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         txn.open_table(PRICES)?;
         v = 13;
     }
+    if v < 14 {
+        // 13 → 14: provenance of energy (see `mark_provenance`).
+        mark_provenance(txn)?;
+        v = 14;
+    }
     meta.insert("schema_version", v)?;
+    Ok(())
+}
+
+/// What the store can tell of the provenance of what was written before schema 14:
+/// - the devices a kasa-monitor import created (model `imported`, id `km-…`, never polled)
+///   hold only imported history: their buckets' energy and their readings become `imported`;
+/// - a bucket of any other device with energy but no reading of its own lies wholly inside a
+///   gap: its energy becomes `spread` (whether day totals shaped it cannot be told afterwards);
+/// - everything else stays `measured`: the buckets at a gap's edges, and history imported into
+///   a device kasad also polls, cannot be told apart from measured energy.
+fn mark_provenance(txn: &WriteTransaction) -> Result<(), super::Error> {
+    use super::codec;
+    use crate::domain::provenance::Source;
+    let imported: Vec<(u32, crate::domain::DeviceId)> = txn
+        .open_table(DEVICES)?
+        .iter()?
+        .filter_map(|e| {
+            let (_, v) = e.ok()?;
+            let r: super::DeviceRecord = serde_json::from_slice(v.value()).ok()?;
+            (r.info.model == "imported" && r.info.device_id.as_str().starts_with("km-"))
+                .then(|| (r.key, r.info.device_id))
+        })
+        .collect();
+    let is_imported = |key: u32| imported.iter().any(|(k, _)| *k == key);
+    let mut rollups = txn.open_table(ROLLUPS)?;
+    let mut changed = Vec::new();
+    for e in rollups.iter()? {
+        let (k, v) = e?;
+        let (key, start) = k.value();
+        let mut b = codec::decode_bucket(start, v.value());
+        let source = if is_imported(key) {
+            Source::Imported
+        } else if b.samples == 0 && b.energy_mwh != 0 {
+            Source::Spread
+        } else {
+            continue;
+        };
+        b.unmeasured.add(source, b.energy_mwh);
+        changed.push(((key, start), codec::encode_bucket(&b)));
+    }
+    for (k, bytes) in changed {
+        rollups.insert(k, bytes.as_slice())?;
+    }
+    let mut head = txn.open_table(READINGS)?;
+    let mut blocks = txn.open_table(BLOCKS)?;
+    for (key, id) in &imported {
+        let rows: Vec<(i64, Vec<u8>)> = head
+            .range((*key, i64::MIN)..=(*key, i64::MAX))?
+            .map(|e| e.map(|(k, v)| (k.value().1, v.value().to_vec())))
+            .collect::<Result<_, _>>()?;
+        for (ts, bytes) in rows {
+            let r = codec::decode_reading(id.clone(), ts, &bytes);
+            head.insert((*key, ts), codec::encode_reading(&r.reading, r.energy_wh, true).as_slice())?;
+        }
+        let stored: Vec<(i64, Vec<u8>)> = blocks
+            .range((*key, i64::MIN)..=(*key, i64::MAX))?
+            .map(|e| e.map(|(k, v)| (k.value().1, v.value().to_vec())))
+            .collect::<Result<_, _>>()?;
+        for (start, bytes) in stored {
+            let mut rows = super::block::decode(id, &bytes).ok_or_else(|| {
+                super::Error::Corrupt(format!("block ({key}, {start}) does not decode"))
+            })?;
+            rows.iter_mut().for_each(|r| r.imported = true);
+            blocks.insert((*key, start), super::block::encode(&rows).as_slice())?;
+        }
+    }
     Ok(())
 }

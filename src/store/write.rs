@@ -6,6 +6,7 @@ use super::codec::{self, DeviceState};
 use super::schema::{BLOCKS, DEVICE_STATE, DEVICES, META, READINGS, ROLLUPS};
 use super::{DeviceRecord, Error, Result, Store};
 use crate::domain::energy::{RULE, bucket_start, gap_days, max_energy_mwh, spread, spread_by_days};
+use crate::domain::provenance::Source;
 use crate::domain::{Bucket, DailyEnergy, DeviceId, DeviceInfo, Reading};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
@@ -61,7 +62,7 @@ pub fn apply(store: &Store, batch: &Batch, durable: bool) -> Result<Applied> {
         txn.set_durability(Durability::None)?;
     }
     let mut keys = HashMap::new();
-    let applied = apply_in(store, &txn, batch, &mut keys)?;
+    let applied = apply_in(store, &txn, batch, &mut keys, false)?;
     txn.commit()?;
     // Only committed keys are cached: an aborted transaction's new key could be reused.
     store.cache_keys(keys);
@@ -107,11 +108,14 @@ fn record_devices(
     Ok(())
 }
 
+/// Writes `batch` in `txn`; `imported`: its readings come from another tool's history (their
+/// energy is `imported`, not measured).
 pub(super) fn apply_in(
     store: &Store,
     txn: &WriteTransaction,
     batch: &Batch,
     keys: &mut HashMap<String, u32>,
+    imported: bool,
 ) -> Result<Applied> {
     let mut devices = txn.open_table(DEVICES)?;
     record_devices(store, txn, &mut devices, &batch.devices, keys)?;
@@ -187,9 +191,9 @@ pub(super) fn apply_in(
         }
         readings.insert(
             (key, r.ts_ms),
-            codec::encode_reading(r, energy_wh).as_slice(),
+            codec::encode_reading(r, energy_wh, imported).as_slice(),
         )?;
-        update_rollups(&mut rollups, key, &st, r, energy_wh, shaped)?;
+        update_rollups(&mut rollups, key, &st, r, energy_wh, shaped, imported)?;
         cache.insert(
             key,
             DeviceState {
@@ -343,6 +347,7 @@ fn recorded_mwh(
 /// Adds a reading to the rollups: its sample to its bucket, and the energy (and relay
 /// on-time) of the interval since the previous reading spread over the buckets it spans —
 /// in proportion to time, or by `shaped` parts (a gap shaped by the device's day totals).
+/// The energy keeps its [`Source`]: a gap marks every bucket it spans, even with no energy.
 pub(super) fn update_rollups(
     t: &mut Table<(u32, i64), &[u8]>,
     key: u32,
@@ -350,13 +355,16 @@ pub(super) fn update_rollups(
     r: &Reading,
     energy_wh: i64,
     shaped: Option<Vec<(i64, i64)>>,
+    imported: bool,
 ) -> Result<()> {
     if prev.count > 0 {
         let (t0, t1) = (prev.last_ts, r.ts_ms);
+        let source = Source::of_interval(imported, t1 - t0, shaped.is_some());
+        let mark = source != Source::Measured && r.counter_wh.is_some();
         let parts = shaped.unwrap_or_else(|| spread(t0, t1, energy_wh * 1000));
         for (start, mwh) in parts {
-            if mwh != 0 {
-                modify_bucket(t, key, start, |b| b.energy_mwh += mwh)?;
+            if mwh != 0 || mark {
+                modify_bucket(t, key, start, |b| b.add_energy(source, mwh))?;
             }
         }
         let on_ms = match (prev.last_relay_on, r.relay_on) {

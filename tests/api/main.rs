@@ -33,6 +33,7 @@ mod mqtt;
 mod packaging;
 mod pdf;
 mod poller;
+mod provenance;
 mod report;
 mod schedules;
 mod storage;

@@ -52,6 +52,7 @@ fn fill(store: &Store, id: &str, hours: i64) -> Vec<RawRow> {
         expected.push(RawRow {
             reading: r.clone(),
             energy_wh: RULE.step(base, seen).0,
+            imported: false,
         });
         base = Some(RULE.step(base, seen).1);
         // At most 1 Wh a step, 2 right after a glitch (which counted nothing): no spike.

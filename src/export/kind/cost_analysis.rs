@@ -819,8 +819,14 @@ pub fn report(
     };
     let names = device_labels(plan);
     let gname = grouping.name();
+    let mut totals = summary(&costs, plan);
+    // Which of the energy priced here was not measured (a gap, an import).
+    let provenance = super::provenance::of_plan(store, plan)?;
+    totals
+        .tables
+        .insert(1, super::provenance::table(&names, &provenance));
     let mut parts = vec![
-        summary(&costs, plan),
+        totals,
         period_part(
             &costs,
             &names,

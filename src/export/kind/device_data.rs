@@ -16,8 +16,11 @@ use crate::config::Exports;
 use crate::domain::Bucket;
 use crate::domain::rollup::Period;
 use crate::domain::rollup::period_start;
+use crate::domain::provenance::{Source, Unmeasured};
 use crate::export::fields::{Agg, ENERGY, IS_ON, POWER};
-use crate::export::fields::{Custom, Field, VALUE_FIELDS, all_field_names, parse_customs};
+use crate::export::fields::{
+    Custom, Field, VALUE_FIELDS, default_field_names, known_field_names, parse_customs,
+};
 use crate::export::filters::{Filters, parse_filters};
 use crate::export::format::Cell;
 use crate::export::formula::RowCtx;
@@ -55,7 +58,7 @@ pub struct DataPlan {
 /// Validates the device_data part of a body.
 pub fn plan(req: &CreateRequest, limits: &Exports) -> Result<DataPlan, RequestError> {
     let fields: Vec<Field> = match &req.fields {
-        None => all_field_names()
+        None => default_field_names()
             .iter()
             .filter_map(|f| Field::parse(f))
             .collect(),
@@ -66,7 +69,7 @@ pub fn plan(req: &CreateRequest, limits: &Exports) -> Result<DataPlan, RequestEr
                 Field::parse(f).ok_or_else(|| {
                     bad(format!(
                         "fields: unknown field {f:?}; known fields: {}",
-                        all_field_names().join(", ")
+                        known_field_names().join(", ")
                     ))
                 })
             })
@@ -86,6 +89,11 @@ pub fn plan(req: &CreateRequest, limits: &Exports) -> Result<DataPlan, RequestEr
             )));
         }
     };
+    if aggregation.is_none() && fields.contains(&Field::MeasuredShare) {
+        return Err(bad(
+            "fields: measured_share applies to aggregated rows; choose an aggregation or use quality",
+        ));
+    }
     let mut functions = VALUE_FIELDS.map(|f| f.default_agg);
     for (field, func) in req.aggregation_functions.iter().flatten() {
         let i = VALUE_FIELDS
@@ -106,7 +114,7 @@ pub fn plan(req: &CreateRequest, limits: &Exports) -> Result<DataPlan, RequestEr
     let filters = parse_filters(req.filters.as_ref())?;
     let (row_fields, aggregate_fields) = parse_customs(
         req.custom_fields.as_ref(),
-        &all_field_names(),
+        &known_field_names(),
         limits.max_custom_fields,
     )?;
     Ok(DataPlan {
@@ -233,6 +241,8 @@ pub struct Sub {
     pub dev: usize,
     /// Fields by [`crate::export::fields::VALUE_FIELDS`] index.
     pub vals: [Option<Val>; NV],
+    /// Energy of the bucket, mWh, and the part of it not measured.
+    pub provenance: (i64, Unmeasured),
 }
 
 /// An output row in display units, unrounded. Missing values are NaN inside (half the size of
@@ -244,6 +254,15 @@ pub struct Row {
     /// Device index in the plan.
     pub dev: usize,
     vals: [f64; NV],
+    quality: Quality,
+}
+
+/// A row's provenance, small (rows are moved a million times): its quality and, for
+/// aggregated rows, the measured share of its energy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Quality {
+    name: &'static str,
+    share: f32,
 }
 
 impl Row {
@@ -253,7 +272,27 @@ impl Row {
             ts_ms,
             dev,
             vals: vals.map(|v| v.filter(|x| !x.is_nan()).unwrap_or(f64::NAN)),
+            quality: Quality {
+                name: Source::Measured.name(),
+                share: f32::NAN,
+            },
         }
+    }
+
+    /// The row with the provenance of its energy: a reading's source, or an aggregated
+    /// row's quality and measured share.
+    fn with_quality(mut self, energy_mwh: i64, u: &Unmeasured, aggregated: bool) -> Self {
+        self.quality = match (aggregated, u.single()) {
+            (false, Some(s)) => Quality {
+                name: s.name(),
+                share: f32::NAN,
+            },
+            _ => Quality {
+                name: u.quality(),
+                share: u.measured_share(energy_mwh) as f32,
+            },
+        };
+        self
     }
 
     /// Field `i` ([`crate::export::fields::VALUE_FIELDS`] index), if present.
@@ -267,7 +306,7 @@ fn raw_row(g: &Sample, dev: usize, price: f64) -> Row {
     let metered = g.power_mw.is_some() || g.counter_wh.is_some();
     let milli = |v: Option<i64>| v.map(|x| x as f64 / 1000.0);
     let energy = metered.then(|| g.energy_wh as f64 / 1000.0);
-    Row::new(
+    let row = Row::new(
         g.ts_ms,
         dev,
         [
@@ -279,7 +318,13 @@ fn raw_row(g: &Sample, dev: usize, price: f64) -> Row {
             milli(g.counter_wh),
             Some(if g.relay_on { 1.0 } else { 0.0 }),
         ],
-    )
+    );
+    if !g.imported {
+        return row;
+    }
+    let mut u = Unmeasured::default();
+    u.add(Source::Imported, g.energy_wh * 1000);
+    row.with_quality(g.energy_wh * 1000, &u, false)
 }
 
 fn bucket_sub(b: &Bucket, dev: usize, price: f64) -> Sub {
@@ -307,6 +352,7 @@ fn bucket_sub(b: &Bucket, dev: usize, price: f64) -> Sub {
             (b.counter_last_wh >= 0).then(|| Val::one(b.counter_last_wh as f64 / 1000.0)),
             Some(Val::one(if b.on_ms > 0 { 1.0 } else { 0.0 })),
         ],
+        provenance: (b.energy_mwh, b.unmeasured),
     }
 }
 
@@ -506,12 +552,15 @@ impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
         let start = period_start(first.ts_ms, p, self.run.plan.tz);
         let end = crate::domain::rollup::period_end(start, p, self.run.plan.tz);
         let mut acc = [Acc::EMPTY; NV];
+        let (mut energy_mwh, mut unmeasured) = (0i64, Unmeasured::default());
         let mut add = |s: &Sub| {
             for (a, v) in acc.iter_mut().zip(&s.vals) {
                 if let Some(v) = v {
                     a.add(v);
                 }
             }
+            energy_mwh += s.provenance.0;
+            unmeasured.merge(&s.provenance.1);
         };
         add(&first);
         while let Some(Ok(s)) = self.subs.peek() {
@@ -525,7 +574,9 @@ impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
         for (i, v) in vals.iter_mut().enumerate() {
             *v = acc[i].finish(self.run.data.functions[i]);
         }
-        Some(Ok(Row::new(start, first.dev, vals)))
+        Some(Ok(
+            Row::new(start, first.dev, vals).with_quality(energy_mwh, &unmeasured, true)
+        ))
     }
 }
 
@@ -722,6 +773,9 @@ impl<'p> CellMaker<'p> {
                         dp.unwrap_or(VALUE_FIELDS[i].decimals.max(if i == IS_ON { 4 } else { 0 })),
                     ),
                 },
+                Field::Quality => Cell::Text(row.quality.name),
+                Field::MeasuredShare if row.quality.share.is_nan() => Cell::Null,
+                Field::MeasuredShare => Cell::Num(f64::from(row.quality.share), dp.unwrap_or(4)),
             });
         }
         if !run.data.row_fields.is_empty() {

@@ -15,6 +15,7 @@ pub mod cost_allocation;
 pub mod cost_analysis;
 pub mod cost_compare;
 pub mod device_data;
+pub mod provenance;
 pub mod report_insights;
 pub mod system_report;
 

@@ -274,7 +274,12 @@ pub fn build(
     for &s in sections {
         parts.push(match s {
             Section::DeviceSummary => ctx.device_summary()?,
-            Section::EnergyConsumption => ctx.energy(),
+            Section::EnergyConsumption => {
+                let mut part = ctx.energy();
+                let provenance = super::provenance::of_plan(store, plan)?;
+                (part.tables).push(super::provenance::table(&ctx.names, &provenance));
+                part
+            }
             Section::CostBreakdown => ctx.cost(ctl)?,
             Section::SystemHealth => ctx.health()?,
             Section::UsagePatterns => ctx.usage(),
