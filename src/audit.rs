@@ -75,11 +75,13 @@ pub enum EventType {
     AlertAcknowledged,
     /// A utility bill was recorded, changed or deleted.
     BillChanged,
+    /// A signed statement was issued.
+    StatementIssued,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 30] = [
+    pub const ALL: [EventType; 31] = [
         EventType::DataExport,
         EventType::DataExported,
         EventType::DataDeleted,
@@ -110,6 +112,7 @@ impl EventType {
         EventType::AlertResolved,
         EventType::AlertAcknowledged,
         EventType::BillChanged,
+        EventType::StatementIssued,
     ];
 
     /// The upper-case name.

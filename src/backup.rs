@@ -15,12 +15,13 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The data directory's files a backup holds (those present), in this order.
-pub const FILES: [&str; 5] = [
+pub const FILES: [&str; 6] = [
     "kasad.redb",
     "staging.log",
     "jwt.key",
     "audit.key",
     "export.key",
+    "statement.key",
 ];
 const MANIFEST: &str = "MANIFEST.json";
 

@@ -179,7 +179,11 @@ pub async fn metrics() -> Json<Value> {
     }));
     // Opt-in: named in `fields`, never among the default columns.
     list.extend(PROVENANCE_FIELDS.iter().map(|f| {
-        let t = if f.name == "quality" { "string" } else { "float" };
+        let t = if f.name == "quality" {
+            "string"
+        } else {
+            "float"
+        };
         json!({"field": f.name, "name": f.title, "description": f.description, "data_type": t,
                "unit": null, "default": false})
     }));

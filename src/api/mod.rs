@@ -24,6 +24,7 @@ pub mod prices;
 pub mod schedules;
 pub mod server;
 pub mod setup;
+pub mod statements;
 pub mod tariffs;
 pub mod users;
 
@@ -187,6 +188,7 @@ pub fn routes() -> Vec<Route> {
         schedule_routes(),
         alert_routes(),
         bill_routes(),
+        statement_routes(),
         admin_routes(),
     ]
     .into_iter()
@@ -520,6 +522,26 @@ fn schedule_routes() -> Vec<Route> {
             Requires(DataExport),
             "Run a scheduled export now",
             post(schedules::run_now),
+        ),
+    ]
+}
+
+/// Signed statements: the signing key and the check (issuing is an export).
+fn statement_routes() -> Vec<Route> {
+    vec![
+        route(
+            Method::GET,
+            "/statements/public-key",
+            Authenticated,
+            "The Ed25519 key that signs statements, with its fingerprint",
+            get(statements::public_key),
+        ),
+        route(
+            Method::POST,
+            "/statements/verify",
+            Authenticated,
+            "Check an uploaded statement (PDF, JSON or CSV) and name its signer",
+            post(statements::verify).layer(DefaultBodyLimit::max(statements::MAX_UPLOAD)),
         ),
     ]
 }

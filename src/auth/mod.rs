@@ -7,6 +7,7 @@ pub mod keys;
 pub mod password;
 pub mod rate;
 pub mod setup;
+pub mod signing;
 pub mod throttle;
 pub mod ticket;
 

@@ -14,6 +14,7 @@ pub mod run;
 pub mod setup_code;
 pub mod shutdown;
 pub mod sim;
+pub mod statement;
 pub mod store;
 pub mod user;
 
@@ -46,6 +47,8 @@ enum Cmd {
     Store(store::Args),
     /// Audit log tools.
     Audit(audit::Args),
+    /// Signed statements: `kasad statement verify FILE` (needs no configuration or daemon).
+    Statement(statement::Args),
     /// Print the first-run setup code (while no user exists), making one if it was lost.
     SetupCode(setup_code::Args),
     /// Validate a configuration file and exit.
@@ -114,6 +117,7 @@ pub async fn main() -> anyhow::Result<()> {
         Cmd::User(a) => user::run(a).await,
         Cmd::Store(a) => store::run(a).await,
         Cmd::Audit(a) => audit::run(a).await,
+        Cmd::Statement(a) => statement::run(a),
         Cmd::SetupCode(a) => setup_code::run(a).await,
         Cmd::CheckConfig(a) => config::check(a),
         Cmd::Backup(a) => backup::backup(a).await,

@@ -282,6 +282,8 @@ pub struct Exports {
     pub max_custom_fields: usize,
     /// Previews per user per minute.
     pub preview_rate_per_minute: u32,
+    /// Who issues signed statements (a landlord, a business); the host name when empty.
+    pub statement_issuer: String,
 }
 
 impl Default for Exports {
@@ -305,6 +307,7 @@ impl Default for Exports {
             distinct_budget: 2_000_000,
             max_custom_fields: 10,
             preview_rate_per_minute: 60,
+            statement_issuer: String::new(),
         }
     }
 }
@@ -347,7 +350,8 @@ impl Retention {
         }
         let (days, auto, hold) = match export_type {
             ExportType::AuditLogs => (30, true, true),
-            ExportType::SystemReport => (90, false, false),
+            // Issued statements are kept until someone deletes them.
+            ExportType::SystemReport | ExportType::Statement => (90, false, false),
             ExportType::CostAnalysis | ExportType::Configuration => (30, true, false),
             ExportType::DeviceData => (7, true, false),
         };

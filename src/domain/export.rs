@@ -17,16 +17,19 @@ pub enum ExportType {
     AuditLogs,
     /// The setup (devices, users, settings).
     Configuration,
+    /// A signed statement of some devices' energy and cost.
+    Statement,
 }
 
 impl ExportType {
     /// Every type, in the spec's order.
-    pub const ALL: [ExportType; 5] = [
+    pub const ALL: [ExportType; 6] = [
         ExportType::DeviceData,
         ExportType::CostAnalysis,
         ExportType::SystemReport,
         ExportType::AuditLogs,
         ExportType::Configuration,
+        ExportType::Statement,
     ];
 
     /// Its name in the API (`device_data`, …).
@@ -37,6 +40,7 @@ impl ExportType {
             ExportType::SystemReport => "system_report",
             ExportType::AuditLogs => "audit_logs",
             ExportType::Configuration => "configuration",
+            ExportType::Statement => "statement",
         }
     }
 

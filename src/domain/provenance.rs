@@ -155,8 +155,14 @@ mod tests {
     fn each_interval_has_one_source() {
         assert_eq!(Source::of_interval(false, 10_000, false), Source::Measured);
         assert_eq!(Source::of_interval(false, GAP_MS, false), Source::Measured);
-        assert_eq!(Source::of_interval(false, GAP_MS + 1, false), Source::Spread);
-        assert_eq!(Source::of_interval(false, 3_600_000, true), Source::Backfilled);
+        assert_eq!(
+            Source::of_interval(false, GAP_MS + 1, false),
+            Source::Spread
+        );
+        assert_eq!(
+            Source::of_interval(false, 3_600_000, true),
+            Source::Backfilled
+        );
         assert_eq!(Source::of_interval(true, 10_000, false), Source::Imported);
         assert_eq!(Source::of_interval(true, 3_600_000, true), Source::Imported);
     }

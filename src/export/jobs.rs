@@ -193,6 +193,11 @@ impl Exporter {
         }))
     }
 
+    /// The data directory (the exports directory's parent): where the statement key lives.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.dir)
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &ExportConfig {
         &self.cfg
@@ -442,8 +447,11 @@ impl Exporter {
                     self.finish(id, Err(format!("could not store the file: {e}")), done)
                 } else {
                     let kept = self.finish(id, Ok(out), done);
-                    if !matches!(&kept, Ok(Some(r)) if r.status == Status::Completed) {
-                        let _ = std::fs::remove_file(&final_path);
+                    match &kept {
+                        Ok(Some(r)) if r.status == Status::Completed => self.issued(r, done),
+                        _ => {
+                            let _ = std::fs::remove_file(&final_path);
+                        }
                     }
                     kept
                 }
@@ -510,6 +518,25 @@ impl Exporter {
         )
     }
 
+    /// Audits an issued statement with its file's hash (`STATEMENT_ISSUED`): whoever holds
+    /// a copy can show it is the one issued.
+    fn issued(&self, r: &ExportRecord, now: i64) {
+        if r.export_type != super::ExportType::Statement {
+            return;
+        }
+        let summary = r.summary.clone().unwrap_or_default();
+        let ev = Event::about_export(
+            EventType::StatementIssued,
+            &r.id,
+            json!({"sha256": r.checksum_sha256, "filename": r.file_name, "format": r.format,
+                "fingerprint": summary["fingerprint"], "owner": r.username}),
+        )
+        .by(r.user_id, &r.username, None);
+        if let Err(e) = self.store.audit_append(&self.audit_key, ev, now) {
+            tracing::error!(error = %e, export_id = %r.id, "could not audit the issued statement");
+        }
+    }
+
     /// What the render of `plan` (asked by `rec`'s owner) reads besides it.
     fn inputs(
         &self,
@@ -525,6 +552,7 @@ impl Exporter {
             runtime: self.cfg.runtime.as_ref(),
             now_ms: self.clock.now_ms(),
             requester: rec.user_id,
+            data_dir: self.data_dir(),
         };
         kind::inputs(plan, &daemon, ctl)
     }

@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod request;
+pub mod signed;
 
 pub use crate::domain::export::{
     Compression, ExportRecord, ExportType, FORMATS, Format, FormatInfo, Status,

@@ -53,6 +53,9 @@ pub enum RenderError {
     /// Writing the file failed.
     #[error("writing the file failed: {0}")]
     Io(#[from] io::Error),
+    /// The statement signing key cannot be used.
+    #[error("{0}")]
+    Key(String),
 }
 
 /// Shared progress and cancellation of a running render.
@@ -101,6 +104,14 @@ pub fn render(
     limits: Limits,
     ctl: &Control,
 ) -> Result<Rendered, RenderError> {
+    if let Inputs::Statement(built) = inputs {
+        let (bytes, summary) = kind::statement::write(built, plan, metadata)?;
+        let (mut out, _) = Output::create(path, super::Compression::None, inner_name)?;
+        out.write_all(&bytes)?;
+        let sha256 = out.close()?;
+        let records = summary["records"].as_u64().unwrap_or(0);
+        return checked(path, limits, records, sha256, summary);
+    }
     if let Inputs::Document(report) = inputs {
         let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
         let dir = path.parent().unwrap_or(Path::new("."));

@@ -356,6 +356,12 @@ mod tests {
             b.on_ms = on;
             b.counter_last_wh = c;
             proptest::prop_assert_eq!(decode_bucket(0, &encode_bucket(&b)), b);
+            // With provenance, and without meter samples (the marks follow the counter).
+            b.unmeasured.add(crate::domain::provenance::Source::Spread, e / 3);
+            b.unmeasured.add(crate::domain::provenance::Source::Imported, 7);
+            proptest::prop_assert_eq!(decode_bucket(0, &encode_bucket(&b)), b);
+            let bare = Bucket { meter_samples: 0, power: Default::default(), voltage: Default::default(), current: Default::default(), ..b };
+            proptest::prop_assert_eq!(decode_bucket(0, &encode_bucket(&bare)), bare);
             proptest::prop_assert!(encode_bucket(&b).len() < 80);
         }
     }

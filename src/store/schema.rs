@@ -218,7 +218,10 @@ fn mark_provenance(txn: &WriteTransaction) -> Result<(), super::Error> {
             .collect::<Result<_, _>>()?;
         for (ts, bytes) in rows {
             let r = codec::decode_reading(id.clone(), ts, &bytes);
-            head.insert((*key, ts), codec::encode_reading(&r.reading, r.energy_wh, true).as_slice())?;
+            head.insert(
+                (*key, ts),
+                codec::encode_reading(&r.reading, r.energy_wh, true).as_slice(),
+            )?;
         }
         let stored: Vec<(i64, Vec<u8>)> = blocks
             .range((*key, i64::MIN)..=(*key, i64::MAX))?

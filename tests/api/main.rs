@@ -36,6 +36,7 @@ mod poller;
 mod provenance;
 mod report;
 mod schedules;
+mod statements;
 mod storage;
 mod stored_plans;
 mod sweep;

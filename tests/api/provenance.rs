@@ -49,7 +49,9 @@ fn batch(readings: Vec<Reading>, days: Vec<DailyEnergy>) -> Batch {
 #[test]
 fn readings_a_minute_apart_are_measured() {
     let (store, _d) = store();
-    let rs = (0..=60).map(|m| reading("P1", T0 + m * MIN, 100 + m)).collect();
+    let rs = (0..=60)
+        .map(|m| reading("P1", T0 + m * MIN, 100 + m))
+        .collect();
     apply(&store, &batch(rs, vec![]), true).unwrap();
     let buckets = store.buckets(&id("P1"), 0, i64::MAX).unwrap();
     assert_eq!(buckets.iter().map(|b| b.energy_mwh).sum::<i64>(), 60_000);
@@ -91,14 +93,20 @@ fn a_gap_without_day_totals_is_spread_and_with_them_backfilled() {
     assert_eq!(first.energy_mwh, 10_000 + first.unmeasured.spread_mwh);
     assert!(first.unmeasured.measured_share(first.energy_mwh) > 0.9);
     // Wholly inside the gap: nothing measured.
-    assert_eq!(buckets[4].unmeasured.measured_share(buckets[4].energy_mwh), 0.0);
+    assert_eq!(
+        buckets[4].unmeasured.measured_share(buckets[4].energy_mwh),
+        0.0
+    );
 
     // Back after a day away, with the device's day totals: the gap is backfilled.
     let (store, _d) = self::store();
     apply(
         &store,
         &batch(
-            vec![reading("P1", T0 - H, 9_000), reading("P1", T0 - H + MIN, 9_001)],
+            vec![
+                reading("P1", T0 - H, 9_000),
+                reading("P1", T0 - H + MIN, 9_001),
+            ],
             vec![],
         ),
         true,
@@ -151,18 +159,30 @@ fn imported_history_is_imported_before_and_after_what_kasad_measured() {
     let rows = store.readings(&id("P1"), 0, i64::MAX, 1000).unwrap();
     let imported: Vec<bool> = rows.iter().map(|r| r.imported).collect();
     assert_eq!(imported.iter().filter(|i| **i).count(), 120);
-    assert!(rows[60..81].iter().all(|r| !r.imported), "kasad's own stay measured");
+    assert!(
+        rows[60..81].iter().all(|r| !r.imported),
+        "kasad's own stay measured"
+    );
     let buckets = store.buckets(&id("P1"), 0, i64::MAX).unwrap();
     let early = &buckets[0];
     assert_eq!(early.unmeasured.single(), Some(Source::Imported));
     assert_eq!(early.unmeasured.imported_mwh, early.energy_mwh);
-    let mid = buckets.iter().find(|b| b.start_ms == T0 + 60 * MIN).unwrap();
+    let mid = buckets
+        .iter()
+        .find(|b| b.start_ms == T0 + 60 * MIN)
+        .unwrap();
     assert!(mid.unmeasured.is_measured(), "{mid:?}");
     // Where kasad's readings end and the import's begin, the bucket is mixed.
-    let edge = buckets.iter().find(|b| b.start_ms == T0 + 75 * MIN).unwrap();
+    let edge = buckets
+        .iter()
+        .find(|b| b.start_ms == T0 + 75 * MIN)
+        .unwrap();
     let share = edge.unmeasured.measured_share(edge.energy_mwh);
     assert!(share > 0.0 && share < 1.0, "{edge:?}");
-    let late = buckets.iter().find(|b| b.start_ms == T0 + 120 * MIN).unwrap();
+    let late = buckets
+        .iter()
+        .find(|b| b.start_ms == T0 + 120 * MIN)
+        .unwrap();
     assert_eq!(late.unmeasured.single(), Some(Source::Imported));
 }
 
@@ -183,10 +203,7 @@ fn fixture_copy() -> tempfile::TempDir {
 fn a_schema_13_database_migrates_to_what_the_store_can_tell() {
     let dir = fixture_copy();
     let store = Store::open(&dir.path().join("kasad.redb"), 8).unwrap();
-    assert_eq!(
-        store.ping().unwrap(),
-        kasad::store::schema::SCHEMA_VERSION
-    );
+    assert_eq!(store.ping().unwrap(), kasad::store::schema::SCHEMA_VERSION);
     // The lamp: no readings after 02:00 until 04:00. The buckets from 02:15 lie wholly in
     // the gap: spread. The 02:00 bucket holds the reading at 02:00 and the gap's first quarter
     // hour: a bucket at a gap's edge cannot be told from a measured one afterwards.
@@ -209,7 +226,9 @@ fn a_schema_13_database_migrates_to_what_the_store_can_tell() {
     );
     // The heater came back with its day totals; which way its gap was filled cannot be told
     // afterwards: its buckets in the gap are marked spread too.
-    let heater = store.buckets(&id("HEATER01"), F0 + 2 * H + 1, F0 + 4 * H).unwrap();
+    let heater = store
+        .buckets(&id("HEATER01"), F0 + 2 * H + 1, F0 + 4 * H)
+        .unwrap();
     assert!(
         heater
             .iter()
@@ -219,7 +238,10 @@ fn a_schema_13_database_migrates_to_what_the_store_can_tell() {
     let km = id("km-192-168-1-50");
     let kb = store.buckets(&km, 0, i64::MAX).unwrap();
     assert!(!kb.is_empty());
-    assert!(kb.iter().all(|b| b.unmeasured.single() == Some(Source::Imported)));
+    assert!(
+        kb.iter()
+            .all(|b| b.unmeasured.single() == Some(Source::Imported))
+    );
     let rows = store.readings(&km, 0, i64::MAX, 1000).unwrap();
     assert_eq!(rows.len(), 120);
     assert!(rows.iter().all(|r| r.imported));
@@ -298,7 +320,10 @@ async fn exports_carry_quality_and_the_measured_share() {
         "options": {"timezone": "UTC"},
     });
     let rows = csv_rows(&export_as(&app, &body, "csv").await);
-    assert_eq!(rows[0], ["timestamp", "energy_kwh", "quality", "measured_share"]);
+    assert_eq!(
+        rows[0],
+        ["timestamp", "energy_kwh", "quality", "measured_share"]
+    );
     assert_eq!(rows[1][2..], ["measured", "1"]);
     assert_eq!(rows[3][1..], ["0.06", "mixed", "0.25"]);
     assert_eq!(rows[4][1..], ["0.06", "mixed", "0"]);
@@ -354,7 +379,10 @@ async fn cost_analyses_and_reports_state_the_energy_not_measured() {
     let (app, _d) = fixture_app().await;
     for (kind, extra) in [
         ("cost_analysis", json!({})),
-        ("system_report", json!({"report_sections": ["energy_consumption"]})),
+        (
+            "system_report",
+            json!({"report_sections": ["energy_consumption"]}),
+        ),
     ] {
         let mut body = json!({
             "export_type": kind,

@@ -234,6 +234,8 @@ struct Doc {
     height: f32,
     title: String,
     generated: String,
+    /// Said after the page number in every footer (a statement's signer).
+    note: String,
     pages: Vec<Vec<Op>>,
     ops: Vec<Op>,
     y: f32,
@@ -256,6 +258,7 @@ impl Doc {
             height,
             title: title.to_owned(),
             generated: generated.to_owned(),
+            note: String::new(),
             pages: Vec::new(),
             ops: Vec::new(),
             y: height - MARGIN,
@@ -432,10 +435,11 @@ impl Doc {
         let mut pages = Vec::with_capacity(n);
         for (i, mut ops) in std::mem::take(&mut self.pages).into_iter().enumerate() {
             let foot = format!(
-                "{} · generated {} · page {} of {n}",
+                "{} · generated {} · page {} of {n}{}",
                 self.title,
                 self.generated,
-                i + 1
+                i + 1,
+                self.note
             );
             let tw = self.fonts.width(&foot, 7.0);
             self.fonts
@@ -717,11 +721,25 @@ pub fn write_report<W: Write>(
     out: W,
     style: &Style,
     generated: &str,
-    mut tzc: TzCache,
+    tzc: TzCache,
     metadata: &Value,
     report: &Report,
 ) -> io::Result<()> {
+    write_report_noted(out, style, generated, tzc, metadata, report, "")
+}
+
+/// [`write_report`] with `note` after the page number in every footer.
+pub fn write_report_noted<W: Write>(
+    out: W,
+    style: &Style,
+    generated: &str,
+    mut tzc: TzCache,
+    metadata: &Value,
+    report: &Report,
+    note: &str,
+) -> io::Result<()> {
     let mut doc = Doc::new(style, &report.title, generated);
+    doc.note = note.to_owned();
     let sections: Vec<&str> = report.parts.iter().map(|p| p.title.as_str()).collect();
     let cur = match metadata["currency_symbol"].as_str() {
         Some(sym) => format!(

@@ -14,9 +14,9 @@
 
 use crate::config::Exports;
 use crate::domain::Bucket;
+use crate::domain::provenance::{Source, Unmeasured};
 use crate::domain::rollup::Period;
 use crate::domain::rollup::period_start;
-use crate::domain::provenance::{Source, Unmeasured};
 use crate::export::fields::{Agg, ENERGY, IS_ON, POWER};
 use crate::export::fields::{
     Custom, Field, VALUE_FIELDS, default_field_names, known_field_names, parse_customs,
@@ -574,9 +574,11 @@ impl<I: Iterator<Item = store::Result<Sub>>> Iterator for Aggregate<'_, I> {
         for (i, v) in vals.iter_mut().enumerate() {
             *v = acc[i].finish(self.run.data.functions[i]);
         }
-        Some(Ok(
-            Row::new(start, first.dev, vals).with_quality(energy_mwh, &unmeasured, true)
-        ))
+        Some(Ok(Row::new(start, first.dev, vals).with_quality(
+            energy_mwh,
+            &unmeasured,
+            true,
+        )))
     }
 }
 

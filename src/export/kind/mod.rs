@@ -8,6 +8,7 @@
 //! - [`system_report`]: the report of devices, energy, cost, health and usage patterns.
 //! - [`audit_logs`]: audit entries with their hash chain, and the check of an exported file.
 //! - [`configuration`]: devices, users and settings (never secrets).
+//! - [`statement`]: a signed statement of some devices' energy and cost.
 
 pub mod audit_logs;
 pub mod configuration;
@@ -17,6 +18,7 @@ pub mod cost_compare;
 pub mod device_data;
 pub mod provenance;
 pub mod report_insights;
+pub mod statement;
 pub mod system_report;
 
 use super::ExportType;
@@ -43,6 +45,8 @@ pub enum KindPlan {
     AuditLogs(AuditFilter),
     /// The configuration, with its privacy options.
     Configuration(configuration::Privacy),
+    /// A signed statement.
+    Statement(statement::Options),
 }
 
 /// What a render reads besides its plan, gathered when the job starts.
@@ -56,6 +60,8 @@ pub enum Inputs {
     AuditLog(crate::auth::keys::SecretKey),
     /// configuration: its rows.
     Configuration(Vec<configuration::Row>),
+    /// statement: the statement computed, with its signing key.
+    Statement(Box<statement::Built>),
 }
 
 impl KindPlan {
@@ -67,6 +73,7 @@ impl KindPlan {
             KindPlan::SystemReport(_) => ExportType::SystemReport,
             KindPlan::AuditLogs(_) => ExportType::AuditLogs,
             KindPlan::Configuration(_) => ExportType::Configuration,
+            KindPlan::Statement(_) => ExportType::Statement,
         }
     }
 
@@ -77,7 +84,7 @@ impl KindPlan {
 
     /// Whether it covers devices.
     pub fn has_devices(&self) -> bool {
-        matches!(self, KindPlan::DeviceData(_)) || self.is_document()
+        matches!(self, KindPlan::DeviceData(_) | KindPlan::Statement(_)) || self.is_document()
     }
 }
 
@@ -98,6 +105,8 @@ pub struct Daemon<'a> {
     pub now_ms: i64,
     /// Who asked for the export.
     pub requester: u32,
+    /// The data directory (the statement key).
+    pub data_dir: &'a std::path::Path,
 }
 
 /// What the render of `plan` reads besides it: the prices, the computed document, the audit
@@ -124,6 +133,25 @@ pub fn inputs(
             Inputs::Document(system_report::build(
                 d.store, plan, sections, d.runtime, d.now_ms, owner, ctl,
             )?)
+        }
+        KindPlan::Statement(o) => {
+            let key = crate::auth::signing::StatementKey::load_or_create(d.data_dir)
+                .map_err(|e| super::pipeline::RenderError::Key(e.to_string()))?;
+            let issuer = match d.settings.exports.statement_issuer.trim() {
+                "" => rustix::system::uname()
+                    .nodename()
+                    .to_string_lossy()
+                    .into_owned(),
+                s => s.to_owned(),
+            };
+            Inputs::Statement(Box::new(statement::build(
+                d.store,
+                plan,
+                o,
+                issuer,
+                Arc::new(key),
+                ctl,
+            )?))
         }
         KindPlan::CostAnalysis(o) => {
             let mut r = cost_analysis::report(d.store, plan, o.grouping, o.breakdown, ctl)?;
@@ -154,7 +182,10 @@ pub fn extra_permission(t: ExportType) -> Option<crate::auth::Permission> {
     match t {
         ExportType::AuditLogs => Some(crate::auth::Permission::AuditRead),
         ExportType::Configuration => Some(crate::auth::Permission::SystemConfig),
-        ExportType::DeviceData | ExportType::CostAnalysis | ExportType::SystemReport => None,
+        ExportType::DeviceData
+        | ExportType::CostAnalysis
+        | ExportType::SystemReport
+        | ExportType::Statement => None,
     }
 }
 
@@ -175,6 +206,7 @@ pub fn plan(
             system_report::sections_of_request(req)?,
         )),
         ExportType::CostAnalysis => Some(KindPlan::CostAnalysis(cost_analysis::options_of(req)?)),
+        ExportType::Statement => Some(KindPlan::Statement(statement::options_of(req)?)),
         ExportType::DeviceData => None,
     };
     refuse_other_kinds(req, t)?;
@@ -193,10 +225,15 @@ fn refuse_other_kinds(req: &CreateRequest, t: ExportType) -> Result<(), RequestE
     {
         return Err(bad("grouping must be daily, weekly, monthly or yearly"));
     }
-    if t != ExportType::CostAnalysis && (req.allocation.is_some() || req.compare_tariffs.is_some())
-    {
+    if !matches!(t, ExportType::CostAnalysis | ExportType::Statement) && req.allocation.is_some() {
         return Err(bad(format!(
-            "allocation and compare_tariffs apply to cost_analysis exports, not to {}",
+            "allocation applies to cost_analysis and statement exports, not to {}",
+            req.export_type
+        )));
+    }
+    if t != ExportType::CostAnalysis && req.compare_tariffs.is_some() {
+        return Err(bad(format!(
+            "compare_tariffs applies to cost_analysis exports, not to {}",
             req.export_type
         )));
     }
@@ -232,7 +269,9 @@ fn refuse_other_kinds(req: &CreateRequest, t: ExportType) -> Result<(), RequestE
 pub fn columns(plan: &Plan) -> Vec<String> {
     let fixed: &[&str] = match &plan.kind {
         KindPlan::DeviceData(d) => return device_data::columns(d),
-        KindPlan::SystemReport(_) | KindPlan::CostAnalysis(_) => &super::report::CSV_COLUMNS,
+        KindPlan::SystemReport(_) | KindPlan::CostAnalysis(_) | KindPlan::Statement(_) => {
+            &super::report::CSV_COLUMNS
+        }
         KindPlan::AuditLogs(_) => &audit_logs::COLUMNS,
         KindPlan::Configuration(_) => &configuration::COLUMNS,
     };
@@ -251,6 +290,7 @@ pub fn metadata(plan: &Plan, export_id: &str, created: &str, user: Option<&str>)
         KindPlan::CostAnalysis(o) => cost_analysis::metadata(o),
         KindPlan::AuditLogs(f) => audit_logs::metadata(f),
         KindPlan::Configuration(_) => json!({}),
+        KindPlan::Statement(o) => json!({"allocation": o.allocation}),
     };
     m["export_id"] = json!(export_id);
     m["export_type"] = json!(plan.kind.export_type().name());
