@@ -11,6 +11,7 @@ const TYPES = [
   ['system_report', 'System report', null],
   ['audit_logs', 'Audit log', 'AUDIT_READ'],
   ['configuration', 'Configuration', 'SYSTEM_CONFIG'],
+  ['statement', 'Signed statement', null],
 ];
 const AGG = [['raw', 'Every reading'], ['15m', '15 minutes'], ['hourly', 'Hourly'], ['daily', 'Daily'], ['weekly', 'Weekly'], ['monthly', 'Monthly']];
 const PRESETS = [['today', 'Today'], ['24h', 'Last 24 hours'], ['7d', 'Last 7 days'], ['30d', 'Last 30 days'], ['month', 'This month'], ['last_month', 'Last month'], ['custom', 'Custom…']];
@@ -93,7 +94,9 @@ async function build(ctx, { devices: pre = [], name } = {}) {
   const nameOf = new Map(devs.devices.map((d) => [d.device_id, d.device_name]));
   const devBoxes = checks('Devices', devs.devices.map((d) => [d.device_id, d.parent_id ? `${nameOf.get(d.parent_id) || 'strip'} › ${d.device_name}` : d.device_name]),
     (v) => (pre.length ? pre.includes(v) : true), 'devices');
-  const fieldBoxes = checks('Fields', metrics.metrics.map((m) => [m.field, m.unit ? `${m.name}` : m.name]), () => true, 'fields');
+  // Opt-in fields (provenance) start unchecked.
+  const optIn = new Set(metrics.metrics.filter((m) => m.default === false).map((m) => m.field));
+  const fieldBoxes = checks('Fields', metrics.metrics.map((m) => [m.field, m.unit ? `${m.name}` : m.name]), (v) => !optIn.has(v), 'fields');
   const preview = h('div', { class: 'preview', 'data-testid': 'preview' });
   const result = h('div', { class: 'result', 'data-testid': 'export-result' });
   const announce = h('p', { class: 'sr-only', role: 'status' }); // status changes only, not every percent
@@ -105,7 +108,7 @@ async function build(ctx, { devices: pre = [], name } = {}) {
     custom.hidden = preset.value !== 'custom';
     for (const el of deviceOnly) (el.closest('.field') || el).hidden = t !== 'device_data';
     grouping.closest('.field').hidden = t !== 'cost_analysis';
-    devBoxes.set.hidden = !['device_data', 'cost_analysis'].includes(t);
+    devBoxes.set.hidden = !['device_data', 'cost_analysis', 'statement'].includes(t);
     preset.closest('.field').hidden = t === 'configuration';
   }
 
@@ -121,7 +124,7 @@ async function build(ctx, { devices: pre = [], name } = {}) {
     const t = type.value;
     const b = { export_type: t, format: format.value, options: { timezone: tz.value, compression: compression.value } };
     if (t !== 'configuration') b.date_range = range();
-    if (t === 'device_data' || t === 'cost_analysis') {
+    if (t === 'device_data' || t === 'cost_analysis' || t === 'statement') {
       const ids = devBoxes.values();
       if (!ids.length) throw new Error('Choose at least one device.');
       b.devices = ids.length === devBoxes.count ? 'all' : ids;

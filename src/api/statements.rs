@@ -21,7 +21,7 @@ fn key_error(e: crate::auth::signing::KeyError) -> ApiError {
         StatusCode::INTERNAL_SERVER_ERROR,
         "STATEMENT_KEY_UNAVAILABLE",
         "The statement key cannot be used",
-        &e.to_string(),
+        e.to_string(),
     )
 }
 

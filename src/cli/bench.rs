@@ -112,6 +112,17 @@ pub struct WhatifArgs {
     pub runs: usize,
 }
 
+/// A signed statement: one device × one year, PDF.
+#[derive(Debug, clap::Args)]
+pub struct StatementArgs {
+    /// Scratch directory.
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// Runs (median time).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
 /// Storage wear: bytes written per day for 10 devices polled every 10 s.
 #[derive(Debug, clap::Args)]
 pub struct WearArgs {
@@ -167,6 +178,11 @@ pub async fn alerts(a: AlertsArgs) -> anyhow::Result<()> {
 /// `kasad bench-whatif`.
 pub async fn whatif(a: WhatifArgs) -> anyhow::Result<()> {
     print_blocking(move || super::benchmarks::run_whatif(&a.dir, a.runs)).await
+}
+
+/// `kasad bench-statement`.
+pub async fn statement(a: StatementArgs) -> anyhow::Result<()> {
+    print_blocking(move || super::benchmarks::run_statement(&a.dir, a.runs)).await
 }
 
 /// `kasad bench-wear`.

@@ -610,6 +610,63 @@ pub fn run_whatif(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     )
 }
 
+/// Statement benchmark (`kasad bench-statement`, hidden): a signed PDF statement of one
+/// device over one year of minute readings, computed, rendered, signed and written; then
+/// checked as `kasad statement verify` does.
+pub fn run_statement(dir: &Path, runs: usize) -> anyhow::Result<Value> {
+    use crate::export::kind::{Inputs, KindPlan, statement};
+    use crate::export::pipeline::{self as render, Control, Limits};
+    let start = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    let now = start + 366 * 86_400_000;
+    let path = dir.join("statement.redb");
+    let (n, _) = ingest(&path, 1, 365, 60_000, start)?;
+    let store = Store::open(&path, 16)?;
+    let records = store.device_records()?;
+    let body = json!({
+        "export_type": "statement", "format": "pdf", "devices": "all",
+        "date_range": {"start": "2025-01-01", "end": "2025-12-31"},
+        "options": {"timezone": "Europe/Berlin"},
+    });
+    let plan = bench_plan(&records, &flat_tariff()?, &Default::default(), body, now)?;
+    let KindPlan::Statement(o) = &plan.kind else {
+        anyhow::bail!("not a statement plan");
+    };
+    let meta = crate::export::kind::metadata(&plan, "bench", "bench", None);
+    let key = std::sync::Arc::new(crate::auth::signing::StatementKey::load_or_create(dir)?);
+    let file = dir.join("statement.pdf");
+    let (mut times, mut checks) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let ctl = Control::default();
+        let built = statement::build(&store, &plan, o, "bench".into(), key.clone(), &ctl)?;
+        let limits = Limits {
+            max_records: u64::MAX,
+            max_bytes: u64::MAX,
+            distinct_budget: usize::MAX,
+        };
+        let inputs = Inputs::Statement(Box::new(built));
+        render::render(
+            &store,
+            &plan,
+            &inputs,
+            &meta,
+            &file,
+            "statement.pdf",
+            limits,
+            &ctl,
+        )?;
+        times.push(t.elapsed().as_secs_f64());
+        let bytes = std::fs::read(&file)?;
+        let t = Instant::now();
+        crate::export::signed::verify(&bytes, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        checks.push(t.elapsed().as_secs_f64());
+    }
+    Ok(
+        json!({"readings_stored": n, "bytes": std::fs::metadata(&file)?.len(),
+        "seconds": median(times), "verify_seconds": median(checks)}),
+    )
+}
+
 /// `/proc/self/io` counters: (wchar, write_bytes).
 fn io_counters() -> (u64, u64) {
     let t = std::fs::read_to_string("/proc/self/io").unwrap_or_default();

@@ -88,6 +88,9 @@ enum Cmd {
     /// Benchmark the what-if comparison (3 tariffs over 20 devices × 1 year).
     #[command(hide = true)]
     BenchWhatif(bench::WhatifArgs),
+    /// Benchmark a signed statement (PDF, 1 device × 1 year).
+    #[command(hide = true)]
+    BenchStatement(bench::StatementArgs),
     /// Benchmark storage wear: bytes written per day for 10 devices polled every 10 s.
     #[command(hide = true)]
     BenchWear(bench::WearArgs),
@@ -134,6 +137,7 @@ pub async fn main() -> anyhow::Result<()> {
         Cmd::BenchAlerts(a) => bench::alerts(a).await,
         Cmd::BenchWhatif(a) => bench::whatif(a).await,
         Cmd::BenchWear(a) => bench::wear(a).await,
+        Cmd::BenchStatement(a) => bench::statement(a).await,
         Cmd::Sim(a) => sim::run(a).await,
     }
 }

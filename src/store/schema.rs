@@ -186,7 +186,7 @@ fn mark_provenance(txn: &WriteTransaction) -> Result<(), super::Error> {
             let (_, v) = e.ok()?;
             let r: super::DeviceRecord = serde_json::from_slice(v.value()).ok()?;
             (r.info.model == "imported" && r.info.device_id.as_str().starts_with("km-"))
-                .then(|| (r.key, r.info.device_id))
+                .then_some((r.key, r.info.device_id))
         })
         .collect();
     let is_imported = |key: u32| imported.iter().any(|(k, _)| *k == key);

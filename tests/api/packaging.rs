@@ -338,7 +338,7 @@ fn the_test_command_sets_up_a_fresh_machine() {
         "python3" => "python3",
         "node" => "nodejs",
         "openssl" => "openssl",
-        "pdftoppm" | "pdftotext" | "pdfinfo" => "poppler-utils",
+        "pdftoppm" | "pdftotext" | "pdfinfo" | "pdfdetach" => "poppler-utils",
         "systemd-analyze" => "systemd",
         "timeout" => "coreutils",
         "unshare" | "setpriv" => "util-linux",

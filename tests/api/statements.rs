@@ -103,7 +103,11 @@ async fn statements_are_signed_verified_and_fail_after_any_changed_byte() {
     assert!((fact("total").as_f64().unwrap() - (cost + standing)).abs() < 0.005);
     assert_eq!(fact("measured"), 100.0, "the fixture is all measured");
     let days = &st["report"]["energy"]["tables"]["energy_per_day"]["rows"];
-    assert_eq!(days.as_array().unwrap().len(), 3, "the end date is included: {days}");
+    assert_eq!(
+        days.as_array().unwrap().len(),
+        3,
+        "the end date is included: {days}"
+    );
     let counters = &st["report"]["energy"]["tables"]["counters"]["rows"][0];
     assert!(counters["closing_counter"].as_f64() > counters["opening_counter"].as_f64());
     let (ok, text) = verify_file(dir.path(), "s.json", &j, &[]);
@@ -220,7 +224,12 @@ async fn statements_are_signed_verified_and_fail_after_any_changed_byte() {
     assert_eq!(entries.len(), 3, "{audit}");
     let hashes: Vec<String> = [&j, &c, &p]
         .iter()
-        .map(|b| Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect())
+        .map(|b| {
+            Sha256::digest(b)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect()
+        })
         .collect();
     for h in &hashes {
         assert!(audit.to_string().contains(h.as_str()), "{h} in {audit}");

@@ -97,66 +97,9 @@ pub fn build(
     .items("device")
     .periods("day");
     let mut provenance = Vec::with_capacity(plan.devices.len());
-    for (k, dev) in plan.devices.iter().enumerate() {
-        let buckets: Vec<_> = store
-            .scan_buckets(&dev.id, plan.start_ms, plan.end_ms)?
-            .collect::<Result<_, _>>()?;
-        let last_counted = buckets.iter().rev().find(|b| b.counter_last_wh >= 0);
-        let opening = store
-            .scan_raw(&dev.id, plan.start_ms, plan.end_ms)?
-            .take(1_000)
-            .find_map(|r| r.ok().filter(|r| r.reading.counter_wh.is_some()));
-        let closing = match last_counted {
-            Some(b) => store
-                .scan_raw(&dev.id, b.start_ms, plan.end_ms)?
-                .filter_map(Result::ok)
-                .filter(|r| r.reading.counter_wh.is_some())
-                .last(),
-            None => None,
-        };
-        let (mut energy, mut u) = (0i64, Unmeasured::default());
-        let day_rows = aggregate(buckets, Period::Day, plan.tz);
-        for (p, day) in costs.periods.iter().enumerate() {
-            let Some(b) = day_rows.iter().find(|b| b.start_ms == *day) else {
-                continue;
-            };
-            energy += b.energy_mwh;
-            u.merge(&b.unmeasured);
-            let acc = costs
-                .by_period_device
-                .get(&(p, k))
-                .copied()
-                .unwrap_or_default();
-            days.push(
-                &names[k],
-                &Grouping::Day.label(*day, plan.tz),
-                vec![
-                    V::Num(b.energy_mwh as f64 / 1e6, 3),
-                    V::Num(100.0 * u_share(b.energy_mwh, &b.unmeasured), 2),
-                    money(to_minor(acc.cost + acc.tax, d)),
-                ],
-            );
-        }
-        provenance.push((energy, u));
-        let kwh = |r: &Option<crate::store::RawRow>| {
-            r.as_ref()
-                .and_then(|r| r.reading.counter_wh)
-                .map_or(V::Null, |c| V::Num(c as f64 / 1000.0, 3))
-        };
-        let time = |r: &Option<crate::store::RawRow>| {
-            r.as_ref().map_or(V::Null, |r| V::Time(r.reading.ts_ms))
-        };
-        counters.push(
-            &names[k],
-            "",
-            vec![
-                time(&opening),
-                kwh(&opening),
-                time(&closing),
-                kwh(&closing),
-                V::Num(energy as f64 / 1e6, 3),
-            ],
-        );
+    for (k, name) in names.iter().enumerate() {
+        let t = (&mut counters, &mut days);
+        provenance.push(device_rows(store, plan, &costs, k, name, t)?);
     }
     let prices = prices_table(plan, &costs);
     let total = costs.total();
@@ -172,21 +115,8 @@ pub fn build(
         Vec::new(),
     )];
     parts.push(Part::new("prices", "Prices applied", prices, Vec::new()));
-    let mut standing = 0i64;
-    if let Some(a) = &allocation {
-        let part = cost_allocation::part(store, plan, &names, a, d, &cur)?;
-        // The devices' lines (the untracked line and the bill total follow them).
-        standing = part.tables[0]
-            .rows
-            .iter()
-            .take(plan.devices.len())
-            .map(|r| match r.values[2] {
-                V::Num(x, _) => (x * 10f64.powi(i32::from(d))).round() as i64,
-                _ => 0,
-            })
-            .sum();
-        parts.push(part);
-    }
+    let (standing, part) = standing_share(store, plan, &names, allocation.as_ref(), d, &cur)?;
+    parts.extend(part);
     parts.push(Part::new(
         "provenance",
         "Provenance",
@@ -209,7 +139,7 @@ pub fn build(
         ("total", money(energy_cost + standing), cur.clone()),
         (
             "measured",
-            V::Num(100.0 * u_share(all.0, &all.1), 2),
+            V::Num(100.0 * all.1.measured_share(all.0), 2),
             "%".into(),
         ),
         (
@@ -231,8 +161,104 @@ pub fn build(
     })
 }
 
-fn u_share(energy_mwh: i64, u: &Unmeasured) -> f64 {
-    u.measured_share(energy_mwh)
+/// One device's counter readings and days; its energy over the range and the part of it not
+/// measured.
+fn device_rows(
+    store: &Store,
+    plan: &Plan,
+    costs: &cost_analysis::Costs,
+    k: usize,
+    name: &str,
+    (counters, days): (&mut Table, &mut Table),
+) -> Result<(i64, Unmeasured), RenderError> {
+    let dev = &plan.devices[k];
+    let (d, money) = (costs.decimals, |m: i64| {
+        V::Num(minor_value(m, costs.decimals), costs.decimals)
+    });
+    let buckets: Vec<_> = store
+        .scan_buckets(&dev.id, plan.start_ms, plan.end_ms)?
+        .collect::<Result<_, _>>()?;
+    let last_counted = buckets.iter().rev().find(|b| b.counter_last_wh >= 0);
+    let opening = store
+        .scan_raw(&dev.id, plan.start_ms, plan.end_ms)?
+        .take(1_000)
+        .find_map(|r| r.ok().filter(|r| r.reading.counter_wh.is_some()));
+    let closing = match last_counted {
+        Some(b) => store
+            .scan_raw(&dev.id, b.start_ms, plan.end_ms)?
+            .filter_map(Result::ok)
+            .filter(|r| r.reading.counter_wh.is_some())
+            .last(),
+        None => None,
+    };
+    let (mut energy, mut u) = (0i64, Unmeasured::default());
+    let day_rows = aggregate(buckets, Period::Day, plan.tz);
+    for (p, day) in costs.periods.iter().enumerate() {
+        let Some(b) = day_rows.iter().find(|b| b.start_ms == *day) else {
+            continue;
+        };
+        energy += b.energy_mwh;
+        u.merge(&b.unmeasured);
+        let acc = costs
+            .by_period_device
+            .get(&(p, k))
+            .copied()
+            .unwrap_or_default();
+        days.push(
+            name,
+            &Grouping::Day.label(*day, plan.tz),
+            vec![
+                V::Num(b.energy_mwh as f64 / 1e6, 3),
+                V::Num(100.0 * b.unmeasured.measured_share(b.energy_mwh), 2),
+                money(to_minor(acc.cost + acc.tax, d)),
+            ],
+        );
+    }
+    let kwh = |r: &Option<crate::store::RawRow>| {
+        r.as_ref()
+            .and_then(|r| r.reading.counter_wh)
+            .map_or(V::Null, |c| V::Num(c as f64 / 1000.0, 3))
+    };
+    let time =
+        |r: &Option<crate::store::RawRow>| r.as_ref().map_or(V::Null, |r| V::Time(r.reading.ts_ms));
+    counters.push(
+        name,
+        "",
+        vec![
+            time(&opening),
+            kwh(&opening),
+            time(&closing),
+            kwh(&closing),
+            V::Num(energy as f64 / 1e6, 3),
+        ],
+    );
+    Ok((energy, u))
+}
+
+/// The allocation part of `a` and the plan devices' share of the standing charge (minor units).
+fn standing_share(
+    store: &Store,
+    plan: &Plan,
+    names: &[String],
+    a: Option<&Allocation>,
+    d: u8,
+    cur: &str,
+) -> Result<(i64, Option<Part>), RenderError> {
+    let Some(a) = a else {
+        return Ok((0, None));
+    };
+    let part = cost_allocation::part(store, plan, names, a, d, cur)?;
+    // The devices' lines (the untracked line and the bill total follow them).
+    let standing = part.tables[0]
+        .rows
+        .iter()
+        .take(plan.devices.len())
+        .map(|r| match r.values[2] {
+            V::Num(x, _) => (x * 10f64.powi(i32::from(d))).round() as i64,
+            _ => 0,
+        })
+        .sum();
+    Ok((standing, Some(part)))
 }
 
 /// The tariff versions in force and the energy, cost and average price per band.
