@@ -75,6 +75,8 @@ pub struct Point {
     pub samples: u32,
     /// The energy that was not measured (raw: all of an imported reading's).
     pub unmeasured: Unmeasured,
+    /// A strip's outlets had different sources (raw).
+    pub sources_differ: bool,
 }
 
 impl Point {
@@ -82,7 +84,7 @@ impl Point {
     /// `mixed`).
     pub fn quality(&self, raw: bool) -> &'static str {
         match (raw, self.unmeasured.single()) {
-            (true, Some(s)) => s.name(),
+            (true, Some(s)) if !self.sources_differ => s.name(),
             _ => self.unmeasured.quality(),
         }
     }
@@ -108,6 +110,7 @@ fn from_raw(r: &RawRow) -> Point {
         on_ms: None,
         samples: 1,
         unmeasured: raw_source(r),
+        sources_differ: false,
     }
 }
 
@@ -126,6 +129,7 @@ fn from_bucket(b: &Bucket) -> Point {
         on_ms: Some(b.on_ms),
         samples: b.samples,
         unmeasured: b.unmeasured,
+        sources_differ: false,
     }
 }
 
@@ -167,6 +171,7 @@ fn sum_points(parts: Vec<Vec<Point>>) -> Vec<Point> {
                 acc.current_ma = add(acc.current_ma, p.current_ma);
                 acc.voltage_mv = add(acc.voltage_mv, p.voltage_mv);
                 acc.energy_mwh += p.energy_mwh;
+                acc.sources_differ |= acc.unmeasured.marks != p.unmeasured.marks;
                 acc.unmeasured.merge(&p.unmeasured);
                 acc.is_on |= p.is_on;
                 acc.on_ms = acc.on_ms.max(p.on_ms);

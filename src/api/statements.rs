@@ -48,8 +48,11 @@ pub struct VerifyQuery {
 }
 
 /// `POST /api/statements/verify`: the body is a statement file (PDF, JSON or CSV). 200 with
-/// the signer's fingerprint when untouched; 422 `STATEMENT_INVALID` naming the problem.
+/// the signer's fingerprint when untouched and signed by this appliance's key (or by the
+/// `public_key` fingerprint asked for); 422 `STATEMENT_INVALID` naming the problem — a
+/// statement re-signed by another key included.
 pub async fn verify(
+    State(st): State<AppState>,
     ApiQuery(q): ApiQuery<VerifyQuery>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -65,7 +68,15 @@ pub async fn verify(
             ApiError::validation(e.body_text())
         }
     })?;
-    let checked = blocking(move || signed::verify(&body, q.public_key.as_deref())).await?;
+    let dir = st.work.exporter.data_dir().to_path_buf();
+    let expected = match q.public_key {
+        Some(fp) => fp,
+        None => blocking(move || StatementKey::load_or_create(&dir))
+            .await?
+            .map_err(key_error)?
+            .fingerprint(),
+    };
+    let checked = blocking(move || signed::verify(&body, Some(&expected))).await?;
     match checked {
         Ok(v) => Ok(Json(json!({
             "valid": true,

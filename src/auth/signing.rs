@@ -49,19 +49,14 @@ impl StatementKey {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let io = |e| KeyError::Io(name.clone(), e);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => {
-                let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::Exposed(name, mode & 0o777));
-                }
-                b
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let bytes = match read_key(&path, &name)? {
+            Some(b) => b,
+            None => {
                 let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
                     .map_err(|_| KeyError::Invalid(name.clone()))?;
-                // Written aside and renamed: a crash never leaves half a key.
-                let tmp = dir.join(format!(".{FILE}.tmp"));
+                // Written aside, then linked into place: a crash never leaves half a key, and
+                // a key another process made meanwhile is kept, never replaced.
+                let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
                 let _ = std::fs::remove_file(&tmp);
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
@@ -71,10 +66,21 @@ impl StatementKey {
                     .map_err(io)?;
                 f.write_all(doc.as_ref()).map_err(io)?;
                 f.sync_all().map_err(io)?;
-                std::fs::rename(&tmp, &path).map_err(io)?;
-                doc.as_ref().to_vec()
+                let linked = std::fs::hard_link(&tmp, &path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => {
+                        std::fs::File::open(dir)
+                            .and_then(|d| d.sync_all())
+                            .map_err(io)?;
+                        doc.as_ref().to_vec()
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        read_key(&path, &name)?.ok_or_else(|| KeyError::Invalid(name.clone()))?
+                    }
+                    Err(e) => return Err(io(e)),
+                }
             }
-            Err(e) => return Err(io(e)),
         };
         let pair = Ed25519KeyPair::from_pkcs8(&bytes).map_err(|_| KeyError::Invalid(name))?;
         Ok(Self { pair })
@@ -101,6 +107,24 @@ impl StatementKey {
             .as_ref()
             .try_into()
             .expect("an Ed25519 signature is 64 bytes")
+    }
+}
+
+/// The key file's bytes, `None` when there is none; refused when others can read it.
+fn read_key(path: &Path, name: &str) -> Result<Option<Vec<u8>>, KeyError> {
+    match std::fs::read(path) {
+        Ok(b) => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| KeyError::Io(name.into(), e))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Exposed(name.into(), mode & 0o777));
+            }
+            Ok(Some(b))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(KeyError::Io(name.into(), e)),
     }
 }
 

@@ -41,6 +41,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         v.format,
                         v.fingerprint
                     );
+                    if expected.is_none() {
+                        println!(
+                            "note: anyone can sign with a key of their own: compare that fingerprint with the issuer's, or pass --public-key"
+                        );
+                    }
                     Ok(())
                 }
                 Err(e) => anyhow::bail!("{}: NOT VALID: {e}", file.display()),

@@ -164,22 +164,12 @@ pub fn sign_pdf(pdf: &[u8], json: &[u8], key: &StatementKey) -> Result<Vec<u8>, 
     doc.trailer.set("Info", Object::Reference(info_id));
     let mut out = Vec::with_capacity(pdf.len() + json.len() + 1024);
     doc.save_to(&mut out).map_err(|e| e.to_string())?;
-    let at = unique(&out, &placeholder).ok_or("the signature placeholder is not unique")?;
+    let at = last(&out, &placeholder).ok_or("the signature placeholder is missing")?;
     let sig = key.sign(&out);
     let hex: String = sig.iter().map(|b| format!("{b:02x}")).collect();
     let digits = at + PDF_MARK.len();
     out[digits..digits + 128].copy_from_slice(hex.as_bytes());
     Ok(out)
-}
-
-/// The one place `needle` occurs in `hay`.
-fn unique(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let mut found = hay
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle);
-    let first = found.next()?.0;
-    found.next().is_none().then_some(first)
 }
 
 /// Checks a statement file; `expected`: the fingerprint its signer must have.
@@ -219,18 +209,31 @@ fn sig_of(text: &str) -> Result<Vec<u8>, VerifyError> {
 }
 
 fn verify_json(bytes: &[u8]) -> Result<Verified, VerifyError> {
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| VerifyError::Changed(format!("the JSON does not parse ({e})")))?;
-    let (Some(st), Some(sig)) = (v.get("statement"), v.get("signature")) else {
-        return Err(VerifyError::NotAStatement(
-            "a JSON statement has \"statement\" and \"signature\"".into(),
+    // Only the small signature block is parsed: the statement is checked as the bytes it is,
+    // so a large hostile upload costs a scan, never a tree of values.
+    const HEAD: &[u8] = b"{\"statement\":";
+    const MID: &[u8] = b",\"signature\":";
+    let body = bytes.strip_prefix(HEAD).ok_or_else(|| {
+        VerifyError::NotAStatement("a JSON statement starts {\"statement\":".into())
+    })?;
+    let cut = body
+        .windows(MID.len())
+        .rposition(|w| w == MID)
+        .ok_or_else(|| VerifyError::Damaged("no signature block".into()))?;
+    let (st, rest) = body.split_at(cut);
+    let block = rest[MID.len()..]
+        .strip_suffix(b"}\n")
+        .ok_or_else(|| VerifyError::Changed("the file does not end as issued".into()))?;
+    if block.len() > 4096 {
+        return Err(VerifyError::Damaged(
+            "the signature block is too large".into(),
         ));
-    };
-    let canon = st.to_string();
-    let rebuilt = format!("{{\"statement\":{canon},\"signature\":{sig}}}\n");
-    if rebuilt.as_bytes() != bytes {
+    }
+    let sig: Value = serde_json::from_slice(block)
+        .map_err(|e| VerifyError::Damaged(format!("it does not parse ({e})")))?;
+    if sig.to_string().as_bytes() != block {
         return Err(VerifyError::Changed(
-            "its bytes are not the ones issued (spacing, order or form differ)".into(),
+            "the signature block's bytes are not the ones issued".into(),
         ));
     }
     let text = |k: &str| {
@@ -248,10 +251,12 @@ fn verify_json(bytes: &[u8]) -> Result<Verified, VerifyError> {
             "the fingerprint is not the public key's".into(),
         ));
     }
-    if st.get("public_key").and_then(Value::as_str) != Some(text("public_key")?) {
+    if !verify_sig(&pk, st, &sig_of(text("value")?)?) {
         return Err(VerifyError::BadSignature);
     }
-    if !verify_sig(&pk, canon.as_bytes(), &sig_of(text("value")?)?) {
+    // The signed statement names the same key (it embeds its signer).
+    let embedded = format!("\"public_key\":\"{}\"", text("public_key")?);
+    if !st.windows(embedded.len()).any(|w| w == embedded.as_bytes()) {
         return Err(VerifyError::BadSignature);
     }
     Ok(Verified {
@@ -304,9 +309,11 @@ fn verify_csv(bytes: &[u8]) -> Result<Verified, VerifyError> {
 }
 
 fn verify_pdf(bytes: &[u8]) -> Result<Verified, VerifyError> {
+    // The information dictionary is the last object written: its entries are the last
+    // occurrences (a name in the attached statement cannot stand in for them).
     let key = format!("/{PDF_KEY}");
-    let at = unique(bytes, key.as_bytes())
-        .ok_or_else(|| VerifyError::Damaged("no single statement signature in the PDF".into()))?;
+    let at = last(bytes, key.as_bytes())
+        .ok_or_else(|| VerifyError::Damaged("no statement signature in the PDF".into()))?;
     let rest = &bytes[at + key.len()..];
     let mark = rest
         .windows(PDF_MARK.len())
@@ -330,14 +337,31 @@ fn verify_pdf(bytes: &[u8]) -> Result<Verified, VerifyError> {
         })
         .collect::<Option<_>>()
         .ok_or_else(|| VerifyError::Damaged("the PDF signature is not lower-case hex".into()))?;
+    let kkey = b"/KasadStatementKey";
+    let k = last(bytes, kkey)
+        .ok_or_else(|| VerifyError::Damaged("the PDF names no statement key".into()))?;
+    let tail = &bytes[k + kkey.len()..];
+    let open = tail.iter().take(4).position(|c| *c == b'(');
+    let pk = open
+        .and_then(|o| {
+            let t = &tail[o + 1..];
+            let close = t.iter().take(64).position(|c| *c == b')')?;
+            std::str::from_utf8(&t[..close]).ok()
+        })
+        .ok_or_else(|| VerifyError::Damaged("the PDF's statement key does not read".into()))?;
+    let pk = key_of(pk)?;
+    // The whole file first, before anything in it is parsed.
+    let mut signed = bytes.to_vec();
+    signed[digits..digits + 128].fill(b'0');
+    if !verify_sig(&pk, &signed, &sig) {
+        return Err(VerifyError::BadSignature);
+    }
     let json = attachment(bytes)?;
     let inner = verify_json(&json).map_err(|e| match e {
         VerifyError::NotAStatement(m) => VerifyError::Changed(format!("the attached {m}")),
         other => other,
     })?;
-    let mut signed = bytes.to_vec();
-    signed[digits..digits + 128].fill(b'0');
-    if !verify_sig(&inner.public_key, &signed, &sig) {
+    if inner.public_key != pk {
         return Err(VerifyError::BadSignature);
     }
     Ok(Verified {
@@ -346,10 +370,17 @@ fn verify_pdf(bytes: &[u8]) -> Result<Verified, VerifyError> {
     })
 }
 
+/// Where `needle` last occurs in `hay`.
+fn last(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
 /// The JSON statement attached to a PDF statement.
 fn attachment(bytes: &[u8]) -> Result<Vec<u8>, VerifyError> {
     let changed = |m: &str| VerifyError::Changed(m.to_owned());
-    let doc = lopdf::Document::load_mem(bytes)
+    // Signed by the key it names, so made by kasad; still bounded.
+    let opts = lopdf::LoadOptions::with_max_decompressed_size(64 * 1024 * 1024);
+    let doc = lopdf::Document::load_mem_with_options(bytes, opts)
         .map_err(|e| changed(&format!("the PDF does not parse ({e})")))?;
     let catalog = doc
         .catalog()

@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Layout version of this build.
-pub const SCHEMA_VERSION: u64 = 14;
+pub const SCHEMA_VERSION: u64 = 15;
 
 /// `"schema_version"`, `"next_device_key"` → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -52,6 +52,10 @@ pub const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
 pub const BILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("bills");
 /// (price series, interval start ms) → (interval end ms, price per kWh in micro-units).
 pub const PRICES: TableDefinition<(&str, i64), (i64, i64)> = TableDefinition::new("prices");
+
+/// push target name → its state (JSON of `crate::push::state::State`): the cursors of what the
+/// target acknowledged, and its counters.
+pub const PUSH: TableDefinition<&str, &[u8]> = TableDefinition::new("push");
 
 /// Why the file cannot be used by this build.
 #[derive(Debug, thiserror::Error)]
@@ -165,12 +169,17 @@ pub fn migrate(txn: &WriteTransaction) -> Result<(), super::Error> {
         mark_provenance(txn)?;
         v = 14;
     }
+    if v < 15 {
+        // 14 → 15: push targets' cursors.
+        txn.open_table(PUSH)?;
+        v = 15;
+    }
     meta.insert("schema_version", v)?;
     Ok(())
 }
 
 /// What the store can tell of the provenance of what was written before schema 14:
-/// - the devices a kasa-monitor import created (model `imported`, id `km-…`, never polled)
+/// - the devices a kasa-monitor import created (id `km-…`, never polled)
 ///   hold only imported history: their buckets' energy and their readings become `imported`;
 /// - a bucket of any other device with energy but no reading of its own lies wholly inside a
 ///   gap: its energy becomes `spread` (whether day totals shaped it cannot be told afterwards);
@@ -185,7 +194,11 @@ fn mark_provenance(txn: &WriteTransaction) -> Result<(), super::Error> {
         .filter_map(|e| {
             let (_, v) = e.ok()?;
             let r: super::DeviceRecord = serde_json::from_slice(v.value()).ok()?;
-            (r.info.model == "imported" && r.info.device_id.as_str().starts_with("km-"))
+            // Live ids are the devices' own (hex); `km-` is the import's alone.
+            r.info
+                .device_id
+                .as_str()
+                .starts_with("km-")
                 .then_some((r.key, r.info.device_id))
         })
         .collect();

@@ -347,7 +347,7 @@ fn recorded_mwh(
 /// Adds a reading to the rollups: its sample to its bucket, and the energy (and relay
 /// on-time) of the interval since the previous reading spread over the buckets it spans —
 /// in proportion to time, or by `shaped` parts (a gap shaped by the device's day totals).
-/// The energy keeps its [`Source`]: a gap marks every bucket it spans, even with no energy.
+/// The energy keeps its [`Source`] in each bucket it goes to.
 pub(super) fn update_rollups(
     t: &mut Table<(u32, i64), &[u8]>,
     key: u32,
@@ -360,10 +360,10 @@ pub(super) fn update_rollups(
     if prev.count > 0 {
         let (t0, t1) = (prev.last_ts, r.ts_ms);
         let source = Source::of_interval(imported, t1 - t0, shaped.is_some());
-        let mark = source != Source::Measured && r.counter_wh.is_some();
         let parts = shaped.unwrap_or_else(|| spread(t0, t1, energy_wh * 1000));
         for (start, mwh) in parts {
-            if mwh != 0 || mark {
+            // Only buckets that get energy: a long gap with none writes nothing.
+            if mwh != 0 {
                 modify_bucket(t, key, start, |b| b.add_energy(source, mwh))?;
             }
         }

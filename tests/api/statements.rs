@@ -57,12 +57,13 @@ fn pdftotext(bytes: &[u8]) -> String {
 async fn statements_are_signed_verified_and_fail_after_any_changed_byte() {
     let e = env().await;
     let app = &e.app;
-    // A bill covering the period: its standing charge is shared by energy by default.
+    // A bill whose period covers the statement's (March): its standing charge is shared by
+    // energy by default, and the statement carries its devices' share for 3 of the 31 days.
     let (s, b) = app
         .post_raw(
             "/api/bills",
-            json!({"start": "2024-03-09", "end": "2024-03-11", "kwh": 100, "total": 30,
-                "standing_charge": 6})
+            json!({"start": "2024-03-01", "end": "2024-03-31", "kwh": 600, "total": 150,
+                "standing_charge": 31})
             .to_string(),
         )
         .await;
@@ -96,10 +97,20 @@ async fn statements_are_signed_verified_and_fail_after_any_changed_byte() {
     let cost = fact("energy_cost").as_f64().unwrap();
     let standing = fact("standing_charge_share").as_f64().unwrap();
     assert!(energy > 1.0, "{energy}");
+    let shared = &st["report"]["allocation"]["tables"]["allocation"]["rows"];
+    let heater = shared
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["line"] == "Garage Heater")
+        .unwrap_or_else(|| panic!("{shared}"));
+    let whole = heater["standing_charge"].as_f64().unwrap();
+    assert!(whole > 0.0 && whole < 31.0, "{heater}");
     assert!(
-        cost > 0.0 && standing > 0.0 && standing < 6.0,
-        "{cost} {standing}"
+        (standing - (whole * 3.0 / 31.0 * 100.0).round() / 100.0).abs() < 0.006,
+        "{standing} is 3/31 of {whole}"
     );
+    assert!(cost > 0.0, "{cost}");
     assert!((fact("total").as_f64().unwrap() - (cost + standing)).abs() < 0.005);
     assert_eq!(fact("measured"), 100.0, "the fixture is all measured");
     let days = &st["report"]["energy"]["tables"]["energy_per_day"]["rows"];
@@ -160,6 +171,20 @@ async fn statements_are_signed_verified_and_fail_after_any_changed_byte() {
         }
     }
 
+    // A statement edited and signed again with a key of one's own is refused by the API (it
+    // checks against this appliance's key), and the command says to compare the signer.
+    let forger_dir = tempfile::tempdir().unwrap();
+    let forger = StatementKey::load_or_create(forger_dir.path()).unwrap();
+    let mut edited = st.clone();
+    edited["report"]["statement"]["tables"]["statement"]["rows"][0]["value"] =
+        json!("Someone else");
+    let forged = kasad::export::signed::sign_json(edited, &forger);
+    let (ok, text) = verify_file(dir.path(), "forged.json", &forged, &[]);
+    assert!(ok && text.contains("compare that fingerprint"), "{text}");
+    assert!(!text.contains(&fp), "{text}");
+    let (ok, text) = verify_file(dir.path(), "forged.json", &forged, &["--public-key", &fp]);
+    assert!(!ok && text.contains("NOT VALID"), "{text}");
+
     // Another signer is told apart, given as a fingerprint or as a key file.
     let other_dir = tempfile::tempdir().unwrap();
     let other = StatementKey::load_or_create(other_dir.path()).unwrap();
@@ -195,6 +220,22 @@ async fn statements_are_signed_verified_and_fail_after_any_changed_byte() {
     assert_eq!(
         (s, v["fingerprint"].as_str()),
         (200, Some(fp.as_str())),
+        "{v}"
+    );
+    let (s, v) = check(forged.clone(), "").await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (422, Some("STATEMENT_INVALID")),
+        "{v}"
+    );
+    // A large hostile upload is answered, not parsed into memory.
+    let mut big = b"{\"statement\":[".to_vec();
+    big.extend(std::iter::repeat_n(b'1', 20 << 20));
+    big.extend_from_slice(b"],\"signature\":{}}\n");
+    let (s, v) = check(big, "").await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (422, Some("STATEMENT_INVALID")),
         "{v}"
     );
     let mut bad = p.clone();

@@ -235,7 +235,9 @@ fn device_rows(
     Ok((energy, u))
 }
 
-/// The allocation part of `a` and the plan devices' share of the standing charge (minor units).
+/// The allocation part of `a` and the plan devices' share of the standing charge (minor
+/// units) for the part of the bill's period the statement covers: a monthly statement within
+/// a quarterly bill carries a third of the devices' share, never all of it.
 fn standing_share(
     store: &Store,
     plan: &Plan,
@@ -248,8 +250,13 @@ fn standing_share(
         return Ok((0, None));
     };
     let part = cost_allocation::part(store, plan, names, a, d, cur)?;
+    let bill = store.bill(&a.bill_id)?.ok_or_else(|| {
+        RenderError::Invalid(format!("allocation.bill_id: no bill {:?}", a.bill_id))
+    })?;
+    let overlap = (plan.end_ms.min(bill.end_ms) - plan.start_ms.max(bill.start_ms)).max(0);
+    let covered = overlap as f64 / (bill.end_ms - bill.start_ms).max(1) as f64;
     // The devices' lines (the untracked line and the bill total follow them).
-    let standing = part.tables[0]
+    let whole: i64 = part.tables[0]
         .rows
         .iter()
         .take(plan.devices.len())
@@ -258,7 +265,7 @@ fn standing_share(
             _ => 0,
         })
         .sum();
-    Ok((standing, Some(part)))
+    Ok(((whole as f64 * covered).round() as i64, Some(part)))
 }
 
 /// The tariff versions in force and the energy, cost and average price per band.
