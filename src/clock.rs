@@ -23,6 +23,16 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 /// A shared clock handle.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// The earliest time this build takes for real: a Pi without a real-time clock boots at 1970
+/// (or at its last shutdown) until NTP sets it.
+pub const PLAUSIBLE_FROM_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+
+/// The clock guard: whether `now_ms` can be trusted — not before [`PLAUSIBLE_FROM_MS`] and not
+/// more than a minute behind the newest reading already stored (a clock that went back).
+pub fn trustworthy(now_ms: i64, newest_stored_ms: Option<i64>) -> bool {
+    now_ms >= PLAUSIBLE_FROM_MS && newest_stored_ms.is_none_or(|n| now_ms + 60_000 >= n)
+}
+
 /// The system's real-time clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

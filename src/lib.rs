@@ -45,6 +45,7 @@ pub mod notify;
 pub mod numfmt;
 pub mod poller;
 pub mod protocol;
+pub mod push;
 pub mod random;
 pub mod retention;
 pub mod schedule;

@@ -125,35 +125,6 @@ pub struct Mqtt {
     pub alerts: tokio::sync::broadcast::Sender<crate::alerts::send::Notice>,
 }
 
-/// A rustls client configuration (ring) trusting `ca_file`'s certificates, or the public web
-/// roots without one.
-fn tls(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(p) => {
-            for c in CertificateDer::pem_file_iter(p)
-                .map_err(|e| anyhow::anyhow!("[mqtt] ca_file {}: {e}", p.display()))?
-            {
-                roots
-                    .add(c.map_err(|e| anyhow::anyhow!("[mqtt] ca_file {}: {e}", p.display()))?)?;
-            }
-            anyhow::ensure!(
-                !roots.is_empty(),
-                "[mqtt] ca_file {} holds no certificate",
-                p.display()
-            );
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 /// The state topics of one device and their payloads.
 fn states(prefix: &str, l: &Live, online: bool) -> Vec<Msg> {
     let Some(id) = &l.id else { return Vec::new() };
@@ -352,7 +323,7 @@ impl Mqtt {
             opts.set_credentials(&cfg.username, self.password.clone().unwrap_or_default());
         }
         if cfg.tls {
-            match tls(cfg.ca_file.as_deref()) {
+            match crate::tls::client_config(cfg.ca_file.as_deref(), "[mqtt]") {
                 Ok(c) => {
                     opts.set_transport(rumqttc::Transport::tls_with_config(
                         rumqttc::TlsConfiguration::Rustls(Arc::new(c)),

@@ -98,6 +98,8 @@ pub struct Settings {
     pub insights: Insights,
     /// `[[price_feeds]]`.
     pub price_feeds: Vec<PriceFeed>,
+    /// `[[push]]`: time-series stores the readings are pushed to.
+    pub push: Vec<PushTarget>,
 }
 
 impl Default for Settings {
@@ -124,6 +126,7 @@ impl Default for Settings {
             schedules: Schedules::default(),
             insights: Insights::default(),
             price_feeds: Vec::new(),
+            push: Vec::new(),
         }
     }
 }

@@ -600,3 +600,67 @@ pub struct PriceFeed {
     /// When (5-field cron in `timezone`), e.g. `"15 14 * * *"` after a day-ahead auction.
     pub schedule: crate::cron::Schedule,
 }
+
+/// `[[push]]`: a time-series store the readings are pushed to, from the store as a queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushTarget {
+    /// Its name (`kasad push status`, metrics labels): 1 to 64 letters, digits, '-' or '_'.
+    pub name: String,
+    /// `remote_write` (Prometheus remote write 1.0) or `influx` (line protocol).
+    pub kind: String,
+    /// Where to (under an entry of `[delivery] webhook_allow`).
+    pub url: String,
+    /// The `site` label of every series (empty: none).
+    #[serde(default)]
+    pub site: String,
+    /// A file holding the bearer token.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic auth user (with `password_file`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the basic auth password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the target's certificate (besides the usual roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// InfluxDB 2 organisation (with `bucket`: `/api/v2/write`).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// InfluxDB 2 bucket.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// InfluxDB 1 database (`/write?db=`).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// `raw` readings or 15-minute `rollups`.
+    #[serde(default = "default_series")]
+    pub series: String,
+    /// Readings per request.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Longest wait between retries.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: Dur,
+    /// Readings older than this are not pushed (a target away longer skips them, counted).
+    #[serde(default = "default_max_age")]
+    pub max_age: Dur,
+}
+
+fn default_series() -> String {
+    "raw".into()
+}
+
+fn default_batch() -> usize {
+    5_000
+}
+
+fn default_retry_max() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+fn default_max_age() -> Dur {
+    Dur(Duration::from_secs(7 * 86_400))
+}

@@ -25,6 +25,55 @@ impl Settings {
         Ok(())
     }
 
+    /// `[[push]]`: names, kinds, series and limits (URLs and secret files are checked where
+    /// the targets are made, at start: `crate::push::Target::new`).
+    fn check_push(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in self.push.iter().enumerate() {
+            let key = |k: &str| format!("push[{i}].{k}");
+            if !crate::domain::tariff::series_name_ok(&p.name) || !names.insert(p.name.as_str()) {
+                return Err(invalid(
+                    &key("name"),
+                    "1 to 64 letters, digits, '-' or '_', different for every target",
+                ));
+            }
+            if !["remote_write", "influx"].contains(&p.kind.as_str()) {
+                return Err(invalid(&key("kind"), "remote_write or influx"));
+            }
+            if !["raw", "rollups"].contains(&p.series.as_str()) {
+                return Err(invalid(&key("series"), "raw or rollups"));
+            }
+            if !(1..=100_000).contains(&p.batch) {
+                return Err(invalid(&key("batch"), "1 to 100000 readings"));
+            }
+            if p.retry_max.0 < Duration::from_millis(100) || p.max_age.0 < Duration::from_secs(60) {
+                return Err(invalid(
+                    &key("retry_max"),
+                    "retry_max at least 100ms, max_age at least 1m",
+                ));
+            }
+            if p.username.is_some() != p.password_file.is_some()
+                || (p.username.is_some() && p.bearer_token_file.is_some())
+            {
+                return Err(invalid(
+                    &key("username"),
+                    "basic auth takes username and password_file; or bearer_token_file alone",
+                ));
+            }
+            if p.kind == "influx" && p.database.is_none() && (p.org.is_none() || p.bucket.is_none())
+            {
+                return Err(invalid(
+                    &key("database"),
+                    "influx needs database (1.x /write) or org and bucket (2.x /api/v2/write)",
+                ));
+            }
+            if p.site.len() > 128 || p.site.chars().any(char::is_control) {
+                return Err(invalid(&key("site"), "at most 128 printable characters"));
+            }
+        }
+        Ok(())
+    }
+
     /// Valid but probably unintended settings, in words (`check-config` and the daemon's start
     /// say them).
     pub fn warnings(&self) -> Vec<String> {
@@ -109,6 +158,7 @@ impl Settings {
             return Err(invalid("insights.unusual_min_kwh", "must be 0 or more kWh"));
         }
         self.check_price_feeds()?;
+        self.check_push()?;
         if !["auto", "builtin", "avahi"].contains(&self.mdns.responder.as_str()) {
             return Err(invalid(
                 "mdns.responder",

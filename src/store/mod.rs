@@ -20,6 +20,7 @@ pub mod exports;
 pub mod history;
 pub mod maintenance;
 pub mod prices;
+pub mod push;
 pub mod query;
 mod records;
 pub mod schedules;

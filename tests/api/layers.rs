@@ -39,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("alerts", 4),
     ("backup", 4),
     ("bills", 4),
+    ("push", 4),
     // 5: faces and integrations.
     ("api", 5),
     ("mqtt", 5),
