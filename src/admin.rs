@@ -70,6 +70,17 @@ pub enum Request {
         /// Where (for the daemon: a file in its data directory the CLI then moves).
         out: PathBuf,
     },
+    /// The push targets' status (the running daemon's).
+    PushStatus,
+    /// Queue a backfill of push target `name` from `since_ms` (the running daemon sends it).
+    PushBackfill {
+        /// Target name.
+        name: String,
+        /// Oldest time to send, UTC ms.
+        since_ms: i64,
+        /// Send again what a finished backfill covered.
+        force: bool,
+    },
 }
 
 /// Why an administrative request failed; over the socket the daemon sends its text and the
@@ -100,6 +111,12 @@ pub enum AdminError {
     /// The daemon could not commit what it holds before a backup.
     #[error("the daemon could not commit its pending readings; no backup made")]
     NotFlushed,
+    /// Push targets.
+    #[error(transparent)]
+    Push(#[from] crate::push::PushError),
+    /// A request only the running daemon answers.
+    #[error("{0} needs the running daemon")]
+    NeedsDaemon(&'static str),
     /// The request line is not a request.
     #[error("bad request: {0}")]
     BadRequest(serde_json::Error),
@@ -162,7 +179,7 @@ fn update(
 }
 
 /// What only the running daemon holds: its login throttle and setup code.
-pub type Live = (Arc<Throttle>, Arc<SetupState>);
+pub type Live = (Arc<Throttle>, Arc<SetupState>, Arc<crate::push::Push>);
 
 /// Runs a request against an open store; `actor` names who asked (for the audit log);
 /// `live` is the running daemon's state (`None` when the command opened the database
@@ -250,7 +267,7 @@ pub fn execute(
         }
         Request::SetupCode => {
             let code = match live {
-                Some((_, setup)) => setup.current()?,
+                Some((_, setup, _)) => setup.current()?,
                 None if store.no_users()? => {
                     let dir = store.path().parent().unwrap_or(Path::new("."));
                     Some(crate::auth::setup::load_or_create(dir)?)
@@ -260,6 +277,18 @@ pub fn execute(
             Ok(json!({"required": code.is_some(), "setup_code": code}))
         }
         Request::AuditVerify => Ok(serde_json::to_value(store.audit_verify(key)?)?),
+        Request::PushStatus => match live {
+            Some((_, _, push)) => Ok(json!(push.status(now_ms)?)),
+            None => Err(AdminError::NeedsDaemon("push status")),
+        },
+        Request::PushBackfill {
+            name,
+            since_ms,
+            force,
+        } => match live {
+            Some((_, _, push)) => Ok(push.request_backfill(store, &name, since_ms, force)?),
+            None => Err(AdminError::NeedsDaemon("push backfill")),
+        },
         Request::Backup { out } => {
             let m = crate::backup::create(store, &out, now_ms)?;
             let mut ev = event(EventType::BackupCreated, actor, "backup".into());

@@ -39,6 +39,8 @@ pub struct Inputs {
     pub started_ms: i64,
     /// MQTT when on: connected, messages published, dropped (full outbox), commands.
     pub mqtt: Option<(bool, u64, u64, u64)>,
+    /// Push targets' counters.
+    pub push: Vec<crate::push::Stats>,
 }
 
 /// Writes families and samples.
@@ -308,12 +310,53 @@ fn store(o: &mut Out, i: &Inputs) {
             o.counter(name, help, v);
         }
     }
+    push(o, i);
     o.family(
         "kasad_database_size_bytes",
         "gauge",
         "Size of the database file.",
     );
     o.sample("kasad_database_size_bytes", &[], i.db_bytes as f64);
+}
+
+/// Push targets: samples sent, readings skipped, failed requests, lag.
+fn push(o: &mut Out, i: &Inputs) {
+    if i.push.is_empty() {
+        return;
+    }
+    type Pick = fn(&crate::push::Stats) -> f64;
+    let families: [(&str, &str, &str, Pick); 4] = [
+        (
+            "kasad_push_samples_sent_total",
+            "counter",
+            "Samples the target acknowledged (a reading is up to seven: values, energy, cost).",
+            |s| s.samples_sent as f64,
+        ),
+        (
+            "kasad_push_skipped_samples_total",
+            "counter",
+            "Readings never pushed: older than max_age when the target came back.",
+            |s| s.skipped as f64,
+        ),
+        (
+            "kasad_push_errors_total",
+            "counter",
+            "Push requests that failed (they are retried).",
+            |s| s.errors as f64,
+        ),
+        (
+            "kasad_push_lag_seconds",
+            "gauge",
+            "Age of the oldest reading not yet pushed (0 when caught up).",
+            |s| s.lag_seconds,
+        ),
+    ];
+    for (name, kind, help, pick) in families {
+        o.family(name, kind, help);
+        for s in &i.push {
+            o.sample(name, &[("target", &s.name)], pick(s));
+        }
+    }
 }
 
 /// Export jobs: by type, format and status; durations of the finished ones.

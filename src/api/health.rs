@@ -94,6 +94,10 @@ fn detail_body(
             "cycles": st.devices.poller.cycles.load(Ordering::Relaxed),
             "skipped_cycles": st.devices.poller.skipped_cycles.load(Ordering::Relaxed)},
         "alerts": {"evaluations": st.work.alerts.evaluations()},
+        "push": st.work.push.stats().iter().map(|p| json!({"target": p.name,
+            "lag_seconds": p.lag_seconds, "samples_sent": p.samples_sent,
+            "readings_sent": p.readings_sent, "skipped": p.skipped, "errors": p.errors,
+            "last_error": p.last_error})).collect::<Vec<_>>(),
         "throttle": st.auth.throttle.counts(now),
         "password_checks_waiting": st.auth.gate.waiting(),
     })

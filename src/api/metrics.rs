@@ -120,5 +120,6 @@ async fn gather(st: &AppState, gate: &MetricsGate) -> Result<Inputs, ApiError> {
                 m.commands.load(Ordering::Relaxed),
             )
         }),
+        push: st.work.push.stats(),
     })
 }

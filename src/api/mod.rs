@@ -120,6 +120,8 @@ pub struct WorkState {
     pub insights: Arc<crate::insights::Insights>,
     /// Alert rules and alerts.
     pub alerts: Arc<crate::alerts::Alerts>,
+    /// The push targets.
+    pub push: Arc<crate::push::Push>,
 }
 
 /// What is said about the daemon as a whole.

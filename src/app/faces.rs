@@ -6,7 +6,6 @@ use super::acquire::Acquired;
 use super::open::Base;
 use super::work::Work;
 use crate::api::{self, AppState};
-use crate::auth::setup::SetupState;
 use crate::auth::throttle::Throttle;
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -43,7 +42,7 @@ pub(super) async fn start(
         &base.audit_key,
         clock,
         &acq,
-        (throttle.clone(), setup.clone()),
+        (throttle.clone(), setup.clone(), work.push.clone()),
         tasks,
     );
     let state = AppState {
@@ -65,6 +64,7 @@ pub(super) async fn start(
             scheduler: work.scheduler,
             insights: Arc::new(crate::insights::Insights::new(settings.insights.clone())),
             alerts: work.alerts.clone(),
+            push: work.push.clone(),
         }),
         auth: Arc::new(api::AuthState {
             jwt_key: base.jwt_key,
@@ -115,7 +115,7 @@ fn admin_socket(
     key: &crate::auth::keys::SecretKey,
     clock: &SharedClock,
     acq: &Acquired,
-    live: (Arc<Throttle>, Arc<SetupState>),
+    live: crate::admin::Live,
     tasks: &Tasks,
 ) {
     let (dir, st, key, c, w, stop) = (

@@ -18,6 +18,7 @@ pub(super) struct Work {
     pub exporter: Arc<Exporter>,
     pub scheduler: Arc<Scheduler>,
     pub alerts: Arc<crate::alerts::Alerts>,
+    pub push: Arc<crate::push::Push>,
 }
 
 /// Starts the exporter (re-queueing interrupted jobs), the scheduler and the cleanup.
@@ -93,6 +94,22 @@ pub(super) async fn start(
         stop.cancelled().await;
         ex.shutdown(SHUTDOWN_GRACE / 2).await;
     });
+    // Push targets: refused at start when their URL or secrets are wrong.
+    let push = {
+        let (s, st, now) = (settings.clone(), store.clone(), clock.now_ms());
+        tokio::task::spawn_blocking(move || crate::push::Push::new(&st, &s, now))
+            .await?
+            .context("while starting [[push]]")?
+    };
+    let push = Arc::new(push);
+    if !push.is_empty() {
+        tasks.tracker.spawn(push.clone().run(
+            store.clone(),
+            clock.clone(),
+            settings.poll.interval.0,
+            tasks.stop.clone(),
+        ));
+    }
     for (i, feed) in settings.price_feeds.iter().enumerate() {
         crate::notify::check_webhook(&feed.url, None, settings)
             .map_err(|m| anyhow::anyhow!("price_feeds[{i}].url: {m}"))?;
@@ -133,6 +150,7 @@ pub(super) async fn start(
         exporter,
         scheduler,
         alerts,
+        push,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod healthcheck;
 pub mod import;
 pub mod loadgen;
+pub mod push;
 pub mod run;
 pub mod setup_code;
 pub mod shutdown;
@@ -49,6 +50,8 @@ enum Cmd {
     Audit(audit::Args),
     /// Signed statements: `kasad statement verify FILE` (needs no configuration or daemon).
     Statement(statement::Args),
+    /// Push targets: `kasad push status`, `kasad push backfill NAME --since DATE`.
+    Push(push::Args),
     /// Print the first-run setup code (while no user exists), making one if it was lost.
     SetupCode(setup_code::Args),
     /// Validate a configuration file and exit.
@@ -121,6 +124,7 @@ pub async fn main() -> anyhow::Result<()> {
         Cmd::Store(a) => store::run(a).await,
         Cmd::Audit(a) => audit::run(a).await,
         Cmd::Statement(a) => statement::run(a),
+        Cmd::Push(a) => push::run(a).await,
         Cmd::SetupCode(a) => setup_code::run(a).await,
         Cmd::CheckConfig(a) => config::check(a),
         Cmd::Backup(a) => backup::backup(a).await,

@@ -34,6 +34,7 @@ mod packaging;
 mod pdf;
 mod poller;
 mod provenance;
+mod push;
 mod report;
 mod schedules;
 mod statements;
