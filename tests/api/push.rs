@@ -22,6 +22,16 @@ struct Server {
     base: String,
 }
 
+impl Server {
+    /// Stops it as its service manager would (SIGTERM: it writes out what it accepted).
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -358,4 +368,270 @@ async fn pushed_readings_equal_kasads_in_victoria_metrics_and_prometheus() {
         "{metrics}"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn an_outage_with_a_restart_in_between_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, vm_dir) = (free_port(), dir.path().join("vm"));
+    let mut vm = Some(victoria(&vm_dir, port).await);
+    let base = format!("http://127.0.0.1:{port}");
+    let cfg = {
+        let base = base.clone();
+        move |s: &mut kasad::config::Settings| {
+            s.delivery.webhook_allow = vec![base.clone()];
+            s.push = vec![target(
+                "vm",
+                "remote_write",
+                &format!("{base}/api/v1/write"),
+                "a",
+            )];
+        }
+    };
+    let mut app = TestApp::spawn_with(fleet(2), cfg.clone()).await;
+    for _ in 0..100 {
+        let got = vm_series(&base, "kasad_device_power_watts", "a").await;
+        if got.len() >= 2 && got.values().all(|m| m.len() >= 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The target goes away for a stretch of polls…
+    vm.take().unwrap().stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let h = push_health(&app).await;
+    assert!(h["vm"]["errors"].as_u64() > Some(0), "{}", h["vm"]);
+    assert!(h["vm"]["lag_seconds"].as_f64() > Some(0.5), "{}", h["vm"]);
+    // …kasad is restarted once meanwhile (SIGTERM's path: the cursors stored on the way out)…
+    let kept = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
+    let sims = std::mem::take(&mut app.sims);
+    app.stop().await;
+    let data = kept.path().to_path_buf();
+    let app = TestApp::with_sims(sims, move |s| {
+        s.data_dir = data;
+        cfg(s);
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // …and comes back: it holds every reading of the stretch, once.
+    let vm = victoria(&vm_dir, port).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for s in &app.sims {
+        s.stop();
+    }
+    settle(&app).await;
+    let kasad = kasad_power(&app).await;
+    let got = vm_series(&vm.base, "kasad_device_power_watts", "a").await;
+    same_readings("after the outage", &kasad, &got);
+    let h = push_health(&app).await;
+    let n: usize = kasad.values().map(BTreeMap::len).sum();
+    assert_eq!(
+        h["vm"]["readings_sent"], n as u64,
+        "nothing sent twice: {}",
+        h["vm"]
+    );
+    assert_eq!(h["vm"]["lag_seconds"], 0.0);
+    assert_eq!(h["vm"]["skipped"], 0);
+    app.stop().await;
+    drop(kept);
+}
+
+#[tokio::test]
+async fn hostile_push_settings_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token-value\n").unwrap();
+    let allowed = "http://127.0.0.1:9";
+    let cases: Vec<(PushTarget, &str)> = vec![
+        (
+            target("t", "remote_write", "http://127.0.0.2:9/api/v1/write", ""),
+            "webhook_allow",
+        ),
+        (
+            target(
+                "t",
+                "remote_write",
+                "http://127.0.0.1:9.evil/api/v1/write",
+                "",
+            ),
+            "url",
+        ),
+        (
+            target(
+                "t",
+                "remote_write",
+                "http://u:p@127.0.0.1:9/api/v1/write",
+                "",
+            ),
+            "webhook_allow",
+        ),
+        (
+            target("t", "remote_write", "file:///etc/passwd", ""),
+            "http",
+        ),
+        (
+            PushTarget {
+                bearer_token_file: Some(dir.path().join("missing")),
+                ..target("t", "remote_write", "http://127.0.0.1:9/w", "")
+            },
+            "bearer_token_file",
+        ),
+        (
+            PushTarget {
+                username: Some("u".into()),
+                password_file: Some(dir.path().to_path_buf()),
+                ..target("t", "influx", "http://127.0.0.1:9", "")
+            },
+            "password_file",
+        ),
+        (
+            PushTarget {
+                ca_file: Some(token.clone()),
+                ..target("t", "remote_write", "https://127.0.0.1:9/w", "")
+            },
+            "ca_file",
+        ),
+    ];
+    for (t, expect) in cases {
+        // A data directory each: a refused start leaves its database to the process's end.
+        let data = tempfile::tempdir().unwrap();
+        let mut s = crate::helpers::settings(data.path(), &[]);
+        s.delivery.webhook_allow = vec![allowed.into(), "https://127.0.0.1:9".into()];
+        s.push = vec![t.clone()];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let opts = kasad::app::StartOptions {
+            admin_password: Some("admin-password-1".into()),
+        };
+        let e = match kasad::app::start_with(s, listener, kasad::clock::system(), opts).await {
+            Ok(r) => {
+                r.shutdown.cancel();
+                panic!("{t:?} was accepted");
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains("push") && e.contains(expect), "{t:?}: {e}");
+        assert!(
+            !e.contains("s3cret") && !e.contains(":p@"),
+            "no secret in {e}"
+        );
+    }
+    // What types and ranges alone tell is refused by the configuration's own check.
+    for bad in [
+        target("t", "graphite", allowed, ""),
+        PushTarget {
+            series: "hourly".into(),
+            ..target("t", "influx", allowed, "")
+        },
+        PushTarget {
+            database: None,
+            ..target("t", "influx", allowed, "")
+        },
+        PushTarget {
+            batch: 0,
+            ..target("t", "remote_write", allowed, "")
+        },
+    ] {
+        let mut s = crate::helpers::settings(dir.path(), &[]);
+        s.push = vec![bad.clone()];
+        assert!(s.validate().is_err(), "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_backfill_fills_a_fresh_target_once() {
+    use kasad::domain::{DeviceId, Reading};
+    use kasad::store::Store;
+    use kasad::store::write::{Batch, apply};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A week of history, every 10 minutes, of two plugs, ending an hour ago.
+    let now = kasad::clock::Clock::now_ms(&kasad::clock::SystemClock);
+    let step = 600_000;
+    let from = now - 3_600_000 - 7 * 86_400_000;
+    {
+        let store = Store::open(&data.join("kasad.redb"), 8).unwrap();
+        let mut b = Batch {
+            devices: ["P1", "P2"]
+                .iter()
+                .map(|id| (crate::helpers::plug_info(id), from))
+                .collect(),
+            ..Batch::default()
+        };
+        for k in 0..=7 * 144 {
+            for (i, id) in ["P1", "P2"].iter().enumerate() {
+                b.readings.push(Reading {
+                    device_id: DeviceId::parse(id).unwrap(),
+                    ts_ms: from + k * step + i as i64,
+                    power_mw: Some(10_000 + 7 * k + i as i64),
+                    voltage_mv: Some(230_000),
+                    current_ma: Some(50),
+                    counter_wh: Some(k * 2),
+                    relay_on: true,
+                    rssi: None,
+                });
+            }
+        }
+        apply(&store, &b, true).unwrap();
+    }
+    let vm = victoria(&dir.path().join("vm"), free_port()).await;
+    let cfg = dir.path().join("kasad.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {data:?}\n[delivery]\nwebhook_allow = [{b:?}]\n\n[[push]]\nname = \"vm\"\nkind = \"remote_write\"\nurl = \"{b}/api/v1/write\"\nsite = \"home\"\n",
+            b = vm.base
+        ),
+    )
+    .unwrap();
+    let since = chrono::DateTime::from_timestamp_millis(from - 86_400_000)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "push",
+            "backfill",
+            "vm",
+            "--since",
+            &since,
+            "--config",
+            cfg.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_kasad"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let first = run(&[]);
+    assert!(first.contains("\"queued\": true"), "{first}");
+    let got = vm_series(&vm.base, "kasad_device_power_watts", "home").await;
+    assert_eq!(got.len(), 2, "{first}");
+    for (i, id) in ["P1", "P2"].iter().enumerate() {
+        let want: Vec<i64> = (0..=7 * 144).map(|k| from + k * step + i as i64).collect();
+        assert_eq!(got[*id].keys().copied().collect::<Vec<_>>(), want, "{id}");
+        assert_eq!(got[*id][&want[3]], (10_000 + 21 + i as i64) as f64 / 1000.0);
+    }
+    let second = run(&[]);
+    assert!(
+        second.contains("\"queued\": false") && second.contains("--force"),
+        "{second}"
+    );
+    let again = vm_series(&vm.base, "kasad_device_power_watts", "home").await;
+    assert_eq!(again, got, "a second run adds nothing");
+    let out = Command::new(env!("CARGO_BIN_EXE_kasad"))
+        .args(["push", "status", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["sent"], 2 * (7 * 144 + 1), "{status}");
+    assert!(status[0]["covered_from"].is_string(), "{status}");
 }
