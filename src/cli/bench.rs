@@ -112,6 +112,23 @@ pub struct WhatifArgs {
     pub runs: usize,
 }
 
+/// Push throughput to a running victoria-metrics.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// Scratch directory.
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// The victoria-metrics to push to (`http://127.0.0.1:PORT`).
+    #[arg(long)]
+    pub url: String,
+    /// Devices.
+    #[arg(long, default_value_t = 10)]
+    pub devices: u32,
+    /// Days of 10-second readings.
+    #[arg(long, default_value_t = 7)]
+    pub days: i64,
+}
+
 /// A signed statement: one device × one year, PDF.
 #[derive(Debug, clap::Args)]
 pub struct StatementArgs {
@@ -178,6 +195,13 @@ pub async fn alerts(a: AlertsArgs) -> anyhow::Result<()> {
 /// `kasad bench-whatif`.
 pub async fn whatif(a: WhatifArgs) -> anyhow::Result<()> {
     print_blocking(move || super::benchmarks::run_whatif(&a.dir, a.runs)).await
+}
+
+/// `kasad bench-push`.
+pub async fn push(a: PushArgs) -> anyhow::Result<()> {
+    let v = super::benchmarks::run_push(&a.dir, &a.url, a.devices, a.days).await?;
+    println!("{v}");
+    Ok(())
 }
 
 /// `kasad bench-statement`.

@@ -667,6 +667,66 @@ pub fn run_statement(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     )
 }
 
+/// Push benchmark (`kasad bench-push`, hidden): `devices` × `days` of 10-second readings
+/// pushed by a backfill to the target at `url` (a victoria-metrics the caller started), once
+/// by remote write and once by line protocol; readings per second, and the bytes written to
+/// the data disk per pushed reading (the cursors only: the store is the queue).
+pub async fn run_push(dir: &Path, url: &str, devices: u32, days: i64) -> anyhow::Result<Value> {
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let start = now - days * 86_400_000 - 3_600_000;
+    let path = dir.join("kasad.redb");
+    ingest(&path, devices, days, 10_000, start)?;
+    let store = Store::open(&path, 64)?;
+    // What the store kept (a generated reading not newer than the one before is refused).
+    let n: u64 = store.devices()?.iter().map(|d| d.data_points).sum();
+    let clock: crate::clock::SharedClock = Arc::new(crate::clock::SystemClock);
+    let mut out = json!({"readings": n, "devices": devices});
+    for kind in ["remote_write", "influx"] {
+        let mut settings = crate::config::Settings {
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
+        };
+        settings.delivery.webhook_allow = vec![url.to_owned()];
+        settings.push = vec![crate::config::PushTarget {
+            name: kind.replace('_', "-"),
+            kind: kind.into(),
+            url: if kind == "influx" {
+                url.to_owned()
+            } else {
+                format!("{url}/api/v1/write")
+            },
+            site: kind.into(),
+            bearer_token_file: None,
+            username: None,
+            password_file: None,
+            ca_file: None,
+            org: None,
+            bucket: None,
+            database: (kind == "influx").then(|| "bench".into()),
+            series: "raw".into(),
+            batch: 10_000,
+            retry_max: crate::config::Dur(std::time::Duration::from_secs(10)),
+            max_age: crate::config::Dur(std::time::Duration::from_secs(30 * 86_400)),
+        }];
+        let push = crate::push::Push::new(&store, &settings, clock.now_ms())?;
+        let name = &settings.push[0].name;
+        push.request_backfill(&store, name, start - 3_600_000, false)?;
+        let data = std::fs::File::open(dir)?;
+        rustix::fs::syncfs(&data)?;
+        let (_, w0) = io_counters();
+        let t = Instant::now();
+        let status = push.drain_backfill(&store, &clock, name).await?;
+        let secs = t.elapsed().as_secs_f64();
+        rustix::fs::syncfs(&data)?;
+        let (_, w1) = io_counters();
+        let sent = status["sent"].as_u64().unwrap_or(0);
+        anyhow::ensure!(sent == n, "{kind}: {sent} of {n} readings sent: {status}");
+        out[kind] = json!({"seconds": secs, "readings_per_s": n as f64 / secs,
+            "disk_bytes": w1 - w0, "disk_bytes_per_reading": (w1 - w0) as f64 / n as f64});
+    }
+    Ok(out)
+}
+
 /// `/proc/self/io` counters: (wchar, write_bytes).
 fn io_counters() -> (u64, u64) {
     let t = std::fs::read_to_string("/proc/self/io").unwrap_or_default();

@@ -91,6 +91,9 @@ enum Cmd {
     /// Benchmark the what-if comparison (3 tariffs over 20 devices × 1 year).
     #[command(hide = true)]
     BenchWhatif(bench::WhatifArgs),
+    /// Benchmark push throughput to a running victoria-metrics (both protocols).
+    #[command(hide = true)]
+    BenchPush(bench::PushArgs),
     /// Benchmark a signed statement (PDF, 1 device × 1 year).
     #[command(hide = true)]
     BenchStatement(bench::StatementArgs),
@@ -142,6 +145,7 @@ pub async fn main() -> anyhow::Result<()> {
         Cmd::BenchWhatif(a) => bench::whatif(a).await,
         Cmd::BenchWear(a) => bench::wear(a).await,
         Cmd::BenchStatement(a) => bench::statement(a).await,
+        Cmd::BenchPush(a) => bench::push(a).await,
         Cmd::Sim(a) => sim::run(a).await,
     }
 }

@@ -345,6 +345,8 @@ fn the_test_command_sets_up_a_fresh_machine() {
         "kill" => "procps",
         "ip" => "iproute2",
         "mosquitto" => "mosquitto",
+        "victoria-metrics" => "victoria-metrics",
+        "prometheus" => "prometheus",
         "mosquitto_sub" | "mosquitto_pub" => "mosquitto-clients",
         // Essential packages of every Debian system.
         "sh" | "mount" | "umount" => "",
