@@ -247,6 +247,11 @@ function health() {
       ['Free space beside it', s.free_bytes == null ? '—' : fmtBytes(s.free_bytes)],
       ['Refused logins now', r.throttle ? `${n(r.throttle.addresses)} addresses, ${n(r.throttle.usernames)} usernames` : '—'],
     ];
+    // Push targets ([[push]]): how far behind each is, what it took, what failed last.
+    for (const t of r.push || []) {
+      const lag = t.lag_seconds ? `${n(Math.round(t.lag_seconds))} s behind` : 'caught up';
+      rows.push([`Push: ${t.target}`, `${lag} · ${n(t.readings_sent)} readings sent · ${n(t.skipped)} skipped · ${n(t.errors)} errors${t.last_error ? ` (last: ${t.last_error})` : ''}`]);
+    }
     put(box, h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])), h('p', { class: 'muted' }, `checked ${new Date().toLocaleTimeString()}`));
   }
   load();
