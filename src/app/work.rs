@@ -94,22 +94,7 @@ pub(super) async fn start(
         stop.cancelled().await;
         ex.shutdown(SHUTDOWN_GRACE / 2).await;
     });
-    // Push targets: refused at start when their URL or secrets are wrong.
-    let push = {
-        let (s, st, now) = (settings.clone(), store.clone(), clock.now_ms());
-        tokio::task::spawn_blocking(move || crate::push::Push::new(&st, &s, now))
-            .await?
-            .context("while starting [[push]]")?
-    };
-    let push = Arc::new(push);
-    if !push.is_empty() {
-        tasks.tracker.spawn(push.clone().run(
-            store.clone(),
-            clock.clone(),
-            settings.poll.interval.0,
-            tasks.stop.clone(),
-        ));
-    }
+    let push = push(settings, store, clock, tasks).await?;
     for (i, feed) in settings.price_feeds.iter().enumerate() {
         crate::notify::check_webhook(&feed.url, None, settings)
             .map_err(|m| anyhow::anyhow!("price_feeds[{i}].url: {m}"))?;
@@ -188,4 +173,28 @@ async fn fetch_feed(
         }
         Err(e) => tracing::warn!(series = %f.series, error = %e, "price feed: fetch failed"),
     }
+}
+
+/// The push targets, each pushing in a task of its own; refused at start when a target's URL
+/// or secrets are wrong.
+async fn push(
+    settings: &Settings,
+    store: &crate::store::Store,
+    clock: &SharedClock,
+    tasks: &Tasks,
+) -> anyhow::Result<Arc<crate::push::Push>> {
+    let (s, st, now) = (settings.clone(), store.clone(), clock.now_ms());
+    let push = tokio::task::spawn_blocking(move || crate::push::Push::new(&st, &s, now))
+        .await?
+        .context("while starting [[push]]")?;
+    let push = Arc::new(push);
+    if !push.is_empty() {
+        tasks.tracker.spawn(push.clone().run(
+            store.clone(),
+            clock.clone(),
+            settings.poll.interval.0,
+            tasks.stop.clone(),
+        ));
+    }
+    Ok(push)
 }

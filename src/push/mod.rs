@@ -57,6 +57,8 @@ struct Runner {
     state: Mutex<State>,
     /// Age of the oldest reading not yet pushed, ms (0 when caught up).
     lag_ms: AtomicI64,
+    /// Held from the snapshot of the state to its commit: saves land in the order taken.
+    saving: Mutex<()>,
 }
 
 impl Runner {
@@ -66,9 +68,22 @@ impl Runner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Stores the state (blocking: call off the async threads, [`Runner::save_async`]).
     fn save(&self, store: &Store, durable: bool) -> store::Result<()> {
+        let _order = self
+            .saving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bytes = serde_json::to_vec(&*self.state()).expect("push state serialises");
         store.push_state_put(&self.target.name, &bytes, durable)
+    }
+
+    async fn save_async(self: &Arc<Self>, store: &Store, durable: bool) {
+        let (r, st) = (self.clone(), store.clone());
+        let saved = tokio::task::spawn_blocking(move || r.save(&st, durable)).await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!(target = %self.target.name, ?saved, "could not store the push cursors");
+        }
     }
 }
 
@@ -113,12 +128,21 @@ impl Push {
         for i in 0..settings.push.len() {
             let target = Target::new(i, settings)?;
             let stored = store.push_state(&target.name)?.is_some();
-            let state = load_state(store, &target.name, now_ms)?.unwrap_or_default();
+            // A new target starts live now — or, when the clock cannot be trusted yet (a Pi
+            // before NTP), after the newest stored reading.
+            let newest = store.newest_reading_ms()?;
+            let start = if crate::clock::trustworthy(now_ms, newest) {
+                now_ms
+            } else {
+                newest.map_or(now_ms, |n| n + 1)
+            };
+            let state = load_state(store, &target.name, start)?.unwrap_or_default();
             let r = Runner {
                 target,
                 tariff: (settings.tariff.clone(), settings.tz()),
                 state: Mutex::new(state),
                 lag_ms: AtomicI64::new(0),
+                saving: Mutex::new(()),
             };
             if !stored {
                 // Where live pushing starts is fixed once: a restart does not move it.
@@ -178,21 +202,25 @@ impl Push {
         let r = self.runner(name)?;
         let answer = {
             let mut s = r.state();
-            let to_ms = s.started_ms - 1;
-            if since_ms > to_ms {
-                return Ok(json!({"target": name, "queued": false,
-                    "reason": "live pushing already covers that date"}));
-            }
+            // Without --force, what finished backfills covered is not sent again.
+            let covered = if force { None } else { s.covered_from_ms };
+            let to_ms = covered.map_or(s.started_ms, |c| c.min(s.started_ms)) - 1;
             if !force && s.covered_from_ms.is_some_and(|c| c <= since_ms) {
                 return Ok(json!({"target": name, "queued": false,
                     "reason": format!("already sent from {} (use --force to send again)",
                         crate::clock::rfc3339(s.covered_from_ms.unwrap_or_default()))}));
             }
+            if since_ms > to_ms {
+                return Ok(json!({"target": name, "queued": false,
+                    "reason": "live pushing already covers that date"}));
+            }
             if !force && s.backfill.is_some() {
                 return Ok(json!({"target": name, "queued": false,
                     "reason": "a backfill is already running (use --force to restart it)"}));
             }
+            let id = s.backfill.as_ref().map_or(0, |b| b.id) + 1;
             s.backfill = Some(Backfill {
+                id,
                 from_ms: since_ms,
                 to_ms,
                 ..Backfill::default()
@@ -213,7 +241,15 @@ impl Push {
     ) -> Result<Value, PushError> {
         let r = self.runner(name)?;
         let stop = CancellationToken::new();
+        // Ctrl-C stops it with the cursors stored: the next run goes on from there.
+        let on_interrupt = stop.clone();
+        let interrupt = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_interrupt.cancel();
+            }
+        });
         run_target(r, store, clock, Duration::from_millis(200), &stop, true).await;
+        interrupt.abort();
         Ok(self
             .status(clock.now_ms())?
             .into_iter()
@@ -299,7 +335,7 @@ pub fn stored_status(
 
 /// What one step did.
 enum Step {
-    /// Readings acknowledged.
+    /// Readings acknowledged (or refused as data, and counted).
     Sent,
     /// Nothing to send now.
     Idle,
@@ -320,7 +356,13 @@ async fn run_target(
     let mut saved = Instant::now();
     let mut dirty = false;
     while !stop.is_cancelled() {
-        let wait = match step(r, store, clock, drain).await {
+        // A stop never waits for a request in flight: its batch is not acknowledged, so the
+        // cursors stored on the way out are exact.
+        let stepped = tokio::select! {
+            s = step(r, store, clock, drain) => s,
+            () = stop.cancelled() => break,
+        };
+        let wait = match stepped {
             Ok(Step::Sent) => {
                 dirty = true;
                 backoff = Duration::from_millis(200);
@@ -342,9 +384,7 @@ async fn run_target(
             }
         };
         if dirty && saved.elapsed() >= SAVE_EVERY {
-            if let Err(e) = r.save(store, false) {
-                tracing::warn!(target = %r.target.name, error = %e, "could not store the push cursors");
-            }
+            r.save_async(store, false).await;
             (saved, dirty) = (Instant::now(), false);
         }
         if !wait.is_zero() {
@@ -354,12 +394,11 @@ async fn run_target(
             }
         }
     }
-    if let Err(e) = r.save(store, true) {
-        tracing::error!(target = %r.target.name, error = %e, "could not store the push cursors");
-    }
+    r.save_async(store, true).await;
 }
 
-/// Gathers the next batch (live first, then a backfill's) and sends it.
+/// Gathers the next batch (live first, then a backfill's) and sends it. A batch the target
+/// refuses as data (400, 422) is counted as skipped and passed, never sent again and again.
 async fn step(
     r: &Arc<Runner>,
     store: &Store,
@@ -373,39 +412,57 @@ async fn step(
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("reading the store: {e}"))?;
     let Some((batch, backfill)) = gathered else {
-        return Ok(if drain && r.state().backfill.is_none() {
-            Step::Drained
-        } else {
-            Step::Idle
-        });
+        let drained = drain && r.state().backfill.is_none();
+        return Ok(if drained { Step::Drained } else { Step::Idle });
     };
-    r.target.send(&batch.series).await?;
+    let refused = match r.target.send(&batch.series).await {
+        Ok(()) => None,
+        Err(target::SendError::Retry(e)) => return Err(e),
+        Err(target::SendError::Rejected(e)) => Some(e),
+    };
     let mut s = r.state();
     let cursors = match (&mut s.backfill, backfill) {
-        (Some(b), true) => {
+        (Some(b), Some(id)) if b.id == id => {
             b.sent += batch.readings;
             &mut b.cursors
         }
+        // A forced backfill replaced the one this batch was read for: it starts afresh.
+        (_, Some(_)) => return Ok(Step::Sent),
         _ => &mut s.cursors,
     };
     for (id, t) in batch.ends {
         cursors.insert(id, t);
     }
-    s.sent += batch.readings;
-    s.samples_sent += batch
-        .series
-        .iter()
-        .map(|x| x.samples.len() as u64)
-        .sum::<u64>();
-    s.last_success_ms = Some(clock.now_ms());
-    s.last_error = None;
+    match refused {
+        Some(e) => {
+            tracing::warn!(target = %r.target.name, error = %e, readings = batch.readings,
+                "the target refused a batch as data; it is skipped");
+            s.skipped += batch.readings;
+            s.errors += 1;
+            s.last_error = Some(e);
+        }
+        None => {
+            s.sent += batch.readings;
+            s.samples_sent += batch
+                .series
+                .iter()
+                .map(|x| x.samples.len() as u64)
+                .sum::<u64>();
+            s.last_success_ms = Some(clock.now_ms());
+            s.last_error = None;
+        }
+    }
     Ok(Step::Sent)
 }
 
-/// The next batch and whether it is the backfill's; `None` when there is nothing to send
-/// (a finished backfill is recorded here). Live readings older than `max_age` are skipped and
+/// The next batch and, for a backfill's, its id; `None` when there is nothing to send (a
+/// finished backfill is recorded here). Live readings older than `max_age` are skipped and
 /// counted; nothing is read while the clock cannot be trusted.
-fn gather(r: &Runner, store: &Store, now: i64) -> store::Result<Option<(samples::Batch, bool)>> {
+fn gather(
+    r: &Runner,
+    store: &Store,
+    now: i64,
+) -> store::Result<Option<(samples::Batch, Option<u64>)>> {
     let devices: Vec<(DeviceId, i64)> = store
         .devices()?
         .into_iter()
@@ -417,11 +474,16 @@ fn gather(r: &Runner, store: &Store, now: i64) -> store::Result<Option<(samples:
         return Ok(None);
     }
     let cfg = &r.target.cfg;
-    let tariffs = crate::tariff::Versions::load(store, &r.tariff.0, r.tariff.1)
-        .map_err(|e| store::Error::Corrupt(e.to_string()))?;
     skip_old(r, store, &devices, now - cfg.max_age.0.as_millis() as i64)?;
     let state = r.state().clone();
+    let behind = |c: &dyn Fn(&str) -> i64| devices.iter().any(|(id, n)| *n > c(id.as_str()));
     let live = |id: &str| state.cursor(id);
+    if !behind(&live) && state.backfill.is_none() {
+        r.lag_ms.store(0, Ordering::Relaxed);
+        return Ok(None);
+    }
+    let tariffs = crate::tariff::Versions::load(store, &r.tariff.0, r.tariff.1)
+        .map_err(|e| store::Error::Corrupt(e.to_string()))?;
     let w = samples::Window {
         devices: &devices,
         cursor: &live,
@@ -434,7 +496,7 @@ fn gather(r: &Runner, store: &Store, now: i64) -> store::Result<Option<(samples:
     if batch.readings > 0 {
         r.lag_ms
             .store(now - batch.oldest_ms.unwrap_or(now), Ordering::Relaxed);
-        return Ok(Some((batch, false)));
+        return Ok(Some((batch, None)));
     }
     r.lag_ms.store(0, Ordering::Relaxed);
     let Some(b) = &state.backfill else {
@@ -449,11 +511,16 @@ fn gather(r: &Runner, store: &Store, now: i64) -> store::Result<Option<(samples:
     };
     let batch = samples::gather(store, &w, &tariffs)?;
     if batch.readings > 0 {
-        return Ok(Some((batch, true)));
+        return Ok(Some((batch, Some(b.id))));
     }
     let mut s = r.state();
-    if let Some(b) = s.backfill.take() {
-        s.covered_from_ms = Some(s.covered_from_ms.map_or(b.from_ms, |c| c.min(b.from_ms)));
+    // Only the backfill this read was for (a forced one may have replaced it meanwhile).
+    if s.backfill.as_ref().is_some_and(|x| x.id == b.id) {
+        let done = s.backfill.take().expect("checked");
+        s.covered_from_ms = Some(
+            s.covered_from_ms
+                .map_or(done.from_ms, |c| c.min(done.from_ms)),
+        );
         drop(s);
         r.save(store, true)?;
     }

@@ -33,8 +33,13 @@ pub fn encode(series: &[Series]) -> Vec<u8> {
     let (mut ts, mut label) = (Vec::new(), Vec::new());
     for s in series {
         ts.clear();
-        let mut labels: Vec<(&str, &str)> =
-            s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // An empty value is no label (the spec's rule): left out.
+        let mut labels: Vec<(&str, &str)> = s
+            .labels
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
         labels.push(("__name__", s.name));
         labels.sort_unstable();
         for (k, v) in labels {

@@ -98,41 +98,62 @@ fn bucket_values(b: &Bucket) -> Values {
     )
 }
 
-/// Reads the next batch of `w`, priced by `tariffs`.
+/// A device's rows after its cursor, oldest first.
+type Rows<'a> = std::iter::Peekable<Box<dyn Iterator<Item = store::Result<(i64, Values)>> + 'a>>;
+
+/// Reads the next batch of `w`, priced by `tariffs`: the oldest `max` rows of all devices
+/// together, in time order (a store that refuses samples far behind its newest — Prometheus —
+/// never sees one device's backlog pushed ahead of another's).
 pub fn gather(store: &Store, w: &Window<'_>, tariffs: &Versions) -> store::Result<Batch> {
-    let mut per_device: Vec<(&DeviceId, Vec<(i64, Values)>)> = Vec::new();
-    let mut left = w.max;
+    let mut scans: Vec<(&DeviceId, Rows<'_>)> = Vec::new();
     for (id, newest) in w.devices {
-        if left == 0 {
-            break;
-        }
         let from = (w.cursor)(id.as_str()).saturating_add(1);
-        let rows: Vec<(i64, Values)> = if w.rollups {
+        let rows: Box<dyn Iterator<Item = store::Result<(i64, Values)>>> = if w.rollups {
             // Only whole buckets: the one holding the newest reading is still filling.
             let end = (newest - newest.rem_euclid(BUCKET_MS)).min(w.to_ms);
             if from >= end {
                 continue;
             }
-            store
-                .scan_buckets(id, from, end)?
-                .take(left)
-                .map(|b| b.map(|b| (b.start_ms, bucket_values(&b))))
-                .collect::<store::Result<_>>()?
+            Box::new(
+                store
+                    .scan_buckets(id, from, end)?
+                    .map(|b| b.map(|b| (b.start_ms, bucket_values(&b)))),
+            )
         } else {
             if from >= w.to_ms {
                 continue;
             }
-            store
-                .scan_raw(id, from, w.to_ms)?
-                .take(left)
-                .map(|r| r.map(|r| (r.reading.ts_ms, raw_values(&r))))
-                .collect::<store::Result<_>>()?
+            Box::new(
+                store
+                    .scan_raw(id, from, w.to_ms)?
+                    .map(|r| r.map(|r| (r.reading.ts_ms, raw_values(&r)))),
+            )
         };
-        if !rows.is_empty() {
-            left -= rows.len();
-            per_device.push((id, rows));
+        scans.push((id, rows.peekable()));
+    }
+    let mut taken: Vec<Vec<(i64, Values)>> = vec![Vec::new(); scans.len()];
+    for _ in 0..w.max {
+        let mut best: Option<(usize, i64)> = None;
+        for (k, (_, s)) in scans.iter_mut().enumerate() {
+            match s.peek() {
+                Some(Ok((t, _))) if best.is_none_or(|(_, b)| *t < b) => best = Some((k, *t)),
+                Some(Err(_)) => {
+                    return Err(s.next().and_then(Result::err).expect("an error was peeked"));
+                }
+                _ => {}
+            }
+        }
+        let Some((k, _)) = best else { break };
+        if let Some(Ok(row)) = scans[k].1.next() {
+            taken[k].push(row);
         }
     }
+    let per_device: Vec<(&DeviceId, Vec<(i64, Values)>)> = scans
+        .into_iter()
+        .map(|(id, _)| id)
+        .zip(taken)
+        .filter(|(_, rows)| !rows.is_empty())
+        .collect();
     let mut batch = Batch::default();
     let (Some(lo), Some(hi)) = (
         per_device

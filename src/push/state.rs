@@ -24,7 +24,8 @@ pub struct State {
     /// Samples acknowledged (a reading is up to seven: its values, energy and cost).
     #[serde(default)]
     pub samples_sent: u64,
-    /// Readings never sent: older than `max_age` when the target came back.
+    /// Readings never sent: older than `max_age` when the target came back, or refused by the
+    /// target as data (400, 422: e.g. too old for it).
     pub skipped: u64,
     /// Failed requests.
     pub errors: u64,
@@ -39,6 +40,9 @@ pub struct State {
 /// History sent on request: `[from_ms, to_ms]`, its own cursors.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Backfill {
+    /// Which request (a forced one replaces a running one: what the old one read is dropped).
+    #[serde(default)]
+    pub id: u64,
     /// Oldest time sent.
     pub from_ms: i64,
     /// Newest time sent (where live pushing began).

@@ -24,8 +24,7 @@ pub enum Kind {
     Influx,
 }
 
-/// A target ready to receive batches.
-#[derive(Debug)]
+/// A target ready to receive batches. Its `Debug` never shows the credentials.
 pub struct Target {
     /// Its name.
     pub name: String,
@@ -38,6 +37,27 @@ pub struct Target {
     /// The `Authorization` header, if any (never shown).
     auth: Option<String>,
     client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("origin", &crate::notify::origin(self.endpoint.as_str()))
+            .field("auth", &self.auth.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// Why a batch was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Worth trying again (the target away, busy, or refusing our credentials for now).
+    Retry(String),
+    /// The target refused the data itself (400, 422: e.g. samples too old for it): sending
+    /// it again would be refused again.
+    Rejected(String),
 }
 
 /// Reads a secret file: its first line, trimmed; refused when empty, unreadable or large.
@@ -147,7 +167,7 @@ impl Target {
     }
 
     /// Sends `series`; `Ok` once the target accepted them (2xx).
-    pub async fn send(&self, series: &[Series]) -> Result<(), String> {
+    pub async fn send(&self, series: &[Series]) -> Result<(), SendError> {
         let mut req = self.client.post(self.endpoint.clone());
         let body = match self.kind {
             Kind::RemoteWrite => {
@@ -170,13 +190,17 @@ impl Target {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("{origin}: {}", e.without_url()))?;
+            .map_err(|e| SendError::Retry(format!("{origin}: {}", e.without_url())))?;
         let status = r.status();
         if status.is_success() {
             return Ok(());
         }
         let text = r.text().await.unwrap_or_default();
         let text: String = text.chars().take(200).collect();
-        Err(format!("{origin} answered {status}: {}", text.trim()))
+        let msg = format!("{origin} answered {status}: {}", text.trim());
+        Err(match status.as_u16() {
+            400 | 422 => SendError::Rejected(msg),
+            _ => SendError::Retry(msg),
+        })
     }
 }

@@ -79,13 +79,18 @@ async fn victoria(dir: &Path, port: u16) -> Server {
 
 /// Debian's prometheus with the remote-write receiver and a 30-day out-of-order window.
 async fn prometheus(dir: &Path) -> Server {
+    prometheus_with(
+        dir,
+        "storage:\n  tsdb:\n    out_of_order_time_window: 30d\n",
+    )
+    .await
+}
+
+/// The same with `extra` configuration.
+async fn prometheus_with(dir: &Path, extra: &str) -> Server {
     let port = free_port();
     let cfg = dir.join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        "global:\n  scrape_interval: 1h\nstorage:\n  tsdb:\n    out_of_order_time_window: 30d\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("global:\n  scrape_interval: 1h\n{extra}")).unwrap();
     let child = Command::new("prometheus")
         .args([
             &format!("--config.file={}", cfg.display()),
@@ -634,4 +639,86 @@ async fn a_backfill_fills_a_fresh_target_once() {
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status[0]["sent"], 2 * (7 * 144 + 1), "{status}");
     assert!(status[0]["covered_from"].is_string(), "{status}");
+}
+
+#[tokio::test]
+async fn a_batch_the_target_refuses_as_data_is_counted_not_retried_forever() {
+    use kasad::domain::{DeviceId, Reading};
+    use kasad::store::Store;
+    use kasad::store::write::{Batch, apply};
+    // Prometheus without an out-of-order window refuses samples far behind its newest (400).
+    let dir = tempfile::tempdir().unwrap();
+    let prom = prometheus_with(dir.path(), "").await;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = Store::open(&data.join("kasad.redb"), 8).unwrap();
+    let clock = kasad::clock::system();
+    let now = clock.now_ms();
+    let reading = |ts: i64| Reading {
+        device_id: DeviceId::parse("P1").unwrap(),
+        ts_ms: ts,
+        power_mw: Some(5_000),
+        voltage_mv: Some(230_000),
+        current_ma: Some(20),
+        counter_wh: Some(1),
+        relay_on: true,
+        rssi: None,
+    };
+    // Two days ago: history for a backfill.
+    let old: Vec<Reading> = (0..100)
+        .map(|k| reading(now - 2 * 86_400_000 + k * 60_000))
+        .collect();
+    apply(
+        &store,
+        &Batch {
+            devices: vec![(crate::helpers::plug_info("P1"), now - 3 * 86_400_000)],
+            readings: old,
+            days: vec![],
+        },
+        true,
+    )
+    .unwrap();
+    let mut s = kasad::config::Settings {
+        data_dir: data.clone(),
+        ..Default::default()
+    };
+    s.delivery.webhook_allow = vec![prom.base.clone()];
+    s.push = vec![PushTarget {
+        batch: 30,
+        ..target(
+            "p",
+            "remote_write",
+            &format!("{}/api/v1/write", prom.base),
+            "x",
+        )
+    }];
+    // The target started 10 s ago; readings since are live, the history before a backfill's.
+    let push = kasad::push::Push::new(&store, &s, now - 10_000).unwrap();
+    let recent: Vec<Reading> = (1..=20).map(|k| reading(now - 9_000 + k * 100)).collect();
+    apply(
+        &store,
+        &Batch {
+            readings: recent,
+            ..Batch::default()
+        },
+        true,
+    )
+    .unwrap();
+    let q = push
+        .request_backfill(&store, "p", now - 3 * 86_400_000, false)
+        .unwrap();
+    assert_eq!(q["queued"], true, "{q}");
+    let status = tokio::time::timeout(
+        Duration::from_secs(60),
+        push.drain_backfill(&store, &clock, "p"),
+    )
+    .await
+    .expect("a refused batch does not block the target")
+    .unwrap();
+    assert_eq!(status["sent"], 20, "{status}");
+    assert_eq!(status["skipped"], 100, "{status}");
+    assert!(status["errors"].as_u64() >= Some(4), "{status}");
+    assert!(status["backfill"].is_null(), "{status}");
+    let got = prom_series(&prom.base, "kasad_device_power_watts", "x").await;
+    assert_eq!(got["P1"].len(), 20);
 }
