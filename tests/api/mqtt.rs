@@ -323,7 +323,7 @@ async fn home_assistant_sees_every_device_and_control_needs_permission() {
 }
 
 /// A CA and a certificate for 127.0.0.1 it signed, made with the openssl command line.
-fn certificates(dir: &std::path::Path) {
+pub(crate) fn certificates(dir: &std::path::Path) {
     let run = |args: &[&str]| {
         let st = Command::new("openssl")
             .args(args)

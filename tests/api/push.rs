@@ -722,3 +722,144 @@ async fn a_batch_the_target_refuses_as_data_is_counted_not_retried_forever() {
     let got = prom_series(&prom.base, "kasad_device_power_watts", "x").await;
     assert_eq!(got["P1"].len(), 20);
 }
+
+#[tokio::test]
+async fn https_with_a_private_ca_and_basic_auth_from_a_secret_file() {
+    use kasad::domain::{DeviceId, Reading};
+    use kasad::store::Store;
+    use kasad::store::write::{Batch, apply};
+    let dir = tempfile::tempdir().unwrap();
+    crate::mqtt::certificates(dir.path());
+    let port = free_port();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let child = Command::new("victoria-metrics")
+        .args([
+            &format!("-httpListenAddr=127.0.0.1:{port}"),
+            &format!("-storageDataPath={}", p("vm")),
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+            "-loggerLevel=ERROR",
+            "-tls",
+            &format!("-tlsCertFile={}", p("server.pem")),
+            &format!("-tlsKeyFile={}", p("server.key")),
+            "-httpAuth.username=kasad",
+            "-httpAuth.password=vm-pass-123",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("victoria-metrics (Debian package victoria-metrics) must be installed");
+    let base = format!("https://127.0.0.1:{port}");
+    let _vm = Server {
+        child,
+        base: base.clone(),
+    };
+    // A client trusting the test CA, with the server's credentials, to read back.
+    kasad::tls::install_tls();
+    let tls = kasad::tls::client_config(Some(&dir.path().join("ca.pem")), "test").unwrap();
+    let reader = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap();
+    for _ in 0..300 {
+        if reader
+            .get(format!("{base}/health"))
+            .basic_auth("kasad", Some("vm-pass-123"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(dir.path().join("good"), "vm-pass-123\n").unwrap();
+    std::fs::write(dir.path().join("bad"), "not-the-password\n").unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = Store::open(&data.join("kasad.redb"), 8).unwrap();
+    let clock = kasad::clock::system();
+    let now = clock.now_ms();
+    let mut s = kasad::config::Settings {
+        data_dir: data.clone(),
+        ..Default::default()
+    };
+    s.delivery.webhook_allow = vec![base.clone()];
+    let with = |name: &str, file: &str| PushTarget {
+        username: Some("kasad".into()),
+        password_file: Some(dir.path().join(file)),
+        ca_file: Some(dir.path().join("ca.pem")),
+        ..target(name, "remote_write", &format!("{base}/api/v1/write"), name)
+    };
+    s.push = vec![with("good", "good"), with("bad", "bad")];
+    let push = kasad::push::Push::new(&store, &s, now - 10_000).unwrap();
+    let readings: Vec<Reading> = (1..=10)
+        .map(|k| Reading {
+            device_id: DeviceId::parse("P1").unwrap(),
+            ts_ms: now - 9_000 + k * 100,
+            power_mw: Some(1_000 * k),
+            voltage_mv: Some(230_000),
+            current_ma: Some(5),
+            counter_wh: Some(k),
+            relay_on: true,
+            rssi: None,
+        })
+        .collect();
+    apply(
+        &store,
+        &Batch {
+            devices: vec![(crate::helpers::plug_info("P1"), now - 10_000)],
+            readings,
+            days: vec![],
+        },
+        true,
+    )
+    .unwrap();
+    let good = push.drain_backfill(&store, &clock, "good").await.unwrap();
+    assert_eq!(good["sent"], 10, "{good}");
+    // The wrong password is retried (the target may be fixed), counted, and never shown.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(std::sync::Arc::new(push).run(
+        store.clone(),
+        clock.clone(),
+        Duration::from_millis(100),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    run.await.unwrap();
+    let st = kasad::push::stored_status(&store, &s, clock.now_ms()).unwrap();
+    let bad = st.iter().find(|t| t["target"] == "bad").unwrap();
+    assert_eq!(bad["sent"], 0, "{bad}");
+    assert!(bad["errors"].as_u64() >= Some(2), "{bad}");
+    let err = bad["last_error"].as_str().unwrap();
+    assert!(err.contains("401"), "{err}");
+    assert!(
+        !err.contains("not-the-password") && !err.contains("vm-pass"),
+        "{err}"
+    );
+    // What the good target sent is there, read back over TLS with the credentials.
+    reader
+        .get(format!("{base}/internal/force_flush"))
+        .basic_auth("kasad", Some("vm-pass-123"))
+        .send()
+        .await
+        .unwrap();
+    let text = reader
+        .get(
+            reqwest::Url::parse_with_params(
+                &format!("{base}/api/v1/export"),
+                &[("match[]", "kasad_device_power_watts{site=\"good\"}")],
+            )
+            .unwrap(),
+        )
+        .basic_auth("kasad", Some("vm-pass-123"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap();
+    assert_eq!(v["values"].as_array().map(Vec::len), Some(10), "{text}");
+}
