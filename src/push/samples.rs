@@ -101,11 +101,9 @@ fn bucket_values(b: &Bucket) -> Values {
 /// A device's rows after its cursor, oldest first.
 type Rows<'a> = std::iter::Peekable<Box<dyn Iterator<Item = store::Result<(i64, Values)>> + 'a>>;
 
-/// Reads the next batch of `w`, priced by `tariffs`: the oldest `max` rows of all devices
-/// together, in time order (a store that refuses samples far behind its newest — Prometheus —
-/// never sees one device's backlog pushed ahead of another's).
-pub fn gather(store: &Store, w: &Window<'_>, tariffs: &Versions) -> store::Result<Batch> {
-    let mut scans: Vec<(&DeviceId, Rows<'_>)> = Vec::new();
+/// Each device's rows after its cursor (devices with none are left out).
+fn open_scans<'a>(store: &Store, w: &Window<'a>) -> store::Result<Vec<(&'a DeviceId, Rows<'a>)>> {
+    let mut scans: Vec<(&'a DeviceId, Rows<'a>)> = Vec::new();
     for (id, newest) in w.devices {
         let from = (w.cursor)(id.as_str()).saturating_add(1);
         let rows: Box<dyn Iterator<Item = store::Result<(i64, Values)>>> = if w.rollups {
@@ -131,6 +129,14 @@ pub fn gather(store: &Store, w: &Window<'_>, tariffs: &Versions) -> store::Resul
         };
         scans.push((id, rows.peekable()));
     }
+    Ok(scans)
+}
+
+/// Reads the next batch of `w`, priced by `tariffs`: the oldest `max` rows of all devices
+/// together, in time order (a store that refuses samples far behind its newest — Prometheus —
+/// never sees one device's backlog pushed ahead of another's).
+pub fn gather(store: &Store, w: &Window<'_>, tariffs: &Versions) -> store::Result<Batch> {
+    let mut scans = open_scans(store, w)?;
     let mut taken: Vec<Vec<(i64, Values)>> = vec![Vec::new(); scans.len()];
     for _ in 0..w.max {
         let mut best: Option<(usize, i64)> = None;

@@ -437,6 +437,35 @@ async fn an_outage_with_a_restart_in_between_loses_and_repeats_nothing() {
     );
     assert_eq!(h["vm"]["lag_seconds"], 0.0);
     assert_eq!(h["vm"]["skipped"], 0);
+    // With the daemon running, `kasad push` goes through its admin socket.
+    let cfg_file = dir.path().join("kasad.toml");
+    std::fs::write(&cfg_file, format!("data_dir = {:?}\n", kept.path())).unwrap();
+    // (Off this test's runtime thread: the daemon answers on it.)
+    let cli = |args: &'static [&'static str]| {
+        let cfg = cfg_file.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_kasad"))
+                .args(args)
+                .args(["--config", cfg.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success(), "{text}{err}");
+            text
+        })
+    };
+    let status: Value = serde_json::from_str(&cli(&["push", "status"]).await.unwrap()).unwrap();
+    assert_eq!(status[0]["target"], "vm", "{status}");
+    assert_eq!(status[0]["sent"], n as u64, "{status}");
+    let out = cli(&["push", "backfill", "vm", "--since", "2020-01-01"])
+        .await
+        .unwrap();
+    assert!(out.contains("\"queued\": true"), "{out}");
+    let out = cli(&["push", "backfill", "vm", "--since", "2020-01-01"])
+        .await
+        .unwrap();
+    assert!(out.contains("\"queued\": false"), "{out}");
     app.stop().await;
     drop(kept);
 }
@@ -862,4 +891,75 @@ async fn https_with_a_private_ca_and_basic_auth_from_a_secret_file() {
         .unwrap();
     let v: Value = serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap();
     assert_eq!(v["values"].as_array().map(Vec::len), Some(10), "{text}");
+}
+
+#[tokio::test]
+async fn rollups_are_pushed_as_whole_15_minute_buckets() {
+    use kasad::domain::{DeviceId, Reading};
+    use kasad::store::Store;
+    use kasad::store::write::{Batch, apply};
+    let dir = tempfile::tempdir().unwrap();
+    let vm = victoria(&dir.path().join("vm"), free_port()).await;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = Store::open(&data.join("kasad.redb"), 8).unwrap();
+    let clock = kasad::clock::system();
+    let now = clock.now_ms();
+    let q = 900_000;
+    // Two hours of readings a minute, up to a minute ago, sent by a backfill.
+    let from = (now - 2 * 3_600_000) / q * q;
+    let readings: Vec<Reading> = (0..)
+        .map(|k| from + k * 60_000)
+        .take_while(|t| *t < now - 60_000)
+        .enumerate()
+        .map(|(k, ts)| Reading {
+            device_id: DeviceId::parse("P1").unwrap(),
+            ts_ms: ts,
+            power_mw: Some(60_000 + (k as i64 % 7) * 1_000),
+            voltage_mv: Some(230_000),
+            current_ma: Some(260),
+            counter_wh: Some(k as i64),
+            relay_on: true,
+            rssi: None,
+        })
+        .collect();
+    let newest = readings.last().unwrap().ts_ms;
+    apply(
+        &store,
+        &Batch {
+            devices: vec![(crate::helpers::plug_info("P1"), from)],
+            readings,
+            days: vec![],
+        },
+        true,
+    )
+    .unwrap();
+    let mut s = kasad::config::Settings {
+        data_dir: data.clone(),
+        ..Default::default()
+    };
+    s.delivery.webhook_allow = vec![vm.base.clone()];
+    s.push = vec![PushTarget {
+        series: "rollups".into(),
+        ..target("r", "influx", &vm.base, "r")
+    }];
+    let push = kasad::push::Push::new(&store, &s, now).unwrap();
+    let q0 = push.request_backfill(&store, "r", from - 1, false).unwrap();
+    assert_eq!(q0["queued"], true, "{q0}");
+    let st = push.drain_backfill(&store, &clock, "r").await.unwrap();
+    // Every whole bucket, none of the one still filling.
+    let buckets = store
+        .buckets(&DeviceId::parse("P1").unwrap(), from, newest - newest % q)
+        .unwrap();
+    assert!(buckets.len() >= 7, "{}", buckets.len());
+    assert_eq!(st["sent"], buckets.len() as u64, "{st}");
+    let power = vm_series(&vm.base, "kasad_device_power_watts", "r").await;
+    let energy = vm_series(&vm.base, "kasad_device_energy_watt_hours", "r").await;
+    let want: Vec<i64> = buckets.iter().map(|b| b.start_ms).collect();
+    assert_eq!(power["P1"].keys().copied().collect::<Vec<_>>(), want);
+    for b in &buckets {
+        let mean = b.power.sum as f64 / f64::from(b.meter_samples) / 1000.0;
+        assert!((power["P1"][&b.start_ms] - mean).abs() < 1e-9);
+        assert!((energy["P1"][&b.start_ms] - b.energy_mwh as f64 / 1000.0).abs() < 1e-9);
+    }
 }
