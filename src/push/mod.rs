@@ -463,10 +463,27 @@ fn gather(
     store: &Store,
     now: i64,
 ) -> store::Result<Option<(samples::Batch, Option<u64>)>> {
-    let devices: Vec<(DeviceId, i64)> = store
-        .devices()?
-        .into_iter()
+    let summaries = store.devices()?;
+    let devices: Vec<(DeviceId, i64)> = summaries
+        .iter()
         .filter_map(|d| Some((d.record.info.device_id.clone(), d.last_reading_ms?)))
+        .collect();
+    let records: Vec<_> = summaries.iter().map(|d| d.record.clone()).collect();
+    let info: std::collections::BTreeMap<String, Vec<(&'static str, String)>> = records
+        .iter()
+        .map(|r| {
+            let kind = serde_json::to_value(&r.info.device_type)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let labels = vec![
+                ("name", r.name().to_owned()),
+                ("model", r.info.model.clone()),
+                ("type", kind),
+                ("room", r.room(&records).unwrap_or_default().to_owned()),
+            ];
+            (r.info.device_id.as_str().to_owned(), labels)
+        })
         .collect();
     let newest = devices.iter().map(|d| d.1).max();
     if !crate::clock::trustworthy(now, newest) {
@@ -491,6 +508,7 @@ fn gather(
         max: cfg.batch,
         rollups: cfg.series == "rollups",
         site: &cfg.site,
+        info: &info,
     };
     let batch = samples::gather(store, &w, &tariffs)?;
     if batch.readings > 0 {

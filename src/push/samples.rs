@@ -7,6 +7,7 @@ use crate::domain::rollup::BUCKET_MS;
 use crate::domain::{Bucket, DeviceId};
 use crate::store::{self, RawRow, Store};
 use crate::tariff::Versions;
+use std::collections::BTreeMap;
 
 /// One series of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +32,10 @@ const NAMES: [&str; 6] = [
 
 /// Interval cost, with the currency as a label.
 pub const COST: &str = "kasad_device_cost";
+
+/// 1 per device with its name, model, type and room (join on `device_id`), as `/metrics` has
+/// it: sent with each batch at the device's newest time in it.
+pub const INFO: &str = "kasad_device_info";
 
 /// A batch: its series, how many readings, and each device's newest time in it.
 #[derive(Debug, Default)]
@@ -59,6 +64,8 @@ pub struct Window<'a> {
     pub rollups: bool,
     /// The `site` label.
     pub site: &'a str,
+    /// Per device id: the labels of its `kasad_device_info` series (name, model, type, room).
+    pub info: &'a BTreeMap<String, Vec<(&'static str, String)>>,
 }
 
 /// One reading's (or bucket's) values by [`NAMES`], and its energy in kWh for the cost.
@@ -220,6 +227,15 @@ pub fn gather(store: &Store, w: &Window<'_>, tariffs: &Versions) -> store::Resul
                     }
                 }
             }
+        }
+        if let (Some(extra), Some(last)) = (w.info.get(id.as_str()), rows.last()) {
+            let mut l = labels.clone();
+            l.extend(extra.iter().cloned());
+            costs.push(Series {
+                name: INFO,
+                labels: l,
+                samples: vec![(last.0, 1.0)],
+            });
         }
         batch.readings += rows.len() as u64;
         batch

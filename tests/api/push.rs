@@ -350,6 +350,7 @@ async fn pushed_readings_equal_kasads_in_victoria_metrics_and_prometheus() {
             assert_eq!(got.len(), kasad.len(), "{m} ({site})");
         }
     }
+    dashboard_queries_return_data(&vm.base, &["rw", "influx"]).await;
     let h = push_health(&app).await;
     for t in ["vm-rw", "vm-influx", "prom"] {
         assert_eq!(h[t]["errors"], 0, "{t}: {}", h[t]);
@@ -961,5 +962,76 @@ async fn rollups_are_pushed_as_whole_15_minute_buckets() {
         let mean = b.power.sum as f64 / f64::from(b.meter_samples) / 1000.0;
         assert!((power["P1"][&b.start_ms] - mean).abs() < 1e-9);
         assert!((energy["P1"][&b.start_ms] - b.energy_mwh as f64 / 1000.0).abs() < 1e-9);
+    }
+}
+
+/// Every query of the Grafana dashboard in docs/grafana uses only series kasad pushes, and each
+/// returns data from `base` for each of `sites`.
+async fn dashboard_queries_return_data(base: &str, sites: &[&str]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/kasad-sites.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let pushed = [
+        "kasad_device_power_watts",
+        "kasad_device_voltage_volts",
+        "kasad_device_current_amperes",
+        "kasad_device_energy_counter_watt_hours_total",
+        "kasad_device_relay_on",
+        "kasad_device_energy_watt_hours",
+        "kasad_device_cost",
+        "kasad_device_info",
+    ];
+    let mut exprs: Vec<String> = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 5, "{exprs:?}");
+    let var = dash["templating"]["list"][0]["definition"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for e in exprs.iter().chain(std::iter::once(&var)) {
+        for part in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if part.starts_with("kasad_") {
+                assert!(
+                    pushed.contains(&part),
+                    "{part} in {e:?} is not a series kasad pushes"
+                );
+            }
+        }
+    }
+    let c = http();
+    c.get(format!("{base}/internal/force_flush"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = c
+        .get(format!(
+            "{base}/api/v1/label/site/values?match[]=kasad_device_info"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for site in sites {
+        assert!(
+            v["data"].as_array().unwrap().iter().any(|s| s == site),
+            "{var}: {v}"
+        );
+        for e in &exprs {
+            let q = e.replace("$site", site);
+            let url = reqwest::Url::parse_with_params(
+                &format!("{base}/api/v1/query"),
+                &[("query", q.as_str())],
+            )
+            .unwrap();
+            let r: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(r["status"], "success", "{q}: {r}");
+            let n = r["data"]["result"].as_array().map_or(0, Vec::len);
+            assert!(n > 0, "{q} returned no data: {r}");
+        }
     }
 }
