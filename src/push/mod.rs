@@ -472,7 +472,7 @@ fn gather(
     let info: std::collections::BTreeMap<String, Vec<(&'static str, String)>> = records
         .iter()
         .map(|r| {
-            let kind = serde_json::to_value(&r.info.device_type)
+            let kind = serde_json::to_value(r.info.device_type)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
