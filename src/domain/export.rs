@@ -74,6 +74,8 @@ pub enum Format {
     Excel,
     /// A PDF report.
     Pdf,
+    /// Home Assistant long-term statistics (CSV for the "Import Statistics" integration).
+    HaStatistics,
 }
 
 /// Description of a format for `GET /api/exports/formats`.
@@ -94,7 +96,7 @@ pub struct FormatInfo {
 }
 
 /// The formats this build produces.
-pub const FORMATS: [FormatInfo; 4] = [
+pub const FORMATS: [FormatInfo; 5] = [
     FormatInfo {
         format: Format::Csv,
         id: "csv",
@@ -126,6 +128,14 @@ pub const FORMATS: [FormatInfo; 4] = [
         description: "PDF report: title block, paged table, summary, optional charts",
         mime_type: "application/pdf",
         extension: ".pdf",
+    },
+    FormatInfo {
+        format: Format::HaStatistics,
+        id: "ha_statistics",
+        name: "Home Assistant statistics",
+        description: "device_data as hourly energy (state, sum) and power (mean, min, max) statistics for Home Assistant's Import Statistics integration",
+        mime_type: "text/csv",
+        extension: ".csv",
     },
 ];
 

@@ -104,6 +104,17 @@ pub fn render(
     limits: Limits,
     ctl: &Control,
 ) -> Result<Rendered, RenderError> {
+    if let (Format::HaStatistics, KindPlan::DeviceData(data)) = (plan.format, &plan.kind) {
+        let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
+        let prefix = data
+            .ha_prefix
+            .as_deref()
+            .unwrap_or(super::format::ha_statistics::DEFAULT_PREFIX);
+        let n =
+            super::format::ha_statistics::write(store, plan, data, prefix, &mut out, &ctl.cancel)?;
+        let sha256 = out.close()?;
+        return checked(path, limits, n, sha256, json!({}));
+    }
     if let Inputs::Statement(built) = inputs {
         let (bytes, summary) = kind::statement::write(built, plan, metadata)?;
         let (mut out, _) = Output::create(path, super::Compression::None, inner_name)?;
@@ -226,6 +237,9 @@ fn sink_of<'a>(
             millis,
         )),
         Format::Json => Box::new(JsonSink::new(chunks, tzc, millis)),
+        Format::HaStatistics => {
+            return Err(io::Error::other("ha_statistics is written on its own"));
+        }
         Format::Excel => {
             let dir = path.parent().unwrap_or(Path::new("."));
             Box::new(excel::ExcelSink::new(

@@ -350,6 +350,9 @@ pub fn write<W: Write + Send>(
             super::format::excel::write_report(out, temp_dir, tzc, metadata, report)?;
             Ok(rows)
         }
+        super::Format::HaStatistics => Err(RenderError::Invalid(
+            "format ha_statistics is for device_data exports".into(),
+        )),
         super::Format::Pdf => {
             let generated = metadata["created_at"].as_str().unwrap_or_default();
             super::format::pdf::write_report(out, &plan.pdf, generated, tzc, metadata, report)?;

@@ -109,6 +109,9 @@ pub struct OptionsBody {
     pub delimiter: Option<String>,
     /// `gzip`, `zip` or `none`.
     pub compression: Option<String>,
+    /// `ha_statistics`: the statistic ids' prefix (`<prefix>:<device>_energy`; default
+    /// `kasad`).
+    pub ha_statistic_prefix: Option<String>,
 }
 
 /// One `custom_fields` entry.
@@ -311,7 +314,7 @@ pub fn format_of(req: &CreateRequest) -> Result<(Format, Compression), RequestEr
     let format = Format::parse(&req.format).ok_or_else(|| RequestError {
         code: "UNSUPPORTED_FORMAT",
         message: format!(
-            "format must be one of csv, json, excel, pdf; got {:?}",
+            "format must be one of csv, json, excel, pdf, ha_statistics; got {:?}",
             req.format
         ),
     })?;

@@ -496,7 +496,7 @@ async fn every_endpoint_answers_with_spec_fields_and_errors() {
         .iter()
         .map(|f| f["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["csv", "json", "excel", "pdf"]);
+    assert_eq!(ids, ["csv", "json", "excel", "pdf", "ha_statistics"]);
     assert_eq!(v["formats"][0]["mime_type"], "text/csv");
     assert_eq!(v["formats"][1]["extension"], ".json");
     assert_eq!(

@@ -20,6 +20,7 @@ mod energy;
 mod excel;
 mod exports;
 mod first_run;
+mod ha_statistics;
 mod hardening;
 mod helpers;
 mod import;

@@ -12,6 +12,7 @@ use std::io;
 
 pub mod csv;
 pub mod excel;
+pub mod ha_statistics;
 pub mod json;
 pub mod pdf;
 pub mod preview;

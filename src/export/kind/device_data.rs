@@ -53,6 +53,9 @@ pub struct DataPlan {
     pub row_fields: Vec<Custom>,
     /// Aggregate formulas (summary).
     pub aggregate_fields: Vec<Custom>,
+    /// `ha_statistics`: the statistic ids' prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_prefix: Option<String>,
 }
 
 /// Validates the device_data part of a body.
@@ -117,7 +120,25 @@ pub fn plan(req: &CreateRequest, limits: &Exports) -> Result<DataPlan, RequestEr
         &known_field_names(),
         limits.max_custom_fields,
     )?;
+    let ha_prefix = req
+        .options
+        .as_ref()
+        .and_then(|o| o.ha_statistic_prefix.clone());
+    if ha_prefix
+        .as_deref()
+        .is_some_and(|p| !crate::export::format::ha_statistics::prefix_ok(p))
+    {
+        return Err(bad(
+            "options.ha_statistic_prefix: 1 to 64 lower-case letters, digits and single '_' between them",
+        ));
+    }
+    if req.format == "ha_statistics" && !matches!(aggregation, None | Some(Period::Hour)) {
+        return Err(bad(
+            "format ha_statistics is hourly: leave aggregation out or say hourly",
+        ));
+    }
     Ok(DataPlan {
+        ha_prefix,
         fields,
         aggregation,
         aggregation_name: agg_name,
@@ -698,6 +719,7 @@ pub fn daily_energy(store: &Store, run: Run<'_>, cancel: &AtomicBool) -> store::
         functions,
         row_fields: Vec::new(),
         aggregate_fields: Vec::new(),
+        ha_prefix: None,
         ..run.data.clone()
     };
     let mut by_day: BTreeMap<i64, Vec<f64>> = BTreeMap::new();

@@ -210,6 +210,12 @@ pub fn plan(
         ExportType::DeviceData => None,
     };
     refuse_other_kinds(req, t)?;
+    if req.format == "ha_statistics" && t != ExportType::DeviceData {
+        return Err(bad(format!(
+            "format ha_statistics is for device_data exports, not {}",
+            req.export_type
+        )));
+    }
     match planned {
         Some(k) => Ok(k),
         None => Ok(KindPlan::DeviceData(device_data::plan(req, limits)?)),
