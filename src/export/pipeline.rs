@@ -104,31 +104,9 @@ pub fn render(
     limits: Limits,
     ctl: &Control,
 ) -> Result<Rendered, RenderError> {
-    if let (Format::HaStatistics, KindPlan::DeviceData(data)) = (plan.format, &plan.kind) {
-        let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
-        let prefix = data
-            .ha_prefix
-            .as_deref()
-            .unwrap_or(super::format::ha_statistics::DEFAULT_PREFIX);
-        let n =
-            super::format::ha_statistics::write(store, plan, data, prefix, &mut out, &ctl.cancel)?;
-        let sha256 = out.close()?;
-        return checked(path, limits, n, sha256, json!({}));
-    }
-    if let Inputs::Statement(built) = inputs {
-        let (bytes, summary) = kind::statement::write(built, plan, metadata)?;
-        let (mut out, _) = Output::create(path, super::Compression::None, inner_name)?;
-        out.write_all(&bytes)?;
-        let sha256 = out.close()?;
-        let records = summary["records"].as_u64().unwrap_or(0);
-        return checked(path, limits, records, sha256, summary);
-    }
-    if let Inputs::Document(report) = inputs {
-        let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let n = super::report::write(report, plan, metadata, &mut out, dir, limits)?;
-        let sha256 = out.close()?;
-        return checked(path, limits, n, sha256, json!({}));
+    if let Some(whole) = render_whole(store, plan, inputs, metadata, path, inner_name, limits, ctl)?
+    {
+        return Ok(whole);
     }
     let run = match (&plan.kind, inputs) {
         (KindPlan::DeviceData(data), Inputs::Rows(prices)) => Some(Run { plan, data, prices }),
@@ -216,6 +194,48 @@ pub fn render(
         }
     })?;
     checked(path, limits, n, sha256, summary)
+}
+
+/// The files written whole rather than streamed as rows: ha_statistics, a statement, and a
+/// document (cost_analysis, system_report); `None` for the rest.
+#[allow(clippy::too_many_arguments)]
+fn render_whole(
+    store: &Store,
+    plan: &Plan,
+    inputs: &Inputs,
+    metadata: &Value,
+    path: &Path,
+    inner_name: &str,
+    limits: Limits,
+    ctl: &Control,
+) -> Result<Option<Rendered>, RenderError> {
+    if let (Format::HaStatistics, KindPlan::DeviceData(data)) = (plan.format, &plan.kind) {
+        let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
+        let prefix = data
+            .ha_prefix
+            .as_deref()
+            .unwrap_or(super::format::ha_statistics::DEFAULT_PREFIX);
+        let n =
+            super::format::ha_statistics::write(store, plan, data, prefix, &mut out, &ctl.cancel)?;
+        let sha256 = out.close()?;
+        return checked(path, limits, n, sha256, json!({})).map(Some);
+    }
+    if let Inputs::Statement(built) = inputs {
+        let (bytes, summary) = kind::statement::write(built, plan, metadata)?;
+        let (mut out, _) = Output::create(path, super::Compression::None, inner_name)?;
+        out.write_all(&bytes)?;
+        let sha256 = out.close()?;
+        let records = summary["records"].as_u64().unwrap_or(0);
+        return checked(path, limits, records, sha256, summary).map(Some);
+    }
+    if let Inputs::Document(report) = inputs {
+        let (mut out, _) = Output::create(path, plan.compression, inner_name)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let n = super::report::write(report, plan, metadata, &mut out, dir, limits)?;
+        let sha256 = out.close()?;
+        return checked(path, limits, n, sha256, json!({})).map(Some);
+    }
+    Ok(None)
 }
 
 /// The sink of the plan's format, writing into `chunks`.
