@@ -21,13 +21,69 @@ enum ImportCmd {
         /// The database file.
         path: PathBuf,
     },
+    /// Home Assistant long-term statistics (the Import Statistics integration's CSV, or
+    /// kasad's `ha_statistics` export): energy statistics with `sum`.
+    HomeAssistant {
+        /// The CSV (or TSV) file.
+        path: PathBuf,
+        /// Zone of `start` (default UTC, as kasad writes it).
+        #[arg(long, default_value = "UTC")]
+        timezone: chrono_tz::Tz,
+    },
+    /// An Emoncms kWh accumulator feed (feed/csvexport.json: `time,value` lines).
+    Emoncms {
+        /// The CSV file.
+        path: PathBuf,
+        /// The device it is (matched by id or name, else created); default: the file's name.
+        #[arg(long)]
+        device: Option<String>,
+        /// Zone of local times (default: the configured one).
+        #[arg(long)]
+        timezone: Option<chrono_tz::Tz>,
+    },
+    /// IoTaWatt's query API CSV with a header and Wh per group (`…&format=csv&header=yes`).
+    Iotawatt {
+        /// The CSV file.
+        path: PathBuf,
+        /// Zone of local times (default: the configured one).
+        #[arg(long)]
+        timezone: Option<chrono_tz::Tz>,
+    },
 }
 
 /// Imports, audits the import and prints what each device got.
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let (source, config) = (a.source, a.config);
-    let ImportCmd::KasaMonitor { path } = source;
     let settings = Settings::load(Some(&config))?;
+    use crate::import::files::Tool;
+    let (tool, path, device, tz) = match source {
+        ImportCmd::KasaMonitor { path } => (None, path, None, settings.tz()),
+        ImportCmd::HomeAssistant { path, timezone } => {
+            (Some(Tool::HomeAssistant), path, None, timezone)
+        }
+        ImportCmd::Emoncms {
+            path,
+            device,
+            timezone,
+        } => (
+            Some(Tool::Emoncms),
+            path,
+            device,
+            timezone.unwrap_or(settings.tz()),
+        ),
+        ImportCmd::Iotawatt { path, timezone } => (
+            Some(Tool::Iotawatt),
+            path,
+            None,
+            timezone.unwrap_or(settings.tz()),
+        ),
+    };
+    let source_name = match tool {
+        None => "kasa-monitor",
+        Some(Tool::HomeAssistant) => "home-assistant",
+        Some(Tool::Emoncms) => "emoncms",
+        Some(Tool::Iotawatt) => "iotawatt",
+    };
     let store = match crate::app::open_store(&settings).await {
         Ok(s) => s,
         Err(e) => {
@@ -54,7 +110,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 eprint!("\rimporting: {done} of {total} readings read ({pct}%)");
             }
         };
-        let r = crate::import::kasa_monitor(&store, &path, &mut bar);
+        let r = match tool {
+            None => crate::import::kasa_monitor(&store, &path, &mut bar),
+            Some(t) => crate::import::files::import(&store, t, &path, device.as_deref(), tz),
+        };
         if tty {
             eprintln!();
         }
@@ -65,7 +124,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         };
         let mut ev = crate::audit::Event::new(crate::audit::EventType::DataImported, severity);
         ev.username = Some("cli".into());
-        ev.resource = Some(format!("kasa-monitor:{}", path.display()));
+        ev.resource = Some(format!("{source_name}:{}", path.display()));
         ev.details = serde_json::to_value(&r)?;
         let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
         store.audit_append(&key, ev, now)?;

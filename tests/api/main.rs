@@ -24,6 +24,7 @@ mod ha_statistics;
 mod hardening;
 mod helpers;
 mod import;
+mod imports;
 mod insights;
 mod interop;
 mod klap;

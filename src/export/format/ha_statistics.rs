@@ -5,9 +5,11 @@
 //!
 //! - `start` is the hour's start as `%d.%m.%Y %H:%M` in UTC (the integration's default
 //!   format; set its `timezone_identifier` to `UTC`): never ambiguous across DST.
-//! - `sum` is the energy since the first row, from the rollups, so it never decreases, counter
-//!   resets included; `state` is the device's own counter at the end of the hour (kWh; the
-//!   `sum` until the first counter is seen).
+//! - `sum` is the energy since the range's start at the end of each hour, from the rollups, so
+//!   it never decreases, counter resets included; a first row for the hour before the range
+//!   holds `sum` 0, so that the first hour's energy is a difference too (Home Assistant and
+//!   `kasad import home-assistant` take each hour's energy as the change of `sum`); `state` is
+//!   the device's own counter at the end of the hour (kWh; the `sum` until a counter is seen).
 //! - `fields` chooses the statistics: `energy_kwh`, `power_w` or both (the default, in one
 //!   file with the columns of both kinds, the other kind's cells empty).
 //! - Statistic ids are external (`domain:name`: lower-case letters, digits and `_`), so the
@@ -86,6 +88,17 @@ pub fn write<W: Write>(
         let hours = aggregate(buckets, Period::Hour, chrono_tz::UTC);
         let id = slug(dev.id.as_str());
         let (mut sum_mwh, mut state_wh) = (0i64, None::<i64>);
+        if let (true, Some(first)) = (energy, hours.first()) {
+            line.clear();
+            let _ = write!(line, "{prefix}:{id}_energy,kWh,");
+            fmt_start(&mut line, first.start_ms - 3_600_000);
+            if power {
+                line.extend_from_slice(b",,,");
+            }
+            line.extend_from_slice(b",0,0\r\n");
+            out.write_all(&line)?;
+            n += 1;
+        }
         for h in &hours {
             if power && h.meter_samples > 0 {
                 line.clear();

@@ -9,6 +9,8 @@
 //! A reading whose time does not parse is skipped and counted. Importing the same file again
 //! adds nothing (see [`Store::import_history`]).
 
+pub mod files;
+
 use crate::domain::{DeviceId, DeviceInfo, DeviceType, Reading};
 use crate::store::history::Imported;
 use crate::store::{self, Store};
@@ -29,6 +31,9 @@ pub enum ImportError {
     /// The store refused.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// A file of another tool that does not read (where and why).
+    #[error("{0}")]
+    File(String),
 }
 
 /// What happened to one kasa-monitor device.
