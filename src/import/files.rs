@@ -7,7 +7,7 @@
 //!   (`%d.%m.%Y %H:%M` in `--timezone`), `sum` for energy (`kWh` or `Wh`). Each hour's energy
 //!   is the change of `sum`: a reading at the hour's end carries `sum` as its counter, so the
 //!   first row is the baseline. Statistics without `sum` (power's mean/min/max) are counted and
-//!   left out.
+//!   left out. The integration's own export (a BOM, CRLF, a `delta` column) reads as well.
 //! - `emoncms`: a feed's `feed/csvexport.json` download of a kWh accumulator feed: `time,value`
 //!   lines, no header; times as Unix seconds, `d/m/Y H:i:s` (in `--timezone`) or RFC 3339;
 //!   `null` values left out. The values are the feed's running total: each is a counter.
@@ -161,6 +161,8 @@ fn home_assistant(path: &Path, tz: Tz) -> Result<(Vec<Series>, u64), ImportError
         "mean",
         "state",
         "sum",
+        // What the integration's own export adds beside `sum`: read past.
+        "delta",
     ];
     if let Some(c) = cols.iter().find(|c| !known.contains(c)) {
         return Err(bad(
@@ -415,4 +417,30 @@ pub fn import(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_integrations_own_export_reads() {
+        // As `import_statistics.export_statistics` writes it: a BOM, CRLF, every column.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("export.csv");
+        std::fs::write(
+            &p,
+            "\u{feff}statistic_id,unit,start,min,max,mean,sum,state,delta\r\n\
+             sensor:house_energy,kWh,09.03.2024 00:00,,,,10,6912.5,\r\n\
+             sensor:house_energy,kWh,09.03.2024 01:00,,,,10.5,6913,0.5\r\n\
+             sensor:house_power,W,09.03.2024 00:00,100,300,200,,,\r\n",
+        )
+        .unwrap();
+        let (series, left_out) = home_assistant(&p, chrono_tz::UTC).unwrap();
+        assert_eq!(left_out, 1);
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].key, "house");
+        let t = 1_709_942_400_000 + 3_600_000;
+        assert_eq!(series[0].points, [(t, 10_000), (t + 3_600_000, 10_500)]);
+    }
 }

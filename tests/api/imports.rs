@@ -52,8 +52,9 @@ fn import(cfg: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// (device id, UTC day) → kWh of a daily CSV export of the data directory.
-async fn daily(dir: &Path) -> BTreeMap<(String, String), f64> {
+/// (device id, UTC day) → kWh of a daily CSV export of the data directory; and the resources
+/// of its `DATA_IMPORTED` audit entries.
+async fn daily(dir: &Path) -> (BTreeMap<(String, String), f64>, Vec<String>) {
     let clock: SharedClock = Arc::new(ManualClock::new(NOW));
     let app = TestApp::on_data(&dir.join("data"), clock, |s| {
         s.exports.rate_limit_per_hour = 1000
@@ -63,15 +64,24 @@ async fn daily(dir: &Path) -> BTreeMap<(String, String), f64> {
         "fields": ["timestamp", "device_id", "energy_kwh"],
         "date_range": {"start": "2024-03-08", "end": "2024-03-11"}, "options": {"timezone": "UTC"}});
     let csv = String::from_utf8(export_as(&app, &body, "csv").await).unwrap();
+    let (_, audit) = app.get("/api/audit?event_types=DATA_IMPORTED").await;
     app.stop().await;
-    csv.lines()
+    let imported = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let days = csv
+        .lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
             let kwh: f64 = f[2].parse().ok()?;
             (kwh != 0.0).then(|| ((f[1].to_owned(), f[0][..10].to_owned()), kwh))
         })
-        .collect()
+        .collect();
+    (days, imported)
 }
 
 fn close(a: &BTreeMap<(String, String), f64>, b: &BTreeMap<(String, String), f64>) {
@@ -164,12 +174,16 @@ async fn each_tools_sample_imports_once_with_its_daily_totals() {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, text) = import(&cfg, &a);
         assert!(ok, "{a:?}: {text}");
-        let got = daily(dir.path()).await;
+        let (got, audit) = daily(dir.path()).await;
         close(&got, &want);
-        // Again: nothing added.
+        assert_eq!(audit.len(), 1, "{audit:?}");
+        assert!(audit[0].starts_with(&format!("{}:", a[0])), "{audit:?}");
+        // Again: nothing added (and audited again).
         let (ok, again) = import(&cfg, &a);
         assert!(ok && again.contains("\n0 readings of"), "{a:?}: {again}");
-        close(&daily(dir.path()).await, &want);
+        let (got, audit) = daily(dir.path()).await;
+        close(&got, &want);
+        assert_eq!(audit.len(), 2, "{audit:?}");
     }
 }
 
