@@ -112,7 +112,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         };
         let r = match tool {
             None => crate::import::kasa_monitor(&store, &path, &mut bar),
-            Some(t) => crate::import::files::import(&store, t, &path, device.as_deref(), tz),
+            Some(t) => {
+                let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+                crate::import::files::import(&store, t, &path, device.as_deref(), tz, now)
+            }
         };
         if tty {
             eprintln!();
@@ -152,6 +155,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "{total} readings of {} devices imported",
         imports.devices.len()
     );
+    if imports.left_out > 0 {
+        println!(
+            "{} rows of other statistics left out (power, or sums of something other than kWh or Wh)",
+            imports.left_out
+        );
+    }
     if let Some(e) = imports.error {
         anyhow::bail!("the import stopped at {e}; the devices listed above are imported");
     }

@@ -119,15 +119,27 @@ fn number(path: &Path, line: usize, v: &str) -> Result<Option<f64>, ImportError>
     }
 }
 
-fn local(tz: Tz, t: chrono::NaiveDateTime) -> Option<i64> {
+fn local(tz: Tz, t: chrono::NaiveDateTime, prev: Option<i64>) -> Option<i64> {
+    // On the night clocks go back: the earlier of the two, unless it is not after the time
+    // before it in the series (then the later); a time that does not exist is refused.
     use chrono::TimeZone;
-    tz.from_local_datetime(&t)
-        .latest()
-        .map(|d| d.timestamp_millis())
+    use chrono::offset::LocalResult;
+    match tz.from_local_datetime(&t) {
+        LocalResult::Single(d) => Some(d.timestamp_millis()),
+        LocalResult::Ambiguous(a, b) => {
+            let a = a.timestamp_millis();
+            Some(if prev.is_none_or(|p| a > p) {
+                a
+            } else {
+                b.timestamp_millis()
+            })
+        }
+        LocalResult::None => None,
+    }
 }
 
 /// A time as Unix seconds, RFC 3339, `%Y-%m-%dT%H:%M:%S` or `%d/%m/%Y %H:%M:%S` (local).
-fn time(v: &str, tz: Tz) -> Option<i64> {
+fn time(v: &str, tz: Tz, prev: Option<i64>) -> Option<i64> {
     let v = v.trim().trim_matches('"');
     if let Ok(s) = v.parse::<i64>() {
         return s.checked_mul(1000);
@@ -142,7 +154,25 @@ fn time(v: &str, tz: Tz) -> Option<i64> {
     ]
     .iter()
     .find_map(|f| chrono::NaiveDateTime::parse_from_str(v, f).ok())
-    .and_then(|t| local(tz, t))
+    .and_then(|t| local(tz, t, prev))
+}
+
+/// A meter that only rises: each series' readings as a counter from 0 adding the rises of
+/// the tool's value (a fall — a restarted `sum`, a corrected feed — adds nothing), so the
+/// store's reset rule never misreads another tool's numbers.
+fn as_counter(points: &[(i64, f64)]) -> Vec<(i64, i64)> {
+    let mut c = 0.0;
+    let mut prev: Option<f64> = None;
+    points
+        .iter()
+        .map(|&(t, v)| {
+            if let Some(p) = prev {
+                c += (v - p).max(0.0);
+            }
+            prev = Some(v);
+            (t, c.round() as i64)
+        })
+        .collect()
 }
 
 fn home_assistant(path: &Path, tz: Tz) -> Result<(Vec<Series>, u64), ImportError> {
@@ -180,7 +210,8 @@ fn home_assistant(path: &Path, tz: Tz) -> Result<(Vec<Series>, u64), ImportError
         ));
     };
     let sum = at("sum");
-    let mut by_id: BTreeMap<String, Series> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, (String, Vec<(i64, f64)>)> = BTreeMap::new();
+    let mut last_start: BTreeMap<String, i64> = BTreeMap::new();
     let mut left_out = 0u64;
     for (i, l) in lines.iter().enumerate().skip(1) {
         let n = i + 1;
@@ -198,7 +229,7 @@ fn home_assistant(path: &Path, tz: Tz) -> Result<(Vec<Series>, u64), ImportError
         let sid = row[id].trim();
         let t = chrono::NaiveDateTime::parse_from_str(row[start].trim(), "%d.%m.%Y %H:%M")
             .ok()
-            .and_then(|t| local(tz, t))
+            .and_then(|t| local(tz, t, last_start.get(row[id].trim()).copied()))
             .ok_or_else(|| {
                 bad(
                     path,
@@ -216,38 +247,41 @@ fn home_assistant(path: &Path, tz: Tz) -> Result<(Vec<Series>, u64), ImportError
         let factor = match row[unit].trim() {
             "kWh" => 1000.0,
             "Wh" => 1.0,
-            u => {
-                return Err(bad(
-                    path,
-                    n,
-                    format!("unit {u:?}: energy statistics in kWh or Wh"),
-                ));
+            // A sum of something else (money, gas, MWh …) is not a plug's energy.
+            _ => {
+                left_out += 1;
+                continue;
             }
         };
-        let key = sid.rsplit_once(':').map_or(sid, |(_, n)| n);
+        // `sensor:house_energy` or `sensor.house_energy` → `house`.
+        let key = sid.rsplit([':', '.']).next().unwrap_or(sid);
         let key = key.strip_suffix("_energy").unwrap_or(key).to_owned();
-        let e = by_id.entry(sid.to_owned()).or_insert_with(|| Series {
-            key,
-            points: Vec::new(),
-        });
+        let e = by_id
+            .entry(sid.to_owned())
+            .or_insert_with(|| (key, Vec::new()));
         let end = t + 3_600_000;
-        if e.points.last().is_some_and(|p| p.0 >= end) {
+        if e.1.last().is_some_and(|p| p.0 >= end) {
             return Err(bad(
                 path,
                 n,
                 format!("{sid}: start not after the row before"),
             ));
         }
-        e.points.push((end, (s * factor).round() as i64));
+        last_start.insert(sid.to_owned(), t);
+        e.1.push((end, s * factor));
     }
-    Ok((by_id.into_values().collect(), left_out))
+    let series = by_id
+        .into_values()
+        .map(|(key, p)| Series {
+            key,
+            points: as_counter(&p),
+        })
+        .collect();
+    Ok((series, left_out))
 }
 
 fn emoncms(path: &Path, tz: Tz, device: &str) -> Result<Vec<Series>, ImportError> {
-    let mut s = Series {
-        key: device.to_owned(),
-        points: Vec::new(),
-    };
+    let mut points: Vec<(i64, f64)> = Vec::new();
     for (i, l) in lines(path)?.iter().enumerate() {
         let n = i + 1;
         if l.trim().is_empty() {
@@ -256,16 +290,21 @@ fn emoncms(path: &Path, tz: Tz, device: &str) -> Result<Vec<Series>, ImportError
         let (t, v) = l
             .split_once(',')
             .ok_or_else(|| bad(path, n, "expected time,value"))?;
-        let t = time(t, tz).ok_or_else(|| bad(path, n, format!("time {t:?} does not read")))?;
+        let prev = points.last().map(|p| p.0);
+        let t =
+            time(t, tz, prev).ok_or_else(|| bad(path, n, format!("time {t:?} does not read")))?;
         let Some(kwh) = number(path, n, v)? else {
             continue;
         };
-        if s.points.last().is_some_and(|p| p.0 >= t) {
+        if prev.is_some_and(|p| p >= t) {
             return Err(bad(path, n, "time not after the line before"));
         }
-        s.points.push((t, (kwh * 1000.0).round() as i64));
+        points.push((t, kwh * 1000.0));
     }
-    Ok(vec![s])
+    Ok(vec![Series {
+        key: device.to_owned(),
+        points: as_counter(&points),
+    }])
 }
 
 fn iotawatt(path: &Path, tz: Tz) -> Result<Vec<Series>, ImportError> {
@@ -302,8 +341,8 @@ fn iotawatt(path: &Path, tz: Tz) -> Result<Vec<Series>, ImportError> {
                 format!("{} fields, the header has {}", f.len(), cols.len()),
             ));
         }
-        let t =
-            time(f[0], tz).ok_or_else(|| bad(path, n, format!("time {:?} does not read", f[0])))?;
+        let t = time(f[0], tz, rows.last().map(|r| r.0))
+            .ok_or_else(|| bad(path, n, format!("time {:?} does not read", f[0])))?;
         if rows.last().is_some_and(|r| r.0 >= t) {
             return Err(bad(path, n, "time not after the line before"));
         }
@@ -321,7 +360,7 @@ fn iotawatt(path: &Path, tz: Tz) -> Result<Vec<Series>, ImportError> {
         })
         .collect();
     for (k, s) in out.iter_mut().enumerate() {
-        let mut counter = 0.0;
+        let mut counter = 0.0_f64;
         for (i, (t, vals)) in rows.iter().enumerate() {
             // A group's energy ends where the next group starts (the last: one step on).
             let step = match (rows.get(i + 1), i.checked_sub(1).and_then(|p| rows.get(p))) {
@@ -329,10 +368,11 @@ fn iotawatt(path: &Path, tz: Tz) -> Result<Vec<Series>, ImportError> {
                 (None, Some(prev)) => t - prev.0,
                 (None, None) => 3_600_000,
             };
-            if s.points.is_empty() {
-                s.points.push((*t, 0));
-            }
             if let Some(wh) = vals[k] {
+                // The group's start carries the counter on (after nulls: no energy there).
+                if s.points.last().is_none_or(|p| p.0 < *t) {
+                    s.points.push((*t, counter.round() as i64));
+                }
                 counter += wh.max(0.0);
                 s.points.push((t + step, counter.round() as i64));
             }
@@ -362,17 +402,20 @@ fn device_for(ours: &[crate::store::DeviceSummary], tool: Tool, key: &str) -> (D
     (info, true)
 }
 
-/// Imports `path` from `tool` into `store`: the whole file is checked first, then each
-/// device is imported in one transaction. `device` names an Emoncms feed's device (default:
-/// the file's name); `tz` reads local times.
+/// Imports `path` from `tool` into `store`: the whole file is checked first (times from 2000
+/// to a day after `now_ms`; no two series going to one new device), then each device is
+/// imported in one transaction. A device kasad already has only gets history before its first
+/// stored reading (its own counter and the file's never meet). `device` names an Emoncms
+/// feed's device (default: the file's name); `tz` reads local times.
 pub fn import(
     store: &Store,
     tool: Tool,
     path: &Path,
     device: Option<&str>,
     tz: Tz,
+    now_ms: i64,
 ) -> Result<Imports, ImportError> {
-    let (series, _left_out) = match tool {
+    let (series, left_out) = match tool {
         Tool::HomeAssistant => home_assistant(path, tz)?,
         Tool::Emoncms => {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -384,10 +427,53 @@ pub fn import(
         }
         Tool::Iotawatt => (iotawatt(path, tz)?, 0),
     };
+    const FROM: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
     let ours = store.devices()?;
-    let mut out = Imports::default();
+    let mut plan: Vec<(Series, DeviceInfo, bool)> = Vec::new();
     for s in series.into_iter().filter(|s| !s.points.is_empty()) {
+        if let Some(t) = s
+            .points
+            .iter()
+            .map(|p| p.0)
+            .find(|t| *t < FROM || *t > now_ms + 86_400_000)
+        {
+            return Err(bad(
+                path,
+                0,
+                format!(
+                    "{}: time {} is before 2000 or in the future (milliseconds read as seconds?)",
+                    s.key,
+                    crate::clock::rfc3339(t)
+                ),
+            ));
+        }
         let (info, created) = device_for(&ours, tool, &s.key);
+        if let Some(other) = plan.iter().find(|p| p.1.device_id == info.device_id) {
+            return Err(bad(
+                path,
+                0,
+                format!(
+                    "{:?} and {:?} would both go to device {}: rename one",
+                    other.0.key, s.key, info.device_id
+                ),
+            ));
+        }
+        plan.push((s, info, created));
+    }
+    let mut out = Imports {
+        left_out,
+        ..Imports::default()
+    };
+    for (mut s, info, created) in plan {
+        let mut kept_out = 0;
+        if !created {
+            let first = store.readings(&info.device_id, i64::MIN, i64::MAX, 1)?;
+            if let Some(first) = first.first() {
+                let before = s.points.len();
+                s.points.retain(|p| p.0 < first.reading.ts_ms);
+                kept_out = (before - s.points.len()) as u64;
+            }
+        }
         let readings = s.points.iter().map(|&(t, wh)| {
             Ok(Reading {
                 device_id: info.device_id.clone(),
@@ -407,7 +493,7 @@ pub fn import(
                 created,
                 before: d.before,
                 after: d.after,
-                skipped: d.skipped,
+                skipped: d.skipped + kept_out,
                 bad_time: 0,
             }),
             Err(e) => {
@@ -441,6 +527,7 @@ mod tests {
         assert_eq!(series.len(), 1);
         assert_eq!(series[0].key, "house");
         let t = 1_709_942_400_000 + 3_600_000;
-        assert_eq!(series[0].points, [(t, 10_000), (t + 3_600_000, 10_500)]);
+        // As a meter from 0: the rises of `sum`.
+        assert_eq!(series[0].points, [(t, 0), (t + 3_600_000, 500)]);
     }
 }

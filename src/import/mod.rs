@@ -62,6 +62,13 @@ pub struct Imports {
     pub devices: Vec<DeviceReport>,
     /// The device it stopped at and why (the ones before it are imported).
     pub error: Option<String>,
+    /// Rows of other kinds left out (a Home Assistant file's power or non-energy statistics).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub left_out: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Reads `path` and imports it into `store`, one device (one transaction) at a time.

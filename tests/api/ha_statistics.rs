@@ -119,10 +119,17 @@ async fn statistics_follow_the_integrations_rules_and_hold_the_energy() {
     let body = json!({"export_type": "device_data", "devices": "all",
         "date_range": {"start": "2024-03-09", "end": "2024-03-11"}, "options": {"timezone": "UTC"}});
     let stats = read(&export_as(app, &body, "ha_statistics").await);
+    let mut power_only = body.clone();
+    power_only["fields"] = json!(["power_w"]);
+    let powers = read(&export_as(app, &power_only, "ha_statistics").await);
     for d in ["lamp01", "heater01"] {
         let energy = &stats[&format!("kasad:{d}_energy")];
         assert!(energy.counter && energy.unit == "kWh", "{energy:?}");
-        let power = &stats[&format!("kasad:{d}_power")];
+        assert!(
+            !stats.contains_key(&format!("kasad:{d}_power")),
+            "one kind per file"
+        );
+        let power = &powers[&format!("kasad:{d}_power")];
         assert!(!power.counter && power.unit == "W", "{power:?}");
         assert!(energy.rows.len() >= 48, "{}", energy.rows.len());
     }
@@ -137,8 +144,12 @@ async fn statistics_follow_the_integrations_rules_and_hold_the_energy() {
         *totals.entry(id.to_lowercase()).or_default() += kwh.parse::<f64>().unwrap();
     }
     for (id, kwh) in &totals {
-        let last = stats[&format!("kasad:{id}_energy")].rows.last().unwrap().1[1];
-        assert!((last - kwh).abs() < 0.002, "{id}: sum {last} vs {kwh} kWh");
+        let rows = &stats[&format!("kasad:{id}_energy")].rows;
+        let (first, last) = (rows[0].1[1], rows.last().unwrap().1[1]);
+        assert!(
+            (last - first - kwh).abs() < 0.002,
+            "{id}: sum {first}..{last} vs {kwh} kWh"
+        );
     }
     // One kind per file when asked, a prefix of one's own; and what cannot be refused.
     let mut only = body.clone();
@@ -158,6 +169,7 @@ async fn statistics_follow_the_integrations_rules_and_hold_the_energy() {
     for (patch, what) in [
         (json!({"export_type": "cost_analysis"}), "device_data"),
         (json!({"aggregation": "daily"}), "hourly"),
+        (json!({"fields": ["energy_kwh", "power_w"]}), "one kind"),
         (
             json!({"options": {"ha_statistic_prefix": "Flat 2"}}),
             "ha_statistic_prefix",

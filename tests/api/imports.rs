@@ -248,6 +248,11 @@ async fn hostile_files_are_refused_with_nothing_written() {
             "limit",
         ),
         ("home-assistant", dir.path().to_path_buf(), "not a file"),
+        (
+            "emoncms",
+            file("ms.csv", b"1709942400000,1.5\n1709946000000,2\n".to_vec()),
+            "before 2000 or in the future",
+        ),
     ];
     for (tool, path, want) in cases {
         let (data, cfg) = data_dir();
@@ -309,4 +314,30 @@ async fn an_ha_statistics_export_imports_back_with_the_same_hourly_energy() {
         // Whole Wh on the way back (a counter): within a Wh an hour.
         assert!((x.1 - y.1).abs() <= 0.0011, "{}: {} vs {}", x.0, x.1, y.1);
     }
+}
+
+#[tokio::test]
+async fn the_hour_repeated_when_clocks_go_back_is_read_in_order() {
+    // Europe/Berlin, 27 October 2024: 02:00–03:00 local happens twice.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("feed.csv");
+    std::fs::write(
+        &f,
+        "27/10/2024 01:00:00,10.0\n27/10/2024 02:00:00,10.5\n27/10/2024 02:00:00,11.0\n27/10/2024 03:00:00,11.5\n",
+    )
+    .unwrap();
+    let (_data, cfg) = data_dir();
+    let (ok, text) = import(
+        &cfg,
+        &[
+            "emoncms",
+            f.to_str().unwrap(),
+            "--device",
+            "dst",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("4 readings of 1 devices imported"), "{text}");
 }

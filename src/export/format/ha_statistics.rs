@@ -5,13 +5,14 @@
 //!
 //! - `start` is the hour's start as `%d.%m.%Y %H:%M` in UTC (the integration's default
 //!   format; set its `timezone_identifier` to `UTC`): never ambiguous across DST.
-//! - `sum` is the energy since the range's start at the end of each hour, from the rollups, so
-//!   it never decreases, counter resets included; a first row for the hour before the range
-//!   holds `sum` 0, so that the first hour's energy is a difference too (Home Assistant and
+//! - `sum` is the device's energy since its first reading at the end of each hour, from the
+//!   rollups, so it never decreases, counter resets included, and the next export goes on
+//!   from where this one ended; a first row for the hour before the range holds the `sum` at
+//!   the range's start, so that the first hour's energy is a difference too (Home Assistant and
 //!   `kasad import home-assistant` take each hour's energy as the change of `sum`); `state` is
 //!   the device's own counter at the end of the hour (kWh; the `sum` until a counter is seen).
-//! - `fields` chooses the statistics: `energy_kwh`, `power_w` or both (the default, in one
-//!   file with the columns of both kinds, the other kind's cells empty).
+//! - One kind of statistic per file (the integration refuses `sum` beside `mean`): energy by
+//!   default or with `fields: ["energy_kwh"]`, power with `fields: ["power_w"]`.
 //! - Statistic ids are external (`domain:name`: lower-case letters, digits and `_`), so the
 //!   integration needs no entity of that name.
 
@@ -62,10 +63,9 @@ pub fn write<W: Write>(
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<u64, RenderError> {
     let want = |i| data.fields.contains(&Field::Value(i));
-    let (energy, power) = match (want(ENERGY), want(POWER)) {
-        (false, false) => (true, true),
-        both => both,
-    };
+    // One kind per file: the integration refuses `sum` beside `mean` (checked when planned).
+    let power = want(POWER) && !want(ENERGY);
+    let energy = !power;
     let mut cols = vec!["statistic_id", "unit", "start"];
     if power {
         cols.extend(["min", "max", "mean"]);
@@ -87,7 +87,9 @@ pub fn write<W: Write>(
             .collect::<Result<_, _>>()?;
         let hours = aggregate(buckets, Period::Hour, chrono_tz::UTC);
         let id = slug(dev.id.as_str());
-        let (mut sum_mwh, mut state_wh) = (0i64, None::<i64>);
+        // `sum` counts from the device's first bucket, so that later exports go on from it.
+        let prior = store.provenance(&dev.id, i64::MIN, plan.start_ms)?.0.max(0);
+        let (mut sum_mwh, mut state_wh) = (prior, None::<i64>);
         if let (true, Some(first)) = (energy, hours.first()) {
             line.clear();
             let _ = write!(line, "{prefix}:{id}_energy,kWh,");
@@ -95,7 +97,11 @@ pub fn write<W: Write>(
             if power {
                 line.extend_from_slice(b",,,");
             }
-            line.extend_from_slice(b",0,0\r\n");
+            line.push(b',');
+            push_num(&mut line, prior as f64 / 1e6, 6);
+            line.push(b',');
+            push_num(&mut line, prior as f64 / 1e6, 6);
+            line.extend_from_slice(b"\r\n");
             out.write_all(&line)?;
             n += 1;
         }

@@ -132,6 +132,16 @@ pub fn plan(req: &CreateRequest, limits: &Exports) -> Result<DataPlan, RequestEr
             "options.ha_statistic_prefix: 1 to 64 lower-case letters, digits and single '_' between them",
         ));
     }
+    let wants = |name: &str| fields.iter().any(|f| f.name() == name);
+    if req.format == "ha_statistics"
+        && req.fields.is_some()
+        && wants("energy_kwh")
+        && wants("power_w")
+    {
+        return Err(bad(
+            "format ha_statistics holds one kind of statistic (Home Assistant refuses sum beside mean): fields [\"energy_kwh\"] or [\"power_w\"], one export each",
+        ));
+    }
     if req.format == "ha_statistics" && !matches!(aggregation, None | Some(Period::Hour)) {
         return Err(bad(
             "format ha_statistics is hourly: leave aggregation out or say hourly",
