@@ -10,7 +10,6 @@ use kasad::clock::{ManualClock, SharedClock};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 const NOW: i64 = 1_710_201_600_000; // 2024-03-12T00:00:00Z
@@ -38,18 +37,10 @@ fn data_dir() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn import(cfg: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kasad"))
-        .arg("import")
-        .args(args)
-        .args(["--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut all: Vec<&std::ffi::OsStr> = vec!["import".as_ref()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    all.extend(["--config".as_ref(), cfg.as_os_str()]);
+    crate::helpers::kasad_cli(&all)
 }
 
 /// (device id, UTC day) → kWh of a daily CSV export of the data directory; and the resources

@@ -21,16 +21,8 @@ fn body(format: &str) -> Value {
 }
 
 fn kasad(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kasad"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    crate::helpers::kasad_cli(&args)
 }
 
 fn verify_file(dir: &Path, name: &str, bytes: &[u8], extra: &[&str]) -> (bool, String) {
