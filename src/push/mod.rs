@@ -468,7 +468,22 @@ fn gather(
         .iter()
         .filter_map(|d| Some((d.record.info.device_id.clone(), d.last_reading_ms?)))
         .collect();
-    let records: Vec<_> = summaries.iter().map(|d| d.record.clone()).collect();
+    let newest = devices.iter().map(|d| d.1).max();
+    if !crate::clock::trustworthy(now, newest) {
+        r.lag_ms.store(0, Ordering::Relaxed);
+        return Ok(None);
+    }
+    let cfg = &r.target.cfg;
+    skip_old(r, store, &devices, now - cfg.max_age.0.as_millis() as i64)?;
+    let state = r.state().clone();
+    let behind = |c: &dyn Fn(&str) -> i64| devices.iter().any(|(id, n)| *n > c(id.as_str()));
+    let live = |id: &str| state.cursor(id);
+    if !behind(&live) && state.backfill.is_none() {
+        r.lag_ms.store(0, Ordering::Relaxed);
+        return Ok(None);
+    }
+    // Only now that there is something to send: the info labels and the tariffs.
+    let records: Vec<_> = summaries.into_iter().map(|d| d.record).collect();
     let info: std::collections::BTreeMap<String, Vec<(&'static str, String)>> = records
         .iter()
         .map(|r| {
@@ -485,20 +500,6 @@ fn gather(
             (r.info.device_id.as_str().to_owned(), labels)
         })
         .collect();
-    let newest = devices.iter().map(|d| d.1).max();
-    if !crate::clock::trustworthy(now, newest) {
-        r.lag_ms.store(0, Ordering::Relaxed);
-        return Ok(None);
-    }
-    let cfg = &r.target.cfg;
-    skip_old(r, store, &devices, now - cfg.max_age.0.as_millis() as i64)?;
-    let state = r.state().clone();
-    let behind = |c: &dyn Fn(&str) -> i64| devices.iter().any(|(id, n)| *n > c(id.as_str()));
-    let live = |id: &str| state.cursor(id);
-    if !behind(&live) && state.backfill.is_none() {
-        r.lag_ms.store(0, Ordering::Relaxed);
-        return Ok(None);
-    }
     let tariffs = crate::tariff::Versions::load(store, &r.tariff.0, r.tariff.1)
         .map_err(|e| store::Error::Corrupt(e.to_string()))?;
     let w = samples::Window {

@@ -60,6 +60,20 @@ async fn statements_are_signed_verified_and_fail_after_any_changed_byte() {
         )
         .await;
     assert_eq!(s, 201, "{b}");
+    // Both statement routes need a signed-in user.
+    for (m, path) in [
+        (Method::GET, "/api/statements/public-key"),
+        (Method::POST, "/api/statements/verify"),
+    ] {
+        let r = app
+            .client
+            .request(m, format!("{}{path}", app.base))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
     let (s, key) = app.get("/api/statements/public-key").await;
     assert_eq!(s, 200, "{key}");
     let fp = key["fingerprint"].as_str().unwrap().to_owned();
